@@ -1,0 +1,120 @@
+/* tandem — kernels: named operations with an implementation per backend kind. */
+#ifndef TANDEM_KERNEL_H
+#define TANDEM_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/export.h"
+#include "tandem/runtime.h"
+#include "tandem/tensor.h"
+
+/** What a kernel's CPU implementation receives for one batch: rows [begin, end) of every
+ *  argument tensor. `in[k]` / `out[k]` point at row `begin` of argument k (rows are
+ *  contiguous: tdm_map only accepts contiguous tensors). `row_elems` gives the elements per
+ *  row of each argument. The struct and the pointers are valid only during the call. */
+typedef struct tdm_kernel_args {
+    int64_t begin, end;            /**< rows of this batch, end > begin */
+    int n_in, n_out;
+    const void *const *in;         /**< row `begin` of each input */
+    void *const *out;              /**< row `begin` of each output */
+    const tdm_tensor *const *tin;  /**< the whole input tensors (dtype, shape) */
+    const tdm_tensor *const *tout; /**< the whole output tensors */
+    const int64_t *in_row_elems;   /**< elements per row of each input */
+    const int64_t *out_row_elems;  /**< elements per row of each output */
+    const void *params;            /**< the map's by-value parameter block (may be NULL) */
+    size_t params_size;
+    int worker;                    /**< index of the worker running the batch */
+} tdm_kernel_args;
+
+/** A CPU implementation: processes rows [a->begin, a->end). Returns 0, or a negative TDM_E*
+ *  code (typically TDM_EKERNEL) to fail the batch. Called concurrently from several workers
+ *  on disjoint row ranges. */
+typedef int (*tdm_kernel_cpu_fn)(const tdm_kernel_args *a);
+
+/** What an output must look like (filled by a kernel's infer function). */
+typedef struct tdm_tensor_desc {
+    tdm_dtype dtype;
+    int ndim;
+    int64_t shape[TDM_MAX_DIMS];
+} tdm_tensor_desc;
+
+/** Validates a call before any batch runs and describes the outputs. Receives the whole input
+ *  tensors and the parameter block; fills out[0..n_out-1]. Returns 0, or TDM_EDTYPE /
+ *  TDM_ESHAPE / TDM_EINVAL with a message written into msg (msg_len bytes, NUL-terminated). */
+typedef int (*tdm_kernel_infer_fn)(const tdm_tensor *const *in, int n_in, const void *params,
+                                   size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
+                                   size_t msg_len);
+
+#define TDM_KERNEL_DEF_VERSION 1u
+
+/** A kernel definition (StarPU's codelet). Registered with tdm_kernel_register(), which copies
+ *  it (strings included). */
+typedef struct tdm_kernel_def {
+    uint32_t size;            /**< sizeof(tdm_kernel_def) */
+    uint32_t version;         /**< TDM_KERNEL_DEF_VERSION */
+    const char *name;         /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
+    uint32_t kernel_version;  /**< bump when results change (result caches key on it) */
+    int n_in_min, n_in_max;   /**< accepted input counts */
+    int n_out;                /**< output count (>= 0) */
+    size_t params_size;       /**< exact size of the parameter block; 0 = none accepted */
+    tdm_kernel_infer_fn infer; /**< may be NULL: then only row counts are checked */
+    tdm_kernel_cpu_fn cpu;    /**< CPU implementation (threads and processes); may be NULL */
+    const char *source;       /**< single-source dialect text for device backends; may be NULL */
+} tdm_kernel_def;
+
+#define TDM_KERNEL_DEF_INIT                                                                        \
+    {                                                                                              \
+        sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL     \
+    }
+
+/* Parameter blocks of the built-in kernels (passed by value to tdm_map). */
+
+/** "exp_sinh": y = exp(x) * sinh(x), elementwise, f32 or f64. 1 input, 1 output; no params. */
+/** "axpy": z = a * x + y, elementwise, f32 or f64; inputs x, y; output z (may be y itself). */
+typedef struct tdm_axpy_params {
+    double a;
+} tdm_axpy_params;
+
+/** "scale_shift": y = x * scale + shift, elementwise, f32 or f64. */
+typedef struct tdm_scale_shift_params {
+    double scale, shift;
+} tdm_scale_shift_params;
+
+/** "sum", "mean", "sumsq": per-row reduction of x [N, ...] (f32/f64) into y [N] of the same
+ *  dtype, accumulated in double. No params. */
+
+/** "normalize_u8": u8 images [N, H, W, C] (HWC, C <= 4) → f32 [N, C, H, W] with
+ *  y = (x / 255 - mean[c]) / std[c]. Horizontal flip: `flip` = 0 none, 1 every image; or pass
+ *  an optional second input, u8 [N], whose non-zero entries flip that image. */
+typedef struct tdm_normalize_params {
+    float mean[4];
+    float std[4];
+    int32_t flip;
+    int32_t reserved;
+} tdm_normalize_params;
+
+/** "pi_leibniz": item i writes 4 * sum_{k<terms} (-1)^k / (2k+1) into y[i] (f64 [N]); no
+ *  inputs. An optional input i64 [N] gives each item its own number of terms instead. */
+typedef struct tdm_pi_params {
+    int64_t terms;
+} tdm_pi_params;
+
+TDM_BEGIN_DECLS
+
+/** Registers a kernel with the runtime (copying the definition). Returns 0, TDM_EINVAL (NULL,
+ *  bad size/version, bad name, n_in_min > n_in_max, no implementation at all), TDM_EEXIST (the
+ *  name is taken), TDM_ENOMEM. Thread-safe. */
+TDM_EXTERN int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def);
+
+/** 1 if a kernel of that name is registered, 0 if not (or on NULL arguments). Thread-safe. */
+TDM_EXTERN int tdm_kernel_exists(const tdm_runtime *rt, const char *name);
+
+/** Number of registered kernels, and the name of kernel `i` (static for the runtime's life;
+ *  NULL when out of range). Thread-safe. */
+TDM_EXTERN int tdm_kernel_count(const tdm_runtime *rt);
+TDM_EXTERN const char *tdm_kernel_name(const tdm_runtime *rt, int i);
+
+TDM_END_DECLS
+
+#endif

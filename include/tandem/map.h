@@ -1,0 +1,172 @@
+/* tandem — batched map over tensor rows, parallel_for over items, and streaming jobs. */
+#ifndef TANDEM_MAP_H
+#define TANDEM_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/export.h"
+#include "tandem/kernel.h"
+#include "tandem/progress.h"
+#include "tandem/report.h"
+#include "tandem/runtime.h"
+#include "tandem/tensor.h"
+
+/** Where batches may run. */
+typedef enum tdm_policy {
+    TDM_POLICY_AUTO = 0,    /**< the scheduler chooses per batch */
+    TDM_POLICY_CPU = 1,     /**< CPU backends only (threads, processes) */
+    TDM_POLICY_THREADS = 2, /**< the thread pool only */
+    TDM_POLICY_PROCS = 3,   /**< worker processes only */
+    TDM_POLICY_GPU = 4      /**< device backends only */
+} tdm_policy;
+
+/** What a failing batch does to the run. */
+typedef enum tdm_on_error {
+    TDM_ON_ERROR_STOP = 0,    /**< no new batch starts; the call returns the batch's error */
+    TDM_ON_ERROR_CONTINUE = 1 /**< the other batches run; the call returns the first error */
+} tdm_on_error;
+
+/** Order of a streaming job's results. */
+typedef enum tdm_order {
+    TDM_ORDER_SUBMISSION = 0, /**< batches come out in item order (joblib 'generator') */
+    TDM_ORDER_COMPLETION = 1  /**< as they finish ('generator_unordered') */
+} tdm_order;
+
+#define TDM_MAP_OPTS_VERSION 1u
+
+/** Options of a map / parallel_for. Start from TDM_MAP_OPTS_INIT; NULL opts = all defaults. */
+typedef struct tdm_map_opts {
+    uint32_t size;          /**< sizeof(tdm_map_opts) */
+    uint32_t version;       /**< TDM_MAP_OPTS_VERSION */
+    tdm_policy policy;
+    int64_t batch_size;     /**< items per batch; 0 = automatic */
+    tdm_on_error on_error;
+    tdm_progress_mode progress;
+    tdm_progress_fn progress_fn; /**< with TDM_PROGRESS_CALLBACK */
+    void *progress_user;
+    double progress_interval_s;  /**< 0 = 0.1 s */
+    const char *desc;            /**< label of the bar; NULL = kernel name */
+    tdm_order order;             /**< streaming jobs only */
+    int max_in_flight;           /**< streaming: batches started but not yet consumed by
+                                  *  tdm_job_next(); 0 = 2 * workers */
+} tdm_map_opts;
+
+#define TDM_MAP_OPTS_INIT                                                                          \
+    {                                                                                              \
+        sizeof(tdm_map_opts), TDM_MAP_OPTS_VERSION, TDM_POLICY_AUTO, 0, TDM_ON_ERROR_STOP,         \
+            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0                      \
+    }
+
+/** The context of one batch of a parallel_for, valid only during the call. */
+typedef struct tdm_task tdm_task;
+
+/** A parallel_for body: processes items [begin, end). `params` is the call's parameter block,
+ *  copied by value for the run (so worker processes can read it). Returns 0 or a negative
+ *  TDM_E* code (TDM_EKERNEL is the usual one) to fail the batch. */
+typedef int (*tdm_range_fn)(const void *params, int64_t begin, int64_t end, tdm_task *task);
+
+/** A running asynchronous map or parallel_for. */
+typedef struct tdm_job tdm_job;
+
+/** One finished batch, as a streaming job returns it. */
+typedef struct tdm_batch_result {
+    int64_t batch;           /**< batch index */
+    int64_t begin, end;      /**< its items */
+    int status;              /**< 0, or the batch's error */
+    int worker;              /**< the worker that ran it */
+    int slot;                /**< its slot in [0, max_in_flight): see tdm_task_slot() */
+    tdm_tensor *const *out;  /**< for a map whose outputs were NULL: views of this batch's
+                              *  rows in the job's ring buffers, valid until the next
+                              *  tdm_job_next() on this job; NULL otherwise */
+    int n_out;
+} tdm_batch_result;
+
+TDM_BEGIN_DECLS
+
+/** Fills *o with the defaults. Returns 0 or TDM_EINVAL. */
+TDM_EXTERN int tdm_map_opts_init(tdm_map_opts *o);
+
+/** Runs kernel `kernel` over the rows (dim 0) of the tensors and waits for it. All tensors must
+ *  be contiguous and have the same number of rows (for a kernel with no inputs, the outputs
+ *  give it). Outputs are written in place, each batch into its own rows. `params` (may be NULL
+ *  when params_size is 0) is copied once for the run. `report` may be NULL; when given its
+ *  `size` must be set (TDM_REPORT_INIT).
+ *  Returns 0; TDM_EINVAL (NULL rt/kernel, bad counts, NULL tensor, bad opts, params size not
+ *  the kernel's), TDM_ENOTFOUND (unknown kernel), TDM_ENODEV (no enabled backend implements it
+ *  under the policy), TDM_EDTYPE / TDM_ESHAPE (arguments the kernel rejects, or row counts
+ *  differ), TDM_ELAYOUT (a non-contiguous tensor), TDM_ENOMEM; or the first failing batch's
+ *  code, with tdm_errmsg() naming the batch and its items. When validation fails nothing has
+ *  been written. Thread-safe: several threads may run maps on one runtime at once. */
+TDM_EXTERN int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                       tdm_tensor *const *outputs, int n_out, const void *params,
+                       size_t params_size, const tdm_map_opts *opts, tdm_report *report);
+
+/** Runs fn over items [0, n_items) in batches and waits (joblib's Parallel(delayed(f)(i) ...)
+ *  in C). n_items may be 0 (nothing runs, returns 0). `params` is copied for the run;
+ *  pointers inside it must stay valid for the run (and point into shared tensors for worker
+ *  processes). Returns 0; TDM_EINVAL (NULL rt/fn, negative n_items, params NULL with
+ *  size > 0, bad opts), TDM_ENODEV (policy names no thread-capable backend), TDM_ENOMEM; or
+ *  the first failing batch's code. Thread-safe. */
+TDM_EXTERN int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
+                                const void *params, size_t params_size, const tdm_map_opts *opts,
+                                tdm_report *report);
+
+/** Starts a map without waiting. Same arguments and validation as tdm_map(), except that
+ *  `outputs` may be NULL (with n_out = the kernel's output count): the job then allocates
+ *  max_in_flight ring slots of one batch each (the kernel must have an infer function) and
+ *  each result of tdm_job_next() carries views of its batch's outputs, so memory stays flat
+ *  however many rows there are. The caller owns *job and frees it with tdm_job_free().
+ *  The tensors must stay alive until the job is freed. Thread-safe. */
+TDM_EXTERN int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs,
+                             int n_in, tdm_tensor *const *outputs, int n_out, const void *params,
+                             size_t params_size, const tdm_map_opts *opts, tdm_job **job);
+
+/** Starts a parallel_for without waiting; see tdm_parallel_for() and tdm_map_async(). */
+TDM_EXTERN int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
+                                      const void *params, size_t params_size,
+                                      const tdm_map_opts *opts, tdm_job **job);
+
+/** Streams the next finished batch of a job into *r, blocking until one is ready, in the
+ *  job's order. Consuming a batch frees its in-flight slot (the batch returned by the previous
+ *  call is released now). Returns 0; TDM_EDONE when every batch has been returned (or, after a
+ *  stop, when the batches that ran have been returned); TDM_EINVAL (NULL). A failed batch is
+ *  returned with its status in r->status; the call itself still returns 0.
+ *  Only one thread at a time may call it for a given job. */
+TDM_EXTERN int tdm_job_next(tdm_job *job, tdm_batch_result *r);
+
+/** Waits for the whole job (results not consumed by tdm_job_next() are dropped, which frees
+ *  their slots) and fills `report` (may be NULL). Returns the job's status: 0, the first
+ *  batch error, or TDM_ECANCELED. May be called once per job. */
+TDM_EXTERN int tdm_job_wait(tdm_job *job, tdm_report *report);
+
+/** Asks the job to stop: no new batch starts; running batches finish. Returns 0 or
+ *  TDM_EINVAL. Thread-safe. */
+TDM_EXTERN int tdm_job_cancel(tdm_job *job);
+
+/** Waits for the job if still running (as tdm_job_wait() without a report), then frees it.
+ *  NULL is a no-op. */
+TDM_EXTERN void tdm_job_free(tdm_job *job);
+
+/** Inside a parallel_for body: the index of the worker running it (0..threads-1). */
+TDM_EXTERN int tdm_task_worker(const tdm_task *task);
+
+/** Inside a parallel_for body of a streaming job: the batch's in-flight slot, in
+ *  [0, max_in_flight). No two unconsumed batches share a slot, so a body may write its result
+ *  into a user ring buffer at that slot and the consumer reads it from tdm_job_next(). */
+TDM_EXTERN int tdm_task_slot(const tdm_task *task);
+
+/** Inside a body: the batch index. */
+TDM_EXTERN int64_t tdm_task_batch(const tdm_task *task);
+
+/** Inside a body: reports `n` more items done before the batch returns (for long batches, so
+ *  the bar moves); the rest are counted when it returns. Never blocks. */
+TDM_EXTERN void tdm_task_progress(tdm_task *task, int64_t n);
+
+/** Inside a body: 1 if the job was cancelled or stopped by an error, so a long batch may
+ *  return early (its return value is then ignored for the status). */
+TDM_EXTERN int tdm_task_cancelled(const tdm_task *task);
+
+TDM_END_DECLS
+
+#endif

@@ -1,0 +1,155 @@
+/* tandem — runtime: open/close, configuration, backends and devices, last-error message. */
+#ifndef TANDEM_RUNTIME_H
+#define TANDEM_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/export.h"
+
+/** An open runtime: the thread pool, the backends and devices found, the kernel registry.
+ *  Opaque; created by tdm_runtime_open(), destroyed by tdm_runtime_close(). */
+typedef struct tdm_runtime tdm_runtime;
+
+/** Kinds of backend. The table of backends is fixed at build time; each may find zero devices
+ *  at run time, which is never an error. */
+typedef enum tdm_backend_kind {
+    TDM_BACKEND_CPU_THREADS = 0, /**< the runtime's pthread pool (always present) */
+    TDM_BACKEND_CPU_PROCS = 1,   /**< forked worker processes over shared memory */
+    TDM_BACKEND_OPENCL = 2,      /**< OpenCL devices through the ICD loader */
+    TDM_BACKEND_CUDA = 3,        /**< CUDA GPUs */
+    TDM_BACKEND_SIM = 4,         /**< simulated devices on a virtual clock */
+    TDM_BACKEND_KIND_COUNT
+} tdm_backend_kind;
+
+/** Debug flags (tdm_config.debug, or TDM_DEBUG=all|runtime|pool|map|sched, comma-separated). */
+enum {
+    TDM_DEBUG_RUNTIME = 1u << 0,
+    TDM_DEBUG_POOL = 1u << 1,
+    TDM_DEBUG_MAP = 1u << 2,
+    TDM_DEBUG_SCHED = 1u << 3,
+    TDM_DEBUG_ALL = 0xffffu
+};
+
+/** Receives the runtime's debug lines when debug flags are set. Called from any thread,
+ *  possibly concurrently; `line` has no trailing newline and is valid only during the call. */
+typedef void (*tdm_log_fn)(void *user, unsigned flag, const char *line);
+
+#define TDM_CONFIG_VERSION 1u
+
+/** Runtime configuration. Start from TDM_CONFIG_INIT (or tdm_config_init()): every field then
+ *  has a usable default, and `size`/`version` let later releases grow the struct without
+ *  breaking callers built against this one. */
+typedef struct tdm_config {
+    uint32_t size;     /**< sizeof(tdm_config) as the caller compiled it */
+    uint32_t version;  /**< TDM_CONFIG_VERSION */
+    int threads;       /**< CPU worker threads; 0 = one per online core. Env TDM_NUM_THREADS. */
+    int procs;         /**< CPU worker processes (a later backend); 0 = none. Env TDM_NUM_PROCS. */
+    const char *backends; /**< comma list of backends to enable ("cpu,procs,opencl,cuda");
+                           *  NULL = all that are built. Env TDM_BACKENDS. Copied at open. */
+    unsigned debug;    /**< TDM_DEBUG_* flags; env TDM_DEBUG adds to them */
+    tdm_log_fn log_fn; /**< where debug lines go; NULL = stderr (only when debug flags are set) */
+    void *log_user;    /**< passed to log_fn */
+    uint64_t shm_limit; /**< cap on shared-memory bytes this runtime may hold; 0 = what the
+                         *  system has. Exceeding it is TDM_ENOSPC at tensor creation. */
+    int use_env;       /**< 1 (default): environment variables override the fields above */
+} tdm_config;
+
+#define TDM_CONFIG_INIT                                                                            \
+    {                                                                                              \
+        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1                  \
+    }
+
+TDM_BEGIN_DECLS
+
+/** Name of a backend kind ("cpu", "procs", "opencl", "cuda", "sim"); "unknown" otherwise.
+ *  Static string. Thread-safe. */
+TDM_EXTERN const char *tdm_backend_kind_name(tdm_backend_kind kind);
+
+/** Fills *cfg with the defaults (same as TDM_CONFIG_INIT). Returns TDM_EINVAL if cfg is NULL. */
+TDM_EXTERN int tdm_config_init(tdm_config *cfg);
+
+/** Opens a runtime. `cfg` may be NULL for all defaults. The thread pool is started here and the
+ *  backends are probed; a backend whose driver or device is missing contributes zero devices,
+ *  which is not an error.
+ *  Returns 0 and sets *out; TDM_EINVAL (out NULL, cfg->size too small or unknown version,
+ *  negative counts, a malformed TDM_NUM_THREADS / TDM_BACKENDS value or an unknown backend
+ *  name), TDM_ENOMEM, TDM_ESYS (thread creation failed). On error *out is set to NULL and
+ *  nothing is leaked. The caller owns the runtime and frees it with tdm_runtime_close(). */
+TDM_EXTERN int tdm_runtime_open(tdm_runtime **out, const tdm_config *cfg);
+
+/** Closes a runtime: stops the pool and frees everything it owns. Tensors created from it must
+ *  have been released (a tensor still alive keeps the runtime's memory accounting alive: it
+ *  is an error, TDM_EBUSY). Returns 0 (also for rt == NULL), or TDM_EBUSY if a job is still in
+ *  flight or tensors are still alive; the runtime then stays open and usable.
+ *  Must not be called concurrently with other calls on the same runtime. */
+TDM_EXTERN int tdm_runtime_close(tdm_runtime *rt);
+
+/** The detailed message of the last error that a call on `rt` returned to the calling thread
+ *  (e.g. "tdm_map: input 1 has dtype f32, kernel exp_sinh expects f64 like input 0").
+ *  Returns "" when there is none. The string is owned by the library and valid until the next
+ *  call on `rt` from this thread. `rt` NULL gives the last message of a call that had no
+ *  runtime to report to. Thread-safe. */
+TDM_EXTERN const char *tdm_errmsg(const tdm_runtime *rt);
+
+/** Number of CPU worker threads of the runtime's pool (>= 1). Thread-safe. */
+TDM_EXTERN int tdm_runtime_threads(const tdm_runtime *rt);
+
+/** The debug flags in force (config | TDM_DEBUG). Thread-safe. */
+TDM_EXTERN unsigned tdm_runtime_debug(const tdm_runtime *rt);
+
+/** What one backend of the build's table looks like in this runtime. */
+typedef struct tdm_backend_info {
+    tdm_backend_kind kind;
+    const char *name;  /**< static: "cpu", "procs", "opencl", "cuda", "sim" */
+    int built;         /**< compiled into this library */
+    int enabled;       /**< enabled by config / TDM_BACKENDS */
+    int runs_kernels;  /**< can execute batches in this build (0: discovery only) */
+    int n_devices;     /**< devices found (0 when absent: not an error) */
+    char note[160];    /**< why zero devices, or a short description */
+} tdm_backend_info;
+
+/** Number of entries of the backend table (same for every runtime of this build). */
+TDM_EXTERN int tdm_backend_count(void);
+
+/** Fills *info for backend table entry `index` (0 <= index < tdm_backend_count()).
+ *  Returns 0, TDM_EINVAL (NULL rt/info) or TDM_ENOTFOUND (index out of range). Thread-safe. */
+TDM_EXTERN int tdm_runtime_backend(const tdm_runtime *rt, int index, tdm_backend_info *info);
+
+/** A device one of the backends found. */
+typedef struct tdm_device_info {
+    tdm_backend_kind kind;
+    const char *backend;     /**< static backend name */
+    int index;               /**< index among the devices of its backend */
+    char name[128];          /**< e.g. "CPU threads", "pthread-Intel(R) Xeon(R) ..." */
+    char vendor[64];
+    int compute_units;       /**< cores, compute units or SMs */
+    uint64_t memory_bytes;   /**< device memory (host memory for CPU devices) */
+} tdm_device_info;
+
+/** Number of devices of all enabled backends (the CPU pool counts as one device). Thread-safe.
+ *  Returns the count (>= 1) or TDM_EINVAL for a NULL runtime. */
+TDM_EXTERN int tdm_runtime_device_count(const tdm_runtime *rt);
+
+/** Fills *info for device `index` (0 <= index < tdm_runtime_device_count(rt)). Returns 0,
+ *  TDM_EINVAL (NULL argument) or TDM_ENOTFOUND (index out of range). Thread-safe. */
+TDM_EXTERN int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_info *info);
+
+/** Facts about the machine, for `tandem info` and for sizing runs. */
+typedef struct tdm_system_info {
+    int online_cores;        /**< sysconf(_SC_NPROCESSORS_ONLN) */
+    int usable_cores;        /**< CPUs in this process's affinity mask */
+    uint64_t memory_bytes;   /**< physical memory */
+    uint64_t memory_available_bytes; /**< MemAvailable from /proc/meminfo (0 if unknown) */
+    uint64_t shm_total_bytes;        /**< size of /dev/shm (0 if absent) */
+    uint64_t shm_free_bytes;         /**< free space in /dev/shm */
+    uint64_t memlock_limit_bytes;    /**< RLIMIT_MEMLOCK soft limit; UINT64_MAX = unlimited */
+} tdm_system_info;
+
+/** Fills *info. Returns 0 or TDM_EINVAL (NULL). Never fails on a missing /dev/shm (zeros).
+ *  Thread-safe. */
+TDM_EXTERN int tdm_system_info_get(tdm_system_info *info);
+
+TDM_END_DECLS
+
+#endif

@@ -1,0 +1,132 @@
+/* tandem — tensors: dtype, shape, strides, storage kinds, views, sharing. */
+#ifndef TANDEM_TENSOR_H
+#define TANDEM_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/export.h"
+#include "tandem/runtime.h"
+
+/** Element types. f16 and bf16 are storage types (kernels may not support them). */
+typedef enum tdm_dtype {
+    TDM_U8 = 0,
+    TDM_I32 = 1,
+    TDM_I64 = 2,
+    TDM_F32 = 3,
+    TDM_F64 = 4,
+    TDM_F16 = 5,
+    TDM_BF16 = 6,
+    TDM_DTYPE_COUNT
+} tdm_dtype;
+
+/** At most this many dimensions. */
+#define TDM_MAX_DIMS 8
+
+/** Storage flags. Ask for them at creation; tdm_tensor_mem() reports what the tensor really has.
+ *  - TDM_MEM_HOST (0): private host memory, 64-byte aligned.
+ *  - TDM_MEM_SHARED: a memfd mapping (MAP_SHARED) whose pages are reserved at creation, so a
+ *    forked worker process sees the same bytes without a copy, and exhaustion is TDM_ENOSPC at
+ *    creation rather than SIGBUS on first touch.
+ *  - TDM_MEM_PINNED: page-locked (mlock) memory; with no device backend it is mlock'ed host
+ *    memory. If the system refuses to lock (RLIMIT_MEMLOCK), the tensor is still created
+ *    unlocked and tdm_tensor_mem() lacks TDM_MEM_PINNED — unless TDM_MEM_STRICT is given too,
+ *    in which case creation fails with TDM_EPERM.
+ *  - TDM_MEM_WRAPPED (reported only): the storage is user memory given to tdm_tensor_wrap().
+ *  SHARED | PINNED is allowed (a shared mapping that is also locked). */
+enum {
+    TDM_MEM_HOST = 0,
+    TDM_MEM_SHARED = 1u << 0,
+    TDM_MEM_PINNED = 1u << 1,
+    TDM_MEM_WRAPPED = 1u << 2,
+    TDM_MEM_STRICT = 1u << 8
+};
+
+/** A tensor: a refcounted view (dtype, shape, strides, offset) of a refcounted storage.
+ *  Opaque. Views share the storage of their base and keep it alive. */
+typedef struct tdm_tensor tdm_tensor;
+
+TDM_BEGIN_DECLS
+
+/** Size of one element in bytes (1, 4, 8, 4, 8, 2, 2), or 0 for an invalid dtype. */
+TDM_EXTERN size_t tdm_dtype_size(tdm_dtype dtype);
+
+/** Short name of a dtype ("u8", "i32", "i64", "f32", "f64", "f16", "bf16"), "invalid" otherwise. */
+TDM_EXTERN const char *tdm_dtype_name(tdm_dtype dtype);
+
+/** Creates an uninitialised contiguous (row-major) tensor of `ndim` dims (0..TDM_MAX_DIMS;
+ *  0 = a scalar of one element) with storage as `mem` asks. Shared storage is zero-filled by
+ *  the system; host and pinned storage are not initialised.
+ *  A dimension may be 0 (an empty tensor). Returns 0 and sets *out (refcount 1, owned by the
+ *  caller: release with tdm_tensor_release()); TDM_EINVAL (NULL rt/out, shape NULL with
+ *  ndim > 0, ndim out of range, negative dim, bad dtype, unknown mem flags), TDM_EOVERFLOW
+ *  (element count or byte size overflows), TDM_ENOMEM, TDM_ENOSPC (shared memory cannot be
+ *  reserved, or the runtime's shm_limit would be exceeded), TDM_EPERM (PINNED|STRICT and the
+ *  pages cannot be locked), TDM_ESYS. On error *out is NULL. Thread-safe. */
+TDM_EXTERN int tdm_tensor_empty(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *shape,
+                                unsigned mem, tdm_tensor **out);
+
+/** As tdm_tensor_empty(), then every byte set to zero. */
+TDM_EXTERN int tdm_tensor_zeros(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *shape,
+                                unsigned mem, tdm_tensor **out);
+
+/** Wraps user memory without taking ownership: the caller keeps `data` alive and valid for
+ *  at least as long as the tensor and its views, and frees it afterwards. `strides` (in
+ *  elements, may be NULL for row-major contiguous) must be non-negative. `data` must be
+ *  aligned to the dtype's size. Returns 0 and *out (caller releases it), TDM_EINVAL (NULL
+ *  rt/out, NULL data with a non-empty shape, misaligned data, negative strides, bad dtype or
+ *  shape), TDM_EOVERFLOW, TDM_ENOMEM. Thread-safe. */
+TDM_EXTERN int tdm_tensor_wrap(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *shape,
+                               const int64_t *strides, void *data, tdm_tensor **out);
+
+/** A view of rows [begin, end) along dim 0 of `t`, sharing its storage (no copy). The view
+ *  holds a reference to the storage; the caller releases the view. 0 <= begin <= end <=
+ *  shape[0]. Returns 0 and *out, TDM_EINVAL (NULL, a 0-dim tensor, bad range), TDM_ENOMEM.
+ *  Thread-safe. */
+TDM_EXTERN int tdm_tensor_view_rows(tdm_tensor *t, int64_t begin, int64_t end, tdm_tensor **out);
+
+/** Adds a reference. Returns t (NULL stays NULL). Thread-safe (atomic). */
+TDM_EXTERN tdm_tensor *tdm_tensor_retain(tdm_tensor *t);
+
+/** Drops a reference; the last one frees the tensor, and the last view of a storage frees
+ *  the storage (unmapping shared memory, unlocking pinned pages; wrapped user memory is never
+ *  freed). NULL is a no-op. Thread-safe (atomic). */
+TDM_EXTERN void tdm_tensor_release(tdm_tensor *t);
+
+/** Moves the tensor's storage into shared memory, like torch's share_memory_(): the bytes are
+ *  copied once into a new shared mapping and every view of that storage now uses it; the old
+ *  storage is freed (wrapped user memory is left to its owner, untouched). O(1) and a no-op
+ *  when the storage is already shared. Pointers from tdm_tensor_data() taken before the call
+ *  are invalid after it. Pinned stays pinned when the new mapping can be locked.
+ *  Returns 0, TDM_EINVAL (NULL), TDM_ENOSPC, TDM_ESYS. On error the tensor is unchanged.
+ *  Not safe to call while a job reads or writes the tensor, or concurrently with itself on
+ *  tensors sharing a storage. */
+TDM_EXTERN int tdm_tensor_share(tdm_tensor *t);
+
+/** Accessors. All are thread-safe and never fail for a valid tensor; for NULL they return
+ *  0 / NULL / TDM_DTYPE_COUNT. */
+TDM_EXTERN tdm_dtype tdm_tensor_dtype(const tdm_tensor *t);
+TDM_EXTERN int tdm_tensor_ndim(const tdm_tensor *t);
+/** Size of dim `i`; 0 if `i` is out of range. */
+TDM_EXTERN int64_t tdm_tensor_dim(const tdm_tensor *t, int i);
+/** Pointer to the tensor's TDM_MAX_DIMS-sized shape array (first ndim entries valid). */
+TDM_EXTERN const int64_t *tdm_tensor_shape(const tdm_tensor *t);
+/** Pointer to the strides array, in elements. */
+TDM_EXTERN const int64_t *tdm_tensor_strides(const tdm_tensor *t);
+/** Number of elements (product of the shape; 1 for a 0-dim tensor). */
+TDM_EXTERN int64_t tdm_tensor_numel(const tdm_tensor *t);
+/** Bytes spanned by the elements (numel * dtype size for a contiguous tensor). */
+TDM_EXTERN size_t tdm_tensor_nbytes(const tdm_tensor *t);
+/** Pointer to element 0 (NULL for an empty tensor is allowed). Valid while the tensor lives
+ *  and until tdm_tensor_share() moves its storage. */
+TDM_EXTERN void *tdm_tensor_data(const tdm_tensor *t);
+/** The storage flags the tensor really has (TDM_MEM_SHARED, _PINNED, _WRAPPED). */
+TDM_EXTERN unsigned tdm_tensor_mem(const tdm_tensor *t);
+/** 1 when the elements are row-major contiguous, 0 otherwise. */
+TDM_EXTERN int tdm_tensor_is_contiguous(const tdm_tensor *t);
+/** The runtime the tensor was created with. */
+TDM_EXTERN tdm_runtime *tdm_tensor_runtime(const tdm_tensor *t);
+
+TDM_END_DECLS
+
+#endif

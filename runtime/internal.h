@@ -1,0 +1,153 @@
+/* tandem — internal declarations shared by runtime/, backends/ and kernels/. Not API. */
+#ifndef TANDEM_INTERNAL_H
+#define TANDEM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem.h"
+
+#if defined(__GNUC__)
+#define TDM__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define TDM__LIKELY(x) __builtin_expect(!!(x), 1)
+#define TDM__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define TDM__PRINTF(a, b)
+#define TDM__LIKELY(x) (x)
+#define TDM__UNLIKELY(x) (x)
+#endif
+
+#define TDM__CACHELINE 64
+#define TDM__ERRMSG_LEN 512
+
+/* ---- errors and logging (runtime/error.c) ------------------------------------------------ */
+
+/* Records a formatted message as the last error of `rt` for the calling thread (rt may be NULL)
+ * and returns `code`, so error paths read `return tdm__err(rt, TDM_EINVAL, "...", ...);`. */
+int tdm__err(const tdm_runtime *rt, int code, const char *fmt, ...) TDM__PRINTF(3, 4);
+/* Clears the calling thread's last message for rt (called at the start of public entries that
+ * succeed, so a stale message is not mistaken for a new one). */
+void tdm__err_clear(const tdm_runtime *rt);
+/* Emits a debug line when `flag` is in the runtime's debug flags (to its log_fn or stderr). */
+void tdm__log(const tdm_runtime *rt, unsigned flag, const char *fmt, ...) TDM__PRINTF(3, 4);
+
+/* ---- time (runtime/clock.c) -------------------------------------------------------------- */
+uint64_t tdm__now_ns(void); /* CLOCK_MONOTONIC */
+
+/* ---- checked arithmetic ------------------------------------------------------------------ */
+static inline bool tdm__mul_ovf(int64_t a, int64_t b, int64_t *r)
+{
+    return __builtin_mul_overflow(a, b, r);
+}
+static inline bool tdm__add_ovf(int64_t a, int64_t b, int64_t *r)
+{
+    return __builtin_add_overflow(a, b, r);
+}
+
+/* ---- tensors and storage (runtime/tensor.c, runtime/storage.c) --------------------------- */
+
+typedef struct tdm__storage {
+    atomic_long refs;
+    tdm_runtime *rt;
+    unsigned mem;     /* TDM_MEM_* flags it really has */
+    void *base;       /* first byte of the data (64-byte aligned unless wrapped) */
+    size_t bytes;     /* usable bytes */
+    void *map_base;   /* what to munmap/free (NULL for wrapped) */
+    size_t map_bytes; /* length of the mapping, for munmap / munlock */
+    int fd;           /* memfd of shared storage, -1 otherwise */
+} tdm__storage;
+
+struct tdm_tensor {
+    atomic_long refs;
+    tdm__storage *storage;
+    tdm_dtype dtype;
+    int ndim;
+    int64_t shape[TDM_MAX_DIMS];
+    int64_t strides[TDM_MAX_DIMS]; /* in elements */
+    int64_t offset;                /* in elements from storage->base */
+};
+
+/* Element count of a shape with overflow check: 0 and *n, or TDM_EOVERFLOW / TDM_EINVAL. */
+int tdm__shape_numel(int ndim, const int64_t *shape, int64_t *n);
+
+/* ---- kernels (runtime/kernel_registry.c, kernels/builtin.c) ------------------------------ */
+
+typedef struct tdm__kernel {
+    tdm_kernel_def def; /* strings point into name_buf / source_copy */
+    char name_buf[64];
+    char *source_copy;
+} tdm__kernel;
+
+/* Looks a kernel up; returns NULL if absent. The pointer stays valid until the runtime closes. */
+const tdm__kernel *tdm__kernel_find(const tdm_runtime *rt, const char *name);
+/* Registers the built-in kernels (kernels/builtin.c); called by tdm_runtime_open. */
+int tdm__register_builtin_kernels(tdm_runtime *rt);
+void tdm__kernel_registry_free(tdm_runtime *rt);
+
+/* ---- backends (runtime/backend_table.c) -------------------------------------------------- */
+
+/* One backend of the build. A NULL function means "not supported"; the core checks. */
+typedef struct tdm__backend_ops {
+    const char *name;
+    tdm_backend_kind kind;
+    int runs_kernels; /* 0: discovery only in this build */
+    /* Finds devices: sets *n (0 is fine) and a short note; returns 0 or an error for a
+     * broken (not merely absent) installation, which is also reported as zero devices. */
+    int (*probe)(tdm_runtime *rt, int *n, char *note, size_t note_len);
+    int (*device_info)(tdm_runtime *rt, int index, tdm_device_info *info);
+} tdm__backend_ops;
+
+extern const tdm__backend_ops *const tdm__backend_table[];
+extern const int tdm__backend_table_len;
+
+typedef struct tdm__backend_state {
+    const tdm__backend_ops *ops;
+    bool enabled;
+    int n_devices;
+    char note[160];
+} tdm__backend_state;
+
+/* ---- the thread pool (backends/cpu_threads/pool.c) --------------------------------------- */
+
+typedef struct tdm__pool tdm__pool;
+struct tdm__job;
+int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out);
+void tdm__pool_destroy(tdm__pool *pool);
+int tdm__pool_threads(const tdm__pool *pool);
+/* Makes a job visible to the workers. The job must stay valid until tdm__pool_detach(). */
+void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job);
+/* Wakes workers because a job became runnable again (streaming slot freed). */
+void tdm__pool_kick(tdm__pool *pool);
+
+/* ---- the runtime ------------------------------------------------------------------------- */
+
+struct tdm_runtime {
+    tdm_config cfg;          /* copy; cfg.backends points at backends_buf */
+    char backends_buf[128];
+    unsigned debug;
+    int threads;
+
+    pthread_mutex_t mu;      /* guards the kernel registry and the error copy */
+    tdm__kernel **kernels;
+    int n_kernels, cap_kernels;
+
+    tdm__backend_state backends[TDM_BACKEND_KIND_COUNT];
+    int n_backend_states;
+
+    tdm__pool *pool;
+
+    atomic_long live_tensors;     /* tensors created and not yet released */
+    atomic_long jobs_in_flight;   /* jobs submitted and not yet freed */
+    atomic_ullong shm_bytes;      /* shared bytes held */
+    uint64_t shm_limit;           /* 0 = none */
+};
+
+/* Shared-memory accounting against cfg.shm_limit: 0 or TDM_ENOSPC. */
+int tdm__shm_reserve(tdm_runtime *rt, size_t bytes);
+void tdm__shm_unreserve(tdm_runtime *rt, size_t bytes);
+
+#endif

@@ -1,0 +1,46 @@
+/* Shared helpers for tandem's cmocka tests. */
+#ifndef TDM_TEST_H
+#define TDM_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tandem.h"
+
+/* Runs the group; argv[1], when given, is the name of the single test to run (CTest runs each
+ * test on its own this way). */
+static inline int tdm_test_run(const char *group, const struct CMUnitTest *tests, size_t n,
+                               int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
+    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+}
+#define TDM_TEST_MAIN(group, tests) tdm_test_run(group, tests, sizeof(tests) / sizeof(tests[0]), argc, argv)
+
+/* Opens a runtime with `threads` workers and no environment overrides; asserts success. */
+static inline tdm_runtime *tdm_test_open(int threads)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = threads;
+    cfg.use_env = 0;
+    tdm_runtime *rt = NULL;
+    int rc = tdm_runtime_open(&rt, &cfg);
+    assert_int_equal(rc, 0);
+    assert_non_null(rt);
+    return rt;
+}
+
+static inline void tdm_test_close(tdm_runtime *rt)
+{
+    assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
+#endif
