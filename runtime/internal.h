@@ -58,6 +58,7 @@ typedef struct tdm__storage {
     size_t bytes;     /* usable bytes */
     void *map_base;   /* what to munmap/free (NULL for wrapped) */
     size_t map_bytes; /* length of the mapping, for munmap / munlock */
+    bool mmapped;     /* map_base came from mmap (so it is zero-filled when new); else malloc */
     int fd;           /* memfd of shared storage, -1 otherwise */
 } tdm__storage;
 
@@ -71,8 +72,26 @@ struct tdm_tensor {
     int64_t offset;                /* in elements from storage->base */
 };
 
-/* Element count of a shape with overflow check: 0 and *n, or TDM_EOVERFLOW / TDM_EINVAL. */
+/* Element count of a shape with overflow check: 0 and *n, or TDM_EOVERFLOW / TDM_EINVAL.
+ * A shape is refused with TDM_EOVERFLOW when the product of its dims (0 counted as 1)
+ * overflows, even if a dim is 0, since its row-major strides would overflow. */
 int tdm__shape_numel(int ndim, const int64_t *shape, int64_t *n);
+
+/* Storage (runtime/storage.c). `who` names the public function for error messages.
+ * Creates storage of `bytes` as `mem` asks (TDM_MEM_SHARED / _PINNED / _STRICT, already
+ * validated); s->mem says what it really got. 0 and *out with refcount 1, or an error code
+ * (message set) and *out NULL. */
+int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char *who,
+                        tdm__storage **out);
+/* Storage over user memory (may be NULL when bytes is 0); never freed by tandem. */
+int tdm__storage_wrap(tdm_runtime *rt, void *data, size_t bytes, const char *who,
+                      tdm__storage **out);
+void tdm__storage_retain(tdm__storage *s);
+/* Drops a reference; the last one unlocks, unmaps/frees, closes and unaccounts. NULL no-op. */
+void tdm__storage_release(tdm__storage *s);
+/* Moves the bytes into a new shared mapping inside the same object (every view sees it);
+ * no-op when already shared; on error s is unchanged. Not thread-safe for one storage. */
+int tdm__storage_make_shared(tdm__storage *s, const char *who);
 
 /* ---- kernels (runtime/kernel_registry.c, kernels/builtin.c) ------------------------------ */
 
@@ -95,19 +114,19 @@ typedef struct tdm__backend_ops {
     const char *name;
     tdm_backend_kind kind;
     int runs_kernels; /* 0: discovery only in this build */
-    /* Finds devices: sets *n (0 is fine) and a short note; returns 0 or an error for a
-     * broken (not merely absent) installation, which is also reported as zero devices. */
-    int (*probe)(tdm_runtime *rt, int *n, char *note, size_t note_len);
-    int (*device_info)(tdm_runtime *rt, int index, tdm_device_info *info);
+    /* Finds devices: sets *devs (malloc'd array, owned by the runtime afterwards; NULL when
+     * *n is 0), *n (0 is fine: no driver or no device is not an error) and a short note. */
+    int (*probe)(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t note_len);
 } tdm__backend_ops;
 
+/* The backends compiled into this build (runtime/backend_table.c); NULL-terminated. */
 extern const tdm__backend_ops *const tdm__backend_table[];
-extern const int tdm__backend_table_len;
 
 typedef struct tdm__backend_state {
-    const tdm__backend_ops *ops;
+    const tdm__backend_ops *ops; /* NULL: not built */
     bool enabled;
     int n_devices;
+    tdm_device_info *devices;
     char note[160];
 } tdm__backend_state;
 
@@ -135,8 +154,7 @@ struct tdm_runtime {
     tdm__kernel **kernels;
     int n_kernels, cap_kernels;
 
-    tdm__backend_state backends[TDM_BACKEND_KIND_COUNT];
-    int n_backend_states;
+    tdm__backend_state backends[TDM_BACKEND_KIND_COUNT]; /* indexed by tdm_backend_kind */
 
     tdm__pool *pool;
 

@@ -39,7 +39,7 @@ typedef struct tdm_report {
     tdm_report_worker workers[TDM_REPORT_MAX_WORKERS];
 } tdm_report;
 
-#define TDM_REPORT_INIT {sizeof(tdm_report)}
+#define TDM_REPORT_INIT {.size = sizeof(tdm_report)}
 
 TDM_BEGIN_DECLS
 

@@ -1,0 +1,180 @@
+/* The CPU thread backend: a fixed pool of workers that pull batches from the jobs in flight.
+ *
+ * Workers sleep on a condition variable when no job is runnable (an idle runtime uses no CPU).
+ * Inside a job, a worker claims batches with one atomic operation each (runtime/job.c), so
+ * load balancing is dynamic self-scheduling: a worker that finishes early simply claims more,
+ * and batches shrink towards the end of the range so no core waits on a straggler. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job.h"
+
+struct tdm__pool {
+    tdm_runtime *rt;
+    int n;
+    pthread_t *threads;
+    struct tdm__worker_arg *args;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* work arrived, or shutdown */
+    tdm__job *head;
+    int n_jobs;
+    bool shutdown;
+};
+
+struct tdm__worker_arg {
+    tdm__pool *pool;
+    int index;
+};
+
+pthread_mutex_t *tdm__pool_mutex(tdm__pool *pool)
+{
+    return &pool->mu;
+}
+
+static void unlink_locked(tdm__pool *pool, tdm__job *job)
+{
+    if (!job->in_list)
+        return;
+    for (tdm__job **p = &pool->head; *p; p = &(*p)->next) {
+        if (*p == job) {
+            *p = job->next;
+            break;
+        }
+    }
+    job->next = NULL;
+    job->in_list = false;
+    pool->n_jobs--;
+}
+
+bool tdm__pool_try_finish_locked(tdm__pool *pool, tdm__job *job)
+{
+    if (job->finished)
+        return true;
+    if (job->active > 0 || !tdm__job_exhausted(job))
+        return false;
+    unlink_locked(pool, job);
+    job->finished = true;
+    job->t_end = tdm__now_ns();
+    pthread_cond_broadcast(&job->cv);
+    return true;
+}
+
+/* Picks a runnable job, starting at a different one per worker so concurrent jobs share the
+ * pool instead of the first one starving the others. */
+static tdm__job *pick_locked(tdm__pool *pool, int w)
+{
+    if (pool->n_jobs == 0)
+        return NULL;
+    int skip = w % pool->n_jobs;
+    tdm__job *first = NULL;
+    for (tdm__job *j = pool->head; j; j = j->next) {
+        if (!tdm__job_runnable(j))
+            continue;
+        if (!first)
+            first = j;
+        if (skip-- <= 0)
+            return j;
+    }
+    return first;
+}
+
+static void *worker_main(void *p)
+{
+    struct tdm__worker_arg *arg = p;
+    tdm__pool *pool = arg->pool;
+    int w = arg->index;
+    pthread_mutex_lock(&pool->mu);
+    while (!pool->shutdown) {
+        tdm__job *job = pick_locked(pool, w);
+        if (!job) {
+            pthread_cond_wait(&pool->cv, &pool->mu);
+            continue;
+        }
+        job->active++;
+        pthread_mutex_unlock(&pool->mu);
+        tdm__job_run(job, w);
+        pthread_mutex_lock(&pool->mu);
+        job->active--;
+        tdm__pool_try_finish_locked(pool, job);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out)
+{
+    *out = NULL;
+    tdm__pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (pool)");
+    pool->rt = rt;
+    pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
+    pool->args = calloc((size_t)n_threads, sizeof *pool->args);
+    if (!pool->threads || !pool->args) {
+        free(pool->threads);
+        free(pool->args);
+        free(pool);
+        return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (pool)");
+    }
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv, NULL);
+    for (int i = 0; i < n_threads; i++) {
+        pool->args[i].pool = pool;
+        pool->args[i].index = i;
+        int rc = pthread_create(&pool->threads[i], NULL, worker_main, &pool->args[i]);
+        if (rc != 0) {
+            pool->n = i;
+            tdm__pool_destroy(pool);
+            return tdm__err(rt, TDM_ESYS, "tdm_runtime_open: could not start worker thread %d "
+                                          "of %d: %s",
+                            i, n_threads, strerror(rc));
+        }
+    }
+    pool->n = n_threads;
+    tdm__log(rt, TDM_DEBUG_POOL, "pool: %d worker thread(s) started", n_threads);
+    *out = pool;
+    return 0;
+}
+
+void tdm__pool_destroy(tdm__pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    pool->shutdown = true;
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; i < pool->n; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_cond_destroy(&pool->cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool->threads);
+    free(pool->args);
+    free(pool);
+}
+
+int tdm__pool_threads(const tdm__pool *pool)
+{
+    return pool->n;
+}
+
+void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job)
+{
+    pthread_mutex_lock(&pool->mu);
+    job->next = NULL;
+    tdm__job **p = &pool->head;
+    while (*p)
+        p = &(*p)->next;
+    *p = job;
+    job->in_list = true;
+    pool->n_jobs++;
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void tdm__pool_kick(tdm__pool *pool)
+{
+    /* Called with the pool mutex held (see job.c): wake idle workers to re-check jobs. */
+    pthread_cond_broadcast(&pool->cv);
+}

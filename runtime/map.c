@@ -1,0 +1,501 @@
+/* tdm_map / tdm_parallel_for and their asynchronous forms: validation, job set-up, teardown. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job.h"
+#include "progress_internal.h"
+
+int tdm_map_opts_init(tdm_map_opts *o)
+{
+    if (!o)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_map_opts_init: opts is NULL");
+    tdm_map_opts d = TDM_MAP_OPTS_INIT;
+    *o = d;
+    return 0;
+}
+
+static int check_opts(tdm_runtime *rt, const char *fn, const tdm_map_opts *in, tdm_map_opts *o,
+                      bool streaming)
+{
+    tdm_map_opts_init(o);
+    if (!in)
+        return 0;
+    if (in->size < sizeof(tdm_map_opts) || in->version != TDM_MAP_OPTS_VERSION)
+        return tdm__err(rt, TDM_EINVAL, "%s: opts size %u / version %u not supported (start from "
+                                        "TDM_MAP_OPTS_INIT)",
+                        fn, in->size, in->version);
+    *o = *in;
+    if ((int)o->policy < TDM_POLICY_AUTO || o->policy > TDM_POLICY_GPU)
+        return tdm__err(rt, TDM_EINVAL, "%s: unknown policy %d", fn, (int)o->policy);
+    if (o->batch_size < 0)
+        return tdm__err(rt, TDM_EINVAL, "%s: batch_size %lld is negative", fn,
+                        (long long)o->batch_size);
+    if ((int)o->on_error < TDM_ON_ERROR_STOP || o->on_error > TDM_ON_ERROR_CONTINUE)
+        return tdm__err(rt, TDM_EINVAL, "%s: unknown on_error %d", fn, (int)o->on_error);
+    if ((int)o->progress < TDM_PROGRESS_AUTO || o->progress > TDM_PROGRESS_CALLBACK)
+        return tdm__err(rt, TDM_EINVAL, "%s: unknown progress mode %d", fn, (int)o->progress);
+    if (o->progress == TDM_PROGRESS_CALLBACK && !o->progress_fn)
+        return tdm__err(rt, TDM_EINVAL, "%s: progress mode CALLBACK needs progress_fn", fn);
+    if (o->progress_interval_s < 0)
+        return tdm__err(rt, TDM_EINVAL, "%s: progress_interval_s is negative", fn);
+    if ((int)o->order < TDM_ORDER_SUBMISSION || o->order > TDM_ORDER_COMPLETION)
+        return tdm__err(rt, TDM_EINVAL, "%s: unknown order %d", fn, (int)o->order);
+    if (o->max_in_flight < 0 || o->max_in_flight > 65536)
+        return tdm__err(rt, TDM_EINVAL, "%s: max_in_flight %d not in 0..65536", fn,
+                        o->max_in_flight);
+    (void)streaming;
+    return 0;
+}
+
+/* Which backend runs the batches. Only the thread pool executes kernels in this build; the
+ * policy and the backend table already decide it, so later backends slot in here. */
+static int choose_backend(tdm_runtime *rt, const char *fn, const char *what, bool has_cpu,
+                          tdm_policy policy)
+{
+    const tdm__backend_state *cpu = &rt->backends[TDM_BACKEND_CPU_THREADS];
+    switch (policy) {
+    case TDM_POLICY_AUTO:
+    case TDM_POLICY_CPU:
+    case TDM_POLICY_THREADS:
+        if (!cpu->enabled)
+            return tdm__err(rt, TDM_ENODEV, "%s(%s): the cpu backend is disabled "
+                                            "(TDM_BACKENDS / config.backends) and no other "
+                                            "enabled backend runs it",
+                            fn, what);
+        if (!has_cpu)
+            return tdm__err(rt, TDM_ENODEV, "%s(%s): kernel has no CPU implementation and no "
+                                            "device backend runs kernels in this build",
+                            fn, what);
+        return TDM_BACKEND_CPU_THREADS;
+    case TDM_POLICY_PROCS:
+        return tdm__err(rt, TDM_ENODEV, "%s(%s): policy PROCS: the worker-process backend is "
+                                        "not part of this build",
+                        fn, what);
+    case TDM_POLICY_GPU:
+    default:
+        return tdm__err(rt, TDM_ENODEV, "%s(%s): policy GPU: no device backend of this build "
+                                        "executes kernels",
+                        fn, what);
+    }
+}
+
+static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
+{
+    tdm__job *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->rt = rt;
+    job->n_workers = rt->threads;
+    job->ws = aligned_alloc(TDM__CACHELINE,
+                            ((size_t)job->n_workers * sizeof(tdm__wstat) + TDM__CACHELINE - 1) /
+                                TDM__CACHELINE * TDM__CACHELINE);
+    if (!job->ws) {
+        free(job);
+        return NULL;
+    }
+    memset(job->ws, 0, (size_t)job->n_workers * sizeof(tdm__wstat));
+    for (int w = 0; w < job->n_workers; w++)
+        atomic_init(&job->ws[w].progress, 0);
+    atomic_init(&job->cursor, 0);
+    atomic_init(&job->next_batch, 0);
+    atomic_init(&job->stop, 0);
+    atomic_init(&job->first_error, 0);
+    atomic_init(&job->failed_batches, 0);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the progress thread's timed waits */
+    pthread_cond_init(&job->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    job->held_slot = -1;
+    job->max_bs = INT64_MAX;
+    (void)fn;
+    return job;
+}
+
+void tdm__job_destroy(tdm__job *job)
+{
+    if (!job)
+        return;
+    for (int k = 0; k < 16; k++) {
+        tdm_tensor_release(job->views[k]);
+        tdm_tensor_release(job->tin[k]);
+        tdm_tensor_release(job->tout[k]);
+    }
+    if (job->ring) {
+        for (int i = 0; i < job->max_in_flight * job->n_out; i++)
+            tdm_tensor_release(job->ring[i]);
+        free(job->ring);
+    }
+    bool counted = job->t_start != 0;
+    tdm_runtime *rt = job->rt;
+    pthread_cond_destroy(&job->cv);
+    free(job->free_slots);
+    free(job->done);
+    free(job->params);
+    free(job->ws);
+    free(job);
+    if (counted)
+        atomic_fetch_sub(&rt->jobs_in_flight, 1);
+}
+
+static int copy_params(tdm__job *job, const char *fn, const void *params, size_t size)
+{
+    if (size == 0)
+        return 0;
+    job->params = malloc(size);
+    if (!job->params)
+        return tdm__err(job->rt, TDM_ENOMEM, "%s: out of memory (params)", fn);
+    memcpy(job->params, params, size);
+    job->params_size = size;
+    return 0;
+}
+
+static bool same_desc(const tdm_tensor *t, const tdm_tensor_desc *d)
+{
+    if (tdm_tensor_ndim(t) != d->ndim)
+        return false;
+    for (int i = 0; i < d->ndim; i++)
+        if (tdm_tensor_dim(t, i) != d->shape[i])
+            return false;
+    return true;
+}
+
+static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+}
+
+/* Validates a map's arguments and fills the job's view of its tensors. Nothing is written to
+ * any tensor here. `outputs` NULL (streaming only) asks for ring buffers. */
+static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tensor *const *inputs,
+                     int n_in, tdm_tensor *const *outputs, int n_out, const void *params,
+                     size_t params_size, tdm_tensor_desc *descs)
+{
+    tdm_runtime *rt = job->rt;
+    if (!kernel)
+        return tdm__err(rt, TDM_EINVAL, "%s: kernel name is NULL", fn);
+    const tdm__kernel *k = tdm__kernel_find(rt, kernel);
+    if (!k)
+        return tdm__err(rt, TDM_ENOTFOUND, "%s: no kernel named '%s' is registered", fn, kernel);
+    const tdm_kernel_def *d = &k->def;
+    job->kernel = k;
+    snprintf(job->what, sizeof job->what, "%s", d->name);
+    if (n_in < d->n_in_min || n_in > d->n_in_max)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): %d input(s) given, the kernel takes %d..%d", fn,
+                        d->name, n_in, d->n_in_min, d->n_in_max);
+    if (n_out != d->n_out)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): %d output(s) given, the kernel has %d", fn,
+                        d->name, n_out, d->n_out);
+    if (n_in > 0 && !inputs)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): inputs is NULL", fn, d->name);
+    if (params_size != d->params_size)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): params_size %zu, the kernel expects %zu", fn,
+                        d->name, params_size, d->params_size);
+    if (params_size > 0 && !params)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): params is NULL", fn, d->name);
+    int rc = choose_backend(rt, fn, d->name, d->cpu != NULL, job->opts.policy);
+    if (rc < 0)
+        return rc;
+
+    int64_t rows = -1;
+    for (int i = 0; i < n_in + n_out; i++) {
+        bool is_in = i < n_in;
+        if (!is_in && !outputs)
+            break;
+        tdm_tensor *t = is_in ? inputs[i] : outputs[i - n_in];
+        const char *role = is_in ? "input" : "output";
+        int idx = is_in ? i : i - n_in;
+        if (!t)
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): %s %d is NULL", fn, d->name, role, idx);
+        if (tdm_tensor_runtime(t) != rt)
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): %s %d belongs to another runtime", fn,
+                            d->name, role, idx);
+        if (tdm_tensor_ndim(t) < 1)
+            return tdm__err(rt, TDM_ESHAPE, "%s(%s): %s %d is 0-dimensional; a map runs over "
+                                            "rows (dim 0)",
+                            fn, d->name, role, idx);
+        if (!tdm_tensor_is_contiguous(t))
+            return tdm__err(rt, TDM_ELAYOUT, "%s(%s): %s %d is not contiguous", fn, d->name,
+                            role, idx);
+        int64_t r = tdm_tensor_dim(t, 0);
+        if (rows < 0)
+            rows = r;
+        else if (r != rows)
+            return tdm__err(rt, TDM_ESHAPE, "%s(%s): %s %d has %lld rows, the first tensor %lld",
+                            fn, d->name, role, idx, (long long)r, (long long)rows);
+    }
+    if (rows < 0)
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): no tensor gives the number of rows (a kernel "
+                                        "without inputs needs its outputs)",
+                        fn, d->name);
+
+    if (d->infer) {
+        char msg[256] = "";
+        rc = d->infer((const tdm_tensor *const *)inputs, n_in, params, params_size, descs, n_out,
+                      msg, sizeof msg);
+        if (rc < 0)
+            return tdm__err(rt, rc, "%s(%s): %s", fn, d->name, msg[0] ? msg : tdm_strerror(rc));
+        for (int o = 0; outputs && o < n_out; o++) {
+            const tdm_tensor *t = outputs[o];
+            if (tdm_tensor_dtype(t) != descs[o].dtype)
+                return tdm__err(rt, TDM_EDTYPE, "%s(%s): output %d has dtype %s, expected %s", fn,
+                                d->name, o, tdm_dtype_name(tdm_tensor_dtype(t)),
+                                tdm_dtype_name(descs[o].dtype));
+            if (!same_desc(t, &descs[o])) {
+                char got[128], want[128];
+                shape_str(tdm_tensor_ndim(t), tdm_tensor_shape(t), got, sizeof got);
+                shape_str(descs[o].ndim, descs[o].shape, want, sizeof want);
+                return tdm__err(rt, TDM_ESHAPE, "%s(%s): output %d has shape %s, expected %s", fn,
+                                d->name, o, got, want);
+            }
+        }
+    } else if (!outputs && n_out > 0) {
+        return tdm__err(rt, TDM_EINVAL, "%s(%s): outputs NULL needs a kernel with an infer "
+                                        "function",
+                        fn, d->name);
+    }
+
+    job->n_in = n_in;
+    job->n_out = n_out;
+    job->n_items = rows;
+    for (int i = 0; i < n_in; i++) {
+        tdm_tensor *t = inputs[i];
+        job->tin[i] = tdm_tensor_retain(t);
+        job->in_base[i] = tdm_tensor_data(t);
+        job->in_row_elems[i] = rows ? tdm_tensor_numel(t) / rows : 0;
+        job->in_row_bytes[i] = job->in_row_elems[i] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
+    }
+    for (int o = 0; outputs && o < n_out; o++) {
+        tdm_tensor *t = outputs[o];
+        job->tout[o] = tdm_tensor_retain(t);
+        job->out_base[o] = tdm_tensor_data(t);
+        job->out_row_elems[o] = rows ? tdm_tensor_numel(t) / rows : 0;
+        job->out_row_bytes[o] =
+            job->out_row_elems[o] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
+    }
+    return copy_params(job, fn, params, params_size);
+}
+
+/* Ring buffers for a streaming map with NULL outputs: max_in_flight slots of max_bs rows. */
+static int setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *descs)
+{
+    tdm_runtime *rt = job->rt;
+    int64_t row_bytes = 0;
+    for (int o = 0; o < job->n_out; o++) {
+        int64_t e = 1;
+        for (int i = 1; i < descs[o].ndim; i++)
+            if (tdm__mul_ovf(e, descs[o].shape[i], &e))
+                return tdm__err(rt, TDM_EOVERFLOW, "%s: output row size overflows", fn);
+        job->out_row_elems[o] = e;
+        job->out_row_bytes[o] = e * (int64_t)tdm_dtype_size(descs[o].dtype);
+        row_bytes += job->out_row_bytes[o];
+    }
+    int64_t rows = job->opts.batch_size;
+    if (!rows) {
+        /* Slots of at most 4 MiB, and at most a fair share of the run. */
+        rows = row_bytes > 0 ? (int64_t)(4 << 20) / row_bytes : job->n_items;
+        int64_t share = job->n_items / (2 * (int64_t)job->n_workers);
+        if (rows > share)
+            rows = share;
+        if (rows < 1)
+            rows = 1;
+    }
+    job->max_bs = rows;
+    size_t n = (size_t)job->max_in_flight * (size_t)job->n_out;
+    job->ring = calloc(n ? n : 1, sizeof *job->ring);
+    if (!job->ring)
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (ring)", fn);
+    for (int s = 0; s < job->max_in_flight; s++) {
+        for (int o = 0; o < job->n_out; o++) {
+            tdm_tensor_desc d = descs[o];
+            d.shape[0] = rows;
+            int rc = tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, TDM_MEM_HOST,
+                                      &job->ring[s * job->n_out + o]);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int setup_streaming(tdm__job *job, const char *fn)
+{
+    job->streaming = true;
+    job->max_in_flight = job->opts.max_in_flight ? job->opts.max_in_flight : 2 * job->n_workers;
+    job->free_slots = malloc((size_t)job->max_in_flight * sizeof *job->free_slots);
+    job->done = malloc((size_t)job->max_in_flight * sizeof *job->done);
+    if (!job->free_slots || !job->done)
+        return tdm__err(job->rt, TDM_ENOMEM, "%s: out of memory (stream)", fn);
+    /* Slot 0 on top of the stack, so a lone consumer sees slots 0, 1, 2, ... in order. */
+    for (int i = 0; i < job->max_in_flight; i++)
+        job->free_slots[i] = job->max_in_flight - 1 - i;
+    job->n_free = job->max_in_flight;
+    return 0;
+}
+
+/* Submits a prepared job to the pool (or finishes it at once when it has no items). */
+static int start(tdm__job *job)
+{
+    job->fixed_bs = job->opts.batch_size;
+    if (job->fixed_bs > job->max_bs)
+        job->fixed_bs = job->max_bs;
+    atomic_fetch_add(&job->rt->jobs_in_flight, 1);
+    job->t_start = tdm__now_ns();
+    if (job->n_items == 0) {
+        job->finished = true;
+        job->t_end = job->t_start;
+        return 0;
+    }
+    int rc = tdm__progress_start(job);
+    if (rc < 0)
+        return rc;
+    tdm__log(job->rt, TDM_DEBUG_MAP, "%s: %lld item(s), batch %s %lld, %d worker(s)%s",
+             job->what, (long long)job->n_items, job->fixed_bs ? "fixed" : "auto",
+             (long long)job->fixed_bs, job->n_workers, job->streaming ? ", streaming" : "");
+    tdm__pool_submit(job->rt->pool, job);
+    return 0;
+}
+
+static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
+                       tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
+                       const void *params, size_t params_size, const tdm_map_opts *opts,
+                       tdm__job **out)
+{
+    *out = NULL;
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", fn);
+    if (n_in < 0 || n_out < 0 || n_in > 16 || n_out > 16)
+        return tdm__err(rt, TDM_EINVAL, "%s: tensor counts in %d / out %d not in 0..16", fn, n_in,
+                        n_out);
+    if (!outputs && n_out > 0 && !streaming)
+        return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
+    tdm__job *job = job_alloc(rt, fn);
+    if (!job)
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
+    job->kind = TDM__JOB_MAP;
+    tdm_tensor_desc descs[16];
+    memset(descs, 0, sizeof descs);
+    int rc = check_opts(rt, fn, opts, &job->opts, streaming);
+    if (rc == 0)
+        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size, descs);
+    if (rc == 0 && streaming)
+        rc = setup_streaming(job, fn);
+    if (rc == 0 && streaming && !outputs && n_out > 0)
+        rc = setup_ring(job, fn, descs);
+    if (rc == 0)
+        rc = start(job);
+    if (rc < 0) {
+        tdm__job_destroy(job);
+        return rc;
+    }
+    *out = job;
+    return 0;
+}
+
+static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t n_items,
+                        tdm_range_fn body, const void *params, size_t params_size,
+                        const tdm_map_opts *opts, tdm__job **out)
+{
+    *out = NULL;
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", fn);
+    if (!body)
+        return tdm__err(rt, TDM_EINVAL, "%s: fn is NULL", fn);
+    if (n_items < 0)
+        return tdm__err(rt, TDM_EINVAL, "%s: n_items %lld is negative", fn, (long long)n_items);
+    if (params_size > 0 && !params)
+        return tdm__err(rt, TDM_EINVAL, "%s: params is NULL with params_size %zu", fn,
+                        params_size);
+    tdm__job *job = job_alloc(rt, fn);
+    if (!job)
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
+    job->kind = TDM__JOB_PFOR;
+    job->fn = body;
+    job->n_items = n_items;
+    snprintf(job->what, sizeof job->what, "parallel_for");
+    int rc = check_opts(rt, fn, opts, &job->opts, streaming);
+    if (rc == 0)
+        rc = choose_backend(rt, fn, "parallel_for", true, job->opts.policy);
+    if (rc >= 0)
+        rc = copy_params(job, fn, params, params_size);
+    if (rc == 0 && streaming)
+        rc = setup_streaming(job, fn);
+    if (rc == 0)
+        rc = start(job);
+    if (rc < 0) {
+        tdm__job_destroy(job);
+        return rc;
+    }
+    *out = job;
+    return 0;
+}
+
+static int finish_sync(tdm__job *job, tdm_report *report)
+{
+    int rc = tdm__job_wait(job, report);
+    job->wait_status_valid = true;
+    tdm__job_destroy(job);
+    return rc;
+}
+
+static int check_report(tdm_runtime *rt, const char *fn, const tdm_report *report)
+{
+    if (report && report->size < sizeof(tdm_report))
+        return tdm__err(rt, TDM_EINVAL, "%s: report size %u is too small (use TDM_REPORT_INIT)",
+                        fn, report->size);
+    return 0;
+}
+
+int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
+            tdm_tensor *const *outputs, int n_out, const void *params, size_t params_size,
+            const tdm_map_opts *opts, tdm_report *report)
+{
+    int rc = check_report(rt, "tdm_map", report);
+    tdm__job *job;
+    if (rc == 0)
+        rc = prepare_map(rt, "tdm_map", false, kernel, inputs, n_in, outputs, n_out, params,
+                         params_size, opts, &job);
+    return rc < 0 ? rc : finish_sync(job, report);
+}
+
+int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
+                     size_t params_size, const tdm_map_opts *opts, tdm_report *report)
+{
+    int rc = check_report(rt, "tdm_parallel_for", report);
+    tdm__job *job;
+    if (rc == 0)
+        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, params, params_size, opts,
+                          &job);
+    return rc < 0 ? rc : finish_sync(job, report);
+}
+
+int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                  tdm_tensor *const *outputs, int n_out, const void *params, size_t params_size,
+                  const tdm_map_opts *opts, tdm_job **job)
+{
+    if (!job)
+        return tdm__err(rt, TDM_EINVAL, "tdm_map_async: job is NULL");
+    tdm__job *j;
+    int rc = prepare_map(rt, "tdm_map_async", true, kernel, inputs, n_in, outputs, n_out, params,
+                         params_size, opts, &j);
+    *job = rc < 0 ? NULL : (tdm_job *)j;
+    return rc;
+}
+
+int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
+                           size_t params_size, const tdm_map_opts *opts, tdm_job **job)
+{
+    if (!job)
+        return tdm__err(rt, TDM_EINVAL, "tdm_parallel_for_async: job is NULL");
+    tdm__job *j;
+    int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, params, params_size,
+                          opts, &j);
+    *job = rc < 0 ? NULL : (tdm_job *)j;
+    return rc;
+}

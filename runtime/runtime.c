@@ -1,0 +1,349 @@
+/* Runtime open/close, configuration and environment overrides, backend and device listing. */
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* The smallest config a caller may pass: version 1 ends with use_env. */
+#define TDM__CONFIG_V1_SIZE (offsetof(tdm_config, use_env) + sizeof(int))
+
+int tdm_config_init(tdm_config *cfg)
+{
+    if (!cfg)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_config_init: cfg is NULL");
+    tdm_config d = TDM_CONFIG_INIT;
+    *cfg = d;
+    return 0;
+}
+
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Parses a non-negative int of at most 4096 from the environment variable `name`. */
+static int env_count(const char *name, int *out, bool *found)
+{
+    const char *v = getenv(name);
+    *found = false;
+    if (!v || !*v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 0 || n > 4096)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: %s='%s' is not a count in 0..4096",
+                        name, v);
+    *out = (int)n;
+    *found = true;
+    return 0;
+}
+
+static int parse_debug(const char *v, unsigned *flags)
+{
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } names[] = {{"all", TDM_DEBUG_ALL}, {"1", TDM_DEBUG_ALL},   {"runtime", TDM_DEBUG_RUNTIME},
+                 {"pool", TDM_DEBUG_POOL}, {"map", TDM_DEBUG_MAP}, {"sched", TDM_DEBUG_SCHED},
+                 {"0", 0}};
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        size_t i;
+        for (i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strcasecmp(tok, names[i].name) == 0)
+                break;
+        if (i == sizeof names / sizeof names[0])
+            return tdm__err(NULL, TDM_EINVAL,
+                            "tdm_runtime_open: TDM_DEBUG has unknown flag '%s' (known: all, "
+                            "runtime, pool, map, sched)",
+                            tok);
+        *flags |= names[i].flag;
+    }
+    return 0;
+}
+
+/* Parses "cpu,procs,opencl,cuda,sim" into enabled flags per kind. */
+static int parse_backends(const char *list, bool enabled[TDM_BACKEND_KIND_COUNT])
+{
+    char buf[256];
+    if (strlen(list) >= sizeof buf)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: backend list too long");
+    strcpy(buf, list);
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        enabled[k] = false;
+    char *save = NULL;
+    int n = 0;
+    for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        int k;
+        for (k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+            if (strcasecmp(tok, tdm_backend_kind_name((tdm_backend_kind)k)) == 0)
+                break;
+        if (k == TDM_BACKEND_KIND_COUNT && strcasecmp(tok, "threads") == 0)
+            k = TDM_BACKEND_CPU_THREADS;
+        if (k == TDM_BACKEND_KIND_COUNT)
+            return tdm__err(NULL, TDM_EINVAL,
+                            "tdm_runtime_open: unknown backend '%s' (known: cpu, procs, "
+                            "opencl, cuda, sim)",
+                            tok);
+        enabled[k] = true;
+        n++;
+    }
+    if (n == 0)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: backend list '%s' is empty", list);
+    return 0;
+}
+
+/* Copies the caller's config (which may be an older, shorter version) over the defaults and
+ * applies environment overrides. */
+static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[])
+{
+    tdm_config_init(cfg);
+    if (user) {
+        if (user->size < TDM__CONFIG_V1_SIZE || user->version == 0 ||
+            user->version > TDM_CONFIG_VERSION)
+            return tdm__err(NULL, TDM_EINVAL,
+                            "tdm_runtime_open: config size %u / version %u not supported "
+                            "(start from TDM_CONFIG_INIT)",
+                            user->size, user->version);
+        memcpy(cfg, user, user->size < sizeof *cfg ? user->size : sizeof *cfg);
+        cfg->size = sizeof *cfg;
+        cfg->version = TDM_CONFIG_VERSION;
+    }
+    if (cfg->threads < 0 || cfg->procs < 0)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: threads (%d) and procs (%d) must "
+                                          "be >= 0",
+                        cfg->threads, cfg->procs);
+    if (cfg->use_env) {
+        bool found;
+        int n, rc;
+        if ((rc = env_count("TDM_NUM_THREADS", &n, &found)) < 0)
+            return rc;
+        if (found)
+            cfg->threads = n;
+        if ((rc = env_count("TDM_NUM_PROCS", &n, &found)) < 0)
+            return rc;
+        if (found)
+            cfg->procs = n;
+        const char *b = getenv("TDM_BACKENDS");
+        if (b && *b)
+            cfg->backends = b;
+        const char *d = getenv("TDM_DEBUG");
+        if (d && *d && (rc = parse_debug(d, &cfg->debug)) < 0)
+            return rc;
+    }
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        enabled[k] = true;
+    if (cfg->backends) {
+        int rc = parse_backends(cfg->backends, enabled);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void probe_backends(tdm_runtime *rt, const bool enabled[])
+{
+    for (int i = 0; tdm__backend_table[i]; i++) {
+        const tdm__backend_ops *ops = tdm__backend_table[i];
+        tdm__backend_state *st = &rt->backends[ops->kind];
+        st->ops = ops;
+        st->enabled = enabled[ops->kind];
+        if (!st->enabled) {
+            snprintf(st->note, sizeof st->note, "disabled by configuration");
+            continue;
+        }
+        if (!ops->probe)
+            continue;
+        int rc = ops->probe(rt, &st->devices, &st->n_devices, st->note, sizeof st->note);
+        if (rc < 0) { /* a broken installation counts as no device, with the reason kept */
+            st->devices = NULL;
+            st->n_devices = 0;
+        }
+        tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", ops->name, st->n_devices,
+                 st->note[0] ? ": " : "", st->note);
+    }
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
+        tdm__backend_state *st = &rt->backends[k];
+        if (!st->ops)
+            snprintf(st->note, sizeof st->note, "not part of this build");
+    }
+}
+
+static void free_backends(tdm_runtime *rt)
+{
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
+        free(rt->backends[k].devices);
+        rt->backends[k].devices = NULL;
+        rt->backends[k].n_devices = 0;
+    }
+}
+
+int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
+{
+    if (!out)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: out is NULL");
+    *out = NULL;
+    tdm_config cfg;
+    bool enabled[TDM_BACKEND_KIND_COUNT];
+    int rc = resolve_config(user_cfg, &cfg, enabled);
+    if (rc < 0)
+        return rc;
+
+    tdm_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return tdm__err(NULL, TDM_ENOMEM, "tdm_runtime_open: out of memory");
+    rt->cfg = cfg;
+    if (cfg.backends) {
+        snprintf(rt->backends_buf, sizeof rt->backends_buf, "%s", cfg.backends);
+        rt->cfg.backends = rt->backends_buf;
+    }
+    rt->debug = cfg.debug;
+    rt->threads = cfg.threads > 0 ? cfg.threads : usable_cores();
+    rt->shm_limit = cfg.shm_limit;
+    atomic_init(&rt->live_tensors, 0);
+    atomic_init(&rt->jobs_in_flight, 0);
+    atomic_init(&rt->shm_bytes, 0);
+    if (pthread_mutex_init(&rt->mu, NULL) != 0) {
+        free(rt);
+        return tdm__err(NULL, TDM_ESYS, "tdm_runtime_open: pthread_mutex_init failed");
+    }
+
+    probe_backends(rt, enabled);
+    if ((rc = tdm__register_builtin_kernels(rt)) < 0)
+        goto fail;
+    if ((rc = tdm__pool_create(rt, rt->threads, &rt->pool)) < 0)
+        goto fail;
+    tdm__log(rt, TDM_DEBUG_RUNTIME, "runtime open: %d thread(s), debug 0x%x", rt->threads,
+             rt->debug);
+    *out = rt;
+    return 0;
+
+fail: {
+    /* Keep the message of the failing step: it was recorded against rt, re-record it for the
+     * caller, who has no runtime to ask. */
+    char msg[TDM__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "%s", tdm_errmsg(rt));
+    tdm__kernel_registry_free(rt);
+    free_backends(rt);
+    pthread_mutex_destroy(&rt->mu);
+    free(rt);
+    return tdm__err(NULL, rc, "%s", msg);
+}
+}
+
+int tdm_runtime_close(tdm_runtime *rt)
+{
+    if (!rt)
+        return 0;
+    long jobs = atomic_load(&rt->jobs_in_flight);
+    if (jobs > 0)
+        return tdm__err(rt, TDM_EBUSY, "tdm_runtime_close: %ld job(s) still in flight (wait for "
+                                       "or free them first)",
+                        jobs);
+    long tensors = atomic_load(&rt->live_tensors);
+    if (tensors > 0)
+        return tdm__err(rt, TDM_EBUSY, "tdm_runtime_close: %ld tensor(s) still alive (release "
+                                       "them first)",
+                        tensors);
+    tdm__pool_destroy(rt->pool);
+    tdm__kernel_registry_free(rt);
+    free_backends(rt);
+    pthread_mutex_destroy(&rt->mu);
+    free(rt);
+    return 0;
+}
+
+int tdm_runtime_threads(const tdm_runtime *rt)
+{
+    return rt ? rt->threads : 0;
+}
+
+unsigned tdm_runtime_debug(const tdm_runtime *rt)
+{
+    return rt ? rt->debug : 0u;
+}
+
+int tdm_runtime_backend(const tdm_runtime *rt, int index, tdm_backend_info *info)
+{
+    if (!rt || !info)
+        return tdm__err(rt, TDM_EINVAL, "tdm_runtime_backend: NULL argument");
+    if (index < 0 || index >= TDM_BACKEND_KIND_COUNT)
+        return tdm__err(rt, TDM_ENOTFOUND, "tdm_runtime_backend: index %d not in 0..%d", index,
+                        TDM_BACKEND_KIND_COUNT - 1);
+    const tdm__backend_state *st = &rt->backends[index];
+    memset(info, 0, sizeof *info);
+    info->kind = (tdm_backend_kind)index;
+    info->name = tdm_backend_kind_name(info->kind);
+    info->built = st->ops != NULL;
+    info->enabled = st->ops != NULL && st->enabled;
+    info->runs_kernels = st->ops != NULL && st->ops->runs_kernels;
+    info->n_devices = info->enabled ? st->n_devices : 0;
+    snprintf(info->note, sizeof info->note, "%s", st->note);
+    return 0;
+}
+
+int tdm_runtime_device_count(const tdm_runtime *rt)
+{
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_device_count: runtime is NULL");
+    int n = 0;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (rt->backends[k].enabled)
+            n += rt->backends[k].n_devices;
+    return n;
+}
+
+int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_info *info)
+{
+    if (!rt || !info)
+        return tdm__err(rt, TDM_EINVAL, "tdm_runtime_device: NULL argument");
+    int i = index;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT && i >= 0; k++) {
+        const tdm__backend_state *st = &rt->backends[k];
+        if (!st->enabled)
+            continue;
+        if (i < st->n_devices) {
+            *info = st->devices[i];
+            return 0;
+        }
+        i -= st->n_devices;
+    }
+    return tdm__err(rt, TDM_ENOTFOUND, "tdm_runtime_device: no device %d (%d found)", index,
+                    tdm_runtime_device_count(rt));
+}
+
+int tdm__shm_reserve(tdm_runtime *rt, size_t bytes)
+{
+    unsigned long long cur = atomic_load(&rt->shm_bytes);
+    for (;;) {
+        unsigned long long next = cur + bytes;
+        if (next < cur || (rt->shm_limit && next > rt->shm_limit))
+            return tdm__err(rt, TDM_ENOSPC,
+                            "shared memory: %zu more bytes would exceed the runtime's limit "
+                            "(%llu of %llu bytes in use)",
+                            bytes, cur, (unsigned long long)rt->shm_limit);
+        if (atomic_compare_exchange_weak(&rt->shm_bytes, &cur, next))
+            return 0;
+    }
+}
+
+void tdm__shm_unreserve(tdm_runtime *rt, size_t bytes)
+{
+    atomic_fetch_sub(&rt->shm_bytes, (unsigned long long)bytes);
+}

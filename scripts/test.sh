@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds tandem (if needed) and runs the whole test suite with CTest.
+# Usage: scripts/test.sh [--sanitize address,undefined|thread] [ctest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAN=""
+if [ "${1:-}" = "--sanitize" ]; then SAN=$2; shift 2; fi
+if [ -n "$SAN" ]; then
+    export TDM_BUILD_DIR=${TDM_BUILD_DIR:-build-${SAN//,/-}}
+    scripts/build.sh -DTDM_SANITIZE="$SAN" -DTDM_BUILD_BENCH=OFF
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+else
+    scripts/build.sh
+fi
+cd "${TDM_BUILD_DIR:-build}"
+ctest --output-on-failure -j "$(nproc)" "$@"

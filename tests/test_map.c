@@ -1,0 +1,775 @@
+/* Batched map and parallel_for: coverage, batching, errors, streaming, progress, reports,
+ * concurrency. The built-in kernels' numerics are in test_kernels.c. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+/* Each item increments its own counter: every item must be visited exactly once. */
+typedef struct {
+    atomic_int *hits;
+    int64_t fail_from; /* items >= fail_from make their batch fail (-1: never) */
+    int sleep_us;      /* per batch */
+} visit_params;
+
+static int visit(const void *p, int64_t begin, int64_t end, tdm_task *task)
+{
+    const visit_params *vp = p;
+    for (int64_t i = begin; i < end; i++)
+        atomic_fetch_add(&vp->hits[i], 1);
+    if (vp->sleep_us) {
+        struct timespec ts = {0, vp->sleep_us * 1000L};
+        nanosleep(&ts, NULL);
+    }
+    if (vp->fail_from >= 0 && end > vp->fail_from)
+        return TDM_EKERNEL;
+    return 0;
+}
+
+static atomic_int *new_hits(int64_t n)
+{
+    atomic_int *h = calloc((size_t)(n ? n : 1), sizeof *h);
+    assert_non_null(h);
+    return h;
+}
+
+static tdm_map_opts quiet_opts(int64_t batch)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.batch_size = batch;
+    return o;
+}
+
+static void test_parallel_for_visits_each_item_once(void **state)
+{
+    const int threads[] = {1, 2, 3};
+    const int64_t sizes[] = {0, 1, 7, 1000, 100003};
+    const int64_t batches[] = {0, 1, 3, 64, 1000000};
+    for (size_t t = 0; t < 3; t++) {
+        tdm_runtime *rt = tdm_test_open(threads[t]);
+        for (size_t s = 0; s < 5; s++) {
+            for (size_t b = 0; b < 5; b++) {
+                int64_t n = sizes[s];
+                if (batches[b] == 1 && n > 1000)
+                    continue;
+                visit_params vp = {new_hits(n), -1, 0};
+                tdm_map_opts o = quiet_opts(batches[b]);
+                tdm_report r = TDM_REPORT_INIT;
+                assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), 0);
+                for (int64_t i = 0; i < n; i++)
+                    assert_int_equal(atomic_load(&vp.hits[i]), 1);
+                assert_int_equal(r.items, n);
+                assert_int_equal(r.items_total, n);
+                assert_int_equal(r.status, 0);
+                int64_t items = 0, nb = 0;
+                for (int w = 0; w < r.n_workers; w++) {
+                    items += r.workers[w].items;
+                    nb += r.workers[w].batches;
+                }
+                assert_int_equal(items, n);
+                assert_int_equal(nb, r.batches);
+                if (batches[b] && n)
+                    assert_int_equal(r.batches, (n + batches[b] - 1) / batches[b]);
+                free(vp.hits);
+            }
+        }
+        tdm_test_close(rt);
+    }
+}
+
+static void test_auto_batching_grows_for_cheap_items(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 2000000;
+    visit_params vp = {new_hits(n), -1, 0};
+    tdm_map_opts o = quiet_opts(0);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), 0);
+    /* Cheap items: far fewer batches than items, and small batches at the tail. */
+    assert_true(r.batches < n / 100);
+    assert_true(r.batch_size > 1000);
+    assert_true(r.batch_size_min >= 1);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static int sleepy_item(const void *p, int64_t begin, int64_t end, tdm_task *task)
+{
+    struct timespec ts = {0, 2000000L * (long)(end - begin)}; /* 2 ms per item */
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static void test_auto_batching_small_for_costly_items(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_map_opts o = quiet_opts(0);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, 40, sleepy_item, NULL, 0, &o, &r), 0);
+    /* 2 ms items exceed the batch target: one item per batch, shared by both workers. */
+    assert_int_equal(r.batch_size, 1);
+    assert_int_equal(r.batches, 40);
+    assert_true(r.workers[0].items > 0 && r.workers[1].items > 0);
+    tdm_test_close(rt);
+}
+
+static void test_error_stop_names_batch(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 1000;
+    visit_params vp = {new_hits(n), 500, 0};
+    tdm_map_opts o = quiet_opts(10);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), TDM_EKERNEL);
+    assert_int_equal(r.status, TDM_EKERNEL);
+    assert_int_equal(r.first_error, TDM_EKERNEL);
+    assert_true(r.first_error_end > 500);
+    assert_true(r.failed_batches >= 1);
+    assert_true(r.items < n); /* stopped: not everything ran */
+    assert_non_null(strstr(tdm_errmsg(rt), "batch"));
+    assert_non_null(strstr(tdm_errmsg(rt), "TDM_EKERNEL"));
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static void test_error_continue_runs_all(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 1000;
+    visit_params vp = {new_hits(n), 500, 0};
+    tdm_map_opts o = quiet_opts(10);
+    o.on_error = TDM_ON_ERROR_CONTINUE;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), TDM_EKERNEL);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(atomic_load(&vp.hits[i]), 1);
+    assert_int_equal(r.failed_batches, 50);
+    assert_int_equal(r.items, n);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static int positive_rc(const void *p, int64_t b, int64_t e, tdm_task *t)
+{
+    return 7;
+}
+
+static void test_positive_return_is_an_error(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_map_opts o = quiet_opts(0);
+    assert_int_equal(tdm_parallel_for(rt, 3, positive_rc, NULL, 0, &o, NULL), TDM_EKERNEL);
+    tdm_test_close(rt);
+}
+
+static void test_parallel_for_bad_args(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    visit_params vp = {new_hits(1), -1, 0};
+    tdm_map_opts o = quiet_opts(0);
+    assert_int_equal(tdm_parallel_for(NULL, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_parallel_for(rt, 1, NULL, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_parallel_for(rt, -1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, NULL, 8, &o, NULL), TDM_EINVAL);
+    tdm_report small = {.size = 8};
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, &small), TDM_EINVAL);
+    assert_int_equal(atomic_load(&vp.hits[0]), 0); /* nothing ran */
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static void test_opts_validation(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    visit_params vp = {new_hits(1), -1, 0};
+    tdm_map_opts o;
+    o = quiet_opts(0);
+    o.size = 4;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(-5);
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.policy = (tdm_policy)99;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.on_error = (tdm_on_error)7;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.progress = TDM_PROGRESS_CALLBACK; /* without a callback */
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.progress = (tdm_progress_mode)17;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.progress_interval_s = -1;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.order = (tdm_order)5;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    o = quiet_opts(0);
+    o.max_in_flight = -1;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_EINVAL);
+    assert_int_equal(atomic_load(&vp.hits[0]), 0);
+    assert_int_equal(tdm_map_opts_init(NULL), TDM_EINVAL);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static void test_policy_without_backend_is_enodev(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    visit_params vp = {new_hits(1), -1, 0};
+    tdm_map_opts o = quiet_opts(0);
+    o.policy = TDM_POLICY_GPU;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_ENODEV);
+    o.policy = TDM_POLICY_PROCS;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), TDM_ENODEV);
+    o.policy = TDM_POLICY_THREADS;
+    assert_int_equal(tdm_parallel_for(rt, 1, visit, &vp, sizeof vp, &o, NULL), 0);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+/* Parameters are copied: the caller may change its struct right after an async start. */
+typedef struct {
+    int64_t *out;
+    int64_t value;
+} store_params;
+
+static int store(const void *p, int64_t begin, int64_t end, tdm_task *t)
+{
+    const store_params *sp = p;
+    for (int64_t i = begin; i < end; i++)
+        sp->out[i] = sp->value;
+    return 0;
+}
+
+static void test_params_copied_by_value(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t out[1000];
+    store_params sp = {out, 42};
+    tdm_map_opts o = quiet_opts(0);
+    tdm_job *job;
+    assert_int_equal(tdm_parallel_for_async(rt, 1000, store, &sp, sizeof sp, &o, &job), 0);
+    sp.value = -1; /* must not be seen by the job */
+    assert_int_equal(tdm_job_wait(job, NULL), 0);
+    tdm_job_free(job);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(out[i], 42);
+    tdm_test_close(rt);
+}
+
+/* ---- streaming ---------------------------------------------------------------------------- */
+
+typedef struct {
+    atomic_int *in_flight; /* batches started and not yet consumed */
+    atomic_int *max_seen;
+    int slow_first_us;     /* batch starting at 0 sleeps this long */
+} stream_params;
+
+static int stream_body(const void *p, int64_t begin, int64_t end, tdm_task *t)
+{
+    const stream_params *sp = p;
+    int now = atomic_fetch_add(sp->in_flight, 1) + 1;
+    int prev = atomic_load(sp->max_seen);
+    while (now > prev && !atomic_compare_exchange_weak(sp->max_seen, &prev, now)) {
+    }
+    if (begin == 0 && sp->slow_first_us) {
+        struct timespec ts = {0, sp->slow_first_us * 1000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static void run_stream(tdm_order order, int slow_first_us)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    atomic_int in_flight = 0, max_seen = 0;
+    stream_params sp = {&in_flight, &max_seen, slow_first_us};
+    tdm_map_opts o = quiet_opts(5);
+    o.order = order;
+    o.max_in_flight = 3;
+    tdm_job *job;
+    const int64_t n = 200;
+    assert_int_equal(tdm_parallel_for_async(rt, n, stream_body, &sp, sizeof sp, &o, &job), 0);
+    tdm_batch_result r;
+    int64_t expect = 0, seen = 0, got = 0;
+    char *covered = calloc(n, 1);
+    bool out_of_order = false;
+    while (tdm_job_next(job, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        assert_true(r.slot >= 0 && r.slot < 3);
+        assert_null(r.out);
+        if (order == TDM_ORDER_SUBMISSION)
+            assert_int_equal(r.begin, expect);
+        else if (r.begin != expect)
+            out_of_order = true;
+        expect = r.end;
+        for (int64_t i = r.begin; i < r.end; i++) {
+            assert_int_equal(covered[i], 0);
+            covered[i] = 1;
+        }
+        seen += r.end - r.begin;
+        got++;
+        atomic_fetch_sub(&in_flight, 1); /* this batch is consumed */
+    }
+    assert_int_equal(seen, n);
+    assert_int_equal(got, 40);
+    /* Bounded: never more than max_in_flight batches started and not consumed. */
+    assert_true(atomic_load(&max_seen) <= 3);
+    if (order == TDM_ORDER_COMPLETION && slow_first_us)
+        assert_true(out_of_order);
+    assert_int_equal(tdm_job_next(job, &r), TDM_EDONE);
+    assert_int_equal(tdm_job_wait(job, NULL), 0);
+    tdm_job_free(job);
+    free(covered);
+    tdm_test_close(rt);
+}
+
+static void test_stream_submission_order_bounded(void **state)
+{
+    run_stream(TDM_ORDER_SUBMISSION, 20000);
+}
+
+static void test_stream_completion_order_bounded(void **state)
+{
+    run_stream(TDM_ORDER_COMPLETION, 20000);
+}
+
+static void test_stream_map_ring_outputs(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    const int64_t n = 10007;
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    double *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (double)i;
+    tdm_scale_shift_params p = {2.0, 1.0};
+    tdm_map_opts o = quiet_opts(100);
+    o.max_in_flight = 4;
+    tdm_job *job;
+    assert_int_equal(
+        tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &p, sizeof p, &o, &job), 0);
+    tdm_batch_result r;
+    int64_t expect = 0;
+    while (tdm_job_next(job, &r) == 0) {
+        assert_int_equal(r.begin, expect);
+        assert_int_equal(r.n_out, 1);
+        assert_non_null(r.out);
+        assert_int_equal(tdm_tensor_dim(r.out[0], 0), r.end - r.begin);
+        const double *y = tdm_tensor_data(r.out[0]);
+        for (int64_t i = r.begin; i < r.end; i++)
+            assert_true(y[i - r.begin] == 2.0 * (double)i + 1.0);
+        expect = r.end;
+    }
+    assert_int_equal(expect, n);
+    tdm_job_free(job);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+}
+
+static void test_stream_error_reported_in_result(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 100;
+    visit_params vp = {new_hits(n), 50, 0};
+    tdm_map_opts o = quiet_opts(10);
+    o.on_error = TDM_ON_ERROR_CONTINUE;
+    tdm_job *job;
+    assert_int_equal(tdm_parallel_for_async(rt, n, visit, &vp, sizeof vp, &o, &job), 0);
+    tdm_batch_result r;
+    int failed = 0, total = 0;
+    while (tdm_job_next(job, &r) == 0) {
+        total++;
+        if (r.status != 0) {
+            assert_int_equal(r.status, TDM_EKERNEL);
+            assert_true(r.end > 50);
+            failed++;
+        }
+    }
+    assert_int_equal(total, 10);
+    assert_int_equal(failed, 5);
+    tdm_report rep = TDM_REPORT_INIT;
+    assert_int_equal(tdm_job_wait(job, &rep), TDM_EKERNEL);
+    assert_int_equal(rep.failed_batches, 5);
+    assert_int_equal(tdm_job_wait(job, NULL), TDM_EINVAL); /* only once */
+    tdm_job_free(job);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static void test_stream_wait_without_consuming(void **state)
+{
+    /* Results nobody reads must not block the job forever. */
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 1000;
+    visit_params vp = {new_hits(n), -1, 0};
+    tdm_map_opts o = quiet_opts(1);
+    o.max_in_flight = 2;
+    tdm_job *job;
+    assert_int_equal(tdm_parallel_for_async(rt, n, visit, &vp, sizeof vp, &o, &job), 0);
+    tdm_report rep = TDM_REPORT_INIT;
+    assert_int_equal(tdm_job_wait(job, &rep), 0);
+    assert_int_equal(rep.items, n);
+    tdm_batch_result r;
+    assert_int_equal(tdm_job_next(job, &r), TDM_EDONE);
+    tdm_job_free(job);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(atomic_load(&vp.hits[i]), 1);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+static void test_cancel_stops_new_batches(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 100000;
+    visit_params vp = {new_hits(n), -1, 1000};
+    tdm_map_opts o = quiet_opts(1);
+    tdm_job *job;
+    assert_int_equal(tdm_parallel_for_async(rt, n, visit, &vp, sizeof vp, &o, &job), 0);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(tdm_job_cancel(job), 0);
+    tdm_report rep = TDM_REPORT_INIT;
+    assert_int_equal(tdm_job_wait(job, &rep), TDM_ECANCELED);
+    assert_true(rep.items < n);
+    assert_non_null(strstr(tdm_errmsg(rt), "cancelled"));
+    tdm_job_free(job);
+    free(vp.hits);
+    assert_int_equal(tdm_job_cancel(NULL), TDM_EINVAL);
+    tdm_test_close(rt);
+}
+
+static void test_job_null_args(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_batch_result r;
+    assert_int_equal(tdm_job_next(NULL, &r), TDM_EINVAL);
+    assert_int_equal(tdm_job_wait(NULL, NULL), TDM_EINVAL);
+    tdm_job_free(NULL);
+    assert_int_equal(tdm_parallel_for_async(rt, 1, visit, NULL, 0, NULL, NULL), TDM_EINVAL);
+    tdm_job *job = (tdm_job *)0x1;
+    assert_int_equal(tdm_parallel_for_async(rt, 1, NULL, NULL, 0, NULL, &job), TDM_EINVAL);
+    assert_null(job);
+    assert_int_equal(tdm_map_async(rt, "exp_sinh", NULL, 0, NULL, 0, NULL, 0, NULL, NULL),
+                     TDM_EINVAL);
+    tdm_test_close(rt);
+}
+
+/* ---- map validation (argument checks of the core; kernel-specific ones in test_kernels) --- */
+
+static void test_map_validation(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 8, n2 = 9;
+    tdm_tensor *x, *y, *y9, *scalar;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n2, TDM_MEM_HOST, &y9), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 0, NULL, TDM_MEM_HOST, &scalar), 0);
+    tdm_map_opts o = quiet_opts(0);
+    assert_int_equal(tdm_map(NULL, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, NULL, &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "no_such", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_ENOTFOUND);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 2, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 0, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, -1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "exp_sinh", NULL, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, NULL, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    tdm_tensor *nul = NULL;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &nul, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    double junk = 1;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, &junk, sizeof junk, &o, NULL),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y9, 1, NULL, 0, &o, NULL), TDM_ESHAPE);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &scalar, 1, &y, 1, NULL, 0, &o, NULL), TDM_ESHAPE);
+    /* a strided (non-contiguous) wrapped tensor */
+    double buf[16];
+    int64_t strides[1] = {2};
+    tdm_tensor *strided;
+    assert_int_equal(tdm_tensor_wrap(rt, TDM_F64, 1, &n, strides, buf, &strided), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &strided, 1, &y, 1, NULL, 0, &o, NULL),
+                     TDM_ELAYOUT);
+    /* a tensor of another runtime */
+    tdm_runtime *other = tdm_test_open(1);
+    tdm_tensor *foreign;
+    assert_int_equal(tdm_tensor_empty(other, TDM_F64, 1, &n, TDM_MEM_HOST, &foreign), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &foreign, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    tdm_tensor_release(foreign);
+    tdm_test_close(other);
+    /* nothing was written to y by any failed call */
+    const double *yd = tdm_tensor_data(y);
+    for (int i = 0; i < n; i++)
+        assert_true(yd[i] == 0.0);
+    tdm_tensor_release(strided);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_tensor_release(y9);
+    tdm_tensor_release(scalar);
+    tdm_test_close(rt);
+}
+
+/* ---- progress ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int calls, finals;
+    int64_t last_done, total;
+    int n_workers;
+    int monotonic;
+} prog_seen;
+
+static void on_progress(const tdm_progress *p, void *user)
+{
+    prog_seen *s = user;
+    if (p->done < s->last_done)
+        s->monotonic = 0;
+    s->calls++;
+    s->finals += p->final;
+    s->last_done = p->done;
+    s->total = p->total;
+    s->n_workers = p->n_workers;
+    int64_t sum = 0;
+    for (int w = 0; w < p->n_workers; w++)
+        sum += p->per_worker[w];
+    if (sum != p->done)
+        s->monotonic = 0;
+}
+
+static int slow_items(const void *p, int64_t begin, int64_t end, tdm_task *t)
+{
+    for (int64_t i = begin; i < end; i++) {
+        struct timespec ts = {0, 200000}; /* 0.2 ms */
+        nanosleep(&ts, NULL);
+        tdm_task_progress(t, 1);
+    }
+    return 0;
+}
+
+static void test_progress_callback(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    prog_seen s = {0, 0, 0, 0, 0, 1};
+    tdm_map_opts o = quiet_opts(0);
+    o.progress = TDM_PROGRESS_CALLBACK;
+    o.progress_fn = on_progress;
+    o.progress_user = &s;
+    o.progress_interval_s = 0.01;
+    assert_int_equal(tdm_parallel_for(rt, 1000, slow_items, NULL, 0, &o, NULL), 0);
+    assert_true(s.calls >= 3);
+    assert_int_equal(s.finals, 1);
+    assert_int_equal(s.last_done, 1000);
+    assert_int_equal(s.total, 1000);
+    assert_int_equal(s.n_workers, 2);
+    assert_true(s.monotonic);
+    tdm_test_close(rt);
+}
+
+static void test_progress_single_thread(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    prog_seen s = {0, 0, 0, 0, 0, 1};
+    tdm_map_opts o = quiet_opts(0);
+    o.progress = TDM_PROGRESS_CALLBACK;
+    o.progress_fn = on_progress;
+    o.progress_user = &s;
+    o.progress_interval_s = 0.01;
+    assert_int_equal(tdm_parallel_for(rt, 300, slow_items, NULL, 0, &o, NULL), 0);
+    assert_true(s.calls >= 2);
+    assert_int_equal(s.last_done, 300);
+    assert_int_equal(s.finals, 1);
+    tdm_test_close(rt);
+}
+
+static void test_progress_format(void **state)
+{
+    tdm_progress p = {450, 1000, 2.0, 225.0, 2.44, 0, NULL, 0};
+    char buf[512];
+    int n = tdm_progress_format(&p, "pi", 80, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "pi:  45%|"));
+    assert_non_null(strstr(buf, "| 450/1000 [00:02<00:02, 225.00it/s]"));
+    p.done = 1000;
+    p.rate = 2.5e6;
+    tdm_progress_format(&p, NULL, 60, buf, sizeof buf);
+    assert_non_null(strstr(buf, "100%|"));
+    assert_non_null(strstr(buf, "2.50Mit/s"));
+    p.rate = 0.5;
+    tdm_progress_format(&p, NULL, 60, buf, sizeof buf);
+    assert_non_null(strstr(buf, "2.00s/it"));
+    /* truncation keeps a NUL and reports the needed length */
+    char tiny[8];
+    int need = tdm_progress_format(&p, "x", 40, tiny, sizeof tiny);
+    assert_true(need > 8);
+    assert_int_equal(strlen(tiny), 7);
+    assert_int_equal(tdm_progress_format(NULL, "x", 40, buf, sizeof buf), TDM_EINVAL);
+    assert_int_equal(tdm_progress_format(&p, "x", 10, buf, sizeof buf), TDM_EINVAL);
+    assert_int_equal(tdm_progress_format(&p, "x", 40, NULL, 5), TDM_EINVAL);
+}
+
+/* The bar goes to stderr: capture it through a pipe and look at what was drawn. */
+static void test_progress_bar_drawn(void **state)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fds[1], 2);
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_map_opts o = quiet_opts(0);
+    o.progress = TDM_PROGRESS_PER_WORKER;
+    o.desc = "bar-test";
+    o.progress_interval_s = 0.01;
+    assert_int_equal(tdm_parallel_for(rt, 200, slow_items, NULL, 0, &o, NULL), 0);
+    tdm_test_close(rt);
+    dup2(saved, 2);
+    close(saved);
+    close(fds[1]);
+    static char out[1 << 20];
+    size_t len = 0;
+    ssize_t k;
+    while ((k = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
+        len += (size_t)k;
+    out[len] = '\0';
+    close(fds[0]);
+    assert_non_null(strstr(out, "bar-test: 100%|"));
+    assert_non_null(strstr(out, "200/200"));
+    assert_non_null(strstr(out, "worker 1"));
+    assert_true(out[len - 1] == '\n');
+}
+
+/* ---- reports ------------------------------------------------------------------------------ */
+
+static void test_report_format(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 5000;
+    visit_params vp = {new_hits(n), -1, 0};
+    tdm_map_opts o = quiet_opts(100);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), 0);
+    assert_string_equal(r.what, "parallel_for");
+    assert_int_equal(r.n_workers, 2);
+    assert_true(r.wall_s > 0);
+    char buf[4096];
+    int len = tdm_report_format(&r, buf, sizeof buf);
+    assert_true(len > 0 && (size_t)len < sizeof buf);
+    assert_non_null(strstr(buf, "5000/5000 items in 50 batches"));
+    assert_non_null(strstr(buf, "cpu"));
+    char small[16];
+    assert_int_equal(tdm_report_format(&r, small, sizeof small), len);
+    assert_int_equal(strlen(small), 15);
+    assert_int_equal(tdm_report_format(NULL, buf, sizeof buf), TDM_EINVAL);
+    assert_int_equal(tdm_report_format(&r, NULL, 4), TDM_EINVAL);
+    assert_int_equal(tdm_report_print(NULL, stdout), TDM_EINVAL);
+    assert_int_equal(tdm_report_print(&r, NULL), TDM_EINVAL);
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(tdm_report_print(&r, f), 0);
+    assert_true(ftell(f) == len);
+    fclose(f);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
+/* ---- several threads calling one runtime --------------------------------------------------- */
+
+typedef struct {
+    tdm_runtime *rt;
+    int rc;
+} caller_arg;
+
+static void *caller(void *p)
+{
+    caller_arg *a = p;
+    for (int round = 0; round < 20 && a->rc == 0; round++) {
+        int64_t n = 3000 + round;
+        visit_params vp = {calloc((size_t)n, sizeof(atomic_int)), -1, 0};
+        tdm_map_opts o = quiet_opts(round % 3 == 0 ? 0 : round);
+        a->rc = tdm_parallel_for(a->rt, n, visit, &vp, sizeof vp, &o, NULL);
+        for (int64_t i = 0; i < n && a->rc == 0; i++)
+            if (atomic_load(&vp.hits[i]) != 1)
+                a->rc = -100;
+        free(vp.hits);
+    }
+    return NULL;
+}
+
+static void test_concurrent_callers(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    pthread_t th[4];
+    caller_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (caller_arg){rt, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, caller, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].rc, 0);
+    }
+    tdm_test_close(rt);
+}
+
+/* ---- balance: uneven batches must not leave a worker idle ---------------------------------- */
+
+static int uneven(const void *p, int64_t begin, int64_t end, tdm_task *t)
+{
+    for (int64_t i = begin; i < end; i++) {
+        /* the first 10 items cost 10 ms each, the rest 0.1 ms */
+        struct timespec ts = {0, i < 10 ? 10000000L : 100000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static void test_uneven_items_balance(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_map_opts o = quiet_opts(0);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, 1000, uneven, NULL, 0, &o, &r), 0);
+    /* Both workers did a real share of the items (dynamic claiming, not a static split). */
+    assert_true(r.workers[0].items > 100 && r.workers[1].items > 100);
+    tdm_test_close(rt);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parallel_for_visits_each_item_once),
+        cmocka_unit_test(test_auto_batching_grows_for_cheap_items),
+        cmocka_unit_test(test_auto_batching_small_for_costly_items),
+        cmocka_unit_test(test_error_stop_names_batch),
+        cmocka_unit_test(test_error_continue_runs_all),
+        cmocka_unit_test(test_positive_return_is_an_error),
+        cmocka_unit_test(test_parallel_for_bad_args),
+        cmocka_unit_test(test_opts_validation),
+        cmocka_unit_test(test_policy_without_backend_is_enodev),
+        cmocka_unit_test(test_params_copied_by_value),
+        cmocka_unit_test(test_stream_submission_order_bounded),
+        cmocka_unit_test(test_stream_completion_order_bounded),
+        cmocka_unit_test(test_stream_map_ring_outputs),
+        cmocka_unit_test(test_stream_error_reported_in_result),
+        cmocka_unit_test(test_stream_wait_without_consuming),
+        cmocka_unit_test(test_cancel_stops_new_batches),
+        cmocka_unit_test(test_job_null_args),
+        cmocka_unit_test(test_map_validation),
+        cmocka_unit_test(test_progress_callback),
+        cmocka_unit_test(test_progress_single_thread),
+        cmocka_unit_test(test_progress_format),
+        cmocka_unit_test(test_progress_bar_drawn),
+        cmocka_unit_test(test_report_format),
+        cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_uneven_items_balance),
+    };
+    return TDM_TEST_MAIN("map", tests);
+}
