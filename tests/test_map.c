@@ -91,9 +91,10 @@ static void test_auto_batching_grows_for_cheap_items(void **state)
     tdm_map_opts o = quiet_opts(0);
     tdm_report r = TDM_REPORT_INIT;
     assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), 0);
-    /* Cheap items: far fewer batches than items, and small batches at the tail. */
-    assert_true(r.batches < n / 100);
-    assert_true(r.batch_size > 1000);
+    /* Cheap items (well under a microsecond, even under sanitizers): far fewer batches than
+     * items. The exact sizes depend on the machine's speed, so only the order is checked. */
+    assert_true(r.batches < n / 10);
+    assert_true(r.batch_size >= 100);
     assert_true(r.batch_size_min >= 1);
     free(vp.hits);
     tdm_test_close(rt);
