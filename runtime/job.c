@@ -6,6 +6,7 @@
 
 #include "job.h"
 #include "progress_internal.h"
+#include "spin.h"
 
 /* Auto batching aims at batches of about this long: long enough that the ~0.1 µs cost of a
  * batch is noise, short enough that the tail of a run balances across workers. */
@@ -294,6 +295,8 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
 int tdm__job_wait(tdm__job *job, tdm_report *report)
 {
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    if (!job->streaming) /* a short job is often done within microseconds: skip the sleep */
+        tdm__spin_until_set(&job->done_flag, TDM__SPIN_NS);
     pthread_mutex_lock(mu);
     if (job->streaming) {
         job->waited = true;

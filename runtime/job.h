@@ -61,6 +61,7 @@ typedef struct tdm__job {
     int active;          /* workers inside the job */
     bool in_list;        /* visible to workers */
     bool finished;       /* no worker will touch it again */
+    atomic_int done_flag; /* = finished, readable without the mutex (the waiter spins on it) */
     pthread_cond_t cv;   /* signalled (with the pool mutex) on finish and on each streamed batch */
     struct tdm__job *next;
 

@@ -103,6 +103,7 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     atomic_init(&job->stop, 0);
     atomic_init(&job->first_error, 0);
     atomic_init(&job->failed_batches, 0);
+    atomic_init(&job->done_flag, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the progress thread's timed waits */
@@ -349,6 +350,7 @@ static int start(tdm__job *job)
     job->t_start = tdm__now_ns();
     if (job->n_items == 0) {
         job->finished = true;
+        atomic_store(&job->done_flag, 1);
         job->t_end = job->t_start;
         return 0;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "job.h"
+#include "spin.h"
 
 struct tdm__pool {
     tdm_runtime *rt;
@@ -20,6 +21,10 @@ struct tdm__pool {
     tdm__job *head;
     int n_jobs;
     bool shutdown;
+    /* Bumped (under mu) whenever a job arrives or becomes runnable again, so a worker that
+     * just ran out of work can spin on it for a few microseconds before sleeping: a burst of
+     * small maps (a training loop) then never pays a futex wake-up per call. */
+    atomic_uint gen;
 };
 
 struct tdm__worker_arg {
@@ -56,6 +61,7 @@ bool tdm__pool_try_finish_locked(tdm__pool *pool, tdm__job *job)
     unlink_locked(pool, job);
     job->finished = true;
     job->t_end = tdm__now_ns();
+    atomic_store_explicit(&job->done_flag, 1, memory_order_release);
     pthread_cond_broadcast(&job->cv);
     return true;
 }
@@ -88,7 +94,13 @@ static void *worker_main(void *p)
     while (!pool->shutdown) {
         tdm__job *job = pick_locked(pool, w);
         if (!job) {
-            pthread_cond_wait(&pool->cv, &pool->mu);
+            unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed);
+            pthread_mutex_unlock(&pool->mu);
+            tdm__spin_while_equal(&pool->gen, g, TDM__SPIN_NS);
+            pthread_mutex_lock(&pool->mu);
+            /* Re-checked under the mutex, where submit bumps it: no wake-up can be lost. */
+            if (atomic_load_explicit(&pool->gen, memory_order_relaxed) == g && !pool->shutdown)
+                pthread_cond_wait(&pool->cv, &pool->mu);
             continue;
         }
         job->active++;
@@ -119,6 +131,7 @@ int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out)
     }
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
+    atomic_init(&pool->gen, 0);
     for (int i = 0; i < n_threads; i++) {
         pool->args[i].pool = pool;
         pool->args[i].index = i;
@@ -169,6 +182,7 @@ void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job)
     *p = job;
     job->in_list = true;
     pool->n_jobs++;
+    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_relaxed);
     pthread_cond_broadcast(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
 }
@@ -176,5 +190,6 @@ void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job)
 void tdm__pool_kick(tdm__pool *pool)
 {
     /* Called with the pool mutex held (see job.c): wake idle workers to re-check jobs. */
+    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_relaxed);
     pthread_cond_broadcast(&pool->cv);
 }
