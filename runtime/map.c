@@ -242,6 +242,11 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                       msg, sizeof msg);
         if (rc < 0)
             return tdm__err(rt, rc, "%s(%s): %s", fn, d->name, msg[0] ? msg : tdm_strerror(rc));
+        /* Dim 0 of every output is the map's row count (already checked above); an infer
+         * function of a kernel without inputs cannot know it. */
+        for (int o = 0; o < n_out; o++)
+            if (descs[o].ndim >= 1)
+                descs[o].shape[0] = rows;
         for (int o = 0; outputs && o < n_out; o++) {
             const tdm_tensor *t = outputs[o];
             if (tdm_tensor_dtype(t) != descs[o].dtype)
