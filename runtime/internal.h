@@ -155,6 +155,8 @@ struct tdm_runtime {
     int n_kernels, cap_kernels;
 
     tdm__backend_state backends[TDM_BACKEND_KIND_COUNT]; /* indexed by tdm_backend_kind */
+    pthread_mutex_t probe_mu; /* serialises the lazy probe of discovery-only backends */
+    atomic_int probed;        /* 1 once they have been probed */
 
     tdm__pool *pool;
 

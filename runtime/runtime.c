@@ -157,32 +157,57 @@ static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[
     return 0;
 }
 
-static void probe_backends(tdm_runtime *rt, const bool enabled[])
+static void probe_one(tdm_runtime *rt, tdm__backend_state *st)
+{
+    if (!st->ops->probe)
+        return;
+    int rc = st->ops->probe(rt, &st->devices, &st->n_devices, st->note, sizeof st->note);
+    if (rc < 0) { /* a broken installation counts as no device, with the reason kept */
+        st->devices = NULL;
+        st->n_devices = 0;
+    }
+    tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", st->ops->name,
+             st->n_devices, st->note[0] ? ": " : "", st->note);
+}
+
+/* Backends that execute kernels are probed at open. Discovery-only ones (no kernels run there
+ * in this build) are probed on the first listing call: loading an OpenCL driver costs tens of
+ * milliseconds (PoCL) that a runtime which never lists devices should not pay. */
+static void setup_backends(tdm_runtime *rt, const bool enabled[])
 {
     for (int i = 0; tdm__backend_table[i]; i++) {
         const tdm__backend_ops *ops = tdm__backend_table[i];
         tdm__backend_state *st = &rt->backends[ops->kind];
         st->ops = ops;
         st->enabled = enabled[ops->kind];
-        if (!st->enabled) {
+        if (!st->enabled)
             snprintf(st->note, sizeof st->note, "disabled by configuration");
-            continue;
-        }
-        if (!ops->probe)
-            continue;
-        int rc = ops->probe(rt, &st->devices, &st->n_devices, st->note, sizeof st->note);
-        if (rc < 0) { /* a broken installation counts as no device, with the reason kept */
-            st->devices = NULL;
-            st->n_devices = 0;
-        }
-        tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", ops->name, st->n_devices,
-                 st->note[0] ? ": " : "", st->note);
+        else if (ops->runs_kernels)
+            probe_one(rt, st);
     }
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         tdm__backend_state *st = &rt->backends[k];
         if (!st->ops)
             snprintf(st->note, sizeof st->note, "not part of this build");
     }
+}
+
+/* Probes the discovery-only backends once, on first use. Thread-safe. */
+static void ensure_probed(const tdm_runtime *crt)
+{
+    tdm_runtime *rt = (tdm_runtime *)crt; /* probing fills a cache, not the logical state */
+    if (atomic_load_explicit(&rt->probed, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&rt->probe_mu);
+    if (!atomic_load_explicit(&rt->probed, memory_order_relaxed)) {
+        for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
+            tdm__backend_state *st = &rt->backends[k];
+            if (st->ops && st->enabled && !st->ops->runs_kernels)
+                probe_one(rt, st);
+        }
+        atomic_store_explicit(&rt->probed, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&rt->probe_mu);
 }
 
 static void free_backends(tdm_runtime *rt)
@@ -224,7 +249,9 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
         return tdm__err(NULL, TDM_ESYS, "tdm_runtime_open: pthread_mutex_init failed");
     }
 
-    probe_backends(rt, enabled);
+    pthread_mutex_init(&rt->probe_mu, NULL);
+    atomic_init(&rt->probed, 0);
+    setup_backends(rt, enabled);
     if ((rc = tdm__register_builtin_kernels(rt)) < 0)
         goto fail;
     if ((rc = tdm__pool_create(rt, rt->threads, &rt->pool)) < 0)
@@ -241,6 +268,7 @@ fail: {
     snprintf(msg, sizeof msg, "%s", tdm_errmsg(rt));
     tdm__kernel_registry_free(rt);
     free_backends(rt);
+    pthread_mutex_destroy(&rt->probe_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
     return tdm__err(NULL, rc, "%s", msg);
@@ -264,6 +292,7 @@ int tdm_runtime_close(tdm_runtime *rt)
     tdm__pool_destroy(rt->pool);
     tdm__kernel_registry_free(rt);
     free_backends(rt);
+    pthread_mutex_destroy(&rt->probe_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
     return 0;
@@ -286,6 +315,7 @@ int tdm_runtime_backend(const tdm_runtime *rt, int index, tdm_backend_info *info
     if (index < 0 || index >= TDM_BACKEND_KIND_COUNT)
         return tdm__err(rt, TDM_ENOTFOUND, "tdm_runtime_backend: index %d not in 0..%d", index,
                         TDM_BACKEND_KIND_COUNT - 1);
+    ensure_probed(rt);
     const tdm__backend_state *st = &rt->backends[index];
     memset(info, 0, sizeof *info);
     info->kind = (tdm_backend_kind)index;
@@ -302,6 +332,7 @@ int tdm_runtime_device_count(const tdm_runtime *rt)
 {
     if (!rt)
         return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_device_count: runtime is NULL");
+    ensure_probed(rt);
     int n = 0;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (rt->backends[k].enabled)
@@ -313,6 +344,7 @@ int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_info *info)
 {
     if (!rt || !info)
         return tdm__err(rt, TDM_EINVAL, "tdm_runtime_device: NULL argument");
+    ensure_probed(rt);
     int i = index;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT && i >= 0; k++) {
         const tdm__backend_state *st = &rt->backends[k];

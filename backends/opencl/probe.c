@@ -62,9 +62,7 @@ static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note
     free(plats);
     *devs = out;
     *n = total;
-    snprintf(note, len, "%u platform(s); device discovery only in this build (kernels run on "
-                        "OpenCL once the OpenCL backend lands)",
-             n_plat);
+    snprintf(note, len, "%u platform(s); discovery only: no kernels run here yet", n_plat);
     return 0;
 }
 
