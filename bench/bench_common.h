@@ -44,7 +44,8 @@ static inline int bench_cmp_double(const void *a, const void *b)
 /* Median of v[0..n-1] (v is sorted in place). */
 static inline double bench_median(double *v, int n)
 {
-    if (n <= 0) return 0.0;
+    if (n <= 0)
+        return 0.0;
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
@@ -54,8 +55,10 @@ static inline void bench_minmax(const double *v, int n, double *mn, double *mx)
 {
     *mn = *mx = n > 0 ? v[0] : 0.0;
     for (int i = 1; i < n; i++) {
-        if (v[i] < *mn) *mn = v[i];
-        if (v[i] > *mx) *mx = v[i];
+        if (v[i] < *mn)
+            *mn = v[i];
+        if (v[i] > *mx)
+            *mx = v[i];
     }
 }
 
@@ -71,7 +74,8 @@ static inline void bench_die(const tdm_runtime *rt, const char *what, int rc)
 #define BENCH_CHECK(rt, call)                                                                      \
     do {                                                                                           \
         int rc_ = (call);                                                                          \
-        if (rc_ != 0) bench_die((rt), #call, rc_);                                                 \
+        if (rc_ != 0)                                                                              \
+            bench_die((rt), #call, rc_);                                                           \
     } while (0)
 
 /* "--name VALUE" or "--name=VALUE" anywhere in argv, as an integer (1e6 accepted); `def` when
@@ -81,7 +85,8 @@ static inline int64_t bench_opt(int argc, char **argv, const char *name, int64_t
     size_t n = strlen(name);
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
-        if (strncmp(argv[i], name, n) != 0) continue;
+        if (strncmp(argv[i], name, n) != 0)
+            continue;
         if (argv[i][n] == '=')
             v = argv[i] + n + 1;
         else if (argv[i][n] == '\0' && i + 1 < argc)
@@ -103,7 +108,8 @@ static inline int64_t bench_opt(int argc, char **argv, const char *name, int64_t
 static inline int bench_flag(int argc, char **argv, const char *name)
 {
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], name)) return 1;
+        if (!strcmp(argv[i], name))
+            return 1;
     return 0;
 }
 
@@ -135,7 +141,8 @@ static inline void bench_header(const char *name, const char *what, tdm_runtime 
     BENCH_CHECK(NULL, tdm_system_info_get(&si));
     printf("== %s: %s\n", name, what);
     printf("   tandem %s, ", tdm_version_string());
-    if (rt) printf("%d worker thread(s), ", tdm_runtime_threads(rt));
+    if (rt)
+        printf("%d worker thread(s), ", tdm_runtime_threads(rt));
     printf("%d usable / %d online cores, median of %d runs\n", si.usable_cores, si.online_cores,
            reps);
 }

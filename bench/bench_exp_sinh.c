@@ -38,7 +38,8 @@ static int pthread_run(const double *x, double *y, int64_t n, int nt)
 {
     pthread_t th[256];
     slice sl[256];
-    if (nt > 256) nt = 256;
+    if (nt > 256)
+        nt = 256;
     for (int t = 0; t < nt; t++) {
         sl[t] = (slice){x, y, n * t / nt, n * (t + 1) / nt};
         if (pthread_create(&th[t], NULL, slice_main, &sl[t]) != 0) {
@@ -56,7 +57,8 @@ static double max_abs_err(const double *a, const double *b, int64_t n)
     double m = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double e = fabs(a[i] - b[i]);
-        if (e > m || e != e) m = e;
+        if (e > m || e != e)
+            m = e;
     }
     return m;
 }
@@ -111,7 +113,8 @@ int main(int argc, char **argv)
 
     /* warm-up: first touch of every page, and a correctness check of both parallel versions */
     exp_sinh_loop(x, ref, 0, n);
-    if (pthread_run(x, y, n, nw) != 0) return 1;
+    if (pthread_run(x, y, n, nw) != 0)
+        return 1;
     double err_pth = max_abs_err(ref, y, n);
     memset(y, 0, (size_t)n * sizeof *y);
     tdm_report rep_auto = TDM_REPORT_INIT;
@@ -125,7 +128,8 @@ int main(int argc, char **argv)
         t_serial[r] = bench_now() - t0;
 
         t0 = bench_now();
-        if (pthread_run(x, y, n, nw) != 0) return 1;
+        if (pthread_run(x, y, n, nw) != 0)
+            return 1;
         t_pth[r] = bench_now() - t0;
 
         t0 = bench_now();
@@ -179,7 +183,8 @@ int main(int argc, char **argv)
     bench_target("tdm_map batch 1e7 >= 0.85x pthread (StarPU)", ratio_forced[2] >= 0.85);
 
     int bad = !(err_pth <= 1e-12 && err_tdm <= 1e-12 && err_last <= 1e-12);
-    if (bad) fprintf(stderr, "results differ from the serial loop\n");
+    if (bad)
+        fprintf(stderr, "results differ from the serial loop\n");
     tdm_tensor_release(tx);
     tdm_tensor_release(ty);
     free(ref);

@@ -94,7 +94,8 @@ int main(int argc, char **argv)
     double first_open = open_s[0];
     printf("   %d worker thread(s); tdm_runtime_open took %.2f ms the first time", nw,
            first_open * 1e3);
-    if (reps > 1) printf(", %.2f ms (median) later", bench_median(open_s + 1, reps - 1) * 1e3);
+    if (reps > 1)
+        printf(", %.2f ms (median) later", bench_median(open_s + 1, reps - 1) * 1e3);
     printf("\n   (device discovery included; pool cold start anchors: threads 2.5 ms, Pool 40 ms, "
            "loky 242 ms)\n");
     printf("\n   %-40s %12s\n",

@@ -20,7 +20,8 @@ static double leibniz_pi(int64_t terms)
     int64_t k = 0;
     for (; k + 1 < terms; k += 2)
         s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms) s += 1.0 / (double)(2 * k + 1);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
     return 4.0 * s;
 }
 
@@ -44,7 +45,8 @@ static double max_abs_err(const double *a, const double *b, int64_t n)
     double m = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double e = fabs(a[i] - b[i]);
-        if (e > m || e != e) m = e;
+        if (e > m || e != e)
+            m = e;
     }
     return m;
 }
@@ -78,7 +80,8 @@ int main(int argc, char **argv)
             sink += leibniz_pi(vterms);
         double per_item = (bench_now() - t0) / 3.0;
         items = (int64_t)ceil(1.0 / per_item / 10.0) * 10;
-        if (items < 4 * nw) items = 4 * nw;
+        if (items < 4 * nw)
+            items = 4 * nw;
     }
     printf("   %" PRId64 " items x %" PRId64 " terms; speedup ideal = %d cores\n", items, terms,
            cores);
@@ -111,13 +114,15 @@ int main(int argc, char **argv)
         t0 = bench_now();
         BENCH_CHECK(rt, tdm_map(rt, "pi_leibniz", NULL, 0, &ty, 1, &kp, sizeof kp, &o, &rep));
         t_map[r] = bench_now() - t0;
-        if ((e = max_abs_err(ref, y, items)) > err_map || e != e) err_map = e;
+        if ((e = max_abs_err(ref, y, items)) > err_map || e != e)
+            err_map = e;
 
         memset(y, 0, (size_t)items * sizeof *y);
         t0 = bench_now();
         BENCH_CHECK(rt, tdm_parallel_for(rt, items, pi_body, &fp, sizeof fp, &o, NULL));
         t_for[r] = bench_now() - t0;
-        if ((e = max_abs_err(ref, y, items)) > err_for || e != e) err_for = e;
+        if ((e = max_abs_err(ref, y, items)) > err_for || e != e)
+            err_for = e;
     }
 
     double mn, mx;
@@ -145,7 +150,8 @@ int main(int argc, char **argv)
     bench_target(t, m_serial / m_for >= 0.97 * cores);
 
     int bad = !(err_map <= 1e-12 && err_for <= 1e-12);
-    if (bad) fprintf(stderr, "results differ from the serial loop\n");
+    if (bad)
+        fprintf(stderr, "results differ from the serial loop\n");
     (void)sink;
     tdm_tensor_release(ty);
     free(ref);

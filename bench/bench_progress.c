@@ -90,7 +90,8 @@ static medians measure(tdm_runtime *rt, variant_set *v, acc_params *ap, int64_t 
         t_bar[r] = bench_now() - t0;
         fflush(stderr);
         dup2(v->saved_err, STDERR_FILENO);
-        if (rc != 0) bench_die(rt, "tdm_parallel_for (progress bar)", rc);
+        if (rc != 0)
+            bench_die(rt, "tdm_parallel_for (progress bar)", rc);
     }
     medians m;
     bench_minmax(t_off, reps, &m.off_min, &m.off_max);

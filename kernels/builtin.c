@@ -48,15 +48,18 @@ static void shape_str(const tdm_tensor *t, char *buf, size_t len)
     size_t n = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < nd && n < len; i++)
         n += (size_t)snprintf(buf + n, len - n, "%s%lld", i ? ", " : "", (long long)s[i]);
-    if (n < len) snprintf(buf + n, len - n, "]");
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
 }
 
 static bool same_shape(const tdm_tensor *a, const tdm_tensor *b)
 {
     int nd = tdm_tensor_ndim(a);
-    if (nd != tdm_tensor_ndim(b)) return false;
+    if (nd != tdm_tensor_ndim(b))
+        return false;
     for (int i = 0; i < nd; i++)
-        if (tdm_tensor_dim(a, i) != tdm_tensor_dim(b, i)) return false;
+        if (tdm_tensor_dim(a, i) != tdm_tensor_dim(b, i))
+            return false;
     return true;
 }
 
@@ -78,7 +81,8 @@ static int check_call(const char *k, const tdm_tensor *const *in, int n_in, int 
         return fail(msg, len, TDM_EINVAL, "%s: %d input(s) and %d output(s); expected %d..%d and 1",
                     k, n_in, n_out, n_in_min, n_in_max);
     for (int i = 0; i < n_in; i++)
-        if (!in || !in[i]) return fail(msg, len, TDM_EINVAL, "%s: input %d is NULL", k, i);
+        if (!in || !in[i])
+            return fail(msg, len, TDM_EINVAL, "%s: input %d is NULL", k, i);
     if (params_size != want_params)
         return fail(msg, len, TDM_EINVAL, "%s: parameter block of %zu bytes; expected %zu", k,
                     params_size, want_params);
@@ -88,14 +92,16 @@ static int check_call(const char *k, const tdm_tensor *const *in, int n_in, int 
 static int want_float(const char *k, const char *what, const tdm_tensor *t, char *msg, size_t len)
 {
     tdm_dtype d = tdm_tensor_dtype(t);
-    if (d == TDM_F32 || d == TDM_F64) return 0;
+    if (d == TDM_F32 || d == TDM_F64)
+        return 0;
     return fail(msg, len, TDM_EDTYPE, "%s: %s has dtype %s; expected f32 or f64", k, what,
                 tdm_dtype_name(d));
 }
 
 static int want_rows(const char *k, const char *what, const tdm_tensor *t, char *msg, size_t len)
 {
-    if (tdm_tensor_ndim(t) >= 1) return 0;
+    if (tdm_tensor_ndim(t) >= 1)
+        return 0;
     return fail(msg, len, TDM_ESHAPE, "%s: %s is 0-dimensional; expected rows along dim 0", k,
                 what);
 }
@@ -124,9 +130,12 @@ static int infer_exp_sinh(const tdm_tensor *const *in, int n_in, const void *par
 {
     const char *k = "exp_sinh";
     int rc = check_call(k, in, n_in, 1, 1, params_size, 0, n_out, msg, len);
-    if (rc == 0) rc = want_float(k, "x", in[0], msg, len);
-    if (rc == 0) rc = want_rows(k, "x", in[0], msg, len);
-    if (rc == 0) desc_like(&out[0], in[0]);
+    if (rc == 0)
+        rc = want_float(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_rows(k, "x", in[0], msg, len);
+    if (rc == 0)
+        desc_like(&out[0], in[0]);
     return rc;
 }
 
@@ -135,11 +144,16 @@ static int infer_axpy(const tdm_tensor *const *in, int n_in, const void *params,
 {
     const char *k = "axpy";
     int rc = check_call(k, in, n_in, 2, 2, params_size, sizeof(tdm_axpy_params), n_out, msg, len);
-    if (rc == 0 && !params) rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
-    if (rc == 0) rc = want_float(k, "x", in[0], msg, len);
-    if (rc == 0) rc = want_rows(k, "x", in[0], msg, len);
-    if (rc == 0) rc = want_like(k, "x", in[0], "y", in[1], msg, len);
-    if (rc == 0) desc_like(&out[0], in[0]);
+    if (rc == 0 && !params)
+        rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+    if (rc == 0)
+        rc = want_float(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_rows(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_like(k, "x", in[0], "y", in[1], msg, len);
+    if (rc == 0)
+        desc_like(&out[0], in[0]);
     return rc;
 }
 
@@ -150,10 +164,14 @@ static int infer_scale_shift(const tdm_tensor *const *in, int n_in, const void *
     const char *k = "scale_shift";
     int rc =
         check_call(k, in, n_in, 1, 1, params_size, sizeof(tdm_scale_shift_params), n_out, msg, len);
-    if (rc == 0 && !params) rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
-    if (rc == 0) rc = want_float(k, "x", in[0], msg, len);
-    if (rc == 0) rc = want_rows(k, "x", in[0], msg, len);
-    if (rc == 0) desc_like(&out[0], in[0]);
+    if (rc == 0 && !params)
+        rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+    if (rc == 0)
+        rc = want_float(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_rows(k, "x", in[0], msg, len);
+    if (rc == 0)
+        desc_like(&out[0], in[0]);
     return rc;
 }
 
@@ -162,8 +180,10 @@ static int infer_reduce(const char *k, const tdm_tensor *const *in, int n_in, si
                         tdm_tensor_desc *out, int n_out, char *msg, size_t len)
 {
     int rc = check_call(k, in, n_in, 1, 1, params_size, 0, n_out, msg, len);
-    if (rc == 0) rc = want_float(k, "x", in[0], msg, len);
-    if (rc == 0) rc = want_rows(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_float(k, "x", in[0], msg, len);
+    if (rc == 0)
+        rc = want_rows(k, "x", in[0], msg, len);
     if (rc == 0) {
         memset(&out[0], 0, sizeof out[0]);
         out[0].dtype = tdm_tensor_dtype(in[0]);
@@ -199,8 +219,10 @@ static int infer_normalize(const tdm_tensor *const *in, int n_in, const void *pa
     const char *k = "normalize_u8";
     int rc =
         check_call(k, in, n_in, 1, 2, params_size, sizeof(tdm_normalize_params), n_out, msg, len);
-    if (rc < 0) return rc;
-    if (!params) return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+    if (rc < 0)
+        return rc;
+    if (!params)
+        return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     const tdm_tensor *x = in[0];
     char s[128];
     shape_str(x, s, sizeof s);
@@ -263,8 +285,10 @@ static int infer_pi(const tdm_tensor *const *in, int n_in, const void *params, s
 {
     const char *k = "pi_leibniz";
     int rc = check_call(k, in, n_in, 0, 1, params_size, sizeof(tdm_pi_params), n_out, msg, len);
-    if (rc < 0) return rc;
-    if (!params) return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+    if (rc < 0)
+        return rc;
+    if (!params)
+        return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     memset(&out[0], 0, sizeof out[0]);
     out[0].dtype = TDM_F64;
     out[0].ndim = 1;
@@ -484,7 +508,8 @@ int tdm__register_builtin_kernels(tdm_runtime *rt)
         def.cpu = b->cpu;
         def.source = tdm__builtin_kernel_source;
         int rc = tdm_kernel_register(rt, &def);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }

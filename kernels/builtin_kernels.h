@@ -199,7 +199,8 @@ TDM_DEVICE_FN double tdm_k_pi_leibniz(tdm_i64 terms)
     tdm_i64 k = 0;
     for (; k + 1 < terms; k += 2)
         s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms) s += 1.0 / (double)(2 * k + 1);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
     return 4.0 * s;
 }
 #endif

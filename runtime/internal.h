@@ -145,12 +145,12 @@ void tdm__pool_kick(tdm__pool *pool);
 /* ---- the runtime ------------------------------------------------------------------------- */
 
 struct tdm_runtime {
-    tdm_config cfg;          /* copy; cfg.backends points at backends_buf */
+    tdm_config cfg; /* copy; cfg.backends points at backends_buf */
     char backends_buf[128];
     unsigned debug;
     int threads;
 
-    pthread_mutex_t mu;      /* guards the kernel registry and the error copy */
+    pthread_mutex_t mu; /* guards the kernel registry and the error copy */
     tdm__kernel **kernels;
     int n_kernels, cap_kernels;
 
@@ -160,10 +160,10 @@ struct tdm_runtime {
 
     tdm__pool *pool;
 
-    atomic_long live_tensors;     /* tensors created and not yet released */
-    atomic_long jobs_in_flight;   /* jobs submitted and not yet freed */
-    atomic_ullong shm_bytes;      /* shared bytes held */
-    uint64_t shm_limit;           /* 0 = none */
+    atomic_long live_tensors;   /* tensors created and not yet released */
+    atomic_long jobs_in_flight; /* jobs submitted and not yet freed */
+    atomic_ullong shm_bytes;    /* shared bytes held */
+    uint64_t shm_limit;         /* 0 = none */
 };
 
 /* Shared-memory accounting against cfg.shm_limit: 0 or TDM_ENOSPC. */

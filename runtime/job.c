@@ -41,8 +41,8 @@ static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
             b = 1;
         if (b > left)
             b = left;
-        if (atomic_compare_exchange_weak_explicit(&job->cursor, &cur, cur + b,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
+        if (atomic_compare_exchange_weak_explicit(&job->cursor, &cur, cur + b, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
             *begin = cur;
             *end = cur + b;
             return true;
@@ -147,8 +147,7 @@ void tdm__job_run(tdm__job *job, int w)
 
         if (job->streaming) {
             pthread_mutex_lock(mu);
-            job->done[job->n_done++] =
-                (tdm__done){task.batch, begin, end, rc, w, task.slot};
+            job->done[job->n_done++] = (tdm__done){task.batch, begin, end, rc, w, task.slot};
             pthread_cond_broadcast(&job->cv);
             pthread_mutex_unlock(mu);
         }
@@ -328,8 +327,8 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
                         (long long)tdm__job_items_done(job), (long long)job->n_items);
     if (status < 0)
         return tdm__err(job->rt, status,
-                        "%s: batch %lld (items %lld..%lld) failed on worker %d: %s (%s)",
-                        job->what, (long long)job->err_batch, (long long)job->err_begin,
+                        "%s: batch %lld (items %lld..%lld) failed on worker %d: %s (%s)", job->what,
+                        (long long)job->err_batch, (long long)job->err_begin,
                         (long long)job->err_end, job->err_worker, tdm_status_name(status),
                         tdm_strerror(status));
     return 0;
@@ -349,8 +348,9 @@ int tdm_job_wait(tdm_job *j, tdm_report *report)
     if (!job)
         return tdm__err(NULL, TDM_EINVAL, "tdm_job_wait: job is NULL");
     if (report && report->size < sizeof(tdm_report))
-        return tdm__err(job->rt, TDM_EINVAL, "tdm_job_wait: report size %u is too small (use "
-                                             "TDM_REPORT_INIT)",
+        return tdm__err(job->rt, TDM_EINVAL,
+                        "tdm_job_wait: report size %u is too small (use "
+                        "TDM_REPORT_INIT)",
                         report->size);
     if (job->wait_status_valid)
         return tdm__err(job->rt, TDM_EINVAL, "tdm_job_wait: already waited for this job");

@@ -37,32 +37,32 @@ typedef struct tdm__job {
     char what[64];
 
     /* the work */
-    tdm_range_fn fn;               /* PFOR */
-    const tdm__kernel *kernel;     /* MAP */
+    tdm_range_fn fn;           /* PFOR */
+    const tdm__kernel *kernel; /* MAP */
     int n_in, n_out;
     tdm_tensor *tin[16], *tout[16]; /* retained for the job's life */
     uint8_t *in_base[16], *out_base[16];
     int64_t in_row_bytes[16], out_row_bytes[16];
     int64_t in_row_elems[16], out_row_elems[16];
-    void *params;                  /* private copy */
+    void *params; /* private copy */
     size_t params_size;
     int64_t n_items;
-    int64_t fixed_bs;              /* 0 = auto */
-    int64_t max_bs;                /* cap on any batch (ring slot rows), INT64_MAX if none */
+    int64_t fixed_bs; /* 0 = auto */
+    int64_t max_bs;   /* cap on any batch (ring slot rows), INT64_MAX if none */
     tdm_map_opts opts;
 
     /* claiming (lock-free) */
     _Alignas(TDM__CACHELINE) atomic_llong cursor; /* next unclaimed item */
     atomic_llong next_batch;
-    atomic_int stop;                              /* 1: error stop, 2: cancelled */
+    atomic_int stop; /* 1: error stop, 2: cancelled */
     _Alignas(TDM__CACHELINE) atomic_int first_error;
 
     /* guarded by the pool's mutex */
-    int active;          /* workers inside the job */
-    bool in_list;        /* visible to workers */
-    bool finished;       /* no worker will touch it again */
+    int active;           /* workers inside the job */
+    bool in_list;         /* visible to workers */
+    bool finished;        /* no worker will touch it again */
     atomic_int done_flag; /* = finished, readable without the mutex (the waiter spins on it) */
-    pthread_cond_t cv;   /* signalled (with the pool mutex) on finish and on each streamed batch */
+    pthread_cond_t cv;    /* signalled (with the pool mutex) on finish and on each streamed batch */
     struct tdm__job *next;
 
     /* first error (set once through first_error) */
@@ -75,13 +75,13 @@ typedef struct tdm__job {
     /* streaming (guarded by the pool's mutex) */
     bool streaming;
     int max_in_flight;
-    int *free_slots, n_free;       /* stack of free slot ids */
-    tdm__done *done;               /* finished, not yet returned; capacity max_in_flight */
+    int *free_slots, n_free; /* stack of free slot ids */
+    tdm__done *done;         /* finished, not yet returned; capacity max_in_flight */
     int n_done;
-    int64_t next_begin;            /* ordered mode: the item the next result starts at */
-    int held_slot;                 /* slot of the result last returned, -1 if none */
-    tdm_tensor **ring;             /* [max_in_flight * n_out] slot tensors (outputs NULL) */
-    tdm_tensor *views[16];         /* views handed out by the last tdm_job_next */
+    int64_t next_begin;    /* ordered mode: the item the next result starts at */
+    int held_slot;         /* slot of the result last returned, -1 if none */
+    tdm_tensor **ring;     /* [max_in_flight * n_out] slot tensors (outputs NULL) */
+    tdm_tensor *views[16]; /* views handed out by the last tdm_job_next */
     bool waited;
 
     /* progress */
@@ -90,7 +90,7 @@ typedef struct tdm__job {
 
     /* figures */
     int n_workers;
-    tdm__wstat *ws;                /* [n_workers] */
+    tdm__wstat *ws; /* [n_workers] */
     uint64_t t_start, t_end;
 } tdm__job;
 

@@ -23,8 +23,9 @@ static int check_opts(tdm_runtime *rt, const char *fn, const tdm_map_opts *in, t
     if (!in)
         return 0;
     if (in->size < sizeof(tdm_map_opts) || in->version != TDM_MAP_OPTS_VERSION)
-        return tdm__err(rt, TDM_EINVAL, "%s: opts size %u / version %u not supported (start from "
-                                        "TDM_MAP_OPTS_INIT)",
+        return tdm__err(rt, TDM_EINVAL,
+                        "%s: opts size %u / version %u not supported (start from "
+                        "TDM_MAP_OPTS_INIT)",
                         fn, in->size, in->version);
     *o = *in;
     if ((int)o->policy < TDM_POLICY_AUTO || o->policy > TDM_POLICY_GPU)
@@ -60,23 +61,27 @@ static int choose_backend(tdm_runtime *rt, const char *fn, const char *what, boo
     case TDM_POLICY_CPU:
     case TDM_POLICY_THREADS:
         if (!cpu->enabled)
-            return tdm__err(rt, TDM_ENODEV, "%s(%s): the cpu backend is disabled "
-                                            "(TDM_BACKENDS / config.backends) and no other "
-                                            "enabled backend runs it",
+            return tdm__err(rt, TDM_ENODEV,
+                            "%s(%s): the cpu backend is disabled "
+                            "(TDM_BACKENDS / config.backends) and no other "
+                            "enabled backend runs it",
                             fn, what);
         if (!has_cpu)
-            return tdm__err(rt, TDM_ENODEV, "%s(%s): kernel has no CPU implementation and no "
-                                            "device backend runs kernels in this build",
+            return tdm__err(rt, TDM_ENODEV,
+                            "%s(%s): kernel has no CPU implementation and no "
+                            "device backend runs kernels in this build",
                             fn, what);
         return TDM_BACKEND_CPU_THREADS;
     case TDM_POLICY_PROCS:
-        return tdm__err(rt, TDM_ENODEV, "%s(%s): policy PROCS: the worker-process backend is "
-                                        "not part of this build",
+        return tdm__err(rt, TDM_ENODEV,
+                        "%s(%s): policy PROCS: the worker-process backend is "
+                        "not part of this build",
                         fn, what);
     case TDM_POLICY_GPU:
     default:
-        return tdm__err(rt, TDM_ENODEV, "%s(%s): policy GPU: no device backend of this build "
-                                        "executes kernels",
+        return tdm__err(rt, TDM_ENODEV,
+                        "%s(%s): policy GPU: no device backend of this build "
+                        "executes kernels",
                         fn, what);
     }
 }
@@ -215,15 +220,16 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         if (!t)
             return tdm__err(rt, TDM_EINVAL, "%s(%s): %s %d is NULL", fn, d->name, role, idx);
         if (tdm_tensor_runtime(t) != rt)
-            return tdm__err(rt, TDM_EINVAL, "%s(%s): %s %d belongs to another runtime", fn,
-                            d->name, role, idx);
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): %s %d belongs to another runtime", fn, d->name,
+                            role, idx);
         if (tdm_tensor_ndim(t) < 1)
-            return tdm__err(rt, TDM_ESHAPE, "%s(%s): %s %d is 0-dimensional; a map runs over "
-                                            "rows (dim 0)",
+            return tdm__err(rt, TDM_ESHAPE,
+                            "%s(%s): %s %d is 0-dimensional; a map runs over "
+                            "rows (dim 0)",
                             fn, d->name, role, idx);
         if (!tdm_tensor_is_contiguous(t))
-            return tdm__err(rt, TDM_ELAYOUT, "%s(%s): %s %d is not contiguous", fn, d->name,
-                            role, idx);
+            return tdm__err(rt, TDM_ELAYOUT, "%s(%s): %s %d is not contiguous", fn, d->name, role,
+                            idx);
         int64_t r = tdm_tensor_dim(t, 0);
         if (rows < 0)
             rows = r;
@@ -232,8 +238,9 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                             fn, d->name, role, idx, (long long)r, (long long)rows);
     }
     if (rows < 0)
-        return tdm__err(rt, TDM_EINVAL, "%s(%s): no tensor gives the number of rows (a kernel "
-                                        "without inputs needs its outputs)",
+        return tdm__err(rt, TDM_EINVAL,
+                        "%s(%s): no tensor gives the number of rows (a kernel "
+                        "without inputs needs its outputs)",
                         fn, d->name);
 
     if (d->infer) {
@@ -262,8 +269,9 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
             }
         }
     } else if (!outputs && n_out > 0) {
-        return tdm__err(rt, TDM_EINVAL, "%s(%s): outputs NULL needs a kernel with an infer "
-                                        "function",
+        return tdm__err(rt, TDM_EINVAL,
+                        "%s(%s): outputs NULL needs a kernel with an infer "
+                        "function",
                         fn, d->name);
     }
 
@@ -362,9 +370,9 @@ static int start(tdm__job *job)
     int rc = tdm__progress_start(job);
     if (rc < 0)
         return rc;
-    tdm__log(job->rt, TDM_DEBUG_MAP, "%s: %lld item(s), batch %s %lld, %d worker(s)%s",
-             job->what, (long long)job->n_items, job->fixed_bs ? "fixed" : "auto",
-             (long long)job->fixed_bs, job->n_workers, job->streaming ? ", streaming" : "");
+    tdm__log(job->rt, TDM_DEBUG_MAP, "%s: %lld item(s), batch %s %lld, %d worker(s)%s", job->what,
+             (long long)job->n_items, job->fixed_bs ? "fixed" : "auto", (long long)job->fixed_bs,
+             job->n_workers, job->streaming ? ", streaming" : "");
     tdm__pool_submit(job->rt->pool, job);
     return 0;
 }
@@ -417,8 +425,7 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
     if (n_items < 0)
         return tdm__err(rt, TDM_EINVAL, "%s: n_items %lld is negative", fn, (long long)n_items);
     if (params_size > 0 && !params)
-        return tdm__err(rt, TDM_EINVAL, "%s: params is NULL with params_size %zu", fn,
-                        params_size);
+        return tdm__err(rt, TDM_EINVAL, "%s: params is NULL with params_size %zu", fn, params_size);
     tdm__job *job = job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
@@ -454,8 +461,8 @@ static int finish_sync(tdm__job *job, tdm_report *report)
 static int check_report(tdm_runtime *rt, const char *fn, const tdm_report *report)
 {
     if (report && report->size < sizeof(tdm_report))
-        return tdm__err(rt, TDM_EINVAL, "%s: report size %u is too small (use TDM_REPORT_INIT)",
-                        fn, report->size);
+        return tdm__err(rt, TDM_EINVAL, "%s: report size %u is too small (use TDM_REPORT_INIT)", fn,
+                        report->size);
     return 0;
 }
 

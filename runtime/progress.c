@@ -62,7 +62,7 @@ int tdm_progress_format(const tdm_progress *p, const char *desc, int width, char
     if (bar_w < 1)
         bar_w = 1;
     /* Eighths of a cell, as tqdm draws them. */
-    static const char *const parts[8] = {"", "\u258f", "\u258e", "\u258d",
+    static const char *const parts[8] = {"",       "\u258f", "\u258e", "\u258d",
                                          "\u258c", "\u258b", "\u258a", "\u2589"};
     char bar[8 * 3 * 200 + 8];
     size_t bl = 0;
@@ -86,7 +86,7 @@ int tdm_progress_format(const tdm_progress *p, const char *desc, int width, char
 
 typedef struct {
     tdm__job *job;
-    int mode;          /* TDM_PROGRESS_BAR / _PER_WORKER / _CALLBACK */
+    int mode; /* TDM_PROGRESS_BAR / _PER_WORKER / _CALLBACK */
     int64_t *per_worker;
     double ema_rate;
     int64_t last_done;
@@ -228,8 +228,8 @@ int tdm__progress_start(tdm__job *job)
     if (rc != 0) {
         free(pw);
         free(pg);
-        return tdm__err(job->rt, TDM_ESYS, "%s: cannot start the progress thread: %s",
-                        job->what, strerror(rc));
+        return tdm__err(job->rt, TDM_ESYS, "%s: cannot start the progress thread: %s", job->what,
+                        strerror(rc));
     }
     job->progress_running = true;
     return 0;

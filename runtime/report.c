@@ -24,14 +24,16 @@ int tdm_report_format(const tdm_report *r, char *buf, size_t buf_len)
         buf[0] = '\0';
     size_t at = 0;
     double rate = r->wall_s > 0 ? (double)r->items / r->wall_s : 0.0;
-    at = add(buf, buf_len, at, "%s: %s, %lld/%lld items in %lld batches (size %lld..%lld), "
-                               "%.6f s wall, %.3g items/s\n",
+    at = add(buf, buf_len, at,
+             "%s: %s, %lld/%lld items in %lld batches (size %lld..%lld), "
+             "%.6f s wall, %.3g items/s\n",
              r->what, r->status ? tdm_status_name(r->status) : "ok", (long long)r->items,
              (long long)r->items_total, (long long)r->batches, (long long)r->batch_size_min,
              (long long)r->batch_size, r->wall_s, rate);
     if (r->first_error)
-        at = add(buf, buf_len, at, "  first error: %s in batch %lld (items %lld..%lld); %lld "
-                                   "batch(es) failed\n",
+        at = add(buf, buf_len, at,
+                 "  first error: %s in batch %lld (items %lld..%lld); %lld "
+                 "batch(es) failed\n",
                  tdm_status_name(r->first_error), (long long)r->first_error_batch,
                  (long long)r->first_error_begin, (long long)r->first_error_end,
                  (long long)r->failed_batches);

@@ -57,8 +57,12 @@ static int parse_debug(const char *v, unsigned *flags)
     static const struct {
         const char *name;
         unsigned flag;
-    } names[] = {{"all", TDM_DEBUG_ALL}, {"1", TDM_DEBUG_ALL},   {"runtime", TDM_DEBUG_RUNTIME},
-                 {"pool", TDM_DEBUG_POOL}, {"map", TDM_DEBUG_MAP}, {"sched", TDM_DEBUG_SCHED},
+    } names[] = {{"all", TDM_DEBUG_ALL},
+                 {"1", TDM_DEBUG_ALL},
+                 {"runtime", TDM_DEBUG_RUNTIME},
+                 {"pool", TDM_DEBUG_POOL},
+                 {"map", TDM_DEBUG_MAP},
+                 {"sched", TDM_DEBUG_SCHED},
                  {"0", 0}};
     char buf[256];
     snprintf(buf, sizeof buf, "%s", v);
@@ -126,8 +130,9 @@ static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[
         cfg->version = TDM_CONFIG_VERSION;
     }
     if (cfg->threads < 0 || cfg->procs < 0)
-        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: threads (%d) and procs (%d) must "
-                                          "be >= 0",
+        return tdm__err(NULL, TDM_EINVAL,
+                        "tdm_runtime_open: threads (%d) and procs (%d) must "
+                        "be >= 0",
                         cfg->threads, cfg->procs);
     if (cfg->use_env) {
         bool found;
@@ -166,8 +171,8 @@ static void probe_one(tdm_runtime *rt, tdm__backend_state *st)
         st->devices = NULL;
         st->n_devices = 0;
     }
-    tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", st->ops->name,
-             st->n_devices, st->note[0] ? ": " : "", st->note);
+    tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", st->ops->name, st->n_devices,
+             st->note[0] ? ": " : "", st->note);
 }
 
 /* Backends that execute kernels are probed at open. Discovery-only ones (no kernels run there
@@ -261,7 +266,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
     *out = rt;
     return 0;
 
-fail: {
+fail : {
     /* Keep the message of the failing step: it was recorded against rt, re-record it for the
      * caller, who has no runtime to ask. */
     char msg[TDM__ERRMSG_LEN];
@@ -281,13 +286,15 @@ int tdm_runtime_close(tdm_runtime *rt)
         return 0;
     long jobs = atomic_load(&rt->jobs_in_flight);
     if (jobs > 0)
-        return tdm__err(rt, TDM_EBUSY, "tdm_runtime_close: %ld job(s) still in flight (wait for "
-                                       "or free them first)",
+        return tdm__err(rt, TDM_EBUSY,
+                        "tdm_runtime_close: %ld job(s) still in flight (wait for "
+                        "or free them first)",
                         jobs);
     long tensors = atomic_load(&rt->live_tensors);
     if (tensors > 0)
-        return tdm__err(rt, TDM_EBUSY, "tdm_runtime_close: %ld tensor(s) still alive (release "
-                                       "them first)",
+        return tdm__err(rt, TDM_EBUSY,
+                        "tdm_runtime_close: %ld tensor(s) still alive (release "
+                        "them first)",
                         tensors);
     tdm__pool_destroy(rt->pool);
     tdm__kernel_registry_free(rt);

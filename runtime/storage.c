@@ -39,8 +39,10 @@ static size_t page_size(void)
 /* Rounds up to a multiple of `to` (a power of two), at least `to`; 0 when it would overflow. */
 static size_t round_up(size_t n, size_t to)
 {
-    if (n == 0) return to;
-    if (n > SIZE_MAX - (to - 1)) return 0;
+    if (n == 0)
+        return to;
+    if (n > SIZE_MAX - (to - 1))
+        return 0;
     return (n + to - 1) & ~(to - 1);
 }
 
@@ -51,18 +53,21 @@ static size_t round_up(size_t n, size_t to)
 static bool read_u64_file(const char *path, uint64_t *v)
 {
     FILE *f = fopen(path, "re");
-    if (!f) return false;
+    if (!f)
+        return false;
     unsigned long long x;
     bool ok = fscanf(f, "%llu", &x) == 1;
     fclose(f);
-    if (ok) *v = x;
+    if (ok)
+        *v = x;
     return ok;
 }
 
 static bool meminfo_available(uint64_t *bytes)
 {
     FILE *f = fopen("/proc/meminfo", "re");
-    if (!f) return false;
+    if (!f)
+        return false;
     char line[128];
     bool found = false;
     while (!found && fgets(line, sizeof line, f)) {
@@ -101,7 +106,8 @@ static bool cgroup_available(uint64_t *bytes)
 static bool memory_available(uint64_t *bytes, const char **source)
 {
     uint64_t avail, cg;
-    if (!meminfo_available(&avail)) return false;
+    if (!meminfo_available(&avail))
+        return false;
     *source = "MemAvailable";
     if (cgroup_available(&cg) && cg < avail) {
         avail = cg;
@@ -135,7 +141,8 @@ static int alloc_host(tdm__storage *s, size_t bytes, const char *who)
  * shared pages were already reserved by fallocate, so locking them allocates nothing. */
 static int lock_pages(tdm__storage *s, unsigned mem, const char *who)
 {
-    if (!(mem & TDM_MEM_PINNED)) return 0;
+    if (!(mem & TDM_MEM_PINNED))
+        return 0;
     bool strict = (mem & TDM_MEM_STRICT) != 0;
     uint64_t avail;
     const char *src;
@@ -198,7 +205,8 @@ static int reserve_pages(tdm__storage *s, int fd, size_t n, const char *who)
     do
         r = fallocate(fd, 0, 0, (off_t)n);
     while (r != 0 && errno == EINTR);
-    if (r == 0) return 0;
+    if (r == 0)
+        return 0;
     int e = errno;
     int code = (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS;
     return tdm__err(s->rt, code, "%s: cannot reserve %zu bytes of shared memory (fallocate: %s)",
@@ -233,7 +241,8 @@ static int map_shared(tdm__storage *s, size_t n, unsigned mem, const char *who)
         goto fail;
     }
     rc = reserve_pages(s, fd, n, who);
-    if (rc != 0) goto fail;
+    if (rc != 0)
+        goto fail;
     p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         rc = tdm__err(s->rt, TDM_ENOMEM, "%s: mmap of %zu shared bytes failed (%s)", who, n,
@@ -246,12 +255,15 @@ static int map_shared(tdm__storage *s, size_t n, unsigned mem, const char *who)
     s->fd = fd;
     s->mem |= TDM_MEM_SHARED;
     rc = lock_pages(s, mem, who);
-    if (rc != 0) goto fail;
+    if (rc != 0)
+        goto fail;
     return 0;
 
 fail:
-    if (p != MAP_FAILED) munmap(p, n);
-    if (fd >= 0) close(fd);
+    if (p != MAP_FAILED)
+        munmap(p, n);
+    if (fd >= 0)
+        close(fd);
     s->base = s->map_base = NULL;
     s->map_bytes = 0;
     s->mmapped = false;
@@ -268,7 +280,8 @@ static int alloc_shared(tdm__storage *s, size_t bytes, unsigned mem, const char 
         return tdm__err(s->rt, TDM_EOVERFLOW, "%s: %zu bytes of shared memory is too large", who,
                         bytes);
     int rc = check_available(s, n, who);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     rc = tdm__shm_reserve(s->rt, n);
     if (rc != 0)
         return tdm__err(s->rt, rc,
@@ -277,7 +290,8 @@ static int alloc_shared(tdm__storage *s, size_t bytes, unsigned mem, const char 
                         who, n, (unsigned long long)s->rt->shm_limit,
                         (unsigned long long)atomic_load(&s->rt->shm_bytes));
     rc = map_shared(s, n, mem, who);
-    if (rc != 0) tdm__shm_unreserve(s->rt, n);
+    if (rc != 0)
+        tdm__shm_unreserve(s->rt, n);
     return rc;
 }
 
@@ -286,7 +300,8 @@ static int alloc_shared(tdm__storage *s, size_t bytes, unsigned mem, const char 
 static tdm__storage *storage_new(tdm_runtime *rt, size_t bytes)
 {
     tdm__storage *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s)
+        return NULL;
     atomic_init(&s->refs, 1);
     s->rt = rt;
     s->bytes = bytes;
@@ -299,7 +314,8 @@ int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char 
 {
     *out = NULL;
     tdm__storage *s = storage_new(rt, bytes);
-    if (!s) return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
+    if (!s)
+        return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
     int rc;
     if (mem & TDM_MEM_SHARED)
         rc = alloc_shared(s, bytes, mem, who);
@@ -320,7 +336,8 @@ int tdm__storage_wrap(tdm_runtime *rt, void *data, size_t bytes, const char *who
 {
     *out = NULL;
     tdm__storage *s = storage_new(rt, bytes);
-    if (!s) return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
+    if (!s)
+        return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
     s->base = data;
     s->mem = TDM_MEM_WRAPPED;
     *out = s;
@@ -330,8 +347,10 @@ int tdm__storage_wrap(tdm_runtime *rt, void *data, size_t bytes, const char *who
 /* Gives back what s holds (not the object): unlock, unmap or free, close, unaccount. */
 static void storage_drop_memory(tdm__storage *s)
 {
-    if (s->mem & TDM_MEM_WRAPPED) return;
-    if (s->mem & TDM_MEM_PINNED) sys_munlock(s->map_base, s->map_bytes);
+    if (s->mem & TDM_MEM_WRAPPED)
+        return;
+    if (s->mem & TDM_MEM_PINNED)
+        sys_munlock(s->map_base, s->map_bytes);
     if (s->mmapped)
         munmap(s->map_base, s->map_bytes);
     else
@@ -349,7 +368,8 @@ void tdm__storage_retain(tdm__storage *s)
 
 void tdm__storage_release(tdm__storage *s)
 {
-    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
     storage_drop_memory(s);
     free(s);
 }
@@ -359,12 +379,15 @@ void tdm__storage_release(tdm__storage *s)
  * every view keeps pointing at the same object and sees the new memory. */
 int tdm__storage_make_shared(tdm__storage *s, const char *who)
 {
-    if (s->mem & TDM_MEM_SHARED) return 0;
+    if (s->mem & TDM_MEM_SHARED)
+        return 0;
     tdm__storage n = {.rt = s->rt, .bytes = s->bytes, .fd = -1};
     unsigned want = TDM_MEM_SHARED | (s->mem & TDM_MEM_PINNED);
     int rc = alloc_shared(&n, s->bytes, want, who);
-    if (rc != 0) return rc;
-    if (s->bytes > 0) memcpy(n.base, s->base, s->bytes);
+    if (rc != 0)
+        return rc;
+    if (s->bytes > 0)
+        memcpy(n.base, s->base, s->bytes);
     storage_drop_memory(s);
     s->mem = n.mem;
     s->base = n.base;

@@ -54,13 +54,15 @@ const char *tdm_dtype_name(tdm_dtype dtype)
 
 int tdm__shape_numel(int ndim, const int64_t *shape, int64_t *n)
 {
-    if (!n || ndim < 0 || ndim > TDM_MAX_DIMS || (ndim > 0 && !shape)) return TDM_EINVAL;
+    if (!n || ndim < 0 || ndim > TDM_MAX_DIMS || (ndim > 0 && !shape))
+        return TDM_EINVAL;
     /* The product runs over the dims with 0 counted as 1: that is the outermost row-major
      * stride times its dim, which must fit even for an empty tensor. */
     int64_t prod = 1;
     bool empty = false;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0) return TDM_EINVAL;
+        if (shape[i] < 0)
+            return TDM_EINVAL;
         if (shape[i] == 0)
             empty = true;
         else if (tdm__mul_ovf(prod, shape[i], &prod))
@@ -86,7 +88,8 @@ static int check_shape(tdm_runtime *rt, const char *who, tdm_dtype dtype, int nd
                        const int64_t *shape, int64_t *numel, size_t *bytes)
 {
     size_t es = tdm_dtype_size(dtype);
-    if (es == 0) return tdm__err(rt, TDM_EINVAL, "%s: invalid dtype %d", who, (int)dtype);
+    if (es == 0)
+        return tdm__err(rt, TDM_EINVAL, "%s: invalid dtype %d", who, (int)dtype);
     if (ndim < 0 || ndim > TDM_MAX_DIMS)
         return tdm__err(rt, TDM_EINVAL, "%s: ndim %d out of range [0, %d]", who, ndim,
                         TDM_MAX_DIMS);
@@ -112,7 +115,8 @@ static int strided_span(int ndim, const int64_t *shape, const int64_t *strides, 
                         int64_t numel, size_t *bytes)
 {
     *bytes = 0;
-    if (numel == 0) return 0;
+    if (numel == 0)
+        return 0;
     int64_t last = 0, step;
     for (int i = 0; i < ndim; i++)
         if (tdm__mul_ovf(shape[i] - 1, strides[i], &step) || tdm__add_ovf(last, step, &last))
@@ -131,7 +135,8 @@ static tdm_tensor *tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const 
                               const int64_t *strides, int64_t offset)
 {
     tdm_tensor *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t)
+        return NULL;
     atomic_init(&t->refs, 1);
     t->storage = s;
     t->dtype = dtype;
@@ -148,9 +153,11 @@ static tdm_tensor *tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const 
 static int create(tdm_runtime *rt, const char *who, tdm_dtype dtype, int ndim, const int64_t *shape,
                   unsigned mem, bool zero, tdm_tensor **out)
 {
-    if (!out) return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
+    if (!out)
+        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
     *out = NULL;
-    if (!rt) return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
     tdm__err_clear(rt);
     if (mem & ~(unsigned)REQUESTABLE_MEM)
         return tdm__err(rt, TDM_EINVAL,
@@ -159,13 +166,16 @@ static int create(tdm_runtime *rt, const char *who, tdm_dtype dtype, int ndim, c
     int64_t numel;
     size_t bytes;
     int rc = check_shape(rt, who, dtype, ndim, shape, &numel, &bytes);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     tdm__storage *s;
     rc = tdm__storage_create(rt, bytes, mem, who, &s);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     /* Fresh mappings come zero-filled from the kernel: only malloc'd memory needs clearing,
      * which also spares touching (and committing) every page of a large shared tensor. */
-    if (zero && !s->mmapped && bytes > 0) memset(s->base, 0, bytes);
+    if (zero && !s->mmapped && bytes > 0)
+        memset(s->base, 0, bytes);
     int64_t strides[TDM_MAX_DIMS];
     contiguous_strides(ndim, shape, strides);
     tdm_tensor *t = tensor_new(s, dtype, ndim, shape, strides, 0);
@@ -201,7 +211,8 @@ static int check_wrap_layout(tdm_runtime *rt, tdm_dtype dtype, int ndim, const i
             if (strides[i] < 0)
                 return tdm__err(rt, TDM_EINVAL, "%s: stride %d is negative (%lld)", who, i,
                                 (long long)strides[i]);
-        if (ndim > 0) memcpy(st, strides, (size_t)ndim * sizeof *st);
+        if (ndim > 0)
+            memcpy(st, strides, (size_t)ndim * sizeof *st);
     } else {
         contiguous_strides(ndim, shape, st);
     }
@@ -221,19 +232,24 @@ int tdm_tensor_wrap(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *s
                     const int64_t *strides, void *data, tdm_tensor **out)
 {
     static const char who[] = "tdm_tensor_wrap";
-    if (!out) return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
+    if (!out)
+        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
     *out = NULL;
-    if (!rt) return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
     tdm__err_clear(rt);
     int64_t numel, st[TDM_MAX_DIMS];
     size_t bytes, span = 0;
     int rc = check_shape(rt, who, dtype, ndim, shape, &numel, &bytes);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     rc = check_wrap_layout(rt, dtype, ndim, shape, strides, data, numel, st, &span);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     tdm__storage *s;
     rc = tdm__storage_wrap(rt, data, span, who, &s);
-    if (rc != 0) return rc;
+    if (rc != 0)
+        return rc;
     tdm_tensor *t = tensor_new(s, dtype, ndim, shape, st, 0);
     if (!t) {
         tdm__storage_release(s);
@@ -247,11 +263,14 @@ int tdm_tensor_view_rows(tdm_tensor *t, int64_t begin, int64_t end, tdm_tensor *
 {
     static const char who[] = "tdm_tensor_view_rows";
     tdm_runtime *rt = t ? t->storage->rt : NULL;
-    if (!out) return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
+    if (!out)
+        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
     *out = NULL;
-    if (!t) return tdm__err(NULL, TDM_EINVAL, "%s: tensor is NULL", who);
+    if (!t)
+        return tdm__err(NULL, TDM_EINVAL, "%s: tensor is NULL", who);
     tdm__err_clear(rt);
-    if (t->ndim == 0) return tdm__err(rt, TDM_EINVAL, "%s: a 0-dim tensor has no rows", who);
+    if (t->ndim == 0)
+        return tdm__err(rt, TDM_EINVAL, "%s: a 0-dim tensor has no rows", who);
     if (begin < 0 || begin > end || end > t->shape[0])
         return tdm__err(rt, TDM_EINVAL, "%s: rows [%lld, %lld) not within [0, %lld]", who,
                         (long long)begin, (long long)end, (long long)t->shape[0]);
@@ -273,13 +292,15 @@ int tdm_tensor_view_rows(tdm_tensor *t, int64_t begin, int64_t end, tdm_tensor *
 
 tdm_tensor *tdm_tensor_retain(tdm_tensor *t)
 {
-    if (t) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    if (t)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
     return t;
 }
 
 void tdm_tensor_release(tdm_tensor *t)
 {
-    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
     tdm_runtime *rt = t->storage->rt;
     tdm__storage_release(t->storage);
     free(t);
@@ -289,7 +310,8 @@ void tdm_tensor_release(tdm_tensor *t)
 
 int tdm_tensor_share(tdm_tensor *t)
 {
-    if (!t) return tdm__err(NULL, TDM_EINVAL, "tdm_tensor_share: tensor is NULL");
+    if (!t)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_tensor_share: tensor is NULL");
     tdm__err_clear(t->storage->rt);
     return tdm__storage_make_shared(t->storage, "tdm_tensor_share");
 }
@@ -323,7 +345,8 @@ const int64_t *tdm_tensor_strides(const tdm_tensor *t)
 
 int64_t tdm_tensor_numel(const tdm_tensor *t)
 {
-    if (!t) return 0;
+    if (!t)
+        return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++)
         n *= t->shape[i]; /* checked when the tensor was made */
@@ -332,7 +355,8 @@ int64_t tdm_tensor_numel(const tdm_tensor *t)
 
 size_t tdm_tensor_nbytes(const tdm_tensor *t)
 {
-    if (!t) return 0;
+    if (!t)
+        return 0;
     size_t span;
     /* Cannot fail: the same span was checked when the tensor (or its base) was made. */
     if (strided_span(t->ndim, t->shape, t->strides, tdm_dtype_size(t->dtype), tdm_tensor_numel(t),
@@ -343,7 +367,8 @@ size_t tdm_tensor_nbytes(const tdm_tensor *t)
 
 void *tdm_tensor_data(const tdm_tensor *t)
 {
-    if (!t || !t->storage->base) return NULL;
+    if (!t || !t->storage->base)
+        return NULL;
     return (char *)t->storage->base + t->offset * (int64_t)tdm_dtype_size(t->dtype);
 }
 
@@ -354,12 +379,15 @@ unsigned tdm_tensor_mem(const tdm_tensor *t)
 
 int tdm_tensor_is_contiguous(const tdm_tensor *t)
 {
-    if (!t) return 0;
-    if (tdm_tensor_numel(t) == 0) return 1;
+    if (!t)
+        return 0;
+    if (tdm_tensor_numel(t) == 0)
+        return 1;
     int64_t expected = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         /* A dim of size 1 is never stepped over, so its stride does not matter. */
-        if (t->shape[i] != 1 && t->strides[i] != expected) return 0;
+        if (t->shape[i] != 1 && t->strides[i] != expected)
+            return 0;
         expected *= t->shape[i];
     }
     return 1;

@@ -70,7 +70,8 @@ int main(int argc, char **argv)
     CHECK(tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){n}, TDM_MEM_HOST, &wrong));
     int rc = tdm_map(rt, "exp_sinh", &x, 1, &wrong, 1, NULL, 0, &opts, NULL);
     printf("a mismatched output is refused: %s (%s)\n", tdm_status_name(rc), tdm_errmsg(rt));
-    if (rc == 0) goto fail;
+    if (rc == 0)
+        goto fail;
 
     status = 0;
 fail:

@@ -35,7 +35,8 @@ static double leibniz_pi(int64_t terms)
     int64_t k = 0;
     for (; k + 1 < terms; k += 2)
         s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms) s += 1.0 / (double)(2 * k + 1);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
     return 4.0 * s;
 }
 

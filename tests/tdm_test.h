@@ -23,7 +23,8 @@ static inline int tdm_test_run(const char *group, const struct CMUnitTest *tests
         cmocka_set_test_filter(argv[1]);
     return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
 }
-#define TDM_TEST_MAIN(group, tests) tdm_test_run(group, tests, sizeof(tests) / sizeof(tests[0]), argc, argv)
+#define TDM_TEST_MAIN(group, tests)                                                                \
+    tdm_test_run(group, tests, sizeof(tests) / sizeof(tests[0]), argc, argv)
 
 /* Opens a runtime with `threads` workers and no environment overrides; asserts success. */
 static inline tdm_runtime *tdm_test_open(int threads)

@@ -13,7 +13,8 @@ static tdm_tensor *tensor(tdm_runtime *rt, tdm_dtype dt, int ndim, const int64_t
 {
     tdm_tensor *t = NULL;
     int rc = tdm_tensor_empty(rt, dt, ndim, shape, TDM_MEM_HOST, &t);
-    if (rc != 0) fail_msg("tdm_tensor_empty: %s (%s)", tdm_status_name(rc), tdm_errmsg(rt));
+    if (rc != 0)
+        fail_msg("tdm_tensor_empty: %s (%s)", tdm_status_name(rc), tdm_errmsg(rt));
     return t;
 }
 
@@ -33,7 +34,8 @@ static tdm_tensor *tensor2(tdm_runtime *rt, tdm_dtype dt, int64_t n, int64_t m)
 static void fill_sentinel(tdm_tensor *t)
 {
     size_t n = tdm_tensor_nbytes(t);
-    if (n) memset(tdm_tensor_data(t), SENTINEL_BYTE, n);
+    if (n)
+        memset(tdm_tensor_data(t), SENTINEL_BYTE, n);
 }
 
 static void assert_untouched(const tdm_tensor *t)
@@ -78,7 +80,8 @@ static double get(const tdm_tensor *t, int64_t i)
 static void check_near(const char *what, int64_t i, double got, double want, double rel,
                        double abs_tol)
 {
-    if (isnan(want) && isnan(got)) return;
+    if (isnan(want) && isnan(got))
+        return;
     double tol = abs_tol + rel * fabs(want);
     if (!(fabs(got - want) <= tol))
         fail_msg("%s[%lld]: got %.17g, want %.17g (tolerance %.3g)", what, (long long)i, got, want,
@@ -322,7 +325,8 @@ static void reduce_case(tdm_runtime *rt, int64_t rows, int64_t batch, void *ctx)
             double v = get(x, r * 15 + j);
             s += strcmp(c->kernel, "sumsq") == 0 ? v * v : v;
         }
-        if (strcmp(c->kernel, "mean") == 0) s /= 15.0;
+        if (strcmp(c->kernel, "mean") == 0)
+            s /= 15.0;
         /* accumulated in double in both; the sums differ only in their order (few ulp), and an
          * f32 result is that double rounded once */
         check_near(c->kernel, r, get(y, r), s, c->dt == TDM_F64 ? 1e-14 : 2e-7, 1e-13);

@@ -30,7 +30,8 @@ static int find_device(char *why, size_t len)
         return 0;
     }
     cl_platform_id plats[16];
-    if (np > 16) np = 16;
+    if (np > 16)
+        np = 16;
     if (clGetPlatformIDs(np, plats, NULL) != CL_SUCCESS) {
         snprintf(why, len, "clGetPlatformIDs failed listing %u platforms", np);
         return 0;
@@ -54,7 +55,8 @@ static int has_fp64(void)
 /* Builds the program once per process; fails the test with the build log if it does not. */
 static void build(void)
 {
-    if (g_prog) return;
+    if (g_prog)
+        return;
     cl_int e;
     g_ctx = clCreateContext(NULL, 1, &g_dev, NULL, NULL, &e);
     assert_int_equal(e, CL_SUCCESS);
@@ -81,16 +83,20 @@ static void build(void)
 
 static void release_all(void)
 {
-    if (g_prog) clReleaseProgram(g_prog);
-    if (g_queue) clReleaseCommandQueue(g_queue);
-    if (g_ctx) clReleaseContext(g_ctx);
+    if (g_prog)
+        clReleaseProgram(g_prog);
+    if (g_queue)
+        clReleaseCommandQueue(g_queue);
+    if (g_ctx)
+        clReleaseContext(g_ctx);
 }
 
 static cl_kernel kernel(const char *name)
 {
     cl_int e;
     cl_kernel k = clCreateKernel(g_prog, name, &e);
-    if (e != CL_SUCCESS) fail_msg("clCreateKernel(%s) returned %d", name, e);
+    if (e != CL_SUCCESS)
+        fail_msg("clCreateKernel(%s) returned %d", name, e);
     return k;
 }
 
@@ -116,7 +122,8 @@ static cl_mem buf_out(const void *fill, size_t bytes)
 static void arg(cl_kernel k, cl_uint i, size_t size, const void *v)
 {
     cl_int e = clSetKernelArg(k, i, size, v);
-    if (e != CL_SUCCESS) fail_msg("clSetKernelArg(%u) returned %d", i, e);
+    if (e != CL_SUCCESS)
+        fail_msg("clSetKernelArg(%u) returned %d", i, e);
 }
 
 static void arg_mem(cl_kernel k, cl_uint i, cl_mem m)
@@ -178,7 +185,8 @@ static void test_exp_sinh_f64(void **state)
 {
     (void)state;
     build();
-    if (!has_fp64()) skip();
+    if (!has_fp64())
+        skip();
     enum { N = 1001 };
     static double x[N], y[N], zero[N];
     for (int i = 0; i < N; i++)
@@ -230,7 +238,8 @@ static void test_axpy_f64_in_place(void **state)
 {
     (void)state;
     build();
-    if (!has_fp64()) skip();
+    if (!has_fp64())
+        skip();
     enum { N = 515 };
     static double x[N], y[N], z[N];
     for (int i = 0; i < N; i++) {
@@ -313,7 +322,8 @@ static void run_reductions(int f64)
                 double v = f64 ? xd[r * M + j] : (double)xf[r * M + j];
                 want += op == 2 ? v * v : v;
             }
-            if (op == 1) want /= M;
+            if (op == 1)
+                want /= M;
             double got = f64 ? yd[r] : (double)yf[r];
             /* accumulated in double either way; f32 output rounds once */
             check_near(name, r, got, want, f64 ? 1e-13 : 2e-7, f64 ? 1e-13 : 1e-6);
@@ -328,7 +338,8 @@ static void test_reductions_f64(void **state)
 {
     (void)state;
     build();
-    if (!has_fp64()) skip();
+    if (!has_fp64())
+        skip();
     run_reductions(1);
 }
 
@@ -336,7 +347,8 @@ static void test_reductions_f32(void **state)
 {
     (void)state;
     build();
-    if (!has_fp64()) skip();
+    if (!has_fp64())
+        skip();
     run_reductions(0);
 }
 
@@ -386,7 +398,8 @@ static void run_normalize(int C, int mode)
     clReleaseKernel(k);
     clReleaseMemObject(bx);
     clReleaseMemObject(by);
-    if (bf) clReleaseMemObject(bf);
+    if (bf)
+        clReleaseMemObject(bf);
 }
 
 static void test_normalize_u8(void **state)
@@ -411,7 +424,8 @@ static void test_pi_leibniz(void **state)
 {
     (void)state;
     build();
-    if (!has_fp64()) skip();
+    if (!has_fp64())
+        skip();
     enum { N = 6 };
     int64_t terms[N] = {0, 1, 2, 3, 1000, 100001};
     double y[N], zero[N] = {0};

@@ -272,7 +272,7 @@ static void test_params_copied_by_value(void **state)
 typedef struct {
     atomic_int *in_flight; /* batches started and not yet consumed */
     atomic_int *max_seen;
-    int slow_first_us;     /* batch starting at 0 sleeps this long */
+    int slow_first_us; /* batch starting at 0 sleeps this long */
 } stream_params;
 
 static int stream_body(const void *p, int64_t begin, int64_t end, tdm_task *t)
@@ -357,8 +357,7 @@ static void test_stream_map_ring_outputs(void **state)
     tdm_map_opts o = quiet_opts(100);
     o.max_in_flight = 4;
     tdm_job *job;
-    assert_int_equal(
-        tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &p, sizeof p, &o, &job), 0);
+    assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &p, sizeof p, &o, &job), 0);
     tdm_batch_result r;
     int64_t expect = 0;
     while (tdm_job_next(job, &r) == 0) {
@@ -498,8 +497,7 @@ static void test_map_validation(void **state)
     int64_t strides[1] = {2};
     tdm_tensor *strided;
     assert_int_equal(tdm_tensor_wrap(rt, TDM_F64, 1, &n, strides, buf, &strided), 0);
-    assert_int_equal(tdm_map(rt, "exp_sinh", &strided, 1, &y, 1, NULL, 0, &o, NULL),
-                     TDM_ELAYOUT);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &strided, 1, &y, 1, NULL, 0, &o, NULL), TDM_ELAYOUT);
     /* a tensor of another runtime */
     tdm_runtime *other = tdm_test_open(1);
     tdm_tensor *foreign;

@@ -301,7 +301,7 @@ static void test_status_strings(void **state)
     assert_string_equal(tdm_strerror(-999), "unknown status");
     /* every code has a distinct name and a description */
 #define CHECK(name, value, desc)                                                                   \
-    assert_string_equal(tdm_status_name(value), "TDM_" #name);                                    \
+    assert_string_equal(tdm_status_name(value), "TDM_" #name);                                     \
     assert_string_equal(tdm_strerror(value), desc);
     TDM_STATUS_MAP(CHECK)
 #undef CHECK

@@ -53,7 +53,8 @@ static int run_in_child(int (*fn)(void *), void *arg)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0) _exit(fn(arg));
+    if (pid == 0)
+        _exit(fn(arg));
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
@@ -66,17 +67,21 @@ static int forbid_mlock(void)
 {
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &hdr, data) != 0) return -1;
+    if (syscall(SYS_capget, &hdr, data) != 0)
+        return -1;
     data[0].effective &= ~(1u << CAP_IPC_LOCK);
     data[0].permitted &= ~(1u << CAP_IPC_LOCK);
     data[0].inheritable &= ~(1u << CAP_IPC_LOCK);
-    if (syscall(SYS_capset, &hdr, data) != 0) return -1;
+    if (syscall(SYS_capset, &hdr, data) != 0)
+        return -1;
     struct rlimit rl = {0, 0};
-    if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0) return -1;
+    if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+        return -1;
     /* Check that it took: a lock of one page must now be refused (asked of the kernel itself,
      * since the sanitizers turn mlock() into a no-op). */
     void *p = mmap(NULL, page(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return -1;
+    if (p == MAP_FAILED)
+        return -1;
     int locked = syscall(SYS_mlock, p, page()) == 0;
     munmap(p, page());
     return locked ? -1 : 0;
@@ -395,23 +400,31 @@ static int child_no_fds(void *arg)
 {
     tdm_runtime *rt = arg;
     tdm_tensor *h = NULL;
-    if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){100}, 0, &h) != 0) return 10;
+    if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){100}, 0, &h) != 0)
+        return 10;
     fill_f32(h, 4.0f);
     void *before = tdm_tensor_data(h);
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 11;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 11;
     rl.rlim_cur = 0; /* no new descriptor: memfd_create fails */
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 12;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 12;
     tdm_tensor *t = SENTINEL;
     if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){100}, TDM_MEM_SHARED, &t) != TDM_ESYS)
         return 13;
-    if (t != NULL || !strstr(tdm_errmsg(rt), "memfd_create")) return 14;
-    if (tdm_tensor_share(h) != TDM_ESYS) return 15;
-    if (tdm_tensor_data(h) != before || tdm_tensor_mem(h) != TDM_MEM_HOST) return 16;
+    if (t != NULL || !strstr(tdm_errmsg(rt), "memfd_create"))
+        return 14;
+    if (tdm_tensor_share(h) != TDM_ESYS)
+        return 15;
+    if (tdm_tensor_data(h) != before || tdm_tensor_mem(h) != TDM_MEM_HOST)
+        return 16;
     const float *p = tdm_tensor_data(h);
     for (int i = 0; i < 100; i++)
-        if (p[i] != 4.0f + (float)i) return 17;
-    if (atomic_load(&rt->shm_bytes) != 0) return 18; /* the failures gave their accounting back */
+        if (p[i] != 4.0f + (float)i)
+            return 17;
+    if (atomic_load(&rt->shm_bytes) != 0)
+        return 18; /* the failures gave their accounting back */
     tdm_tensor_release(h);
     return 0;
 }
@@ -455,11 +468,13 @@ static void test_shared_over_shm_limit_enospc(void **state)
 static uint64_t mem_available(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
+    if (!f)
+        return 0;
     char line[128];
     unsigned long long kib = 0;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
     fclose(f);
     return (uint64_t)kib * 1024u;
 }
@@ -468,7 +483,8 @@ static void test_shared_over_mem_available_enospc(void **state)
 {
     (void)state;
     uint64_t avail = mem_available();
-    if (avail == 0) skip();
+    if (avail == 0)
+        skip();
     tdm_runtime *rt = tdm_test_open(1);
     /* Well past what the system has, yet small enough not to overflow anything. */
     int64_t n = (int64_t)(2 * avail + ((uint64_t)1 << 30));
@@ -493,7 +509,8 @@ static void test_pinned_small_is_locked(void **state)
     tdm_tensor *t = NULL;
     assert_int_equal(tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1024}, TDM_MEM_PINNED, &t), 0);
     /* A 4 KiB lock fits any ordinary limit (8 MiB here) and root has no limit. */
-    if (geteuid() == 0 || rl.rlim_cur >= 65536) assert_int_equal(tdm_tensor_mem(t), TDM_MEM_PINNED);
+    if (geteuid() == 0 || rl.rlim_cur >= 65536)
+        assert_int_equal(tdm_tensor_mem(t), TDM_MEM_PINNED);
     fill_f32(t, 1.0f);
     check_f32(t, 1.0f);
     tdm_tensor_release(t);
@@ -503,18 +520,23 @@ static void test_pinned_small_is_locked(void **state)
 static int child_pinned_strict(void *arg)
 {
     tdm_runtime *rt = arg;
-    if (forbid_mlock() != 0) return 10;
+    if (forbid_mlock() != 0)
+        return 10;
     unsigned kinds[] = {TDM_MEM_PINNED | TDM_MEM_STRICT,
                         TDM_MEM_SHARED | TDM_MEM_PINNED | TDM_MEM_STRICT};
     for (int k = 0; k < 2; k++) {
         tdm_tensor *t = SENTINEL;
         int rc = tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1024}, kinds[k], &t);
-        if (rc != TDM_EPERM) return 11 + k;
-        if (t != NULL) return 13;
-        if (!strstr(tdm_errmsg(rt), "mlock")) return 14;
+        if (rc != TDM_EPERM)
+            return 11 + k;
+        if (t != NULL)
+            return 13;
+        if (!strstr(tdm_errmsg(rt), "mlock"))
+            return 14;
     }
     /* The failed shared+pinned attempt gave its accounting back. */
-    if (atomic_load(&rt->shm_bytes) != 0) return 15;
+    if (atomic_load(&rt->shm_bytes) != 0)
+        return 15;
     return 0;
 }
 
@@ -529,10 +551,13 @@ static void test_pinned_strict_eperm_when_lock_refused(void **state)
 static int child_pinned_fallback(void *arg)
 {
     tdm_runtime *rt = arg;
-    if (forbid_mlock() != 0) return 10;
+    if (forbid_mlock() != 0)
+        return 10;
     tdm_tensor *t = NULL;
-    if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1024}, TDM_MEM_PINNED, &t) != 0) return 11;
-    if (tdm_tensor_mem(t) != TDM_MEM_HOST) return 12; /* the tensor must not claim to be pinned */
+    if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1024}, TDM_MEM_PINNED, &t) != 0)
+        return 11;
+    if (tdm_tensor_mem(t) != TDM_MEM_HOST)
+        return 12; /* the tensor must not claim to be pinned */
     float *p = tdm_tensor_data(t);
     p[0] = 1.0f;
     p[1023] = 2.0f;
@@ -541,7 +566,8 @@ static int child_pinned_fallback(void *arg)
     if (tdm_tensor_zeros(rt, TDM_F32, 1, (int64_t[]){1024}, TDM_MEM_SHARED | TDM_MEM_PINNED, &t) !=
         0)
         return 13;
-    if (tdm_tensor_mem(t) != TDM_MEM_SHARED) return 14;
+    if (tdm_tensor_mem(t) != TDM_MEM_SHARED)
+        return 14;
     tdm_tensor_release(t);
     return 0;
 }
@@ -563,7 +589,8 @@ static void test_shared_pinned_is_both(void **state)
         tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1024}, TDM_MEM_SHARED | TDM_MEM_PINNED, &t),
         0);
     assert_true(tdm_tensor_mem(t) & TDM_MEM_SHARED);
-    if (geteuid() == 0) assert_int_equal(tdm_tensor_mem(t), TDM_MEM_SHARED | TDM_MEM_PINNED);
+    if (geteuid() == 0)
+        assert_int_equal(tdm_tensor_mem(t), TDM_MEM_SHARED | TDM_MEM_PINNED);
     assert_int_equal((uintptr_t)tdm_tensor_data(t) % 64, 0);
     fill_f32(t, 3.0f);
     check_f32(t, 3.0f);
@@ -749,7 +776,8 @@ static void *churn(void *arg)
     for (int i = 0; i < 2000; i++) {
         tdm_tensor *v = NULL;
         tdm_tensor_retain(t);
-        if (tdm_tensor_view_rows(t, i % 16, 16, &v) == 0) tdm_tensor_release(v);
+        if (tdm_tensor_view_rows(t, i % 16, 16, &v) == 0)
+            tdm_tensor_release(v);
         tdm_tensor_release(t);
     }
     tdm_tensor_release(t); /* the reference this thread was given */

@@ -34,7 +34,8 @@ static double now_s(void)
 static void print_error(const tdm_runtime *rt, const char *what, int rc)
 {
     const char *msg = tdm_errmsg(rt);
-    if (!msg || !*msg) msg = tdm_strerror(rc);
+    if (!msg || !*msg)
+        msg = tdm_strerror(rc);
     fprintf(stderr, "tandem: %s: %s: %s\n", what, tdm_status_name(rc), msg);
 }
 
@@ -132,12 +133,14 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 {
     const char *a = argv[*i];
     size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return 0;
+    if (strncmp(a, name, n) != 0)
+        return 0;
     if (a[n] == '=') {
         *val = a + n + 1;
         return 1;
     }
-    if (a[n] != '\0') return 0;
+    if (a[n] != '\0')
+        return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "tandem: %s needs a value\n", name);
         return -1;
@@ -157,7 +160,8 @@ static int open_runtime(int threads, tdm_runtime **rt)
         unsetenv("TDM_NUM_THREADS");
     }
     int rc = tdm_runtime_open(rt, &cfg);
-    if (rc != 0) print_error(NULL, "tdm_runtime_open", rc);
+    if (rc != 0)
+        print_error(NULL, "tdm_runtime_open", rc);
     return rc;
 }
 
@@ -170,9 +174,11 @@ static int cmd_info(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *v = NULL;
         int m = opt_value(argc, argv, &i, "--threads", &v);
-        if (m < 0) return EXIT_USAGE;
+        if (m < 0)
+            return EXIT_USAGE;
         if (m > 0) {
-            if (parse_i64("--threads", v, 0, 4096, &threads) != 0) return EXIT_USAGE;
+            if (parse_i64("--threads", v, 0, 4096, &threads) != 0)
+                return EXIT_USAGE;
             continue;
         }
         fprintf(stderr, "tandem info: unknown option '%s'\n", argv[i]);
@@ -181,7 +187,8 @@ static int cmd_info(int argc, char **argv)
     }
 
     tdm_runtime *rt = NULL;
-    if (open_runtime((int)threads, &rt) != 0) return 1;
+    if (open_runtime((int)threads, &rt) != 0)
+        return 1;
 
     int status = 1;
     char b1[32], b2[32];
@@ -253,7 +260,8 @@ static int cmd_info(int argc, char **argv)
     int col = 1;
     for (int i = 0; i < nk; i++) {
         const char *name = tdm_kernel_name(rt, i);
-        if (!name) continue;
+        if (!name)
+            continue;
         int w = (int)strlen(name) + 1;
         if (col + w > 96) {
             printf("\n ");
@@ -300,7 +308,8 @@ static double leibniz_pi(int64_t terms)
     int64_t k = 0;
     for (; k + 1 < terms; k += 2)
         s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms) s += 1.0 / (double)(2 * k + 1);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
     return 4.0 * s;
 }
 
@@ -326,7 +335,8 @@ static double max_abs_err(const double *a, const double *b, int64_t n)
     double m = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double e = fabs(a[i] - b[i]);
-        if (e > m || e != e) m = e;
+        if (e > m || e != e)
+            m = e;
     }
     return m;
 }
@@ -353,7 +363,8 @@ static int fmt_check(double err, double tol, char *buf, size_t len)
 
 static void demo_print_report(const demo_opts *o, const tdm_report *rep)
 {
-    if (!o->report) return;
+    if (!o->report)
+        return;
     if (tdm_report_print(rep, stdout) != 0)
         fprintf(stderr, "tandem: could not print the run report\n");
     printf("\n");
@@ -379,13 +390,17 @@ static int parse_demo(int argc, char **argv, demo_opts *o)
             exit(0);
         }
         if ((m = opt_value(argc, argv, &i, "--items", &v)) != 0) {
-            if (m < 0 || parse_i64("--items", v, 1, INT64_C(1) << 40, &o->items) != 0) return -1;
+            if (m < 0 || parse_i64("--items", v, 1, INT64_C(1) << 40, &o->items) != 0)
+                return -1;
         } else if ((m = opt_value(argc, argv, &i, "--terms", &v)) != 0) {
-            if (m < 0 || parse_i64("--terms", v, 1, INT64_C(1) << 50, &o->terms) != 0) return -1;
+            if (m < 0 || parse_i64("--terms", v, 1, INT64_C(1) << 50, &o->terms) != 0)
+                return -1;
         } else if ((m = opt_value(argc, argv, &i, "--elems", &v)) != 0) {
-            if (m < 0 || parse_i64("--elems", v, 1, INT64_C(1) << 40, &o->elems) != 0) return -1;
+            if (m < 0 || parse_i64("--elems", v, 1, INT64_C(1) << 40, &o->elems) != 0)
+                return -1;
         } else if ((m = opt_value(argc, argv, &i, "--threads", &v)) != 0) {
-            if (m < 0 || parse_i64("--threads", v, 0, 4096, &o->threads) != 0) return -1;
+            if (m < 0 || parse_i64("--threads", v, 0, 4096, &o->threads) != 0)
+                return -1;
         } else {
             fprintf(stderr, "tandem demo: unknown option '%s'\n", a);
             return -1;
@@ -408,13 +423,15 @@ static int find_runners(tdm_runtime *rt, runner *r, int *n_runners, int *any_pro
             print_error(rt, "tdm_runtime_backend", rc);
             return rc;
         }
-        if (!bi.built || !bi.enabled || bi.n_devices <= 0) continue;
+        if (!bi.built || !bi.enabled || bi.n_devices <= 0)
+            continue;
         if (!bi.runs_kernels) {
             printf("  %s: %d device%s found (discovery only in this build)\n", bi.name,
                    bi.n_devices, bi.n_devices == 1 ? "" : "s");
             continue;
         }
-        if (n >= MAX_RUNNERS - 1) continue;
+        if (n >= MAX_RUNNERS - 1)
+            continue;
         runner *x = &r[n];
         x->kind = bi.kind;
         switch (bi.kind) {
@@ -505,7 +522,8 @@ static int demo_pi(tdm_runtime *rt, const demo_opts *o, const runner *runners, i
 
         /* the same C function as the serial loop, through tdm_parallel_for (threads only:
          * the pointer in the parameter block is only meaningful in this process) */
-        if (runners[r].kind != TDM_BACKEND_CPU_THREADS) continue;
+        if (runners[r].kind != TDM_BACKEND_CPU_THREADS)
+            continue;
         pi_for_params fp = {o->terms, yd};
         mo.desc = "pi batch (parallel_for)";
         tdm_report rep2 = TDM_REPORT_INIT;
@@ -543,7 +561,8 @@ static int demo_exp_sinh(tdm_runtime *rt, const demo_opts *o, const runner *runn
     snprintf(workload, sizeof workload, "exp*sinh (%s f64)", fmt_count(o->elems, c1, sizeof c1));
 
     rc = tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){o->elems}, mem, &x);
-    if (rc == 0) rc = tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){o->elems}, mem, &y);
+    if (rc == 0)
+        rc = tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){o->elems}, mem, &y);
     if (rc != 0) {
         print_error(rt, "tdm_tensor_empty", rc);
         goto done;
@@ -599,14 +618,16 @@ static int cmd_demo(int argc, char **argv)
     }
 
     tdm_runtime *rt = NULL;
-    if (open_runtime((int)o.threads, &rt) != 0) return 1;
+    if (open_runtime((int)o.threads, &rt) != 0)
+        return 1;
 
     int status = 1, mismatch = 0, rc;
     runner runners[MAX_RUNNERS];
     int n_runners = 0, any_procs = 0;
     printf("tandem %s demo: the seed workloads, a serial C loop vs tandem on each backend\n",
            tdm_version_string());
-    if (find_runners(rt, runners, &n_runners, &any_procs) != 0) goto done;
+    if (find_runners(rt, runners, &n_runners, &any_procs) != 0)
+        goto done;
     if (n_runners == 0) {
         fprintf(stderr, "tandem: no enabled backend runs kernels (check TDM_BACKENDS)\n");
         goto done;
@@ -616,8 +637,10 @@ static int cmd_demo(int argc, char **argv)
 
     printf("\n%-32s %-34s %10s %9s  %s\n", "workload", "where", "wall", "speedup",
            "check vs serial");
-    if (demo_pi(rt, &o, runners, n_runners, mem, &mismatch) != 0) goto done;
-    if (demo_exp_sinh(rt, &o, runners, n_runners, mem, &mismatch) != 0) goto done;
+    if (demo_pi(rt, &o, runners, n_runners, mem, &mismatch) != 0)
+        goto done;
+    if (demo_exp_sinh(rt, &o, runners, n_runners, mem, &mismatch) != 0)
+        goto done;
     if (mismatch) {
         fprintf(stderr, "tandem: some results differ from the serial loop (MISMATCH above)\n");
         goto done;
@@ -654,8 +677,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
-    if (!strcmp(cmd, "demo")) return cmd_demo(argc, argv);
+    if (!strcmp(cmd, "info"))
+        return cmd_info(argc, argv);
+    if (!strcmp(cmd, "demo"))
+        return cmd_demo(argc, argv);
     fprintf(stderr, "tandem: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

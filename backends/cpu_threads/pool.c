@@ -139,8 +139,9 @@ int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out)
         if (rc != 0) {
             pool->n = i;
             tdm__pool_destroy(pool);
-            return tdm__err(rt, TDM_ESYS, "tdm_runtime_open: could not start worker thread %d "
-                                          "of %d: %s",
+            return tdm__err(rt, TDM_ESYS,
+                            "tdm_runtime_open: could not start worker thread %d "
+                            "of %d: %s",
                             i, n_threads, strerror(rc));
         }
     }

@@ -14,7 +14,7 @@
  *  contiguous: tdm_map only accepts contiguous tensors). `row_elems` gives the elements per
  *  row of each argument. The struct and the pointers are valid only during the call. */
 typedef struct tdm_kernel_args {
-    int64_t begin, end;            /**< rows of this batch, end > begin */
+    int64_t begin, end; /**< rows of this batch, end > begin */
     int n_in, n_out;
     const void *const *in;         /**< row `begin` of each input */
     void *const *out;              /**< row `begin` of each output */
@@ -24,7 +24,7 @@ typedef struct tdm_kernel_args {
     const int64_t *out_row_elems;  /**< elements per row of each output */
     const void *params;            /**< the map's by-value parameter block (may be NULL) */
     size_t params_size;
-    int worker;                    /**< index of the worker running the batch */
+    int worker; /**< index of the worker running the batch */
 } tdm_kernel_args;
 
 /** A CPU implementation: processes rows [a->begin, a->end). Returns 0, or a negative TDM_E*
@@ -41,8 +41,9 @@ typedef struct tdm_tensor_desc {
 
 /** Validates a call before any batch runs and describes the outputs. Receives the whole input
  *  tensors and the parameter block; fills out[0..n_out-1]. Dim 0 of each output is the map's
- *  row count, set by the runtime afterwards (a kernel without inputs cannot know it). Returns 0, or TDM_EDTYPE /
- *  TDM_ESHAPE / TDM_EINVAL with a message written into msg (msg_len bytes, NUL-terminated). */
+ *  row count, set by the runtime afterwards (a kernel without inputs cannot know it). Returns 0, or
+ * TDM_EDTYPE / TDM_ESHAPE / TDM_EINVAL with a message written into msg (msg_len bytes,
+ * NUL-terminated). */
 typedef int (*tdm_kernel_infer_fn)(const tdm_tensor *const *in, int n_in, const void *params,
                                    size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
                                    size_t msg_len);
@@ -52,16 +53,16 @@ typedef int (*tdm_kernel_infer_fn)(const tdm_tensor *const *in, int n_in, const 
 /** A kernel definition (StarPU's codelet). Registered with tdm_kernel_register(), which copies
  *  it (strings included). */
 typedef struct tdm_kernel_def {
-    uint32_t size;            /**< sizeof(tdm_kernel_def) */
-    uint32_t version;         /**< TDM_KERNEL_DEF_VERSION */
-    const char *name;         /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
-    uint32_t kernel_version;  /**< bump when results change (result caches key on it) */
-    int n_in_min, n_in_max;   /**< accepted input counts */
-    int n_out;                /**< output count (>= 0) */
-    size_t params_size;       /**< exact size of the parameter block; 0 = none accepted */
+    uint32_t size;             /**< sizeof(tdm_kernel_def) */
+    uint32_t version;          /**< TDM_KERNEL_DEF_VERSION */
+    const char *name;          /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
+    uint32_t kernel_version;   /**< bump when results change (result caches key on it) */
+    int n_in_min, n_in_max;    /**< accepted input counts */
+    int n_out;                 /**< output count (>= 0) */
+    size_t params_size;        /**< exact size of the parameter block; 0 = none accepted */
     tdm_kernel_infer_fn infer; /**< may be NULL: then only row counts are checked */
-    tdm_kernel_cpu_fn cpu;    /**< CPU implementation (threads and processes); may be NULL */
-    const char *source;       /**< single-source dialect text for device backends; may be NULL */
+    tdm_kernel_cpu_fn cpu;     /**< CPU implementation (threads and processes); may be NULL */
+    const char *source;        /**< single-source dialect text for device backends; may be NULL */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \

@@ -37,19 +37,19 @@ typedef enum tdm_order {
 
 /** Options of a map / parallel_for. Start from TDM_MAP_OPTS_INIT; NULL opts = all defaults. */
 typedef struct tdm_map_opts {
-    uint32_t size;          /**< sizeof(tdm_map_opts) */
-    uint32_t version;       /**< TDM_MAP_OPTS_VERSION */
+    uint32_t size;    /**< sizeof(tdm_map_opts) */
+    uint32_t version; /**< TDM_MAP_OPTS_VERSION */
     tdm_policy policy;
-    int64_t batch_size;     /**< items per batch; 0 = automatic */
+    int64_t batch_size; /**< items per batch; 0 = automatic */
     tdm_on_error on_error;
     tdm_progress_mode progress;
     tdm_progress_fn progress_fn; /**< with TDM_PROGRESS_CALLBACK */
     void *progress_user;
-    double progress_interval_s;  /**< 0 = 0.1 s */
-    const char *desc;            /**< label of the bar; NULL = kernel name */
-    tdm_order order;             /**< streaming jobs only */
-    int max_in_flight;           /**< streaming: batches started but not yet consumed by
-                                  *  tdm_job_next(); 0 = 2 * workers */
+    double progress_interval_s; /**< 0 = 0.1 s */
+    const char *desc;           /**< label of the bar; NULL = kernel name */
+    tdm_order order;            /**< streaming jobs only */
+    int max_in_flight;          /**< streaming: batches started but not yet consumed by
+                                 *  tdm_job_next(); 0 = 2 * workers */
 } tdm_map_opts;
 
 #define TDM_MAP_OPTS_INIT                                                                          \
@@ -71,14 +71,14 @@ typedef struct tdm_job tdm_job;
 
 /** One finished batch, as a streaming job returns it. */
 typedef struct tdm_batch_result {
-    int64_t batch;           /**< batch index */
-    int64_t begin, end;      /**< its items */
-    int status;              /**< 0, or the batch's error */
-    int worker;              /**< the worker that ran it */
-    int slot;                /**< its slot in [0, max_in_flight): see tdm_task_slot() */
-    tdm_tensor *const *out;  /**< for a map whose outputs were NULL: views of this batch's
-                              *  rows in the job's ring buffers, valid until the next
-                              *  tdm_job_next() on this job; NULL otherwise */
+    int64_t batch;          /**< batch index */
+    int64_t begin, end;     /**< its items */
+    int status;             /**< 0, or the batch's error */
+    int worker;             /**< the worker that ran it */
+    int slot;               /**< its slot in [0, max_in_flight): see tdm_task_slot() */
+    tdm_tensor *const *out; /**< for a map whose outputs were NULL: views of this batch's
+                             *  rows in the job's ring buffers, valid until the next
+                             *  tdm_job_next() on this job; NULL otherwise */
     int n_out;
 } tdm_batch_result;
 

@@ -18,11 +18,11 @@ typedef enum tdm_progress_mode {
 
 /** A snapshot handed to a progress callback. */
 typedef struct tdm_progress {
-    int64_t done;              /**< items finished */
-    int64_t total;             /**< items in the run */
+    int64_t done;  /**< items finished */
+    int64_t total; /**< items in the run */
     double elapsed_s;
-    double rate;               /**< items per second so far */
-    double eta_s;              /**< estimated seconds left (-1 if unknown) */
+    double rate;  /**< items per second so far */
+    double eta_s; /**< estimated seconds left (-1 if unknown) */
     int n_workers;
     const int64_t *per_worker; /**< items finished by each worker; valid during the call */
     int final;                 /**< 1 for the last call of the run */

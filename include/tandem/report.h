@@ -14,10 +14,10 @@
 /** Figures of one worker (a thread of the pool, later a process or a device stream). */
 typedef struct tdm_report_worker {
     tdm_backend_kind kind;
-    int index;          /**< worker index within its backend */
-    int64_t items;      /**< items (rows) it ran */
-    int64_t batches;    /**< batches it ran */
-    double busy_s;      /**< seconds inside batch functions */
+    int index;       /**< worker index within its backend */
+    int64_t items;   /**< items (rows) it ran */
+    int64_t batches; /**< batches it ran */
+    double busy_s;   /**< seconds inside batch functions */
 } tdm_report_worker;
 
 /** The report of one map / parallel_for. A plain value: nothing inside needs freeing. */
@@ -35,11 +35,14 @@ typedef struct tdm_report {
     int first_error;           /**< status of the first failed batch (0 if none) */
     int64_t first_error_batch; /**< its batch index (-1 if none) */
     int64_t first_error_begin, first_error_end; /**< its item range */
-    int n_workers;             /**< rows used in workers[] */
+    int n_workers;                              /**< rows used in workers[] */
     tdm_report_worker workers[TDM_REPORT_MAX_WORKERS];
 } tdm_report;
 
-#define TDM_REPORT_INIT {.size = sizeof(tdm_report)}
+#define TDM_REPORT_INIT                                                                            \
+    {                                                                                              \
+        .size = sizeof(tdm_report)                                                                 \
+    }
 
 TDM_BEGIN_DECLS
 

@@ -41,18 +41,18 @@ typedef void (*tdm_log_fn)(void *user, unsigned flag, const char *line);
  *  has a usable default, and `size`/`version` let later releases grow the struct without
  *  breaking callers built against this one. */
 typedef struct tdm_config {
-    uint32_t size;     /**< sizeof(tdm_config) as the caller compiled it */
-    uint32_t version;  /**< TDM_CONFIG_VERSION */
-    int threads;       /**< CPU worker threads; 0 = one per online core. Env TDM_NUM_THREADS. */
-    int procs;         /**< CPU worker processes (a later backend); 0 = none. Env TDM_NUM_PROCS. */
+    uint32_t size;    /**< sizeof(tdm_config) as the caller compiled it */
+    uint32_t version; /**< TDM_CONFIG_VERSION */
+    int threads;      /**< CPU worker threads; 0 = one per online core. Env TDM_NUM_THREADS. */
+    int procs;        /**< CPU worker processes (a later backend); 0 = none. Env TDM_NUM_PROCS. */
     const char *backends; /**< comma list of backends to enable ("cpu,procs,opencl,cuda");
                            *  NULL = all that are built. Env TDM_BACKENDS. Copied at open. */
-    unsigned debug;    /**< TDM_DEBUG_* flags; env TDM_DEBUG adds to them */
-    tdm_log_fn log_fn; /**< where debug lines go; NULL = stderr (only when debug flags are set) */
-    void *log_user;    /**< passed to log_fn */
+    unsigned debug;       /**< TDM_DEBUG_* flags; env TDM_DEBUG adds to them */
+    tdm_log_fn log_fn;  /**< where debug lines go; NULL = stderr (only when debug flags are set) */
+    void *log_user;     /**< passed to log_fn */
     uint64_t shm_limit; /**< cap on shared-memory bytes this runtime may hold; 0 = what the
                          *  system has. Exceeding it is TDM_ENOSPC at tensor creation. */
-    int use_env;       /**< 1 (default): environment variables override the fields above */
+    int use_env;        /**< 1 (default): environment variables override the fields above */
 } tdm_config;
 
 #define TDM_CONFIG_INIT                                                                            \
@@ -101,12 +101,12 @@ TDM_EXTERN unsigned tdm_runtime_debug(const tdm_runtime *rt);
 /** What one backend of the build's table looks like in this runtime. */
 typedef struct tdm_backend_info {
     tdm_backend_kind kind;
-    const char *name;  /**< static: "cpu", "procs", "opencl", "cuda", "sim" */
-    int built;         /**< compiled into this library */
-    int enabled;       /**< enabled by config / TDM_BACKENDS */
-    int runs_kernels;  /**< can execute batches in this build (0: discovery only) */
-    int n_devices;     /**< devices found (0 when absent: not an error) */
-    char note[160];    /**< why zero devices, or a short description */
+    const char *name; /**< static: "cpu", "procs", "opencl", "cuda", "sim" */
+    int built;        /**< compiled into this library */
+    int enabled;      /**< enabled by config / TDM_BACKENDS */
+    int runs_kernels; /**< can execute batches in this build (0: discovery only) */
+    int n_devices;    /**< devices found (0 when absent: not an error) */
+    char note[160];   /**< why zero devices, or a short description */
 } tdm_backend_info;
 
 /** Number of entries of the backend table (same for every runtime of this build). */
@@ -119,12 +119,12 @@ TDM_EXTERN int tdm_runtime_backend(const tdm_runtime *rt, int index, tdm_backend
 /** A device one of the backends found. */
 typedef struct tdm_device_info {
     tdm_backend_kind kind;
-    const char *backend;     /**< static backend name */
-    int index;               /**< index among the devices of its backend */
-    char name[128];          /**< e.g. "CPU threads", "pthread-Intel(R) Xeon(R) ..." */
+    const char *backend; /**< static backend name */
+    int index;           /**< index among the devices of its backend */
+    char name[128];      /**< e.g. "CPU threads", "pthread-Intel(R) Xeon(R) ..." */
     char vendor[64];
-    int compute_units;       /**< cores, compute units or SMs */
-    uint64_t memory_bytes;   /**< device memory (host memory for CPU devices) */
+    int compute_units;     /**< cores, compute units or SMs */
+    uint64_t memory_bytes; /**< device memory (host memory for CPU devices) */
 } tdm_device_info;
 
 /** Number of devices of all enabled backends (the CPU pool counts as one device). Thread-safe.
@@ -137,9 +137,9 @@ TDM_EXTERN int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_i
 
 /** Facts about the machine, for `tandem info` and for sizing runs. */
 typedef struct tdm_system_info {
-    int online_cores;        /**< sysconf(_SC_NPROCESSORS_ONLN) */
-    int usable_cores;        /**< CPUs in this process's affinity mask */
-    uint64_t memory_bytes;   /**< physical memory */
+    int online_cores;                /**< sysconf(_SC_NPROCESSORS_ONLN) */
+    int usable_cores;                /**< CPUs in this process's affinity mask */
+    uint64_t memory_bytes;           /**< physical memory */
     uint64_t memory_available_bytes; /**< MemAvailable from /proc/meminfo (0 if unknown) */
     uint64_t shm_total_bytes;        /**< size of /dev/shm (0 if absent) */
     uint64_t shm_free_bytes;         /**< free space in /dev/shm */
