@@ -162,10 +162,10 @@ static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[
     return 0;
 }
 
-static void probe_one(tdm_runtime *rt, tdm__backend_state *st)
+static int probe_one(tdm_runtime *rt, tdm__backend_state *st)
 {
     if (!st->ops->probe)
-        return;
+        return 0;
     int rc = st->ops->probe(rt, &st->devices, &st->n_devices, st->note, sizeof st->note);
     if (rc < 0) { /* a broken installation counts as no device, with the reason kept */
         st->devices = NULL;
@@ -173,28 +173,34 @@ static void probe_one(tdm_runtime *rt, tdm__backend_state *st)
     }
     tdm__log(rt, TDM_DEBUG_RUNTIME, "backend %s: %d device(s)%s%s", st->ops->name, st->n_devices,
              st->note[0] ? ": " : "", st->note);
+    return rc;
 }
 
 /* Backends that execute kernels are probed at open. Discovery-only ones (no kernels run there
  * in this build) are probed on the first listing call: loading an OpenCL driver costs tens of
  * milliseconds (PoCL) that a runtime which never lists devices should not pay. */
-static void setup_backends(tdm_runtime *rt, const bool enabled[])
+static int setup_backends(tdm_runtime *rt, const bool enabled[])
 {
     for (int i = 0; tdm__backend_table[i]; i++) {
         const tdm__backend_ops *ops = tdm__backend_table[i];
         tdm__backend_state *st = &rt->backends[ops->kind];
         st->ops = ops;
         st->enabled = enabled[ops->kind];
-        if (!st->enabled)
+        if (!st->enabled) {
             snprintf(st->note, sizeof st->note, "disabled by configuration");
-        else if (ops->runs_kernels)
-            probe_one(rt, st);
+        } else if (ops->runs_kernels) {
+            /* Out of memory here is not "no device": the runtime cannot work. */
+            int rc = probe_one(rt, st);
+            if (rc == TDM_ENOMEM)
+                return rc;
+        }
     }
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         tdm__backend_state *st = &rt->backends[k];
         if (!st->ops)
             snprintf(st->note, sizeof st->note, "not part of this build");
     }
+    return 0;
 }
 
 /* Probes the discovery-only backends once, on first use. Thread-safe. */
@@ -208,7 +214,7 @@ static void ensure_probed(const tdm_runtime *crt)
         for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
             tdm__backend_state *st = &rt->backends[k];
             if (st->ops && st->enabled && !st->ops->runs_kernels)
-                probe_one(rt, st);
+                (void)probe_one(rt, st); /* a failed probe is zero devices, its note says why */
         }
         atomic_store_explicit(&rt->probed, 1, memory_order_release);
     }
@@ -256,7 +262,8 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
 
     pthread_mutex_init(&rt->probe_mu, NULL);
     atomic_init(&rt->probed, 0);
-    setup_backends(rt, enabled);
+    if ((rc = setup_backends(rt, enabled)) < 0)
+        goto fail;
     if ((rc = tdm__register_builtin_kernels(rt)) < 0)
         goto fail;
     if ((rc = tdm__pool_create(rt, rt->threads, &rt->pool)) < 0)

@@ -27,7 +27,6 @@
     X(EDONE, -12, "no more results")                                                               \
     X(ESYS, -13, "a system call failed")                                                           \
     X(EPERM, -14, "not permitted by the system (limit or privilege)")                              \
-    X(ENOTSUP, -15, "operation not supported")                                                     \
     X(ELAYOUT, -16, "tensor layout not supported here (not contiguous)")                           \
     X(EEXIST, -17, "already exists")
 
