@@ -3,6 +3,7 @@
 #include "internal.h"
 
 extern const tdm__backend_ops tdm__cpu_threads_ops;
+extern const tdm__backend_ops tdm__cpu_procs_ops;
 #if TDM_HAVE_OPENCL
 extern const tdm__backend_ops tdm__opencl_ops;
 #endif
@@ -12,6 +13,7 @@ extern const tdm__backend_ops tdm__cuda_ops;
 
 const tdm__backend_ops *const tdm__backend_table[] = {
     &tdm__cpu_threads_ops,
+    &tdm__cpu_procs_ops,
 #if TDM_HAVE_OPENCL
     &tdm__opencl_ops,
 #endif

@@ -59,7 +59,9 @@ typedef struct tdm__storage {
     void *map_base;   /* what to munmap/free (NULL for wrapped) */
     size_t map_bytes; /* length of the mapping, for munmap / munlock */
     bool mmapped;     /* map_base came from mmap (so it is zero-filled when new); else malloc */
-    int fd;           /* memfd of shared storage, -1 otherwise */
+    bool in_arena;    /* a range of the runtime's shared arena (visible to worker processes) */
+    int fd;           /* a descriptor the storage owns (e.g. an imported tensor's), or -1 */
+    uint64_t fd_offset; /* where map_base starts in fd */
 } tdm__storage;
 
 struct tdm_tensor {
@@ -71,6 +73,11 @@ struct tdm_tensor {
     int64_t strides[TDM_MAX_DIMS]; /* in elements */
     int64_t offset;                /* in elements from storage->base */
 };
+
+/* A tensor object over storage `s`, taking over the caller's reference to it (NULL when out of
+ * memory: the reference then stays the caller's). Counted in the runtime's live tensors. */
+tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
+                            const int64_t *strides, int64_t offset);
 
 /* Element count of a shape with overflow check: 0 and *n, or TDM_EOVERFLOW / TDM_EINVAL.
  * A shape is refused with TDM_EOVERFLOW when the product of its dims (0 counted as 1)
@@ -86,12 +93,41 @@ int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char 
 /* Storage over user memory (may be NULL when bytes is 0); never freed by tandem. */
 int tdm__storage_wrap(tdm_runtime *rt, void *data, size_t bytes, const char *who,
                       tdm__storage **out);
+/* ---- mapped files (runtime/storage_file.c; used by runtime/io_*.c) ---- */
+/* Storage over bytes [offset, offset + bytes) of the open file `fd`, mapped with `prot`
+ * (PROT_READ, or PROT_READ | PROT_WRITE) and `flags` (MAP_SHARED, or MAP_PRIVATE for
+ * copy-on-write). The mapping starts at the page below `offset`; s->base points at `offset`.
+ * s->mem is TDM_MEM_MAPPED, s->mmapped is true; nothing is accounted against shm_limit. On
+ * success the storage owns `fd`: for MAP_SHARED it stays open in s->fd (a worker process may
+ * map it and sees the same bytes), for MAP_PRIVATE it is closed and s->fd is -1 (private
+ * pages cannot be shared: a backend must copy). On error the caller still owns fd. */
+int tdm__storage_map_file(tdm_runtime *rt, int fd, uint64_t offset, size_t bytes, int prot,
+                          int flags, const char *who, tdm__storage **out);
+/* A tensor over `s`, taking over the caller's reference on success, with `strides` (elements;
+ * NULL = row-major) and element 0 at s->base (aligned to the dtype's size). 0 and *out, or an
+ * error code (message set; s not released). */
+int tdm__tensor_over_storage(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
+                             const int64_t *strides, const char *who, tdm_tensor **out);
 void tdm__storage_retain(tdm__storage *s);
 /* Drops a reference; the last one unlocks, unmaps/frees, closes and unaccounts. NULL no-op. */
 void tdm__storage_release(tdm__storage *s);
 /* Moves the bytes into a new shared mapping inside the same object (every view sees it);
  * no-op when already shared; on error s is unchanged. Not thread-safe for one storage. */
 int tdm__storage_make_shared(tdm__storage *s, const char *who);
+
+/* ---- the shared arena (runtime/arena.c) --------------------------------------------------- */
+
+typedef struct tdm__arena tdm__arena;
+/* Creates the memfd and maps it over a large reserved range (sparse: costs nothing). */
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out);
+void tdm__arena_close(tdm__arena *a);
+/* Takes `len` bytes (page multiple) with pages reserved: 0, TDM_ENOSPC or TDM_ESYS. */
+int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out);
+/* Returns a range (its pages go back to the system). */
+void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
+int tdm__arena_fd(const tdm__arena *a);
+bool tdm__arena_contains(const tdm__arena *a, const void *p);
+uint64_t tdm__arena_offset(const tdm__arena *a, const void *p);
 
 /* ---- kernels (runtime/kernel_registry.c, kernels/builtin.c) ------------------------------ */
 
@@ -142,6 +178,16 @@ void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job);
 /* Wakes workers because a job became runnable again (streaming slot freed). */
 void tdm__pool_kick(tdm__pool *pool);
 
+/* ---- worker processes (backends/cpu_procs/) ------------------------------------------------ */
+
+typedef struct tdm__procs tdm__procs;
+/* Forks the fork server and `n` workers (call before the pool threads start). */
+int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out);
+/* Stops every worker and the fork server, and reaps them. NULL is a no-op. */
+void tdm__procs_close(tdm__procs *p);
+/* Number of worker processes (0 for NULL). */
+int tdm__procs_count(const tdm__procs *p);
+
 /* ---- the runtime ------------------------------------------------------------------------- */
 
 struct tdm_runtime {
@@ -159,6 +205,8 @@ struct tdm_runtime {
     atomic_int probed;        /* 1 once they have been probed */
 
     tdm__pool *pool;
+    tdm__arena *arena;            /* every TDM_MEM_SHARED tensor lives here */
+    tdm__procs *procs;            /* worker processes, NULL when config.procs is 0 */
 
     atomic_long live_tensors;   /* tensors created and not yet released */
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */

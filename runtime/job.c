@@ -31,7 +31,7 @@ static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
         int64_t left = n - cur;
         /* Guided self-scheduling: never take more than a share of what is left, so the last
          * batches are small and finish together. */
-        int64_t share = left / (2 * (int64_t)job->n_workers);
+        int64_t share = left / (2 * (int64_t)job->n_eligible);
         int64_t b = want;
         if (b > share)
             b = share;
@@ -50,41 +50,41 @@ static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
     }
 }
 
-static int run_batch(tdm__job *job, int64_t begin, int64_t end, tdm_task *task)
+int tdm__run_batch(const tdm__jdesc *d, int64_t begin, int64_t end, tdm_task *task)
 {
-    if (job->kind == TDM__JOB_PFOR)
-        return job->fn(job->params, begin, end, task);
+    if (d->kind == TDM__JOB_PFOR)
+        return d->fn(d->params, begin, end, task);
 
     const void *in[16];
     void *out[16];
-    for (int k = 0; k < job->n_in; k++)
-        in[k] = job->in_base[k] + begin * job->in_row_bytes[k];
-    for (int k = 0; k < job->n_out; k++) {
-        if (job->ring) /* streaming into ring slots: each batch starts at its slot's row 0 */
-            out[k] = tdm_tensor_data(job->ring[task->slot * job->n_out + k]);
+    for (int k = 0; k < d->n_in; k++)
+        in[k] = d->in_base[k] + begin * d->in_row_bytes[k];
+    for (int k = 0; k < d->n_out; k++) {
+        if (d->ring_base) /* streaming into ring slots: each batch starts at its slot's row 0 */
+            out[k] = d->ring_base[task->slot * d->n_out + k];
         else
-            out[k] = job->out_base[k] + begin * job->out_row_bytes[k];
+            out[k] = d->out_base[k] + begin * d->out_row_bytes[k];
     }
     tdm_kernel_args a = {
         .begin = begin,
         .end = end,
-        .n_in = job->n_in,
-        .n_out = job->n_out,
+        .n_in = d->n_in,
+        .n_out = d->n_out,
         .in = in,
         .out = out,
-        .tin = (const tdm_tensor *const *)job->tin,
-        .tout = (const tdm_tensor *const *)(job->ring ? &job->ring[task->slot * job->n_out]
-                                                      : job->tout),
-        .in_row_elems = job->in_row_elems,
-        .out_row_elems = job->out_row_elems,
-        .params = job->params,
-        .params_size = job->params_size,
+        .tin = d->tin,
+        .tout = d->ring_t ? &d->ring_t[task->slot * d->n_out] : d->tout,
+        .in_row_elems = d->in_row_elems,
+        .out_row_elems = d->out_row_elems,
+        .params = d->params,
+        .params_size = d->params_size,
         .worker = task->worker,
     };
-    return job->kernel->def.cpu(&a);
+    return d->kcpu(&a);
 }
 
-static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, int64_t end, int w)
+static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, int64_t end, int w,
+                         const char *detail)
 {
     int expected = 0;
     if (atomic_compare_exchange_strong(&job->first_error, &expected, rc)) {
@@ -93,10 +93,11 @@ static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, in
         job->err_begin = begin;
         job->err_end = end;
         job->err_worker = w;
+        snprintf(job->err_detail, sizeof job->err_detail, "%s", detail);
     }
     if (job->opts.on_error == TDM_ON_ERROR_STOP) {
         int zero = 0;
-        atomic_compare_exchange_strong(&job->stop, &zero, 1);
+        atomic_compare_exchange_strong(&job->d->stop, &zero, 1);
     }
 }
 
@@ -106,9 +107,13 @@ void tdm__job_run(tdm__job *job, int w)
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
     int64_t want = job->fixed_bs ? job->fixed_bs : 1;
     double t_item = -1.0;
+    bool in_proc = w >= job->n_threads;
+    /* A batch sent to a worker process costs a few microseconds of hand-off: aim longer. */
+    double target_ns = in_proc ? TDM__TARGET_BATCH_NS * 10.0 : TDM__TARGET_BATCH_NS;
+    char detail[256];
 
-    while (!atomic_load_explicit(&job->stop, memory_order_relaxed)) {
-        tdm_task task = {job, w, -1, 0, 0};
+    while (!atomic_load_explicit(&job->d->stop, memory_order_relaxed)) {
+        tdm_task task = {job->d, w, -1, 0, 0};
         int64_t begin, end;
         if (job->streaming) {
             pthread_mutex_lock(mu);
@@ -124,7 +129,10 @@ void tdm__job_run(tdm__job *job, int w)
         task.batch = atomic_fetch_add_explicit(&job->next_batch, 1, memory_order_relaxed);
 
         uint64_t t0 = tdm__now_ns();
-        int rc = run_batch(job, begin, end, &task);
+        detail[0] = '\0';
+        int rc = in_proc ? tdm__procs_run_batch(job, w - job->n_threads, begin, end, &task,
+                                                detail, sizeof detail)
+                         : tdm__run_batch(job->d, begin, end, &task);
         uint64_t dt = tdm__now_ns() - t0;
 
         int64_t n = end - begin;
@@ -140,9 +148,9 @@ void tdm__job_run(tdm__job *job, int w)
         if (rc > 0)
             rc = TDM_EKERNEL;
         /* A body that returns early because the job was cancelled is not a failure. */
-        if (rc < 0 && atomic_load_explicit(&job->stop, memory_order_relaxed) != 2) {
+        if (rc < 0 && atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 2) {
             atomic_fetch_add_explicit(&job->failed_batches, 1, memory_order_relaxed);
-            record_error(job, rc, task.batch, begin, end, w);
+            record_error(job, rc, task.batch, begin, end, w, detail);
         }
 
         if (job->streaming) {
@@ -156,7 +164,7 @@ void tdm__job_run(tdm__job *job, int w)
             if (per < 0.25)
                 per = 0.25;
             t_item = t_item < 0 ? per : 0.5 * t_item + 0.5 * per;
-            double desired = TDM__TARGET_BATCH_NS / t_item;
+            double desired = target_ns / t_item;
             double grown = (double)want * 8.0;
             if (desired > grown)
                 desired = grown;
@@ -242,8 +250,8 @@ int tdm_job_next(tdm_job *j, tdm_batch_result *r)
     r->worker = d.worker;
     r->slot = d.slot;
     if (job->ring) {
-        for (int k = 0; k < job->n_out; k++) {
-            int rc = tdm_tensor_view_rows(job->ring[d.slot * job->n_out + k], 0, d.end - d.begin,
+        for (int k = 0; k < job->d->n_out; k++) {
+            int rc = tdm_tensor_view_rows(job->ring[d.slot * job->d->n_out + k], 0, d.end - d.begin,
                                           &job->views[k]);
             if (rc < 0) {
                 release_views(job);
@@ -251,7 +259,7 @@ int tdm_job_next(tdm_job *j, tdm_batch_result *r)
             }
         }
         r->out = job->views;
-        r->n_out = job->n_out;
+        r->n_out = job->d->n_out;
     }
     return 0;
 }
@@ -276,8 +284,9 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
     for (int w = 0; w < job->n_workers; w++) {
         const tdm__wstat *ws = &job->ws[w];
         tdm_report_worker *row = &rep->workers[w < shown ? w : shown - 1];
-        row->kind = TDM_BACKEND_CPU_THREADS;
-        row->index = w < shown ? w : shown - 1;
+        bool proc = w >= job->n_threads;
+        row->kind = proc ? TDM_BACKEND_CPU_PROCS : TDM_BACKEND_CPU_THREADS;
+        row->index = proc ? w - job->n_threads : w;
         row->items += ws->items;
         row->batches += ws->batches;
         row->busy_s += (double)ws->busy_ns * 1e-9;
@@ -318,7 +327,7 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
     release_views(job);
 
     int status = atomic_load(&job->first_error);
-    if (status == 0 && atomic_load(&job->stop) == 2)
+    if (status == 0 && atomic_load(&job->d->stop) == 2)
         status = TDM_ECANCELED;
     if (report)
         fill_report(job, status, report);
@@ -327,10 +336,10 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
                         (long long)tdm__job_items_done(job), (long long)job->n_items);
     if (status < 0)
         return tdm__err(job->rt, status,
-                        "%s: batch %lld (items %lld..%lld) failed on worker %d: %s (%s)", job->what,
-                        (long long)job->err_batch, (long long)job->err_begin,
+                        "%s: batch %lld (items %lld..%lld) failed on worker %d: %s (%s)%s%s",
+                        job->what, (long long)job->err_batch, (long long)job->err_begin,
                         (long long)job->err_end, job->err_worker, tdm_status_name(status),
-                        tdm_strerror(status));
+                        tdm_strerror(status), job->err_detail[0] ? ": " : "", job->err_detail);
     return 0;
 }
 
@@ -365,7 +374,7 @@ int tdm_job_cancel(tdm_job *j)
     if (!job)
         return tdm__err(NULL, TDM_EINVAL, "tdm_job_cancel: job is NULL");
     int zero = 0;
-    atomic_compare_exchange_strong(&job->stop, &zero, 2);
+    atomic_compare_exchange_strong(&job->d->stop, &zero, 2);
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
     pthread_mutex_lock(mu);
     tdm__pool_try_finish_locked(job->rt->pool, job);
@@ -406,10 +415,10 @@ void tdm_task_progress(tdm_task *task, int64_t n)
     if (!task || n <= 0)
         return;
     task->reported += n;
-    atomic_fetch_add_explicit(&task->job->ws[task->worker].progress, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&task->d->ws[task->worker].progress, n, memory_order_relaxed);
 }
 
 int tdm_task_cancelled(const tdm_task *task)
 {
-    return task && atomic_load_explicit(&task->job->stop, memory_order_relaxed) != 0;
+    return task && atomic_load_explicit(&task->d->stop, memory_order_relaxed) != 0;
 }

@@ -23,29 +23,57 @@ typedef struct tdm__done {
 
 typedef enum { TDM__JOB_MAP, TDM__JOB_PFOR } tdm__job_kind;
 
+/* Everything a batch needs in order to run, and nothing else. Pool threads read it; when the
+ * job may run in worker processes it lives in the shared arena together with everything it
+ * points to (parameter block, tensor descriptions, counters), at the same address in every
+ * process, so a forked worker runs a batch from it exactly as a thread does. */
+typedef struct tdm__jdesc {
+    tdm__job_kind kind;
+    int n_in, n_out;
+    int n_workers;          /* size of ws[] */
+    tdm_range_fn fn;        /* PFOR */
+    tdm_kernel_cpu_fn kcpu; /* MAP */
+    const void *params;
+    size_t params_size;
+    uint8_t *in_base[16], *out_base[16];
+    int64_t in_row_bytes[16], out_row_bytes[16];
+    int64_t in_row_elems[16], out_row_elems[16];
+    const tdm_tensor *tin[16], *tout[16];
+    uint8_t **ring_base;       /* [slots * n_out] data of each ring slot's outputs, or NULL */
+    const tdm_tensor **ring_t; /* [slots * n_out] their tensors */
+    _Alignas(TDM__CACHELINE) atomic_int stop; /* 1: error stop, 2: cancelled */
+    tdm__wstat *ws;                           /* [n_workers] */
+} tdm__jdesc;
+
 struct tdm_task {
-    struct tdm__job *job;
+    const tdm__jdesc *d;
     int worker;
     int slot;
     int64_t batch;
     int64_t reported; /* items reported through tdm_task_progress() */
 };
 
+/* Runs one batch from a descriptor (in a pool thread or a worker process). */
+int tdm__run_batch(const tdm__jdesc *d, int64_t begin, int64_t end, tdm_task *task);
+
+/* Which kinds of worker may run a job's batches. */
+enum { TDM__ON_THREADS = 1, TDM__ON_PROCS = 2 };
+
 typedef struct tdm__job {
     tdm_runtime *rt;
-    tdm__job_kind kind;
     char what[64];
 
     /* the work */
-    tdm_range_fn fn;           /* PFOR */
-    const tdm__kernel *kernel; /* MAP */
-    int n_in, n_out;
+    const tdm__kernel *kernel;      /* MAP */
     tdm_tensor *tin[16], *tout[16]; /* retained for the job's life */
-    uint8_t *in_base[16], *out_base[16];
-    int64_t in_row_bytes[16], out_row_bytes[16];
-    int64_t in_row_elems[16], out_row_elems[16];
-    void *params; /* private copy */
-    size_t params_size;
+    tdm__jdesc dl;                  /* built here during set-up */
+    tdm__jdesc *d;                  /* the one workers read: &dl, or its copy in the arena */
+    void *block;                    /* arena block holding *d and its data, or NULL */
+    uint64_t block_bytes;
+    void *params_heap;              /* private copy of the params when not in the arena */
+    tdm__wstat *ws_heap;            /* counters when not in the arena */
+    void *ring_heap;                /* ring_base + ring_t arrays when not in the arena */
+    unsigned on;                    /* TDM__ON_* */
     int64_t n_items;
     int64_t fixed_bs; /* 0 = auto */
     int64_t max_bs;   /* cap on any batch (ring slot rows), INT64_MAX if none */
@@ -54,7 +82,7 @@ typedef struct tdm__job {
     /* claiming (lock-free) */
     _Alignas(TDM__CACHELINE) atomic_llong cursor; /* next unclaimed item */
     atomic_llong next_batch;
-    atomic_int stop; /* 1: error stop, 2: cancelled */
+    int n_eligible; /* workers that may claim (for the guided share) */
     _Alignas(TDM__CACHELINE) atomic_int first_error;
 
     /* guarded by the pool's mutex */
@@ -68,6 +96,7 @@ typedef struct tdm__job {
     /* first error (set once through first_error) */
     int64_t err_batch, err_begin, err_end;
     int err_worker;
+    char err_detail[256]; /* e.g. which worker process died and how */
     atomic_llong failed_batches;
     int wait_status;
     bool wait_status_valid;
@@ -89,8 +118,9 @@ typedef struct tdm__job {
     bool progress_running;
 
     /* figures */
-    int n_workers;
-    tdm__wstat *ws; /* [n_workers] */
+    int n_workers;  /* threads + process drivers */
+    int n_threads;  /* workers [0, n_threads) are threads, the rest drive worker processes */
+    tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
 } tdm__job;
 
@@ -100,13 +130,15 @@ void tdm__job_run(tdm__job *job, int w);
 /* true once no new batch can start (all claimed, or stopped). */
 static inline bool tdm__job_exhausted(tdm__job *job)
 {
-    return atomic_load_explicit(&job->stop, memory_order_relaxed) != 0 ||
+    return atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0 ||
            atomic_load_explicit(&job->cursor, memory_order_relaxed) >= job->n_items;
 }
-/* Streaming: true when a worker could claim (a slot is free). Pool mutex held. */
-static inline bool tdm__job_runnable(tdm__job *job)
+/* True when worker `w` could claim a batch (its kind may run the job, and for a streaming
+ * job a slot is free). Pool mutex held. */
+static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
-    return !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
+    unsigned kind = w < job->n_threads ? TDM__ON_THREADS : TDM__ON_PROCS;
+    return (job->on & kind) && !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
 }
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
@@ -116,6 +148,12 @@ int tdm__job_wait(tdm__job *job, tdm_report *report);
 int64_t tdm__job_items_done(tdm__job *job);
 /* Frees a finished job and everything it holds (runtime/map.c). */
 void tdm__job_destroy(tdm__job *job);
+
+/* Worker processes (backends/cpu_procs/): runs one batch of `job` in worker process `k`
+ * (retrying after a crash or a timeout as the job's options say); fills `detail` with what
+ * happened to a process that died or hung. Called by the pool thread that drives process k. */
+int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_task *task,
+                         char *detail, size_t detail_len);
 
 /* Pool functions that need the job layout. */
 pthread_mutex_t *tdm__pool_mutex(tdm__pool *pool);

@@ -46,44 +46,77 @@ static int check_opts(tdm_runtime *rt, const char *fn, const tdm_map_opts *in, t
     if (o->max_in_flight < 0 || o->max_in_flight > 65536)
         return tdm__err(rt, TDM_EINVAL, "%s: max_in_flight %d not in 0..65536", fn,
                         o->max_in_flight);
+    if (!(o->timeout_s >= 0) || o->timeout_s > 1e9)
+        return tdm__err(rt, TDM_EINVAL, "%s: timeout_s must be in 0..1e9 seconds", fn);
+    if (o->retries < 0 || o->retries > 1000)
+        return tdm__err(rt, TDM_EINVAL, "%s: retries %d not in 0..1000", fn, o->retries);
     (void)streaming;
     return 0;
 }
 
-/* Which backend runs the batches. Only the thread pool executes kernels in this build; the
- * policy and the backend table already decide it, so later backends slot in here. */
-static int choose_backend(tdm_runtime *rt, const char *fn, const char *what, bool has_cpu,
-                          tdm_policy policy)
+/* True when every tensor of the map lives in the shared arena, so a worker process sees it. */
+static bool all_in_arena(tdm_tensor *const *ts, int n)
 {
-    const tdm__backend_state *cpu = &rt->backends[TDM_BACKEND_CPU_THREADS];
-    switch (policy) {
+    for (int i = 0; i < n; i++)
+        if (!ts[i]->storage->in_arena)
+            return false;
+    return true;
+}
+
+/* Decides which kinds of worker may run the job's batches (job->on) under its policy.
+ * `proc_safe`: the job's data is visible to worker processes (a map over arena tensors); a
+ * parallel_for body may write anywhere, so only an explicit PROCS policy sends it there. */
+static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
+                 const char *why_not_safe)
+{
+    tdm_runtime *rt = job->rt;
+    const char *what = job->what;
+    bool threads_ok = rt->backends[TDM_BACKEND_CPU_THREADS].enabled;
+    bool procs_ok = rt->procs != NULL && rt->backends[TDM_BACKEND_CPU_PROCS].enabled;
+    if (!has_cpu)
+        return tdm__err(rt, TDM_ENODEV,
+                        "%s(%s): kernel has no CPU implementation and no device backend runs "
+                        "kernels in this build",
+                        fn, what);
+    switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
     case TDM_POLICY_CPU:
+        job->on = (threads_ok ? TDM__ON_THREADS : 0u) |
+                  (procs_ok && proc_safe ? TDM__ON_PROCS : 0u);
+        if (!job->on)
+            return tdm__err(rt, TDM_ENODEV,
+                            "%s(%s): the cpu backend is disabled (TDM_BACKENDS / "
+                            "config.backends) and no other enabled backend runs it%s%s",
+                            fn, what, procs_ok ? "; worker processes: " : "",
+                            procs_ok ? why_not_safe : "");
+        break;
     case TDM_POLICY_THREADS:
-        if (!cpu->enabled)
+        if (!threads_ok)
             return tdm__err(rt, TDM_ENODEV,
-                            "%s(%s): the cpu backend is disabled "
-                            "(TDM_BACKENDS / config.backends) and no other "
-                            "enabled backend runs it",
+                            "%s(%s): policy THREADS but the cpu backend is disabled "
+                            "(TDM_BACKENDS / config.backends)",
                             fn, what);
-        if (!has_cpu)
-            return tdm__err(rt, TDM_ENODEV,
-                            "%s(%s): kernel has no CPU implementation and no "
-                            "device backend runs kernels in this build",
-                            fn, what);
-        return TDM_BACKEND_CPU_THREADS;
+        job->on = TDM__ON_THREADS;
+        break;
     case TDM_POLICY_PROCS:
-        return tdm__err(rt, TDM_ENODEV,
-                        "%s(%s): policy PROCS: the worker-process backend is "
-                        "not part of this build",
-                        fn, what);
+        if (!procs_ok)
+            return tdm__err(rt, TDM_ENODEV,
+                            "%s(%s): policy PROCS but the runtime has no worker processes "
+                            "(config.procs / TDM_NUM_PROCS = 0, or procs disabled)",
+                            fn, what);
+        if (!proc_safe)
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): policy PROCS: %s", fn, what, why_not_safe);
+        job->on = TDM__ON_PROCS;
+        break;
     case TDM_POLICY_GPU:
     default:
         return tdm__err(rt, TDM_ENODEV,
-                        "%s(%s): policy GPU: no device backend of this build "
-                        "executes kernels",
+                        "%s(%s): policy GPU: no device backend of this build executes kernels",
                         fn, what);
     }
+    job->n_eligible = ((job->on & TDM__ON_THREADS) ? job->n_threads : 0) +
+                      ((job->on & TDM__ON_PROCS) ? job->n_workers - job->n_threads : 0);
+    return 0;
 }
 
 static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
@@ -92,20 +125,12 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     if (!job)
         return NULL;
     job->rt = rt;
-    job->n_workers = rt->threads;
-    job->ws = aligned_alloc(TDM__CACHELINE,
-                            ((size_t)job->n_workers * sizeof(tdm__wstat) + TDM__CACHELINE - 1) /
-                                TDM__CACHELINE * TDM__CACHELINE);
-    if (!job->ws) {
-        free(job);
-        return NULL;
-    }
-    memset(job->ws, 0, (size_t)job->n_workers * sizeof(tdm__wstat));
-    for (int w = 0; w < job->n_workers; w++)
-        atomic_init(&job->ws[w].progress, 0);
+    job->n_threads = rt->threads;
+    job->n_workers = rt->threads + tdm__procs_count(rt->procs);
+    job->d = &job->dl;
     atomic_init(&job->cursor, 0);
     atomic_init(&job->next_batch, 0);
-    atomic_init(&job->stop, 0);
+    atomic_init(&job->dl.stop, 0);
     atomic_init(&job->first_error, 0);
     atomic_init(&job->failed_batches, 0);
     atomic_init(&job->done_flag, 0);
@@ -130,31 +155,117 @@ void tdm__job_destroy(tdm__job *job)
         tdm_tensor_release(job->tout[k]);
     }
     if (job->ring) {
-        for (int i = 0; i < job->max_in_flight * job->n_out; i++)
+        for (int i = 0; i < job->max_in_flight * job->dl.n_out; i++)
             tdm_tensor_release(job->ring[i]);
         free(job->ring);
     }
     bool counted = job->t_start != 0;
     tdm_runtime *rt = job->rt;
     pthread_cond_destroy(&job->cv);
+    if (job->block)
+        tdm__arena_free(rt->arena, job->block, job->block_bytes);
     free(job->free_slots);
     free(job->done);
-    free(job->params);
-    free(job->ws);
+    free(job->params_heap);
+    free(job->ws_heap);
+    free(job->ring_heap);
     free(job);
     if (counted)
         atomic_fetch_sub(&rt->jobs_in_flight, 1);
 }
 
-static int copy_params(tdm__job *job, const char *fn, const void *params, size_t size)
+static size_t align_up(size_t n, size_t a)
 {
-    if (size == 0)
+    return (n + a - 1) / a * a;
+}
+
+/* Copies a tensor's description (and its storage's) into shared memory for worker processes;
+ * the copies are only read (dtype, shape, data pointer), never retained or released. */
+static const tdm_tensor *share_desc(const tdm_tensor *t, tdm_tensor *tc, tdm__storage *sc)
+{
+    *sc = *t->storage;
+    *tc = *t;
+    tc->storage = sc;
+    return tc;
+}
+
+/* Gives the job its private copy of the parameter block and its counters, and publishes the
+ * descriptor workers read: on the heap, or — when worker processes may run it — in one block
+ * of the shared arena holding the descriptor, counters, params and tensor descriptions. */
+static int finalize(tdm__job *job, const char *fn, const void *params, size_t psize)
+{
+    tdm_runtime *rt = job->rt;
+    tdm__jdesc *dl = &job->dl;
+    int nw = job->n_workers;
+    size_t n_ring = job->ring ? (size_t)job->max_in_flight * (size_t)dl->n_out : 0;
+    size_t ws_bytes = (size_t)nw * sizeof(tdm__wstat);
+    if (!(job->on & TDM__ON_PROCS)) {
+        job->ws_heap = aligned_alloc(TDM__CACHELINE, align_up(ws_bytes, TDM__CACHELINE));
+        job->params_heap = psize ? malloc(psize) : NULL;
+        job->ring_heap = n_ring ? malloc(2 * n_ring * sizeof(void *)) : NULL;
+        if (!job->ws_heap || (psize && !job->params_heap) || (n_ring && !job->ring_heap))
+            return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (job)", fn);
+        memset(job->ws_heap, 0, ws_bytes);
+        if (psize)
+            memcpy(job->params_heap, params, psize);
+        dl->ws = job->ws_heap;
+        dl->params = job->params_heap;
+        dl->params_size = psize;
+        if (n_ring) {
+            dl->ring_base = job->ring_heap;
+            dl->ring_t = (const tdm_tensor **)((uint8_t **)job->ring_heap + n_ring);
+            for (size_t i = 0; i < n_ring; i++) {
+                dl->ring_base[i] = tdm_tensor_data(job->ring[i]);
+                dl->ring_t[i] = job->ring[i];
+            }
+        }
+        for (int w = 0; w < nw; w++)
+            atomic_init(&dl->ws[w].progress, 0);
+        job->d = dl;
+        job->ws = dl->ws;
         return 0;
-    job->params = malloc(size);
-    if (!job->params)
-        return tdm__err(job->rt, TDM_ENOMEM, "%s: out of memory (params)", fn);
-    memcpy(job->params, params, size);
-    job->params_size = size;
+    }
+
+    size_t n_t = (size_t)(dl->n_in + dl->n_out) + n_ring;
+    size_t off_ws = align_up(sizeof(tdm__jdesc), TDM__CACHELINE);
+    size_t off_params = align_up(off_ws + ws_bytes, 16);
+    size_t off_t = align_up(off_params + psize, 16);
+    size_t off_s = align_up(off_t + n_t * sizeof(tdm_tensor), 16);
+    size_t off_rb = align_up(off_s + n_t * sizeof(tdm__storage), 16);
+    size_t off_rt = off_rb + n_ring * sizeof(void *);
+    size_t total = align_up(off_rt + n_ring * sizeof(void *), 4096);
+    void *block;
+    int rc = tdm__arena_alloc(rt, rt->arena, total, fn, &block);
+    if (rc != 0)
+        return rc;
+    uint8_t *b = block;
+    tdm__jdesc *d = (tdm__jdesc *)b;
+    memcpy(d, dl, sizeof *d);
+    atomic_init(&d->stop, 0);
+    d->ws = (tdm__wstat *)(b + off_ws); /* fresh arena pages read as zeros */
+    for (int w = 0; w < nw; w++)
+        atomic_init(&d->ws[w].progress, 0);
+    d->params = psize ? memcpy(b + off_params, params, psize) : NULL;
+    d->params_size = psize;
+    tdm_tensor *tc = (tdm_tensor *)(b + off_t);
+    tdm__storage *sc = (tdm__storage *)(b + off_s);
+    size_t i = 0;
+    for (int k = 0; k < dl->n_in; k++, i++)
+        d->tin[k] = share_desc(job->tin[k], &tc[i], &sc[i]);
+    for (int k = 0; k < dl->n_out && job->tout[k]; k++, i++)
+        d->tout[k] = share_desc(job->tout[k], &tc[i], &sc[i]);
+    if (n_ring) {
+        d->ring_base = (uint8_t **)(b + off_rb);
+        d->ring_t = (const tdm_tensor **)(b + off_rt);
+        for (size_t r = 0; r < n_ring; r++, i++) {
+            d->ring_base[r] = tdm_tensor_data(job->ring[r]);
+            d->ring_t[r] = share_desc(job->ring[r], &tc[i], &sc[i]);
+        }
+    }
+    job->block = block;
+    job->block_bytes = total;
+    job->d = d;
+    job->ws = d->ws;
     return 0;
 }
 
@@ -205,10 +316,7 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                         d->name, params_size, d->params_size);
     if (params_size > 0 && !params)
         return tdm__err(rt, TDM_EINVAL, "%s(%s): params is NULL", fn, d->name);
-    int rc = choose_backend(rt, fn, d->name, d->cpu != NULL, job->opts.policy);
-    if (rc < 0)
-        return rc;
-
+    int rc;
     int64_t rows = -1;
     for (int i = 0; i < n_in + n_out; i++) {
         bool is_in = i < n_in;
@@ -275,25 +383,36 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                         fn, d->name);
     }
 
-    job->n_in = n_in;
-    job->n_out = n_out;
+    bool in_arena = all_in_arena(inputs, n_in) && (!outputs || all_in_arena(outputs, n_out));
+    rc = place(job, fn, d->cpu != NULL, in_arena,
+               "a tensor is not in shared memory: create it with TDM_MEM_SHARED or call "
+               "tdm_tensor_share() on it first");
+    if (rc < 0)
+        return rc;
+    tdm__jdesc *dl = &job->dl;
+    dl->kind = TDM__JOB_MAP;
+    dl->kcpu = d->cpu;
+    dl->n_in = n_in;
+    dl->n_out = n_out;
+    dl->n_workers = job->n_workers;
     job->n_items = rows;
     for (int i = 0; i < n_in; i++) {
         tdm_tensor *t = inputs[i];
         job->tin[i] = tdm_tensor_retain(t);
-        job->in_base[i] = tdm_tensor_data(t);
-        job->in_row_elems[i] = rows ? tdm_tensor_numel(t) / rows : 0;
-        job->in_row_bytes[i] = job->in_row_elems[i] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
+        dl->tin[i] = t;
+        dl->in_base[i] = tdm_tensor_data(t);
+        dl->in_row_elems[i] = rows ? tdm_tensor_numel(t) / rows : 0;
+        dl->in_row_bytes[i] = dl->in_row_elems[i] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
     }
     for (int o = 0; outputs && o < n_out; o++) {
         tdm_tensor *t = outputs[o];
         job->tout[o] = tdm_tensor_retain(t);
-        job->out_base[o] = tdm_tensor_data(t);
-        job->out_row_elems[o] = rows ? tdm_tensor_numel(t) / rows : 0;
-        job->out_row_bytes[o] =
-            job->out_row_elems[o] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
+        dl->tout[o] = t;
+        dl->out_base[o] = tdm_tensor_data(t);
+        dl->out_row_elems[o] = rows ? tdm_tensor_numel(t) / rows : 0;
+        dl->out_row_bytes[o] = dl->out_row_elems[o] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
     }
-    return copy_params(job, fn, params, params_size);
+    return 0;
 }
 
 /* Ring buffers for a streaming map with NULL outputs: max_in_flight slots of max_bs rows. */
@@ -301,14 +420,15 @@ static int setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *desc
 {
     tdm_runtime *rt = job->rt;
     int64_t row_bytes = 0;
-    for (int o = 0; o < job->n_out; o++) {
+    tdm__jdesc *dl = &job->dl;
+    for (int o = 0; o < dl->n_out; o++) {
         int64_t e = 1;
         for (int i = 1; i < descs[o].ndim; i++)
             if (tdm__mul_ovf(e, descs[o].shape[i], &e))
                 return tdm__err(rt, TDM_EOVERFLOW, "%s: output row size overflows", fn);
-        job->out_row_elems[o] = e;
-        job->out_row_bytes[o] = e * (int64_t)tdm_dtype_size(descs[o].dtype);
-        row_bytes += job->out_row_bytes[o];
+        dl->out_row_elems[o] = e;
+        dl->out_row_bytes[o] = e * (int64_t)tdm_dtype_size(descs[o].dtype);
+        row_bytes += dl->out_row_bytes[o];
     }
     int64_t rows = job->opts.batch_size;
     if (!rows) {
@@ -321,16 +441,18 @@ static int setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *desc
             rows = 1;
     }
     job->max_bs = rows;
-    size_t n = (size_t)job->max_in_flight * (size_t)job->n_out;
+    size_t n = (size_t)job->max_in_flight * (size_t)dl->n_out;
     job->ring = calloc(n ? n : 1, sizeof *job->ring);
     if (!job->ring)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (ring)", fn);
     for (int s = 0; s < job->max_in_flight; s++) {
-        for (int o = 0; o < job->n_out; o++) {
+        for (int o = 0; o < dl->n_out; o++) {
             tdm_tensor_desc d = descs[o];
             d.shape[0] = rows;
-            int rc = tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, TDM_MEM_HOST,
-                                      &job->ring[s * job->n_out + o]);
+            /* Ring slots worker processes write into must be shared. */
+            unsigned mem = (job->on & TDM__ON_PROCS) ? TDM_MEM_SHARED : TDM_MEM_HOST;
+            int rc = tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, mem,
+                                      &job->ring[s * dl->n_out + o]);
             if (rc < 0)
                 return rc;
         }
@@ -393,7 +515,6 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     tdm__job *job = job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
-    job->kind = TDM__JOB_MAP;
     tdm_tensor_desc descs[16];
     memset(descs, 0, sizeof descs);
     int rc = check_opts(rt, fn, opts, &job->opts, streaming);
@@ -403,6 +524,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
         rc = setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
         rc = setup_ring(job, fn, descs);
+    if (rc == 0)
+        rc = finalize(job, fn, params, params_size);
     if (rc == 0)
         rc = start(job);
     if (rc < 0) {
@@ -429,17 +552,20 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
     tdm__job *job = job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
-    job->kind = TDM__JOB_PFOR;
-    job->fn = body;
+    job->dl.kind = TDM__JOB_PFOR;
+    job->dl.fn = body;
+    job->dl.n_workers = job->n_workers;
     job->n_items = n_items;
     snprintf(job->what, sizeof job->what, "parallel_for");
     int rc = check_opts(rt, fn, opts, &job->opts, streaming);
     if (rc == 0)
-        rc = choose_backend(rt, fn, "parallel_for", true, job->opts.policy);
-    if (rc >= 0)
-        rc = copy_params(job, fn, params, params_size);
+        /* Only an explicit PROCS policy sends a body to worker processes: it may write to
+         * memory they do not share, which would be lost silently. */
+        rc = place(job, fn, true, job->opts.policy == TDM_POLICY_PROCS, "");
     if (rc == 0 && streaming)
         rc = setup_streaming(job, fn);
+    if (rc == 0)
+        rc = finalize(job, fn, params, params_size);
     if (rc == 0)
         rc = start(job);
     if (rc < 0) {

@@ -250,7 +250,13 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
         rt->cfg.backends = rt->backends_buf;
     }
     rt->debug = cfg.debug;
-    rt->threads = cfg.threads > 0 ? cfg.threads : usable_cores();
+    /* One CPU budget: by default threads and worker processes together use every core. */
+    if (cfg.threads > 0) {
+        rt->threads = cfg.threads;
+    } else {
+        int cores = usable_cores();
+        rt->threads = cores - cfg.procs > 1 ? cores - cfg.procs : 1;
+    }
     rt->shm_limit = cfg.shm_limit;
     atomic_init(&rt->live_tensors, 0);
     atomic_init(&rt->jobs_in_flight, 0);
@@ -262,11 +268,18 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
 
     pthread_mutex_init(&rt->probe_mu, NULL);
     atomic_init(&rt->probed, 0);
+    if ((rc = tdm__arena_open(rt, rt->shm_limit, &rt->arena)) < 0)
+        goto fail;
     if ((rc = setup_backends(rt, enabled)) < 0)
         goto fail;
     if ((rc = tdm__register_builtin_kernels(rt)) < 0)
         goto fail;
-    if ((rc = tdm__pool_create(rt, rt->threads, &rt->pool)) < 0)
+    /* Worker processes are forked before any thread of the runtime exists and before any
+     * device backend initialises (CUDA cannot be used across fork). */
+    if (cfg.procs > 0 && enabled[TDM_BACKEND_CPU_PROCS] &&
+        (rc = tdm__procs_open(rt, cfg.procs, &rt->procs)) < 0)
+        goto fail;
+    if ((rc = tdm__pool_create(rt, rt->threads + tdm__procs_count(rt->procs), &rt->pool)) < 0)
         goto fail;
     tdm__log(rt, TDM_DEBUG_RUNTIME, "runtime open: %d thread(s), debug 0x%x", rt->threads,
              rt->debug);
@@ -278,8 +291,10 @@ fail : {
      * caller, who has no runtime to ask. */
     char msg[TDM__ERRMSG_LEN];
     snprintf(msg, sizeof msg, "%s", tdm_errmsg(rt));
+    tdm__procs_close(rt->procs);
     tdm__kernel_registry_free(rt);
     free_backends(rt);
+    tdm__arena_close(rt->arena);
     pthread_mutex_destroy(&rt->probe_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
@@ -304,8 +319,10 @@ int tdm_runtime_close(tdm_runtime *rt)
                         "them first)",
                         tensors);
     tdm__pool_destroy(rt->pool);
+    tdm__procs_close(rt->procs);
     tdm__kernel_registry_free(rt);
     free_backends(rt);
+    tdm__arena_close(rt->arena);
     pthread_mutex_destroy(&rt->probe_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);

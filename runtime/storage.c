@@ -1,8 +1,8 @@
-/* Tensor storage: host, shared (memfd), pinned (mlock) and wrapped user memory, refcounted.
+/* Tensor storage: host, shared (the runtime's memfd arena), pinned (mlock) and wrapped user
+ * memory, refcounted.
  *
  * Every storage that tandem allocates has a real, non-NULL mapping, even for 0 bytes (host: 64
- * bytes, mmap'ed kinds: one page), so tdm_tensor_data() of an empty tensor is a valid pointer
- * and a shared storage always has a memfd to hand to worker processes. Only a wrapped empty
+ * bytes, mmap'ed kinds: one page), so tdm_tensor_data() of an empty tensor is a valid pointer. Only a wrapped empty
  * tensor over NULL user data has a NULL base. */
 #include <errno.h>
 #include <stdio.h>
@@ -196,22 +196,7 @@ static int alloc_pinned(tdm__storage *s, size_t bytes, unsigned mem, const char 
     return 0;
 }
 
-/* ---- shared (memfd) ----------------------------------------------------------------------- */
-
-/* Reserves the pages now so that running out is an error here, not SIGBUS on first touch. */
-static int reserve_pages(tdm__storage *s, int fd, size_t n, const char *who)
-{
-    int r;
-    do
-        r = fallocate(fd, 0, 0, (off_t)n);
-    while (r != 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    int e = errno;
-    int code = (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS;
-    return tdm__err(s->rt, code, "%s: cannot reserve %zu bytes of shared memory (fallocate: %s)",
-                    who, n, strerror(e));
-}
+/* ---- shared (the arena) ----------------------------------------------------------------------- */
 
 static int check_available(tdm__storage *s, size_t n, const char *who)
 {
@@ -224,51 +209,29 @@ static int check_available(tdm__storage *s, size_t n, const char *who)
     return 0;
 }
 
-/* Maps `n` bytes (a page multiple) of new shared memory into s; the caller accounts them. */
+/* Takes `n` bytes (a page multiple) of the runtime's shared arena (runtime/arena.c) into s,
+ * pages reserved; the caller accounts them. */
 static int map_shared(tdm__storage *s, size_t n, unsigned mem, const char *who)
 {
-    int rc;
-    void *p = MAP_FAILED;
-    int fd = memfd_create("tandem", MFD_CLOEXEC);
-    if (fd < 0) {
-        rc = tdm__err(s->rt, TDM_ESYS, "%s: memfd_create failed (%s)", who, strerror(errno));
-        goto fail;
-    }
-    if (ftruncate(fd, (off_t)n) != 0) {
-        int e = errno;
-        rc = tdm__err(s->rt, e == EFBIG ? TDM_ENOSPC : TDM_ESYS,
-                      "%s: ftruncate of the memfd to %zu bytes failed (%s)", who, n, strerror(e));
-        goto fail;
-    }
-    rc = reserve_pages(s, fd, n, who);
+    void *p;
+    int rc = tdm__arena_alloc(s->rt, s->rt->arena, n, who, &p);
     if (rc != 0)
-        goto fail;
-    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        rc = tdm__err(s->rt, TDM_ENOMEM, "%s: mmap of %zu shared bytes failed (%s)", who, n,
-                      strerror(errno));
-        goto fail;
-    }
+        return rc;
     s->base = s->map_base = p;
     s->map_bytes = n;
     s->mmapped = true;
-    s->fd = fd;
+    s->in_arena = true;
+    s->fd = -1;
     s->mem |= TDM_MEM_SHARED;
     rc = lock_pages(s, mem, who);
-    if (rc != 0)
-        goto fail;
-    return 0;
-
-fail:
-    if (p != MAP_FAILED)
-        munmap(p, n);
-    if (fd >= 0)
-        close(fd);
-    s->base = s->map_base = NULL;
-    s->map_bytes = 0;
-    s->mmapped = false;
-    s->fd = -1;
-    s->mem = 0;
+    if (rc != 0) {
+        tdm__arena_free(s->rt->arena, p, n);
+        s->base = s->map_base = NULL;
+        s->map_bytes = 0;
+        s->mmapped = false;
+        s->in_arena = false;
+        s->mem = 0;
+    }
     return rc;
 }
 
@@ -351,14 +314,16 @@ static void storage_drop_memory(tdm__storage *s)
         return;
     if (s->mem & TDM_MEM_PINNED)
         sys_munlock(s->map_base, s->map_bytes);
-    if (s->mmapped)
-        munmap(s->map_base, s->map_bytes);
-    else
-        free(s->map_base);
-    if (s->mem & TDM_MEM_SHARED) {
-        close(s->fd);
+    if (s->in_arena) {
+        tdm__arena_free(s->rt->arena, s->map_base, s->map_bytes);
         tdm__shm_unreserve(s->rt, s->map_bytes);
+    } else if (s->mmapped) {
+        munmap(s->map_base, s->map_bytes);
+    } else {
+        free(s->map_base);
     }
+    if (s->fd >= 0)
+        close(s->fd);
 }
 
 void tdm__storage_retain(tdm__storage *s)
@@ -379,7 +344,7 @@ void tdm__storage_release(tdm__storage *s)
  * every view keeps pointing at the same object and sees the new memory. */
 int tdm__storage_make_shared(tdm__storage *s, const char *who)
 {
-    if (s->mem & TDM_MEM_SHARED)
+    if (s->in_arena)
         return 0;
     tdm__storage n = {.rt = s->rt, .bytes = s->bytes, .fd = -1};
     unsigned want = TDM_MEM_SHARED | (s->mem & TDM_MEM_PINNED);
@@ -394,6 +359,7 @@ int tdm__storage_make_shared(tdm__storage *s, const char *who)
     s->map_base = n.map_base;
     s->map_bytes = n.map_bytes;
     s->mmapped = n.mmapped;
+    s->in_arena = n.in_arena;
     s->fd = n.fd;
     return 0;
 }

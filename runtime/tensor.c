@@ -131,7 +131,7 @@ static int strided_span(int ndim, const int64_t *shape, const int64_t *strides, 
 /* ---- tensor objects ------------------------------------------------------------------------ */
 
 /* Takes over the caller's storage reference on success; counts the tensor in live_tensors. */
-static tdm_tensor *tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
+tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
                               const int64_t *strides, int64_t offset)
 {
     tdm_tensor *t = calloc(1, sizeof *t);
@@ -178,7 +178,7 @@ static int create(tdm_runtime *rt, const char *who, tdm_dtype dtype, int ndim, c
         memset(s->base, 0, bytes);
     int64_t strides[TDM_MAX_DIMS];
     contiguous_strides(ndim, shape, strides);
-    tdm_tensor *t = tensor_new(s, dtype, ndim, shape, strides, 0);
+    tdm_tensor *t = tdm__tensor_new(s, dtype, ndim, shape, strides, 0);
     if (!t) {
         tdm__storage_release(s);
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate the tensor object", who);
@@ -250,7 +250,7 @@ int tdm_tensor_wrap(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *s
     rc = tdm__storage_wrap(rt, data, span, who, &s);
     if (rc != 0)
         return rc;
-    tdm_tensor *t = tensor_new(s, dtype, ndim, shape, st, 0);
+    tdm_tensor *t = tdm__tensor_new(s, dtype, ndim, shape, st, 0);
     if (!t) {
         tdm__storage_release(s);
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate the tensor object", who);
@@ -281,7 +281,7 @@ int tdm_tensor_view_rows(tdm_tensor *t, int64_t begin, int64_t end, tdm_tensor *
      * storage, and no element of it is ever read. */
     int64_t offset = begin < end ? t->offset + begin * t->strides[0] : t->offset;
     tdm__storage_retain(t->storage);
-    tdm_tensor *v = tensor_new(t->storage, t->dtype, t->ndim, shape, t->strides, offset);
+    tdm_tensor *v = tdm__tensor_new(t->storage, t->dtype, t->ndim, shape, t->strides, offset);
     if (!v) {
         tdm__storage_release(t->storage);
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate the view", who);

@@ -75,7 +75,7 @@ static tdm__job *pick_locked(tdm__pool *pool, int w)
     int skip = w % pool->n_jobs;
     tdm__job *first = NULL;
     for (tdm__job *j = pool->head; j; j = j->next) {
-        if (!tdm__job_runnable(j))
+        if (!tdm__job_runnable(j, w))
             continue;
         if (!first)
             first = j;

@@ -50,12 +50,17 @@ typedef struct tdm_map_opts {
     tdm_order order;            /**< streaming jobs only */
     int max_in_flight;          /**< streaming: batches started but not yet consumed by
                                  *  tdm_job_next(); 0 = 2 * workers */
+    double timeout_s;           /**< worker processes: a batch running longer than this has its
+                                 *  process killed and fails with TDM_ETIMEDOUT (or is retried);
+                                 *  0 = no deadline */
+    int retries;                /**< worker processes: times a batch whose process died or timed
+                                 *  out runs again (on a fresh process) before it fails; 0 = never */
 } tdm_map_opts;
 
 #define TDM_MAP_OPTS_INIT                                                                          \
     {                                                                                              \
         sizeof(tdm_map_opts), TDM_MAP_OPTS_VERSION, TDM_POLICY_AUTO, 0, TDM_ON_ERROR_STOP,         \
-            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0                      \
+            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0              \
     }
 
 /** The context of one batch of a parallel_for, valid only during the call. */

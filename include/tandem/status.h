@@ -28,7 +28,9 @@
     X(ESYS, -13, "a system call failed")                                                           \
     X(EPERM, -14, "not permitted by the system (limit or privilege)")                              \
     X(ELAYOUT, -16, "tensor layout not supported here (not contiguous)")                           \
-    X(EEXIST, -17, "already exists")
+    X(EEXIST, -17, "already exists")                                                               \
+    X(ETIMEDOUT, -30, "a batch overran its deadline (its worker was killed)")                      \
+    X(EWORKER, -31, "a worker process died while running the batch")
 
 /** Status codes. TDM_OK is 0, every error is negative. */
 typedef enum tdm_status {

@@ -25,20 +25,24 @@ typedef enum tdm_dtype {
 
 /** Storage flags. Ask for them at creation; tdm_tensor_mem() reports what the tensor really has.
  *  - TDM_MEM_HOST (0): private host memory, 64-byte aligned.
- *  - TDM_MEM_SHARED: a memfd mapping (MAP_SHARED) whose pages are reserved at creation, so a
- *    forked worker process sees the same bytes without a copy, and exhaustion is TDM_ENOSPC at
- *    creation rather than SIGBUS on first touch.
+ *  - TDM_MEM_SHARED: a range of the runtime's shared arena (one memfd mapped MAP_SHARED when
+ *    the runtime opens, before its worker processes are forked), with its pages reserved at
+ *    creation: every worker process sees the same bytes at the same address without a copy,
+ *    and exhaustion is TDM_ENOSPC at creation rather than SIGBUS on first touch.
  *  - TDM_MEM_PINNED: page-locked (mlock) memory; with no device backend it is mlock'ed host
  *    memory. If the system refuses to lock (RLIMIT_MEMLOCK), the tensor is still created
  *    unlocked and tdm_tensor_mem() lacks TDM_MEM_PINNED — unless TDM_MEM_STRICT is given too,
  *    in which case creation fails with TDM_EPERM.
  *  - TDM_MEM_WRAPPED (reported only): the storage is user memory given to tdm_tensor_wrap().
+ *  - TDM_MEM_MAPPED (reported only): the storage is a memory-mapped file (tdm_load() with a
+ *    mmap mode, tdm_npy_create(); see tandem/io.h).
  *  SHARED | PINNED is allowed (a shared mapping that is also locked). */
 enum {
     TDM_MEM_HOST = 0,
     TDM_MEM_SHARED = 1u << 0,
     TDM_MEM_PINNED = 1u << 1,
     TDM_MEM_WRAPPED = 1u << 2,
+    TDM_MEM_MAPPED = 1u << 3,
     TDM_MEM_STRICT = 1u << 8
 };
 
@@ -102,6 +106,29 @@ TDM_EXTERN void tdm_tensor_release(tdm_tensor *t);
  *  Not safe to call while a job reads or writes the tensor, or concurrently with itself on
  *  tensors sharing a storage. */
 TDM_EXTERN int tdm_tensor_share(tdm_tensor *t);
+
+/** Sends a shared tensor to another process over a connected Unix-domain socket `sock`: a
+ *  small header (dtype, shape, strides, offset) and, as SCM_RIGHTS ancillary data, the file
+ *  descriptor of the memory that holds it (torch's file_descriptor sharing strategy). The
+ *  receiver calls tdm_tensor_import() and then reads and writes the same pages: nothing is
+ *  copied. The tensor must be shared (TDM_MEM_SHARED, tdm_tensor_share(), or itself imported).
+ *  Trust: the descriptor is that of the runtime's whole shared arena; the receiver maps only
+ *  the tensor's pages, but a hostile receiver could map others — export only to processes you
+ *  would give a pointer to. The sender keeps its tensor alive as long as it likes; the pages
+ *  live as long as either side maps them.
+ *  Returns 0, TDM_EINVAL (NULL tensor, bad socket, a tensor not in shared memory), TDM_ESYS
+ *  (sendmsg failed: the message says why). Thread-safe for distinct sockets. */
+TDM_EXTERN int tdm_tensor_export(const tdm_tensor *t, int sock);
+
+/** Receives a tensor sent by tdm_tensor_export() on `sock` (blocking until it arrives) and maps
+ *  it into this process as a shared tensor of runtime `rt` (tdm_tensor_mem() reports
+ *  TDM_MEM_SHARED; it can be exported on). The caller owns *out and releases it. The header is
+ *  validated against the mapping before use. Such a tensor is not in this runtime's arena, so
+ *  this runtime's worker processes cannot see it: call tdm_tensor_share() to copy it there.
+ *  Returns 0, TDM_EINVAL (NULL arguments, bad socket, a message that is not a tensor or whose
+ *  header does not fit its memory), TDM_ESYS (recvmsg or mmap failed), TDM_ENOMEM. On error
+ *  *out is NULL and the received descriptor is closed. */
+TDM_EXTERN int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out);
 
 /** Accessors. All are thread-safe and never fail for a valid tensor; for NULL they return
  *  0 / NULL / TDM_DTYPE_COUNT. */

@@ -1,0 +1,227 @@
+/* The shared-memory arena: one memfd, mapped once over a large reserved address range when the
+ * runtime opens, from which every shared tensor is sub-allocated.
+ *
+ * Why one big mapping made at open:
+ *  - worker processes are forked after it exists, so they inherit it: a shared tensor created
+ *    at any later time is already visible in every worker, at the SAME address as in the
+ *    parent, so kernel arguments and pointers inside a parameter block stay valid there;
+ *  - one file descriptor in all, whatever the number of tensors;
+ *  - no named segment: a memfd disappears with the last process holding it, even after
+ *    SIGKILL;
+ *  - the file is sparse: a sub-allocation reserves its pages with fallocate() (so running out
+ *    is TDM_ENOSPC at creation, never SIGBUS at first touch) and gives them back with
+ *    FALLOC_FL_PUNCH_HOLE when freed. The address range costs nothing until pages are reserved.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct {
+    uint64_t off, len;
+} tdm__extent;
+
+struct tdm__arena {
+    int fd;
+    uint8_t *base;
+    uint64_t size;
+    pthread_mutex_t mu;
+    tdm__extent *free; /* sorted by offset, never adjacent (coalesced) */
+    int n_free, cap_free;
+};
+
+static uint64_t arena_size(void)
+{
+    const char *env = getenv("TDM_SHM_REGION_GB");
+    if (env && *env) {
+        char *end;
+        unsigned long long gb = strtoull(env, &end, 10);
+        if (*end == '\0' && gb >= 1 && gb <= 65536)
+            return (uint64_t)gb << 30;
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : (16ull << 30);
+    /* Twice physical memory (shared tensors cannot all be resident beyond that anyway),
+     * between 16 GiB and 1 TiB of address space. */
+    uint64_t size = 2 * mem;
+    if (size < (16ull << 30))
+        size = 16ull << 30;
+    if (size > (1ull << 40))
+        size = 1ull << 40;
+    return size;
+}
+
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
+{
+    *out = NULL;
+    tdm__arena *a = calloc(1, sizeof *a);
+    if (!a)
+        return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena)");
+    a->fd = -1;
+    a->base = MAP_FAILED;
+    a->size = arena_size();
+    if (a->size < min_size)
+        a->size = (min_size + (1ull << 30) - 1) & ~((1ull << 30) - 1);
+    int rc;
+    a->free = malloc(16 * sizeof *a->free);
+    if (!a->free) {
+        rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena)");
+        goto fail;
+    }
+    a->cap_free = 16;
+    a->free[0] = (tdm__extent){0, a->size};
+    a->n_free = 1;
+    /* Not inherited by exec'd programs; permissions are those of an unnamed file (0600-like:
+     * nobody can open it by name, it is reachable only through this descriptor). */
+    a->fd = memfd_create("tandem-shm", MFD_CLOEXEC);
+    if (a->fd < 0) {
+        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)",
+                      strerror(errno));
+        goto fail;
+    }
+    if (ftruncate(a->fd, (off_t)a->size) != 0) {
+        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: sizing the shared arena to %llu bytes "
+                                    "failed (%s)",
+                      (unsigned long long)a->size, strerror(errno));
+        goto fail;
+    }
+    a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, a->fd, 0);
+    if (a->base == MAP_FAILED) {
+        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: mapping the shared arena (%llu bytes of "
+                                    "address space) failed (%s)",
+                      (unsigned long long)a->size, strerror(errno));
+        goto fail;
+    }
+    pthread_mutex_init(&a->mu, NULL);
+    *out = a;
+    return 0;
+
+fail:
+    if (a->fd >= 0)
+        close(a->fd);
+    free(a->free);
+    free(a);
+    return rc;
+}
+
+void tdm__arena_close(tdm__arena *a)
+{
+    if (!a)
+        return;
+    munmap(a->base, a->size);
+    close(a->fd);
+    pthread_mutex_destroy(&a->mu);
+    free(a->free);
+    free(a);
+}
+
+int tdm__arena_fd(const tdm__arena *a)
+{
+    return a->fd;
+}
+
+bool tdm__arena_contains(const tdm__arena *a, const void *p)
+{
+    const uint8_t *q = p;
+    return a && q >= a->base && q < a->base + a->size;
+}
+
+uint64_t tdm__arena_offset(const tdm__arena *a, const void *p)
+{
+    return (uint64_t)((const uint8_t *)p - a->base);
+}
+
+/* Inserts [off, off+len) into the free list, merging with its neighbours. Mutex held. */
+static int free_insert(tdm__arena *a, uint64_t off, uint64_t len)
+{
+    int i = 0;
+    while (i < a->n_free && a->free[i].off < off)
+        i++;
+    bool merge_prev = i > 0 && a->free[i - 1].off + a->free[i - 1].len == off;
+    bool merge_next = i < a->n_free && off + len == a->free[i].off;
+    if (merge_prev && merge_next) {
+        a->free[i - 1].len += len + a->free[i].len;
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n_free - i - 1) * sizeof *a->free);
+        a->n_free--;
+        return 0;
+    }
+    if (merge_prev) {
+        a->free[i - 1].len += len;
+        return 0;
+    }
+    if (merge_next) {
+        a->free[i].off = off;
+        a->free[i].len += len;
+        return 0;
+    }
+    if (a->n_free == a->cap_free) {
+        tdm__extent *g = realloc(a->free, (size_t)a->cap_free * 2 * sizeof *g);
+        if (!g)
+            return TDM_ENOMEM;
+        a->free = g;
+        a->cap_free *= 2;
+    }
+    memmove(&a->free[i + 1], &a->free[i], (size_t)(a->n_free - i) * sizeof *a->free);
+    a->free[i] = (tdm__extent){off, len};
+    a->n_free++;
+    return 0;
+}
+
+int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&a->mu);
+    int i = 0;
+    while (i < a->n_free && a->free[i].len < len)
+        i++;
+    if (i == a->n_free) {
+        pthread_mutex_unlock(&a->mu);
+        return tdm__err(rt, TDM_ENOSPC, "%s: no %llu-byte range left in the shared arena (%llu "
+                                        "bytes of address space; TDM_SHM_REGION_GB raises it)",
+                        who, (unsigned long long)len, (unsigned long long)a->size);
+    }
+    uint64_t off = a->free[i].off;
+    a->free[i].off += len;
+    a->free[i].len -= len;
+    if (a->free[i].len == 0) {
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n_free - i - 1) * sizeof *a->free);
+        a->n_free--;
+    }
+    pthread_mutex_unlock(&a->mu);
+
+    /* Reserve the pages now: running out must be an error here, never SIGBUS later. */
+    int r;
+    do
+        r = fallocate(a->fd, 0, (off_t)off, (off_t)len);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        int e = errno;
+        pthread_mutex_lock(&a->mu);
+        int rc = free_insert(a, off, len);
+        pthread_mutex_unlock(&a->mu);
+        (void)rc; /* merging never needs memory when the range was just taken from the list */
+        return tdm__err(rt, (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS,
+                        "%s: cannot reserve %llu bytes of shared memory (fallocate: %s)", who,
+                        (unsigned long long)len, strerror(e));
+    }
+    *out = a->base + off;
+    return 0;
+}
+
+void tdm__arena_free(tdm__arena *a, void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    /* Give the pages back to the system; the range reads as zeros when reused. */
+    fallocate(a->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    pthread_mutex_lock(&a->mu);
+    if (free_insert(a, off, len) != 0) {
+        /* Out of memory for the free list: the range is leaked as address space only (its
+         * pages were returned above). */
+    }
+    pthread_mutex_unlock(&a->mu);
+}

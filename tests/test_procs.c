@@ -1,0 +1,588 @@
+/* Worker processes: batches in forked workers over the shared arena, crash isolation,
+ * deadlines, retries, export/import between processes, clean shutdown. */
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+static tdm_runtime *open_procs(int threads, int procs)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = threads;
+    cfg.procs = procs;
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+static tdm_map_opts procs_opts(int64_t batch)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_PROCS;
+    o.batch_size = batch;
+    return o;
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Processes whose parent is this process (live or zombie). */
+static int count_children(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t me = getpid();
+    while ((e = readdir(d))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t k = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[k] = '\0';
+        char *rp = strrchr(buf, ')');
+        int ppid = 0;
+        char st;
+        if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == me)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void fill_linear(tdm_tensor *t)
+{
+    double *x = tdm_tensor_data(t);
+    for (int64_t i = 0; i < tdm_tensor_numel(t); i++)
+        x[i] = 1e-3 * (double)(i % 1000);
+}
+
+static void test_map_runs_in_processes(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    int64_t n = 100000;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    fill_linear(x);
+    tdm_map_opts o = procs_opts(1000);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-14 * (1 + fabs(yd[i])));
+    /* Only the process drivers ran batches, and both processes did. */
+    int64_t by_procs = 0;
+    int procs_used = 0;
+    for (int w = 0; w < r.n_workers; w++) {
+        if (r.workers[w].kind == TDM_BACKEND_CPU_PROCS) {
+            by_procs += r.workers[w].items;
+            procs_used += r.workers[w].items > 0;
+        } else {
+            assert_int_equal(r.workers[w].items, 0);
+        }
+    }
+    assert_int_equal(by_procs, n);
+    assert_int_equal(procs_used, 2);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_auto_uses_threads_and_processes(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int64_t n = 400;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_pi_params p = {200000};
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, &r), 0);
+    int kinds = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        kinds |= r.workers[w].items > 0 ? (1 << r.workers[w].kind) : 0;
+    assert_int_equal(kinds, (1 << TDM_BACKEND_CPU_THREADS) | (1 << TDM_BACKEND_CPU_PROCS));
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - M_PI) < 1e-5);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_private_tensor_rejected(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int64_t n = 10;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_map_opts o = procs_opts(0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "tdm_tensor_share"));
+    /* after sharing it, the same call works */
+    fill_linear(x);
+    assert_int_equal(tdm_tensor_share(x), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL), 0);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_no_processes_enodev(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 0);
+    int64_t n = 10;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_pi_params p = {10};
+    tdm_map_opts o = procs_opts(0);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL),
+                     TDM_ENODEV);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+/* parallel_for in processes: params carry a pointer into a shared tensor (same address in
+ * every worker), the body writes through it. */
+typedef struct {
+    int64_t *out;
+    int64_t mul;
+    int crash_item;   /* -1: none */
+    int crash_kind;   /* 0 SIGSEGV, 1 abort, 2 SIGKILL, 3 exit(3), 4 hang */
+    atomic_int *tries; /* in shared memory: attempts at the crash item */
+    int crash_times;  /* crash only on the first N attempts */
+} pf_params;
+
+static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    const pf_params *p = pv;
+    for (int64_t i = begin; i < end; i++) {
+        if (i == p->crash_item && atomic_fetch_add(p->tries, 1) < p->crash_times) {
+            switch (p->crash_kind) {
+            case 0:
+                raise(SIGSEGV);
+                break;
+            case 1:
+                abort();
+            case 2:
+                raise(SIGKILL);
+                break;
+            case 3:
+                exit(3);
+            default:
+                for (;;)
+                    pause();
+            }
+        }
+        p->out[i] = i * p->mul;
+        tdm_task_progress(task, 1);
+    }
+    return 0;
+}
+
+typedef struct {
+    int64_t last_done;
+    int finals;
+} prog_seen;
+
+static void on_progress(const tdm_progress *p, void *user)
+{
+    prog_seen *s = user;
+    s->last_done = p->done;
+    s->finals += p->final;
+}
+
+static void run_crash(int kind, const char *expect, int expect_rc)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    int64_t n = 200;
+    tdm_tensor *out, *tries;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
+                     0);
+    pf_params p = {tdm_tensor_data(out), 7, 123, kind, tdm_tensor_data(tries), 1000};
+    tdm_map_opts o = procs_opts(10);
+    o.on_error = TDM_ON_ERROR_CONTINUE;
+    if (kind == 4)
+        o.timeout_s = 0.3;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, pf_body, &p, sizeof p, &o, &r), expect_rc);
+    assert_int_equal(r.failed_batches, 1);
+    assert_int_equal(r.first_error_begin, 120);
+    assert_int_equal(r.first_error_end, 130);
+    const char *msg = tdm_errmsg(rt);
+    assert_non_null(strstr(msg, "batch"));
+    assert_non_null(strstr(msg, "pid"));
+    assert_non_null(strstr(msg, expect));
+    /* every other batch ran and kept its results */
+    const int64_t *o64 = tdm_tensor_data(out);
+    for (int64_t i = 0; i < n; i++)
+        if (i < 120 || i >= 130)
+            assert_int_equal(o64[i], i * 7);
+    /* the pool replaced the dead worker: the next run works on both processes */
+    p.crash_item = -1;
+    memset(tdm_tensor_data(out), 0, (size_t)n * sizeof(int64_t));
+    assert_int_equal(tdm_parallel_for(rt, n, pf_body, &p, sizeof p, &o, &r), 0);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(o64[i], i * 7);
+    tdm_tensor_release(out);
+    tdm_tensor_release(tries);
+    tdm_test_close(rt);
+}
+
+static void test_crash_sigsegv_reported(void **state)
+{
+    run_crash(0, "Segmentation fault", TDM_EWORKER);
+}
+
+static void test_crash_abort_reported(void **state)
+{
+    run_crash(1, "Aborted", TDM_EWORKER);
+}
+
+static void test_crash_sigkill_reported(void **state)
+{
+    run_crash(2, "likely killed for memory", TDM_EWORKER);
+}
+
+static void test_crash_exit_reported(void **state)
+{
+    run_crash(3, "exited with status 3", TDM_EWORKER);
+}
+
+static void test_hang_times_out(void **state)
+{
+    run_crash(4, "deadline", TDM_ETIMEDOUT);
+}
+
+static void test_retry_after_crash_succeeds_with_exact_progress(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    int64_t n = 300;
+    tdm_tensor *out, *tries;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
+                     0);
+    /* item 155 crashes its worker on the first two attempts; three are allowed */
+    pf_params p = {tdm_tensor_data(out), 3, 155, 0, tdm_tensor_data(tries), 2};
+    prog_seen seen = {0, 0};
+    tdm_map_opts o = procs_opts(10);
+    o.retries = 2;
+    o.progress = TDM_PROGRESS_CALLBACK;
+    o.progress_fn = on_progress;
+    o.progress_user = &seen;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, pf_body, &p, sizeof p, &o, &r), 0);
+    assert_int_equal(atomic_load((atomic_int *)tdm_tensor_data(tries)), 3);
+    const int64_t *o64 = tdm_tensor_data(out);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(o64[i], i * 3);
+    /* the partial progress of the crashed attempts was taken back */
+    assert_int_equal(seen.last_done, n);
+    assert_int_equal(seen.finals, 1);
+    assert_int_equal(r.items, n);
+    tdm_tensor_release(out);
+    tdm_tensor_release(tries);
+    tdm_test_close(rt);
+}
+
+static void test_retries_exhausted_fail(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int64_t n = 20;
+    tdm_tensor *out, *tries;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
+                     0);
+    pf_params p = {tdm_tensor_data(out), 1, 5, 1, tdm_tensor_data(tries), 1000};
+    tdm_map_opts o = procs_opts(1);
+    o.retries = 2;
+    assert_int_equal(tdm_parallel_for(rt, n, pf_body, &p, sizeof p, &o, NULL), TDM_EWORKER);
+    assert_int_equal(atomic_load((atomic_int *)tdm_tensor_data(tries)), 3);
+    tdm_tensor_release(out);
+    tdm_tensor_release(tries);
+    tdm_test_close(rt);
+}
+
+static void test_no_zombies_no_leaked_fds(void **state)
+{
+    int fds = count_fds();
+    int kids = count_children();
+    for (int round = 0; round < 3; round++) {
+        tdm_runtime *rt = open_procs(1, 2);
+        assert_true(count_children() >= kids + 1); /* the fork server */
+        int64_t n = 50;
+        tdm_tensor *out, *tries;
+        assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
+        assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
+                         0);
+        pf_params p = {tdm_tensor_data(out), 1, 10, 2, tdm_tensor_data(tries), 1};
+        tdm_map_opts o = procs_opts(5);
+        o.retries = 1;
+        assert_int_equal(tdm_parallel_for(rt, n, pf_body, &p, sizeof p, &o, NULL), 0);
+        tdm_tensor_release(out);
+        tdm_tensor_release(tries);
+        tdm_test_close(rt);
+    }
+    assert_int_equal(count_children(), kids);
+    assert_int_equal(count_fds(), fds);
+}
+
+static void test_workers_get_one_blas_thread(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int64_t n = 1;
+    tdm_tensor *flag;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &flag), 0);
+    /* checked inside the worker */
+    extern int env_probe(const void *, int64_t, int64_t, tdm_task *);
+    int64_t *ptr = tdm_tensor_data(flag);
+    tdm_map_opts o = procs_opts(1);
+    assert_int_equal(tdm_parallel_for(rt, 1, env_probe, &ptr, sizeof ptr, &o, NULL), 0);
+    assert_int_equal(ptr[0], 1);
+    tdm_tensor_release(flag);
+    tdm_test_close(rt);
+}
+
+int env_probe(const void *pv, int64_t b, int64_t e, tdm_task *t)
+{
+    int64_t *out = *(int64_t *const *)pv;
+    const char *v = getenv("OMP_NUM_THREADS");
+    const char *w = getenv("OPENBLAS_NUM_THREADS");
+    out[0] = v && w && strcmp(v, "1") == 0 && strcmp(w, "1") == 0;
+    return 0;
+}
+
+static void test_shm_limit_enospc(void **state)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    cfg.procs = 1;
+    cfg.shm_limit = 1 << 20;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    int64_t big = 1 << 20;
+    tdm_tensor *t = NULL;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &big, TDM_MEM_SHARED, &t), TDM_ENOSPC);
+    assert_null(t);
+    tdm_test_close(rt);
+}
+
+static void test_streaming_ring_in_processes(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    int64_t n = 5000;
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    fill_linear(x);
+    tdm_scale_shift_params ps = {2.0, 1.0};
+    tdm_map_opts o = procs_opts(100);
+    o.max_in_flight = 3;
+    tdm_job *job;
+    assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &ps, sizeof ps, &o, &job),
+                     0);
+    tdm_batch_result r;
+    int64_t expect = 0;
+    const double *xd = tdm_tensor_data(x);
+    while (tdm_job_next(job, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.begin, expect);
+        const double *y = tdm_tensor_data(r.out[0]);
+        for (int64_t i = r.begin; i < r.end; i++)
+            assert_true(y[i - r.begin] == 2.0 * xd[i] + 1.0);
+        expect = r.end;
+    }
+    assert_int_equal(expect, n);
+    tdm_job_free(job);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+}
+
+/* ---- export / import between two processes ------------------------------------------------ */
+
+static void test_export_import_between_processes(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* the consumer: an independent runtime in another process */
+        close(sv[0]);
+        tdm_runtime *rt;
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.use_env = 0;
+        cfg.threads = 1;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(10);
+        tdm_tensor *t;
+        if (tdm_tensor_import(rt, sv[1], &t) != 0)
+            _exit(11);
+        if (tdm_tensor_ndim(t) != 2 || tdm_tensor_dim(t, 0) != 3 || tdm_tensor_dim(t, 1) != 4 ||
+            tdm_tensor_dtype(t) != TDM_F32 || !(tdm_tensor_mem(t) & TDM_MEM_SHARED))
+            _exit(12);
+        float *f = tdm_tensor_data(t);
+        for (int i = 0; i < 12; i++)
+            if (f[i] != (float)i)
+                _exit(13);
+        for (int i = 0; i < 12; i++)
+            f[i] = -f[i]; /* written in place: the producer sees it */
+        char ok = 'k';
+        if (write(sv[1], &ok, 1) != 1)
+            _exit(14);
+        tdm_tensor_release(t);
+        _exit(tdm_runtime_close(rt) == 0 ? 0 : 15);
+    }
+    close(sv[1]);
+    tdm_runtime *rt = tdm_test_open(1);
+    int64_t shape[2] = {3, 4};
+    tdm_tensor *t, *host;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F32, 2, shape, TDM_MEM_SHARED, &t), 0);
+    float *f = tdm_tensor_data(t);
+    for (int i = 0; i < 12; i++)
+        f[i] = (float)i;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F32, 2, shape, TDM_MEM_HOST, &host), 0);
+    assert_int_equal(tdm_tensor_export(host, sv[0]), TDM_EINVAL); /* not shared */
+    assert_int_equal(tdm_tensor_export(t, -1), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_export(NULL, sv[0]), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_export(t, sv[0]), 0);
+    char ok = 0;
+    assert_int_equal(read(sv[0], &ok, 1), 1);
+    assert_int_equal(ok, 'k');
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    for (int i = 0; i < 12; i++)
+        assert_true(f[i] == -(float)i);
+    close(sv[0]);
+    tdm_tensor_release(host);
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+}
+
+static void test_import_rejects_bad_messages(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    tdm_tensor *t = (tdm_tensor *)0x1;
+    /* bytes without a descriptor */
+    char junk[256];
+    memset(junk, 'x', sizeof junk);
+    assert_true(write(sv[1], junk, sizeof junk) > 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[0], &t), TDM_EINVAL);
+    assert_null(t);
+    /* a closed peer */
+    close(sv[1]);
+    assert_int_equal(tdm_tensor_import(rt, sv[0], &t), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_import(rt, -1, &t), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_import(NULL, sv[0], &t), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_import(rt, sv[0], NULL), TDM_EINVAL);
+    close(sv[0]);
+    tdm_test_close(rt);
+}
+
+static void test_imported_tensor_shares_into_arena(void **state)
+{
+    /* export to ourselves, then move the import into the arena for worker processes */
+    tdm_runtime *rt = open_procs(1, 1);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int64_t n = 1000;
+    tdm_tensor *x, *imp, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    fill_linear(x);
+    assert_int_equal(tdm_tensor_export(x, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp), 0);
+    assert_true(tdm_tensor_data(imp) != tdm_tensor_data(x)); /* a second mapping */
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_map_opts o = procs_opts(100);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &imp, 1, &y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_tensor_share(imp), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &imp, 1, &y, 1, NULL, 0, &o, NULL), 0);
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-14 * (1 + fabs(yd[i])));
+    close(sv[0]);
+    close(sv[1]);
+    tdm_tensor_release(x);
+    tdm_tensor_release(imp);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_opts_timeout_retries_validation(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    tdm_map_opts o = procs_opts(0);
+    o.timeout_s = -1;
+    pf_params p = {NULL, 0, -1, 0, NULL, 0};
+    assert_int_equal(tdm_parallel_for(rt, 1, pf_body, &p, sizeof p, &o, NULL), TDM_EINVAL);
+    o = procs_opts(0);
+    o.retries = -1;
+    assert_int_equal(tdm_parallel_for(rt, 1, pf_body, &p, sizeof p, &o, NULL), TDM_EINVAL);
+    tdm_test_close(rt);
+}
+
+static void test_backend_listed(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    tdm_backend_info bi;
+    assert_int_equal(tdm_runtime_backend(rt, TDM_BACKEND_CPU_PROCS, &bi), 0);
+    assert_true(bi.built && bi.enabled && bi.runs_kernels);
+    assert_int_equal(bi.n_devices, 1);
+    tdm_test_close(rt);
+}
+
+int main(int argc, char **argv)
+{
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_runs_in_processes),
+        cmocka_unit_test(test_auto_uses_threads_and_processes),
+        cmocka_unit_test(test_private_tensor_rejected),
+        cmocka_unit_test(test_no_processes_enodev),
+        cmocka_unit_test(test_crash_sigsegv_reported),
+        cmocka_unit_test(test_crash_abort_reported),
+        cmocka_unit_test(test_crash_sigkill_reported),
+        cmocka_unit_test(test_crash_exit_reported),
+        cmocka_unit_test(test_hang_times_out),
+        cmocka_unit_test(test_retry_after_crash_succeeds_with_exact_progress),
+        cmocka_unit_test(test_retries_exhausted_fail),
+        cmocka_unit_test(test_no_zombies_no_leaked_fds),
+        cmocka_unit_test(test_workers_get_one_blas_thread),
+        cmocka_unit_test(test_shm_limit_enospc),
+        cmocka_unit_test(test_streaming_ring_in_processes),
+        cmocka_unit_test(test_export_import_between_processes),
+        cmocka_unit_test(test_import_rejects_bad_messages),
+        cmocka_unit_test(test_imported_tensor_shares_into_arena),
+        cmocka_unit_test(test_opts_timeout_retries_validation),
+        cmocka_unit_test(test_backend_listed),
+    };
+    /* clang-format on */
+    return TDM_TEST_MAIN("procs", tests);
+}
