@@ -118,13 +118,15 @@ static void usage(FILE *f)
                "  --terms T         pi batch: Leibniz terms per item (default 1000000)\n"
                "  --elems N         exp*sinh: number of f64 elements (default 50000000)\n"
                "  --threads N       CPU worker threads (default: one per core)\n"
+               "  --procs N         CPU worker processes (default: one per core; 0 = none)\n"
                "  --no-progress     no progress bars\n"
                "  --report          print the run report of each tandem run\n"
                "\n"
                "info options:\n"
                "  --threads N       CPU worker threads of the runtime it opens\n"
                "\n"
-               "environment: TDM_NUM_THREADS, TDM_BACKENDS=cpu,opencl,..., TDM_DEBUG=all\n");
+               "environment: TDM_NUM_THREADS, TDM_NUM_PROCS, TDM_BACKENDS=cpu,procs,opencl,...,\n"
+               "             TDM_DEBUG=all\n");
 }
 
 /* Matches "--name VALUE" or "--name=VALUE"; advances *i past the value. 1 = matched,
@@ -152,12 +154,16 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 /* threads < 0: not given (the default, or TDM_NUM_THREADS). Given on the command line, it wins
  * over TDM_NUM_THREADS, which would otherwise override the config field; the other variables
  * (TDM_BACKENDS, TDM_DEBUG) still apply. */
-static int open_runtime(int threads, tdm_runtime **rt)
+static int open_runtime(int threads, int procs, tdm_runtime **rt)
 {
     tdm_config cfg = TDM_CONFIG_INIT;
     if (threads >= 0) {
         cfg.threads = threads;
         unsetenv("TDM_NUM_THREADS");
+    }
+    if (procs >= 0) {
+        cfg.procs = procs;
+        unsetenv("TDM_NUM_PROCS");
     }
     int rc = tdm_runtime_open(rt, &cfg);
     if (rc != 0)
@@ -187,7 +193,7 @@ static int cmd_info(int argc, char **argv)
     }
 
     tdm_runtime *rt = NULL;
-    if (open_runtime((int)threads, &rt) != 0)
+    if (open_runtime((int)threads, -1, &rt) != 0)
         return 1;
 
     int status = 1;
@@ -285,7 +291,7 @@ done:
  */
 
 typedef struct demo_opts {
-    int64_t items, terms, elems, threads;
+    int64_t items, terms, elems, threads, procs;
     int progress, report;
 } demo_opts;
 
@@ -401,10 +407,25 @@ static int parse_demo(int argc, char **argv, demo_opts *o)
         } else if ((m = opt_value(argc, argv, &i, "--threads", &v)) != 0) {
             if (m < 0 || parse_i64("--threads", v, 0, 4096, &o->threads) != 0)
                 return -1;
+        } else if ((m = opt_value(argc, argv, &i, "--procs", &v)) != 0) {
+            if (m < 0 || parse_i64("--procs", v, 0, 4096, &o->procs) != 0)
+                return -1;
         } else {
             fprintf(stderr, "tandem demo: unknown option '%s'\n", a);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Worker processes of the runtime: the compute units of its "procs" device. */
+static int proc_count(const tdm_runtime *rt)
+{
+    int n = tdm_runtime_device_count(rt);
+    for (int i = 0; i < n; i++) {
+        tdm_device_info di;
+        if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == TDM_BACKEND_CPU_PROCS)
+            return di.compute_units;
     }
     return 0;
 }
@@ -442,7 +463,7 @@ static int find_runners(tdm_runtime *rt, runner *r, int *n_runners, int *any_pro
         case TDM_BACKEND_CPU_PROCS:
             x->policy = TDM_POLICY_PROCS;
             *any_procs = 1;
-            snprintf(x->label, sizeof x->label, "procs x%d", bi.n_devices);
+            snprintf(x->label, sizeof x->label, "procs x%d", proc_count(rt));
             break;
         case TDM_BACKEND_OPENCL:
         case TDM_BACKEND_CUDA:
@@ -520,9 +541,11 @@ static int demo_pi(tdm_runtime *rt, const demo_opts *o, const runner *runners, i
         print_row(workload, where, wall, serial, check);
         demo_print_report(o, &rep);
 
-        /* the same C function as the serial loop, through tdm_parallel_for (threads only:
-         * the pointer in the parameter block is only meaningful in this process) */
-        if (runners[r].kind != TDM_BACKEND_CPU_THREADS)
+        /* the same C function as the serial loop, through tdm_parallel_for, on threads and
+         * on worker processes: the pointer in the parameter block points into a shared tensor,
+         * which worker processes map at the same address */
+        if (runners[r].kind != TDM_BACKEND_CPU_THREADS &&
+            runners[r].kind != TDM_BACKEND_CPU_PROCS)
             continue;
         pi_for_params fp = {o->terms, yd};
         mo.desc = "pi batch (parallel_for)";
@@ -611,14 +634,22 @@ done:
 
 static int cmd_demo(int argc, char **argv)
 {
-    demo_opts o = {1000, 1000000, 50000000, -1, 1, 0};
+    demo_opts o = {1000, 1000000, 50000000, -1, -1, 1, 0};
     if (parse_demo(argc, argv, &o) != 0) {
         usage(stderr);
         return EXIT_USAGE;
     }
+    /* The demo times each backend on its own, so by default each gets every core: one thread
+     * and one worker process per core (a program that runs both at once would split them). */
+    tdm_system_info si;
+    tdm_system_info_get(&si);
+    if (o.threads < 0 && !getenv("TDM_NUM_THREADS"))
+        o.threads = si.usable_cores;
+    if (o.procs < 0 && !getenv("TDM_NUM_PROCS"))
+        o.procs = si.usable_cores;
 
     tdm_runtime *rt = NULL;
-    if (open_runtime((int)o.threads, &rt) != 0)
+    if (open_runtime((int)o.threads, (int)o.procs, &rt) != 0)
         return 1;
 
     int status = 1, mismatch = 0, rc;
