@@ -65,6 +65,10 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
     a->fd = -1;
     a->base = MAP_FAILED;
     a->size = arena_size();
+    /* Room for the configured cap, up to 1 TiB of address space (beyond that the cap cannot be
+     * reached anyway on the machines this runs on, and sanitizers limit mappings). */
+    if (min_size > (1ull << 40))
+        min_size = 1ull << 40;
     if (a->size < min_size)
         a->size = (min_size + (1ull << 30) - 1) & ~((1ull << 30) - 1);
     int rc;

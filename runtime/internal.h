@@ -115,6 +115,10 @@ void tdm__storage_release(tdm__storage *s);
  * no-op when already shared; on error s is unchanged. Not thread-safe for one storage. */
 int tdm__storage_make_shared(tdm__storage *s, const char *who);
 
+/* Memory the system can still give (MemAvailable, or less under a memory cgroup), and which of
+ * the two it is; false when unknown (runtime/storage.c). */
+bool tdm__memory_available(uint64_t *bytes, const char **source);
+
 /* ---- the shared arena (runtime/arena.c) --------------------------------------------------- */
 
 typedef struct tdm__arena tdm__arena;

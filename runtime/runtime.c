@@ -230,6 +230,26 @@ static void free_backends(tdm_runtime *rt)
     }
 }
 
+/* The shared-memory check at open: shared tensors come from memory (memfd pages), so say early
+ * when the configured cap cannot be met; creation beyond what is available then fails with
+ * TDM_ENOSPC, never with SIGBUS or the OOM killer later. */
+static void check_shm_limit(tdm_runtime *rt)
+{
+    uint64_t avail;
+    const char *src;
+    if (!tdm__memory_available(&avail, &src))
+        return;
+    if (rt->shm_limit && rt->shm_limit > avail)
+        tdm__log(rt, TDM_DEBUG_RUNTIME,
+                 "shm_limit %llu bytes is more than the %llu bytes available (%s): shared "
+                 "tensors beyond what is available fail with TDM_ENOSPC at creation",
+                 (unsigned long long)rt->shm_limit, (unsigned long long)avail, src);
+    else
+        tdm__log(rt, TDM_DEBUG_RUNTIME, "shared memory: limit %s%llu bytes, %llu available (%s)",
+                 rt->shm_limit ? "" : "none; ", (unsigned long long)rt->shm_limit,
+                 (unsigned long long)avail, src);
+}
+
 int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
 {
     if (!out)
@@ -270,6 +290,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
     atomic_init(&rt->probed, 0);
     if ((rc = tdm__arena_open(rt, rt->shm_limit, &rt->arena)) < 0)
         goto fail;
+    check_shm_limit(rt);
     if ((rc = setup_backends(rt, enabled)) < 0)
         goto fail;
     if ((rc = tdm__register_builtin_kernels(rt)) < 0)

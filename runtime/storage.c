@@ -103,7 +103,7 @@ static bool cgroup_available(uint64_t *bytes)
 
 /* Bytes the system can still give without reclaim storms or the OOM killer; false when
  * unknown (no /proc), in which case callers go ahead and let the system answer. */
-static bool memory_available(uint64_t *bytes, const char **source)
+bool tdm__memory_available(uint64_t *bytes, const char **source)
 {
     uint64_t avail, cg;
     if (!meminfo_available(&avail))
@@ -146,7 +146,7 @@ static int lock_pages(tdm__storage *s, unsigned mem, const char *who)
     bool strict = (mem & TDM_MEM_STRICT) != 0;
     uint64_t avail;
     const char *src;
-    if (!(s->mem & TDM_MEM_SHARED) && memory_available(&avail, &src) && s->map_bytes > avail) {
+    if (!(s->mem & TDM_MEM_SHARED) && tdm__memory_available(&avail, &src) && s->map_bytes > avail) {
         if (strict)
             return tdm__err(s->rt, TDM_EPERM, "%s: cannot pin %zu bytes: more than %s (%llu bytes)",
                             who, s->map_bytes, src, (unsigned long long)avail);
@@ -202,7 +202,7 @@ static int check_available(tdm__storage *s, size_t n, const char *who)
 {
     uint64_t avail;
     const char *src;
-    if (memory_available(&avail, &src) && n > avail)
+    if (tdm__memory_available(&avail, &src) && n > avail)
         return tdm__err(s->rt, TDM_ENOSPC,
                         "%s: %zu bytes of shared memory requested, more than %s (%llu bytes)", who,
                         n, src, (unsigned long long)avail);

@@ -146,6 +146,35 @@ static void test_debug_log_callback(void **state)
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
+static void find_shm_warning(void *user, unsigned flag, const char *line)
+{
+    int *found = user;
+    if (strstr(line, "shm_limit") && strstr(line, "more than"))
+        *found = 1;
+}
+
+static void test_open_checks_shm_limit(void **state)
+{
+    int found = 0;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    tdm_system_info si;
+    assert_int_equal(tdm_system_info_get(&si), 0);
+    cfg.shm_limit = 2 * si.memory_available_bytes + (1ull << 30); /* more than there is */
+    cfg.debug = TDM_DEBUG_RUNTIME;
+    cfg.log_fn = find_shm_warning;
+    cfg.log_user = &found;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    assert_true(found);
+    /* and the cap does not let a tensor past what the system has */
+    int64_t huge = (int64_t)(si.memory_available_bytes + (1ull << 30));
+    tdm_tensor *t = NULL;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &huge, TDM_MEM_SHARED, &t), TDM_ENOSPC);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
 static void test_config_disable_cpu(void **state)
 {
     tdm_config cfg = TDM_CONFIG_INIT;
@@ -337,6 +366,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_env_backends),
         cmocka_unit_test(test_env_debug),
         cmocka_unit_test(test_debug_log_callback),
+        cmocka_unit_test(test_open_checks_shm_limit),
         cmocka_unit_test(test_config_disable_cpu),
         cmocka_unit_test(test_backend_table),
         cmocka_unit_test(test_devices),
