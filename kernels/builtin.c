@@ -507,9 +507,11 @@ int tdm__register_builtin_kernels(tdm_runtime *rt)
         def.infer = b->infer;
         def.cpu = b->cpu;
         def.source = tdm__builtin_kernel_source;
+        def.dev = tdm__builtin_dev_fn(b->name);
         int rc = tdm_kernel_register(rt, &def);
         if (rc < 0)
             return rc;
+        tdm__kernel_mark_builtin(rt, b->name);
     }
     return 0;
 }

@@ -23,6 +23,7 @@
 
 #define TDM__CACHELINE 64
 #define TDM__ERRMSG_LEN 512
+#define TDM__MAX_DEVICES 64
 
 /* ---- errors and logging (runtime/error.c) ------------------------------------------------ */
 
@@ -139,7 +140,13 @@ typedef struct tdm__kernel {
     tdm_kernel_def def; /* strings point into name_buf / source_copy */
     char name_buf[64];
     char *source_copy;
+    bool builtin;       /* one of the built-ins: their device programs are built once, shared */
 } tdm__kernel;
+
+/* The device launch description of a built-in kernel (kernels/builtin_dev.c), NULL if none. */
+tdm_kernel_dev_fn tdm__builtin_dev_fn(const char *name);
+/* Marks a registered kernel as built-in (kernel_registry.c). */
+void tdm__kernel_mark_builtin(tdm_runtime *rt, const char *name);
 
 /* Looks a kernel up; returns NULL if absent. The pointer stays valid until the runtime closes. */
 const tdm__kernel *tdm__kernel_find(const tdm_runtime *rt, const char *name);
@@ -154,6 +161,8 @@ typedef struct tdm__backend_ops {
     const char *name;
     tdm_backend_kind kind;
     int runs_kernels; /* 0: discovery only in this build */
+    /* Device backends: the device layer (runtime/device.h), NULL for CPU backends. */
+    const struct tdm__dev_ops *dev;
     /* Finds devices: sets *devs (malloc'd array, owned by the runtime afterwards; NULL when
      * *n is 0), *n (0 is fine: no driver or no device is not an error) and a short note. */
     int (*probe)(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t note_len);
@@ -165,6 +174,7 @@ extern const tdm__backend_ops *const tdm__backend_table[];
 typedef struct tdm__backend_state {
     const tdm__backend_ops *ops; /* NULL: not built */
     bool enabled;
+    bool probed;
     int n_devices;
     tdm_device_info *devices;
     char note[160];
@@ -177,6 +187,8 @@ struct tdm__job;
 int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out);
 void tdm__pool_destroy(tdm__pool *pool);
 int tdm__pool_threads(const tdm__pool *pool);
+/* Starts one more worker (a device driver); its index is the next one. */
+int tdm__pool_add_worker(tdm__pool *pool, int *index);
 /* Makes a job visible to the workers. The job must stay valid until tdm__pool_detach(). */
 void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job);
 /* Wakes workers because a job became runnable again (streaming slot freed). */
@@ -191,6 +203,17 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out);
 void tdm__procs_close(tdm__procs *p);
 /* Number of worker processes (0 for NULL). */
 int tdm__procs_count(const tdm__procs *p);
+
+/* ---- devices (runtime/devices.c) ----------------------------------------------------------- */
+
+/* Opens every device of the enabled device backends once (lazily: the first map that may run
+ * on a device), each with a driver thread in the pool. Returns the number of devices (0 is
+ * fine) or an error. Thread-safe. */
+int tdm__devices_ensure(tdm_runtime *rt);
+/* Closes them (the pool must be stopped first). */
+void tdm__devices_close(tdm_runtime *rt);
+/* Number of devices opened so far, and the pool worker index of the first driver. */
+int tdm__devices_count(const tdm_runtime *rt);
 
 /* ---- the runtime ------------------------------------------------------------------------- */
 
@@ -211,6 +234,8 @@ struct tdm_runtime {
     tdm__pool *pool;
     tdm__arena *arena;            /* every TDM_MEM_SHARED tensor lives here */
     tdm__procs *procs;            /* worker processes, NULL when config.procs is 0 */
+    struct tdm__devices *devices; /* opened device backends' devices (runtime/devices.c) */
+    pthread_mutex_t dev_mu;       /* guards opening them */
 
     atomic_long live_tensors;   /* tensors created and not yet released */
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */

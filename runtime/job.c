@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "job.h"
 #include "progress_internal.h"
 #include "spin.h"
@@ -101,8 +102,46 @@ static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, in
     }
 }
 
+void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t begin, int64_t end,
+                         int rc, const char *detail)
+{
+    tdm__wstat *ws = &job->ws[w];
+    int64_t n = end - begin;
+    ws->items += n;
+    ws->batches++;
+    if (ws->bs_min == 0 || n < ws->bs_min)
+        ws->bs_min = n;
+    if (n > ws->bs_max)
+        ws->bs_max = n;
+    if (n > task->reported)
+        atomic_fetch_add_explicit(&ws->progress, n - task->reported, memory_order_relaxed);
+    if (rc > 0)
+        rc = TDM_EKERNEL;
+    /* A body that returns early because the job was cancelled is not a failure. */
+    if (rc < 0 && atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 2) {
+        atomic_fetch_add_explicit(&job->failed_batches, 1, memory_order_relaxed);
+        record_error(job, rc, task->batch, begin, end, w, detail);
+    }
+    if (job->streaming) {
+        pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+        pthread_mutex_lock(mu);
+        job->done[job->n_done++] = (tdm__done){task->batch, begin, end, rc, w, task->slot};
+        pthread_cond_broadcast(&job->cv);
+        pthread_mutex_unlock(mu);
+    }
+}
+
+bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
+{
+    return claim(job, want, begin, end);
+}
+
 void tdm__job_run(tdm__job *job, int w)
 {
+    if (tdm__worker_kind(job, w) == TDM__ON_DEVICES) {
+        tdm__job_run_device(job, w);
+        return;
+    }
     tdm__wstat *ws = &job->ws[w];
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
     int64_t want = job->fixed_bs ? job->fixed_bs : 1;
@@ -134,31 +173,10 @@ void tdm__job_run(tdm__job *job, int w)
                                                 detail, sizeof detail)
                          : tdm__run_batch(job->d, begin, end, &task);
         uint64_t dt = tdm__now_ns() - t0;
+        ws->busy_ns += dt;
+        tdm__job_batch_done(job, w, &task, begin, end, rc, detail);
 
         int64_t n = end - begin;
-        ws->items += n;
-        ws->batches++;
-        ws->busy_ns += dt;
-        if (ws->bs_min == 0 || n < ws->bs_min)
-            ws->bs_min = n;
-        if (n > ws->bs_max)
-            ws->bs_max = n;
-        if (n > task.reported)
-            atomic_fetch_add_explicit(&ws->progress, n - task.reported, memory_order_relaxed);
-        if (rc > 0)
-            rc = TDM_EKERNEL;
-        /* A body that returns early because the job was cancelled is not a failure. */
-        if (rc < 0 && atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 2) {
-            atomic_fetch_add_explicit(&job->failed_batches, 1, memory_order_relaxed);
-            record_error(job, rc, task.batch, begin, end, w, detail);
-        }
-
-        if (job->streaming) {
-            pthread_mutex_lock(mu);
-            job->done[job->n_done++] = (tdm__done){task.batch, begin, end, rc, w, task.slot};
-            pthread_cond_broadcast(&job->cv);
-            pthread_mutex_unlock(mu);
-        }
         if (!job->fixed_bs) {
             double per = (double)dt / (double)n;
             if (per < 0.25)
@@ -284,9 +302,18 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
     for (int w = 0; w < job->n_workers; w++) {
         const tdm__wstat *ws = &job->ws[w];
         tdm_report_worker *row = &rep->workers[w < shown ? w : shown - 1];
-        bool proc = w >= job->n_threads;
-        row->kind = proc ? TDM_BACKEND_CPU_PROCS : TDM_BACKEND_CPU_THREADS;
-        row->index = proc ? w - job->n_threads : w;
+        unsigned kind = tdm__worker_kind(job, w);
+        if (kind == TDM__ON_THREADS) {
+            row->kind = TDM_BACKEND_CPU_THREADS;
+            row->index = w;
+        } else if (kind == TDM__ON_PROCS) {
+            row->kind = TDM_BACKEND_CPU_PROCS;
+            row->index = w - job->n_threads;
+        } else {
+            const tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+            row->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
+            row->index = ds ? ds->info.index : 0;
+        }
         row->items += ws->items;
         row->batches += ws->batches;
         row->busy_s += (double)ws->busy_ns * 1e-9;
@@ -298,6 +325,7 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
             rep->batch_size_min = ws->bs_min;
     }
     rep->failed_batches = atomic_load(&job->failed_batches);
+    rep->fallback_batches = atomic_load(&job->fallback_batches);
 }
 
 int tdm__job_wait(tdm__job *job, tdm_report *report)

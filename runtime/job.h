@@ -57,7 +57,7 @@ struct tdm_task {
 int tdm__run_batch(const tdm__jdesc *d, int64_t begin, int64_t end, tdm_task *task);
 
 /* Which kinds of worker may run a job's batches. */
-enum { TDM__ON_THREADS = 1, TDM__ON_PROCS = 2 };
+enum { TDM__ON_THREADS = 1, TDM__ON_PROCS = 2, TDM__ON_DEVICES = 4 };
 
 typedef struct tdm__job {
     tdm_runtime *rt;
@@ -98,6 +98,7 @@ typedef struct tdm__job {
     int err_worker;
     char err_detail[256]; /* e.g. which worker process died and how */
     atomic_llong failed_batches;
+    atomic_llong fallback_batches; /* device batches that ran on the host (no device memory) */
     int wait_status;
     bool wait_status_valid;
 
@@ -118,8 +119,14 @@ typedef struct tdm__job {
     bool progress_running;
 
     /* figures */
-    int n_workers;  /* threads + process drivers */
-    int n_threads;  /* workers [0, n_threads) are threads, the rest drive worker processes */
+    int n_workers;  /* pool workers when the job was made: threads, process and device drivers */
+    int n_threads;  /* workers [0, n_threads) are threads, */
+    int n_procs;    /* the next n_procs drive worker processes, the rest drive devices */
+
+    /* devices */
+    tdm_dev_launch launch;  /* how the kernel's entry point is launched */
+    char dev_key[80];       /* program cache key: "builtin", or name + version */
+    const char *dev_source; /* the kernel's dialect source */
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
 } tdm__job;
@@ -135,10 +142,17 @@ static inline bool tdm__job_exhausted(tdm__job *job)
 }
 /* True when worker `w` could claim a batch (its kind may run the job, and for a streaming
  * job a slot is free). Pool mutex held. */
+static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
+{
+    return w < job->n_threads                  ? TDM__ON_THREADS
+           : w < job->n_threads + job->n_procs ? TDM__ON_PROCS
+                                                : TDM__ON_DEVICES;
+}
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
-    unsigned kind = w < job->n_threads ? TDM__ON_THREADS : TDM__ON_PROCS;
-    return (job->on & kind) && !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
+    /* A driver started after the job was made has no counters in it. */
+    return w < job->n_workers && (job->on & tdm__worker_kind(job, w)) &&
+           !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
 }
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
@@ -148,6 +162,17 @@ int tdm__job_wait(tdm__job *job, tdm_report *report);
 int64_t tdm__job_items_done(tdm__job *job);
 /* Frees a finished job and everything it holds (runtime/map.c). */
 void tdm__job_destroy(tdm__job *job);
+
+/* Accounts a finished batch of worker w: counters, progress (the items the task did not report
+ * itself), the first error, and for a streaming job the result record. */
+void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t begin, int64_t end,
+                         int rc, const char *detail);
+/* Claims up to `want` items (guided by what is left); false when none are left or it stopped. */
+bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end);
+
+/* Devices (runtime/job_device.c): runs batches of `job` on the device driven by worker w,
+ * pipelined over the device's queues, until none can be claimed. */
+void tdm__job_run_device(tdm__job *job, int w);
 
 /* Worker processes (backends/cpu_procs/): runs one batch of `job` in worker process `k`
  * (retrying after a crash or a timeout as the job's options say); fills `detail` with what

@@ -56,6 +56,10 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
                         "tdm_kernel_register(%s): argument counts in [%d, %d], out %d are "
                         "invalid (at most 16 tensors, at least 1)",
                         def->name, def->n_in_min, def->n_in_max, def->n_out);
+    if (def->dev && !def->source)
+        return tdm__err(rt, TDM_EINVAL,
+                        "tdm_kernel_register(%s): a device launch (dev) needs the kernel's source",
+                        def->name);
     if (!def->cpu && !def->source)
         return tdm__err(rt, TDM_EINVAL,
                         "tdm_kernel_register(%s): no implementation (cpu and source are NULL)",
@@ -100,6 +104,15 @@ nomem:
     free(k->source_copy);
     free(k);
     return tdm__err(rt, TDM_ENOMEM, "tdm_kernel_register: out of memory");
+}
+
+void tdm__kernel_mark_builtin(tdm_runtime *rt, const char *name)
+{
+    pthread_mutex_lock(&rt->mu);
+    tdm__kernel *k = (tdm__kernel *)find_locked(rt, name);
+    if (k)
+        k->builtin = true;
+    pthread_mutex_unlock(&rt->mu);
 }
 
 int tdm_kernel_exists(const tdm_runtime *rt, const char *name)

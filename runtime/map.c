@@ -67,16 +67,16 @@ static bool all_in_arena(tdm_tensor *const *ts, int n)
  * `proc_safe`: the job's data is visible to worker processes (a map over arena tensors); a
  * parallel_for body may write anywhere, so only an explicit PROCS policy sends it there. */
 static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
-                 const char *why_not_safe)
+                 const char *why_not_safe, const char *why_no_dev)
 {
     tdm_runtime *rt = job->rt;
     const char *what = job->what;
     bool threads_ok = rt->backends[TDM_BACKEND_CPU_THREADS].enabled;
     bool procs_ok = rt->procs != NULL && rt->backends[TDM_BACKEND_CPU_PROCS].enabled;
-    if (!has_cpu)
+    if (!has_cpu && job->opts.policy != TDM_POLICY_GPU)
         return tdm__err(rt, TDM_ENODEV,
-                        "%s(%s): kernel has no CPU implementation and no device backend runs "
-                        "kernels in this build",
+                        "%s(%s): kernel has no CPU implementation (use policy GPU for its "
+                        "device version)",
                         fn, what);
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
@@ -110,12 +110,19 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
         break;
     case TDM_POLICY_GPU:
     default:
-        return tdm__err(rt, TDM_ENODEV,
-                        "%s(%s): policy GPU: no device backend of this build executes kernels",
-                        fn, what);
+        if (why_no_dev)
+            return tdm__err(rt, TDM_ENODEV, "%s(%s): policy GPU: %s", fn, what, why_no_dev);
+        if (tdm__devices_count(rt) == 0)
+            return tdm__err(rt, TDM_ENODEV,
+                            "%s(%s): policy GPU: no OpenCL or CUDA device is available (tandem "
+                            "info lists what was found)",
+                            fn, what);
+        job->on = TDM__ON_DEVICES;
+        break;
     }
     job->n_eligible = ((job->on & TDM__ON_THREADS) ? job->n_threads : 0) +
-                      ((job->on & TDM__ON_PROCS) ? job->n_workers - job->n_threads : 0);
+                      ((job->on & TDM__ON_PROCS) ? job->n_procs : 0) +
+                      ((job->on & TDM__ON_DEVICES) ? tdm__devices_count(rt) : 0);
     return 0;
 }
 
@@ -126,13 +133,15 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
         return NULL;
     job->rt = rt;
     job->n_threads = rt->threads;
-    job->n_workers = rt->threads + tdm__procs_count(rt->procs);
+    job->n_procs = tdm__procs_count(rt->procs);
+    job->n_workers = tdm__pool_threads(rt->pool);
     job->d = &job->dl;
     atomic_init(&job->cursor, 0);
     atomic_init(&job->next_batch, 0);
     atomic_init(&job->dl.stop, 0);
     atomic_init(&job->first_error, 0);
     atomic_init(&job->failed_batches, 0);
+    atomic_init(&job->fallback_batches, 0);
     atomic_init(&job->done_flag, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -384,11 +393,33 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
     }
 
     bool in_arena = all_in_arena(inputs, n_in) && (!outputs || all_in_arena(outputs, n_out));
+    const char *no_dev = NULL;
+    if (!d->dev || !d->source)
+        no_dev = "the kernel has no device version (source + dev launch)";
+    else if (!outputs)
+        no_dev = "streaming into ring buffers does not run on devices yet";
     rc = place(job, fn, d->cpu != NULL, in_arena,
                "a tensor is not in shared memory: create it with TDM_MEM_SHARED or call "
-               "tdm_tensor_share() on it first");
+               "tdm_tensor_share() on it first",
+               no_dev);
     if (rc < 0)
         return rc;
+    if (job->on & TDM__ON_DEVICES) {
+        char msg[256] = "";
+        memset(&job->launch, 0, sizeof job->launch);
+        rc = d->dev((const tdm_tensor *const *)inputs, n_in, params, params_size, &job->launch, msg,
+                    sizeof msg);
+        if (rc < 0)
+            return tdm__err(rt, rc, "%s(%s): %s", fn, d->name, msg[0] ? msg : tdm_strerror(rc));
+        if (job->launch.n_args > TDM_DEV_MAX_ARGS || job->launch.items_per_row < 1)
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): the kernel's device launch is malformed", fn,
+                            d->name);
+        if (k->builtin)
+            snprintf(job->dev_key, sizeof job->dev_key, "builtin");
+        else
+            snprintf(job->dev_key, sizeof job->dev_key, "%s.v%u", d->name, d->kernel_version);
+        job->dev_source = d->source;
+    }
     tdm__jdesc *dl = &job->dl;
     dl->kind = TDM__JOB_MAP;
     dl->kcpu = d->cpu;
@@ -512,6 +543,12 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
                         n_out);
     if (!outputs && n_out > 0 && !streaming)
         return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
+    /* Devices open on first use, before the job counts its workers. */
+    if (opts && opts->size >= sizeof *opts && opts->policy == TDM_POLICY_GPU) {
+        int rc = tdm__devices_ensure(rt);
+        if (rc < 0)
+            return rc;
+    }
     tdm__job *job = job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
@@ -561,7 +598,8 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
     if (rc == 0)
         /* Only an explicit PROCS policy sends a body to worker processes: it may write to
          * memory they do not share, which would be lost silently. */
-        rc = place(job, fn, true, job->opts.policy == TDM_POLICY_PROCS, "");
+        rc = place(job, fn, true, job->opts.policy == TDM_POLICY_PROCS, "",
+                   "a parallel_for body is a host function: it runs on threads or processes");
     if (rc == 0 && streaming)
         rc = setup_streaming(job, fn);
     if (rc == 0)

@@ -176,9 +176,9 @@ static int probe_one(tdm_runtime *rt, tdm__backend_state *st)
     return rc;
 }
 
-/* Backends that execute kernels are probed at open. Discovery-only ones (no kernels run there
- * in this build) are probed on the first listing call: loading an OpenCL driver costs tens of
- * milliseconds (PoCL) that a runtime which never lists devices should not pay. */
+/* The CPU backends are probed at open. Device backends are probed on the first listing call or
+ * the first map that asks for devices: loading an OpenCL driver costs tens of milliseconds
+ * (PoCL) that a runtime which never uses a device should not pay. */
 static int setup_backends(tdm_runtime *rt, const bool enabled[])
 {
     for (int i = 0; tdm__backend_table[i]; i++) {
@@ -188,8 +188,10 @@ static int setup_backends(tdm_runtime *rt, const bool enabled[])
         st->enabled = enabled[ops->kind];
         if (!st->enabled) {
             snprintf(st->note, sizeof st->note, "disabled by configuration");
-        } else if (ops->runs_kernels) {
-            /* Out of memory here is not "no device": the runtime cannot work. */
+        } else if (ops->kind == TDM_BACKEND_CPU_THREADS || ops->kind == TDM_BACKEND_CPU_PROCS) {
+            /* CPU backends are probed now (cheap). Out of memory here is not "no device": the
+             * runtime cannot work. */
+            st->probed = true;
             int rc = probe_one(rt, st);
             if (rc == TDM_ENOMEM)
                 return rc;
@@ -213,8 +215,10 @@ static void ensure_probed(const tdm_runtime *crt)
     if (!atomic_load_explicit(&rt->probed, memory_order_relaxed)) {
         for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
             tdm__backend_state *st = &rt->backends[k];
-            if (st->ops && st->enabled && !st->ops->runs_kernels)
+            if (st->ops && st->enabled && !st->probed) {
+                st->probed = true;
                 (void)probe_one(rt, st); /* a failed probe is zero devices, its note says why */
+            }
         }
         atomic_store_explicit(&rt->probed, 1, memory_order_release);
     }
@@ -287,6 +291,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
     }
 
     pthread_mutex_init(&rt->probe_mu, NULL);
+    pthread_mutex_init(&rt->dev_mu, NULL);
     atomic_init(&rt->probed, 0);
     if ((rc = tdm__arena_open(rt, rt->shm_limit, &rt->arena)) < 0)
         goto fail;
@@ -317,6 +322,7 @@ fail : {
     free_backends(rt);
     tdm__arena_close(rt->arena);
     pthread_mutex_destroy(&rt->probe_mu);
+    pthread_mutex_destroy(&rt->dev_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
     return tdm__err(NULL, rc, "%s", msg);
@@ -340,11 +346,13 @@ int tdm_runtime_close(tdm_runtime *rt)
                         "them first)",
                         tensors);
     tdm__pool_destroy(rt->pool);
+    tdm__devices_close(rt);
     tdm__procs_close(rt->procs);
     tdm__kernel_registry_free(rt);
     free_backends(rt);
     tdm__arena_close(rt->arena);
     pthread_mutex_destroy(&rt->probe_mu);
+    pthread_mutex_destroy(&rt->dev_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
     return 0;

@@ -13,7 +13,8 @@
 
 struct tdm__pool {
     tdm_runtime *rt;
-    int n;
+    int n;   /* workers started (threads, process drivers, then device drivers) */
+    int cap; /* room in threads[] / args[]: arrays never move, workers hold &args[i] */
     pthread_t *threads;
     struct tdm__worker_arg *args;
     pthread_mutex_t mu;
@@ -121,8 +122,9 @@ int tdm__pool_create(tdm_runtime *rt, int n_threads, tdm__pool **out)
     if (!pool)
         return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (pool)");
     pool->rt = rt;
-    pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
-    pool->args = calloc((size_t)n_threads, sizeof *pool->args);
+    pool->cap = n_threads + TDM__MAX_DEVICES;
+    pool->threads = calloc((size_t)pool->cap, sizeof *pool->threads);
+    pool->args = calloc((size_t)pool->cap, sizeof *pool->args);
     if (!pool->threads || !pool->args) {
         free(pool->threads);
         free(pool->args);
@@ -171,6 +173,27 @@ void tdm__pool_destroy(tdm__pool *pool)
 int tdm__pool_threads(const tdm__pool *pool)
 {
     return pool->n;
+}
+
+int tdm__pool_add_worker(tdm__pool *pool, int *index)
+{
+    pthread_mutex_lock(&pool->mu);
+    int i = pool->n;
+    if (i >= pool->cap) {
+        pthread_mutex_unlock(&pool->mu);
+        return tdm__err(pool->rt, TDM_ENOMEM, "pool: no room for another device driver");
+    }
+    pool->args[i].pool = pool;
+    pool->args[i].index = i;
+    int rc = pthread_create(&pool->threads[i], NULL, worker_main, &pool->args[i]);
+    if (rc == 0)
+        pool->n++;
+    pthread_mutex_unlock(&pool->mu);
+    if (rc != 0)
+        return tdm__err(pool->rt, TDM_ESYS, "pool: could not start a device driver thread: %s",
+                        strerror(rc));
+    *index = i;
+    return 0;
 }
 
 void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job)

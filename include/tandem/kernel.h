@@ -48,6 +48,44 @@ typedef int (*tdm_kernel_infer_fn)(const tdm_tensor *const *in, int n_in, const 
                                    size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
                                    size_t msg_len);
 
+/** How a kernel's device entry point takes its arguments, for the device backends (OpenCL,
+ *  CUDA). A device batch passes batch-sized buffers: every tensor argument points at the
+ *  batch's first row; BEGIN and END are 64-bit item indices (tdm_idx) 0 and
+ *  rows * items_per_row, so the entry's grid-stride loop covers the batch. */
+typedef enum tdm_dev_arg_kind {
+    TDM_DEV_ARG_INPUT = 0,  /**< input tensor `index` */
+    TDM_DEV_ARG_OUTPUT = 1, /**< output tensor `index` */
+    TDM_DEV_ARG_NULL = 2,   /**< a NULL global pointer (an optional tensor not given) */
+    TDM_DEV_ARG_VALUE = 3,  /**< `size` bytes of `value` (a scalar or a by-value struct) */
+    TDM_DEV_ARG_BEGIN = 4,  /**< the first item of the batch (tdm_idx) */
+    TDM_DEV_ARG_END = 5     /**< one past the last item of the batch (tdm_idx) */
+} tdm_dev_arg_kind;
+
+#define TDM_DEV_MAX_ARGS 16
+
+typedef struct tdm_dev_arg {
+    tdm_dev_arg_kind kind;
+    int index;
+    uint32_t size;
+    _Alignas(16) unsigned char value[64];
+} tdm_dev_arg;
+
+/** A device launch: entry point name, argument list, and items per tensor row (e.g. 1 for a
+ *  per-row reduction, the row's element count for an elementwise kernel). */
+typedef struct tdm_dev_launch {
+    char entry[64];
+    int n_args;
+    tdm_dev_arg args[TDM_DEV_MAX_ARGS];
+    int64_t items_per_row;
+} tdm_dev_launch;
+
+/** Describes the device launch of a call (after infer accepted it): fills *launch from the
+ *  input tensors and the parameter block. Returns 0, or TDM_EDTYPE / TDM_EINVAL with a message
+ *  (e.g. no device entry for that dtype). */
+typedef int (*tdm_kernel_dev_fn)(const tdm_tensor *const *in, int n_in, const void *params,
+                                 size_t params_size, tdm_dev_launch *launch, char *msg,
+                                 size_t msg_len);
+
 #define TDM_KERNEL_DEF_VERSION 1u
 
 /** A kernel definition (StarPU's codelet). Registered with tdm_kernel_register(), which copies
@@ -63,11 +101,13 @@ typedef struct tdm_kernel_def {
     tdm_kernel_infer_fn infer; /**< may be NULL: then only row counts are checked */
     tdm_kernel_cpu_fn cpu;     /**< CPU implementation (threads and processes); may be NULL */
     const char *source;        /**< single-source dialect text for device backends; may be NULL */
+    tdm_kernel_dev_fn dev; /**< how to launch `source`'s entry; NULL = no device version */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
     {                                                                                              \
-        sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL     \
+        sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL,    \
+            NULL                                                                                   \
     }
 
 /* Parameter blocks of the built-in kernels (passed by value to tdm_map). */

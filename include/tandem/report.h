@@ -30,6 +30,7 @@ typedef struct tdm_report {
     int64_t items_total;       /**< items asked for */
     int64_t batches;           /**< batches completed (successfully or not) */
     int64_t failed_batches;    /**< batches whose function returned an error */
+    int64_t fallback_batches;  /**< device batches that ran on the CPU (no device memory) */
     int64_t batch_size;        /**< fixed size, or the largest auto batch */
     int64_t batch_size_min;    /**< smallest batch (auto) */
     int first_error;           /**< status of the first failed batch (0 if none) */

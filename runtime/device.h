@@ -1,0 +1,88 @@
+/* tandem — the device-backend interface (OpenCL, CUDA). Not API.
+ *
+ * The core drives a device through this table of functions: one driver thread per device
+ * claims batches of a map, and for each one enqueues the copy-in, the kernel and the copy-out
+ * on one of the device's queues (OpenCL in-order command queues, CUDA streams), round-robin,
+ * so that batch k+1 copies in while batch k computes and batch k-1 copies out. Before a queue
+ * is reused, tdm__dev_ops.finish() waits for what was enqueued on it: that batch is then done.
+ *
+ * Ownership: the core owns tdm__dev (open/close) and every tdm__dbuf (alloc/free). Host
+ * pointers passed to write/read must stay valid until finish() of that queue returns.
+ * Thread-safety: one driver thread uses a device at a time; different devices in parallel.
+ * Errors: 0 or a negative TDM_E* code, with a one-line explanation in `detail` where given
+ * (TDM_ENOMEM: device memory exhausted or over the configured cap; TDM_EKERNEL: the program
+ * did not build — the build log is in detail; TDM_ESYS: any other driver error, named).
+ */
+#ifndef TANDEM_DEVICE_H
+#define TANDEM_DEVICE_H
+
+#include "internal.h"
+
+typedef struct tdm__dev tdm__dev;   /* one open device: context, queues, program cache */
+typedef struct tdm__dbuf tdm__dbuf; /* a device buffer */
+
+typedef enum { TDM__KARG_BUF, TDM__KARG_NULL, TDM__KARG_VALUE } tdm__karg_kind;
+
+/* One kernel argument, in order: a device buffer, a NULL global pointer, or a value of `size`
+ * bytes (a scalar or a by-value struct, at most 64 bytes). */
+typedef struct tdm__karg {
+    tdm__karg_kind kind;
+    tdm__dbuf *buf;
+    uint32_t size;
+    _Alignas(16) unsigned char value[64];
+} tdm__karg;
+
+typedef struct tdm__dev_ops {
+    tdm_backend_kind kind;
+    /* Opens device `index` of this backend (index as in its probe's list). */
+    int (*open)(tdm_runtime *rt, int index, tdm__dev **out, char *detail, size_t len);
+    void (*close)(tdm__dev *d);
+    /* Number of queues (>= 2): the depth of the pipeline. */
+    int (*n_queues)(const tdm__dev *d);
+    /* Device memory. TDM_ENOMEM when the device (or its cap) has no room. */
+    int (*alloc)(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, size_t len);
+    void (*free)(tdm__dev *d, tdm__dbuf *b);
+    /* Asynchronous copies on queue q (host memory may be pageable: the backend stages it
+     * through pinned memory when it must). */
+    int (*write)(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const void *src, size_t n,
+                 char *detail, size_t len);
+    int (*read)(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t src_off, size_t n,
+                char *detail, size_t len);
+    /* Enqueues kernel `entry` of program `source` (built once per device and cached under
+     * `key`, e.g. "builtin" or a user kernel's name + version) with `global` work items. */
+    int (*launch)(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                  const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len);
+    /* Waits for everything enqueued on q; returns the first error of those operations. */
+    int (*finish)(tdm__dev *d, int q, char *detail, size_t len);
+} tdm__dev_ops;
+
+/* The backends' tables (NULL-free only for those compiled in). */
+extern const tdm__dev_ops tdm__opencl_dev_ops;
+extern const tdm__dev_ops tdm__cuda_dev_ops;
+
+
+
+/* ---- the runtime's opened devices (runtime/devices.c) -------------------------------------- */
+
+typedef struct tdm__devslot {
+    const tdm__dev_ops *ops;
+    tdm__dev *dev;
+    tdm_device_info info;
+    int worker; /* index of its driver in the pool */
+} tdm__devslot;
+
+struct tdm__devices {
+    int n;
+    int first_worker; /* drivers are workers first_worker .. first_worker + n - 1 */
+    tdm__devslot slots[TDM__MAX_DEVICES];
+};
+
+/* The device driven by pool worker w, or NULL. */
+static inline tdm__devslot *tdm__device_of_worker(tdm_runtime *rt, int w)
+{
+    struct tdm__devices *ds = rt->devices;
+    if (!ds || w < ds->first_worker || w >= ds->first_worker + ds->n)
+        return NULL;
+    return &ds->slots[w - ds->first_worker];
+}
+#endif
