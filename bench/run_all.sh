@@ -10,7 +10,7 @@ fi
 dir=$1
 shift
 status=0
-for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle; do
+for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_procs; do
     exe=$dir/bench/$b
     if [ ! -x "$exe" ]; then
         echo "$b: not built ($exe missing)" >&2
@@ -25,4 +25,41 @@ for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle; do
         status=1
     fi
 done
+# bench_opencl: only in builds with OpenCL (TDM_HAVE_OPENCL); it prints "skipped" without a device.
+if [ -x "$dir/bench/bench_opencl" ]; then
+    echo
+    "$dir/bench/bench_opencl" "$@"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "bench_opencl: exit $rc" >&2
+        status=1
+    fi
+fi
+# bench_cuda: only in builds with CUDA (TDM_HAVE_CUDA); it prints "no CUDA device" without one.
+if [ -x "$dir/bench/bench_cuda" ]; then
+    echo
+    "$dir/bench/bench_cuda" "$@"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "bench_cuda: exit $rc" >&2
+        status=1
+    fi
+fi
+# bench_io: tensor files and the result cache; through bench_io.py (NumPy and joblib timed in
+# the same run) when python3 has numpy, else alone.
+if [ -x "$dir/bench/bench_io" ]; then
+    echo
+    py=python3
+    $py -c "import numpy" 2>/dev/null || py=/usr/bin/python3
+    if $py -c "import numpy" 2>/dev/null; then
+        $py "$(dirname "$0")/bench_io.py" "$dir"
+    else
+        "$dir/bench/bench_io"
+    fi
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "bench_io: exit $rc" >&2
+        status=1
+    fi
+fi
 exit $status

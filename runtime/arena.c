@@ -33,6 +33,10 @@ struct tdm__arena {
     pthread_mutex_t mu;
     tdm__extent *free; /* sorted by offset, never adjacent (coalesced) */
     int n_free, cap_free;
+    /* Small blocks kept for reuse (job descriptors): a map sent to worker processes then costs
+     * no fallocate / hole punch, and its pages are already in every process's page table. */
+    tdm__extent cache[16];
+    int n_cache;
 };
 
 static uint64_t arena_size(void)
@@ -124,6 +128,35 @@ void tdm__arena_close(tdm__arena *a)
     free(a);
 }
 
+int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who,
+                         void **out)
+{
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_cache; i++) {
+        if (a->cache[i].len == len) {
+            *out = a->base + a->cache[i].off;
+            a->cache[i] = a->cache[--a->n_cache];
+            pthread_mutex_unlock(&a->mu);
+            memset(*out, 0, len); /* as fresh pages would read */
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return tdm__arena_alloc(rt, a, len, true, who, out);
+}
+
+void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->n_cache < (int)(sizeof a->cache / sizeof a->cache[0])) {
+        a->cache[a->n_cache++] = (tdm__extent){tdm__arena_offset(a, p), len};
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    pthread_mutex_unlock(&a->mu);
+    tdm__arena_free(a, p, len);
+}
+
 int tdm__arena_fd(const tdm__arena *a)
 {
     return a->fd;
@@ -176,7 +209,8 @@ static int free_insert(tdm__arena *a, uint64_t off, uint64_t len)
     return 0;
 }
 
-int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
+int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, bool reserve, const char *who,
+                     void **out)
 {
     *out = NULL;
     pthread_mutex_lock(&a->mu);
@@ -197,6 +231,10 @@ int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *w
         a->n_free--;
     }
     pthread_mutex_unlock(&a->mu);
+    if (!reserve) {
+        *out = a->base + off;
+        return 0;
+    }
 
     /* Reserve the pages now: running out must be an error here, never SIGBUS later. */
     int r;
@@ -214,6 +252,28 @@ int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *w
                         (unsigned long long)len, strerror(e));
     }
     *out = a->base + off;
+    return 0;
+}
+
+int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src, uint64_t n,
+                     const char *who)
+{
+    /* pwrite() puts the bytes straight into the file's pages: none of them is faulted into
+     * this process's page table, and a page the system cannot give is an error here. */
+    uint64_t off = tdm__arena_offset(a, dst), done = 0;
+    while (done < n) {
+        size_t chunk = n - done > (1u << 30) ? (1u << 30) : (size_t)(n - done);
+        ssize_t w = pwrite(a->fd, (const char *)src + done, chunk, (off_t)(off + done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            return tdm__err(rt, (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS,
+                            "%s: cannot write %llu bytes into shared memory (%s)", who,
+                            (unsigned long long)n, strerror(e));
+        }
+        done += (uint64_t)w;
+    }
     return 0;
 }
 

@@ -126,8 +126,19 @@ typedef struct tdm__arena tdm__arena;
 /* Creates the memfd and maps it over a large reserved range (sparse: costs nothing). */
 int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out);
 void tdm__arena_close(tdm__arena *a);
-/* Takes `len` bytes (page multiple) with pages reserved: 0, TDM_ENOSPC or TDM_ESYS. */
-int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out);
+/* Takes `len` bytes (page multiple), with its pages reserved when `reserve` (else the caller
+ * fills the range with tdm__arena_write at once): 0, TDM_ENOSPC or TDM_ESYS. */
+int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, bool reserve, const char *who,
+                     void **out);
+/* Writes n bytes at dst (inside the arena) through the file: no page faults here; a page the
+ * system cannot give is TDM_ENOSPC. */
+int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src, uint64_t n,
+                     const char *who);
+/* A small block for internal use (reused from a cache when one of that size is free, zeroed),
+ * given back with tdm__arena_block_put. */
+int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who,
+                         void **out);
+void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
 /* Returns a range (its pages go back to the system). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
 int tdm__arena_fd(const tdm__arena *a);

@@ -19,6 +19,27 @@ static bool valid_name(const char *name)
     return true;
 }
 
+extern const char tdm__builtin_kernel_source[];
+
+/* The text a device backend builds for a kernel. A user kernel's source is compiled after the
+ * dialect header and the built-in kernels, so it can use the TDM_* macros and the tdm_k_*
+ * device functions; #line makes compiler messages point into the user's own text. */
+static char *device_text(const tdm_kernel_def *def)
+{
+    if (def->source == tdm__builtin_kernel_source)
+        return strdup(def->source);
+    size_t a = strlen(tdm__builtin_kernel_source), b = strlen(def->source);
+    char head[160];
+    int h = snprintf(head, sizeof head, "\n#line 1 \"%s\"\n", def->name);
+    char *t = malloc(a + (size_t)h + b + 1);
+    if (!t)
+        return NULL;
+    memcpy(t, tdm__builtin_kernel_source, a);
+    memcpy(t + a, head, (size_t)h);
+    memcpy(t + a + (size_t)h, def->source, b + 1);
+    return t;
+}
+
 static const tdm__kernel *find_locked(const tdm_runtime *rt, const char *name)
 {
     for (int i = 0; i < rt->n_kernels; i++)
@@ -72,7 +93,7 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
     strcpy(k->name_buf, def->name);
     k->def.name = k->name_buf;
     if (def->source) {
-        k->source_copy = strdup(def->source);
+        k->source_copy = device_text(def);
         if (!k->source_copy)
             goto nomem;
         k->def.source = k->source_copy;

@@ -172,7 +172,7 @@ void tdm__job_destroy(tdm__job *job)
     tdm_runtime *rt = job->rt;
     pthread_cond_destroy(&job->cv);
     if (job->block)
-        tdm__arena_free(rt->arena, job->block, job->block_bytes);
+        tdm__arena_block_put(rt->arena, job->block, job->block_bytes);
     free(job->free_slots);
     free(job->done);
     free(job->params_heap);
@@ -244,7 +244,7 @@ static int finalize(tdm__job *job, const char *fn, const void *params, size_t ps
     size_t off_rt = off_rb + n_ring * sizeof(void *);
     size_t total = align_up(off_rt + n_ring * sizeof(void *), 4096);
     void *block;
-    int rc = tdm__arena_alloc(rt, rt->arena, total, fn, &block);
+    int rc = tdm__arena_block_get(rt, rt->arena, total, fn, &block);
     if (rc != 0)
         return rc;
     uint8_t *b = block;

@@ -67,6 +67,8 @@ struct tdm__procs {
     pid_t server;
     int sock;            /* requests to the fork server; closing it stops the server */
     bool *killed_by_us;  /* [n]: the last death was our timeout kill */
+    long oom_seen;
+    uint64_t *last_ns;   /* [n]: how long worker k's last batch took (for the driver's spin) */       /* the cgroup's OOM-kill count when last looked at (at open, at deaths) */
     pthread_mutex_t mu;  /* serialises writes to sock */
 };
 
@@ -107,11 +109,9 @@ static _Noreturn void worker_main(tdm__pslot *s, int index)
         }
         if (st == P_EXIT)
             _exit(0);
-        /* Spin a little (the next batch usually follows at once), then sleep. */
-        uint64_t end = tdm__now_ns() + TDM__SPIN_NS;
-        while (atomic_load_explicit(&s->state, memory_order_relaxed) == st &&
-               tdm__now_ns() < end)
-            tdm__cpu_relax();
+        /* Spin a little (the next batch usually follows at once), yielding so the parent's
+         * driver thread gets the core when they share one; then sleep. */
+        tdm__spin_while_equal(&s->state, st, TDM__SPIN_NS);
         if (atomic_load_explicit(&s->state, memory_order_relaxed) == st)
             futex_wait(&s->state, st, 0);
     }
@@ -217,6 +217,8 @@ static _Noreturn void server_main(tdm__procs *p, int threads_env)
 
 /* ---- the parent side --------------------------------------------------------------------- */
 
+static long oom_kills(void);
+
 int tdm__procs_count(const tdm__procs *p)
 {
     return p ? p->n : 0;
@@ -246,11 +248,13 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out)
     p->sock = -1;
     p->server = -1;
     p->killed_by_us = calloc((size_t)n, sizeof *p->killed_by_us);
+    p->last_ns = calloc((size_t)n, sizeof *p->last_ns);
+    p->oom_seen = oom_kills();
     p->slots_bytes = ((size_t)n * sizeof(tdm__pslot) + 4095) & ~(size_t)4095;
     p->slots = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                     -1, 0);
     int rc;
-    if (!p->killed_by_us || p->slots == MAP_FAILED) {
+    if (!p->killed_by_us || !p->last_ns || p->slots == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (procs)");
         goto fail;
     }
@@ -302,6 +306,7 @@ fail:
     if (p->slots && p->slots != MAP_FAILED)
         munmap(p->slots, p->slots_bytes);
     free(p->killed_by_us);
+    free(p->last_ns);
     free(p);
     return rc;
 }
@@ -322,6 +327,7 @@ void tdm__procs_close(tdm__procs *p)
     pthread_mutex_destroy(&p->mu);
     munmap(p->slots, p->slots_bytes);
     free(p->killed_by_us);
+    free(p->last_ns);
     free(p);
 }
 
@@ -364,16 +370,19 @@ static long oom_kills(void)
     return kills;
 }
 
-static void describe_death(tdm__procs *p, int k, pid_t pid, int status, long oom_before,
-                           char *detail, size_t len)
+static void describe_death(tdm__procs *p, int k, pid_t pid, int status, char *detail, size_t len)
 {
     if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
         const char *why = "";
-        if (sig == SIGKILL && !p->killed_by_us[k])
-            why = oom_kills() > oom_before
+        if (sig == SIGKILL && !p->killed_by_us[k]) {
+            /* Read only now, at a death: never on the path of a batch. */
+            long kills = oom_kills();
+            why = kills > p->oom_seen
                       ? " (likely killed for memory: the cgroup's OOM killer reports a kill)"
                       : " (not sent by tandem: likely killed for memory, or by a user)";
+            p->oom_seen = kills;
+        }
         snprintf(detail, len, "worker process %d (pid %d) killed by signal %d (%s)%s", k,
                  (int)pid, sig, strsignal(sig), why);
     } else if (WIFEXITED(status)) {
@@ -402,7 +411,6 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
             if (rc < 0)
                 return rc;
         }
-        long oom_before = oom_kills();
         long long progress_before = atomic_load(progress);
         pid_t pid = atomic_load(&s->pid);
         p->killed_by_us[k] = false;
@@ -416,7 +424,10 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
         set_state(s, P_SUBMITTED);
 
         uint64_t start = tdm__now_ns();
-        uint64_t spin_end = start + TDM__SPIN_NS;
+        /* Spin only as long as the last batch took (short batches answer within the spin;
+         * long ones would only take the core from the worker processes), then sleep. */
+        uint64_t spin = p->last_ns[k] < TDM__SPIN_NS ? p->last_ns[k] : TDM__SPIN_NS;
+        uint64_t spin_end = start + spin;
         bool timed_out = false;
         for (;;) {
             st = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -431,6 +442,7 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
             }
             if (now < spin_end) {
                 tdm__cpu_relax();
+                sched_yield();
                 continue;
             }
             uint64_t slice = 100000000; /* 100 ms: re-check the deadline */
@@ -439,6 +451,7 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
             futex_wait(&s->state, P_SUBMITTED, slice);
         }
         if (st == P_DONE) {
+            p->last_ns[k] = tdm__now_ns() - start;
             int rc = s->result;
             task->reported = s->reported;
             atomic_store_explicit(&s->state, P_IDLE, memory_order_relaxed);
@@ -452,7 +465,7 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
                      (int)pid, job->opts.timeout_s);
             last = TDM_ETIMEDOUT;
         } else {
-            describe_death(p, k, pid, s->status, oom_before, detail, detail_len);
+            describe_death(p, k, pid, s->status, detail, detail_len);
             last = TDM_EWORKER;
         }
         tdm__log(job->rt, TDM_DEBUG_POOL, "procs: batch %lld (items %lld..%lld): %s%s",

@@ -6,7 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "internal.h"
+#include "device.h"
 
 static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
 {
@@ -39,14 +39,15 @@ static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *not
     cudaRuntimeGetVersion(&rv);
     *devs = out;
     *n = count;
-    snprintf(note, len, "CUDA runtime %d.%d; device discovery only in this build", rv / 1000,
-             (rv % 1000) / 10);
+    snprintf(note, len, "CUDA runtime %d.%d; built-in kernels for sm_90 + PTX, NVRTC for others",
+             rv / 1000, (rv % 1000) / 10);
     return 0;
 }
 
 const tdm__backend_ops tdm__cuda_ops = {
     .name = "cuda",
     .kind = TDM_BACKEND_CUDA,
-    .runs_kernels = 0,
+    .runs_kernels = 1,
+    .dev = &tdm__cuda_dev_ops,
     .probe = cuda_probe,
 };

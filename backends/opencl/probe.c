@@ -1,13 +1,13 @@
-/* OpenCL backend, discovery part: platforms and devices through the ICD loader. Executing
- * kernels on OpenCL is the next step (runs_kernels = 0 until then); finding no platform or no
- * device is "zero devices", never an error. */
+/* OpenCL backend, discovery part: platforms and devices through the ICD loader (the device
+ * layer is backends/opencl/device.c). Finding no platform or no device is "zero devices",
+ * never an error. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <CL/cl.h>
 
-#include "internal.h"
+#include "device.h"
 
 static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
 {
@@ -62,13 +62,15 @@ static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note
     free(plats);
     *devs = out;
     *n = total;
-    snprintf(note, len, "%u platform(s); discovery only: no kernels run here yet", n_plat);
+    snprintf(note, len, "%u platform(s); kernels built at run time from the dialect source",
+             n_plat);
     return 0;
 }
 
 const tdm__backend_ops tdm__opencl_ops = {
     .name = "opencl",
     .kind = TDM_BACKEND_OPENCL,
-    .runs_kernels = 0,
+    .runs_kernels = 1,
+    .dev = &tdm__opencl_dev_ops,
     .probe = ocl_probe,
 };

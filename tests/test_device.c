@@ -1,0 +1,323 @@
+/* Maps on device backends (OpenCL on PoCL in CI, CUDA where a GPU is): every built-in kernel
+ * against the CPU, pipelined batches, out-of-memory fallback to the CPU, user kernels in the
+ * dialect, compile errors with the build log. Skipped (77) when no device is found. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tdm_test.h"
+
+static tdm_runtime *open_rt(void)
+{
+    return tdm_test_open(2);
+}
+
+static tdm_map_opts gpu_opts(int64_t batch)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_GPU;
+    o.batch_size = batch;
+    return o;
+}
+
+static tdm_map_opts cpu_opts(void)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_THREADS;
+    return o;
+}
+
+static tdm_tensor *filled(tdm_runtime *rt, tdm_dtype dt, int ndim, const int64_t *shape,
+                          unsigned seed)
+{
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_empty(rt, dt, ndim, shape, TDM_MEM_HOST, &t), 0);
+    int64_t n = tdm_tensor_numel(t);
+    srand(seed);
+    for (int64_t i = 0; i < n; i++) {
+        double v = (double)(rand() % 2000) * 1e-3 - 1.0;
+        if (dt == TDM_F32)
+            ((float *)tdm_tensor_data(t))[i] = (float)v;
+        else if (dt == TDM_F64)
+            ((double *)tdm_tensor_data(t))[i] = v;
+        else if (dt == TDM_U8)
+            ((uint8_t *)tdm_tensor_data(t))[i] = (uint8_t)(rand() & 0xff);
+        else if (dt == TDM_I64)
+            ((int64_t *)tdm_tensor_data(t))[i] = 1 + rand() % 1000;
+    }
+    return t;
+}
+
+static double value(const tdm_tensor *t, int64_t i)
+{
+    return tdm_tensor_dtype(t) == TDM_F32 ? ((const float *)tdm_tensor_data(t))[i]
+                                          : ((const double *)tdm_tensor_data(t))[i];
+}
+
+/* Runs `kernel` on the CPU and on the device and compares (relative tolerance). */
+static void compare(tdm_runtime *rt, const char *kernel, tdm_tensor **in, int n_in, int out_ndim,
+                    const int64_t *out_shape, tdm_dtype out_dt, const void *params,
+                    size_t psize, double tol, int64_t batch)
+{
+    tdm_tensor *yc, *yg;
+    assert_int_equal(tdm_tensor_zeros(rt, out_dt, out_ndim, out_shape, 0, &yc), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, out_dt, out_ndim, out_shape, 0, &yg), 0);
+    tdm_map_opts oc = cpu_opts(), og = gpu_opts(batch);
+    assert_int_equal(tdm_map(rt, kernel, in, n_in, &yc, 1, params, psize, &oc, NULL), 0);
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, kernel, in, n_in, &yg, 1, params, psize, &og, &r);
+    if (rc != 0)
+        fail_msg("%s on the device: %s: %s", kernel, tdm_status_name(rc), tdm_errmsg(rt));
+    int64_t dev_items = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        if (r.workers[w].kind == TDM_BACKEND_OPENCL || r.workers[w].kind == TDM_BACKEND_CUDA)
+            dev_items += r.workers[w].items;
+        else
+            assert_int_equal(r.workers[w].items, 0);
+    assert_int_equal(dev_items, out_shape[0]);
+    int64_t n = tdm_tensor_numel(yc);
+    for (int64_t i = 0; i < n; i++) {
+        double a = value(yc, i), b = value(yg, i);
+        if (!(fabs(a - b) <= tol * (1.0 + fabs(a))))
+            fail_msg("%s: element %lld: cpu %.17g device %.17g", kernel, (long long)i, a, b);
+    }
+    tdm_tensor_release(yc);
+    tdm_tensor_release(yg);
+}
+
+static void test_elementwise_kernels_match_cpu(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    const tdm_dtype dts[] = {TDM_F32, TDM_F64};
+    for (int d = 0; d < 2; d++) {
+        int64_t n = 100003;
+        tdm_tensor *x = filled(rt, dts[d], 1, &n, 1), *y = filled(rt, dts[d], 1, &n, 2);
+        double tol = dts[d] == TDM_F32 ? 2e-6 : 1e-13;
+        compare(rt, "exp_sinh", &x, 1, 1, &n, dts[d], NULL, 0, tol, 0);
+        compare(rt, "exp_sinh", &x, 1, 1, &n, dts[d], NULL, 0, tol, 777); /* many batches */
+        tdm_axpy_params ap = {0.5};
+        tdm_tensor *xy[2] = {x, y};
+        compare(rt, "axpy", xy, 2, 1, &n, dts[d], &ap, sizeof ap, tol, 0);
+        tdm_scale_shift_params sp = {3.0, -1.0};
+        compare(rt, "scale_shift", &x, 1, 1, &n, dts[d], &sp, sizeof sp, tol, 1000);
+        tdm_tensor_release(x);
+        tdm_tensor_release(y);
+    }
+    tdm_test_close(rt);
+}
+
+static void test_row_reductions_match_cpu(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    const tdm_dtype dts[] = {TDM_F32, TDM_F64};
+    const char *names[] = {"sum", "mean", "sumsq"};
+    for (int d = 0; d < 2; d++) {
+        int64_t shape[2] = {1001, 37};
+        tdm_tensor *x = filled(rt, dts[d], 2, shape, 3);
+        for (int k = 0; k < 3; k++)
+            compare(rt, names[k], &x, 1, 1, shape, dts[d], NULL, 0,
+                    dts[d] == TDM_F32 ? 1e-6 : 1e-13, 100);
+        tdm_tensor_release(x);
+    }
+    tdm_test_close(rt);
+}
+
+static void test_normalize_and_pi_match_cpu(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    int64_t shape[4] = {9, 16, 12, 3};
+    tdm_tensor *img = filled(rt, TDM_U8, 4, shape, 4);
+    int64_t n9 = 9;
+    tdm_tensor *flags = filled(rt, TDM_U8, 1, &n9, 5);
+    int64_t out_shape[4] = {9, 3, 16, 12};
+    tdm_normalize_params np = {{0.485f, 0.456f, 0.406f, 0}, {0.229f, 0.224f, 0.225f, 1}, 1, 0};
+    compare(rt, "normalize_u8", &img, 1, 4, out_shape, TDM_F32, &np, sizeof np, 1e-5, 4);
+    tdm_tensor *both[2] = {img, flags};
+    np.flip = 0;
+    compare(rt, "normalize_u8", both, 2, 4, out_shape, TDM_F32, &np, sizeof np, 1e-5, 2);
+    int64_t n = 64;
+    tdm_pi_params pp = {20000};
+    compare(rt, "pi_leibniz", NULL, 0, 1, &n, TDM_F64, &pp, sizeof pp, 1e-11, 8);
+    tdm_tensor *terms = filled(rt, TDM_I64, 1, &n, 6);
+    compare(rt, "pi_leibniz", &terms, 1, 1, &n, TDM_F64, &pp, sizeof pp, 1e-11, 0);
+    tdm_tensor_release(img);
+    tdm_tensor_release(flags);
+    tdm_tensor_release(terms);
+    tdm_test_close(rt);
+}
+
+static void test_out_of_device_memory_falls_back_to_cpu(void **state)
+{
+    /* A 64 KiB device memory cap: 1 MiB batches cannot get device buffers. */
+    setenv("TDM_DEVICE_MEM_CAP", "65536", 1);
+    tdm_runtime *rt = open_rt();
+    int64_t n = 1 << 20;
+    tdm_tensor *x = filled(rt, TDM_F64, 1, &n, 7), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(1 << 17);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.fallback_batches, 8);
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-14 * (1 + fabs(yd[i])));
+    /* small batches fit under the cap and run on the device */
+    o.batch_size = 1024;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.fallback_batches, 0);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+    unsetenv("TDM_DEVICE_MEM_CAP");
+}
+
+/* A user kernel in the dialect: y = 2x + 1 over f32, using a built-in device function too. */
+static const char user_src[] =
+    "TDM_KERNEL tdm_user_affine(TDM_GLOBAL const float *x, TDM_GLOBAL float *y, tdm_idx begin,\n"
+    "                           tdm_idx end)\n"
+    "{\n"
+    "    for (tdm_idx i = begin + TDM_GLOBAL_ID(); i < end; i += TDM_GLOBAL_SIZE())\n"
+    "        y[i] = tdm_k_scale_shift_f32(x[i], 2.0f, 1.0f);\n"
+    "}\n";
+
+static int user_dev(const tdm_tensor *const *in, int n_in, const void *params, size_t ps,
+                    tdm_dev_launch *l, char *msg, size_t len)
+{
+    snprintf(l->entry, sizeof l->entry, "tdm_user_affine");
+    l->n_args = 4;
+    l->args[0].kind = TDM_DEV_ARG_INPUT;
+    l->args[1].kind = TDM_DEV_ARG_OUTPUT;
+    l->args[2].kind = TDM_DEV_ARG_BEGIN;
+    l->args[3].kind = TDM_DEV_ARG_END;
+    l->items_per_row = 1;
+    return 0;
+}
+
+static void test_user_kernel_in_the_dialect(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "user_affine";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.source = user_src;
+    def.dev = user_dev;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    int64_t n = 5000;
+    tdm_tensor *x = filled(rt, TDM_F32, 1, &n, 8), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F32, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(1000);
+    int rc = tdm_map(rt, "user_affine", &x, 1, &y, 1, NULL, 0, &o, NULL);
+    if (rc != 0)
+        fail_msg("%s: %s", tdm_status_name(rc), tdm_errmsg(rt));
+    const float *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabsf(yd[i] - (2.0f * xd[i] + 1.0f)) <= 1e-6f);
+    /* it has no CPU version: the CPU policies cannot run it */
+    tdm_map_opts oc = cpu_opts();
+    assert_int_equal(tdm_map(rt, "user_affine", &x, 1, &y, 1, NULL, 0, &oc, NULL), TDM_ENODEV);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_compile_error_reports_build_log(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "broken";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.source = "TDM_KERNEL tdm_user_affine(TDM_GLOBAL float *x) { this is not C; }\n";
+    def.dev = user_dev;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    int64_t n = 10;
+    tdm_tensor *x = filled(rt, TDM_F32, 1, &n, 9), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F32, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(0);
+    assert_int_equal(tdm_map(rt, "broken", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_EKERNEL);
+    const char *msg = tdm_errmsg(rt);
+    assert_non_null(strstr(msg, "broken")); /* the #line name: the log points at the user text */
+    const float *yd = tdm_tensor_data(y);
+    for (int i = 0; i < n; i++)
+        assert_true(yd[i] == 0.0f);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_gpu_policy_errors(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    int64_t n = 10;
+    tdm_tensor *x = filled(rt, TDM_I64, 1, &n, 10), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(0);
+    /* a CPU-only user kernel */
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "cpu_only";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    extern int cpu_only_fn(const tdm_kernel_args *);
+    def.cpu = cpu_only_fn;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    assert_int_equal(tdm_map(rt, "cpu_only", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_ENODEV);
+    assert_non_null(strstr(tdm_errmsg(rt), "no device version"));
+    /* a dtype with no device entry */
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL), TDM_EDTYPE);
+    /* a streaming map into ring buffers stays on the host */
+    tdm_job *job = NULL;
+    tdm_tensor *xf = filled(rt, TDM_F64, 1, &n, 11);
+    assert_int_equal(tdm_map_async(rt, "exp_sinh", &xf, 1, NULL, 1, NULL, 0, &o, &job),
+                     TDM_ENODEV);
+    assert_null(job);
+    tdm_tensor_release(x);
+    tdm_tensor_release(xf);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+int cpu_only_fn(const tdm_kernel_args *a)
+{
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    /* Skip (77) when no device backend has a device that runs kernels. */
+    tdm_runtime *rt;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 1;
+    int64_t n = 4;
+    tdm_tensor *x, *y;
+    tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &x);
+    tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y);
+    tdm_map_opts o = gpu_opts(0);
+    int rc = tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL);
+    char why[512];
+    snprintf(why, sizeof why, "%s", tdm_errmsg(rt));
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_runtime_close(rt);
+    if (rc == TDM_ENODEV) {
+        printf("skipped: no device runs kernels here: %s\n", why);
+        return 77;
+    }
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_elementwise_kernels_match_cpu),
+        cmocka_unit_test(test_row_reductions_match_cpu),
+        cmocka_unit_test(test_normalize_and_pi_match_cpu),
+        cmocka_unit_test(test_out_of_device_memory_falls_back_to_cpu),
+        cmocka_unit_test(test_user_kernel_in_the_dialect),
+        cmocka_unit_test(test_compile_error_reports_build_log),
+        cmocka_unit_test(test_gpu_policy_errors),
+    };
+    /* clang-format on */
+    return TDM_TEST_MAIN("device", tests);
+}

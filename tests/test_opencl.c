@@ -1,0 +1,555 @@
+/* opencl: the OpenCL device layer (backends/opencl/device.c) driven directly through
+ * tdm__opencl_dev_ops, on a real driver (PoCL in CI): open/close, buffers, copies, launches of
+ * the built-in kernels, pipelining over the queues, build errors, the memory cap, bad input.
+ *
+ * Without OpenCL in the build, or without a platform or device at run time (for example under
+ * OCL_ICD_VENDORS=/nonexistent), main() exits 77 so CTest reports the tests as skipped. */
+#include "tdm_test.h"
+
+#if TDM_HAVE_OPENCL
+#include <math.h>
+
+#include "device.h"
+
+extern const char tdm__builtin_kernel_source[];
+
+static const tdm__dev_ops *ops = &tdm__opencl_dev_ops;
+static char detail[1024];
+
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        detail[0] = '\0';                                                                          \
+        int rc_ = (call);                                                                          \
+        if (rc_ != 0)                                                                              \
+            fail_msg("%s: %s: %s", #call, tdm_status_name(rc_), detail);                           \
+    } while (0)
+
+static tdm__dev *open0(void)
+{
+    tdm__dev *d = NULL;
+    OK(ops->open(NULL, 0, &d, detail, sizeof detail));
+    assert_non_null(d);
+    return d;
+}
+
+static tdm__karg karg_buf(tdm__dbuf *b)
+{
+    tdm__karg a;
+    memset(&a, 0, sizeof a);
+    a.kind = TDM__KARG_BUF;
+    a.buf = b;
+    return a;
+}
+
+static tdm__karg karg_null(void)
+{
+    tdm__karg a;
+    memset(&a, 0, sizeof a);
+    a.kind = TDM__KARG_NULL;
+    return a;
+}
+
+static tdm__karg karg_value(const void *v, uint32_t size)
+{
+    tdm__karg a;
+    memset(&a, 0, sizeof a);
+    a.kind = TDM__KARG_VALUE;
+    a.size = size;
+    memcpy(a.value, v, size);
+    return a;
+}
+
+static tdm__karg karg_i64(int64_t v)
+{
+    return karg_value(&v, sizeof v);
+}
+
+static void check_near(const char *what, long i, double got, double want, double rel,
+                       double abs_tol)
+{
+    double tol = abs_tol + rel * fabs(want);
+    if (!(fabs(got - want) <= tol))
+        fail_msg("%s[%ld]: got %.17g, want %.17g (tolerance %.3g)", what, i, got, want, tol);
+}
+
+/* Launches tdm_exp_sinh_f64(x, y, begin, end); skips the test on a device without fp64. */
+static void launch_exp_sinh(tdm__dev *d, int q, tdm__dbuf *x, tdm__dbuf *y, int64_t begin,
+                            int64_t end, int64_t global)
+{
+    tdm__karg a[4] = {karg_buf(x), karg_buf(y), karg_i64(begin), karg_i64(end)};
+    detail[0] = '\0';
+    int rc = ops->launch(d, q, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64", a, 4,
+                         global, detail, sizeof detail);
+    if (rc == TDM_ENOTFOUND) {
+        ops->close(d);
+        print_message("no tdm_exp_sinh_f64 on this device (no cl_khr_fp64): %s\n", detail);
+        skip();
+    }
+    if (rc != 0)
+        fail_msg("launch tdm_exp_sinh_f64: %s: %s", tdm_status_name(rc), detail);
+}
+
+/* ---- tests ----------------------------------------------------------------------------------- */
+
+static void test_open_close(void **state)
+{
+    (void)state;
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm__dev *d = NULL;
+    OK(ops->open(rt, 0, &d, detail, sizeof detail));
+    assert_non_null(d);
+    assert_int_equal(ops->kind, TDM_BACKEND_OPENCL);
+    assert_true(ops->n_queues(d) >= 2);
+    for (int q = 0; q < ops->n_queues(d); q++)
+        OK(ops->finish(d, q, detail, sizeof detail)); /* nothing enqueued: fine */
+    ops->close(d);
+    ops->close(NULL);
+    /* twice in a row, and two devices open at once */
+    tdm__dev *a = open0(), *b = open0();
+    ops->close(a);
+    ops->close(b);
+    tdm_test_close(rt);
+}
+
+static void test_bad_device_index(void **state)
+{
+    (void)state;
+    tdm__dev *d = (tdm__dev *)&d;
+    detail[0] = '\0';
+    assert_int_equal(ops->open(NULL, -1, &d, detail, sizeof detail), TDM_EINVAL);
+    assert_null(d);
+    assert_non_null(strstr(detail, "-1"));
+    d = (tdm__dev *)&d;
+    assert_int_equal(ops->open(NULL, 100000, &d, detail, sizeof detail), TDM_ENOTFOUND);
+    assert_null(d);
+    assert_non_null(strstr(detail, "no device 100000"));
+    /* no room for a message is fine too */
+    assert_int_equal(ops->open(NULL, 100000, &d, NULL, 0), TDM_ENOTFOUND);
+    assert_int_equal(ops->open(NULL, 0, NULL, detail, sizeof detail), TDM_EINVAL);
+}
+
+/* alloc / write / launch / read against the C reference, items [begin, end) of the buffers. */
+static void test_exp_sinh_round_trip(void **state)
+{
+    (void)state;
+    enum { N = 100003 };
+    const int64_t begin = 1000, end = N - 7;
+    double *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int i = 0; i < N; i++) {
+        x[i] = -5.0 + 10.0 * i / (N - 1);
+        y[i] = -1.0; /* sentinel: items outside [begin, end) must keep it */
+    }
+    tdm__dev *d = open0();
+    tdm__dbuf *bx = NULL, *by = NULL;
+    OK(ops->alloc(d, N * sizeof(double), &bx, detail, sizeof detail));
+    OK(ops->alloc(d, N * sizeof(double), &by, detail, sizeof detail));
+    OK(ops->write(d, 0, bx, 0, x, N * sizeof(double), detail, sizeof detail));
+    OK(ops->write(d, 0, by, 0, y, N * sizeof(double), detail, sizeof detail));
+    /* fewer work items than items: the entry's grid-stride loop covers the rest */
+    launch_exp_sinh(d, 0, bx, by, begin, end, 1000);
+    memset(y, 0, N * sizeof *y);
+    OK(ops->read(d, 0, y, by, 0, N * sizeof(double), detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    for (int i = 0; i < N; i++) {
+        if (i < begin || i >= end)
+            assert_true(y[i] == -1.0);
+        else
+            check_near("exp_sinh_f64", i, y[i], exp(x[i]) * sinh(x[i]), 1e-13, 1e-300);
+    }
+    /* again on another queue with more work items than items, reading a sub-range back */
+    launch_exp_sinh(d, 1, bx, by, 0, N, 3 * (int64_t)N);
+    double part[64];
+    OK(ops->read(d, 1, part, by, 10 * sizeof(double), sizeof part, detail, sizeof detail));
+    OK(ops->finish(d, 1, detail, sizeof detail));
+    for (int i = 0; i < 64; i++)
+        check_near("exp_sinh_f64 part", i, part[i], exp(x[10 + i]) * sinh(x[10 + i]), 1e-13,
+                   1e-300);
+    ops->free(d, bx);
+    ops->free(d, by);
+    ops->close(d);
+    free(x);
+    free(y);
+}
+
+/* Batches round-robin over every queue, each queue with its own buffers, up to n_queues
+ * batches in flight; a queue is finished only when it is reused, as the core does. */
+static void test_pipeline_queues(void **state)
+{
+    (void)state;
+    enum { BATCH = 65536, BATCHES = 14, QMAX = 8 };
+    const int64_t n = (int64_t)BATCH * BATCHES - 123; /* the last batch is short */
+    double *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = sin((double)i * 1e-3) * 4.0;
+        y[i] = NAN;
+    }
+    tdm__dev *d = open0();
+    int nq = ops->n_queues(d);
+    assert_true(nq >= 3 && nq <= QMAX);
+    tdm__dbuf *bx[QMAX], *by[QMAX];
+    int busy[QMAX] = {0}, in_flight = 0, max_in_flight = 0;
+    for (int q = 0; q < nq; q++) {
+        OK(ops->alloc(d, BATCH * sizeof(double), &bx[q], detail, sizeof detail));
+        OK(ops->alloc(d, BATCH * sizeof(double), &by[q], detail, sizeof detail));
+    }
+    for (int b = 0; b < BATCHES; b++) {
+        int q = b % nq;
+        if (busy[q]) {
+            OK(ops->finish(d, q, detail, sizeof detail));
+            busy[q] = 0;
+            in_flight--;
+        }
+        int64_t lo = (int64_t)b * BATCH, cnt = n - lo < BATCH ? n - lo : BATCH;
+        size_t bytes = (size_t)cnt * sizeof(double);
+        OK(ops->write(d, q, bx[q], 0, x + lo, bytes, detail, sizeof detail));
+        launch_exp_sinh(d, q, bx[q], by[q], 0, cnt, cnt);
+        OK(ops->read(d, q, y + lo, by[q], 0, bytes, detail, sizeof detail));
+        busy[q] = 1;
+        if (++in_flight > max_in_flight)
+            max_in_flight = in_flight;
+    }
+    for (int q = 0; q < nq; q++)
+        OK(ops->finish(d, q, detail, sizeof detail));
+    assert_int_equal(max_in_flight, nq);
+    for (int64_t i = 0; i < n; i++)
+        check_near("pipelined exp_sinh_f64", (long)i, y[i], exp(x[i]) * sinh(x[i]), 1e-13, 1e-300);
+    for (int q = 0; q < nq; q++) {
+        ops->free(d, bx[q]);
+        ops->free(d, by[q]);
+    }
+    ops->close(d);
+    free(x);
+    free(y);
+}
+
+/* A NULL buffer argument and a scalar: pi_leibniz(NULL terms_in, y, terms, begin, end). */
+static void test_null_and_value_args(void **state)
+{
+    (void)state;
+    enum { N = 5 };
+    tdm__dev *d = open0();
+    tdm__dbuf *by = NULL;
+    OK(ops->alloc(d, N * sizeof(double), &by, detail, sizeof detail));
+    tdm__karg a[5] = {karg_null(), karg_buf(by), karg_i64(1001), karg_i64(0), karg_i64(N)};
+    detail[0] = '\0';
+    int rc = ops->launch(d, 2, "builtin", tdm__builtin_kernel_source, "tdm_pi_leibniz", a, 5, N,
+                         detail, sizeof detail);
+    if (rc == TDM_ENOTFOUND) {
+        ops->free(d, by);
+        ops->close(d);
+        skip();
+    }
+    assert_int_equal(rc, 0);
+    double y[N];
+    OK(ops->read(d, 2, y, by, 0, sizeof y, detail, sizeof detail));
+    OK(ops->finish(d, 2, detail, sizeof detail));
+    double want = 0.0;
+    for (int k = 0; k < 1001; k++)
+        want += (k % 2 ? -1.0 : 1.0) / (2.0 * k + 1.0);
+    for (int i = 0; i < N; i++)
+        check_near("pi_leibniz", i, y[i], 4.0 * want, 1e-13, 1e-13);
+    ops->free(d, by);
+    ops->close(d);
+}
+
+/* The API's parameter block by value (a struct: its size is not checked by type name) and a
+ * NULL flags buffer: normalize_u8 over 2 images of 3x4 RGB. */
+static void test_struct_by_value(void **state)
+{
+    (void)state;
+    enum { N = 2, H = 3, W = 4, C = 3 };
+    uint8_t x[N * H * W * C];
+    float y[N * C * H * W];
+    for (int i = 0; i < N * H * W * C; i++)
+        x[i] = (uint8_t)(i * 29 + 3);
+    tdm_normalize_params p = {{0.485f, 0.456f, 0.406f, 0.0f}, {0.229f, 0.224f, 0.225f, 1.0f}, 1, 0};
+    tdm__dev *d = open0();
+    tdm__dbuf *bx = NULL, *by = NULL;
+    OK(ops->alloc(d, sizeof x, &bx, detail, sizeof detail));
+    OK(ops->alloc(d, sizeof y, &by, detail, sizeof detail));
+    OK(ops->write(d, 1, bx, 0, x, sizeof x, detail, sizeof detail));
+    int32_t c = C;
+    tdm__karg a[9] = {karg_buf(bx),   karg_null(), karg_buf(by),      karg_value(&p, sizeof p),
+                      karg_i64(H),    karg_i64(W), karg_value(&c, 4), karg_i64(0),
+                      karg_i64(N * H)};
+    /* C is a tdm_i32: 8 bytes for it is refused (the dialect's typedefs are known by name) */
+    a[6] = karg_i64(C);
+    assert_int_equal(ops->launch(d, 1, "builtin", tdm__builtin_kernel_source, "tdm_normalize_u8", a,
+                                 9, N * H, detail, sizeof detail),
+                     TDM_EINVAL);
+    assert_non_null(strstr(detail, "tdm_i32 (4 bytes)"));
+    a[6] = karg_value(&c, 4);
+    OK(ops->launch(d, 1, "builtin", tdm__builtin_kernel_source, "tdm_normalize_u8", a, 9, N * H,
+                   detail, sizeof detail));
+    OK(ops->read(d, 1, y, by, 0, sizeof y, detail, sizeof detail));
+    OK(ops->finish(d, 1, detail, sizeof detail));
+    for (int n = 0; n < N; n++)
+        for (int ch = 0; ch < C; ch++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++) {
+                    double v = x[((n * H + h) * W + (W - 1 - w)) * C + ch]; /* flip = 1 */
+                    long i = ((n * C + ch) * H + h) * W + w;
+                    check_near("normalize_u8", i, y[i], (v / 255.0 - p.mean[ch]) / p.std[ch], 1e-5,
+                               1e-5);
+                }
+    ops->free(d, bx);
+    ops->free(d, by);
+    ops->close(d);
+}
+
+static void test_compile_error_gives_log(void **state)
+{
+    (void)state;
+    static const char bad[] = "__kernel void broken(__global float *x)\n"
+                              "{\n"
+                              "    x[0] = tdm_undeclared_thing * 2.0f;\n"
+                              "}\n";
+    tdm__dev *d = open0();
+    tdm__dbuf *b = NULL;
+    OK(ops->alloc(d, 64, &b, detail, sizeof detail));
+    tdm__karg a[1] = {karg_buf(b)};
+    detail[0] = '\0';
+    assert_int_equal(
+        ops->launch(d, 0, "user:broken:1", bad, "broken", a, 1, 1, detail, sizeof detail),
+        TDM_EKERNEL);
+    print_message("build failure: %s\n", detail);
+    assert_non_null(strstr(detail, "did not build"));
+    assert_non_null(strstr(detail, "tdm_undeclared_thing")); /* from the build log */
+    assert_null(strchr(detail, '\n'));                       /* one line */
+    /* cached: the same error again, without rebuilding */
+    char first[sizeof detail];
+    memcpy(first, detail, sizeof first);
+    detail[0] = '\0';
+    assert_int_equal(
+        ops->launch(d, 0, "user:broken:1", bad, "broken", a, 1, 1, detail, sizeof detail),
+        TDM_EKERNEL);
+    assert_string_equal(detail, first);
+    /* a short detail buffer gets a truncated message, still terminated */
+    char tiny[24];
+    assert_int_equal(ops->launch(d, 0, "user:broken:1", bad, "broken", a, 1, 1, tiny, sizeof tiny),
+                     TDM_EKERNEL);
+    assert_true(strlen(tiny) < sizeof tiny);
+    /* the device stays usable: a good program under another key builds and runs */
+    static const char good[] = "__kernel void fill(__global float *x, float v) { x[get_global_id"
+                               "(0)] = v; }\n";
+    float v = 2.5f, out[16];
+    tdm__karg g[2] = {karg_buf(b), karg_value(&v, sizeof v)};
+    OK(ops->launch(d, 0, "user:fill:1", good, "fill", g, 2, 16, detail, sizeof detail));
+    OK(ops->read(d, 0, out, b, 0, sizeof out, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    for (int i = 0; i < 16; i++)
+        assert_true(out[i] == 2.5f);
+    /* the same key with another source is refused, not silently run */
+    static const char other[] = "__kernel void fill(__global float *x, float v) { x[0] = v; }\n";
+    assert_int_equal(
+        ops->launch(d, 0, "user:fill:1", other, "fill", g, 2, 16, detail, sizeof detail),
+        TDM_EINVAL);
+    ops->free(d, b);
+    ops->close(d);
+}
+
+static void test_bad_entry_and_args(void **state)
+{
+    (void)state;
+    tdm__dev *d = open0();
+    tdm__dbuf *b = NULL;
+    OK(ops->alloc(d, 1024, &b, detail, sizeof detail));
+    tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(1)};
+    const char *src = tdm__builtin_kernel_source;
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_no_such_entry", a, 4, 1, detail, sizeof detail),
+        TDM_ENOTFOUND);
+    assert_non_null(strstr(detail, "tdm_no_such_entry"));
+    /* wrong argument count */
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", a, 3, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    assert_non_null(strstr(detail, "takes 4 arguments"));
+    /* a scalar of the wrong size (4 bytes for a 64-bit index) */
+    tdm__karg w[4] = {karg_buf(b), karg_buf(b), karg_value(&(int32_t){0}, 4), karg_i64(1)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", w, 4, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    assert_non_null(strstr(detail, "argument 2"));
+    /* a value where a buffer goes, and a buffer where a value goes */
+    tdm__karg vb[4] = {karg_i64(0), karg_buf(b), karg_i64(0), karg_i64(1)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", vb, 4, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    tdm__karg bv[4] = {karg_buf(b), karg_buf(b), karg_buf(b), karg_i64(1)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", bv, 4, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    /* a buffer argument without a buffer; an oversized value */
+    tdm__karg nb[4] = {karg_buf(NULL), karg_buf(b), karg_i64(0), karg_i64(1)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", nb, 4, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    tdm__karg big = karg_i64(0);
+    big.size = 65;
+    tdm__karg ob[4] = {karg_buf(b), karg_buf(b), big, karg_i64(1)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_exp_sinh_f32", ob, 4, 1, detail, sizeof detail),
+        TDM_EINVAL);
+    /* bad queues, ranges and pointers */
+    char host[2048];
+    assert_int_equal(ops->write(d, 3, b, 0, host, 8, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->write(d, -1, b, 0, host, 8, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->finish(d, 99, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->write(d, 0, b, 1000, host, 25, detail, sizeof detail), TDM_EINVAL);
+    assert_non_null(strstr(detail, "outside"));
+    assert_int_equal(ops->read(d, 0, host, b, 0, 1025, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->read(d, 0, host, b, SIZE_MAX, 2, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->read(d, 0, NULL, b, 0, 8, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->write(d, 0, NULL, 0, host, 8, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->launch(d, 0, NULL, src, "x", a, 4, 1, detail, sizeof detail), TDM_EINVAL);
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    ops->free(d, b);
+    ops->close(d);
+}
+
+/* Empty buffers, empty copies and launches with no items are no-ops, not errors. */
+static void test_empty_work(void **state)
+{
+    (void)state;
+    tdm__dev *d = open0();
+    tdm__dbuf *e = NULL;
+    OK(ops->alloc(d, 0, &e, detail, sizeof detail));
+    assert_non_null(e);
+    OK(ops->write(d, 0, e, 0, NULL, 0, detail, sizeof detail));
+    OK(ops->read(d, 0, NULL, e, 0, 0, detail, sizeof detail));
+    tdm__karg a[4] = {karg_buf(e), karg_buf(e), karg_i64(0), karg_i64(0)};
+    OK(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f32", a, 4, 0, detail,
+                   sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    ops->free(d, e);
+    ops->free(d, NULL);
+    ops->close(d);
+}
+
+static void test_memory_cap(void **state)
+{
+    (void)state;
+    const char *old = getenv("TDM_DEVICE_MEM_CAP");
+    char *saved = old ? strdup(old) : NULL;
+
+    setenv("TDM_DEVICE_MEM_CAP", "1M", 1);
+    tdm__dev *d = open0();
+    tdm__dbuf *a = NULL, *b = NULL, *c = NULL;
+    OK(ops->alloc(d, 600 * 1024, &a, detail, sizeof detail));
+    detail[0] = '\0';
+    assert_int_equal(ops->alloc(d, 600 * 1024, &b, detail, sizeof detail), TDM_ENOMEM);
+    assert_null(b);
+    assert_non_null(strstr(detail, "TDM_DEVICE_MEM_CAP"));
+    print_message("over the cap: %s\n", detail);
+    OK(ops->alloc(d, 400 * 1024, &c, detail, sizeof detail)); /* what is left still fits */
+    ops->free(d, a);
+    OK(ops->alloc(d, 600 * 1024, &b, detail, sizeof detail)); /* room again after a free */
+    ops->free(d, b);
+    ops->free(d, c);
+    OK(ops->alloc(d, 1024 * 1024, &a, detail, sizeof detail)); /* exactly the cap */
+    ops->free(d, a);
+    ops->close(d);
+
+    /* spellings, and a malformed value is refused at open */
+    const char *good[] = {"1048576", "64MiB", "2g", " 512 KB ", "0"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv("TDM_DEVICE_MEM_CAP", good[i], 1);
+        ops->close(open0());
+    }
+    const char *bad[] = {"lots", "12X", "-5", "99999999999999999999", "20000000T"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("TDM_DEVICE_MEM_CAP", bad[i], 1);
+        d = (tdm__dev *)&d;
+        assert_int_equal(ops->open(NULL, 0, &d, detail, sizeof detail), TDM_EINVAL);
+        assert_null(d);
+        assert_non_null(strstr(detail, "TDM_DEVICE_MEM_CAP"));
+    }
+
+    if (saved) {
+        setenv("TDM_DEVICE_MEM_CAP", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("TDM_DEVICE_MEM_CAP");
+    }
+}
+
+/* A buffer larger than CL_DEVICE_MAX_MEM_ALLOC_SIZE is TDM_ENOMEM with a clear message. */
+static void test_over_max_alloc(void **state)
+{
+    (void)state;
+    tdm__dev *d = open0();
+    tdm__dbuf *b = NULL;
+    detail[0] = '\0';
+    assert_int_equal(ops->alloc(d, SIZE_MAX / 2, &b, detail, sizeof detail), TDM_ENOMEM);
+    assert_null(b);
+    assert_non_null(strstr(detail, "CL_DEVICE_MAX_MEM_ALLOC_SIZE"));
+    print_message("too large: %s\n", detail);
+    ops->close(d);
+}
+
+/* close() with work in flight and buffers the caller did not free: waits and releases all
+ * (LeakSanitizer checks the "releases" under ASan). */
+static void test_close_releases_everything(void **state)
+{
+    (void)state;
+    enum { N = 200000 };
+    double *x = calloc(N, sizeof *x);
+    assert_non_null(x);
+    tdm__dev *d = open0();
+    tdm__dbuf *bx = NULL, *by = NULL;
+    OK(ops->alloc(d, N * sizeof(double), &bx, detail, sizeof detail));
+    OK(ops->alloc(d, N * sizeof(double), &by, detail, sizeof detail));
+    for (int q = 0; q < ops->n_queues(d); q++) {
+        OK(ops->write(d, q, bx, 0, x, N * sizeof(double), detail, sizeof detail));
+        tdm__karg a[4] = {karg_buf(bx), karg_buf(by), karg_i64(0), karg_i64(N)};
+        OK(ops->launch(d, q, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f32", a, 4, N,
+                       detail, sizeof detail));
+    }
+    ops->close(d); /* no finish, no free */
+    free(x);
+}
+#endif /* TDM_HAVE_OPENCL */
+
+int main(int argc, char **argv)
+{
+#if !TDM_HAVE_OPENCL
+    (void)argc;
+    (void)argv;
+    printf("opencl: skipped: this build has no OpenCL (TDM_HAVE_OPENCL=0)\n");
+    return 77;
+#else
+    tdm__dev *d = NULL;
+    char why[512] = "";
+    int rc = tdm__opencl_dev_ops.open(NULL, 0, &d, why, sizeof why);
+    if (rc == TDM_ENOTFOUND) {
+        printf("opencl: skipped: %s\n", why);
+        return 77;
+    }
+    if (d)
+        tdm__opencl_dev_ops.close(d);
+    /* any other failure to open device 0 is left for the tests to report */
+    /* One test per line: tests/CMakeLists.txt registers one CTest per matching line. */
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_close),
+        cmocka_unit_test(test_bad_device_index),
+        cmocka_unit_test(test_exp_sinh_round_trip),
+        cmocka_unit_test(test_pipeline_queues),
+        cmocka_unit_test(test_null_and_value_args),
+        cmocka_unit_test(test_struct_by_value),
+        cmocka_unit_test(test_compile_error_gives_log),
+        cmocka_unit_test(test_bad_entry_and_args),
+        cmocka_unit_test(test_empty_work),
+        cmocka_unit_test(test_memory_cap),
+        cmocka_unit_test(test_over_max_alloc),
+        cmocka_unit_test(test_close_releases_everything),
+    };
+    /* clang-format on */
+    return TDM_TEST_MAIN("opencl", tests);
+#endif
+}
