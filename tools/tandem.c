@@ -481,7 +481,7 @@ static int find_runners(tdm_runtime *rt, runner *r, int *n_runners, int *any_pro
     if (n > 1) {
         r[n].kind = TDM_BACKEND_KIND_COUNT;
         r[n].policy = TDM_POLICY_AUTO;
-        snprintf(r[n].label, sizeof r[n].label, "auto (all backends)");
+        snprintf(r[n].label, sizeof r[n].label, "auto (threads + procs)");
         n++;
     }
     *n_runners = n;
