@@ -16,5 +16,7 @@
 #include "tandem/progress.h"
 #include "tandem/report.h"
 #include "tandem/map.h"
+#include "tandem/io.h"
+#include "tandem/cache.h"
 
 #endif

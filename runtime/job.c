@@ -25,7 +25,7 @@ static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
         *end = b + want < n ? b + want : n;
         return true;
     }
-    int64_t cur = atomic_load_explicit(&job->cursor, memory_order_relaxed);
+    long long cur = atomic_load_explicit(&job->cursor, memory_order_relaxed); /* atomic_llong */
     for (;;) {
         if (cur >= n)
             return false;

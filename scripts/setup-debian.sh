@@ -8,3 +8,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build pkg-config libcmocka-dev \
     ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
+# Tensor files and the result cache (zstd, lz4, xxHash, zlib); NumPy for the interop test, clang
+# for the fuzz targets, joblib for bench/bench_io.py.
+$SUDO apt-get install -y -qq --no-install-recommends \
+    libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev python3-numpy python3-joblib clang

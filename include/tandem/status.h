@@ -29,6 +29,9 @@
     X(EPERM, -14, "not permitted by the system (limit or privilege)")                              \
     X(ELAYOUT, -16, "tensor layout not supported here (not contiguous)")                           \
     X(EEXIST, -17, "already exists")                                                               \
+    X(EIO, -18, "a file could not be opened, read or written")                                     \
+    X(EFORMAT, -19, "not a valid file of the expected format (magic, header, truncation)")         \
+    X(ECORRUPT, -20, "checksum mismatch: the data is corrupted")                                   \
     X(ETIMEDOUT, -30, "a batch overran its deadline (its worker was killed)")                      \
     X(EWORKER, -31, "a worker process died while running the batch")
 

@@ -1,0 +1,128 @@
+/* tandem — a result cache for maps (joblib's Memory for tandem's kernels).
+ *
+ * A map run through the cache is keyed by the kernel's name and kernel_version, its parameter
+ * block, the dtype/shape of its outputs and the dtype, shape and bytes of its inputs (xxh3-128
+ * over all of them). A hit loads — or memory-maps — the stored outputs instead of computing;
+ * a miss runs the map and stores its outputs.
+ *
+ * On disk: `dir/` (created 0700 when absent) holds one directory per entry named by the key's
+ * 32 hex digits — never by anything the caller chose, so no key becomes a path outside `dir` —
+ * with one file per output (.npy, or a compressed tensor file) and a manifest carrying the
+ * key, the sizes and an xxh3 checksum of every output's bytes. An entry is built in a private
+ * temporary directory and renamed into place, so several threads or processes can share one
+ * cache directory: no reader ever sees a torn entry, and when two writers race, one entry
+ * wins and the other is dropped. A corrupted or truncated entry fails its checksum or its
+ * size check and is treated as a miss (then replaced), never returned. With a bytes_limit,
+ * least recently used entries (last hit or store) are evicted after each store.
+ */
+#ifndef TANDEM_CACHE_H
+#define TANDEM_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/export.h"
+#include "tandem/io.h"
+#include "tandem/map.h"
+#include "tandem/runtime.h"
+#include "tandem/tensor.h"
+
+/** A cache directory opened by one runtime. Opaque. */
+typedef struct tdm_cache tdm_cache;
+
+#define TDM_CACHE_OPTS_VERSION 1u
+
+/** Options of tdm_cache_open(). NULL = all defaults. */
+typedef struct tdm_cache_opts {
+    uint32_t size;        /**< sizeof(tdm_cache_opts) */
+    uint32_t version;     /**< TDM_CACHE_OPTS_VERSION */
+    uint64_t bytes_limit; /**< evict least recently used entries above this; 0 = no limit */
+    tdm_mmap_mode mmap;   /**< how hits come back when the cache creates the outputs:
+                           *   TDM_MMAP_NONE (read into memory), READ or COPY (mapped; needs
+                           *   codec NONE). READWRITE is refused: it would change the entry. */
+    tdm_codec codec;      /**< how outputs are stored: NONE (.npy, mappable), ZSTD, LZ4,
+                           *   DEFLATE (joblib's compress=('zstd', 3)) */
+    int level;            /**< codec level, 0 = default */
+    unsigned mem;         /**< storage of outputs the cache creates (TDM_MEM_HOST, SHARED...) */
+    int verify;           /**< 1 (default): checksum every output on each hit; 0: only sizes
+                           *   and headers (faster for mapped hits, which then need not read
+                           *   the data) */
+    int fsync;            /**< 1: entries are fsync'ed before they appear (durable across a
+                           *   power loss); 0 (default): atomic, not durable */
+} tdm_cache_opts;
+
+#define TDM_CACHE_OPTS_INIT                                                                        \
+    {                                                                                              \
+        sizeof(tdm_cache_opts), TDM_CACHE_OPTS_VERSION, 0, TDM_MMAP_NONE, TDM_CODEC_NONE, 0,       \
+            TDM_MEM_HOST, 1, 0                                                                     \
+    }
+
+/** Counters of one tdm_cache handle (this process's calls through it). */
+typedef struct tdm_cache_stats {
+    int64_t hits;
+    int64_t misses;
+    int64_t stores;         /**< entries written */
+    int64_t store_failures; /**< results computed but not stored (disk full, I/O error...) */
+    int64_t corrupt;        /**< entries found corrupted or truncated (treated as misses) */
+    int64_t evictions;      /**< entries removed to respect bytes_limit */
+} tdm_cache_stats;
+
+TDM_BEGIN_DECLS
+
+/** Fills *o with the defaults. Returns 0 or TDM_EINVAL. */
+TDM_EXTERN int tdm_cache_opts_init(tdm_cache_opts *o);
+
+/** Opens (creating it 0700 when absent, parents too) the cache directory `dir`. The caller
+ *  closes *out with tdm_cache_close() before closing the runtime.
+ *  Returns 0; TDM_EINVAL (NULL, bad opts: unknown mmap mode, READWRITE, a mmap mode with a
+ *  codec, bad codec level); TDM_EIO (cannot create or open the directory, or it is not a
+ *  directory); TDM_ENOMEM. Thread-safe. */
+TDM_EXTERN int tdm_cache_open(tdm_runtime *rt, const char *dir, const tdm_cache_opts *opts,
+                              tdm_cache **out);
+
+/** Closes the handle (the directory and its entries stay). NULL is a no-op. */
+TDM_EXTERN void tdm_cache_close(tdm_cache *c);
+
+/** tdm_map() through the cache. Arguments as tdm_map(), except `outputs`, an array of n_out
+ *  tensor pointers, either all non-NULL (results are written into them, hit or miss) or all
+ *  NULL (the cache creates them: on a hit loaded or mapped from the entry as opts->mmap says,
+ *  on a miss allocated from the kernel's infer function, which it then needs; the caller
+ *  releases them). `hit` (may be NULL) is set to 1 for a hit, 0 for a miss. On a miss the
+ *  map runs with `opts` and fills `report` (may be NULL; untouched on a hit).
+ *  A result that cannot be stored (full disk, I/O error) is still returned with 0, and counted
+ *  in tdm_cache_stats.store_failures.
+ *  Returns 0; TDM_EINVAL (NULL cache/kernel, outputs mixing NULL and non-NULL, n_out not the
+ *  kernel's, NULL outputs for a kernel without infer); TDM_ENOTFOUND (unknown kernel);
+ *  TDM_ELAYOUT (a non-contiguous input: its bytes are hashed as stored); every code of
+ *  tdm_map(). On error, outputs the cache created are released and set back to NULL.
+ *  Thread-safe: several threads (and processes) may use one cache at once. */
+TDM_EXTERN int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                             tdm_tensor **outputs, int n_out, const void *params,
+                             size_t params_size, const tdm_map_opts *opts, tdm_report *report,
+                             int *hit);
+
+/** The key a tdm_cache_map() call with these arguments has: 32 lowercase hex digits and a NUL
+ *  written into key_hex (33 bytes). `outputs` as for tdm_cache_map() (their dtype/shape count
+ *  when given). Returns 0, or the validation errors of tdm_cache_map(). Thread-safe. */
+TDM_EXTERN int tdm_cache_key(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                             tdm_tensor *const *outputs, int n_out, const void *params,
+                             size_t params_size, char key_hex[33]);
+
+/** 1 when an entry for key_hex exists (not checked for corruption), 0 when not; TDM_EINVAL for a
+ *  NULL cache or a key that is not 32 hex digits. Thread-safe. */
+TDM_EXTERN int tdm_cache_contains(tdm_cache *c, const char *key_hex);
+
+/** Removes every entry (and stale temporary files) from the directory. Entries being written
+ *  by others at that moment may survive. Returns 0, TDM_EINVAL, TDM_EIO. Thread-safe. */
+TDM_EXTERN int tdm_cache_clear(tdm_cache *c);
+
+/** Bytes held by the entries in the directory now and their number (either pointer may be
+ *  NULL). Returns 0, TDM_EINVAL, TDM_EIO. Thread-safe. */
+TDM_EXTERN int tdm_cache_usage(tdm_cache *c, uint64_t *bytes, int64_t *entries);
+
+/** Copies the handle's counters. Returns 0 or TDM_EINVAL. Thread-safe. */
+TDM_EXTERN int tdm_cache_stats_get(tdm_cache *c, tdm_cache_stats *stats);
+
+TDM_END_DECLS
+
+#endif

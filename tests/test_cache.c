@@ -1,0 +1,818 @@
+/* The result cache: hits and misses, keys, mapped and compressed entries, corrupted and
+ * truncated entries, LRU eviction, clear, concurrent writers (threads and processes), errors. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+static char g_dir[64];
+
+static void mk_tmpdir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/tdm-cache-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+static void rm_tmpdir(void)
+{
+    nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *P(const char *name)
+{
+    static _Thread_local char buf[8][512];
+    static _Thread_local int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 512, "%s/%s", g_dir, name);
+    return b;
+}
+
+static tdm_map_opts quiet(void)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    return o;
+}
+
+static tdm_tensor *input(tdm_runtime *rt, int64_t n, double scale)
+{
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x), 0);
+    double *d = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (double)(i % 1000) * 1e-3 * scale;
+    return x;
+}
+
+static void expect_exp_sinh(const tdm_tensor *x, const tdm_tensor *y)
+{
+    assert_int_equal(tdm_tensor_numel(x), tdm_tensor_numel(y));
+    const double *a = tdm_tensor_data(x), *b = tdm_tensor_data(y);
+    for (int64_t i = 0; i < tdm_tensor_numel(x); i++) {
+        double e = exp(a[i]) * sinh(a[i]);
+        assert_true(fabs(b[i] - e) <= 1e-12 * (1 + fabs(e)));
+    }
+}
+
+static tdm_cache *open_cache(tdm_runtime *rt, const tdm_cache_opts *o)
+{
+    tdm_cache *c;
+    assert_int_equal(tdm_cache_open(rt, P("cache"), o, &c), 0);
+    return c;
+}
+
+/* Path of output 0 of the only entry in the cache. */
+static void entry_file(const char *key, const char *file, char *out, size_t len)
+{
+    snprintf(out, len, "%s/cache/%s/%s", g_dir, key, file);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- hits and misses -------------------------------------------------------------------- */
+
+static void test_miss_then_hit(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_cache *c = open_cache(rt, NULL);
+    tdm_tensor *x = input(rt, 10000, 1.0), *y = NULL, *y2 = NULL;
+    tdm_map_opts mo = quiet();
+    tdm_report rep = TDM_REPORT_INIT;
+    int hit = -1;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, &rep, &hit), 0);
+    assert_int_equal(hit, 0);
+    assert_int_equal(rep.items, 10000);
+    expect_exp_sinh(x, y);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y2, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    assert_memory_equal(tdm_tensor_data(y), tdm_tensor_data(y2), 10000 * 8);
+    assert_false(tdm_tensor_mem(y2) & TDM_MEM_MAPPED);
+    /* Outputs given by the caller are filled on a hit too. */
+    tdm_tensor *z;
+    int64_t n = 10000;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &z), 0);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &z, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    assert_memory_equal(tdm_tensor_data(y), tdm_tensor_data(z), 10000 * 8);
+    tdm_cache_stats st;
+    assert_int_equal(tdm_cache_stats_get(c, &st), 0);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.misses, 1);
+    assert_int_equal(st.stores, 1);
+    assert_int_equal(st.corrupt, 0);
+    uint64_t bytes;
+    int64_t entries;
+    assert_int_equal(tdm_cache_usage(c, &bytes, &entries), 0);
+    assert_int_equal(entries, 1);
+    assert_true(bytes > 80000);
+    /* A hit survives the handle and the runtime: a new one finds the entry. */
+    tdm_cache_close(c);
+    c = open_cache(rt, NULL);
+    tdm_tensor *y3 = NULL;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y3, 1, NULL, 0, NULL, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    expect_exp_sinh(x, y3);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_tensor_release(y2);
+    tdm_tensor_release(y3);
+    tdm_tensor_release(z);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+static void test_key_covers_inputs_params_outputs_and_version(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache *c = open_cache(rt, NULL);
+    tdm_tensor *x = input(rt, 100, 1.0), *x2 = input(rt, 100, 1.0), *x3 = input(rt, 100, 1.0);
+    ((double *)tdm_tensor_data(x3))[99] += 1e-9;
+    char k1[33], k2[33], k3[33], k4[33], k5[33], k6[33];
+    tdm_tensor *nulls[1] = {NULL};
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, NULL, 1, NULL, 0, k1), TDM_EINVAL);
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, nulls, 1, NULL, 0, k1), 0);
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x2, 1, nulls, 1, NULL, 0, k2), 0);
+    assert_string_equal(k1, k2); /* same bytes, another tensor: same key */
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x3, 1, nulls, 1, NULL, 0, k3), 0);
+    assert_string_not_equal(k1, k3); /* one ulp-ish change in one input */
+    tdm_scale_shift_params p1 = {2.0, 1.0}, p2 = {2.0, 1.5};
+    assert_int_equal(tdm_cache_key(c, "scale_shift", &x, 1, nulls, 1, &p1, sizeof p1, k4), 0);
+    assert_int_equal(tdm_cache_key(c, "scale_shift", &x, 1, nulls, 1, &p2, sizeof p2, k5), 0);
+    assert_string_not_equal(k4, k5);
+    assert_string_not_equal(k1, k4);
+    /* An output of another dtype (given by the caller) is another key. */
+    tdm_tensor *y32;
+    int64_t n = 100;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F32, 1, &n, 0, &y32), 0);
+    if (tdm_cache_key(c, "scale_shift", &x, 1, &y32, 1, &p1, sizeof p1, k6) != 0)
+        fail_msg("%s", tdm_errmsg(rt));
+    assert_string_not_equal(k4, k6);
+    for (int i = 0; i < 32; i++)
+        assert_true(strchr("0123456789abcdef", k1[i]) != NULL);
+    assert_int_equal(strlen(k1), 32);
+    /* The kernel's version: the same name registered as version 1 and 2 in two runtimes. */
+    tdm_runtime *rt2 = tdm_test_open(1);
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "user_k";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.cpu = (tdm_kernel_cpu_fn)(uintptr_t)1; /* never called */
+    def.kernel_version = 1;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    def.kernel_version = 2;
+    assert_int_equal(tdm_kernel_register(rt2, &def), 0);
+    tdm_cache *c2;
+    assert_int_equal(tdm_cache_open(rt2, P("cache"), NULL, &c2), 0);
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_tensor *x_b = input(rt2, 100, 1.0), *y_b;
+    assert_int_equal(tdm_tensor_empty(rt2, TDM_F64, 1, &n, 0, &y_b), 0);
+    assert_int_equal(tdm_cache_key(c, "user_k", &x, 1, &y, 1, NULL, 0, k5), 0);
+    assert_int_equal(tdm_cache_key(c2, "user_k", &x_b, 1, &y_b, 1, NULL, 0, k6), 0);
+    assert_string_not_equal(k5, k6);
+    /* Without infer, NULL outputs cannot be created. */
+    assert_int_equal(tdm_cache_key(c, "user_k", &x, 1, nulls, 1, NULL, 0, k5), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "infer"));
+    tdm_tensor_release(x_b);
+    tdm_tensor_release(y_b);
+    tdm_cache_close(c2);
+    tdm_test_close(rt2);
+    tdm_tensor_release(y);
+    tdm_tensor_release(y32);
+    tdm_tensor_release(x);
+    tdm_tensor_release(x2);
+    tdm_tensor_release(x3);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+static void test_mapped_and_compressed_entries(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_tensor *x = input(rt, 50000, 1.0);
+    struct {
+        tdm_mmap_mode m;
+        tdm_codec codec;
+        int verify;
+    } v[] = {{TDM_MMAP_READ, TDM_CODEC_NONE, 1},
+             {TDM_MMAP_COPY, TDM_CODEC_NONE, 0},
+             {TDM_MMAP_NONE, TDM_CODEC_ZSTD, 1},
+             {TDM_MMAP_NONE, TDM_CODEC_LZ4, 1},
+             {TDM_MMAP_NONE, TDM_CODEC_DEFLATE, 0}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+        o.mmap = v[i].m;
+        o.codec = v[i].codec;
+        o.verify = v[i].verify;
+        o.fsync = i == 0;
+        tdm_cache *c = open_cache(rt, &o);
+        assert_int_equal(tdm_cache_clear(c), 0);
+        tdm_tensor *y = NULL, *y2 = NULL;
+        int hit;
+        tdm_map_opts mo = quiet();
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+        assert_int_equal(hit, 0);
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y2, 1, NULL, 0, &mo, NULL, &hit), 0);
+        assert_int_equal(hit, 1);
+        if (v[i].m != TDM_MMAP_NONE)
+            assert_true(tdm_tensor_mem(y2) & TDM_MEM_MAPPED);
+        expect_exp_sinh(x, y2);
+        uint64_t bytes;
+        assert_int_equal(tdm_cache_usage(c, &bytes, NULL), 0);
+        if (v[i].codec != TDM_CODEC_NONE)
+            assert_true(bytes < 50000 * 8);
+        tdm_tensor_release(y);
+        tdm_tensor_release(y2);
+        tdm_cache_close(c);
+    }
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* ---- corruption ------------------------------------------------------------------------- */
+
+static void corrupt_and_expect_miss(tdm_runtime *rt, tdm_cache *c, tdm_tensor *x,
+                                    void (*damage)(const char *key), int64_t *corrupt_seen)
+{
+    char key[33];
+    tdm_tensor *nulls[1] = {NULL};
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, nulls, 1, NULL, 0, key), 0);
+    assert_int_equal(tdm_cache_contains(c, key), 1);
+    damage(key);
+    tdm_tensor *y = NULL;
+    int hit;
+    tdm_map_opts mo = quiet();
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 0); /* never the damaged bytes */
+    expect_exp_sinh(x, y);
+    tdm_tensor_release(y);
+    y = NULL;
+    tdm_cache_stats st;
+    tdm_cache_stats_get(c, &st);
+    assert_int_equal(st.corrupt, *corrupt_seen + 1);
+    *corrupt_seen = st.corrupt;
+    /* Replaced: the next call is a hit again. */
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    expect_exp_sinh(x, y);
+    tdm_tensor_release(y);
+    (void)rt;
+}
+
+static void flip_data_byte(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, 1000), 1);
+    b ^= 0x01;
+    assert_int_equal(pwrite(fd, &b, 1, 1000), 1);
+    close(fd);
+}
+
+static void truncate_output(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    assert_int_equal(truncate(p, 500), 0);
+}
+
+static void flip_manifest(const char *key)
+{
+    char p[600];
+    entry_file(key, "manifest", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, 50), 1);
+    b ^= 0x80;
+    assert_int_equal(pwrite(fd, &b, 1, 50), 1);
+    close(fd);
+}
+
+static void damage_header(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_int_equal(pwrite(fd, "XXXX", 4, 0), 4);
+    close(fd);
+}
+
+static void remove_output(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    assert_int_equal(unlink(p), 0);
+}
+
+static void test_corrupted_or_truncated_entry_is_a_miss(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_tensor *x = input(rt, 5000, 1.0), *y = NULL;
+    int64_t seen = 0;
+    for (int mapped = 0; mapped < 2; mapped++) {
+        tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+        o.mmap = mapped ? TDM_MMAP_READ : TDM_MMAP_NONE;
+        tdm_cache *c = open_cache(rt, &o);
+        seen = 0;
+        int hit;
+        tdm_map_opts mo = quiet();
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+        tdm_tensor_release(y);
+        y = NULL;
+        corrupt_and_expect_miss(rt, c, x, flip_data_byte, &seen);
+        corrupt_and_expect_miss(rt, c, x, truncate_output, &seen);
+        corrupt_and_expect_miss(rt, c, x, flip_manifest, &seen);
+        corrupt_and_expect_miss(rt, c, x, damage_header, &seen);
+        /* A missing output file: a miss; counted as corrupt (the manifest promised it). */
+        corrupt_and_expect_miss(rt, c, x, remove_output, &seen);
+        tdm_cache_close(c);
+    }
+    /* With outputs given by the caller: the damaged bytes land in them, then are recomputed. */
+    tdm_cache *c = open_cache(rt, NULL);
+    char key[33];
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, (tdm_tensor *[]){NULL}, 1, NULL, 0, key),
+                     0);
+    flip_data_byte(key);
+    int64_t n = 5000;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    int hit;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit), 0);
+    assert_int_equal(hit, 0);
+    expect_exp_sinh(x, y);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* ---- eviction and clear ----------------------------------------------------------------- */
+
+static void test_lru_eviction_respects_bytes_limit(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    int64_t n = 10000; /* 80 KB per output */
+    tdm_tensor *xs[4];
+    for (int i = 0; i < 4; i++)
+        xs[i] = input(rt, n, 1.0 + i);
+    tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+    o.bytes_limit = 2 * 80000 + 80000 / 2; /* room for two entries */
+    tdm_cache *c = open_cache(rt, &o);
+    char keys[4][33];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(
+            tdm_cache_key(c, "exp_sinh", &xs[i], 1, (tdm_tensor *[]){NULL}, 1, NULL, 0, keys[i]),
+            0);
+    tdm_map_opts mo = quiet();
+    int hit;
+    tdm_tensor *y = NULL;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &xs[i], 1, &y, 1, NULL, 0, &mo, NULL, &hit),
+                         0);
+        tdm_tensor_release(y);
+        y = NULL;
+        sleep_ms(30); /* file times are coarse (a jiffy) */
+    }
+    /* Use entry 0: entry 1 becomes the least recently used. */
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &xs[0], 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    tdm_tensor_release(y);
+    y = NULL;
+    sleep_ms(30);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &xs[2], 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    y = NULL;
+    assert_int_equal(tdm_cache_contains(c, keys[0]), 1);
+    assert_int_equal(tdm_cache_contains(c, keys[1]), 0);
+    assert_int_equal(tdm_cache_contains(c, keys[2]), 1);
+    uint64_t bytes;
+    int64_t entries;
+    assert_int_equal(tdm_cache_usage(c, &bytes, &entries), 0);
+    assert_true(bytes <= o.bytes_limit);
+    assert_int_equal(entries, 2);
+    tdm_cache_stats st;
+    tdm_cache_stats_get(c, &st);
+    assert_int_equal(st.evictions, 1);
+    /* An entry larger than the whole limit is stored and evicted at once: no hit, no error. */
+    tdm_cache_close(c);
+    o.bytes_limit = 1000;
+    c = open_cache(rt, &o);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &xs[3], 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    y = NULL;
+    assert_int_equal(tdm_cache_usage(c, &bytes, &entries), 0);
+    assert_int_equal(entries, 0);
+    /* clear removes everything, stale temporaries included. */
+    tdm_cache_close(c);
+    c = open_cache(rt, NULL);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &xs[3], 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    assert_int_equal(mkdir(P("cache/.trash-0123"), 0700), 0);
+    assert_int_equal(tdm_cache_clear(c), 0);
+    assert_int_equal(tdm_cache_usage(c, &bytes, &entries), 0);
+    assert_int_equal(entries, 0);
+    assert_int_equal(bytes, 0);
+    assert_int_not_equal(access(P("cache/.trash-0123"), F_OK), 0);
+    for (int i = 0; i < 4; i++)
+        tdm_tensor_release(xs[i]);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+static void test_directory_is_private_and_keys_are_names(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache *c;
+    assert_int_equal(tdm_cache_open(rt, P("a/b/cache"), NULL, &c), 0);
+    struct stat st;
+    assert_int_equal(stat(P("a/b/cache"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(P("a"), &st), 0);
+    assert_int_equal(st.st_mode & 0077, 0);
+    /* Kernel names like ".." never reach the file system: entries are hex keys. */
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "..";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.cpu = (tdm_kernel_cpu_fn)(uintptr_t)1;
+    int reg = tdm_kernel_register(rt, &def);
+    tdm_tensor *x = input(rt, 10, 1.0);
+    if (reg == 0) {
+        char key[33];
+        tdm_tensor *y;
+        int64_t n = 10;
+        tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y);
+        assert_int_equal(tdm_cache_key(c, "..", &x, 1, &y, 1, NULL, 0, key), 0);
+        assert_int_equal(strlen(key), 32);
+        tdm_tensor_release(y);
+    }
+    tdm_tensor *y = NULL;
+    int hit;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    DIR *d = opendir(P("a/b/cache"));
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        assert_int_equal(strlen(e->d_name), 32);
+        assert_int_equal(strspn(e->d_name, "0123456789abcdef"), 32);
+    }
+    closedir(d);
+    assert_int_equal(n, 1);
+    assert_int_equal(tdm_cache_contains(c, "../../etc/passwd"), TDM_EINVAL);
+    assert_int_equal(tdm_cache_contains(c, "0123"), TDM_EINVAL);
+    assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdeF"), TDM_EINVAL);
+    assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdef"), 0);
+    tdm_tensor_release(x);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+static void test_argument_errors(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache *c = (tdm_cache *)(uintptr_t)1;
+    assert_int_equal(tdm_cache_open(NULL, P("c"), NULL, &c), TDM_EINVAL);
+    assert_null(c);
+    assert_int_equal(tdm_cache_open(rt, NULL, NULL, &c), TDM_EINVAL);
+    assert_int_equal(tdm_cache_open(rt, "", NULL, &c), TDM_EINVAL);
+    assert_int_equal(tdm_cache_open(rt, P("c"), NULL, NULL), TDM_EINVAL);
+    tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+    o.size = 3;
+    assert_int_equal(tdm_cache_open(rt, P("c"), &o, &c), TDM_EINVAL);
+    o = (tdm_cache_opts)TDM_CACHE_OPTS_INIT;
+    o.mmap = TDM_MMAP_READWRITE;
+    assert_int_equal(tdm_cache_open(rt, P("c"), &o, &c), TDM_EINVAL);
+    o.mmap = TDM_MMAP_READ;
+    o.codec = TDM_CODEC_ZSTD;
+    assert_int_equal(tdm_cache_open(rt, P("c"), &o, &c), TDM_EINVAL);
+    o.mmap = TDM_MMAP_NONE;
+    o.level = 99;
+    assert_int_equal(tdm_cache_open(rt, P("c"), &o, &c), TDM_EINVAL);
+    o = (tdm_cache_opts)TDM_CACHE_OPTS_INIT;
+    o.mem = 0x400;
+    assert_int_equal(tdm_cache_open(rt, P("c"), &o, &c), TDM_EINVAL);
+    /* A file where the directory should be; a path under a file. */
+    FILE *f = fopen(P("file"), "w");
+    fclose(f);
+    assert_int_equal(tdm_cache_open(rt, P("file"), NULL, &c), TDM_EIO);
+    assert_int_equal(tdm_cache_open(rt, P("file/sub"), NULL, &c), TDM_EIO);
+    assert_int_equal(tdm_cache_opts_init(NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_opts_init(&o), 0);
+
+    c = open_cache(rt, NULL);
+    tdm_tensor *x = input(rt, 100, 1.0), *y = NULL, *outs2[2] = {NULL, NULL};
+    int hit;
+    assert_int_equal(tdm_cache_map(NULL, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_cache_map(c, NULL, &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit), TDM_EINVAL);
+    assert_int_equal(tdm_cache_map(c, "nope", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_ENOTFOUND);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, outs2, 2, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, NULL, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, -1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_cache_map(c, "scale_shift", &x, 1, &y, 1, NULL, 16, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    tdm_tensor *nullin = NULL;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &nullin, 1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    /* Outputs mixing NULL and given (axpy has one output: use sum's shape rules with two
+     * outputs of a user kernel). */
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "two_out";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 2;
+    def.cpu = (tdm_kernel_cpu_fn)(uintptr_t)1;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    tdm_tensor *mixed[2] = {x, NULL};
+    assert_int_equal(tdm_cache_map(c, "two_out", &x, 1, mixed, 2, NULL, 0, NULL, NULL, &hit),
+                     TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "all given or all NULL"));
+    /* A non-contiguous input. */
+    double buf[20];
+    int64_t sh[1] = {10}, st[1] = {2};
+    tdm_tensor *nc;
+    assert_int_equal(tdm_tensor_wrap(rt, TDM_F64, 1, sh, st, buf, &nc), 0);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &nc, 1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_ELAYOUT);
+    tdm_tensor_release(nc);
+    /* infer's own error (an i32 input to exp_sinh) comes back as the kernel's code. */
+    tdm_tensor *xi;
+    int64_t ni = 4;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, &ni, 0, &xi), 0);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &xi, 1, &y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_EDTYPE);
+    assert_null(y);
+    /* The map's own error on a miss (a given output of the wrong length). */
+    tdm_tensor *short_y;
+    int64_t ns = 50;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &ns, 0, &short_y), 0);
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &short_y, 1, NULL, 0, NULL, NULL, &hit),
+                     TDM_ESHAPE);
+    tdm_tensor_release(short_y);
+    tdm_tensor_release(xi);
+    char key[33];
+    assert_int_equal(tdm_cache_key(NULL, "exp_sinh", &x, 1, &y, 1, NULL, 0, key), TDM_EINVAL);
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_clear(NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_usage(NULL, NULL, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_stats_get(NULL, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_contains(NULL, key), TDM_EINVAL);
+    tdm_cache_close(NULL);
+    tdm_tensor_release(x);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* A result that cannot be stored is still returned; the failure is counted. */
+static int store_failure_child(void)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 1;
+    cfg.use_env = 0;
+    tdm_runtime *rt;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 10;
+    tdm_cache *c;
+    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
+        return 11;
+    int64_t n = 100000;
+    tdm_tensor *x, *y = NULL;
+    tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
+    memset(tdm_tensor_data(x), 0, (size_t)n * 8);
+    struct rlimit rl = {10000, 10000};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    int hit = -1, code = 0;
+    if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit) != 0 || hit != 0)
+        code = 12;
+    tdm_cache_stats st;
+    tdm_cache_stats_get(c, &st);
+    if (!code && (st.store_failures != 1 || st.stores != 0))
+        code = 13;
+    if (!code && ((double *)tdm_tensor_data(y))[5] != 0.0)
+        code = 14;
+    int64_t entries = -1;
+    tdm_cache_usage(c, NULL, &entries);
+    if (!code && entries != 0)
+        code = 15;
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_runtime_close(rt);
+    return code;
+}
+
+static void test_store_failure_still_returns_the_result(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(store_failure_child());
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    rm_tmpdir();
+}
+
+/* ---- concurrency ------------------------------------------------------------------------ */
+
+#define N_KEYS 12
+
+/* Runs every key in an order that depends on `who`, checks every result, `rounds` times. */
+static int worker_loop(tdm_runtime *rt, int who, int rounds, uint64_t limit)
+{
+    tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+    o.bytes_limit = limit;
+    tdm_cache *c;
+    if (tdm_cache_open(rt, P("cache"), &o, &c) != 0)
+        return 2;
+    tdm_tensor *xs[N_KEYS];
+    for (int i = 0; i < N_KEYS; i++) {
+        int64_t n = 20000 + 100 * i;
+        tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &xs[i]);
+        double *d = tdm_tensor_data(xs[i]);
+        for (int64_t k = 0; k < n; k++)
+            d[k] = (double)((k + i) % 1000) * 1e-3;
+    }
+    int code = 0;
+    tdm_map_opts mo = quiet();
+    for (int r = 0; r < rounds && !code; r++)
+        for (int j = 0; j < N_KEYS && !code; j++) {
+            int i = who % 2 ? N_KEYS - 1 - j : (j * 5 + r) % N_KEYS;
+            tdm_tensor *y = NULL;
+            int hit;
+            if (tdm_cache_map(c, "exp_sinh", &xs[i], 1, &y, 1, NULL, 0, &mo, NULL, &hit) != 0) {
+                code = 3;
+                break;
+            }
+            const double *a = tdm_tensor_data(xs[i]), *b = tdm_tensor_data(y);
+            for (int64_t k = 0; k < tdm_tensor_numel(y); k++)
+                if (fabs(b[k] - exp(a[k]) * sinh(a[k])) > 1e-12 * (1 + fabs(b[k])))
+                    code = 4;
+            if (tdm_tensor_numel(y) != tdm_tensor_numel(xs[i]))
+                code = 5;
+            tdm_tensor_release(y);
+        }
+    tdm_cache_stats st;
+    tdm_cache_stats_get(c, &st);
+    if (!code && st.corrupt != 0)
+        code = 6;
+    for (int i = 0; i < N_KEYS; i++)
+        tdm_tensor_release(xs[i]);
+    tdm_cache_close(c);
+    return code;
+}
+
+static void check_no_leftovers(void)
+{
+    DIR *d = opendir(P("cache"));
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, ".tmp-", 5) == 0)
+            fail_msg("temporary entry left behind: %s", e->d_name);
+    closedir(d);
+}
+
+static void test_two_processes_share_one_directory(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    for (int limited = 0; limited < 2; limited++) {
+        pid_t pids[2];
+        for (int p = 0; p < 2; p++) {
+            pids[p] = fork();
+            assert_true(pids[p] >= 0);
+            if (pids[p] == 0) {
+                tdm_config cfg = TDM_CONFIG_INIT;
+                cfg.threads = 1;
+                cfg.use_env = 0;
+                tdm_runtime *rt;
+                if (tdm_runtime_open(&rt, &cfg) != 0)
+                    _exit(1);
+                /* With a limit of about 4 entries, entries are evicted under the other
+                 * process's feet all the time. */
+                int code = worker_loop(rt, p, 4, limited ? 4 * 170000 : 0);
+                tdm_runtime_close(rt);
+                _exit(code);
+            }
+        }
+        for (int p = 0; p < 2; p++) {
+            int st;
+            assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+            assert_true(WIFEXITED(st));
+            if (WEXITSTATUS(st) != 0)
+                fail_msg("process %d (limited %d) failed with %d", p, limited, WEXITSTATUS(st));
+        }
+        check_no_leftovers();
+    }
+    rm_tmpdir();
+}
+
+typedef struct {
+    tdm_runtime *rt;
+    int who;
+    int code;
+} thread_arg;
+
+static void *thread_main(void *p)
+{
+    thread_arg *a = p;
+    a->code = worker_loop(a->rt, a->who, 3, a->who == 2 ? 3 * 170000 : 0);
+    return NULL;
+}
+
+static void test_threads_share_one_cache(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    pthread_t th[3];
+    thread_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (thread_arg){rt, i, -1};
+        assert_int_equal(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].code, 0);
+    }
+    check_no_leftovers();
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_miss_then_hit),
+        cmocka_unit_test(test_key_covers_inputs_params_outputs_and_version),
+        cmocka_unit_test(test_mapped_and_compressed_entries),
+        cmocka_unit_test(test_corrupted_or_truncated_entry_is_a_miss),
+        cmocka_unit_test(test_lru_eviction_respects_bytes_limit),
+        cmocka_unit_test(test_directory_is_private_and_keys_are_names),
+        cmocka_unit_test(test_argument_errors),
+        cmocka_unit_test(test_store_failure_still_returns_the_result),
+        cmocka_unit_test(test_two_processes_share_one_directory),
+        cmocka_unit_test(test_threads_share_one_cache),
+    };
+    return TDM_TEST_MAIN("cache", tests);
+}
