@@ -26,6 +26,22 @@ typedef struct {
     uint64_t off, len;
 } tdm__extent;
 
+/* A file mapped inside the arena's address range (a memory-mapped tensor file). The table is
+ * shared with the worker processes (made before they are forked): a worker maps the same file
+ * at the same address, through /proc/<parent>/fd/<fd>, before it runs its next batch. */
+#define TDM__MAX_FILE_MAPS 256
+typedef struct {
+    uint64_t off, len, file_off;
+    int32_t fd, prot, live;
+    uint32_t seq; /* bumped when the entry is (re)used */
+} tdm__fmap;
+
+typedef struct {
+    atomic_uint gen; /* bumped on every change; workers compare with what they have seen */
+    int32_t parent;  /* pid whose descriptors the entries name */
+    tdm__fmap e[TDM__MAX_FILE_MAPS];
+} tdm__fmaps;
+
 struct tdm__arena {
     int fd;
     uint8_t *base;
@@ -37,6 +53,7 @@ struct tdm__arena {
      * no fallocate / hole punch, and its pages are already in every process's page table. */
     tdm__extent cache[16];
     int n_cache;
+    tdm__fmaps *fmaps; /* MAP_SHARED, inherited by worker processes */
 };
 
 static uint64_t arena_size(void)
@@ -105,6 +122,14 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
                       (unsigned long long)a->size, strerror(errno));
         goto fail;
     }
+    a->fmaps = mmap(NULL, sizeof *a->fmaps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                    -1, 0);
+    if (a->fmaps == MAP_FAILED) {
+        rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena file table)");
+        munmap(a->base, a->size);
+        goto fail;
+    }
+    a->fmaps->parent = (int32_t)getpid();
     pthread_mutex_init(&a->mu, NULL);
     *out = a;
     return 0;
@@ -122,6 +147,7 @@ void tdm__arena_close(tdm__arena *a)
     if (!a)
         return;
     munmap(a->base, a->size);
+    munmap(a->fmaps, sizeof *a->fmaps);
     close(a->fd);
     pthread_mutex_destroy(&a->mu);
     free(a->free);
@@ -155,6 +181,109 @@ void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len)
     }
     pthread_mutex_unlock(&a->mu);
     tdm__arena_free(a, p, len);
+}
+
+int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_off, uint64_t len,
+                        int prot, const char *who, void **out)
+{
+    *out = NULL;
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t pg = ps > 0 ? (uint64_t)ps : 4096u;
+    len = (len + pg - 1) / pg * pg;
+    pthread_mutex_lock(&a->mu);
+    int slot = -1;
+    for (int i = 0; i < TDM__MAX_FILE_MAPS && slot < 0; i++)
+        if (!a->fmaps->e[i].live)
+            slot = i;
+    pthread_mutex_unlock(&a->mu);
+    if (slot < 0)
+        return TDM_ENOSPC; /* the caller maps outside the arena instead */
+    void *p;
+    int rc = tdm__arena_alloc(rt, a, len, false, who, &p);
+    if (rc != 0)
+        return rc;
+    if (mmap(p, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)file_off) == MAP_FAILED) {
+        int e = errno;
+        /* Put the arena back over the range before returning it. */
+        mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
+             (off_t)tdm__arena_offset(a, p));
+        tdm__arena_free(a, p, len);
+        return tdm__err(rt, e == ENOMEM ? TDM_ENOMEM : TDM_EIO, "%s: mmap of the file failed (%s)",
+                        who, strerror(e));
+    }
+    pthread_mutex_lock(&a->mu);
+    tdm__fmap *m = &a->fmaps->e[slot];
+    m->off = tdm__arena_offset(a, p);
+    m->len = len;
+    m->file_off = file_off;
+    m->fd = fd;
+    m->prot = prot;
+    m->seq++;
+    m->live = 1;
+    atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
+    pthread_mutex_unlock(&a->mu);
+    *out = p;
+    return 0;
+}
+
+void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < TDM__MAX_FILE_MAPS; i++) {
+        tdm__fmap *m = &a->fmaps->e[i];
+        if (m->live && m->off == off) {
+            len = m->len;
+            m->live = 0;
+            break;
+        }
+    }
+    /* Published before the range can be handed out again: a worker re-syncs (and puts the
+     * arena back over its copy of the range) before it runs any batch that could use it. */
+    atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
+    pthread_mutex_unlock(&a->mu);
+    mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off);
+    tdm__arena_free(a, p, len);
+}
+
+int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
+{
+    /* Per worker process: what it has mapped, by entry (seq 0 = nothing). */
+    static unsigned seen_gen;
+    static uint32_t mapped_seq[TDM__MAX_FILE_MAPS];
+    static uint64_t mapped_off[TDM__MAX_FILE_MAPS], mapped_len[TDM__MAX_FILE_MAPS];
+    unsigned gen = atomic_load_explicit(&a->fmaps->gen, memory_order_acquire);
+    if (gen == seen_gen)
+        return 0;
+    for (int i = 0; i < TDM__MAX_FILE_MAPS; i++) {
+        const tdm__fmap *m = &a->fmaps->e[i];
+        bool want = m->live && m->seq != 0;
+        if (mapped_seq[i] && (!want || mapped_seq[i] != m->seq)) {
+            /* gone or replaced: the arena goes back over our copy of the range */
+            mmap(a->base + mapped_off[i], mapped_len[i], PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED, a->fd, (off_t)mapped_off[i]);
+            mapped_seq[i] = 0;
+        }
+        if (want && mapped_seq[i] != m->seq) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)a->fmaps->parent, (int)m->fd);
+            int fd = open(path, (m->prot & PROT_WRITE) ? O_RDWR : O_RDONLY);
+            if (fd < 0 || mmap(a->base + m->off, m->len, m->prot, MAP_SHARED | MAP_FIXED, fd,
+                               (off_t)m->file_off) == MAP_FAILED) {
+                snprintf(detail, dlen, "worker process cannot map a file-backed tensor (%s: %s)",
+                         path, strerror(errno));
+                if (fd >= 0)
+                    close(fd);
+                return TDM_EIO;
+            }
+            close(fd);
+            mapped_seq[i] = m->seq;
+            mapped_off[i] = m->off;
+            mapped_len[i] = m->len;
+        }
+    }
+    seen_gen = gen;
+    return 0;
 }
 
 int tdm__arena_fd(const tdm__arena *a)

@@ -33,7 +33,7 @@ int tdm_tensor_export(const tdm_tensor *t, int sock)
     const tdm__storage *s = t->storage;
     int fd;
     uint64_t off;
-    if (s->in_arena) {
+    if (s->in_arena && !s->arena_file) {
         fd = tdm__arena_fd(rt->arena);
         off = tdm__arena_offset(rt->arena, s->map_base);
     } else if (s->fd >= 0) {

@@ -61,6 +61,7 @@ typedef struct tdm__storage {
     size_t map_bytes; /* length of the mapping, for munmap / munlock */
     bool mmapped;     /* map_base came from mmap (so it is zero-filled when new); else malloc */
     bool in_arena;    /* a range of the runtime's shared arena (visible to worker processes) */
+    bool arena_file;  /* in_arena, but a file mapped there (tdm__arena_map_file) */
     int fd;           /* a descriptor the storage owns (e.g. an imported tensor's), or -1 */
     uint64_t fd_offset; /* where map_base starts in fd */
 } tdm__storage;
@@ -142,6 +143,17 @@ void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
 /* Returns a range (its pages go back to the system). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
 int tdm__arena_fd(const tdm__arena *a);
+/* Maps `len` bytes of file `fd` from file_off (page aligned) MAP_SHARED inside the arena's
+ * address range, so worker processes can map it at the same address (they do, before their
+ * next batch: tdm__arena_worker_sync). TDM_ENOSPC when the arena has no room or no free
+ * entry (the caller then maps the file elsewhere). The caller keeps fd open while mapped. */
+int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_off, uint64_t len,
+                        int prot, const char *who, void **out);
+/* Undoes tdm__arena_map_file (the arena's memory goes back over the range). */
+void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len);
+/* In a worker process: brings its file mappings up to date with the parent's. 0 or TDM_EIO
+ * (detail says why). */
+int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen);
 bool tdm__arena_contains(const tdm__arena *a, const void *p);
 uint64_t tdm__arena_offset(const tdm__arena *a, const void *p);
 

@@ -320,7 +320,9 @@ static void storage_drop_memory(tdm__storage *s)
         return;
     if (s->mem & TDM_MEM_PINNED)
         sys_munlock(s->map_base, s->map_bytes);
-    if (s->in_arena) {
+    if (s->arena_file) {
+        tdm__arena_unmap_file(s->rt->arena, s->map_base, s->map_bytes);
+    } else if (s->in_arena) {
         tdm__arena_free(s->rt->arena, s->map_base, s->map_bytes);
         tdm__shm_unreserve(s->rt, s->map_bytes);
     } else if (s->mmapped) {

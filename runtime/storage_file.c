@@ -29,7 +29,16 @@ int tdm__storage_map_file(tdm_runtime *rt, int fd, uint64_t offset, size_t bytes
     tdm__storage *s = calloc(1, sizeof *s);
     if (!s)
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
-    void *p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)start);
+    /* A shared mapping goes inside the arena's address range when there is room, so worker
+     * processes see the file at the same address, with no copy. A private (copy-on-write) one
+     * cannot be shared: it is mapped on its own. */
+    void *p = MAP_FAILED;
+    bool in_arena = false;
+    if ((flags & MAP_SHARED) && rt->arena &&
+        tdm__arena_map_file(rt, rt->arena, fd, start, len, prot, who, &p) == 0)
+        in_arena = true;
+    else
+        p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)start);
     if (p == MAP_FAILED) {
         int e = errno;
         free(s);
@@ -45,6 +54,8 @@ int tdm__storage_map_file(tdm_runtime *rt, int fd, uint64_t offset, size_t bytes
     s->map_base = p;
     s->map_bytes = (size_t)len;
     s->mmapped = true;
+    s->in_arena = s->arena_file = in_arena;
+    s->fd_offset = start;
     if (flags & MAP_PRIVATE) {
         close(fd);
         s->fd = -1;

@@ -535,6 +535,65 @@ static void test_imported_tensor_shares_into_arena(void **state)
     tdm_test_close(rt);
 }
 
+/* A memory-mapped .npy goes to worker processes without a copy: the processes map the same
+ * file at the same address, read the input from it and write the output into another one. */
+static void test_mapped_files_shared_with_processes(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 2);
+    char in_path[] = "/tmp/tdm_procs_in_XXXXXX", out_path[] = "/tmp/tdm_procs_out_XXXXXX";
+    int fd1 = mkstemp(in_path), fd2 = mkstemp(out_path);
+    assert_true(fd1 >= 0 && fd2 >= 0);
+    close(fd1);
+    close(fd2);
+    int64_t n = 100000;
+    tdm_tensor *x, *mx, *my;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    fill_linear(x);
+    assert_int_equal(tdm_save(x, in_path, NULL), 0);
+    tdm_load_opts lo = TDM_LOAD_OPTS_INIT;
+    lo.mmap = TDM_MMAP_READ;
+    assert_int_equal(tdm_load(rt, in_path, &lo, &mx), 0);
+    assert_int_equal(tdm_npy_create(rt, out_path, TDM_F64, 1, &n, &my), 0);
+    assert_true(tdm_tensor_mem(mx) & TDM_MEM_MAPPED);
+    void *in_data = tdm_tensor_data(mx), *out_data = tdm_tensor_data(my);
+    /* already visible to the workers: sharing is a no-op, nothing moves */
+    assert_int_equal(tdm_tensor_share(my), 0);
+    assert_ptr_equal(tdm_tensor_data(my), out_data);
+    tdm_map_opts o = procs_opts(1000);
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "exp_sinh", &mx, 1, &my, 1, NULL, 0, &o, &r);
+    if (rc != 0)
+        fail_msg("%s: %s", tdm_status_name(rc), tdm_errmsg(rt));
+    assert_ptr_equal(tdm_tensor_data(mx), in_data);
+    int64_t by_procs = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        if (r.workers[w].kind == TDM_BACKEND_CPU_PROCS)
+            by_procs += r.workers[w].items;
+    assert_int_equal(by_procs, n);
+    tdm_tensor_release(my); /* unmapped; the file holds the result */
+    tdm_tensor *back;
+    assert_int_equal(tdm_load(rt, out_path, NULL, &back), 0);
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(back);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-14 * (1 + fabs(yd[i])));
+    /* the range of the released mapping is arena memory again, in the workers too */
+    tdm_tensor *z, *w;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &z), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &w), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &z, 1, &w, 1, NULL, 0, &o, NULL), 0);
+    const double *wd = tdm_tensor_data(w);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(wd[i] == 0.0);
+    tdm_tensor_release(z);
+    tdm_tensor_release(w);
+    tdm_tensor_release(back);
+    tdm_tensor_release(mx);
+    tdm_tensor_release(x);
+    unlink(in_path);
+    unlink(out_path);
+    tdm_test_close(rt);
+}
+
 static void test_opts_timeout_retries_validation(void **state)
 {
     tdm_runtime *rt = open_procs(1, 1);
@@ -580,6 +639,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_export_import_between_processes),
         cmocka_unit_test(test_import_rejects_bad_messages),
         cmocka_unit_test(test_imported_tensor_shares_into_arena),
+        cmocka_unit_test(test_mapped_files_shared_with_processes),
         cmocka_unit_test(test_opts_timeout_retries_validation),
         cmocka_unit_test(test_backend_listed),
     };

@@ -57,6 +57,7 @@ typedef struct {
     /* the answer */
     int result;
     int64_t reported;
+    char detail[192]; /* why, when the worker itself could not run the batch */
 } tdm__pslot;
 
 struct tdm__procs {
@@ -95,13 +96,17 @@ static void set_state(tdm__pslot *s, unsigned st)
 
 /* ---- the worker process ------------------------------------------------------------------ */
 
-static _Noreturn void worker_main(tdm__pslot *s, int index)
+static _Noreturn void worker_main(tdm__pslot *s, tdm__arena *arena)
 {
     for (;;) {
         unsigned st = atomic_load_explicit(&s->state, memory_order_acquire);
         if (st == P_SUBMITTED) {
             tdm_task task = {s->d, s->worker, s->slot, s->batch, 0};
-            int rc = tdm__run_batch(s->d, s->begin, s->end, &task);
+            /* Files the parent mapped into the arena since our last batch: map them too. */
+            s->detail[0] = '\0';
+            int rc = tdm__arena_worker_sync(arena, s->detail, sizeof s->detail);
+            if (rc == 0)
+                rc = tdm__run_batch(s->d, s->begin, s->end, &task);
             s->result = rc > 0 ? TDM_EKERNEL : rc;
             s->reported = task.reported;
             set_state(s, P_DONE);
@@ -115,7 +120,6 @@ static _Noreturn void worker_main(tdm__pslot *s, int index)
         if (atomic_load_explicit(&s->state, memory_order_relaxed) == st)
             futex_wait(&s->state, st, 0);
     }
-    (void)index;
 }
 
 /* ---- the fork server --------------------------------------------------------------------- */
@@ -138,7 +142,7 @@ static pid_t spawn(tdm__procs *p, int k)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        worker_main(&p->slots[k], k);
+        worker_main(&p->slots[k], p->rt->arena);
     }
     if (pid > 0) {
         atomic_store(&p->slots[k].pid, pid);
@@ -453,6 +457,8 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
         if (st == P_DONE) {
             p->last_ns[k] = tdm__now_ns() - start;
             int rc = s->result;
+            if (rc < 0 && s->detail[0])
+                snprintf(detail, detail_len, "%s", s->detail);
             task->reported = s->reported;
             atomic_store_explicit(&s->state, P_IDLE, memory_order_relaxed);
             return rc;
