@@ -68,8 +68,27 @@ typedef struct tdm__devslot {
     const tdm__dev_ops *ops;
     tdm__dev *dev;
     tdm_device_info info;
-    int worker; /* index of its driver in the pool */
+    int worker;         /* index of its driver in the pool */
+    pthread_mutex_t mu; /* one caller at a time: the driver, or a thread fetching a tensor */
 } tdm__devslot;
+
+/* A storage's copy in device memory (runtime/residency.c); guarded by rt->dev_mu. */
+struct tdm__mirror {
+    tdm__devslot *dev;
+    tdm__dbuf *buf;
+    size_t bytes;
+    bool dev_valid; /* the device copy holds the storage's current bytes */
+};
+
+/* For a batch run on `ds` straight from device-resident storage: the storage's device buffer,
+ * uploading the whole storage first when the device copy is not current (adds the bytes moved
+ * to *moved). For an output, `whole` says the map writes every byte, so nothing need go up.
+ * 0, TDM_ENOMEM (no device memory: run without residency) or a device error. */
+int tdm__mirror_acquire(tdm__devslot *ds, tdm__storage *s, bool is_output, bool whole,
+                        tdm__dbuf **buf, int64_t *moved, char *detail, size_t len);
+/* After a resident map wrote `s` on the device: the device copy is current; the host's is
+ * stale unless the batches were also read back (`host_current`). */
+void tdm__mirror_written(tdm__storage *s, bool host_current);
 
 struct tdm__devices {
     int n;

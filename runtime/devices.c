@@ -53,6 +53,7 @@ int tdm__devices_ensure(tdm_runtime *rt)
             slot->dev = dev;
             slot->info = st->devices[i];
             slot->worker = w;
+            pthread_mutex_init(&slot->mu, NULL);
             if (ds->first_worker < 0)
                 ds->first_worker = w;
             tdm__log(rt, TDM_DEBUG_RUNTIME, "device %s %d (%s) opened, driver worker %d",
@@ -71,8 +72,10 @@ void tdm__devices_close(tdm_runtime *rt)
     struct tdm__devices *ds = rt->devices;
     if (!ds)
         return;
-    for (int i = 0; i < ds->n; i++)
+    for (int i = 0; i < ds->n; i++) {
         ds->slots[i].ops->close(ds->slots[i].dev);
+        pthread_mutex_destroy(&ds->slots[i].mu);
+    }
     free(ds);
     rt->devices = NULL;
 }

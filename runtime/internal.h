@@ -63,6 +63,10 @@ typedef struct tdm__storage {
     bool in_arena;    /* a range of the runtime's shared arena (visible to worker processes) */
     bool arena_file;  /* in_arena, but a file mapped there (tdm__arena_map_file) */
     int fd;           /* a descriptor the storage owns (e.g. an imported tensor's), or -1 */
+    /* Device residency (runtime/residency.c), guarded by the runtime's dev_mu: a copy of the
+     * whole storage on one device, and which side holds the newest bytes. */
+    struct tdm__mirror *mirror;
+    bool host_stale;  /* the device copy is newer: read it back before host use */
     uint64_t fd_offset; /* where map_base starts in fd */
 } tdm__storage;
 
@@ -80,6 +84,20 @@ struct tdm_tensor {
  * memory: the reference then stays the caller's). Counted in the runtime's live tensors. */
 tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
                             const int64_t *strides, int64_t offset);
+
+/* The tensor's first element in host memory, without the residency check of tdm_tensor_data(). */
+static inline void *tdm__tensor_ptr(const tdm_tensor *t)
+{
+    return t->storage->base ? (char *)t->storage->base + t->offset * (int64_t)tdm_dtype_size(t->dtype)
+                            : NULL;
+}
+
+/* Residency (runtime/residency.c). Brings a storage's bytes back from its device copy if that
+ * is newer; with `for_write`, also forgets the device copy (the host is about to change).
+ * 0 or an error (message set). Thread-safe. */
+int tdm__storage_sync_host(tdm__storage *s, bool for_write);
+/* Frees the storage's device copy (at release). */
+void tdm__storage_drop_mirror(tdm__storage *s);
 
 /* Element count of a shape with overflow check: 0 and *n, or TDM_EOVERFLOW / TDM_EINVAL.
  * A shape is refused with TDM_EOVERFLOW when the product of its dims (0 counted as 1)

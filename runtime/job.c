@@ -326,6 +326,8 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
     }
     rep->failed_batches = atomic_load(&job->failed_batches);
     rep->fallback_batches = atomic_load(&job->fallback_batches);
+    rep->bytes_to_device = atomic_load(&job->bytes_to_device);
+    rep->bytes_from_device = atomic_load(&job->bytes_from_device);
 }
 
 int tdm__job_wait(tdm__job *job, tdm_report *report)

@@ -127,6 +127,9 @@ typedef struct tdm__job {
     tdm_dev_launch launch;  /* how the kernel's entry point is launched */
     char dev_key[80];       /* program cache key: "builtin", or name + version */
     const char *dev_source; /* the kernel's dialect source */
+    bool resident;          /* batches run on device copies of whole tensors (residency) */
+    int only_worker;        /* >= 0: only this worker may run the job (the resident device) */
+    atomic_llong bytes_to_device, bytes_from_device;
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
 } tdm__job;
@@ -151,7 +154,8 @@ static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
     /* A driver started after the job was made has no counters in it. */
-    return w < job->n_workers && (job->on & tdm__worker_kind(job, w)) &&
+    return w < job->n_workers && (job->only_worker < 0 || w == job->only_worker) &&
+           (job->on & tdm__worker_kind(job, w)) &&
            !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
 }
 

@@ -42,13 +42,21 @@ static int ensure_buf(tdm__devslot *ds, tdm__dbuf **b, size_t *cap, size_t need,
     return rc;
 }
 
-/* Enqueues copy-in, kernel, copy-out of rows [begin, end) on queue q. */
-static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, char *detail,
-                  size_t len)
+/* Device copies of whole tensors, when the job runs resident (runtime/residency.c). */
+typedef struct {
+    tdm__dbuf *in[16], *out[16];
+} tdm__resident;
+
+/* Enqueues copy-in, kernel, copy-out of rows [begin, end) on queue q; or, resident, the kernel
+ * on the whole-tensor device copies (and the batch's rows copied back unless they stay). */
+static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const tdm__resident *r,
+                  char *detail, size_t len)
 {
     const tdm__jdesc *d = job->d;
     int64_t rows = qs->end - qs->begin;
     int rc;
+    if (r)
+        goto launch;
     for (int k = 0; k < d->n_in; k++) {
         size_t bytes = (size_t)(rows * d->in_row_bytes[k]);
         if ((rc = ensure_buf(ds, &qs->in[k], &qs->in_cap[k], bytes, detail, len)) < 0)
@@ -65,9 +73,13 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, char *
                                           d->in_base[k] + qs->begin * d->in_row_bytes[k], bytes,
                                           detail, len)) < 0)
             return rc;
+        atomic_fetch_add_explicit(&job->bytes_to_device, (long long)bytes, memory_order_relaxed);
     }
+launch:;
     const tdm_dev_launch *l = &job->launch;
     int64_t items = rows * l->items_per_row;
+    /* Batch buffers start at the batch's first row; resident copies at the tensor's. */
+    int64_t first = r ? qs->begin * l->items_per_row : 0;
     tdm__karg args[TDM_DEV_MAX_ARGS];
     for (int i = 0; i < l->n_args; i++) {
         const tdm_dev_arg *a = &l->args[i];
@@ -83,7 +95,10 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, char *
                 return TDM_EINVAL;
             }
             g->kind = TDM__KARG_BUF;
-            g->buf = in ? qs->in[a->index] : qs->out[a->index];
+            if (r)
+                g->buf = in ? r->in[a->index] : r->out[a->index];
+            else
+                g->buf = in ? qs->in[a->index] : qs->out[a->index];
             break;
         }
         case TDM_DEV_ARG_NULL:
@@ -91,7 +106,7 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, char *
             break;
         case TDM_DEV_ARG_BEGIN:
         case TDM_DEV_ARG_END: {
-            int64_t v = a->kind == TDM_DEV_ARG_BEGIN ? 0 : items;
+            int64_t v = a->kind == TDM_DEV_ARG_BEGIN ? first : first + items;
             g->kind = TDM__KARG_VALUE;
             g->size = sizeof v;
             memcpy(g->value, &v, sizeof v);
@@ -108,14 +123,48 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, char *
                          items, detail, len);
     if (rc < 0)
         return rc;
+    if (r && job->opts.keep_on_device)
+        return 0; /* the outputs stay on the device */
     for (int k = 0; k < d->n_out; k++) {
         size_t bytes = (size_t)(rows * d->out_row_bytes[k]);
+        size_t src_off = r ? (size_t)(qs->begin * d->out_row_bytes[k]) : 0;
         if (bytes && (rc = ds->ops->read(ds->dev, q,
                                          d->out_base[k] + qs->begin * d->out_row_bytes[k],
-                                         qs->out[k], 0, bytes, detail, len)) < 0)
+                                         r ? r->out[k] : qs->out[k], src_off, bytes, detail,
+                                         len)) < 0)
             return rc;
+        atomic_fetch_add_explicit(&job->bytes_from_device, (long long)bytes, memory_order_relaxed);
     }
     return 0;
+}
+
+/* Makes the device copies of the job's tensors current on ds (uploading what is not there
+ * yet). On failure the job runs without residency: host copies are made current instead. */
+static bool go_resident(tdm__job *job, tdm__devslot *ds, tdm__resident *r)
+{
+    char detail[256];
+    int64_t moved = 0;
+    int rc = 0;
+    const tdm__jdesc *d = job->d;
+    for (int k = 0; k < d->n_in && rc == 0; k++)
+        rc = tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &r->in[k], &moved,
+                                 detail, sizeof detail);
+    for (int k = 0; k < d->n_out && rc == 0; k++) {
+        const tdm_tensor *t = job->tout[k];
+        bool whole = tdm_tensor_nbytes(t) == t->storage->bytes;
+        rc = tdm__mirror_acquire(ds, t->storage, true, whole, &r->out[k], &moved, detail,
+                                 sizeof detail);
+    }
+    atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
+    if (rc == 0)
+        return true;
+    tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: no residency on %s (%s): batches copy in and out",
+             job->what, ds->info.name, detail);
+    for (int k = 0; k < d->n_in; k++)
+        tdm__storage_sync_host(job->tin[k]->storage, false);
+    for (int k = 0; k < d->n_out; k++)
+        tdm__storage_sync_host(job->tout[k]->storage, true);
+    return false;
 }
 
 static int64_t auto_rows(const tdm__job *job)
@@ -144,6 +193,9 @@ void tdm__job_run_device(tdm__job *job, int w)
     tdm__qslot qs[TDM__MAX_QUEUES];
     memset(qs, 0, sizeof qs);
     int64_t want = job->fixed_bs ? job->fixed_bs : auto_rows(job);
+    tdm__resident res;
+    memset(&res, 0, sizeof res);
+    bool resident = job->resident && go_resident(job, ds, &res);
     int in_flight = 0;
     uint64_t busy_since = 0;
     char detail[512];
@@ -153,7 +205,9 @@ void tdm__job_run_device(tdm__job *job, int w)
         if (s->busy) {
             /* The oldest batch in flight: wait for it, then account it. */
             detail[0] = '\0';
+            pthread_mutex_lock(&ds->mu);
             int rc = ds->ops->finish(ds->dev, q, detail, sizeof detail);
+            pthread_mutex_unlock(&ds->mu);
             s->busy = false;
             if (--in_flight == 0)
                 ws->busy_ns += tdm__now_ns() - busy_since;
@@ -170,17 +224,22 @@ void tdm__job_run_device(tdm__job *job, int w)
         if (in_flight++ == 0)
             busy_since = tdm__now_ns();
         detail[0] = '\0';
-        int rc = submit(job, ds, q, s, detail, sizeof detail);
+        pthread_mutex_lock(&ds->mu);
+        int rc = submit(job, ds, q, s, resident ? &res : NULL, detail, sizeof detail);
+        if (rc != 0) {
+            /* Whatever was enqueued before the failure must finish before the buffers change. */
+            char ignored[64];
+            ds->ops->finish(ds->dev, q, ignored, sizeof ignored);
+        }
+        pthread_mutex_unlock(&ds->mu);
         if (rc == 0) {
             s->busy = true;
             continue;
         }
-        /* Whatever was enqueued before the failure must finish before the buffers change. */
-        char ignored[64];
-        ds->ops->finish(ds->dev, q, ignored, sizeof ignored);
         if (--in_flight == 0)
             ws->busy_ns += tdm__now_ns() - busy_since;
-        if (rc == TDM_ENOMEM && job->d->kcpu) {
+        /* (Not for a resident job: its host copies may be older than the device's.) */
+        if (rc == TDM_ENOMEM && job->d->kcpu && !resident) {
             /* No device memory for this batch: run it on the host, here. */
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "%s: batch %lld (items %lld..%lld) runs on the CPU: %s", job->what,
@@ -193,6 +252,10 @@ void tdm__job_run_device(tdm__job *job, int w)
         }
         tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
     }
+    if (resident)
+        for (int k = 0; k < job->d->n_out; k++)
+            tdm__mirror_written(job->tout[k]->storage, !job->opts.keep_on_device);
+    pthread_mutex_lock(&ds->mu);
     for (int q = 0; q < nq; q++) {
         for (int k = 0; k < 16; k++) {
             if (qs[q].in[k])
@@ -201,4 +264,5 @@ void tdm__job_run_device(tdm__job *job, int w)
                 ds->ops->free(ds->dev, qs[q].out[k]);
         }
     }
+    pthread_mutex_unlock(&ds->mu);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "job.h"
 #include "progress_internal.h"
 
@@ -149,6 +150,9 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     pthread_cond_init(&job->cv, &ca);
     pthread_condattr_destroy(&ca);
     job->held_slot = -1;
+    job->only_worker = -1;
+    atomic_init(&job->bytes_to_device, 0);
+    atomic_init(&job->bytes_from_device, 0);
     job->max_bs = INT64_MAX;
     (void)fn;
     return job;
@@ -224,7 +228,7 @@ static int finalize(tdm__job *job, const char *fn, const void *params, size_t ps
             dl->ring_base = job->ring_heap;
             dl->ring_t = (const tdm_tensor **)((uint8_t **)job->ring_heap + n_ring);
             for (size_t i = 0; i < n_ring; i++) {
-                dl->ring_base[i] = tdm_tensor_data(job->ring[i]);
+                dl->ring_base[i] = tdm__tensor_ptr(job->ring[i]);
                 dl->ring_t[i] = job->ring[i];
             }
         }
@@ -267,7 +271,7 @@ static int finalize(tdm__job *job, const char *fn, const void *params, size_t ps
         d->ring_base = (uint8_t **)(b + off_rb);
         d->ring_t = (const tdm_tensor **)(b + off_rt);
         for (size_t r = 0; r < n_ring; r++, i++) {
-            d->ring_base[r] = tdm_tensor_data(job->ring[r]);
+            d->ring_base[r] = tdm__tensor_ptr(job->ring[r]);
             d->ring_t[r] = share_desc(job->ring[r], &tc[i], &sc[i]);
         }
     }
@@ -295,6 +299,48 @@ static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
         n += (size_t)snprintf(buf + n, len - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (n < len)
         snprintf(buf + n, len - n, "]");
+}
+
+/* Where the bytes must be for the job to run. A device map runs on device copies of whole
+ * tensors (residency) when it keeps its outputs there or finds an input there already; it then
+ * runs on that one device. Every other map needs the host copies current: inputs are fetched
+ * back from a device when newer there, and outputs' device copies are forgotten (the map is
+ * about to write the host's). */
+static int place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
+                      tdm_tensor *const *outputs, int n_out)
+{
+    tdm_runtime *rt = job->rt;
+    if ((job->on & TDM__ON_DEVICES) && outputs) {
+        bool whole = true, on_dev = false;
+        const tdm__devslot *where = NULL;
+        pthread_mutex_lock(&rt->dev_mu);
+        for (int i = 0; i < n_in + n_out; i++) {
+            const tdm_tensor *t = i < n_in ? inputs[i] : outputs[i - n_in];
+            if (t->offset != 0)
+                whole = false;
+            if (i < n_in && t->storage->mirror && t->storage->mirror->dev_valid) {
+                on_dev = true;
+                if (!where)
+                    where = t->storage->mirror->dev;
+            }
+        }
+        pthread_mutex_unlock(&rt->dev_mu);
+        if (whole && (job->opts.keep_on_device || on_dev)) {
+            job->resident = true;
+            job->only_worker = where ? where->worker : rt->devices->slots[0].worker;
+            job->n_eligible = 1;
+            return 0;
+        }
+    }
+    for (int i = 0; i < n_in + n_out; i++) {
+        tdm_tensor *t = i < n_in ? inputs[i] : outputs ? outputs[i - n_in] : NULL;
+        if (t && t->storage->mirror) {
+            int rc = tdm__storage_sync_host(t->storage, i >= n_in);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
 }
 
 /* Validates a map's arguments and fills the job's view of its tensors. Nothing is written to
@@ -431,7 +477,7 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         tdm_tensor *t = inputs[i];
         job->tin[i] = tdm_tensor_retain(t);
         dl->tin[i] = t;
-        dl->in_base[i] = tdm_tensor_data(t);
+        dl->in_base[i] = tdm__tensor_ptr(t);
         dl->in_row_elems[i] = rows ? tdm_tensor_numel(t) / rows : 0;
         dl->in_row_bytes[i] = dl->in_row_elems[i] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
     }
@@ -439,11 +485,11 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         tdm_tensor *t = outputs[o];
         job->tout[o] = tdm_tensor_retain(t);
         dl->tout[o] = t;
-        dl->out_base[o] = tdm_tensor_data(t);
+        dl->out_base[o] = tdm__tensor_ptr(t);
         dl->out_row_elems[o] = rows ? tdm_tensor_numel(t) / rows : 0;
         dl->out_row_bytes[o] = dl->out_row_elems[o] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
     }
-    return 0;
+    return place_data(job, inputs, n_in, outputs, n_out);
 }
 
 /* Ring buffers for a streaming map with NULL outputs: max_in_flight slots of max_bs rows. */

@@ -369,7 +369,23 @@ void *tdm_tensor_data(const tdm_tensor *t)
 {
     if (!t || !t->storage->base)
         return NULL;
-    return (char *)t->storage->base + t->offset * (int64_t)tdm_dtype_size(t->dtype);
+    /* Newest bytes on a device (a map with keep_on_device): fetch them first. The caller may
+     * write through the pointer, so the device copy is no longer trusted afterwards. */
+    if (t->storage->mirror)
+        (void)tdm__storage_sync_host(t->storage, true);
+    return tdm__tensor_ptr(t);
+}
+
+int tdm_tensor_to_host(tdm_tensor *t)
+{
+    if (!t)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_tensor_to_host: tensor is NULL");
+    return t->storage->mirror ? tdm__storage_sync_host(t->storage, false) : 0;
+}
+
+int tdm_tensor_on_device(const tdm_tensor *t)
+{
+    return t && t->storage->mirror != NULL;
 }
 
 unsigned tdm_tensor_mem(const tdm_tensor *t)

@@ -248,6 +248,80 @@ static void test_compile_error_reports_build_log(void **state)
     tdm_test_close(rt);
 }
 
+/* Residency: chained maps on the device move nothing between them; the host copy comes back
+ * when the host reads it. Transfers are counted in the reports. */
+static void test_chained_maps_stay_on_device(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    int64_t n = 200000;
+    const int64_t bytes = n * (int64_t)sizeof(double);
+    tdm_tensor *x = filled(rt, TDM_F64, 1, &n, 12), *y, *z, *w, *y2;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &z), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &w), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y2), 0);
+    tdm_map_opts o = gpu_opts(20000);
+    o.keep_on_device = 1;
+    tdm_report r = TDM_REPORT_INIT;
+
+    /* x goes up once; y stays on the device */
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.bytes_to_device, bytes);
+    assert_int_equal(r.bytes_from_device, 0);
+    assert_true(tdm_tensor_on_device(y));
+
+    /* y is already there: nothing moves at all */
+    tdm_scale_shift_params sp = {2.0, 1.0};
+    assert_int_equal(tdm_map(rt, "scale_shift", &y, 1, &z, 1, &sp, sizeof sp, &o, &r), 0);
+    assert_int_equal(r.bytes_to_device, 0);
+    assert_int_equal(r.bytes_from_device, 0);
+
+    /* reading z on the host fetches it */
+    const double *xd = tdm_tensor_data(x);
+    const double *zd = tdm_tensor_data(z);
+    for (int64_t i = 0; i < n; i++) {
+        double e = 2.0 * (exp(xd[i]) * sinh(xd[i])) + 1.0;
+        assert_true(fabs(zd[i] - e) <= 1e-13 * (1 + fabs(e)));
+    }
+    /* ... and, since the host may have written it, z goes up again next time */
+    assert_int_equal(tdm_map(rt, "exp_sinh", &z, 1, &w, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.bytes_to_device, bytes);
+
+    /* tdm_tensor_to_host keeps the device copy current: y still moves nothing */
+    assert_int_equal(tdm_tensor_to_host(y), 0);
+    assert_int_equal(tdm_map(rt, "scale_shift", &y, 1, &z, 1, &sp, sizeof sp, &o, &r), 0);
+    assert_int_equal(r.bytes_to_device, 0);
+
+    /* a CPU map over a device-newer tensor sees the device's bytes */
+    tdm_tensor *c;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &c), 0);
+    tdm_map_opts oc = cpu_opts();
+    assert_int_equal(tdm_map(rt, "scale_shift", &w, 1, &c, 1, &sp, sizeof sp, &oc, NULL), 0);
+    const double *cd = tdm_tensor_data(c);
+    for (int64_t i = 0; i < n; i += 997) {
+        double zi = 2.0 * (exp(xd[i]) * sinh(xd[i])) + 1.0;
+        double e = 2.0 * (exp(zi) * sinh(zi)) + 1.0;
+        assert_true(fabs(cd[i] - e) <= 1e-12 * (1 + fabs(e)));
+    }
+
+    /* without keep_on_device, an input already on the device is not sent again; the output
+     * comes back batch by batch */
+    o.keep_on_device = 0;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &y, 1, &y2, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.bytes_to_device, 0);
+    assert_int_equal(r.bytes_from_device, bytes);
+    const double *y2d = tdm_tensor_data(y2), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i += 991)
+        assert_true(fabs(y2d[i] - exp(yd[i]) * sinh(yd[i])) <= 1e-13 * (1 + fabs(y2d[i])));
+    tdm_tensor_release(c);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_tensor_release(z);
+    tdm_tensor_release(w);
+    tdm_tensor_release(y2);
+    tdm_test_close(rt);
+}
+
 static void test_gpu_policy_errors(void **state)
 {
     tdm_runtime *rt = open_rt();
@@ -316,6 +390,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_out_of_device_memory_falls_back_to_cpu),
         cmocka_unit_test(test_user_kernel_in_the_dialect),
         cmocka_unit_test(test_compile_error_reports_build_log),
+        cmocka_unit_test(test_chained_maps_stay_on_device),
         cmocka_unit_test(test_gpu_policy_errors),
     };
     /* clang-format on */

@@ -55,12 +55,15 @@ typedef struct tdm_map_opts {
                                  *  0 = no deadline */
     int retries;                /**< worker processes: times a batch whose process died or timed
                                  *  out runs again (on a fresh process) before it fails; 0 = never */
+    int keep_on_device;         /**< policy GPU: leave the outputs in device memory (the host
+                                 *  copy is fetched when tdm_tensor_data() or a CPU map needs it),
+                                 *  so a chained map finds its inputs there and moves nothing */
 } tdm_map_opts;
 
 #define TDM_MAP_OPTS_INIT                                                                          \
     {                                                                                              \
         sizeof(tdm_map_opts), TDM_MAP_OPTS_VERSION, TDM_POLICY_AUTO, 0, TDM_ON_ERROR_STOP,         \
-            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0              \
+            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0, 0           \
     }
 
 /** The context of one batch of a parallel_for, valid only during the call. */

@@ -31,6 +31,8 @@ typedef struct tdm_report {
     int64_t batches;           /**< batches completed (successfully or not) */
     int64_t failed_batches;    /**< batches whose function returned an error */
     int64_t fallback_batches;  /**< device batches that ran on the CPU (no device memory) */
+    int64_t bytes_to_device;   /**< bytes copied host -> device by this run */
+    int64_t bytes_from_device; /**< bytes copied device -> host by this run */
     int64_t batch_size;        /**< fixed size, or the largest auto batch */
     int64_t batch_size_min;    /**< smallest batch (auto) */
     int first_error;           /**< status of the first failed batch (0 if none) */

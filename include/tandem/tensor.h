@@ -145,8 +145,17 @@ TDM_EXTERN int64_t tdm_tensor_numel(const tdm_tensor *t);
 /** Bytes spanned by the elements (numel * dtype size for a contiguous tensor). */
 TDM_EXTERN size_t tdm_tensor_nbytes(const tdm_tensor *t);
 /** Pointer to element 0 (NULL for an empty tensor is allowed). Valid while the tensor lives
- *  and until tdm_tensor_share() moves its storage. */
+ *  and until tdm_tensor_share() moves its storage. When a map left newer bytes on a device
+ *  (tdm_map_opts.keep_on_device), they are copied back first (blocking), and since the caller
+ *  may write through the pointer the device copy is no longer used afterwards. */
 TDM_EXTERN void *tdm_tensor_data(const tdm_tensor *t);
+/** Copies the tensor's bytes back from a device copy that is newer than the host's (blocking);
+ *  the device copy stays valid (unlike tdm_tensor_data()). Returns 0 (also when there is
+ *  nothing to do), TDM_EINVAL (NULL), or the device's error. Not concurrent with a map that
+ *  writes the tensor. */
+TDM_EXTERN int tdm_tensor_to_host(tdm_tensor *t);
+/** 1 if the tensor's storage has a copy in device memory (valid or not), else 0. */
+TDM_EXTERN int tdm_tensor_on_device(const tdm_tensor *t);
 /** The storage flags the tensor really has (TDM_MEM_SHARED, _PINNED, _WRAPPED). */
 TDM_EXTERN unsigned tdm_tensor_mem(const tdm_tensor *t);
 /** 1 when the elements are row-major contiguous, 0 otherwise. */
