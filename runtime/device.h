@@ -54,6 +54,10 @@ typedef struct tdm__dev_ops {
                   const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len);
     /* Waits for everything enqueued on q; returns the first error of those operations. */
     int (*finish)(tdm__dev *d, int q, char *detail, size_t len);
+    /* Optional (NULL: not needed or not possible): page-locked host memory registered with the
+     * device, so copies from and to it are DMA with no staging (cudaHostRegister). */
+    int (*host_register)(tdm__dev *d, void *p, size_t n, char *detail, size_t len);
+    void (*host_unregister)(tdm__dev *d, void *p);
 } tdm__dev_ops;
 
 /* The backends' tables (NULL-free only for those compiled in). */
@@ -70,6 +74,9 @@ typedef struct tdm__devslot {
     tdm_device_info info;
     int worker;         /* index of its driver in the pool */
     pthread_mutex_t mu; /* one caller at a time: the driver, or a thread fetching a tensor */
+    atomic_int lost;    /* a device error that is not the kernel's fault: no more batches */
+    int batches;        /* batches it ran (for fail_after) */
+    int fail_after;     /* TDM_DEVICE_FAIL_AFTER: simulate a device loss after N batches (tests) */
 } tdm__devslot;
 
 /* A storage's copy in device memory (runtime/residency.c); guarded by rt->dev_mu. */
@@ -86,6 +93,10 @@ struct tdm__mirror {
  * 0, TDM_ENOMEM (no device memory: run without residency) or a device error. */
 int tdm__mirror_acquire(tdm__devslot *ds, tdm__storage *s, bool is_output, bool whole,
                         tdm__dbuf **buf, int64_t *moved, char *detail, size_t len);
+/* Registers a page-locked storage with the device once (pinned and shared+pinned tensors:
+ * their batches then go by DMA). Best effort: a refusal leaves the pageable path. */
+void tdm__storage_register_pinned(tdm__devslot *ds, tdm__storage *s);
+
 /* After a resident map wrote `s` on the device: the device copy is current; the host's is
  * stale unless the batches were also read back (`host_current`). */
 void tdm__mirror_written(tdm__storage *s, bool host_current);

@@ -12,6 +12,14 @@ int tdm__devices_count(const tdm_runtime *rt)
     return rt->devices ? rt->devices->n : 0;
 }
 
+int tdm__devices_live(const tdm_runtime *rt)
+{
+    int n = 0;
+    for (int i = 0; rt->devices && i < rt->devices->n; i++)
+        n += !atomic_load(&rt->devices->slots[i].lost);
+    return n;
+}
+
 int tdm__devices_ensure(tdm_runtime *rt)
 {
     pthread_mutex_lock(&rt->dev_mu);
@@ -54,6 +62,10 @@ int tdm__devices_ensure(tdm_runtime *rt)
             slot->info = st->devices[i];
             slot->worker = w;
             pthread_mutex_init(&slot->mu, NULL);
+            atomic_init(&slot->lost, 0);
+            /* Fault injection for tests: the device "fails" after this many batches. */
+            const char *fa = getenv("TDM_DEVICE_FAIL_AFTER");
+            slot->fail_after = fa ? atoi(fa) : 0;
             if (ds->first_worker < 0)
                 ds->first_worker = w;
             tdm__log(rt, TDM_DEBUG_RUNTIME, "device %s %d (%s) opened, driver worker %d",
@@ -78,4 +90,77 @@ void tdm__devices_close(tdm_runtime *rt)
     }
     free(ds);
     rt->devices = NULL;
+}
+
+int tdm_device_bandwidth(tdm_runtime *rt, int index, uint64_t bytes, double *h2d, double *d2h)
+{
+    if (!rt || !h2d || !d2h)
+        return tdm__err(rt, TDM_EINVAL, "tdm_device_bandwidth: NULL argument");
+    if (bytes == 0)
+        bytes = 64u << 20;
+    if (bytes > (1ull << 34))
+        return tdm__err(rt, TDM_EINVAL, "tdm_device_bandwidth: %llu bytes is too large",
+                        (unsigned long long)bytes);
+    tdm_device_info want;
+    int rc = tdm_runtime_device(rt, index, &want);
+    if (rc != 0)
+        return rc;
+    if ((rc = tdm__devices_ensure(rt)) < 0)
+        return rc;
+    tdm__devslot *ds = NULL;
+    for (int i = 0; rt->devices && i < rt->devices->n && !ds; i++)
+        if (rt->devices->slots[i].info.kind == want.kind &&
+            rt->devices->slots[i].info.index == want.index)
+            ds = &rt->devices->slots[i];
+    if (!ds)
+        return tdm__err(rt, TDM_ENOTFOUND,
+                        "tdm_device_bandwidth: device %d (%s) is not an open device of a device "
+                        "backend",
+                        index, want.name);
+    char *host = malloc(bytes);
+    if (!host)
+        return tdm__err(rt, TDM_ENOMEM, "tdm_device_bandwidth: out of memory");
+    memset(host, 1, bytes); /* fault the pages in: measure copies, not first touch */
+    char detail[256] = "";
+    tdm__dbuf *buf = NULL;
+    double best_up[5], best_down[5];
+    pthread_mutex_lock(&ds->mu);
+    rc = ds->ops->alloc(ds->dev, bytes, &buf, detail, sizeof detail);
+    for (int r = 0; rc == 0 && r < 5; r++) {
+        uint64_t t0 = tdm__now_ns();
+        rc = ds->ops->write(ds->dev, 0, buf, 0, host, bytes, detail, sizeof detail);
+        if (rc == 0)
+            rc = ds->ops->finish(ds->dev, 0, detail, sizeof detail);
+        uint64_t t1 = tdm__now_ns();
+        if (rc == 0)
+            rc = ds->ops->read(ds->dev, 0, host, buf, 0, bytes, detail, sizeof detail);
+        if (rc == 0)
+            rc = ds->ops->finish(ds->dev, 0, detail, sizeof detail);
+        uint64_t t2 = tdm__now_ns();
+        best_up[r] = (double)bytes / (double)(t1 - t0);
+        best_down[r] = (double)bytes / (double)(t2 - t1);
+    }
+    if (buf)
+        ds->ops->free(ds->dev, buf);
+    pthread_mutex_unlock(&ds->mu);
+    free(host);
+    if (rc != 0)
+        return tdm__err(rt, rc, "tdm_device_bandwidth(%s): %s", ds->info.name, detail);
+    /* medians of 5 (bytes per ns = GB/s) */
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 5; j++) {
+            if (best_up[j] < best_up[i]) {
+                double t = best_up[i];
+                best_up[i] = best_up[j];
+                best_up[j] = t;
+            }
+            if (best_down[j] < best_down[i]) {
+                double t = best_down[i];
+                best_down[i] = best_down[j];
+                best_down[j] = t;
+            }
+        }
+    *h2d = best_up[2];
+    *d2h = best_down[2];
+    return 0;
 }

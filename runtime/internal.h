@@ -67,6 +67,7 @@ typedef struct tdm__storage {
      * whole storage on one device, and which side holds the newest bytes. */
     struct tdm__mirror *mirror;
     bool host_stale;  /* the device copy is newer: read it back before host use */
+    struct tdm__devslot *registered; /* the device it is registered with (pinned), or NULL */
     uint64_t fd_offset; /* where map_base starts in fd */
 } tdm__storage;
 
@@ -255,6 +256,8 @@ int tdm__devices_ensure(tdm_runtime *rt);
 void tdm__devices_close(tdm_runtime *rt);
 /* Number of devices opened so far, and the pool worker index of the first driver. */
 int tdm__devices_count(const tdm_runtime *rt);
+/* Devices not lost to a device error. */
+int tdm__devices_live(const tdm_runtime *rt);
 
 /* ---- the runtime ------------------------------------------------------------------------- */
 

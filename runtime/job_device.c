@@ -179,11 +179,42 @@ static int64_t auto_rows(const tdm__job *job)
     return rows > 0 ? rows : 1;
 }
 
+/* A device error that is not the batch's own fault (the kernel, its arguments, memory): the
+ * device is treated as lost. */
+static bool device_fault(int rc)
+{
+    return rc == TDM_ESYS;
+}
+
+/* The device is gone: the batch runs on the host instead, when its inputs are there. */
+static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
+                         int64_t end, bool resident, int rc, char *detail, size_t len)
+{
+    if (atomic_exchange(&ds->lost, 1) == 0)
+        tdm__log(job->rt, TDM_DEBUG_SCHED, "device %s lost (%s): its batches run on the CPU",
+                 ds->info.name, detail);
+    if (resident || !job->d->kcpu)
+        return rc;
+    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+    task->reported = 0;
+    detail[0] = '\0';
+    (void)len;
+    return tdm__run_batch(job->d, begin, end, task);
+}
+
 void tdm__job_run_device(tdm__job *job, int w)
 {
     tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
     if (!ds)
         return;
+    /* A lost device takes no new work while another device lives; a job bound to it (resident
+     * data) still has to end, so its driver stays and settles each batch on the host. */
+    if (atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0)
+        return;
+    for (int k = 0; k < job->d->n_in; k++)
+        tdm__storage_register_pinned(ds, job->tin[k]->storage);
+    for (int k = 0; k < job->d->n_out && job->tout[k]; k++)
+        tdm__storage_register_pinned(ds, job->tout[k]->storage);
     tdm__wstat *ws = &job->ws[w];
     int nq = ds->ops->n_queues(ds->dev);
     if (nq > TDM__MAX_QUEUES)
@@ -208,9 +239,17 @@ void tdm__job_run_device(tdm__job *job, int w)
             pthread_mutex_lock(&ds->mu);
             int rc = ds->ops->finish(ds->dev, q, detail, sizeof detail);
             pthread_mutex_unlock(&ds->mu);
+            if (rc == 0 && ds->fail_after > 0 && ++ds->batches >= ds->fail_after) {
+                rc = TDM_ESYS; /* TDM_DEVICE_FAIL_AFTER: a simulated device loss */
+                snprintf(detail, sizeof detail, "injected device loss after %d batches",
+                         ds->batches);
+            }
             s->busy = false;
             if (--in_flight == 0)
                 ws->busy_ns += tdm__now_ns() - busy_since;
+            if (device_fault(rc))
+                rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, detail,
+                                   sizeof detail);
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
         }
         bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
@@ -221,6 +260,17 @@ void tdm__job_run_device(tdm__job *job, int w)
         }
         s->task = (tdm_task){job->d, w, -1, 0, 0};
         s->task.batch = atomic_fetch_add_explicit(&job->next_batch, 1, memory_order_relaxed);
+        if (atomic_load(&ds->lost)) {
+            /* Lost during this job: the rest of what this driver claims runs on the host
+             * (other devices, if any, go on on their own). */
+            char why[] = "the device was lost";
+            uint64_t t0 = tdm__now_ns();
+            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_ESYS, why,
+                                   sizeof why);
+            ws->busy_ns += tdm__now_ns() - t0;
+            tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, why);
+            continue;
+        }
         if (in_flight++ == 0)
             busy_since = tdm__now_ns();
         detail[0] = '\0';

@@ -113,17 +113,18 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
     default:
         if (why_no_dev)
             return tdm__err(rt, TDM_ENODEV, "%s(%s): policy GPU: %s", fn, what, why_no_dev);
-        if (tdm__devices_count(rt) == 0)
+        if (tdm__devices_live(rt) == 0)
             return tdm__err(rt, TDM_ENODEV,
                             "%s(%s): policy GPU: no OpenCL or CUDA device is available (tandem "
-                            "info lists what was found)",
+                            "info lists what was found; a device lost to an error is not used "
+                            "again)",
                             fn, what);
         job->on = TDM__ON_DEVICES;
         break;
     }
     job->n_eligible = ((job->on & TDM__ON_THREADS) ? job->n_threads : 0) +
                       ((job->on & TDM__ON_PROCS) ? job->n_procs : 0) +
-                      ((job->on & TDM__ON_DEVICES) ? tdm__devices_count(rt) : 0);
+                      ((job->on & TDM__ON_DEVICES) ? tdm__devices_live(rt) : 0);
     return 0;
 }
 
@@ -312,7 +313,7 @@ static int place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
     tdm_runtime *rt = job->rt;
     if ((job->on & TDM__ON_DEVICES) && outputs) {
         bool whole = true, on_dev = false;
-        const tdm__devslot *where = NULL;
+        tdm__devslot *where = NULL;
         pthread_mutex_lock(&rt->dev_mu);
         for (int i = 0; i < n_in + n_out; i++) {
             const tdm_tensor *t = i < n_in ? inputs[i] : outputs[i - n_in];
@@ -327,6 +328,12 @@ static int place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
         pthread_mutex_unlock(&rt->dev_mu);
         if (whole && (job->opts.keep_on_device || on_dev)) {
             job->resident = true;
+            if (!where || atomic_load(&where->lost)) {
+                where = NULL;
+                for (int i = 0; i < rt->devices->n && !where; i++)
+                    if (!atomic_load(&rt->devices->slots[i].lost))
+                        where = &rt->devices->slots[i];
+            }
             job->only_worker = where ? where->worker : rt->devices->slots[0].worker;
             job->n_eligible = 1;
             return 0;

@@ -57,6 +57,32 @@ void tdm__storage_drop_mirror(tdm__storage *s)
     pthread_mutex_lock(&s->rt->dev_mu);
     if (s->mirror)
         free_mirror(s);
+    if (s->registered) {
+        tdm__devslot *ds = s->registered;
+        pthread_mutex_lock(&ds->mu);
+        ds->ops->host_unregister(ds->dev, s->map_base);
+        pthread_mutex_unlock(&ds->mu);
+        s->registered = NULL;
+    }
+    pthread_mutex_unlock(&s->rt->dev_mu);
+}
+
+void tdm__storage_register_pinned(tdm__devslot *ds, tdm__storage *s)
+{
+    if (!(s->mem & TDM_MEM_PINNED) || !ds->ops->host_register || !s->map_base)
+        return;
+    pthread_mutex_lock(&s->rt->dev_mu);
+    if (!s->registered) {
+        char detail[128];
+        pthread_mutex_lock(&ds->mu);
+        int rc = ds->ops->host_register(ds->dev, s->map_base, s->map_bytes, detail, sizeof detail);
+        pthread_mutex_unlock(&ds->mu);
+        if (rc == 0)
+            s->registered = ds;
+        else
+            tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor not registered with %s: %s",
+                     ds->info.name, detail);
+    }
     pthread_mutex_unlock(&s->rt->dev_mu);
 }
 

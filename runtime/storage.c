@@ -343,7 +343,7 @@ void tdm__storage_release(tdm__storage *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (s->mirror)
+    if (s->mirror || s->registered)
         tdm__storage_drop_mirror(s);
     storage_drop_memory(s);
     free(s);
@@ -361,6 +361,8 @@ int tdm__storage_make_shared(tdm__storage *s, const char *who)
         if (rc != 0)
             return rc;
     }
+    if (s->registered) /* the old pages go away: the device must forget them */
+        tdm__storage_drop_mirror(s);
     tdm__storage n = {.rt = s->rt, .bytes = s->bytes, .fd = -1};
     unsigned want = TDM_MEM_SHARED | (s->mem & TDM_MEM_PINNED);
     /* The bytes go in through the file (pwrite), which is about twice as fast as reserving

@@ -322,6 +322,57 @@ static void test_chained_maps_stay_on_device(void **state)
     tdm_test_close(rt);
 }
 
+/* A device that fails mid-run (simulated: TDM_DEVICE_FAIL_AFTER) is dropped; its batches run
+ * on the CPU and the map still completes with correct results; later GPU maps find no device. */
+static void test_lost_device_batches_rerun_on_cpu(void **state)
+{
+    setenv("TDM_DEVICE_FAIL_AFTER", "3", 1); /* read when the devices open: at the first map */
+    tdm_runtime *rt = open_rt();
+    int64_t n = 100000;
+    tdm_tensor *x = filled(rt, TDM_F64, 1, &n, 13), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(5000);
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r);
+    unsetenv("TDM_DEVICE_FAIL_AFTER");
+    if (rc != 0)
+        fail_msg("%s: %s", tdm_status_name(rc), tdm_errmsg(rt));
+    assert_int_equal(r.items, n);
+    if (r.fallback_batches < 17)
+        fail_msg("fallback_batches %lld of %lld batches", (long long)r.fallback_batches, (long long)r.batches);
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-13 * (1 + fabs(yd[i])));
+    /* with its only device lost, policy GPU has nowhere to go */
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), TDM_ENODEV);
+    assert_non_null(strstr(tdm_errmsg(rt), "lost"));
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+static void test_bandwidth_measured_and_errors(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    int n = tdm_runtime_device_count(rt), dev = -1;
+    for (int i = 0; i < n && dev < 0; i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        if (di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA)
+            dev = i;
+    }
+    assert_true(dev >= 0);
+    double up = 0, down = 0;
+    assert_int_equal(tdm_device_bandwidth(rt, dev, 1 << 20, &up, &down), 0);
+    assert_true(up > 0 && down > 0);
+    assert_int_equal(tdm_device_bandwidth(rt, 0, 0, &up, &down), TDM_ENOTFOUND); /* the CPU */
+    assert_int_equal(tdm_device_bandwidth(rt, n, 0, &up, &down), TDM_ENOTFOUND);
+    assert_int_equal(tdm_device_bandwidth(rt, dev, 1ull << 40, &up, &down), TDM_EINVAL);
+    assert_int_equal(tdm_device_bandwidth(rt, dev, 0, NULL, &down), TDM_EINVAL);
+    assert_int_equal(tdm_device_bandwidth(NULL, dev, 0, &up, &down), TDM_EINVAL);
+    tdm_test_close(rt);
+}
+
 static void test_gpu_policy_errors(void **state)
 {
     tdm_runtime *rt = open_rt();
@@ -391,6 +442,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_user_kernel_in_the_dialect),
         cmocka_unit_test(test_compile_error_reports_build_log),
         cmocka_unit_test(test_chained_maps_stay_on_device),
+        cmocka_unit_test(test_lost_device_batches_rerun_on_cpu),
+        cmocka_unit_test(test_bandwidth_measured_and_errors),
         cmocka_unit_test(test_gpu_policy_errors),
     };
     /* clang-format on */

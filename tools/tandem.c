@@ -124,6 +124,7 @@ static void usage(FILE *f)
                "\n"
                "info options:\n"
                "  --threads N       CPU worker threads of the runtime it opens\n"
+               "  --bandwidth       measure host<->device copy bandwidth of each device\n"
                "\n"
                "environment: TDM_NUM_THREADS, TDM_NUM_PROCS, TDM_BACKENDS=cpu,procs,opencl,...,\n"
                "             TDM_DEBUG=all\n");
@@ -177,8 +178,13 @@ static int open_runtime(int threads, int procs, tdm_runtime **rt)
 static int cmd_info(int argc, char **argv)
 {
     int64_t threads = -1;
+    int bandwidth = 0;
     for (int i = 2; i < argc; i++) {
         const char *v = NULL;
+        if (!strcmp(argv[i], "--bandwidth")) {
+            bandwidth = 1;
+            continue;
+        }
         int m = opt_value(argc, argv, &i, "--threads", &v);
         if (m < 0)
             return EXIT_USAGE;
@@ -221,8 +227,8 @@ static int cmd_info(int argc, char **argv)
         goto done;
     }
     printf("\ndevices\n");
-    printf("  %-3s %-8s %-44s %-24s %6s  %s\n", "#", "backend", "name", "vendor", "units",
-           "memory");
+    printf("  %-3s %-8s %-44s %-24s %6s  %-10s %s\n", "#", "backend", "name", "vendor", "units",
+           "memory", "pinned");
     for (int i = 0; i < nd; i++) {
         tdm_device_info di;
         int rc = tdm_runtime_device(rt, i, &di);
@@ -230,8 +236,20 @@ static int cmd_info(int argc, char **argv)
             print_error(rt, "tdm_runtime_device", rc);
             goto done;
         }
-        printf("  %-3d %-8s %-44s %-24s %6d  %s\n", i, di.backend, di.name, di.vendor,
-               di.compute_units, fmt_bytes(di.memory_bytes, b1, sizeof b1));
+        int dev = di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA;
+        printf("  %-3d %-8s %-44s %-24s %6d  %-10s %s\n", i, di.backend, di.name, di.vendor,
+               di.compute_units, fmt_bytes(di.memory_bytes, b1, sizeof b1),
+               !dev ? "-" : di.pinned ? "registered" : "driver");
+        if (dev && bandwidth) {
+            double up, down;
+            rc = tdm_device_bandwidth(rt, i, 0, &up, &down);
+            if (rc != 0)
+                printf("      bandwidth: %s: %s\n", tdm_status_name(rc), tdm_errmsg(rt));
+            else
+                printf("      bandwidth (64 MiB, pageable host memory): host->device %.2f GB/s, "
+                       "device->host %.2f GB/s\n",
+                       up, down);
+        }
     }
 
     tdm_system_info si;

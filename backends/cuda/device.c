@@ -1237,7 +1237,24 @@ void tdm__cuda_host_unregister(void *p)
         (void)cudaGetLastError();
 }
 
+static int cuda_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t len)
+{
+    int rc = tdm__cuda_host_register(p, n);
+    if (rc == TDM_EEXIST)
+        return 0; /* registered already (portable: for every device) */
+    if (rc != 0)
+        snprintf(detail, len, "cudaHostRegister of %zu bytes failed", n);
+    return rc;
+}
+
+static void cuda_host_unregister(tdm__dev *d, void *p)
+{
+    tdm__cuda_host_unregister(p);
+}
+
 const tdm__dev_ops tdm__cuda_dev_ops = {
+    .host_register = cuda_host_register,
+    .host_unregister = cuda_host_unregister,
     .kind = TDM_BACKEND_CUDA,
     .open = cuda_open,
     .close = cuda_close,

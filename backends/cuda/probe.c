@@ -34,6 +34,7 @@ static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *not
             di->memory_bytes = prop.totalGlobalMem;
         }
         snprintf(di->vendor, sizeof di->vendor, "NVIDIA");
+        di->pinned = 1; /* cudaHostRegister */
     }
     int rv = 0;
     cudaRuntimeGetVersion(&rv);

@@ -125,6 +125,9 @@ typedef struct tdm_device_info {
     char vendor[64];
     int compute_units;     /**< cores, compute units or SMs */
     uint64_t memory_bytes; /**< device memory (host memory for CPU devices) */
+    int pinned;            /**< device backends: page-locked (TDM_MEM_PINNED) host memory is
+                            *  registered with the device so its copies are DMA (CUDA); 0 where
+                            *  the driver copies from host pointers itself (OpenCL here) */
 } tdm_device_info;
 
 /** Number of devices of all enabled backends (the CPU pool counts as one device). Thread-safe.
@@ -134,6 +137,15 @@ TDM_EXTERN int tdm_runtime_device_count(const tdm_runtime *rt);
 /** Fills *info for device `index` (0 <= index < tdm_runtime_device_count(rt)). Returns 0,
  *  TDM_EINVAL (NULL argument) or TDM_ENOTFOUND (index out of range). Thread-safe. */
 TDM_EXTERN int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_info *info);
+
+/** Measures the copy bandwidth between host memory (pageable) and device `index` (as numbered
+ *  by tdm_runtime_device(); it must be an OpenCL or CUDA device) with `bytes`-sized transfers
+ *  (0 = 64 MiB), the median of a few. Opens the devices if they are not open yet. Returns 0 and
+ *  GB/s in *h2d and *d2h; TDM_EINVAL (NULL, bytes too large), TDM_ENOTFOUND (no such device or
+ *  not a device backend), TDM_ENOMEM, or the device's error. Not to be called while a map runs
+ *  on that device. */
+TDM_EXTERN int tdm_device_bandwidth(tdm_runtime *rt, int index, uint64_t bytes, double *h2d,
+                                    double *d2h);
 
 /** Facts about the machine, for `tandem info` and for sizing runs. */
 typedef struct tdm_system_info {
