@@ -150,9 +150,13 @@ static void test_normalize_and_pi_match_cpu(void **state)
 
 static void test_out_of_device_memory_falls_back_to_cpu(void **state)
 {
-    /* A 64 KiB device memory cap: 1 MiB batches cannot get device buffers. */
-    setenv("TDM_DEVICE_MEM_CAP", "65536", 1);
-    tdm_runtime *rt = open_rt();
+    /* A 64 KiB device memory cap: 1 MiB batches cannot get device buffers. First from the
+     * environment (a runtime that reads it), then from the config. */
+    setenv("TDM_DEVICE_MEM_CAP", "64K", 1);
+    tdm_config ecfg = TDM_CONFIG_INIT;
+    ecfg.threads = 2;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &ecfg), 0);
     int64_t n = 1 << 20;
     tdm_tensor *x = filled(rt, TDM_F64, 1, &n, 7), *y;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
@@ -163,6 +167,21 @@ static void test_out_of_device_memory_falls_back_to_cpu(void **state)
     const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
     for (int64_t i = 0; i < n; i++)
         assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-14 * (1 + fabs(yd[i])));
+    /* the same cap from the config (no environment) */
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+    unsetenv("TDM_DEVICE_MEM_CAP");
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 2;
+    cfg.device_mem_cap = 65536;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    x = filled(rt, TDM_F64, 1, &n, 7);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    o.batch_size = 1 << 17;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.fallback_batches, 8);
     /* small batches fit under the cap and run on the device */
     o.batch_size = 1024;
     assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
@@ -170,7 +189,6 @@ static void test_out_of_device_memory_falls_back_to_cpu(void **state)
     tdm_tensor_release(x);
     tdm_tensor_release(y);
     tdm_test_close(rt);
-    unsetenv("TDM_DEVICE_MEM_CAP");
 }
 
 /* A user kernel in the dialect: y = 2x + 1 over f32, using a built-in device function too. */

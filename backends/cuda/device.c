@@ -675,8 +675,8 @@ static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, s
         set_detail(detail, len, "CUDA device %d does not exist (%d found)", index, count);
         return TDM_ENOTFOUND;
     }
-    uint64_t cap = 0;
-    const char *env = getenv("TDM_DEVICE_MEM_CAP");
+    uint64_t cap = rt ? rt->cfg.device_mem_cap : 0;
+    const char *env = !rt || rt->cfg.use_env ? getenv("TDM_DEVICE_MEM_CAP") : NULL;
     if (env && *env && parse_cap(env, &cap) != 0) {
         set_detail(detail, len, "TDM_DEVICE_MEM_CAP=%s is not a byte count", env);
         return TDM_EINVAL;

@@ -345,8 +345,8 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
         return fail(detail, len, TDM_EINVAL, "opencl: open: device index %d is negative", index);
 
     /* The cap first: a malformed value is the user's mistake, reported before any driver work. */
-    uint64_t cap = 0;
-    const char *cap_env = getenv("TDM_DEVICE_MEM_CAP");
+    uint64_t cap = rt ? rt->cfg.device_mem_cap : 0;
+    const char *cap_env = !rt || rt->cfg.use_env ? getenv("TDM_DEVICE_MEM_CAP") : NULL;
     if (cap_env && *cap_env && parse_size(cap_env, &cap) != 0)
         return fail(detail, len, TDM_EINVAL,
                     "opencl: TDM_DEVICE_MEM_CAP='%.40s' is not a size (bytes, or a number with "

@@ -53,11 +53,14 @@ typedef struct tdm_config {
     uint64_t shm_limit; /**< cap on shared-memory bytes this runtime may hold; 0 = what the
                          *  system has. Exceeding it is TDM_ENOSPC at tensor creation. */
     int use_env;        /**< 1 (default): environment variables override the fields above */
+    uint64_t device_mem_cap; /**< device memory tandem may hold per device, bytes; 0 = what the
+                              *  device has. Beyond it a batch gets TDM_ENOMEM (and runs on the
+                              *  CPU instead). Env TDM_DEVICE_MEM_CAP ("64M", "2G"). */
 } tdm_config;
 
 #define TDM_CONFIG_INIT                                                                            \
     {                                                                                              \
-        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1                  \
+        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u              \
     }
 
 TDM_BEGIN_DECLS
