@@ -77,9 +77,11 @@ void tdm__storage_register_pinned(tdm__devslot *ds, tdm__storage *s)
         pthread_mutex_lock(&ds->mu);
         int rc = ds->ops->host_register(ds->dev, s->map_base, s->map_bytes, detail, sizeof detail);
         pthread_mutex_unlock(&ds->mu);
-        if (rc == 0)
+        if (rc == 0) {
             s->registered = ds;
-        else
+            tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor memory (%zu bytes) registered with %s",
+                     s->map_bytes, ds->info.name);
+        } else
             tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor not registered with %s: %s",
                      ds->info.name, detail);
     }

@@ -98,7 +98,26 @@ struct tdm__dev {
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
     ocl_prog *progs;
+    /* Page-locked host ranges registered with the device: a CL_MEM_USE_HOST_PTR buffer over
+     * each, so copies from/to them are the device's own (clEnqueueCopyBuffer: DMA on a GPU,
+     * no staging by the driver). */
+    struct {
+        char *p;
+        size_t n;
+        cl_mem mem;
+    } pinned[32];
+    int n_pinned;
 };
+
+/* The registered range holding [p, p+n), or -1. */
+static int pinned_range(const tdm__dev *d, const void *p, size_t n)
+{
+    const char *c = p;
+    for (int i = 0; i < d->n_pinned; i++)
+        if (c >= d->pinned[i].p && n <= d->pinned[i].n && c - d->pinned[i].p <= (ptrdiff_t)(d->pinned[i].n - n))
+            return i;
+    return -1;
+}
 
 /* ---- messages ------------------------------------------------------------------------------- */
 
@@ -306,6 +325,9 @@ static void ocl_close(tdm__dev *d)
         release_ops(&d->q[i]);
         free(d->q[i].ops);
     }
+    for (int i = 0; i < d->n_pinned; i++)
+        clReleaseMemObject(d->pinned[i].mem);
+    d->n_pinned = 0;
     /* Buffers the core did not free: released here, their handles become invalid. */
     while (d->live.next != &d->live) {
         tdm__dbuf *b = d->live.next;
@@ -535,7 +557,12 @@ static int ocl_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const v
     if ((rc = reserve_op(d, q, detail, len)) != 0)
         return rc;
     cl_event ev = NULL;
-    cl_int e = clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0, NULL, &ev);
+    int pr = pinned_range(d, src, n);
+    cl_int e = pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, d->pinned[pr].mem, dst->mem,
+                                             (size_t)((const char *)src - d->pinned[pr].p),
+                                             dst_off, n, 0, NULL, &ev)
+                       : clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0,
+                                              NULL, &ev);
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueWriteBuffer of %zu bytes on queue %d", n, q);
     record_op(d, q, ev, "write of %zu bytes", n);
@@ -553,7 +580,12 @@ static int ocl_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t 
     if ((rc = reserve_op(d, q, detail, len)) != 0)
         return rc;
     cl_event ev = NULL;
-    cl_int e = clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0, NULL, &ev);
+    int pr = pinned_range(d, dst, n);
+    cl_int e = pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, src->mem, d->pinned[pr].mem, src_off,
+                                             (size_t)((char *)dst - d->pinned[pr].p), n, 0, NULL,
+                                             &ev)
+                       : clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0,
+                                             NULL, &ev);
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueReadBuffer of %zu bytes on queue %d", n, q);
     record_op(d, q, ev, "read of %zu bytes", n);
@@ -955,7 +987,42 @@ static int ocl_launch(tdm__dev *d, int q, const char *key, const char *source, c
     return 0;
 }
 
+static int ocl_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t len)
+{
+    if (!p || n == 0)
+        return fail(detail, len, TDM_EINVAL, "opencl: register: empty range");
+    if (pinned_range(d, p, n) >= 0)
+        return 0;
+    if (d->n_pinned == (int)(sizeof d->pinned / sizeof d->pinned[0]))
+        return fail(detail, len, TDM_ENOMEM, "opencl: register: too many registered ranges");
+    cl_int e;
+    cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, n, p, &e);
+    if (e != CL_SUCCESS)
+        return cl_fail(d, detail, len, e, "clCreateBuffer(USE_HOST_PTR) over %zu bytes", n);
+    d->pinned[d->n_pinned].p = p;
+    d->pinned[d->n_pinned].n = n;
+    d->pinned[d->n_pinned].mem = m;
+    d->n_pinned++;
+    return 0;
+}
+
+static void ocl_host_unregister(tdm__dev *d, void *p)
+{
+    for (int i = 0; i < d->n_pinned; i++) {
+        if (d->pinned[i].p == p) {
+            /* Queued copies may still read it: wait for every queue first. */
+            for (int q = 0; q < OCL_QUEUES; q++)
+                clFinish(d->q[q].q);
+            clReleaseMemObject(d->pinned[i].mem);
+            d->pinned[i] = d->pinned[--d->n_pinned];
+            return;
+        }
+    }
+}
+
 const tdm__dev_ops tdm__opencl_dev_ops = {
+    .host_register = ocl_host_register,
+    .host_unregister = ocl_host_unregister,
     .kind = TDM_BACKEND_OPENCL,
     .open = ocl_open,
     .close = ocl_close,
