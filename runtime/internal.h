@@ -259,6 +259,19 @@ int tdm__devices_count(const tdm_runtime *rt);
 /* Devices not lost to a device error. */
 int tdm__devices_live(const tdm_runtime *rt);
 
+/* ---- tracing (runtime/trace.c) ---------------------------------------------------------------- */
+
+/* Device queues get lanes of their own: lane = (TDM__TRACE_DEVICE_BASE + worker) *
+ * TDM__TRACE_QUEUES + queue, far above the CPU workers' lanes (= worker index). */
+#define TDM__TRACE_QUEUES 8
+#define TDM__TRACE_DEVICE_BASE 128
+int tdm__trace_open(tdm_runtime *rt, const char *path);
+/* Records one batch (no-op when tracing is off). */
+void tdm__trace_span(tdm_runtime *rt, int lane, const char *name, int64_t batch, int64_t begin,
+                     int64_t end, int status, uint64_t t_start, uint64_t t_end);
+/* Writes the file (if tracing) and frees the trace. */
+void tdm__trace_close(tdm_runtime *rt);
+
 /* ---- the runtime ------------------------------------------------------------------------- */
 
 struct tdm_runtime {
@@ -280,6 +293,7 @@ struct tdm_runtime {
     tdm__procs *procs;            /* worker processes, NULL when config.procs is 0 */
     struct tdm__devices *devices; /* opened device backends' devices (runtime/devices.c) */
     pthread_mutex_t dev_mu;       /* guards opening them */
+    struct tdm__trace *trace;     /* NULL unless tracing */
 
     atomic_long live_tensors;   /* tensors created and not yet released */
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */

@@ -174,6 +174,7 @@ void tdm__job_run(tdm__job *job, int w)
                          : tdm__run_batch(job->d, begin, end, &task);
         uint64_t dt = tdm__now_ns() - t0;
         ws->busy_ns += dt;
+        tdm__trace_span(job->rt, w, job->what, task.batch, begin, end, rc, t0, t0 + dt);
         tdm__job_batch_done(job, w, &task, begin, end, rc, detail);
 
         int64_t n = end - begin;

@@ -17,6 +17,7 @@
 
 typedef struct {
     bool busy;
+    uint64_t t_submit;
     int64_t begin, end;
     tdm_task task;
     tdm__dbuf *in[16], *out[16];
@@ -247,6 +248,9 @@ void tdm__job_run_device(tdm__job *job, int w)
             s->busy = false;
             if (--in_flight == 0)
                 ws->busy_ns += tdm__now_ns() - busy_since;
+            tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES + q,
+                            job->what, s->task.batch, s->begin, s->end, rc, s->t_submit,
+                            tdm__now_ns());
             if (device_fault(rc))
                 rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, detail,
                                    sizeof detail);
@@ -274,6 +278,7 @@ void tdm__job_run_device(tdm__job *job, int w)
         if (in_flight++ == 0)
             busy_since = tdm__now_ns();
         detail[0] = '\0';
+        s->t_submit = tdm__now_ns();
         pthread_mutex_lock(&ds->mu);
         int rc = submit(job, ds, q, s, resident ? &res : NULL, detail, sizeof detail);
         if (rc != 0) {

@@ -148,6 +148,9 @@ static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[
         const char *b = getenv("TDM_BACKENDS");
         if (b && *b)
             cfg->backends = b;
+        const char *tr = getenv("TDM_TRACE");
+        if (tr && *tr)
+            cfg->trace_path = tr;
         const char *d = getenv("TDM_DEBUG");
         if (d && *d && (rc = parse_debug(d, &cfg->debug)) < 0)
             return rc;
@@ -307,6 +310,11 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
         goto fail;
     if ((rc = tdm__pool_create(rt, rt->threads + tdm__procs_count(rt->procs), &rt->pool)) < 0)
         goto fail;
+    if ((rc = tdm__trace_open(rt, cfg.trace_path)) < 0) {
+        tdm__pool_destroy(rt->pool);
+        goto fail;
+    }
+    rt->cfg.trace_path = NULL; /* the caller's string: the trace keeps its own copy */
     tdm__log(rt, TDM_DEBUG_RUNTIME, "runtime open: %d thread(s), debug 0x%x", rt->threads,
              rt->debug);
     *out = rt;
@@ -346,6 +354,7 @@ int tdm_runtime_close(tdm_runtime *rt)
                         "them first)",
                         tensors);
     tdm__pool_destroy(rt->pool);
+    tdm__trace_close(rt); /* names device lanes: before the devices close */
     tdm__devices_close(rt);
     tdm__procs_close(rt->procs);
     tdm__kernel_registry_free(rt);

@@ -56,11 +56,14 @@ typedef struct tdm_config {
     uint64_t device_mem_cap; /**< device memory tandem may hold per device, bytes; 0 = what the
                               *  device has. Beyond it a batch gets TDM_ENOMEM (and runs on the
                               *  CPU instead). Env TDM_DEVICE_MEM_CAP ("64M", "2G"). */
+    const char *trace_path;  /**< write a Chrome trace-event file (Perfetto, chrome://tracing)
+                              *  of every batch here when the runtime closes (and on
+                              *  tdm_trace_flush()); NULL = no trace. Env TDM_TRACE. Copied. */
 } tdm_config;
 
 #define TDM_CONFIG_INIT                                                                            \
     {                                                                                              \
-        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u              \
+        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u, NULL        \
     }
 
 TDM_BEGIN_DECLS
@@ -149,6 +152,14 @@ TDM_EXTERN int tdm_runtime_device(const tdm_runtime *rt, int index, tdm_device_i
  *  on that device. */
 TDM_EXTERN int tdm_device_bandwidth(tdm_runtime *rt, int index, uint64_t bytes, double *h2d,
                                     double *d2h);
+
+/** Writes the trace collected so far (config.trace_path / TDM_TRACE) as a Chrome trace-event
+ *  JSON file: one lane per CPU worker thread, worker process and device queue, one span per
+ *  batch (device spans run from the batch's copy-in to its copy-out). The file is replaced
+ *  atomically; the events stay, so a later flush or the close writes them again with more.
+ *  Returns 0 (also when tracing is off), TDM_EINVAL (NULL), TDM_EIO (the file cannot be
+ *  written). Thread-safe. */
+TDM_EXTERN int tdm_trace_flush(tdm_runtime *rt);
 
 /** Facts about the machine, for `tandem info` and for sizing runs. */
 typedef struct tdm_system_info {
