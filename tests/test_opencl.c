@@ -501,10 +501,11 @@ static void test_close_releases_everything(void **state)
     double *x = calloc(N, sizeof *x);
     assert_non_null(x);
     tdm__dev *d = open0();
-    tdm__dbuf *bx = NULL, *by = NULL;
-    OK(ops->alloc(d, N * sizeof(double), &bx, detail, sizeof detail));
-    OK(ops->alloc(d, N * sizeof(double), &by, detail, sizeof detail));
     for (int q = 0; q < ops->n_queues(d); q++) {
+        /* buffers of its own per queue: queues are not ordered with each other */
+        tdm__dbuf *bx = NULL, *by = NULL;
+        OK(ops->alloc(d, N * sizeof(double), &bx, detail, sizeof detail));
+        OK(ops->alloc(d, N * sizeof(double), &by, detail, sizeof detail));
         OK(ops->write(d, q, bx, 0, x, N * sizeof(double), detail, sizeof detail));
         tdm__karg a[4] = {karg_buf(bx), karg_buf(by), karg_i64(0), karg_i64(N)};
         OK(ops->launch(d, q, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f32", a, 4, N,
