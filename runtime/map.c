@@ -583,6 +583,23 @@ static int start(tdm__job *job)
     return 0;
 }
 
+/* The common end of a map's and a parallel_for's set-up: publish the job and start it, or, if
+ * a step failed (rc), free it. */
+static int launch(tdm__job *job, const char *fn, const void *params, size_t params_size, int rc,
+                  tdm__job **out)
+{
+    if (rc == 0)
+        rc = finalize(job, fn, params, params_size);
+    if (rc == 0)
+        rc = start(job);
+    if (rc < 0) {
+        tdm__job_destroy(job);
+        return rc;
+    }
+    *out = job;
+    return 0;
+}
+
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
                        const void *params, size_t params_size, const tdm_map_opts *opts,
@@ -614,16 +631,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
         rc = setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
         rc = setup_ring(job, fn, descs);
-    if (rc == 0)
-        rc = finalize(job, fn, params, params_size);
-    if (rc == 0)
-        rc = start(job);
-    if (rc < 0) {
-        tdm__job_destroy(job);
-        return rc;
-    }
-    *out = job;
-    return 0;
+    return launch(job, fn, params, params_size, rc, out);
 }
 
 static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t n_items,
@@ -655,16 +663,7 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
                    "a parallel_for body is a host function: it runs on threads or processes");
     if (rc == 0 && streaming)
         rc = setup_streaming(job, fn);
-    if (rc == 0)
-        rc = finalize(job, fn, params, params_size);
-    if (rc == 0)
-        rc = start(job);
-    if (rc < 0) {
-        tdm__job_destroy(job);
-        return rc;
-    }
-    *out = job;
-    return 0;
+    return launch(job, fn, params, params_size, rc, out);
 }
 
 static int finish_sync(tdm__job *job, tdm_report *report)

@@ -257,6 +257,19 @@ static void check_shm_limit(tdm_runtime *rt)
                  (unsigned long long)avail, src);
 }
 
+/* What open builds before the pool (so what a failed open and a close both give back). */
+static void free_runtime(tdm_runtime *rt)
+{
+    tdm__procs_close(rt->procs);
+    tdm__kernel_registry_free(rt);
+    free_backends(rt);
+    tdm__arena_close(rt->arena);
+    pthread_mutex_destroy(&rt->probe_mu);
+    pthread_mutex_destroy(&rt->dev_mu);
+    pthread_mutex_destroy(&rt->mu);
+    free(rt);
+}
+
 int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
 {
     if (!out)
@@ -325,14 +338,7 @@ fail : {
      * caller, who has no runtime to ask. */
     char msg[TDM__ERRMSG_LEN];
     snprintf(msg, sizeof msg, "%s", tdm_errmsg(rt));
-    tdm__procs_close(rt->procs);
-    tdm__kernel_registry_free(rt);
-    free_backends(rt);
-    tdm__arena_close(rt->arena);
-    pthread_mutex_destroy(&rt->probe_mu);
-    pthread_mutex_destroy(&rt->dev_mu);
-    pthread_mutex_destroy(&rt->mu);
-    free(rt);
+    free_runtime(rt);
     return tdm__err(NULL, rc, "%s", msg);
 }
 }
@@ -356,14 +362,7 @@ int tdm_runtime_close(tdm_runtime *rt)
     tdm__pool_destroy(rt->pool);
     tdm__trace_close(rt); /* names device lanes: before the devices close */
     tdm__devices_close(rt);
-    tdm__procs_close(rt->procs);
-    tdm__kernel_registry_free(rt);
-    free_backends(rt);
-    tdm__arena_close(rt->arena);
-    pthread_mutex_destroy(&rt->probe_mu);
-    pthread_mutex_destroy(&rt->dev_mu);
-    pthread_mutex_destroy(&rt->mu);
-    free(rt);
+    free_runtime(rt);
     return 0;
 }
 
