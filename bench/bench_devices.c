@@ -138,8 +138,8 @@ int main(int argc, char **argv)
             return 0;
         }
     }
-    printf("\n   %-14s %-4s %12s %12s %12s %10s %10s\n", "kernel", "type", "CPU pool",
-           "device", "dev+copies", "dev/CPU", "full/CPU");
+    printf("\n   %-14s %-4s %12s %12s %12s %10s %10s\n", "kernel", "type", "CPU pool", "device",
+           "dev+copies", "dev/CPU", "full/CPU");
     int status = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0] && status == 0; k++) {
         const bench_case *c = &cases[k];
@@ -190,8 +190,8 @@ int main(int argc, char **argv)
                 status = 1;
             }
             printf("   %-14s %-4s %10.2f ms %10.2f ms %10.2f ms %9.2fx %9.2fx\n", c->kernel,
-                   tdm_dtype_name(c->dtype), t_cpu * 1e3, t_dev * 1e3, t_full * 1e3,
-                   t_cpu / t_dev, t_cpu / t_full);
+                   tdm_dtype_name(c->dtype), t_cpu * 1e3, t_dev * 1e3, t_full * 1e3, t_cpu / t_dev,
+                   t_cpu / t_full);
         }
         tdm_tensor_release(in[0]);
         tdm_tensor_release(in[1]);
@@ -199,8 +199,9 @@ int main(int argc, char **argv)
         tdm_tensor_release(out_dev);
         tdm_tensor_release(out_full);
     }
-    printf("\n   dev/CPU > 1: the device is faster on data it already holds; full/CPU includes the\n"
-           "   copies in and out. These are the per-kernel speeds a scheduler must learn.\n");
+    printf(
+        "\n   dev/CPU > 1: the device is faster on data it already holds; full/CPU includes the\n"
+        "   copies in and out. These are the per-kernel speeds a scheduler must learn.\n");
     if (tdm_runtime_close(rt) != 0)
         status = 1;
     return status;

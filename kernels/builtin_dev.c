@@ -177,9 +177,14 @@ tdm_kernel_dev_fn tdm__builtin_dev_fn(const char *name)
         const char *name;
         tdm_kernel_dev_fn fn;
     } table[] = {
-        {"exp_sinh", dev_exp_sinh}, {"axpy", dev_axpy},   {"scale_shift", dev_scale_shift},
-        {"sum", dev_sum},           {"mean", dev_mean},   {"sumsq", dev_sumsq},
-        {"normalize_u8", dev_normalize}, {"pi_leibniz", dev_pi},
+        {"exp_sinh", dev_exp_sinh},
+        {"axpy", dev_axpy},
+        {"scale_shift", dev_scale_shift},
+        {"sum", dev_sum},
+        {"mean", dev_mean},
+        {"sumsq", dev_sumsq},
+        {"normalize_u8", dev_normalize},
+        {"pi_leibniz", dev_pi},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strcmp(table[i].name, name) == 0)

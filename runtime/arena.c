@@ -105,25 +105,26 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
      * nobody can open it by name, it is reachable only through this descriptor). */
     a->fd = memfd_create("tandem-shm", MFD_CLOEXEC);
     if (a->fd < 0) {
-        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)",
-                      strerror(errno));
+        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)", strerror(errno));
         goto fail;
     }
     if (ftruncate(a->fd, (off_t)a->size) != 0) {
-        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: sizing the shared arena to %llu bytes "
-                                    "failed (%s)",
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: sizing the shared arena to %llu bytes "
+                      "failed (%s)",
                       (unsigned long long)a->size, strerror(errno));
         goto fail;
     }
     a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, a->fd, 0);
     if (a->base == MAP_FAILED) {
-        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: mapping the shared arena (%llu bytes of "
-                                    "address space) failed (%s)",
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: mapping the shared arena (%llu bytes of "
+                      "address space) failed (%s)",
                       (unsigned long long)a->size, strerror(errno));
         goto fail;
     }
-    a->fmaps = mmap(NULL, sizeof *a->fmaps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                    -1, 0);
+    a->fmaps =
+        mmap(NULL, sizeof *a->fmaps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (a->fmaps == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena file table)");
         munmap(a->base, a->size);
@@ -154,8 +155,7 @@ void tdm__arena_close(tdm__arena *a)
     free(a);
 }
 
-int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who,
-                         void **out)
+int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
 {
     pthread_mutex_lock(&a->mu);
     for (int i = 0; i < a->n_cache; i++) {
@@ -348,8 +348,9 @@ int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, bool reserve,
         i++;
     if (i == a->n_free) {
         pthread_mutex_unlock(&a->mu);
-        return tdm__err(rt, TDM_ENOSPC, "%s: no %llu-byte range left in the shared arena (%llu "
-                                        "bytes of address space; TDM_SHM_REGION_GB raises it)",
+        return tdm__err(rt, TDM_ENOSPC,
+                        "%s: no %llu-byte range left in the shared arena (%llu "
+                        "bytes of address space; TDM_SHM_REGION_GB raises it)",
                         who, (unsigned long long)len, (unsigned long long)a->size);
     }
     uint64_t off = a->free[i].off;

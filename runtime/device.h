@@ -64,8 +64,6 @@ typedef struct tdm__dev_ops {
 extern const tdm__dev_ops tdm__opencl_dev_ops;
 extern const tdm__dev_ops tdm__cuda_dev_ops;
 
-
-
 /* ---- the runtime's opened devices (runtime/devices.c) -------------------------------------- */
 
 typedef struct tdm__devslot {

@@ -46,8 +46,8 @@ int tdm__devices_ensure(tdm_runtime *rt)
             int rc = st->ops->dev->open(rt, i, &dev, detail, sizeof detail);
             if (rc < 0) {
                 /* A device that will not open is a device we do not have. */
-                tdm__log(rt, TDM_DEBUG_RUNTIME, "device %s %d (%s) not used: %s", st->ops->name,
-                         i, st->devices[i].name, detail);
+                tdm__log(rt, TDM_DEBUG_RUNTIME, "device %s %d (%s) not used: %s", st->ops->name, i,
+                         st->devices[i].name, detail);
                 continue;
             }
             int w;

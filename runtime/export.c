@@ -64,8 +64,8 @@ int tdm_tensor_export(const tdm_tensor *t, int sock)
         struct cmsghdr align;
     } ctl;
     memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof ctl.buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -90,8 +90,8 @@ static int recv_wire(int sock, tdm__wire *w, int *fd)
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {w, sizeof *w};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof ctl.buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     ssize_t n;
     do
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -132,8 +132,9 @@ int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out)
     tdm__storage *s = NULL;
     if (r > 0 || fd < 0 || memcmp(w.magic, WIRE_MAGIC, 8) != 0) {
         rc = tdm__err(rt, TDM_EINVAL, "tdm_tensor_import: not a tandem tensor message (%s)",
-                      r > 0 ? "connection closed or short header"
-                            : fd < 0 ? "no file descriptor attached" : "bad magic");
+                      r > 0    ? "connection closed or short header"
+                      : fd < 0 ? "no file descriptor attached"
+                               : "bad magic");
         goto fail;
     }
     /* Never trust the header: every size is checked against the mapping before use. */

@@ -66,9 +66,9 @@ typedef struct tdm__storage {
     /* Device residency (runtime/residency.c), guarded by the runtime's dev_mu: a copy of the
      * whole storage on one device, and which side holds the newest bytes. */
     struct tdm__mirror *mirror;
-    bool host_stale;  /* the device copy is newer: read it back before host use */
+    bool host_stale;                 /* the device copy is newer: read it back before host use */
     struct tdm__devslot *registered; /* the device it is registered with (pinned), or NULL */
-    uint64_t fd_offset; /* where map_base starts in fd */
+    uint64_t fd_offset;              /* where map_base starts in fd */
 } tdm__storage;
 
 struct tdm_tensor {
@@ -89,8 +89,9 @@ tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const in
 /* The tensor's first element in host memory, without the residency check of tdm_tensor_data(). */
 static inline void *tdm__tensor_ptr(const tdm_tensor *t)
 {
-    return t->storage->base ? (char *)t->storage->base + t->offset * (int64_t)tdm_dtype_size(t->dtype)
-                            : NULL;
+    return t->storage->base
+               ? (char *)t->storage->base + t->offset * (int64_t)tdm_dtype_size(t->dtype)
+               : NULL;
 }
 
 /* Residency (runtime/residency.c). Brings a storage's bytes back from its device copy if that
@@ -156,8 +157,7 @@ int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src,
                      const char *who);
 /* A small block for internal use (reused from a cache when one of that size is free, zeroed),
  * given back with tdm__arena_block_put. */
-int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who,
-                         void **out);
+int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out);
 void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
 /* Returns a range (its pages go back to the system). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
@@ -182,7 +182,7 @@ typedef struct tdm__kernel {
     tdm_kernel_def def; /* strings point into name_buf / source_copy */
     char name_buf[64];
     char *source_copy;
-    bool builtin;       /* one of the built-ins: their device programs are built once, shared */
+    bool builtin; /* one of the built-ins: their device programs are built once, shared */
 } tdm__kernel;
 
 /* The device launch description of a built-in kernel (kernels/builtin_dev.c), NULL if none. */
@@ -259,7 +259,8 @@ int tdm__devices_count(const tdm_runtime *rt);
 /* Devices not lost to a device error. */
 int tdm__devices_live(const tdm_runtime *rt);
 
-/* ---- tracing (runtime/trace.c) ---------------------------------------------------------------- */
+/* ---- tracing (runtime/trace.c) ----------------------------------------------------------------
+ */
 
 /* Device queues get lanes of their own: lane = (TDM__TRACE_DEVICE_BASE + worker) *
  * TDM__TRACE_QUEUES + queue, far above the CPU workers' lanes (= worker index). */

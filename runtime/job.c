@@ -169,8 +169,8 @@ void tdm__job_run(tdm__job *job, int w)
 
         uint64_t t0 = tdm__now_ns();
         detail[0] = '\0';
-        int rc = in_proc ? tdm__procs_run_batch(job, w - job->n_threads, begin, end, &task,
-                                                detail, sizeof detail)
+        int rc = in_proc ? tdm__procs_run_batch(job, w - job->n_threads, begin, end, &task, detail,
+                                                sizeof detail)
                          : tdm__run_batch(job->d, begin, end, &task);
         uint64_t dt = tdm__now_ns() - t0;
         ws->busy_ns += dt;

@@ -70,10 +70,10 @@ typedef struct tdm__job {
     tdm__jdesc *d;                  /* the one workers read: &dl, or its copy in the arena */
     void *block;                    /* arena block holding *d and its data, or NULL */
     uint64_t block_bytes;
-    void *params_heap;              /* private copy of the params when not in the arena */
-    tdm__wstat *ws_heap;            /* counters when not in the arena */
-    void *ring_heap;                /* ring_base + ring_t arrays when not in the arena */
-    unsigned on;                    /* TDM__ON_* */
+    void *params_heap;   /* private copy of the params when not in the arena */
+    tdm__wstat *ws_heap; /* counters when not in the arena */
+    void *ring_heap;     /* ring_base + ring_t arrays when not in the arena */
+    unsigned on;         /* TDM__ON_* */
     int64_t n_items;
     int64_t fixed_bs; /* 0 = auto */
     int64_t max_bs;   /* cap on any batch (ring slot rows), INT64_MAX if none */
@@ -119,9 +119,9 @@ typedef struct tdm__job {
     bool progress_running;
 
     /* figures */
-    int n_workers;  /* pool workers when the job was made: threads, process and device drivers */
-    int n_threads;  /* workers [0, n_threads) are threads, */
-    int n_procs;    /* the next n_procs drive worker processes, the rest drive devices */
+    int n_workers; /* pool workers when the job was made: threads, process and device drivers */
+    int n_threads; /* workers [0, n_threads) are threads, */
+    int n_procs;   /* the next n_procs drive worker processes, the rest drive devices */
 
     /* devices */
     tdm_dev_launch launch;  /* how the kernel's entry point is launched */
@@ -149,14 +149,14 @@ static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
 {
     return w < job->n_threads                  ? TDM__ON_THREADS
            : w < job->n_threads + job->n_procs ? TDM__ON_PROCS
-                                                : TDM__ON_DEVICES;
+                                               : TDM__ON_DEVICES;
 }
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
     /* A driver started after the job was made has no counters in it. */
     return w < job->n_workers && (job->only_worker < 0 || w == job->only_worker) &&
-           (job->on & tdm__worker_kind(job, w)) &&
-           !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0);
+           (job->on & tdm__worker_kind(job, w)) && !tdm__job_exhausted(job) &&
+           (!job->streaming || job->n_free > 0);
 }
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress

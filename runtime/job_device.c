@@ -129,10 +129,9 @@ launch:;
     for (int k = 0; k < d->n_out; k++) {
         size_t bytes = (size_t)(rows * d->out_row_bytes[k]);
         size_t src_off = r ? (size_t)(qs->begin * d->out_row_bytes[k]) : 0;
-        if (bytes && (rc = ds->ops->read(ds->dev, q,
-                                         d->out_base[k] + qs->begin * d->out_row_bytes[k],
-                                         r ? r->out[k] : qs->out[k], src_off, bytes, detail,
-                                         len)) < 0)
+        if (bytes &&
+            (rc = ds->ops->read(ds->dev, q, d->out_base[k] + qs->begin * d->out_row_bytes[k],
+                                r ? r->out[k] : qs->out[k], src_off, bytes, detail, len)) < 0)
             return rc;
         atomic_fetch_add_explicit(&job->bytes_from_device, (long long)bytes, memory_order_relaxed);
     }
@@ -148,8 +147,8 @@ static bool go_resident(tdm__job *job, tdm__devslot *ds, tdm__resident *r)
     int rc = 0;
     const tdm__jdesc *d = job->d;
     for (int k = 0; k < d->n_in && rc == 0; k++)
-        rc = tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &r->in[k], &moved,
-                                 detail, sizeof detail);
+        rc = tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &r->in[k], &moved, detail,
+                                 sizeof detail);
     for (int k = 0; k < d->n_out && rc == 0; k++) {
         const tdm_tensor *t = job->tout[k];
         bool whole = tdm_tensor_nbytes(t) == t->storage->bytes;

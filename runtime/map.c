@@ -82,8 +82,8 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
     case TDM_POLICY_CPU:
-        job->on = (threads_ok ? TDM__ON_THREADS : 0u) |
-                  (procs_ok && proc_safe ? TDM__ON_PROCS : 0u);
+        job->on =
+            (threads_ok ? TDM__ON_THREADS : 0u) | (procs_ok && proc_safe ? TDM__ON_PROCS : 0u);
         if (!job->on)
             return tdm__err(rt, TDM_ENODEV,
                             "%s(%s): the cpu backend is disabled (TDM_BACKENDS / "
@@ -535,8 +535,8 @@ static int setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *desc
             d.shape[0] = rows;
             /* Ring slots worker processes write into must be shared. */
             unsigned mem = (job->on & TDM__ON_PROCS) ? TDM_MEM_SHARED : TDM_MEM_HOST;
-            int rc = tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, mem,
-                                      &job->ring[s * dl->n_out + o]);
+            int rc =
+                tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, mem, &job->ring[s * dl->n_out + o]);
             if (rc < 0)
                 return rc;
         }

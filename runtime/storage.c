@@ -2,8 +2,8 @@
  * memory, refcounted.
  *
  * Every storage that tandem allocates has a real, non-NULL mapping, even for 0 bytes (host: 64
- * bytes, mmap'ed kinds: one page), so tdm_tensor_data() of an empty tensor is a valid pointer. Only a wrapped empty
- * tensor over NULL user data has a NULL base. */
+ * bytes, mmap'ed kinds: one page), so tdm_tensor_data() of an empty tensor is a valid pointer. Only
+ * a wrapped empty tensor over NULL user data has a NULL base. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,7 +196,8 @@ static int alloc_pinned(tdm__storage *s, size_t bytes, unsigned mem, const char 
     return 0;
 }
 
-/* ---- shared (the arena) ----------------------------------------------------------------------- */
+/* ---- shared (the arena) -----------------------------------------------------------------------
+ */
 
 static int check_available(tdm__storage *s, size_t n, const char *who)
 {

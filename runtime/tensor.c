@@ -132,7 +132,7 @@ static int strided_span(int ndim, const int64_t *shape, const int64_t *strides, 
 
 /* Takes over the caller's storage reference on success; counts the tensor in live_tensors. */
 tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
-                              const int64_t *strides, int64_t offset)
+                            const int64_t *strides, int64_t offset)
 {
     tdm_tensor *t = calloc(1, sizeof *t);
     if (!t)

@@ -13,7 +13,7 @@
 typedef struct {
     uint64_t ts, dur; /* ns since the runtime opened */
     int lane;
-    int name;         /* index into names */
+    int name; /* index into names */
     int64_t batch, begin, end;
     int status;
 } tdm__tev;
@@ -67,8 +67,8 @@ void tdm__trace_span(tdm_runtime *rt, int lane, const char *name, int64_t batch,
         t->ev = g;
         t->cap = cap;
     }
-    t->ev[t->n++] = (tdm__tev){t_start - t->t0, t_end - t_start, lane, id, batch, begin, end,
-                               status};
+    t->ev[t->n++] =
+        (tdm__tev){t_start - t->t0, t_end - t_start, lane, id, batch, begin, end, status};
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -119,8 +119,7 @@ int tdm_trace_flush(tdm_runtime *rt)
     snprintf(tmp, plen, "%s.tmp%d", t->path, (int)getpid());
     f = fopen(tmp, "w");
     if (!f) {
-        rc = tdm__err(rt, TDM_EIO, "tdm_trace_flush: cannot write '%s' (%s)", tmp,
-                      strerror(errno));
+        rc = tdm__err(rt, TDM_EIO, "tdm_trace_flush: cannot write '%s' (%s)", tmp, strerror(errno));
         goto out;
     }
     fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
@@ -134,8 +133,9 @@ int tdm_trace_flush(tdm_runtime *rt)
             continue;
         char name[96];
         lane_name(rt, t->ev[i].lane, name, sizeof name);
-        fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":",
-                t->ev[i].lane);
+        fprintf(
+            f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":",
+            t->ev[i].lane);
         json_str(f, name);
         fprintf(f, "}}");
     }

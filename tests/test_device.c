@@ -58,8 +58,8 @@ static double value(const tdm_tensor *t, int64_t i)
 
 /* Runs `kernel` on the CPU and on the device and compares (relative tolerance). */
 static void compare(tdm_runtime *rt, const char *kernel, tdm_tensor **in, int n_in, int out_ndim,
-                    const int64_t *out_shape, tdm_dtype out_dt, const void *params,
-                    size_t psize, double tol, int64_t batch)
+                    const int64_t *out_shape, tdm_dtype out_dt, const void *params, size_t psize,
+                    double tol, int64_t batch)
 {
     tdm_tensor *yc, *yg;
     assert_int_equal(tdm_tensor_zeros(rt, out_dt, out_ndim, out_shape, 0, &yc), 0);
@@ -357,7 +357,8 @@ static void test_lost_device_batches_rerun_on_cpu(void **state)
         fail_msg("%s: %s", tdm_status_name(rc), tdm_errmsg(rt));
     assert_int_equal(r.items, n);
     if (r.fallback_batches < 17)
-        fail_msg("fallback_batches %lld of %lld batches", (long long)r.fallback_batches, (long long)r.batches);
+        fail_msg("fallback_batches %lld of %lld batches", (long long)r.fallback_batches,
+                 (long long)r.batches);
     const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
     for (int64_t i = 0; i < n; i++)
         assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-13 * (1 + fabs(yd[i])));
@@ -457,8 +458,7 @@ static void test_gpu_policy_errors(void **state)
     /* a streaming map into ring buffers stays on the host */
     tdm_job *job = NULL;
     tdm_tensor *xf = filled(rt, TDM_F64, 1, &n, 11);
-    assert_int_equal(tdm_map_async(rt, "exp_sinh", &xf, 1, NULL, 1, NULL, 0, &o, &job),
-                     TDM_ENODEV);
+    assert_int_equal(tdm_map_async(rt, "exp_sinh", &xf, 1, NULL, 1, NULL, 0, &o, &job), TDM_ENODEV);
     assert_null(job);
     tdm_tensor_release(x);
     tdm_tensor_release(xf);

@@ -158,8 +158,7 @@ static void test_no_processes_enodev(void **state)
     assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
     tdm_pi_params p = {10};
     tdm_map_opts o = procs_opts(0);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL),
-                     TDM_ENODEV);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), TDM_ENODEV);
     tdm_tensor_release(y);
     tdm_test_close(rt);
 }
@@ -169,10 +168,10 @@ static void test_no_processes_enodev(void **state)
 typedef struct {
     int64_t *out;
     int64_t mul;
-    int crash_item;   /* -1: none */
-    int crash_kind;   /* 0 SIGSEGV, 1 abort, 2 SIGKILL, 3 exit(3), 4 hang */
+    int crash_item;    /* -1: none */
+    int crash_kind;    /* 0 SIGSEGV, 1 abort, 2 SIGKILL, 3 exit(3), 4 hang */
     atomic_int *tries; /* in shared memory: attempts at the crash item */
-    int crash_times;  /* crash only on the first N attempts */
+    int crash_times;   /* crash only on the first N attempts */
 } pf_params;
 
 static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
@@ -220,8 +219,7 @@ static void run_crash(int kind, const char *expect, int expect_rc)
     int64_t n = 200;
     tdm_tensor *out, *tries;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
-    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
-                     0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries), 0);
     pf_params p = {tdm_tensor_data(out), 7, 123, kind, tdm_tensor_data(tries), 1000};
     tdm_map_opts o = procs_opts(10);
     o.on_error = TDM_ON_ERROR_CONTINUE;
@@ -283,8 +281,7 @@ static void test_retry_after_crash_succeeds_with_exact_progress(void **state)
     int64_t n = 300;
     tdm_tensor *out, *tries;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
-    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
-                     0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries), 0);
     /* item 155 crashes its worker on the first two attempts; three are allowed */
     pf_params p = {tdm_tensor_data(out), 3, 155, 0, tdm_tensor_data(tries), 2};
     prog_seen seen = {0, 0};
@@ -314,8 +311,7 @@ static void test_retries_exhausted_fail(void **state)
     int64_t n = 20;
     tdm_tensor *out, *tries;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
-    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries),
-                     0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &tries), 0);
     pf_params p = {tdm_tensor_data(out), 1, 5, 1, tdm_tensor_data(tries), 1000};
     tdm_map_opts o = procs_opts(1);
     o.retries = 2;
@@ -402,8 +398,7 @@ static void test_streaming_ring_in_processes(void **state)
     tdm_map_opts o = procs_opts(100);
     o.max_in_flight = 3;
     tdm_job *job;
-    assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &ps, sizeof ps, &o, &job),
-                     0);
+    assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &ps, sizeof ps, &o, &job), 0);
     tdm_batch_result r;
     int64_t expect = 0;
     const double *xd = tdm_tensor_data(x);

@@ -239,7 +239,9 @@ static int cmd_info(int argc, char **argv)
         int dev = di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA;
         printf("  %-3d %-8s %-44s %-24s %6d  %-10s %s\n", i, di.backend, di.name, di.vendor,
                di.compute_units, fmt_bytes(di.memory_bytes, b1, sizeof b1),
-               !dev ? "-" : di.pinned ? "registered" : "driver");
+               !dev        ? "-"
+               : di.pinned ? "registered"
+                           : "driver");
         if (dev && bandwidth) {
             double up, down;
             rc = tdm_device_bandwidth(rt, i, 0, &up, &down);
@@ -562,8 +564,7 @@ static int demo_pi(tdm_runtime *rt, const demo_opts *o, const runner *runners, i
         /* the same C function as the serial loop, through tdm_parallel_for, on threads and
          * on worker processes: the pointer in the parameter block points into a shared tensor,
          * which worker processes map at the same address */
-        if (runners[r].kind != TDM_BACKEND_CPU_THREADS &&
-            runners[r].kind != TDM_BACKEND_CPU_PROCS)
+        if (runners[r].kind != TDM_BACKEND_CPU_THREADS && runners[r].kind != TDM_BACKEND_CPU_PROCS)
             continue;
         pi_for_params fp = {o->terms, yd};
         mo.desc = "pi batch (parallel_for)";

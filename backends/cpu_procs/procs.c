@@ -66,11 +66,16 @@ struct tdm__procs {
     tdm__pslot *slots; /* shared with the fork server and the workers */
     size_t slots_bytes;
     pid_t server;
-    int sock;            /* requests to the fork server; closing it stops the server */
-    bool *killed_by_us;  /* [n]: the last death was our timeout kill */
+    int sock;           /* requests to the fork server; closing it stops the server */
+    bool *killed_by_us; /* [n]: the last death was our timeout kill */
     long oom_seen;
-    uint64_t *last_ns;   /* [n]: how long worker k's last batch took (for the driver's spin) */       /* the cgroup's OOM-kill count when last looked at (at open, at deaths) */
-    pthread_mutex_t mu;  /* serialises writes to sock */
+    uint64_t *last_ns;
+        /* [n]: how long worker k's last batch took (for the driver's spin) */ /* the cgroup's
+                                                                                  OOM-kill count
+                                                                                  when last looked
+                                                                                  at (at open, at
+                                                                                  deaths) */
+    pthread_mutex_t mu; /* serialises writes to sock */
 };
 
 /* ---- futex ------------------------------------------------------------------------------ */
@@ -174,8 +179,8 @@ static _Noreturn void server_main(tdm__procs *p, int threads_env)
     if (threads_env >= 0) {
         char v[16];
         snprintf(v, sizeof v, "%d", threads_env > 0 ? threads_env : 1);
-        static const char *const vars[] = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                           "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+        static const char *const vars[] = {"OMP_NUM_THREADS",        "OPENBLAS_NUM_THREADS",
+                                           "MKL_NUM_THREADS",        "BLIS_NUM_THREADS",
                                            "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"};
         for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
             setenv(vars[i], v, 1);
@@ -255,8 +260,8 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out)
     p->last_ns = calloc((size_t)n, sizeof *p->last_ns);
     p->oom_seen = oom_kills();
     p->slots_bytes = ((size_t)n * sizeof(tdm__pslot) + 4095) & ~(size_t)4095;
-    p->slots = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                    -1, 0);
+    p->slots =
+        mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int rc;
     if (!p->killed_by_us || !p->last_ns || p->slots == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (procs)");
@@ -387,8 +392,8 @@ static void describe_death(tdm__procs *p, int k, pid_t pid, int status, char *de
                       : " (not sent by tandem: likely killed for memory, or by a user)";
             p->oom_seen = kills;
         }
-        snprintf(detail, len, "worker process %d (pid %d) killed by signal %d (%s)%s", k,
-                 (int)pid, sig, strsignal(sig), why);
+        snprintf(detail, len, "worker process %d (pid %d) killed by signal %d (%s)%s", k, (int)pid,
+                 sig, strsignal(sig), why);
     } else if (WIFEXITED(status)) {
         snprintf(detail, len, "worker process %d (pid %d) exited with status %d inside the batch",
                  k, (int)pid, WEXITSTATUS(status));

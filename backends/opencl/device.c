@@ -114,7 +114,8 @@ static int pinned_range(const tdm__dev *d, const void *p, size_t n)
 {
     const char *c = p;
     for (int i = 0; i < d->n_pinned; i++)
-        if (c >= d->pinned[i].p && n <= d->pinned[i].n && c - d->pinned[i].p <= (ptrdiff_t)(d->pinned[i].n - n))
+        if (c >= d->pinned[i].p && n <= d->pinned[i].n &&
+            c - d->pinned[i].p <= (ptrdiff_t)(d->pinned[i].n - n))
             return i;
     return -1;
 }
@@ -559,8 +560,8 @@ static int ocl_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const v
     cl_event ev = NULL;
     int pr = pinned_range(d, src, n);
     cl_int e = pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, d->pinned[pr].mem, dst->mem,
-                                             (size_t)((const char *)src - d->pinned[pr].p),
-                                             dst_off, n, 0, NULL, &ev)
+                                             (size_t)((const char *)src - d->pinned[pr].p), dst_off,
+                                             n, 0, NULL, &ev)
                        : clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0,
                                               NULL, &ev);
     if (e != CL_SUCCESS)
@@ -581,11 +582,10 @@ static int ocl_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t 
         return rc;
     cl_event ev = NULL;
     int pr = pinned_range(d, dst, n);
-    cl_int e = pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, src->mem, d->pinned[pr].mem, src_off,
-                                             (size_t)((char *)dst - d->pinned[pr].p), n, 0, NULL,
-                                             &ev)
-                       : clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0,
-                                             NULL, &ev);
+    cl_int e =
+        pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, src->mem, d->pinned[pr].mem, src_off,
+                                      (size_t)((char *)dst - d->pinned[pr].p), n, 0, NULL, &ev)
+                : clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0, NULL, &ev);
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueReadBuffer of %zu bytes on queue %d", n, q);
     record_op(d, q, ev, "read of %zu bytes", n);

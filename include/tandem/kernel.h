@@ -100,11 +100,11 @@ typedef struct tdm_kernel_def {
     size_t params_size;        /**< exact size of the parameter block; 0 = none accepted */
     tdm_kernel_infer_fn infer; /**< may be NULL: then only row counts are checked */
     tdm_kernel_cpu_fn cpu;     /**< CPU implementation (threads and processes); may be NULL */
-    const char *source; /**< device code in the single-source dialect, may be NULL. Compiled
-                         *  after the dialect header and the built-in kernels (kernels/), so it
-                         *  can use the TDM_* macros and tdm_k_* functions; copied at
-                         *  registration */
-    tdm_kernel_dev_fn dev; /**< how to launch `source`'s entry; NULL = no device version */
+    const char *source;        /**< device code in the single-source dialect, may be NULL. Compiled
+                                *  after the dialect header and the built-in kernels (kernels/), so it
+                                *  can use the TDM_* macros and tdm_k_* functions; copied at
+                                *  registration */
+    tdm_kernel_dev_fn dev;     /**< how to launch `source`'s entry; NULL = no device version */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
