@@ -18,5 +18,6 @@
 #include "tandem/map.h"
 #include "tandem/io.h"
 #include "tandem/cache.h"
+#include "tandem/sim.h"
 
 #endif

@@ -1,4 +1,5 @@
-/* tandem — the command line: `tandem info`, `tandem demo`, `tandem --version`, `tandem help`.
+/* tandem — the command line: `tandem info`, `tandem demo`, `tandem simulate`, `tandem --version`,
+ * `tandem help`.
  *
  * Uses only the public API (tandem.h): this file is also an example of a complete program.
  * Exit codes: 0 success, 1 a tandem call failed or a result did not match, 2 bad usage.
@@ -17,6 +18,8 @@
 #include <time.h>
 
 #include <tandem.h>
+
+#include "simulate.h"
 
 #define EXIT_USAGE 2
 
@@ -110,6 +113,8 @@ static void usage(FILE *f)
                "  info              version, backends, devices, system limits, kernels\n"
                "  demo [options]    run the seed workloads serially and on every backend,\n"
                "                    and compare (start here)\n"
+               "  simulate [opts]   what-if: a map on simulated backends (tandem simulate\n"
+               "                    --help), makespan, utilisation, the ideal\n"
                "  help              this text\n"
                "  --version         the library version\n"
                "\n"
@@ -731,6 +736,8 @@ int main(int argc, char **argv)
         return cmd_info(argc, argv);
     if (!strcmp(cmd, "demo"))
         return cmd_demo(argc, argv);
+    if (!strcmp(cmd, "simulate"))
+        return tandem_cmd_simulate(argc, argv);
     fprintf(stderr, "tandem: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

@@ -1,0 +1,201 @@
+/* Simulated backends described in text ("gpu*8:tpi=10ns:lat=20us:bw=25G:bytes=8"), and the
+ * text of a simulation's result. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../runtime/internal.h"
+#include "tandem/sim.h"
+
+static int bad(char *err, size_t len, const char *fmt, ...) TDM__PRINTF(3, 4);
+static int bad(char *err, size_t len, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (err && len)
+        snprintf(err, len, "%s", msg);
+    return tdm__err(NULL, TDM_EINVAL, "tdm_sim_add: %s", msg);
+}
+
+/* A number with an optional unit suffix from `units` (name, factor; NULL-terminated). */
+typedef struct {
+    const char *name;
+    double factor;
+} unit;
+
+static bool number(const char *s, const unit *units, double *out)
+{
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || errno || !isfinite(v))
+        return false;
+    if (*end == '\0') {
+        *out = v * units[0].factor; /* the first unit is the bare number's */
+        return true;
+    }
+    for (const unit *u = units; u->name; u++) {
+        if (strcmp(end, u->name) == 0) {
+            *out = v * u->factor;
+            return true;
+        }
+    }
+    return false;
+}
+
+static const unit TPI_UNITS[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {NULL, 0}};
+static const unit LAT_UNITS[] = {{"s", 1}, {"ns", 1e-9}, {"us", 1e-6}, {"ms", 1e-3}, {NULL, 0}};
+static const unit BW_UNITS[] = {{"", 1},     {"K", 1e3},  {"M", 1e6},  {"G", 1e9},
+                                {"KB/s", 1e3}, {"MB/s", 1e6}, {"GB/s", 1e9}, {NULL, 0}};
+static const unit PLAIN[] = {{"", 1}, {NULL, 0}};
+
+int tdm_sim_add(tdm_sim_config *cfg, const char *spec, char *err, size_t err_len)
+{
+    if (err && err_len)
+        err[0] = '\0';
+    if (!cfg || !spec)
+        return bad(err, err_len, "config or spec is NULL");
+    if (cfg->n_backends < 0 || cfg->n_backends >= TDM_SIM_MAX_BACKENDS)
+        return bad(err, err_len, "at most %d backends", TDM_SIM_MAX_BACKENDS);
+    char buf[256];
+    if (strlen(spec) >= sizeof buf)
+        return bad(err, err_len, "spec longer than %zu characters", sizeof buf - 1);
+    snprintf(buf, sizeof buf, "%s", spec);
+    tdm_sim_backend b;
+    memset(&b, 0, sizeof b);
+    b.count = 1;
+    char *save = NULL;
+    char *head = strtok_r(buf, ":", &save);
+    if (!head || !*head)
+        return bad(err, err_len, "'%s': no backend name", spec);
+    char *star = strchr(head, '*');
+    if (star) {
+        *star = '\0';
+        char *end;
+        errno = 0;
+        long n = strtol(star + 1, &end, 10);
+        if (end == star + 1 || *end || errno || n < 1 || n > TDM_SIM_MAX_LANES)
+            return bad(err, err_len, "'%s': count '%s' is not in 1..%d", spec, star + 1,
+                       TDM_SIM_MAX_LANES);
+        b.count = (int)n;
+    }
+    if (!*head || strlen(head) >= sizeof b.name)
+        return bad(err, err_len, "'%s': the name must have 1..%zu characters", spec,
+                   sizeof b.name - 1);
+    snprintf(b.name, sizeof b.name, "%s", head);
+    bool have_tpi = false;
+    for (char *kv = strtok_r(NULL, ":", &save); kv; kv = strtok_r(NULL, ":", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return bad(err, err_len, "'%s': '%s' is not key=value", spec, kv);
+        *eq = '\0';
+        const char *k = kv, *v = eq + 1;
+        bool ok;
+        if (strcmp(k, "tpi") == 0) {
+            ok = number(v, TPI_UNITS, &b.ns_per_item) && b.ns_per_item > 0;
+            have_tpi = ok;
+        } else if (strcmp(k, "lat") == 0) {
+            ok = number(v, LAT_UNITS, &b.latency_s) && b.latency_s >= 0;
+        } else if (strcmp(k, "bw") == 0) {
+            ok = number(v, BW_UNITS, &b.bandwidth) && b.bandwidth > 0;
+        } else if (strcmp(k, "bytes") == 0) {
+            ok = number(v, PLAIN, &b.bytes_per_item) && b.bytes_per_item >= 0;
+        } else if (strcmp(k, "noise") == 0) {
+            ok = number(v, PLAIN, &b.noise) && b.noise >= 0 && b.noise < 1;
+        } else if (strcmp(k, "outlier") == 0) {
+            char *end;
+            errno = 0;
+            long every = strtol(v, &end, 10);
+            ok = end != v && *end == '/' && every >= 1 && every <= 1000000000L && !errno;
+            if (ok) {
+                b.outlier_every = (int)every;
+                ok = number(end + 1, PLAIN, &b.outlier_factor) && b.outlier_factor > 0;
+            }
+        } else {
+            return bad(err, err_len, "'%s': unknown key '%s' (tpi, lat, bw, bytes, noise, outlier)",
+                       spec, k);
+        }
+        if (!ok)
+            return bad(err, err_len, "'%s': bad value '%s' for %s", spec, v, k);
+    }
+    if (!have_tpi)
+        return bad(err, err_len, "'%s': tpi= (time per item) is required", spec);
+    if (b.bytes_per_item > 0 && b.bandwidth <= 0)
+        return bad(err, err_len, "'%s': bytes= needs bw= (the link's bandwidth)", spec);
+    int lanes = b.count;
+    for (int i = 0; i < cfg->n_backends; i++)
+        lanes += cfg->backends[i].count;
+    if (lanes > TDM_SIM_MAX_LANES)
+        return bad(err, err_len, "%d lanes in all (at most %d)", lanes, TDM_SIM_MAX_LANES);
+    cfg->backends[cfg->n_backends++] = b;
+    return 0;
+}
+
+static const char *policy_name(tdm_sim_policy p)
+{
+    return p == TDM_SIM_AUTO ? "auto" : p == TDM_SIM_EAGER ? "eager" : "round-robin";
+}
+
+/* Seconds with a unit that keeps 3-4 significant digits. */
+static void dur(char *buf, size_t len, double s)
+{
+    if (s >= 3600)
+        snprintf(buf, len, "%.3f h", s / 3600);
+    else if (s >= 1)
+        snprintf(buf, len, "%.3f s", s);
+    else if (s >= 1e-3)
+        snprintf(buf, len, "%.3f ms", s * 1e3);
+    else
+        snprintf(buf, len, "%.3f us", s * 1e6);
+}
+
+int tdm_sim_format(const tdm_sim_config *cfg, const tdm_sim_result *r, char *buf, size_t len)
+{
+    if (!cfg || !r || (!buf && len))
+        return tdm__err(NULL, TDM_EINVAL, "tdm_sim_format: NULL argument");
+    size_t n = 0;
+    int w;
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        w = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__);                \
+        if (w > 0)                                                                                 \
+            n += (size_t)w;                                                                        \
+    } while (0)
+    if (len)
+        buf[0] = '\0';
+    OUT("simulated map: %lld items, policy %s, %s model\n", (long long)cfg->items,
+        policy_name(cfg->policy), cfg->calibrated ? "calibrated" : "uncalibrated (explores)");
+    OUT("%-12s %5s %14s %6s %9s %6s %9s %11s %10s\n", "backend", "lanes", "items", "share",
+        "batches", "util", "est/real", "GB moved", "alone");
+    for (int b = 0; b < r->n_backends && b < cfg->n_backends; b++) {
+        const tdm_sim_backend_result *br = &r->backends[b];
+        char alone[32];
+        dur(alone, sizeof alone, br->alone_s);
+        double share = (double)br->items / (double)cfg->items;
+        OUT("%-12s %5d %14lld %5.1f%% %9lld %5.1f%% %9.3f %11.3f %10s\n", cfg->backends[b].name,
+            cfg->backends[b].count, (long long)br->items, 100 * share, (long long)br->batches,
+            100 * br->utilisation, br->busy_s > 0 && br->est_s > 0 ? br->est_s / br->busy_s : 0.0,
+            br->bytes_moved * 1e-9, alone);
+    }
+    char mk[32], id[32], bs[32];
+    dur(mk, sizeof mk, r->makespan_s);
+    dur(id, sizeof id, r->ideal_s);
+    dur(bs, sizeof bs, r->best_single_s);
+    OUT("makespan %s   ideal %s (makespan/ideal %.3f)   best single backend: %s, %s "
+        "(speed-up %.2fx)\n",
+        mk, id, r->ideal_s > 0 ? r->makespan_s / r->ideal_s : 0.0,
+        r->best_single >= 0 ? cfg->backends[r->best_single].name : "-", bs,
+        r->makespan_s > 0 ? r->best_single_s / r->makespan_s : 0.0);
+    OUT("%lld batches, %lld declines, %lld exploration batches; simulated in %.1f ms\n",
+        (long long)r->batches, (long long)r->declines, (long long)r->explorations,
+        r->host_s * 1e3);
+#undef OUT
+    return n > (size_t)INT_MAX ? INT_MAX : (int)n;
+}

@@ -1,0 +1,77 @@
+/* tandem — the per-batch scheduler's pure parts: the robust per-lane estimator and the
+ * decision. Shared by the real runtime (runtime/job.c, runtime/job_device.c) and the simulator
+ * (backends/sim/), so what `tandem simulate` predicts is what a run decides. Not API.
+ *
+ * Model. A lane is one thing that runs one batch at a time from the scheduler's view: a CPU
+ * thread, a worker process, a device (whose queues pipeline its batches). A batch of n items
+ * on lane j is expected to take lat_j + n * tpi_j, where tpi_j (ns per item, transfers
+ * included) is learned from measured batches and lat_j is the lane's fixed cost per batch.
+ *
+ * Decision (pull): when lane w is free it asks for work. With R items unclaimed, every lane j
+ * becomes available at a_j = max(now, free_j) + lat_j; the earliest common finish time T for
+ * the R items solves sum_j max(0, T - a_j) / tpi_j = R (water filling: the sum-of-throughputs
+ * bound, with each lane's backlog). Lane w's share is s_w = (T - a_w) / tpi_w items. It takes
+ * min(s_w / 2, its target batch) — half, so that later decisions correct the model's errors
+ * and the last batches are small — and declines when its share is below one item and another
+ * lane would finish one item sooner: a slow lane never becomes the straggler. */
+#ifndef TANDEM_SCHED_MODEL_H
+#define TANDEM_SCHED_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A robust running estimate: the median of the last TDM__EST_WIN samples (one slow batch in
+ * nine does not move it at all; StarPU's mean-based history model flips on one outlier). */
+#define TDM__EST_WIN 9
+typedef struct tdm__est {
+    double win[TDM__EST_WIN];
+    int n;    /* samples seen (saturates) */
+    int next; /* ring position */
+    double value; /* current median; 0 = no sample yet */
+} tdm__est;
+
+/* Adds a sample (ns per item, > 0) and refreshes the median. */
+void tdm__est_add(tdm__est *e, double ns_per_item);
+/* Starts the estimate from a stored value counting as `weight` samples (a model loaded from
+ * disk): repeated so that it takes as many new samples to move it. */
+void tdm__est_seed(tdm__est *e, double ns_per_item, int weight);
+
+/* One lane as the decision sees it. */
+typedef struct tdm__lane_view {
+    double tpi;        /* ns per item; <= 0: not calibrated yet */
+    double free_at;    /* ns: when its claimed work is expected to end */
+    double lat;        /* ns of fixed cost per batch */
+    double target_ns;  /* preferred batch duration */
+    int64_t cap_left;  /* items it may still take (share cap); INT64_MAX if none */
+    int64_t explore;   /* > 0: the lane is still exploring; its next batch has this many items */
+    bool eligible;     /* may run this job (and is alive) */
+} tdm__lane_view;
+
+typedef struct tdm__decision {
+    int64_t items;    /* > 0: take this many; 0: decline for now */
+    bool explore;     /* an exploration batch of an uncalibrated lane */
+    double t_end;     /* T: estimated finish of the whole remaining work */
+    double share;     /* s_w, items */
+    double est_ns;    /* estimated duration of the batch taken (lat + items * tpi) */
+    int best_other;   /* lane that would finish one item soonest besides w, -1 if none */
+    double finish_w;  /* when one item would end on w */
+    double finish_other; /* ... and on best_other */
+} tdm__decision;
+
+/* Decides for lane w at time `now` with `remaining` items unclaimed (> 0). `n_lanes` views.
+ * O(n_lanes). */
+void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double now,
+                       int64_t remaining, tdm__decision *out);
+
+/* Exploration: an uncalibrated lane takes 1 item, then 4x more each batch, until a batch lasts
+ * at least its target or 16 latencies (so the sample is not just latency): a lane 10000x
+ * slower than the rest costs the run about one target's time, never a straggling slice, and a
+ * fast lane's estimate does not come from a latency-bound batch. Returns the next `explore`
+ * value after a batch of n items that took dur_ns: 0 when the lane is calibrated. */
+int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat);
+
+/* T solving sum_j max(0, T - a_j) * rate_j = items (rate_j in items per ns, a_j in ns) over the
+ * n entries with rate_j > 0. Returns +inf when no rate is positive. */
+double tdm__waterfill(const double *a, const double *rate, int n, double items);
+
+#endif
