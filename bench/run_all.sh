@@ -10,7 +10,7 @@ fi
 dir=$1
 shift
 status=0
-for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_procs bench_devices; do
+for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_autobatch bench_procs bench_devices; do
     exe=$dir/bench/$b
     if [ ! -x "$exe" ]; then
         echo "$b: not built ($exe missing)" >&2
