@@ -259,6 +259,9 @@ int tdm__devices_count(const tdm_runtime *rt);
 /* Devices not lost to a device error. */
 int tdm__devices_live(const tdm_runtime *rt);
 
+/* The scheduler's stored model, opened on first use (NULL only when out of memory). */
+struct tdm__costmodel *tdm__runtime_costmodel(tdm_runtime *rt);
+
 /* ---- tracing (runtime/trace.c) ----------------------------------------------------------------
  */
 
@@ -295,6 +298,9 @@ struct tdm_runtime {
     struct tdm__devices *devices; /* opened device backends' devices (runtime/devices.c) */
     pthread_mutex_t dev_mu;       /* guards opening them */
     struct tdm__trace *trace;     /* NULL unless tracing */
+    struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */
+    char sched_model_dir[1024];       /* copy of cfg.sched_model_dir ("" = default) */
+    bool sched_model_set;
 
     atomic_long live_tensors;   /* tensors created and not yet released */
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */

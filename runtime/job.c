@@ -6,6 +6,7 @@
 
 #include "device.h"
 #include "job.h"
+#include "job_sched.h"
 #include "progress_internal.h"
 #include "spin.h"
 
@@ -136,6 +137,26 @@ bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
     return claim(job, want, begin, end);
 }
 
+bool tdm__job_claim_exact(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
+{
+    if (atomic_load_explicit(&job->d->stop, memory_order_relaxed))
+        return false;
+    long long cur = atomic_load_explicit(&job->cursor, memory_order_relaxed);
+    for (;;) {
+        if (cur >= job->n_items)
+            return false;
+        int64_t b = want < job->n_items - cur ? want : job->n_items - cur;
+        if (b > job->max_bs)
+            b = job->max_bs;
+        if (atomic_compare_exchange_weak_explicit(&job->cursor, &cur, cur + b, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *begin = cur;
+            *end = cur + b;
+            return true;
+        }
+    }
+}
+
 void tdm__job_run(tdm__job *job, int w)
 {
     if (tdm__worker_kind(job, w) == TDM__ON_DEVICES) {
@@ -154,7 +175,20 @@ void tdm__job_run(tdm__job *job, int w)
     while (!atomic_load_explicit(&job->d->stop, memory_order_relaxed)) {
         tdm_task task = {job->d, w, -1, 0, 0};
         int64_t begin, end;
-        if (job->streaming) {
+        double est = 0;
+        if (job->sched) {
+            double retry = 0;
+            int64_t b = tdm__jsched_want(job, w, &est, &retry);
+            if (b == 0) {
+                if (tdm__job_exhausted(job))
+                    break;
+                tdm__jsched_nap(retry); /* a faster worker will finish it sooner */
+                continue;
+            }
+            if (!tdm__job_claim_exact(job, b, &begin, &end))
+                break;
+            tdm__jsched_claimed(job, w, end - begin, est);
+        } else if (job->streaming) {
             pthread_mutex_lock(mu);
             bool ok = job->n_free > 0 && claim(job, want, &begin, &end);
             if (ok)
@@ -178,7 +212,9 @@ void tdm__job_run(tdm__job *job, int w)
         tdm__job_batch_done(job, w, &task, begin, end, rc, detail);
 
         int64_t n = end - begin;
-        if (!job->fixed_bs) {
+        if (job->sched) {
+            tdm__jsched_done(job, w, n, (double)dt, true);
+        } else if (!job->fixed_bs) {
             double per = (double)dt / (double)n;
             if (per < 0.25)
                 per = 0.25;
@@ -192,6 +228,8 @@ void tdm__job_run(tdm__job *job, int w)
             want = desired > (double)(INT64_MAX / 4) ? INT64_MAX / 4 : (int64_t)desired;
         }
     }
+    if (t_item > 0)
+        ws->tpi = t_item;
 }
 
 /* ---- streaming -------------------------------------------------------------------------- */
@@ -318,6 +356,9 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
         row->items += ws->items;
         row->batches += ws->batches;
         row->busy_s += (double)ws->busy_ns * 1e-9;
+        row->bytes += ws->bytes;
+        if (job->sched && w < job->sched->n)
+            row->est_s += job->sched->lanes[w].est_sum_ns * 1e-9;
         rep->items += ws->items;
         rep->batches += ws->batches;
         if (ws->bs_max > rep->batch_size)

@@ -13,6 +13,8 @@ typedef struct tdm__wstat {
     int64_t batches;
     uint64_t busy_ns;
     int64_t bs_min, bs_max;
+    int64_t bytes;   /* bytes this worker moved to and from a device */
+    double tpi;      /* its last estimate of ns per item (auto batching), 0 if none */
 } tdm__wstat;
 
 /* A finished batch waiting to be streamed to the consumer. */
@@ -132,6 +134,10 @@ typedef struct tdm__job {
     atomic_llong bytes_to_device, bytes_from_device;
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
+
+    /* scheduling */
+    struct tdm__jsched *sched; /* per-batch decisions (runtime/job_sched.c), or NULL */
+    int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
 } tdm__job;
 
 /* The pool's side: run batches of `job` as worker `w` until none can be claimed. Called with
@@ -151,12 +157,16 @@ static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
            : w < job->n_threads + job->n_procs ? TDM__ON_PROCS
                                                : TDM__ON_DEVICES;
 }
+/* Whether device driver w may take the job's batches: its device is of the kind the policy
+ * names, and not lost (unless the job is bound to it). runtime/job_device.c. */
+bool tdm__job_device_ok(tdm__job *job, int w);
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
     /* A driver started after the job was made has no counters in it. */
+    unsigned kind = w < job->n_workers ? tdm__worker_kind(job, w) : 0u;
     return w < job->n_workers && (job->only_worker < 0 || w == job->only_worker) &&
-           (job->on & tdm__worker_kind(job, w)) && !tdm__job_exhausted(job) &&
-           (!job->streaming || job->n_free > 0);
+           (job->on & kind) && !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0) &&
+           (kind != TDM__ON_DEVICES || tdm__job_device_ok(job, w));
 }
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
@@ -173,6 +183,9 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
                          int rc, const char *detail);
 /* Claims up to `want` items (guided by what is left); false when none are left or it stopped. */
 bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end);
+/* Claims `want` items (fewer at the end), as the scheduler decided; false when none are left
+ * or it stopped. */
+bool tdm__job_claim_exact(tdm__job *job, int64_t want, int64_t *begin, int64_t *end);
 
 /* Devices (runtime/job_device.c): runs batches of `job` on the device driven by worker w,
  * pipelined over the device's queues, until none can be claimed. */

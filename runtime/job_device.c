@@ -9,6 +9,7 @@
 
 #include "device.h"
 #include "job.h"
+#include "job_sched.h"
 
 /* Automatic device batches move about this many bytes (inputs + outputs): large enough to
  * amortise a launch and a transfer, small enough to pipeline and to balance devices. */
@@ -75,6 +76,7 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const 
                                           detail, len)) < 0)
             return rc;
         atomic_fetch_add_explicit(&job->bytes_to_device, (long long)bytes, memory_order_relaxed);
+        job->ws[ds->worker].bytes += (int64_t)bytes;
     }
 launch:;
     const tdm_dev_launch *l = &job->launch;
@@ -134,6 +136,7 @@ launch:;
                                 r ? r->out[k] : qs->out[k], src_off, bytes, detail, len)) < 0)
             return rc;
         atomic_fetch_add_explicit(&job->bytes_from_device, (long long)bytes, memory_order_relaxed);
+        job->ws[ds->worker].bytes += (int64_t)bytes;
     }
     return 0;
 }
@@ -156,6 +159,7 @@ static bool go_resident(tdm__job *job, tdm__devslot *ds, tdm__resident *r)
                                  sizeof detail);
     }
     atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
+    job->ws[ds->worker].bytes += moved;
     if (rc == 0)
         return true;
     tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: no residency on %s (%s): batches copy in and out",
@@ -202,14 +206,20 @@ static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_
     return tdm__run_batch(job->d, begin, end, task);
 }
 
+bool tdm__job_device_ok(tdm__job *job, int w)
+{
+    tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+    if (!ds || (job->dev_kind >= 0 && (int)ds->info.kind != job->dev_kind))
+        return false;
+    /* A lost device takes no new work while another device lives; a job bound to it (resident
+     * data) still has to end, so its driver stays and settles each batch on the host. */
+    return !(atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0);
+}
+
 void tdm__job_run_device(tdm__job *job, int w)
 {
     tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
-    if (!ds)
-        return;
-    /* A lost device takes no new work while another device lives; a job bound to it (resident
-     * data) still has to end, so its driver stays and settles each batch on the host. */
-    if (atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0)
+    if (!ds || !tdm__job_device_ok(job, w))
         return;
     for (int k = 0; k < job->d->n_in; k++)
         tdm__storage_register_pinned(ds, job->tin[k]->storage);
@@ -228,7 +238,9 @@ void tdm__job_run_device(tdm__job *job, int w)
     memset(&res, 0, sizeof res);
     bool resident = job->resident && go_resident(job, ds, &res);
     int in_flight = 0;
-    uint64_t busy_since = 0;
+    uint64_t busy_since = 0, last_done = 0, grp_from = 0;
+    int64_t grp_n = 0;
+    int grp_batches = 0, grp_batches_seen = 0;
     char detail[512];
 
     for (int q = 0;; q = (q + 1) % nq) {
@@ -245,8 +257,26 @@ void tdm__job_run_device(tdm__job *job, int w)
                          ds->batches);
             }
             s->busy = false;
+            uint64_t t_done = tdm__now_ns();
             if (--in_flight == 0)
-                ws->busy_ns += tdm__now_ns() - busy_since;
+                ws->busy_ns += t_done - busy_since;
+            if (job->sched) {
+                /* Queued batches overlap (a CPU device may even run its queues at once), so
+                 * one batch's time means little: the model learns from groups of n_queues
+                 * consecutive completions, each costing the device the time from the later of
+                 * its first submission and the previous group's end. The first group of a job
+                 * is set-up (program build, buffers) and is not learned from. */
+                if (grp_n == 0)
+                    grp_from = s->t_submit > last_done ? s->t_submit : last_done;
+                grp_n += s->end - s->begin;
+                if (++grp_batches >= nq || in_flight == 0) {
+                    tdm__jsched_done(job, w, grp_batches_seen++ ? grp_n : 0,
+                                     (double)(t_done - grp_from), in_flight == 0);
+                    grp_n = 0;
+                    grp_batches = 0;
+                    last_done = t_done;
+                }
+            }
             tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES + q,
                             job->what, s->task.batch, s->begin, s->end, rc, s->t_submit,
                             tdm__now_ns());
@@ -256,7 +286,26 @@ void tdm__job_run_device(tdm__job *job, int w)
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
         }
         bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
-        if (stopped || !tdm__job_claim(job, want, &s->begin, &s->end)) {
+        bool got = false;
+        double est = 0;
+        if (!stopped && job->sched) {
+            double retry = 0;
+            int64_t b = tdm__jsched_want(job, w, &est, &retry);
+            if (b > 0) {
+                got = tdm__job_claim_exact(job, b, &s->begin, &s->end);
+                if (got)
+                    tdm__jsched_claimed(job, w, s->end - s->begin, est);
+            } else if (!tdm__job_exhausted(job)) {
+                /* Declined: a faster worker finishes it sooner. Drain what is in flight, or
+                 * wait a little and ask again. */
+                if (in_flight == 0)
+                    tdm__jsched_nap(retry);
+                continue;
+            }
+        } else if (!stopped) {
+            got = tdm__job_claim(job, want, &s->begin, &s->end);
+        }
+        if (!got) {
             if (in_flight == 0)
                 break;
             continue; /* drain the queues still busy */

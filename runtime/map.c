@@ -5,7 +5,10 @@
 #include <string.h>
 
 #include "device.h"
+#include "costmodel.h"
 #include "job.h"
+#include "job_sched.h"
+#include "sched_model.h"
 #include "progress_internal.h"
 
 int tdm_map_opts_init(tdm_map_opts *o)
@@ -29,7 +32,7 @@ static int check_opts(tdm_runtime *rt, const char *fn, const tdm_map_opts *in, t
                         "TDM_MAP_OPTS_INIT)",
                         fn, in->size, in->version);
     *o = *in;
-    if ((int)o->policy < TDM_POLICY_AUTO || o->policy > TDM_POLICY_GPU)
+    if ((int)o->policy < TDM_POLICY_AUTO || o->policy > TDM_POLICY_ROUND_ROBIN)
         return tdm__err(rt, TDM_EINVAL, "%s: unknown policy %d", fn, (int)o->policy);
     if (o->batch_size < 0)
         return tdm__err(rt, TDM_EINVAL, "%s: batch_size %lld is negative", fn,
@@ -51,6 +54,10 @@ static int check_opts(tdm_runtime *rt, const char *fn, const tdm_map_opts *in, t
         return tdm__err(rt, TDM_EINVAL, "%s: timeout_s must be in 0..1e9 seconds", fn);
     if (o->retries < 0 || o->retries > 1000)
         return tdm__err(rt, TDM_EINVAL, "%s: retries %d not in 0..1000", fn, o->retries);
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (!(o->share_cap[k] >= 0 && o->share_cap[k] <= 1))
+            return tdm__err(rt, TDM_EINVAL, "%s: share_cap[%s] must be in 0..1", fn,
+                            tdm_backend_kind_name((tdm_backend_kind)k));
     (void)streaming;
     return 0;
 }
@@ -62,6 +69,16 @@ static bool all_in_arena(tdm_tensor *const *ts, int n)
         if (!ts[i]->storage->in_arena)
             return false;
     return true;
+}
+
+/* Devices not lost, of one backend kind (kind < 0: any). */
+static int live_devices(tdm_runtime *rt, int kind)
+{
+    int n = 0;
+    for (int i = 0; rt->devices && i < tdm__devices_count(rt); i++)
+        n += !atomic_load(&rt->devices->slots[i].lost) &&
+             (kind < 0 || (int)rt->devices->slots[i].info.kind == kind);
+    return n;
 }
 
 /* Decides which kinds of worker may run the job's batches (job->on) under its policy.
@@ -79,11 +96,16 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
                         "%s(%s): kernel has no CPU implementation (use policy GPU for its "
                         "device version)",
                         fn, what);
+    /* Devices take part in AUTO when they are open and the kernel runs there. */
+    bool dev_ok = !why_no_dev && !job->streaming && tdm__devices_live(rt) > 0;
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
     case TDM_POLICY_CPU:
+    case TDM_POLICY_ROUND_ROBIN:
         job->on =
             (threads_ok ? TDM__ON_THREADS : 0u) | (procs_ok && proc_safe ? TDM__ON_PROCS : 0u);
+        if (job->opts.policy != TDM_POLICY_CPU && dev_ok && has_cpu && job->on)
+            job->on |= TDM__ON_DEVICES;
         if (!job->on)
             return tdm__err(rt, TDM_ENODEV,
                             "%s(%s): the cpu backend is disabled (TDM_BACKENDS / "
@@ -110,21 +132,51 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
         job->on = TDM__ON_PROCS;
         break;
     case TDM_POLICY_GPU:
-    default:
+    case TDM_POLICY_OPENCL:
+    case TDM_POLICY_CUDA:
+    default: {
+        const char *pname = job->opts.policy == TDM_POLICY_OPENCL ? "OPENCL"
+                            : job->opts.policy == TDM_POLICY_CUDA ? "CUDA"
+                                                                  : "GPU";
         if (why_no_dev)
-            return tdm__err(rt, TDM_ENODEV, "%s(%s): policy GPU: %s", fn, what, why_no_dev);
-        if (tdm__devices_live(rt) == 0)
+            return tdm__err(rt, TDM_ENODEV, "%s(%s): policy %s: %s", fn, what, pname, why_no_dev);
+        if (job->opts.policy != TDM_POLICY_GPU)
+            job->dev_kind =
+                job->opts.policy == TDM_POLICY_OPENCL ? TDM_BACKEND_OPENCL : TDM_BACKEND_CUDA;
+        if (live_devices(rt, job->dev_kind) == 0)
             return tdm__err(rt, TDM_ENODEV,
-                            "%s(%s): policy GPU: no OpenCL or CUDA device is available (tandem "
-                            "info lists what was found; a device lost to an error is not used "
-                            "again)",
-                            fn, what);
+                            "%s(%s): policy %s: no %s device is available (tandem info lists "
+                            "what was found; a device lost to an error is not used again)",
+                            fn, what, pname,
+                            job->dev_kind < 0 ? "OpenCL or CUDA"
+                                              : tdm_backend_kind_name(job->dev_kind));
         job->on = TDM__ON_DEVICES;
         break;
     }
+    }
     job->n_eligible = ((job->on & TDM__ON_THREADS) ? job->n_threads : 0) +
                       ((job->on & TDM__ON_PROCS) ? job->n_procs : 0) +
-                      ((job->on & TDM__ON_DEVICES) ? tdm__devices_live(rt) : 0);
+                      ((job->on & TDM__ON_DEVICES) ? live_devices(rt, job->dev_kind) : 0);
+    /* Share caps must leave every item to some kind that may run it. */
+    double allowed = 0;
+    const double *cap = job->opts.share_cap;
+    if (job->on & TDM__ON_THREADS)
+        allowed += cap[TDM_BACKEND_CPU_THREADS] > 0 ? cap[TDM_BACKEND_CPU_THREADS] : 1;
+    if (job->on & TDM__ON_PROCS)
+        allowed += cap[TDM_BACKEND_CPU_PROCS] > 0 ? cap[TDM_BACKEND_CPU_PROCS] : 1;
+    if (job->on & TDM__ON_DEVICES) {
+        bool any[TDM_BACKEND_KIND_COUNT] = {false};
+        for (int i = 0; rt->devices && i < rt->devices->n; i++)
+            any[rt->devices->slots[i].info.kind] = !atomic_load(&rt->devices->slots[i].lost);
+        for (int k = TDM_BACKEND_OPENCL; k <= TDM_BACKEND_CUDA; k++)
+            if (any[k] && (job->dev_kind < 0 || job->dev_kind == k))
+                allowed += cap[k] > 0 ? cap[k] : 1;
+    }
+    if (allowed < 1.0 - 1e-9)
+        return tdm__err(rt, TDM_EINVAL,
+                        "%s(%s): share caps allow only %.0f%% of the items to the backends that "
+                        "may run the map",
+                        fn, what, 100 * allowed);
     return 0;
 }
 
@@ -152,6 +204,7 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     pthread_condattr_destroy(&ca);
     job->held_slot = -1;
     job->only_worker = -1;
+    job->dev_kind = -1;
     atomic_init(&job->bytes_to_device, 0);
     atomic_init(&job->bytes_from_device, 0);
     job->max_bs = INT64_MAX;
@@ -159,10 +212,46 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     return job;
 }
 
+/* A CPU-only map of a named kernel teaches the stored model the CPU threads' time per item
+ * (the median of the threads' auto-batching estimates), so a later map that mixes in a device
+ * starts with the CPU calibrated. Maps of a few batches say too little and are skipped. */
+static void learn_cpu(tdm__job *job)
+{
+    if (!job->kernel || job->sched || job->fixed_bs || !job->ws || !(job->on & TDM__ON_THREADS) ||
+        atomic_load(&job->first_error) != 0)
+        return;
+    double tpis[256];
+    int k = 0;
+    int64_t batches = 0, items = 0;
+    for (int w = 0; w < job->n_threads && w < job->n_workers && k < 256; w++) {
+        if (job->ws[w].tpi > 0 && job->ws[w].batches >= 4) {
+            tpis[k++] = job->ws[w].tpi;
+            batches += job->ws[w].batches;
+            items += job->ws[w].items;
+        }
+    }
+    if (batches < 8 || k == 0)
+        return;
+    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
+    if (!cm)
+        return;
+    char key[80];
+    snprintf(key, sizeof key, "%s.v%u", job->kernel->def.name, job->kernel->def.kernel_version);
+    /* (auto batching's estimate folds the small fixed cost of a thread's batch in) */
+    tdm__cm_put(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
+                batches > 1000000 ? 1000000 : (int)batches);
+}
+
 void tdm__job_destroy(tdm__job *job)
 {
     if (!job)
         return;
+    if (job->finished) {
+        learn_cpu(job);
+        tdm__jsched_destroy(job);
+    }
+    free(job->sched ? job->sched->lanes : NULL);
+    free(job->sched);
     for (int k = 0; k < 16; k++) {
         tdm_tensor_release(job->views[k]);
         tdm_tensor_release(job->tin[k]);
@@ -600,6 +689,32 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
     return 0;
 }
 
+/* Whether a map should open the devices first: a device policy always; AUTO and round-robin
+ * when the kernel has a device version and the map moves at least TDM__AUTO_DEVICE_BYTES
+ * (opening a driver costs tens of milliseconds, more than a small map takes). */
+#define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
+static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char *kernel,
+                          tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
+                          int n_out)
+{
+    tdm_policy p = opts && opts->size >= sizeof *opts ? opts->policy : TDM_POLICY_AUTO;
+    if (p == TDM_POLICY_GPU || p == TDM_POLICY_OPENCL || p == TDM_POLICY_CUDA)
+        return true;
+    if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !kernel || !outputs ||
+        (!rt->backends[TDM_BACKEND_OPENCL].enabled && !rt->backends[TDM_BACKEND_CUDA].enabled))
+        return false;
+    const tdm__kernel *k = tdm__kernel_find(rt, kernel);
+    if (!k || !k->def.dev || !k->def.source || !k->def.cpu)
+        return false;
+    uint64_t bytes = 0;
+    for (int i = 0; i < n_in + n_out; i++) {
+        const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];
+        if (t)
+            bytes += tdm_tensor_nbytes(t);
+    }
+    return bytes >= TDM__AUTO_DEVICE_BYTES;
+}
+
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
                        const void *params, size_t params_size, const tdm_map_opts *opts,
@@ -614,7 +729,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (!outputs && n_out > 0 && !streaming)
         return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
     /* Devices open on first use, before the job counts its workers. */
-    if (opts && opts->size >= sizeof *opts && opts->policy == TDM_POLICY_GPU) {
+    if (wants_devices(rt, opts, kernel, inputs, n_in, outputs, n_out)) {
         int rc = tdm__devices_ensure(rt);
         if (rc < 0)
             return rc;
@@ -622,6 +737,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     tdm__job *job = job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
+    job->streaming = streaming;
     tdm_tensor_desc descs[16];
     memset(descs, 0, sizeof descs);
     int rc = check_opts(rt, fn, opts, &job->opts, streaming);
@@ -631,6 +747,13 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
         rc = setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
         rc = setup_ring(job, fn, descs);
+    if (rc == 0 && job->opts.policy == TDM_POLICY_ROUND_ROBIN && !job->opts.batch_size) {
+        int64_t bs = job->n_items / (16 * (int64_t)(job->n_eligible > 0 ? job->n_eligible : 1));
+        job->opts.batch_size = bs > 0 ? bs : 1;
+    }
+    if (rc == 0 && !streaming && job->only_worker < 0 &&
+        job->opts.policy != TDM_POLICY_ROUND_ROBIN)
+        rc = tdm__jsched_create(job);
     return launch(job, fn, params, params_size, rc, out);
 }
 

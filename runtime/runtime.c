@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "costmodel.h"
 #include "internal.h"
 
 /* The smallest config a caller may pass: version 1 ends with use_env. */
@@ -151,6 +152,9 @@ static int resolve_config(const tdm_config *user, tdm_config *cfg, bool enabled[
         const char *tr = getenv("TDM_TRACE");
         if (tr && *tr)
             cfg->trace_path = tr;
+        const char *sm = getenv("TDM_SCHED_MODEL");
+        if (sm && *sm)
+            cfg->sched_model_dir = sm;
         const char *d = getenv("TDM_DEBUG");
         if (d && *d && (rc = parse_debug(d, &cfg->debug)) < 0)
             return rc;
@@ -260,6 +264,7 @@ static void check_shm_limit(tdm_runtime *rt)
 /* What open builds before the pool (so what a failed open and a close both give back). */
 static void free_runtime(tdm_runtime *rt)
 {
+    (void)tdm__cm_close(rt->costmodel); /* a model that cannot be saved is only not kept */
     tdm__procs_close(rt->procs);
     tdm__kernel_registry_free(rt);
     free_backends(rt);
@@ -290,6 +295,15 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
         rt->cfg.backends = rt->backends_buf;
     }
     rt->debug = cfg.debug;
+    if (cfg.sched_model_dir) {
+        if (strlen(cfg.sched_model_dir) >= sizeof rt->sched_model_dir) {
+            free(rt);
+            return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_open: sched_model_dir is too long");
+        }
+        snprintf(rt->sched_model_dir, sizeof rt->sched_model_dir, "%s", cfg.sched_model_dir);
+        rt->sched_model_set = true;
+    }
+    rt->cfg.sched_model_dir = NULL; /* the caller's string: rt keeps its copy */
     /* One CPU budget: by default threads and worker processes together use every core. */
     if (cfg.threads > 0) {
         rt->threads = cfg.threads;
@@ -364,6 +378,16 @@ int tdm_runtime_close(tdm_runtime *rt)
     tdm__devices_close(rt);
     free_runtime(rt);
     return 0;
+}
+
+struct tdm__costmodel *tdm__runtime_costmodel(tdm_runtime *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    if (!rt->costmodel)
+        (void)tdm__cm_open(rt, rt->sched_model_set ? rt->sched_model_dir : NULL, &rt->costmodel);
+    struct tdm__costmodel *cm = rt->costmodel;
+    pthread_mutex_unlock(&rt->mu);
+    return cm;
 }
 
 int tdm_runtime_threads(const tdm_runtime *rt)

@@ -4,42 +4,106 @@
 #include <math.h>
 #include <string.h>
 
-static double median_of(const double *v, int n)
+/* Median of v[0..n-1] (v is reordered). */
+static double median_of(double *v, int n)
 {
-    double s[TDM__EST_WIN];
-    memcpy(s, v, (size_t)n * sizeof *s);
-    for (int i = 1; i < n; i++) { /* insertion sort: at most 9 values */
-        double x = s[i];
+    for (int i = 1; i < n; i++) { /* insertion sort: at most 66 values */
+        double x = v[i];
         int j = i - 1;
-        while (j >= 0 && s[j] > x) {
-            s[j + 1] = s[j];
+        while (j >= 0 && v[j] > x) {
+            v[j + 1] = v[j];
             j--;
         }
-        s[j + 1] = x;
+        v[j + 1] = x;
     }
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-void tdm__est_add(tdm__est *e, double v)
+static void fit(tdm__est *e)
 {
-    if (!(v > 0) || !isfinite(v))
+    double sl[TDM__EST_WIN * (TDM__EST_WIN - 1) / 2], r[TDM__EST_WIN];
+    int m = 0, c = e->count;
+    for (int i = 0; i < c; i++) {
+        for (int j = i + 1; j < c; j++) {
+            double lo = e->n[i] < e->n[j] ? e->n[i] : e->n[j];
+            double hi = e->n[i] < e->n[j] ? e->n[j] : e->n[i];
+            if (hi >= 1.5 * lo) /* sizes clearly apart: the slope means something */
+                sl[m++] = (e->t[j] - e->t[i]) / (e->n[j] - e->n[i]);
+        }
+    }
+    if (m >= 3) {
+        double b = median_of(sl, m);
+        if (b > 0 && isfinite(b)) {
+            for (int i = 0; i < c; i++)
+                r[i] = e->t[i] - b * e->n[i];
+            double a = median_of(r, c);
+            e->tpi = b;
+            e->lat = a > 0 ? a : 0;
+            return;
+        }
+    }
+    /* Sizes alike (or a fit that makes no sense): time per item with the known fixed cost. */
+    double a = e->tpi > 0 ? e->lat : e->lat0;
+    int k = 0;
+    for (int i = 0; i < c; i++)
+        if (e->t[i] > a)
+            r[k++] = (e->t[i] - a) / e->n[i];
+    if (k * 2 >= c && k > 0) {
+        e->tpi = median_of(r, k);
+        e->lat = a;
         return;
-    e->win[e->next] = v;
-    e->next = (e->next + 1) % TDM__EST_WIN;
-    if (e->n < TDM__EST_WIN)
-        e->n++;
-    e->value = median_of(e->win, e->n);
+    }
+    for (int i = 0; i < c; i++) /* every batch shorter than the fixed cost: all of it counts */
+        r[i] = e->t[i] / e->n[i];
+    e->tpi = median_of(r, c);
+    e->lat = 0;
 }
 
-void tdm__est_seed(tdm__est *e, double v, int weight)
+double tdm__median(double *v, int n)
+{
+    return n > 0 ? median_of(v, n) : 0.0;
+}
+
+void tdm__est_init(tdm__est *e, double lat0)
 {
     memset(e, 0, sizeof *e);
-    if (!(v > 0) || !isfinite(v))
+    e->lat0 = lat0 > 0 && isfinite(lat0) ? lat0 : 0;
+}
+
+void tdm__est_add(tdm__est *e, double n, double dur)
+{
+    if (!(n > 0) || !(dur > 0) || !isfinite(dur) || !isfinite(n))
         return;
+    e->n[e->next] = n;
+    e->t[e->next] = dur;
+    e->next = (e->next + 1) % TDM__EST_WIN;
+    if (e->count < TDM__EST_WIN)
+        e->count++;
+    fit(e);
+}
+
+void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
+{
+    double lat0 = e->lat0;
+    tdm__est_init(e, lat0);
+    if (!(tpi > 0) || !isfinite(tpi))
+        return;
+    if (!(lat >= 0) || !isfinite(lat))
+        lat = lat0;
     if (weight > TDM__EST_WIN)
         weight = TDM__EST_WIN;
-    for (int i = 0; i < (weight < 1 ? 1 : weight); i++)
-        tdm__est_add(e, v);
+    if (weight < 2)
+        weight = 2;
+    /* Batches of spread sizes around the one that lasts 1 ms, on the stored line. */
+    double base = 1e6 / tpi / 4;
+    if (base < 1)
+        base = 1;
+    for (int i = 0; i < weight; i++) {
+        double n = base * (double)(1 << (i % 4));
+        tdm__est_add(e, n, lat + n * tpi);
+    }
+    e->tpi = tpi; /* exactly what was stored */
+    e->lat = lat;
 }
 
 double tdm__waterfill(const double *a, const double *rate, int n, double items)
@@ -110,7 +174,8 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, in
     for (int j = 0; j < m; j++) {
         const tdm__lane_view *l = &lanes[j];
         bool usable = l->eligible && l->tpi > 0 && l->cap_left > 0;
-        double avail = (j == w ? now : (l->free_at > now ? l->free_at : now)) + l->lat;
+        /* (A device asking while its queues still hold work is available after that work.) */
+        double avail = (l->free_at > now ? l->free_at : now) + l->lat;
         a[j] = avail;
         rate[j] = usable ? 1.0 / l->tpi : 0.0;
         if (usable && j != w && avail + l->tpi < best_other) {

@@ -20,21 +20,29 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* A robust running estimate: the median of the last TDM__EST_WIN samples (one slow batch in
- * nine does not move it at all; StarPU's mean-based history model flips on one outlier). */
-#define TDM__EST_WIN 9
+/* A robust running estimate of a lane's batch time t = lat + n * tpi, fitted over its last
+ * TDM__EST_WIN batches by Theil-Sen (the median of the slopes between pairs of batches of
+ * clearly different sizes, then the median intercept): a few slow batches in the window do
+ * not move it (StarPU's mean-based history model flips on one outlier), and a device whose
+ * launches cost milliseconds is not mistaken for one that is slow per item. With batches all
+ * of about one size, tpi is the median of (t - lat) / n with the last fitted (or prior) lat. */
+#define TDM__EST_WIN 12
 typedef struct tdm__est {
-    double win[TDM__EST_WIN];
-    int n;    /* samples seen (saturates) */
-    int next; /* ring position */
-    double value; /* current median; 0 = no sample yet */
+    double n[TDM__EST_WIN], t[TDM__EST_WIN];
+    int count; /* samples in the window */
+    int next;  /* ring position */
+    double lat0; /* prior fixed cost per batch, ns */
+    double tpi;  /* fitted ns per item; 0 = no sample yet */
+    double lat;  /* fitted fixed cost per batch, ns */
 } tdm__est;
 
-/* Adds a sample (ns per item, > 0) and refreshes the median. */
-void tdm__est_add(tdm__est *e, double ns_per_item);
-/* Starts the estimate from a stored value counting as `weight` samples (a model loaded from
- * disk): repeated so that it takes as many new samples to move it. */
-void tdm__est_seed(tdm__est *e, double ns_per_item, int weight);
+/* Starts an empty estimate with a prior fixed cost per batch. */
+void tdm__est_init(tdm__est *e, double lat0);
+/* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. */
+void tdm__est_add(tdm__est *e, double n, double dur_ns);
+/* Starts from a stored model (tpi, lat) counting as `weight` batches of spread sizes, so as
+ * many new batches are needed to move it. */
+void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
 
 /* One lane as the decision sees it. */
 typedef struct tdm__lane_view {
@@ -69,6 +77,9 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
  * fast lane's estimate does not come from a latency-bound batch. Returns the next `explore`
  * value after a batch of n items that took dur_ns: 0 when the lane is calibrated. */
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat);
+
+/* Median of v[0..n-1] (reorders v); 0 when n is 0. */
+double tdm__median(double *v, int n);
 
 /* T solving sum_j max(0, T - a_j) * rate_j = items (rate_j in items per ns, a_j in ns) over the
  * n entries with rate_j > 0. Returns +inf when no rate is positive. */

@@ -217,23 +217,37 @@ static void test_decision_rules(void **state)
     assert_true(d.explore);
 }
 
-/* The median estimator: one outlier among nine samples does not move it. */
+/* The estimator: batches of 100..1600 items on the line t = 5000 + 10 n are fitted exactly;
+ * a 50x slow batch in the window moves nothing; batches all of one size give the time per
+ * item with the known fixed cost; garbage is ignored. */
 static void test_estimator_is_robust(void **state)
 {
     tdm__est e;
-    memset(&e, 0, sizeof e);
-    assert_true(e.value == 0);
-    for (int i = 0; i < 8; i++)
-        tdm__est_add(&e, 10.0);
-    tdm__est_add(&e, 1e6);
-    assert_true(e.value == 10.0);
-    tdm__est_add(&e, -1); /* ignored */
-    tdm__est_add(&e, NAN);
-    assert_true(e.value == 10.0);
-    tdm__est_seed(&e, 20.0, 9);
-    tdm__est_add(&e, 1.0);
-    assert_true(e.value == 20.0);
+    tdm__est_init(&e, 1000);
+    assert_true(e.tpi == 0);
+    for (int i = 0; i < 10; i++) {
+        double n = 100.0 * (1 << (i % 5));
+        tdm__est_add(&e, n, 5000 + 10 * n);
+    }
+    assert_true(fabs(e.tpi - 10) < 1e-9 && fabs(e.lat - 5000) < 1e-6);
+    tdm__est_add(&e, 400, 50 * (5000 + 10 * 400.0)); /* one outlier */
+    assert_true(fabs(e.tpi - 10) < 1e-9 && fabs(e.lat - 5000) < 1e-6);
+    tdm__est_add(&e, -1, 5);
+    tdm__est_add(&e, 5, NAN);
+    assert_true(fabs(e.tpi - 10) < 1e-9);
+    /* one size only: (t - lat) / n with the last fitted lat */
+    tdm__est_init(&e, 1000);
+    for (int i = 0; i < 5; i++)
+        tdm__est_add(&e, 100, 1000 + 100 * 7.0);
+    assert_true(fabs(e.tpi - 7) < 1e-9 && e.lat == 1000);
+    /* a stored model: exactly its values, and a few new batches do not move it */
+    tdm__est_seed(&e, 20.0, 300.0, 9);
+    assert_true(e.tpi == 20.0 && e.lat == 300.0);
+    tdm__est_add(&e, 1000, 1e9);
+    assert_true(fabs(e.tpi - 20.0) < 1e-6);
     assert_true(isinf(tdm__waterfill((double[]){0}, (double[]){0}, 1, 10)));
+    double v[5] = {5, 1, 4, 2, 3};
+    assert_true(tdm__median(v, 5) == 3 && tdm__median(v, 0) == 0);
 }
 
 static void test_spec_errors(void **state)

@@ -69,7 +69,8 @@ int tandem_cmd_simulate(int argc, char **argv)
             if (m < 0)
                 return 2;
             if (tdm_sim_add(&cfg, v, err, sizeof err) != 0) {
-                fprintf(stderr, "tandem simulate: %s\n", err);
+                fprintf(stderr, "tandem simulate: %s\n\n", err);
+                sim_usage(stderr);
                 return 2;
             }
         } else if ((m = arg_value(argc, argv, &i, "--items", &v)) != 0) {

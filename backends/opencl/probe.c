@@ -54,6 +54,9 @@ static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note
             clGetDeviceInfo(ids[d], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
             clGetDeviceInfo(ids[d], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
             di->compute_units = (int)cu;
+            cl_device_type type = 0;
+            clGetDeviceInfo(ids[d], CL_DEVICE_TYPE, sizeof type, &type, NULL);
+            di->host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
             di->pinned = 1; /* CL_MEM_USE_HOST_PTR over page-locked tensors */
             di->memory_bytes = mem;
             total++;

@@ -83,8 +83,9 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
             l->b = b;
             l->lat = cfg->backends[b].latency_s * 1e9;
             l->eff = eff_tpi(&cfg->backends[b]);
+            tdm__est_init(&l->est, l->lat);
             if (cfg->calibrated)
-                tdm__est_seed(&l->est, l->eff, TDM__EST_WIN);
+                tdm__est_seed(&l->est, l->eff, l->lat, TDM__EST_WIN);
         }
     }
     s->n = L;
@@ -138,7 +139,7 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
             tgt = 50.0 * s->lanes[j].lat;
         if (tgt < 1000.0)
             tgt = 1000.0;
-        s->views[j] = (tdm__lane_view){.tpi = s->lanes[j].est.value,
+        s->views[j] = (tdm__lane_view){.tpi = s->lanes[j].est.tpi,
                                        .free_at = 0,
                                        .lat = s->lanes[j].lat,
                                        .target_ns = tgt,
@@ -154,20 +155,21 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
             if (l->busy)
                 continue;
             tdm__decision d;
-            s->views[j].tpi = l->est.value;
+            s->views[j].tpi = l->est.tpi;
+            s->views[j].lat = l->est.tpi > 0 ? l->est.lat : l->lat;
             if (policy == TDM_SIM_AUTO) {
                 tdm__sched_decide(s->views, L, j, now, remaining, &d);
             } else { /* EAGER: guided share, never declines */
                 memset(&d, 0, sizeof d);
                 int64_t share = max64(1, remaining / (2 * (int64_t)L));
-                int64_t want = s->views[j].explore > 0 || !(l->est.value > 0)
+                int64_t want = s->views[j].explore > 0 || !(l->est.tpi > 0)
                                    ? max64(1, s->views[j].explore)
-                                   : max64(1, (int64_t)(s->views[j].target_ns / l->est.value));
+                                   : max64(1, (int64_t)(s->views[j].target_ns / l->est.tpi));
                 d.items = want < share ? want : share;
                 d.explore = s->views[j].explore > 0;
                 if (d.items > remaining)
                     d.items = remaining;
-                d.est_ns = l->lat + (double)d.items * l->est.value;
+                d.est_ns = l->est.lat + (double)d.items * l->est.tpi;
             }
             if (d.items <= 0) {
                 if (res)
@@ -215,9 +217,7 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
         now = l->end;
         makespan = now > makespan ? now : makespan;
         l->busy = false;
-        /* A batch that is mostly latency says little about the time per item. */
-        if (l->dur >= 2.0 * l->lat)
-            tdm__est_add(&l->est, (l->dur - l->lat) / (double)l->n);
+        tdm__est_add(&l->est, (double)l->n, l->dur);
         s->views[next].explore = tdm__explore_next(s->views[next].explore, l->n, l->dur,
                                                    s->views[next].target_ns, l->lat);
         s->views[next].free_at = now;

@@ -12,13 +12,32 @@
 #include "tandem/runtime.h"
 #include "tandem/tensor.h"
 
-/** Where batches may run. */
+/** Where batches may run.
+ *
+ *  AUTO (the default) places every batch of a map that several kinds of backend can run —
+ *  CPU threads, worker processes, devices — on the one where it is expected to finish
+ *  soonest: each worker learns its time per item from the batches it runs (a median, so one
+ *  slow batch does not flip decisions), an uncalibrated one first runs a few exploration
+ *  batches (1, 4, 16... items), and a free worker declines work that a faster one would
+ *  finish sooner, so no slow device is left with the last batch. The learned times are kept
+ *  per machine and kernel between runs (tdm_config.sched_model_dir), so a second run starts
+ *  calibrated. TDM_DEBUG=sched logs each decision with its estimates; the run report gives
+ *  each worker's estimated against measured time.
+ *  AUTO uses devices for a map whose kernel has a device version when they are open (a GPU
+ *  map, tdm_runtime_device_count() or tandem info opened them) or when the map moves at least
+ *  16 MiB (it opens them then). */
 typedef enum tdm_policy {
     TDM_POLICY_AUTO = 0,    /**< the scheduler chooses per batch */
     TDM_POLICY_CPU = 1,     /**< CPU backends only (threads, processes) */
     TDM_POLICY_THREADS = 2, /**< the thread pool only */
     TDM_POLICY_PROCS = 3,   /**< worker processes only */
-    TDM_POLICY_GPU = 4      /**< device backends only */
+    TDM_POLICY_GPU = 4,     /**< device backends only */
+    TDM_POLICY_OPENCL = 5,  /**< OpenCL devices only (a named backend) */
+    TDM_POLICY_CUDA = 6,    /**< CUDA devices only (a named backend) */
+    TDM_POLICY_ROUND_ROBIN = 7 /**< no model: equal batches (batch_size, or items / (16 x
+                                *  workers)) dealt in turn to whichever worker — thread,
+                                *  process, device — is free, whatever its speed (StarPU's
+                                *  "eager"); a baseline to compare AUTO with */
 } tdm_policy;
 
 /** What a failing batch does to the run. */
@@ -58,12 +77,19 @@ typedef struct tdm_map_opts {
     int keep_on_device;         /**< policy GPU: leave the outputs in device memory (the host
                                  *  copy is fetched when tdm_tensor_data() or a CPU map needs it),
                                  *  so a chained map finds its inputs there and moves nothing */
+    double share_cap[TDM_BACKEND_KIND_COUNT]; /**< AUTO: the largest fraction (0..1) of the items each backend
+                                 *  kind (indexed by tdm_backend_kind) may run; 0 = no cap.
+                                 *  The kinds that may run the map must together be allowed
+                                 *  all of it (else TDM_EINVAL). */
 } tdm_map_opts;
 
 #define TDM_MAP_OPTS_INIT                                                                          \
     {                                                                                              \
         sizeof(tdm_map_opts), TDM_MAP_OPTS_VERSION, TDM_POLICY_AUTO, 0, TDM_ON_ERROR_STOP,         \
-            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0, 0           \
+            TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0, 0,          \
+        {                                                                                          \
+            0                                                                                      \
+        }                                                                                          \
     }
 
 /** The context of one batch of a parallel_for, valid only during the call. */

@@ -18,6 +18,9 @@ typedef struct tdm_report_worker {
     int64_t items;   /**< items (rows) it ran */
     int64_t batches; /**< batches it ran */
     double busy_s;   /**< seconds inside batch functions */
+    double est_s;    /**< AUTO across backends: the scheduler's estimate of its batches'
+                      *  time (compare with busy_s); 0 when no estimate was made */
+    int64_t bytes;   /**< bytes it moved between host and device */
 } tdm_report_worker;
 
 /** The report of one map / parallel_for. A plain value: nothing inside needs freeing. */

@@ -59,11 +59,15 @@ typedef struct tdm_config {
     const char *trace_path;  /**< write a Chrome trace-event file (Perfetto, chrome://tracing)
                               *  of every batch here when the runtime closes (and on
                               *  tdm_trace_flush()); NULL = no trace. Env TDM_TRACE. Copied. */
+    const char *sched_model_dir; /**< where the scheduler keeps its learned times per item
+                                  *  between runs (one file per machine); NULL =
+                                  *  $XDG_CACHE_HOME/tandem (else ~/.cache/tandem); "off" =
+                                  *  learn in memory only. Env TDM_SCHED_MODEL. Copied. */
 } tdm_config;
 
 #define TDM_CONFIG_INIT                                                                            \
     {                                                                                              \
-        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u, NULL        \
+        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u, NULL, NULL  \
     }
 
 TDM_BEGIN_DECLS
@@ -134,6 +138,9 @@ typedef struct tdm_device_info {
     int pinned;            /**< device backends: page-locked (TDM_MEM_PINNED) host memory is
                             *  registered with the device so its copies are DMA (CUDA); 0 where
                             *  the driver copies from host pointers itself (OpenCL here) */
+    int host_cpu;          /**< 1: the device computes on the host's CPU cores (an OpenCL CPU
+                            *  device such as PoCL), so it shares them with the CPU threads:
+                            *  AUTO runs a map on the faster of the two, not on both */
 } tdm_device_info;
 
 /** Number of devices of all enabled backends (the CPU pool counts as one device). Thread-safe.

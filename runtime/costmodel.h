@@ -1,0 +1,39 @@
+/* tandem — the scheduler's stored cost models: time per item and fixed cost per batch for each (kernel,
+ * backend lane, size class), kept between runs in $XDG_CACHE_HOME/tandem/costmodel-<machine>.tsv so a
+ * second run starts calibrated. Not API. */
+#ifndef TANDEM_COSTMODEL_H
+#define TANDEM_COSTMODEL_H
+
+#include <stddef.h>
+
+typedef struct tdm_runtime tdm_runtime;
+typedef struct tdm__costmodel tdm__costmodel;
+
+/* Opens the model of this machine under `dir` (NULL: $XDG_CACHE_HOME/tandem, else
+ * ~/.cache/tandem; "" or "off": in memory only, nothing read or written). A missing or
+ * unreadable file is an empty model; malformed lines are skipped. Returns 0 or TDM_ENOMEM. */
+int tdm__cm_open(tdm_runtime *rt, const char *dir, tdm__costmodel **out);
+/* Writes the model back if it changed (atomically: temp file + rename; directory 0700), then
+ * frees it. NULL is a no-op. Returns 0 or TDM_EIO (the model stays unsaved; nothing else). */
+int tdm__cm_close(tdm__costmodel *cm);
+/* Writes the model if it changed. 0 or TDM_EIO. Thread-safe. */
+int tdm__cm_save(tdm__costmodel *cm);
+
+/* The stored ns per item of `kernel` on `lane` (e.g. "cpu", "procs", "opencl:<device>"), from
+ * the entry with the most samples; 0 when none. *lat_ns gets its fixed cost per batch and
+ * *samples its count (either may be NULL).
+ * Thread-safe. */
+double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, double *lat_ns,
+                   int *samples);
+/* Merges a run's estimate into the model: a value within 2x of the stored one is averaged in
+ * by sample count; a value further off moves the stored one halfway (geometrically), so one
+ * odd run does not replace a calibrated model. Thread-safe. */
+void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
+                 double ns_per_item, double lat_ns, int samples);
+/* The file it reads and writes ("" when in memory only). */
+const char *tdm__cm_path(const tdm__costmodel *cm);
+
+/* Size class of a batch of n items: floor(log4(n)), so classes are 1, 4, 16, 64... items. */
+int tdm__cm_size_class(long long n);
+
+#endif
