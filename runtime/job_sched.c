@@ -49,7 +49,7 @@ int tdm__jsched_create(tdm__job *job)
                  job->kernel->def.kernel_version);
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         double c = job->opts.share_cap[k];
-        s->cap[k] = c > 0 && c < 1 ? (int64_t)(c * (double)job->n_items) : INT64_MAX;
+        s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
         atomic_init(&s->used[k], 0);
     }
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(rt) : NULL;
@@ -155,6 +155,9 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
 {
     double thr = 0, dev = 0;
     bool any_dev = false;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (s->cap[k] != INT64_MAX)
+            return false; /* with share caps, every side has to take its part */
     for (int j = 0; j < n; j++) {
         const tdm__jlane *l = &s->lanes[j];
         bool threads = l->kind == TDM_BACKEND_CPU_THREADS;

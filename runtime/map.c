@@ -704,8 +704,9 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
         (!rt->backends[TDM_BACKEND_OPENCL].enabled && !rt->backends[TDM_BACKEND_CUDA].enabled))
         return false;
     const tdm__kernel *k = tdm__kernel_find(rt, kernel);
-    if (!k || !k->def.dev || !k->def.source || !k->def.cpu)
-        return false;
+    if (!k || !k->def.dev || !k->def.source || !k->def.cpu || n_in < k->def.n_in_min ||
+        n_in > k->def.n_in_max || n_out != k->def.n_out)
+        return false; /* (wrong counts are reported by the validation that follows) */
     uint64_t bytes = 0;
     for (int i = 0; i < n_in + n_out; i++) {
         const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];

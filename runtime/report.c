@@ -37,15 +37,18 @@ int tdm_report_format(const tdm_report *r, char *buf, size_t buf_len)
                  tdm_status_name(r->first_error), (long long)r->first_error_batch,
                  (long long)r->first_error_begin, (long long)r->first_error_end,
                  (long long)r->failed_batches);
-    at = add(buf, buf_len, at, "  %-8s %6s %12s %10s %10s %7s\n", "backend", "worker", "items",
-             "batches", "busy s", "busy %");
+    at = add(buf, buf_len, at, "  %-8s %6s %12s %10s %10s %7s %9s %10s\n", "backend", "worker",
+             "items", "batches", "busy s", "busy %", "est/busy", "MB moved");
     int n = r->n_workers < TDM_REPORT_MAX_WORKERS ? r->n_workers : TDM_REPORT_MAX_WORKERS;
     for (int i = 0; i < n; i++) {
         const tdm_report_worker *w = &r->workers[i];
         double pct = r->wall_s > 0 ? 100.0 * w->busy_s / r->wall_s : 0.0;
-        at = add(buf, buf_len, at, "  %-8s %6d %12lld %10lld %10.4f %6.1f%%\n",
+        char est[16] = "-";
+        if (w->est_s > 0 && w->busy_s > 0)
+            snprintf(est, sizeof est, "%.2f", w->est_s / w->busy_s);
+        at = add(buf, buf_len, at, "  %-8s %6d %12lld %10lld %10.4f %6.1f%% %9s %10.1f\n",
                  tdm_backend_kind_name(w->kind), w->index, (long long)w->items,
-                 (long long)w->batches, w->busy_s, pct);
+                 (long long)w->batches, w->busy_s, pct, est, (double)w->bytes * 1e-6);
     }
     return at > (size_t)INT32_MAX ? INT32_MAX : (int)at;
 }

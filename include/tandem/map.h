@@ -23,9 +23,11 @@
  *  per machine and kernel between runs (tdm_config.sched_model_dir), so a second run starts
  *  calibrated. TDM_DEBUG=sched logs each decision with its estimates; the run report gives
  *  each worker's estimated against measured time.
- *  AUTO uses devices for a map whose kernel has a device version when they are open (a GPU
- *  map, tdm_runtime_device_count() or tandem info opened them) or when the map moves at least
- *  16 MiB (it opens them then). */
+ *  AUTO uses devices for a map whose kernel has a device version when they are open (an
+ *  earlier map with a device policy opened them) or when the map moves at least 16 MiB (it
+ *  opens them then). A device that computes on the host's cores (tdm_device_info.host_cpu,
+ *  e.g. PoCL) shares them with the CPU threads: once both are calibrated only the faster
+ *  of the two goes on. With a fixed batch_size, AUTO still chooses where each batch runs. */
 typedef enum tdm_policy {
     TDM_POLICY_AUTO = 0,    /**< the scheduler chooses per batch */
     TDM_POLICY_CPU = 1,     /**< CPU backends only (threads, processes) */

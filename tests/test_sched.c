@@ -1,0 +1,395 @@
+/* The scheduler in the runtime: AUTO over CPU threads + the OpenCL device (PoCL in CI), the
+ * stored cost model (saved at close, a second run starts calibrated, garbage lines dropped,
+ * an unwritable directory harmless), share caps, named and round-robin policies, the
+ * TDM_DEBUG=sched log, and the errors of bad options. Device tests skip (77) without one. */
+#include <dirent.h>
+#include <pthread.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+typedef struct {
+    int lines, takes, exploring, cpu_exploring, declines;
+} sched_log;
+
+/* Called from every worker at once (the log callback's contract): counted under a lock. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_log(void *user, unsigned flag, const char *line)
+{
+    sched_log *l = user;
+    if (flag != TDM_DEBUG_SCHED || !strstr(line, "sched "))
+        return;
+    pthread_mutex_lock(&log_mu);
+    l->lines++;
+    l->takes += strstr(line, " takes ") != NULL;
+    l->exploring += strstr(line, "(exploring)") != NULL;
+    l->cpu_exploring += strstr(line, "(exploring)") && strstr(line, ": cpu (worker");
+    l->declines += strstr(line, "declines") != NULL || strstr(line, "stands down") != NULL;
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* A fresh directory for the stored model. */
+static char *model_dir(void)
+{
+    char *d = strdup("/tmp/tdm-sched-XXXXXX");
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void rm_dir(char *d)
+{
+    DIR *h = opendir(d);
+    struct dirent *e;
+    char p[512];
+    while (h && (e = readdir(h))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+        unlink(p);
+    }
+    if (h)
+        closedir(h);
+    rmdir(d);
+    free(d);
+}
+
+/* The model file in d (there is one per machine), or "" if none. */
+static void model_file(const char *d, char *out, size_t len)
+{
+    out[0] = '\0';
+    DIR *h = opendir(d);
+    struct dirent *e;
+    while (h && (e = readdir(h)))
+        if (!strncmp(e->d_name, "costmodel-", 10) && strstr(e->d_name, ".tsv"))
+            snprintf(out, len, "%s/%s", d, e->d_name);
+    if (h)
+        closedir(h);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return strdup("");
+    char *buf = calloc(1, 65536);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static tdm_runtime *open_rt(const char *dir, sched_log *log, const char *backends)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 2;
+    cfg.sched_model_dir = dir;
+    cfg.backends = backends;
+    if (log) {
+        cfg.debug = TDM_DEBUG_SCHED;
+        cfg.log_fn = on_log;
+        cfg.log_user = log;
+    }
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+static tdm_map_opts opts(tdm_policy p)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = p;
+    return o;
+}
+
+typedef struct {
+    tdm_tensor *x, *y;
+    int64_t n;
+} xy;
+
+static xy make_xy(tdm_runtime *rt, int64_t n)
+{
+    xy t = {NULL, NULL, n};
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &t.x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &t.y), 0);
+    double *x = tdm_tensor_data(t.x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (double)(i % 1000) * 1e-3;
+    return t;
+}
+
+static void check_xy(const xy *t)
+{
+    const double *x = tdm_tensor_data(t->x), *y = tdm_tensor_data(t->y);
+    for (int64_t i = 0; i < t->n; i++) {
+        double want = exp(x[i]) * sinh(x[i]);
+        if (!(fabs(y[i] - want) <= 1e-12 * (1 + fabs(want))))
+            fail_msg("y[%lld] = %.17g, want %.17g", (long long)i, y[i], want);
+    }
+}
+
+static void free_xy(xy *t)
+{
+    tdm_tensor_release(t->x);
+    tdm_tensor_release(t->y);
+}
+
+/* Opens the devices with a small GPU map; false when there is none. */
+static bool open_devices(tdm_runtime *rt)
+{
+    xy t = make_xy(rt, 1000);
+    tdm_map_opts o = opts(TDM_POLICY_GPU);
+    int rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL);
+    free_xy(&t);
+    if (rc == TDM_ENODEV)
+        return false;
+    assert_int_equal(rc, 0);
+    return true;
+}
+
+static int64_t items_of(const tdm_report *r, tdm_backend_kind k)
+{
+    int64_t n = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        n += r->workers[w].kind == k ? r->workers[w].items : 0;
+    return n;
+}
+
+static void test_auto_mixes_cpu_and_device(void **state)
+{
+    char *d = model_dir();
+    sched_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL);
+    if (!open_devices(rt)) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip();
+    }
+    xy t = make_xy(rt, 1 << 20);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r), 0);
+    check_xy(&t);
+    assert_int_equal(r.items, t.n);
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
+                         items_of(&r, TDM_BACKEND_CUDA),
+                     t.n);
+    /* every batch was decided: explorations first, then estimates the report compares */
+    assert_true(log.takes > 0 && log.exploring >= 2);
+    double est = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        est += r.workers[w].est_s;
+    assert_true(est > 0);
+    char text[8192];
+    assert_true(tdm_report_format(&r, text, sizeof text) > 0);
+    assert_non_null(strstr(text, "est/busy"));
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
+/* The model is saved at close; a second runtime on it starts calibrated: its CPU threads do
+ * not explore. */
+static void test_model_saved_second_run_calibrated(void **state)
+{
+    char *d = model_dir();
+    sched_log l1 = {0}, l2 = {0};
+    tdm_runtime *rt = open_rt(d, &l1, NULL);
+    if (!open_devices(rt)) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip();
+    }
+    xy t = make_xy(rt, 1 << 20);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), 0);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(l1.cpu_exploring >= 1); /* the threads explored (both, unless one came late) */
+    char path[600];
+    model_file(d, path, sizeof path);
+    assert_true(path[0] != '\0');
+    char *text = slurp(path);
+    assert_non_null(strstr(text, "exp_sinh.v1\tcpu\t"));
+    free(text);
+
+    rt = open_rt(d, &l2, NULL);
+    assert_true(open_devices(rt));
+    t = make_xy(rt, 1 << 20);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), 0);
+    check_xy(&t);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(l2.takes > 0);
+    assert_int_equal(l2.cpu_exploring, 0);
+    rm_dir(d);
+}
+
+/* CPU-only maps teach the model the CPU's time per item too (no device needed). */
+static void test_cpu_maps_teach_the_model(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, "cpu");
+    xy t = make_xy(rt, 1 << 20);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), 0);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    char path[600];
+    model_file(d, path, sizeof path);
+    char *text = slurp(path);
+    assert_non_null(strstr(text, "exp_sinh.v1\tcpu\t"));
+    free(text);
+    /* garbage appended to the file is dropped at the next save; good lines stay */
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("garbage without tabs\nk\tl\tx\t1\t0\t1\nk\tl\t3\t-5\t0\t1\nk\tl\t3\tnan\t0\t1\n"
+          "other.v1\tcpu\t3\t42.5\t0\t7\n\n",
+          f);
+    fclose(f);
+    rt = open_rt(d, NULL, "cpu");
+    t = make_xy(rt, 1 << 20);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), 0);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    text = slurp(path);
+    assert_null(strstr(text, "garbage"));
+    assert_null(strstr(text, "nan"));
+    assert_non_null(strstr(text, "other.v1\tcpu\t3\t42.5\t0\t7"));
+    free(text);
+    rm_dir(d);
+}
+
+/* A directory that cannot be written only means the model is not kept; "off" keeps nothing. */
+static void test_model_dir_unwritable_or_off(void **state)
+{
+    const char *dirs[] = {"/proc/self/no/such/dir", "off"};
+    for (int i = 0; i < 2; i++) {
+        tdm_runtime *rt = open_rt(dirs[i], NULL, "cpu");
+        xy t = make_xy(rt, 1 << 20);
+        tdm_map_opts o = opts(TDM_POLICY_AUTO);
+        assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), 0);
+        check_xy(&t);
+        free_xy(&t);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+    }
+    assert_int_equal(access("off", F_OK), -1); /* not a directory named "off" */
+}
+
+/* A cap on the CPU threads' share: the device takes the rest, even when slower. */
+static void test_share_cap_respected(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL);
+    if (!open_devices(rt)) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip();
+    }
+    xy t = make_xy(rt, 200000);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    o.share_cap[TDM_BACKEND_CPU_THREADS] = 0.25;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r), 0);
+    check_xy(&t);
+    assert_true(items_of(&r, TDM_BACKEND_CPU_THREADS) <= 50000);
+    assert_int_equal(r.items, t.n);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
+static void test_named_and_round_robin_policies(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL);
+    if (!open_devices(rt)) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip();
+    }
+    xy t = make_xy(rt, 100000);
+    tdm_report r = TDM_REPORT_INIT;
+    tdm_map_opts o = opts(TDM_POLICY_OPENCL);
+    int have_ocl = 0, have_cuda = 0, n_dev = 0;
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        have_ocl |= di.kind == TDM_BACKEND_OPENCL;
+        have_cuda |= di.kind == TDM_BACKEND_CUDA;
+        n_dev += di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA;
+    }
+    int rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r);
+    if (have_ocl) {
+        assert_int_equal(rc, 0);
+        check_xy(&t);
+        assert_int_equal(items_of(&r, TDM_BACKEND_OPENCL), t.n);
+    } else {
+        assert_int_equal(rc, TDM_ENODEV);
+    }
+    o = opts(TDM_POLICY_CUDA);
+    rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r);
+    if (have_cuda) {
+        assert_int_equal(rc, 0);
+        assert_int_equal(items_of(&r, TDM_BACKEND_CUDA), t.n);
+    } else {
+        assert_int_equal(rc, TDM_ENODEV);
+        assert_non_null(strstr(tdm_errmsg(rt), "no cuda device"));
+    }
+    /* round-robin: equal batches (n / (16 x workers)) to whoever is free */
+    o = opts(TDM_POLICY_ROUND_ROBIN);
+    memset(tdm_tensor_data(t.y), 0, (size_t)t.n * sizeof(double));
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r), 0);
+    check_xy(&t);
+    int64_t bs = t.n / (16 * (2 + n_dev)); /* 2 threads and each device */
+    assert_int_equal(r.batch_size, bs);
+    assert_int_equal(r.batches, (t.n + bs - 1) / bs);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
+static void test_bad_share_caps(void **state)
+{
+    tdm_runtime *rt = open_rt("off", NULL, "cpu");
+    xy t = make_xy(rt, 1000);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    o.share_cap[TDM_BACKEND_OPENCL] = -0.5;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "share_cap[opencl]"));
+    o.share_cap[TDM_BACKEND_OPENCL] = NAN;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    o.share_cap[TDM_BACKEND_OPENCL] = 1.5;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    /* the only backend that may run it is capped at half: half the items would have nowhere
+     * to go */
+    o = opts(TDM_POLICY_CPU);
+    o.share_cap[TDM_BACKEND_CPU_THREADS] = 0.5;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "only 50%"));
+    o.policy = (tdm_policy)99;
+    o.share_cap[TDM_BACKEND_CPU_THREADS] = 0;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, NULL), TDM_EINVAL);
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_auto_mixes_cpu_and_device),
+        cmocka_unit_test(test_model_saved_second_run_calibrated),
+        cmocka_unit_test(test_cpu_maps_teach_the_model),
+        cmocka_unit_test(test_model_dir_unwritable_or_off),
+        cmocka_unit_test(test_share_cap_respected),
+        cmocka_unit_test(test_named_and_round_robin_policies),
+        cmocka_unit_test(test_bad_share_caps),
+    };
+    return TDM_TEST_MAIN("sched", tests);
+}
