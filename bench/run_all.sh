@@ -62,4 +62,5 @@ if [ -x "$dir/bench/bench_io" ]; then
         status=1
     fi
 fi
+echo; "$dir/bench/bench_sched" "$@" || { echo "bench_sched: exit $?" >&2; status=1; } # the scheduler: AUTO vs CPU / OpenCL alone, decision cost
 exit $status

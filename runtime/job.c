@@ -182,7 +182,9 @@ void tdm__job_run(tdm__job *job, int w)
             if (b == 0) {
                 if (tdm__job_exhausted(job))
                     break;
+                uint64_t t0 = tdm__now_ns();
                 tdm__jsched_nap(retry); /* a faster worker will finish it sooner */
+                tdm__trace_span(job->rt, w, "wait (declined)", -1, 0, 0, 0, t0, tdm__now_ns());
                 continue;
             }
             if (!tdm__job_claim_exact(job, b, &begin, &end))

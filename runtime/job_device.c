@@ -288,6 +288,8 @@ void tdm__job_run_device(tdm__job *job, int w)
         bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
         bool got = false;
         double est = 0;
+        if (!stopped && job->sched && in_flight > 0 && tdm__jsched_exploring(job, w))
+            continue; /* exploring: one batch at a time, each measured before the next */
         if (!stopped && job->sched) {
             double retry = 0;
             int64_t b = tdm__jsched_want(job, w, &est, &retry);
@@ -298,8 +300,12 @@ void tdm__job_run_device(tdm__job *job, int w)
             } else if (!tdm__job_exhausted(job)) {
                 /* Declined: a faster worker finishes it sooner. Drain what is in flight, or
                  * wait a little and ask again. */
-                if (in_flight == 0)
+                if (in_flight == 0) {
+                    uint64_t t0 = tdm__now_ns();
                     tdm__jsched_nap(retry);
+                    tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES,
+                                    "wait (declined)", -1, 0, 0, 0, t0, tdm__now_ns());
+                }
                 continue;
             }
         } else if (!stopped) {

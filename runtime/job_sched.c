@@ -57,6 +57,7 @@ int tdm__jsched_create(tdm__job *job)
         tdm__jlane *l = &lanes[w];
         unsigned on = tdm__worker_kind(job, w);
         l->eligible = (job->on & on) != 0;
+        l->fill = 1;
         if (on == TDM__ON_THREADS) {
             l->kind = TDM_BACKEND_CPU_THREADS;
             l->lat = TDM__LAT_THREAD;
@@ -77,6 +78,8 @@ int tdm__jsched_create(tdm__job *job)
             if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
                 l->eligible = false;
             l->host_cpu = ds && ds->info.host_cpu;
+            /* a batch fills the device when each compute unit has a few dozen items */
+            l->fill = ds && ds->info.compute_units > 0 ? 64 * (int64_t)ds->info.compute_units : 64;
         }
         int samples = 0;
         double stored_lat = 0;
@@ -89,9 +92,8 @@ int tdm__jsched_create(tdm__job *job)
         atomic_init(&l->tpi, l->est.tpi);
         atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
         atomic_init(&l->free_at, 0.0);
-        /* Uncalibrated: one item first for CPU lanes; a device starts at a size whose
-         * launch is not all of it. */
-        atomic_init(&l->explore, stored > 0 ? 0 : on == TDM__ON_DEVICES ? 1024 : 1);
+        /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
+        atomic_init(&l->explore, stored > 0 ? 0 : 1);
     }
     s->t0 = tdm__now_ns();
     job->sched = s;
@@ -148,13 +150,16 @@ static bool lane_alive(tdm__job *job, int w)
 }
 
 /* A device computing on the host's cores and the CPU threads share those cores: their
- * throughputs do not add up, and running both only makes them compete. Once both sides are
- * calibrated, the slower side stands down for the rest of the job (the device must be 10%
- * faster to displace the threads). Marks the losers ineligible in v; true if it did. */
+ * throughputs do not add up, and measured side by side each would see the other's load, not
+ * its own speed. So they take turns: the threads calibrate first (the device waits), then the
+ * device explores alone (the threads wait), then the faster side runs the rest of the map and
+ * the other stands down (the device must be 5% faster to displace the threads). With a stored
+ * model both are calibrated from the start and the choice is immediate. Marks the lanes that
+ * must wait ineligible in v; true if it did. */
 static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
 {
     double thr = 0, dev = 0;
-    bool any_dev = false;
+    bool any_dev = false, thr_ready = true, dev_ready = true;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
@@ -163,23 +168,40 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
         bool threads = l->kind == TDM_BACKEND_CPU_THREADS;
         if (!v[j].eligible || (!threads && !l->host_cpu))
             continue;
-        if (!(v[j].tpi > 0) || v[j].explore > 0)
-            return false; /* still learning: both run */
+        bool ready = v[j].tpi > 0 && v[j].explore == 0;
         any_dev |= l->host_cpu;
-        if (threads)
-            thr += 1.0 / v[j].tpi;
-        else
-            dev += 1.0 / v[j].tpi;
+        if (threads) {
+            thr_ready &= ready;
+            thr += ready ? 1.0 / v[j].tpi : 0;
+        } else {
+            dev_ready &= ready;
+            dev += ready ? 1.0 / v[j].tpi : 0;
+        }
     }
-    if (!any_dev || thr == 0)
+    if (!any_dev)
         return false;
-    bool dev_wins = dev > 1.1 * thr;
+    bool threads_wait, dev_wait;
+    if (!thr_ready) {
+        threads_wait = false; /* the threads calibrate first */
+        dev_wait = true;
+    } else if (!dev_ready) {
+        threads_wait = true; /* then the device, alone */
+        dev_wait = false;
+    } else {
+        dev_wait = !(dev > 1.05 * thr);
+        threads_wait = !dev_wait;
+    }
     for (int j = 0; j < n; j++) {
         const tdm__jlane *l = &s->lanes[j];
-        if (dev_wins ? l->kind == TDM_BACKEND_CPU_THREADS : l->host_cpu)
+        if (l->kind == TDM_BACKEND_CPU_THREADS ? threads_wait : (l->host_cpu && dev_wait))
             v[j].eligible = false;
     }
     return true;
+}
+
+bool tdm__jsched_exploring(tdm__job *job, int w)
+{
+    return atomic_load_explicit(&job->sched->lanes[w].explore, memory_order_relaxed) > 0;
 }
 
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
@@ -209,9 +231,11 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
         *retry_ns = 1e6;
         if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "sched %s: %s (worker %d) stands down: it shares the CPU cores with the "
-                     "%s, which are faster for this kernel",
-                     job->what, me->key, w, me->host_cpu ? "CPU threads" : "host-CPU device");
+                     "sched %s: %s (worker %d) waits: it shares the CPU cores with the %s, "
+                     "which %s",
+                     job->what, me->key, w, me->host_cpu ? "CPU threads" : "host-CPU device",
+                     v[w].tpi > 0 && v[w].explore == 0 ? "are faster for this kernel"
+                                                       : "are being measured alone first");
         me->declining = true;
         return 0;
     }
@@ -273,7 +297,8 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
     }
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
     if (e > 0 && n > 0)
-        atomic_store_explicit(&l->explore, tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat),
+        atomic_store_explicit(&l->explore,
+                              tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill),
                               memory_order_relaxed);
     if (idle)
         atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);

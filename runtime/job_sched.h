@@ -13,6 +13,7 @@ typedef struct tdm__jlane {
     _Atomic double lat_fit;                      /* published fixed cost per batch, ns */
     atomic_llong explore;                        /* exploration ladder (0: calibrated) */
     double lat, target_ns;
+    int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
     bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
     tdm_backend_kind kind;
@@ -49,6 +50,10 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns);
 /* Lane w finished a batch of n items that took dur_ns (for a device, since the later of its
  * submission and the previous completion); `idle` says the lane has nothing else in flight. */
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle);
+
+/* Whether lane w is still exploring (a device then keeps one batch in flight, so each
+ * exploration batch is measured before the next is sized). */
+bool tdm__jsched_exploring(tdm__job *job, int w);
 
 /* Sleeps up to ns nanoseconds (at least a few microseconds). */
 void tdm__jsched_nap(double ns);

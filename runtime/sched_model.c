@@ -139,14 +139,15 @@ double tdm__waterfill(const double *a, const double *rate, int n, double items)
     return t;
 }
 
-int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat)
+int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
+                          int64_t fill)
 {
     if (explore <= 0)
         return 0;
     double enough = 16.0 * lat;
     if (enough > target_ns)
         enough = target_ns;
-    if (dur_ns >= enough)
+    if ((dur_ns >= enough && n >= fill) || n < explore)
         return 0;
     int64_t base = n > explore ? n : explore;
     return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;
@@ -163,7 +164,11 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, in
         return;
     int64_t limit = remaining < me->cap_left ? remaining : me->cap_left;
     if (me->explore > 0 || !(me->tpi > 0)) {
+        /* (at most a share of what is left: exploring is not a reason to straggle) */
         int64_t b = me->explore < 1 ? 1 : me->explore;
+        int64_t share = remaining / (2 * (int64_t)(n > 0 ? n : 1));
+        if (b > share)
+            b = share > 1 ? share : 1;
         out->items = b < limit ? b : limit;
         out->explore = true;
         return;

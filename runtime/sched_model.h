@@ -72,11 +72,14 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
                        int64_t remaining, tdm__decision *out);
 
 /* Exploration: an uncalibrated lane takes 1 item, then 4x more each batch, until a batch lasts
- * at least its target or 16 latencies (so the sample is not just latency): a lane 10000x
- * slower than the rest costs the run about one target's time, never a straggling slice, and a
- * fast lane's estimate does not come from a latency-bound batch. Returns the next `explore`
- * value after a batch of n items that took dur_ns: 0 when the lane is calibrated. */
-int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat);
+ * at least its target or 16 latencies (so the sample is not just latency) and has at least
+ * `fill` items (a device with many compute units runs a small batch on a few of them): a
+ * lane 10000x slower than the rest costs the run about one target's time, never a straggling
+ * slice. A batch cut below the ladder's size (the run's end was near) ends the exploration
+ * too. Returns the next `explore` value after a batch of n items that took dur_ns: 0 when the
+ * lane is calibrated. */
+int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
+                          int64_t fill);
 
 /* Median of v[0..n-1] (reorders v); 0 when n is 0. */
 double tdm__median(double *v, int n);

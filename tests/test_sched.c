@@ -29,7 +29,7 @@ static void on_log(void *user, unsigned flag, const char *line)
     l->takes += strstr(line, " takes ") != NULL;
     l->exploring += strstr(line, "(exploring)") != NULL;
     l->cpu_exploring += strstr(line, "(exploring)") && strstr(line, ": cpu (worker");
-    l->declines += strstr(line, "declines") != NULL || strstr(line, "stands down") != NULL;
+    l->declines += strstr(line, "declines") != NULL || strstr(line, "waits:") != NULL;
     pthread_mutex_unlock(&log_mu);
 }
 

@@ -219,7 +219,7 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
         l->busy = false;
         tdm__est_add(&l->est, (double)l->n, l->dur);
         s->views[next].explore = tdm__explore_next(s->views[next].explore, l->n, l->dur,
-                                                   s->views[next].target_ns, l->lat);
+                                                   s->views[next].target_ns, l->lat, 1);
         s->views[next].free_at = now;
     }
     return makespan;

@@ -1,0 +1,409 @@
+/* bench_sched — tandem's per-batch scheduler (policy AUTO) on this machine.
+ *
+ * Part 1: exp_sinh over --elems f64 (2e7, host tensors) and pi_leibniz over --pi-items (2000,
+ * terms sized to ~0.5 s on the pool), each under policy CPU (the baseline), OPENCL, AUTO warm
+ * and ROUND_ROBIN, interleaved, medians of --reps (5); plus ONE AUTO run with a cold model (a
+ * runtime on a fresh empty sched_model_dir, closed after it: that saves the model the warm
+ * runtime then loads). Each runtime first opens the devices with an untimed 64-item OPENCL map
+ * (pi moves 16 KB: AUTO would not open them), so the cold run times the model, not the driver.
+ * Every result is checked against a serial loop. With PoCL on the host's cores (host_cpu = 1)
+ * threads and device share them: AUTO should match the better one alone, not their sum.
+ * Part 2: ns per tdm__sched_decide (internal: links tandem_static), 16 / 64 / 256 lanes.
+ * Nothing about time is asserted: exit 1 only when a tandem call fails or a result is wrong.
+ * Options: --elems, --pi-items, --pi-terms (0 = sized), --reps, --decisions (1e7 at 16 lanes).
+ */
+#include "bench_common.h" /* first: it sets the POSIX feature level */
+
+#include <dirent.h>
+#include <math.h>
+#include <unistd.h>
+
+#include "sched_model.h"
+
+enum { V_CPU, V_OCL, V_AUTO, V_RR, NV, V_COLD = NV };
+static const char *const vname[NV + 1] = {"CPU only (threads)", "OpenCL only", "AUTO, warm model",
+                                          "ROUND_ROBIN", "AUTO, cold model"};
+static const tdm_policy vpol[NV + 1] = {TDM_POLICY_CPU, TDM_POLICY_OPENCL, TDM_POLICY_AUTO,
+                                        TDM_POLICY_ROUND_ROBIN, TDM_POLICY_AUTO};
+
+typedef struct wl {
+    const char *name, *unit;
+    int is_pi;
+    int64_t n;         /* items */
+    double unit_items; /* items per unit of throughput */
+    tdm_pi_params pi;
+    double pi_ref;     /* serial value of every pi item */
+    const double *ref; /* exp_sinh: serial results */
+} wl;
+
+static int g_bad;      /* a result differed from the serial reference */
+static int g_host_cpu; /* the OpenCL device computes on the host's cores */
+
+static double leibniz_pi(int64_t terms) /* the kernel's arithmetic: terms summed in pairs */
+{
+    double s = 0.0;
+    int64_t k = 0;
+    for (; k + 1 < terms; k += 2)
+        s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
+    return 4.0 * s;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static tdm_runtime *open_rt(const char *model_dir)
+{
+    tdm_runtime *rt = NULL;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.sched_model_dir = model_dir;
+    BENCH_CHECK(NULL, tdm_runtime_open(&rt, &cfg));
+    return rt;
+}
+
+/* Tensors of n items in rt: x (exp_sinh only, filled) and y. */
+static void alloc_io(tdm_runtime *rt, const wl *w, int64_t n, tdm_tensor **x, tdm_tensor **y)
+{
+    *x = NULL;
+    if (!w->is_pi) {
+        BENCH_CHECK(rt, tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){n}, TDM_MEM_HOST, x));
+        double *xd = tdm_tensor_data(*x);
+        for (int64_t i = 0; i < n; i++)
+            xd[i] = (double)(i % 1000) * 1e-3;
+    }
+    BENCH_CHECK(rt, tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){n}, TDM_MEM_HOST, y));
+}
+
+static int run_map(tdm_runtime *rt, const wl *w, tdm_tensor *x, tdm_tensor *y, tdm_policy p,
+                   tdm_report *rep)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.policy = p;
+    o.progress = TDM_PROGRESS_OFF;
+    if (w->is_pi)
+        return tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &w->pi, sizeof w->pi, &o, rep);
+    return tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, rep);
+}
+
+/* Untimed: a 64-item OPENCL map opens the devices and builds their program. 1 if it ran. */
+static int open_devices(tdm_runtime *rt, const wl *w)
+{
+    tdm_tensor *x, *y;
+    alloc_io(rt, w, 64, &x, &y);
+    int rc = run_map(rt, w, x, y, TDM_POLICY_OPENCL, NULL);
+    if (rc != 0 && rc != TDM_ENODEV)
+        bench_die(rt, "tdm_map (opening the devices)", rc);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    return rc == 0;
+}
+
+/* One timed map of variant v. The output is poisoned (NaN) first and compared with the serial
+ * reference after (exp_sinh: max abs error, pi: max relative); *err keeps the worst. Returns
+ * the seconds, or -1 when OPENCL finds no device. */
+static double timed(tdm_runtime *rt, const wl *w, tdm_tensor *x, tdm_tensor *y, int v,
+                    tdm_report *rep, double *err)
+{
+    double *yd = tdm_tensor_data(y), m = 0.0;
+    memset(yd, 0xff, (size_t)w->n * sizeof *yd);
+    double t0 = bench_now();
+    int rc = run_map(rt, w, x, y, vpol[v], rep);
+    double t = bench_now() - t0;
+    if (rc == TDM_ENODEV && v == V_OCL)
+        return -1.0;
+    if (rc != 0)
+        bench_die(rt, "tdm_map", rc);
+    for (int64_t i = 0; i < w->n; i++) {
+        double e = w->is_pi ? fabs(yd[i] - w->pi_ref) / fabs(w->pi_ref) : fabs(yd[i] - w->ref[i]);
+        if (e > m || e != e)
+            m = e;
+    }
+    if (!(m <= (w->is_pi ? 1e-9 : 1e-12))) {
+        fprintf(stderr, "%s, %s: result differs from the serial loop (err %.3g)\n", w->name,
+                vname[v], m);
+        g_bad = 1;
+    }
+    if (m > *err || m != m)
+        *err = m;
+    return t;
+}
+
+static double dev_share(const tdm_report *r) /* % of the items run on a device */
+{
+    int64_t d = 0;
+    for (int i = 0; i < r->n_workers; i++)
+        if (r->workers[i].kind != TDM_BACKEND_CPU_THREADS &&
+            r->workers[i].kind != TDM_BACKEND_CPU_PROCS)
+            d += r->workers[i].items;
+    return r->items > 0 ? 100.0 * (double)d / (double)r->items : 0.0;
+}
+
+static void print_workers(const tdm_report *r)
+{
+    printf("     %-8s %3s %9s %8s %9s %9s %9s\n", "backend", "#", "items %", "batches", "busy_s",
+           "est_s", "est/busy");
+    for (int i = 0; i < r->n_workers; i++) {
+        const tdm_report_worker *k = &r->workers[i];
+        printf("     %-8s %3d %8.1f%% %8" PRId64 " %9.4f %9.4f ", tdm_backend_kind_name(k->kind),
+               k->index, r->items ? 100.0 * (double)k->items / (double)r->items : 0.0, k->batches,
+               k->busy_s, k->est_s);
+        if (k->est_s > 0 && k->busy_s > 0)
+            printf("%8.2fx\n", k->est_s / k->busy_s);
+        else
+            printf("%9s\n", "-");
+    }
+}
+
+/* The files of the model dir: printed (lines without '#') and / or removed, dir included. */
+static void model_files(const char *dir, int print, int remove)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[512], line[512];
+    while (d && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        FILE *f = print ? fopen(p, "r") : NULL;
+        while (f && fgets(line, sizeof line, f))
+            if (line[0] != '#')
+                printf("     %s", line);
+        if (f)
+            fclose(f);
+        if (remove)
+            unlink(p);
+    }
+    if (d)
+        closedir(d);
+    if (remove)
+        rmdir(dir);
+}
+
+static void print_load(const char *when) /* other work on these cores slows every variant */
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f && fscanf(f, "%lf", &l) == 1)
+        printf("   load average (1 min) %s: %.2f\n", when, l);
+    if (f)
+        fclose(f);
+}
+
+static void bench_workload(const wl *w, int reps)
+{
+    char dir[] = "/tmp/tdm_bench_sched.XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    printf("\n-- %s: %" PRId64 " items %s %" PRId64 "%s\n", w->name, w->n,
+           w->is_pi ? "of" : "(MB in and out:", w->is_pi ? w->pi.terms : w->n * 8 / 1000000,
+           w->is_pi ? " terms" : ", host tensors)");
+
+    /* cold: a runtime on the empty model dir, one map, closed (which saves the model) */
+    static tdm_report rcold = TDM_REPORT_INIT, rtmp = TDM_REPORT_INIT;
+    double err[NV + 1] = {0}, *t[NV], *sh[NV], med[NV] = {0}, thr[NV + 1] = {0}, mn = 0, mx = 0;
+    tdm_runtime *rt = open_rt(dir);
+    int have_ocl = open_devices(rt, w);
+    tdm_tensor *x, *y;
+    alloc_io(rt, w, w->n, &x, &y);
+    double t_cold = timed(rt, w, x, y, V_COLD, &rcold, &err[V_COLD]);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    bench_close(rt);
+    printf("   model saved by the cold run (kernel, lane, size class, ns/item, ns/batch, n):\n");
+    model_files(dir, 1, 0);
+
+    /* warm: the same dir; every variant in turn, rep after rep */
+    rt = open_rt(dir);
+    open_devices(rt, w);
+    alloc_io(rt, w, w->n, &x, &y);
+    tdm_report *rauto = xcalloc((size_t)reps, sizeof *rauto);
+    for (int v = 0; v < NV; v++) {
+        t[v] = xcalloc((size_t)reps, sizeof(double));
+        sh[v] = xcalloc((size_t)reps, sizeof(double));
+    }
+    for (int r = 0; r < reps; r++)
+        for (int v = 0; v < NV; v++) {
+            tdm_report *rep = v == V_AUTO ? &rauto[r] : &rtmp;
+            rep->size = sizeof *rep;
+            if (v != V_OCL || have_ocl)
+                t[v][r] = timed(rt, w, x, y, v, rep, &err[v]);
+            if (t[v][r] < 0)
+                have_ocl = 0;
+            sh[v][r] = dev_share(rep);
+        }
+
+    int mid = 0; /* the AUTO warm rep nearest the median: its report is shown */
+    printf("   %-24s %9s %17s %12s %9s %7s\n", "variant", "wall", "(min .. max)", w->unit, "vs CPU",
+           "device");
+    for (int v = 0; v <= NV; v++) {
+        if (v == V_OCL && !have_ocl) {
+            printf("   %-24s skipped: no OpenCL device runs %s (TDM_ENODEV)\n", vname[v], w->name);
+            continue;
+        }
+        double m = t_cold;
+        if (v < NV) {
+            bench_minmax(t[v], reps, &mn, &mx);
+            double *c = xcalloc((size_t)reps, sizeof(double));
+            memcpy(c, t[v], (size_t)reps * sizeof(double));
+            m = med[v] = bench_median(c, reps);
+            free(c);
+            for (int r = 1; v == V_AUTO && r < reps; r++)
+                if (fabs(t[v][r] - m) < fabs(t[v][mid] - m))
+                    mid = r;
+        }
+        thr[v] = (double)w->n / w->unit_items / m;
+        printf("   %-24s %7.3f s   ", vname[v], m);
+        if (v < NV)
+            printf("(%.3f .. %.3f)", mn, mx);
+        else
+            printf("%-16s", "(one run)");
+        printf(" %12.1f %8.3fx %6.1f%%\n", thr[v], med[V_CPU] / m,
+               v < NV ? bench_median(sh[v], reps) : dev_share(&rcold));
+    }
+    printf("   (vs CPU: CPU-only wall / variant wall; device: share of items run on the device)\n");
+    printf("   AUTO cold, per worker (an empty model: exploration batches first):\n");
+    print_workers(&rcold);
+    printf("   AUTO warm, per worker (rep %d, the one nearest the median):\n", mid + 1);
+    print_workers(&rauto[mid]);
+
+    int ocl_best = have_ocl && thr[V_OCL] > thr[V_CPU];
+    double best = ocl_best ? thr[V_OCL] : thr[V_CPU];
+    if (have_ocl) {
+        double sum = thr[V_CPU] + thr[V_OCL];
+        printf("   sum of each alone (CPU + OpenCL): %.1f %s; AUTO warm / sum = %.3f\n", sum,
+               w->unit, thr[V_AUTO] / sum);
+        if (g_host_cpu)
+            printf("   the OpenCL device is PoCL on the same cores as the threads (host_cpu = 1): "
+                   "the sum is not reachable here; the better one alone is the aim\n");
+    }
+    printf("   AUTO warm / better one alone (%s) = %.3f; AUTO cold / CPU only = %.3f\n",
+           ocl_best ? "OpenCL" : "CPU", thr[V_AUTO] / best, thr[V_COLD] / thr[V_CPU]);
+    printf("   check vs serial (%s): CPU %.1e, OpenCL %.1e, AUTO warm %.1e, cold %.1e, RR %.1e\n",
+           w->is_pi ? "max rel err" : "max abs err", err[V_CPU], err[V_OCL], err[V_AUTO],
+           err[V_COLD], err[V_RR]);
+    char line[128];
+    if (!w->is_pi)
+        bench_target("exp_sinh: auto (threads + OpenCL on PoCL) >= 0.95x CPU-only",
+                     thr[V_AUTO] >= 0.95 * thr[V_CPU]);
+    snprintf(line, sizeof line, "%s: auto never below the better one alone (>= 0.95x)", w->name);
+    bench_target(line, thr[V_AUTO] >= 0.95 * best);
+
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    bench_close(rt);
+    model_files(dir, 0, 1);
+    for (int v = 0; v < NV; v++) {
+        free(t[v]);
+        free(sh[v]);
+    }
+    free(rauto);
+}
+
+/* ns per tdm__sched_decide with n calibrated lanes (threads, processes, devices mixed). */
+static double decide_ns(int n, int64_t iters, int reps)
+{
+    tdm__lane_view *v = xcalloc((size_t)n, sizeof *v);
+    double *t = xcalloc((size_t)reps, sizeof(double));
+    static const double lat[4] = {200.0, 200.0, 5e3, 5e4}, tgt[4] = {1e5, 1e5, 1e6, 4e6};
+    for (int j = 0; j < n; j++) {
+        int k = j % 4; /* 0, 1: threads; 2: a process; 3: a device */
+        double tpi = k == 3 ? 0.4 + 0.1 * (j % 5) : 8.0 + k + j % 7;
+        v[j] = (tdm__lane_view){
+            tpi, (double)((j * 7919) % 1000) * 1e3, lat[k], tgt[k], INT64_MAX, 0, true};
+    }
+    volatile int64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        int64_t acc = 0;
+        int w = 0;
+        double t0 = bench_now();
+        for (int64_t i = 0; i < iters; i++) {
+            tdm__decision d;
+            tdm__sched_decide(v, n, w, (double)(i & 1023) * 977.0, 1 + (i % 100003) * 37, &d);
+            acc += d.items + d.best_other;
+            if (++w == n)
+                w = 0;
+        }
+        t[r] = (bench_now() - t0) * 1e9 / (double)iters;
+        sink += acc;
+    }
+    (void)sink;
+    double m = bench_median(t, reps);
+    free(v);
+    free(t);
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    int64_t n = bench_opt(argc, argv, "--elems", 20000000);
+    int64_t pi_items = bench_opt(argc, argv, "--pi-items", 2000);
+    int64_t pi_terms = bench_opt(argc, argv, "--pi-terms", 0);
+    int reps = (int)bench_opt(argc, argv, "--reps", 5);
+    int64_t decisions = bench_opt(argc, argv, "--decisions", 10000000);
+    if (n < 1 || pi_items < 1 || reps < 1 || decisions < 1) {
+        fprintf(stderr, "--elems, --pi-items, --reps and --decisions must be >= 1\n");
+        return 2;
+    }
+    int env_model = getenv("TDM_SCHED_MODEL") != NULL;
+    unsetenv("TDM_SCHED_MODEL"); /* it would override the fresh model dirs */
+
+    tdm_runtime *rt = open_rt("off");
+    int nw = tdm_runtime_threads(rt);
+    bench_header("bench_sched", "the per-batch scheduler (AUTO) vs CPU only / OpenCL only", rt,
+                 reps);
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        BENCH_CHECK(rt, tdm_runtime_device(rt, i, &di));
+        printf("   device %d: %s %s, %d compute units, host_cpu %d\n", i, di.backend, di.name,
+               di.compute_units, di.host_cpu);
+        g_host_cpu |= di.kind == TDM_BACKEND_OPENCL && di.host_cpu;
+    }
+    bench_close(rt);
+    if (env_model)
+        printf("   (TDM_SCHED_MODEL is ignored: the cold and warm runs use fresh model dirs)\n");
+    print_load("at start");
+
+    double *ref = xcalloc((size_t)n, sizeof *ref);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = exp((double)(i % 1000) * 1e-3) * sinh((double)(i % 1000) * 1e-3);
+    wl es = {"exp_sinh", "Melem/s", 0, n, 1e6, {0}, 0.0, ref};
+    bench_workload(&es, reps);
+    free(ref);
+
+    if (pi_terms == 0) { /* ~0.5 s on the pool: time 4M terms serially */
+        double t0 = bench_now();
+        volatile double s = leibniz_pi(4000000);
+        (void)s;
+        double per_term = (bench_now() - t0) / 4e6;
+        pi_terms = (int64_t)(0.5 * nw / ((double)pi_items * per_term) / 1000.0) * 1000;
+        pi_terms = pi_terms < 1000 ? 1000 : pi_terms;
+    }
+    wl pw = {"pi_leibniz", "items/s", 1, pi_items, 1.0, {pi_terms}, leibniz_pi(pi_terms), NULL};
+    bench_workload(&pw, reps);
+
+    printf("\n-- decision cost: tdm__sched_decide, calibrated lanes (threads, processes, devices "
+           "mixed)\n");
+    double ns16 = 0;
+    for (int lanes = 16; lanes <= 256; lanes *= 4) {
+        int64_t it = decisions * 16 / lanes < 1 ? 1 : decisions * 16 / lanes;
+        double ns = decide_ns(lanes, it, reps);
+        ns16 = lanes == 16 ? ns : ns16;
+        printf("   %3d lanes: %8.1f ns per decision (%" PRId64 " decisions per run)\n", lanes, ns,
+               it);
+    }
+    bench_target("scheduler cost per decision with 16 backends < 1 us", ns16 < 1000.0);
+    print_load("at the end");
+    if (g_bad)
+        fprintf(stderr, "bench_sched: some results differ from the serial loops\n");
+    return g_bad;
+}
