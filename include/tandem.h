@@ -19,5 +19,6 @@
 #include "tandem/io.h"
 #include "tandem/cache.h"
 #include "tandem/sim.h"
+#include "tandem/pipeline.h"
 
 #endif

@@ -135,6 +135,10 @@ typedef struct tdm__job {
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
 
+    /* called (pool mutex held) when the job finishes: it may only note it and signal */
+    void (*on_finish)(void *arg);
+    void *on_finish_arg;
+
     /* scheduling */
     struct tdm__jsched *sched; /* per-batch decisions (runtime/job_sched.c), or NULL */
     int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
@@ -174,6 +178,16 @@ static inline bool tdm__job_runnable(tdm__job *job, int w)
 int tdm__job_wait(tdm__job *job, tdm_report *report);
 /* Items finished so far (sum of the workers' progress counters). */
 int64_t tdm__job_items_done(tdm__job *job);
+/* Asynchronous map / parallel_for with a finish hook set before the job is submitted (the
+ * pipeline's way to hear of finished stages without polling). Same arguments and results as
+ * the public calls. */
+int tdm__map_async_hook(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                        tdm_tensor *const *outputs, int n_out, const void *params,
+                        size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
+                        void *hook_arg, tdm__job **job);
+int tdm__pfor_async_hook(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
+                         size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
+                         void *hook_arg, tdm__job **job);
 /* Frees a finished job and everything it holds (runtime/map.c). */
 void tdm__job_destroy(tdm__job *job);
 

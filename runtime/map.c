@@ -660,6 +660,8 @@ static int start(tdm__job *job)
         job->finished = true;
         atomic_store(&job->done_flag, 1);
         job->t_end = job->t_start;
+        if (job->on_finish)
+            job->on_finish(job->on_finish_arg);
         return 0;
     }
     int rc = tdm__progress_start(job);
@@ -674,9 +676,18 @@ static int start(tdm__job *job)
 
 /* The common end of a map's and a parallel_for's set-up: publish the job and start it, or, if
  * a step failed (rc), free it. */
+typedef struct {
+    void (*fn)(void *);
+    void *arg;
+} tdm__hook;
+
 static int launch(tdm__job *job, const char *fn, const void *params, size_t params_size, int rc,
-                  tdm__job **out)
+                  const tdm__hook *hook, tdm__job **out)
 {
+    if (hook) {
+        job->on_finish = hook->fn;
+        job->on_finish_arg = hook->arg;
+    }
     if (rc == 0)
         rc = finalize(job, fn, params, params_size);
     if (rc == 0)
@@ -719,7 +730,7 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
                        const void *params, size_t params_size, const tdm_map_opts *opts,
-                       tdm__job **out)
+                       const tdm__hook *hook, tdm__job **out)
 {
     *out = NULL;
     if (!rt)
@@ -755,12 +766,12 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (rc == 0 && !streaming && job->only_worker < 0 &&
         job->opts.policy != TDM_POLICY_ROUND_ROBIN)
         rc = tdm__jsched_create(job);
-    return launch(job, fn, params, params_size, rc, out);
+    return launch(job, fn, params, params_size, rc, hook, out);
 }
 
 static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t n_items,
                         tdm_range_fn body, const void *params, size_t params_size,
-                        const tdm_map_opts *opts, tdm__job **out)
+                        const tdm_map_opts *opts, const tdm__hook *hook, tdm__job **out)
 {
     *out = NULL;
     if (!rt)
@@ -787,7 +798,7 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
                    "a parallel_for body is a host function: it runs on threads or processes");
     if (rc == 0 && streaming)
         rc = setup_streaming(job, fn);
-    return launch(job, fn, params, params_size, rc, out);
+    return launch(job, fn, params, params_size, rc, hook, out);
 }
 
 static int finish_sync(tdm__job *job, tdm_report *report)
@@ -814,7 +825,7 @@ int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int 
     tdm__job *job;
     if (rc == 0)
         rc = prepare_map(rt, "tdm_map", false, kernel, inputs, n_in, outputs, n_out, params,
-                         params_size, opts, &job);
+                         params_size, opts, NULL, &job);
     return rc < 0 ? rc : finish_sync(job, report);
 }
 
@@ -825,7 +836,7 @@ int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const vo
     tdm__job *job;
     if (rc == 0)
         rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, params, params_size, opts,
-                          &job);
+                          NULL, &job);
     return rc < 0 ? rc : finish_sync(job, report);
 }
 
@@ -837,7 +848,7 @@ int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs
         return tdm__err(rt, TDM_EINVAL, "tdm_map_async: job is NULL");
     tdm__job *j;
     int rc = prepare_map(rt, "tdm_map_async", true, kernel, inputs, n_in, outputs, n_out, params,
-                         params_size, opts, &j);
+                         params_size, opts, NULL, &j);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
 }
@@ -849,7 +860,26 @@ int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, co
         return tdm__err(rt, TDM_EINVAL, "tdm_parallel_for_async: job is NULL");
     tdm__job *j;
     int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, params, params_size,
-                          opts, &j);
+                          opts, NULL, &j);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
+}
+
+int tdm__map_async_hook(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
+                        tdm_tensor *const *outputs, int n_out, const void *params,
+                        size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
+                        void *hook_arg, tdm__job **job)
+{
+    tdm__hook h = {hook, hook_arg};
+    return prepare_map(rt, "tdm_pipeline", false, kernel, inputs, n_in, outputs, n_out, params,
+                       params_size, opts, &h, job);
+}
+
+int tdm__pfor_async_hook(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
+                         size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
+                         void *hook_arg, tdm__job **job)
+{
+    tdm__hook h = {hook, hook_arg};
+    return prepare_pfor(rt, "tdm_pipeline", false, n_items, fn, params, params_size, opts, &h,
+                        job);
 }

@@ -64,6 +64,8 @@ bool tdm__pool_try_finish_locked(tdm__pool *pool, tdm__job *job)
     job->t_end = tdm__now_ns();
     atomic_store_explicit(&job->done_flag, 1, memory_order_release);
     pthread_cond_broadcast(&job->cv);
+    if (job->on_finish)
+        job->on_finish(job->on_finish_arg);
     return true;
 }
 
