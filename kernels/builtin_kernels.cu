@@ -6,3 +6,4 @@
  * the dialect valid CUDA (there is no GPU in CI); the CUDA backend will launch these entries.
  */
 #include "builtin_kernels.h"
+#include "train_kernels.h"

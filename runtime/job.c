@@ -60,7 +60,7 @@ int tdm__run_batch(const tdm__jdesc *d, int64_t begin, int64_t end, tdm_task *ta
     const void *in[16];
     void *out[16];
     for (int k = 0; k < d->n_in; k++)
-        in[k] = d->in_base[k] + begin * d->in_row_bytes[k];
+        in[k] = d->in_base[k] + ((d->whole >> k) & 1u ? 0 : begin * d->in_row_bytes[k]);
     for (int k = 0; k < d->n_out; k++) {
         if (d->ring_base) /* streaming into ring slots: each batch starts at its slot's row 0 */
             out[k] = d->ring_base[task->slot * d->n_out + k];

@@ -33,6 +33,7 @@ typedef struct tdm__jdesc {
     tdm__job_kind kind;
     int n_in, n_out;
     int n_workers;          /* size of ws[] */
+    unsigned whole;         /* bit k: input k is given whole to every batch */
     tdm_range_fn fn;        /* PFOR */
     tdm_kernel_cpu_fn kcpu; /* MAP */
     const void *params;

@@ -52,7 +52,7 @@ typedef struct {
 /* Enqueues copy-in, kernel, copy-out of rows [begin, end) on queue q; or, resident, the kernel
  * on the whole-tensor device copies (and the batch's rows copied back unless they stay). */
 static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const tdm__resident *r,
-                  char *detail, size_t len)
+                  tdm__dbuf *const *whole, char *detail, size_t len)
 {
     const tdm__jdesc *d = job->d;
     int64_t rows = qs->end - qs->begin;
@@ -60,6 +60,8 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const 
     if (r)
         goto launch;
     for (int k = 0; k < d->n_in; k++) {
+        if ((d->whole >> k) & 1u)
+            continue; /* uploaded once for the job */
         size_t bytes = (size_t)(rows * d->in_row_bytes[k]);
         if ((rc = ensure_buf(ds, &qs->in[k], &qs->in_cap[k], bytes, detail, len)) < 0)
             return rc;
@@ -70,6 +72,8 @@ static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const 
             return rc;
     }
     for (int k = 0; k < d->n_in; k++) {
+        if ((d->whole >> k) & 1u)
+            continue;
         size_t bytes = (size_t)(rows * d->in_row_bytes[k]);
         if (bytes && (rc = ds->ops->write(ds->dev, q, qs->in[k], 0,
                                           d->in_base[k] + qs->begin * d->in_row_bytes[k], bytes,
@@ -100,6 +104,8 @@ launch:;
             g->kind = TDM__KARG_BUF;
             if (r)
                 g->buf = in ? r->in[a->index] : r->out[a->index];
+            else if (in && ((d->whole >> a->index) & 1u))
+                g->buf = whole[a->index];
             else
                 g->buf = in ? qs->in[a->index] : qs->out[a->index];
             break;
@@ -107,6 +113,13 @@ launch:;
         case TDM_DEV_ARG_NULL:
             g->kind = TDM__KARG_NULL;
             break;
+        case TDM_DEV_ARG_ROW0: {
+            int64_t v = qs->begin;
+            g->kind = TDM__KARG_VALUE;
+            g->size = sizeof v;
+            memcpy(g->value, &v, sizeof v);
+            break;
+        }
         case TDM_DEV_ARG_BEGIN:
         case TDM_DEV_ARG_END: {
             int64_t v = a->kind == TDM_DEV_ARG_BEGIN ? first : first + items;
@@ -237,6 +250,25 @@ void tdm__job_run_device(tdm__job *job, int w)
     tdm__resident res;
     memset(&res, 0, sizeof res);
     bool resident = job->resident && go_resident(job, ds, &res);
+    /* Inputs given whole: device copies of the whole tensors, uploaded unless already current
+     * there. Without them (no device memory) this driver runs its batches on the host. */
+    tdm__dbuf *whole[16] = {NULL};
+    bool host_only = false;
+    for (int k = 0; k < job->d->n_in && !resident; k++) {
+        if (!((job->d->whole >> k) & 1u))
+            continue;
+        int64_t moved = 0;
+        char why[256];
+        if (tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &whole[k], &moved, why,
+                                sizeof why) != 0) {
+            tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: input %d not on %s (%s): its batches run on "
+                     "the CPU", job->what, k, ds->info.name, why);
+            host_only = true;
+            break;
+        }
+        atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
+        job->ws[w].bytes += moved;
+    }
     int in_flight = 0;
     uint64_t busy_since = 0, last_done = 0, grp_from = 0;
     int64_t grp_n = 0;
@@ -334,7 +366,9 @@ void tdm__job_run_device(tdm__job *job, int w)
         detail[0] = '\0';
         s->t_submit = tdm__now_ns();
         pthread_mutex_lock(&ds->mu);
-        int rc = submit(job, ds, q, s, resident ? &res : NULL, detail, sizeof detail);
+        int rc = host_only ? TDM_ENOMEM
+                           : submit(job, ds, q, s, resident ? &res : NULL, whole, detail,
+                                    sizeof detail);
         if (rc != 0) {
             /* Whatever was enqueued before the failure must finish before the buffers change. */
             char ignored[64];

@@ -77,6 +77,10 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
                         "tdm_kernel_register(%s): argument counts in [%d, %d], out %d are "
                         "invalid (at most 16 tensors, at least 1)",
                         def->name, def->n_in_min, def->n_in_max, def->n_out);
+    if (def->n_in_max < 32 && (def->whole_inputs >> def->n_in_max) != 0)
+        return tdm__err(rt, TDM_EINVAL,
+                        "tdm_kernel_register(%s): whole_inputs names inputs beyond n_in_max %d",
+                        def->name, def->n_in_max);
     if (def->dev && !def->source)
         return tdm__err(rt, TDM_EINVAL,
                         "tdm_kernel_register(%s): a device launch (dev) needs the kernel's source",

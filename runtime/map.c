@@ -474,6 +474,15 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         if (!is_in && !outputs)
             break;
         tdm_tensor *t = is_in ? inputs[i] : outputs[i - n_in];
+        if (is_in && t && ((d->whole_inputs >> i) & 1u)) { /* given whole: any row count */
+            if (tdm_tensor_runtime(t) != rt)
+                return tdm__err(rt, TDM_EINVAL, "%s(%s): input %d belongs to another runtime",
+                                fn, d->name, i);
+            if (!tdm_tensor_is_contiguous(t))
+                return tdm__err(rt, TDM_ELAYOUT, "%s(%s): input %d is not contiguous", fn,
+                                d->name, i);
+            continue;
+        }
         const char *role = is_in ? "input" : "output";
         int idx = is_in ? i : i - n_in;
         if (!t)
@@ -502,6 +511,9 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                         "without inputs needs its outputs)",
                         fn, d->name);
 
+    for (int i = 0; i < n_in; i++) /* (NULL whole inputs were passed over above) */
+        if (!inputs[i])
+            return tdm__err(rt, TDM_EINVAL, "%s(%s): input %d is NULL", fn, d->name, i);
     if (d->infer) {
         char msg[256] = "";
         rc = d->infer((const tdm_tensor *const *)inputs, n_in, params, params_size, descs, n_out,
@@ -538,6 +550,10 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
     const char *no_dev = NULL;
     if (!d->dev || !d->source)
         no_dev = "the kernel has no device version (source + dev launch)";
+    for (int i = 0; i < n_in && !no_dev; i++)
+        if (((d->whole_inputs >> i) & 1u) &&
+            (inputs[i]->offset != 0 || tdm_tensor_nbytes(inputs[i]) != inputs[i]->storage->bytes))
+            no_dev = "an input given whole is a view, not a whole tensor";
     else if (!outputs)
         no_dev = "streaming into ring buffers does not run on devices yet";
     rc = place(job, fn, d->cpu != NULL, in_arena,
@@ -565,6 +581,7 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
     tdm__jdesc *dl = &job->dl;
     dl->kind = TDM__JOB_MAP;
     dl->kcpu = d->cpu;
+    dl->whole = d->whole_inputs;
     dl->n_in = n_in;
     dl->n_out = n_out;
     dl->n_workers = job->n_workers;
@@ -574,7 +591,10 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         job->tin[i] = tdm_tensor_retain(t);
         dl->tin[i] = t;
         dl->in_base[i] = tdm__tensor_ptr(t);
-        dl->in_row_elems[i] = rows ? tdm_tensor_numel(t) / rows : 0;
+        int64_t r = !((d->whole_inputs >> i) & 1u) ? rows
+                    : tdm_tensor_ndim(t) >= 1           ? tdm_tensor_dim(t, 0)
+                                                        : 1;
+        dl->in_row_elems[i] = r ? tdm_tensor_numel(t) / r : 0;
         dl->in_row_bytes[i] = dl->in_row_elems[i] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
     }
     for (int o = 0; outputs && o < n_out; o++) {

@@ -58,7 +58,9 @@ typedef enum tdm_dev_arg_kind {
     TDM_DEV_ARG_NULL = 2,   /**< a NULL global pointer (an optional tensor not given) */
     TDM_DEV_ARG_VALUE = 3,  /**< `size` bytes of `value` (a scalar or a by-value struct) */
     TDM_DEV_ARG_BEGIN = 4,  /**< the first item of the batch (tdm_idx) */
-    TDM_DEV_ARG_END = 5     /**< one past the last item of the batch (tdm_idx) */
+    TDM_DEV_ARG_END = 5,    /**< one past the last item of the batch (tdm_idx) */
+    TDM_DEV_ARG_ROW0 = 6    /**< the global index of the batch's first row (tdm_idx), for
+                             *  kernels that index inputs given whole by the output row */
 } tdm_dev_arg_kind;
 
 #define TDM_DEV_MAX_ARGS 16
@@ -105,12 +107,18 @@ typedef struct tdm_kernel_def {
                                 *  can use the TDM_* macros and tdm_k_* functions; copied at
                                 *  registration */
     tdm_kernel_dev_fn dev;     /**< how to launch `source`'s entry; NULL = no device version */
+    uint32_t whole_inputs;     /**< bit k set: input k is not split by rows but given whole to
+                                *  every batch (weights, a lookup table): its row count is free,
+                                *  tdm_kernel_args.in[k] points at its first element, and on a
+                                *  device it is uploaded once and kept while valid. It must be
+                                *  contiguous (and a whole storage, offset 0, for devices). A map
+                                *  whose inputs are all whole takes its rows from the outputs. */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
     {                                                                                              \
         sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL,    \
-            NULL                                                                                   \
+            NULL, 0u                                                                               \
     }
 
 /* Parameter blocks of the built-in kernels (passed by value to tdm_map). */
@@ -144,6 +152,45 @@ typedef struct tdm_normalize_params {
 typedef struct tdm_pi_params {
     int64_t terms;
 } tdm_pi_params;
+
+/* ---- training kernels (all f32; "given whole" inputs are not split by rows) ---------------- */
+
+/** "linear": y = x W (+ b), then ReLU when `relu`: x [M, K] (rows), W [K, N] and the optional
+ *  b [N] given whole; y [M, N]. */
+typedef struct tdm_linear_params {
+    int32_t relu;
+    int32_t reserved;
+} tdm_linear_params;
+
+/** "linear_grad_x": dx = dy W^T, zeroed where h <= 0 when h is given (the ReLU's gradient):
+ *  dy [M, N] (rows), W [K, N] given whole, optional h [M, K] (rows); dx [M, K]. No params. */
+
+/** "linear_grad_w": dW = x^T dy: x [M, K] and dy [M, N] given whole; dW [K, N] (its rows are
+ *  the map's rows). No params. */
+
+/** "colsum": y[n] = sum_m x[m, n]: x [M, N] given whole; y [N]. No params. */
+
+/** "softmax_xent": z [B, C] logits and label [B] i32 (rows); outputs dz [B, C] =
+ *  (softmax(z) - onehot(label)) * grad_scale, loss [B] = -log softmax(z)[label], and pred [B]
+ *  i32 = argmax z. */
+typedef struct tdm_softmax_xent_params {
+    float grad_scale; /**< usually 1 / batch size */
+    int32_t reserved;
+} tdm_softmax_xent_params;
+
+/** "sgd_momentum": v = momentum v + (g + weight_decay w); w -= lr v, elementwise over f32
+ *  tensors of one shape: inputs g, w, v; outputs w, v (pass the same tensors: in place). */
+typedef struct tdm_sgd_params {
+    float lr, momentum, weight_decay;
+    int32_t reserved;
+} tdm_sgd_params;
+
+/** "adam": Adam (Kingma & Ba; torch.optim.Adam's L2 weight_decay) at step `step` >= 1:
+ *  inputs g, w, m, v; outputs w, m, v (pass the same tensors: in place). */
+typedef struct tdm_adam_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    int32_t step;
+} tdm_adam_params;
 
 TDM_BEGIN_DECLS
 
