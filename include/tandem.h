@@ -20,5 +20,6 @@
 #include "tandem/cache.h"
 #include "tandem/sim.h"
 #include "tandem/pipeline.h"
+#include "tandem/image.h"
 
 #endif

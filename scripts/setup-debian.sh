@@ -12,3 +12,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 # for the fuzz targets, joblib for bench/bench_io.py.
 $SUDO apt-get install -y -qq --no-install-recommends \
     libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev python3-numpy python3-joblib clang
+# JPEG decoding (tandem/image.h). (bench/bench_dataloader.py also wants python3-torch
+# python3-torchvision python3-pil, large and not needed to build or test.)
+$SUDO apt-get install -y -qq --no-install-recommends libjpeg62-turbo-dev
