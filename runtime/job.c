@@ -130,6 +130,24 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
         pthread_cond_broadcast(&job->cv);
         pthread_mutex_unlock(mu);
     }
+    if (job->declined_gen) {
+        /* Workers that declined may see things differently now: offer them the job again
+         * (every few completions, so a standing-down device is not woken per CPU batch). */
+        unsigned g = atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel) + 1;
+        if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
+            (g % 8 == 0 || tdm__job_exhausted(job))) {
+            pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+            pthread_mutex_lock(mu);
+            tdm__pool_kick(job->rt->pool);
+            pthread_mutex_unlock(mu);
+        }
+    }
+}
+
+void tdm__job_decline(tdm__job *job, int w)
+{
+    job->declined_gen[w] = atomic_load_explicit(&job->done_gen, memory_order_acquire);
+    atomic_fetch_add_explicit(&job->n_declined, 1, memory_order_relaxed);
 }
 
 bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
@@ -163,6 +181,7 @@ void tdm__job_run(tdm__job *job, int w)
         tdm__job_run_device(job, w);
         return;
     }
+    tdm__jsched_presence(job, w, 1);
     tdm__wstat *ws = &job->ws[w];
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
     int64_t want = job->fixed_bs ? job->fixed_bs : 1;
@@ -180,12 +199,11 @@ void tdm__job_run(tdm__job *job, int w)
             double retry = 0;
             int64_t b = tdm__jsched_want(job, w, &est, &retry);
             if (b == 0) {
-                if (tdm__job_exhausted(job))
-                    break;
-                uint64_t t0 = tdm__now_ns();
-                tdm__jsched_nap(retry); /* a faster worker will finish it sooner */
-                tdm__trace_span(job->rt, w, "wait (declined)", -1, 0, 0, 0, t0, tdm__now_ns());
-                continue;
+                /* A faster worker finishes it sooner: leave the job (the pool may have another
+                 * for this worker) until one of its batches completes. */
+                if (!tdm__job_exhausted(job))
+                    tdm__job_decline(job, w);
+                break;
             }
             if (!tdm__job_claim_exact(job, b, &begin, &end))
                 break;
@@ -232,6 +250,7 @@ void tdm__job_run(tdm__job *job, int w)
     }
     if (t_item > 0)
         ws->tpi = t_item;
+    tdm__jsched_presence(job, w, 0);
 }
 
 /* ---- streaming -------------------------------------------------------------------------- */

@@ -142,6 +142,12 @@ typedef struct tdm__job {
 
     /* scheduling */
     struct tdm__jsched *sched; /* per-batch decisions (runtime/job_sched.c), or NULL */
+    /* A worker that declines leaves the job (so the pool can give it another job: a worker
+     * waiting inside one job for a lane busy in another could wait forever) and is not given
+     * it again until one of its batches completes: declined_gen[w] == done_gen. */
+    _Alignas(TDM__CACHELINE) atomic_uint done_gen;
+    atomic_int n_declined;
+    unsigned *declined_gen; /* [n_workers], UINT_MAX: not declined */
     int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
 } tdm__job;
 
@@ -171,8 +177,13 @@ static inline bool tdm__job_runnable(tdm__job *job, int w)
     unsigned kind = w < job->n_workers ? tdm__worker_kind(job, w) : 0u;
     return w < job->n_workers && (job->only_worker < 0 || w == job->only_worker) &&
            (job->on & kind) && !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0) &&
-           (kind != TDM__ON_DEVICES || tdm__job_device_ok(job, w));
+           (kind != TDM__ON_DEVICES || tdm__job_device_ok(job, w)) &&
+           (!job->declined_gen ||
+            job->declined_gen[w] != atomic_load_explicit(&job->done_gen, memory_order_acquire));
 }
+/* Worker w declines the job for now (the scheduler's decision): it leaves, and is offered the
+ * job again once a batch of it completes. */
+void tdm__job_decline(tdm__job *job, int w);
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
  * display, fills the report; returns the job's status with its message recorded. */

@@ -234,6 +234,7 @@ void tdm__job_run_device(tdm__job *job, int w)
     tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
     if (!ds || !tdm__job_device_ok(job, w))
         return;
+    tdm__jsched_presence(job, w, 1);
     for (int k = 0; k < job->d->n_in; k++)
         tdm__storage_register_pinned(ds, job->tin[k]->storage);
     for (int k = 0; k < job->d->n_out && job->tout[k]; k++)
@@ -330,15 +331,12 @@ void tdm__job_run_device(tdm__job *job, int w)
                 if (got)
                     tdm__jsched_claimed(job, w, s->end - s->begin, est);
             } else if (!tdm__job_exhausted(job)) {
-                /* Declined: a faster worker finishes it sooner. Drain what is in flight, or
-                 * wait a little and ask again. */
-                if (in_flight == 0) {
-                    uint64_t t0 = tdm__now_ns();
-                    tdm__jsched_nap(retry);
-                    tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES,
-                                    "wait (declined)", -1, 0, 0, 0, t0, tdm__now_ns());
-                }
-                continue;
+                /* Declined: a faster worker finishes it sooner. Drain what is in flight, then
+                 * leave the job until one of its batches completes. */
+                if (in_flight > 0)
+                    continue;
+                tdm__job_decline(job, w);
+                break;
             }
         } else if (!stopped) {
             got = tdm__job_claim(job, want, &s->begin, &s->end);
@@ -398,6 +396,7 @@ void tdm__job_run_device(tdm__job *job, int w)
     if (resident)
         for (int k = 0; k < job->d->n_out; k++)
             tdm__mirror_written(job->tout[k]->storage, !job->opts.keep_on_device);
+    tdm__jsched_presence(job, w, 0);
     pthread_mutex_lock(&ds->mu);
     for (int q = 0; q < nq; q++) {
         for (int k = 0; k < 16; k++) {

@@ -1,6 +1,7 @@
 /* The scheduler inside a job (see job_sched.h). */
 #include "job_sched.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,12 +90,21 @@ int tdm__jsched_create(tdm__job *job)
             tdm__est_seed(&l->est, stored, stored_lat, 4);
             l->lat = l->est.lat;
         }
+        atomic_init(&l->in_job, 0);
         atomic_init(&l->tpi, l->est.tpi);
         atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
         atomic_init(&l->free_at, 0.0);
         /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
         atomic_init(&l->explore, stored > 0 ? 0 : 1);
     }
+    job->declined_gen = malloc(sizeof *job->declined_gen * (size_t)job->n_workers);
+    if (!job->declined_gen) {
+        free(lanes);
+        free(s);
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (scheduler)", job->what);
+    }
+    for (int w = 0; w < job->n_workers; w++)
+        job->declined_gen[w] = UINT_MAX;
     s->t0 = tdm__now_ns();
     job->sched = s;
     return 0;
@@ -165,7 +175,8 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
             return false; /* with share caps, every side has to take its part */
     for (int j = 0; j < n; j++) {
         const tdm__jlane *l = &s->lanes[j];
-        bool threads = l->kind == TDM_BACKEND_CPU_THREADS;
+        /* (worker processes compute on the same cores as the threads) */
+        bool threads = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
         if (!v[j].eligible || (!threads && !l->host_cpu))
             continue;
         bool ready = v[j].tpi > 0 && v[j].explore == 0;
@@ -193,10 +204,17 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
     }
     for (int j = 0; j < n; j++) {
         const tdm__jlane *l = &s->lanes[j];
-        if (l->kind == TDM_BACKEND_CPU_THREADS ? threads_wait : (l->host_cpu && dev_wait))
+        bool cpu = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
+        if (cpu ? threads_wait : (l->host_cpu && dev_wait))
             v[j].eligible = false;
     }
     return true;
+}
+
+void tdm__jsched_presence(tdm__job *job, int w, int in)
+{
+    if (job->sched && w < job->sched->n)
+        atomic_store_explicit(&job->sched->lanes[w].in_job, in, memory_order_relaxed);
 }
 
 bool tdm__jsched_exploring(tdm__job *job, int w)
@@ -220,7 +238,8 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
             .target_ns = l->target_ns,
             .cap_left = s->cap[l->kind] == INT64_MAX ? INT64_MAX : s->cap[l->kind] - used,
             .explore = atomic_load_explicit(&l->explore, memory_order_relaxed),
-            .eligible = l->eligible && lane_alive(job, j),
+            .eligible = l->eligible && lane_alive(job, j) &&
+                        (j == w || atomic_load_explicit(&l->in_job, memory_order_relaxed)),
         };
     }
     if (w >= n)

@@ -11,6 +11,8 @@ typedef struct tdm__jlane {
     _Alignas(TDM__CACHELINE) _Atomic double tpi; /* published estimate, ns per item */
     _Atomic double free_at;                      /* ns since the job started */
     _Atomic double lat_fit;                      /* published fixed cost per batch, ns */
+    atomic_int in_job; /* its worker is inside the job now: only such lanes are counted on
+                        * (one busy in another job, or gone after declining, is not) */
     atomic_llong explore;                        /* exploration ladder (0: calibrated) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
@@ -54,6 +56,9 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 /* Whether lane w is still exploring (a device then keeps one batch in flight, so each
  * exploration batch is measured before the next is sized). */
 bool tdm__jsched_exploring(tdm__job *job, int w);
+
+/* Lane w's worker enters (1) or leaves (0) the job. */
+void tdm__jsched_presence(tdm__job *job, int w, int in);
 
 /* Sleeps up to ns nanoseconds (at least a few microseconds). */
 void tdm__jsched_nap(double ns);

@@ -205,6 +205,8 @@ static tdm__job *job_alloc(tdm_runtime *rt, const char *fn)
     job->held_slot = -1;
     job->only_worker = -1;
     job->dev_kind = -1;
+    atomic_init(&job->done_gen, 0);
+    atomic_init(&job->n_declined, 0);
     atomic_init(&job->bytes_to_device, 0);
     atomic_init(&job->bytes_from_device, 0);
     job->max_bs = INT64_MAX;
@@ -252,6 +254,7 @@ void tdm__job_destroy(tdm__job *job)
     }
     free(job->sched ? job->sched->lanes : NULL);
     free(job->sched);
+    free(job->declined_gen);
     for (int k = 0; k < 16; k++) {
         tdm_tensor_release(job->views[k]);
         tdm_tensor_release(job->tin[k]);

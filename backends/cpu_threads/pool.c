@@ -111,6 +111,13 @@ static void *worker_main(void *p)
         tdm__job_run(job, w);
         pthread_mutex_lock(&pool->mu);
         job->active--;
+        if (job->active == 0 && job->declined_gen && !tdm__job_exhausted(job) &&
+            atomic_load(&job->n_declined) > 0) {
+            /* Everyone left a job with work left (each declined, counting on another): offer
+             * it to all of them again; the next to ask finds nobody else inside and takes it. */
+            atomic_fetch_add(&job->done_gen, 1);
+            tdm__pool_kick(pool);
+        }
         tdm__pool_try_finish_locked(pool, job);
     }
     pthread_mutex_unlock(&pool->mu);
