@@ -30,19 +30,6 @@ _Static_assert(offsetof(tdm_k_normalize_params, flip) == offsetof(tdm_normalize_
 
 /* ---- argument checks ----------------------------------------------------------------------- */
 
-static int fail(char *msg, size_t len, int code, const char *fmt, ...) TDM__PRINTF(4, 5);
-
-static int fail(char *msg, size_t len, int code, const char *fmt, ...)
-{
-    if (msg && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static void shape_str(const tdm_tensor *t, char *buf, size_t len)
 {
     int nd = tdm_tensor_ndim(t);
@@ -80,13 +67,13 @@ static int check_call(const char *k, const tdm_tensor *const *in, int n_in, int 
                       size_t len)
 {
     if (n_in < n_in_min || n_in > n_in_max || n_out != 1)
-        return fail(msg, len, TDM_EINVAL, "%s: %d input(s) and %d output(s); expected %d..%d and 1",
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: %d input(s) and %d output(s); expected %d..%d and 1",
                     k, n_in, n_out, n_in_min, n_in_max);
     for (int i = 0; i < n_in; i++)
         if (!in || !in[i])
-            return fail(msg, len, TDM_EINVAL, "%s: input %d is NULL", k, i);
+            return tdm__msg(msg, len, TDM_EINVAL, "%s: input %d is NULL", k, i);
     if (params_size != want_params)
-        return fail(msg, len, TDM_EINVAL, "%s: parameter block of %zu bytes; expected %zu", k,
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: parameter block of %zu bytes; expected %zu", k,
                     params_size, want_params);
     return 0;
 }
@@ -96,7 +83,7 @@ static int want_float(const char *k, const char *what, const tdm_tensor *t, char
     tdm_dtype d = tdm_tensor_dtype(t);
     if (d == TDM_F32 || d == TDM_F64)
         return 0;
-    return fail(msg, len, TDM_EDTYPE, "%s: %s has dtype %s; expected f32 or f64", k, what,
+    return tdm__msg(msg, len, TDM_EDTYPE, "%s: %s has dtype %s; expected f32 or f64", k, what,
                 tdm_dtype_name(d));
 }
 
@@ -104,7 +91,7 @@ static int want_rows(const char *k, const char *what, const tdm_tensor *t, char 
 {
     if (tdm_tensor_ndim(t) >= 1)
         return 0;
-    return fail(msg, len, TDM_ESHAPE, "%s: %s is 0-dimensional; expected rows along dim 0", k,
+    return tdm__msg(msg, len, TDM_ESHAPE, "%s: %s is 0-dimensional; expected rows along dim 0", k,
                 what);
 }
 
@@ -113,14 +100,14 @@ static int want_like(const char *k, const char *an, const tdm_tensor *a, const c
                      const tdm_tensor *b, char *msg, size_t len)
 {
     if (tdm_tensor_dtype(a) != tdm_tensor_dtype(b))
-        return fail(msg, len, TDM_EDTYPE, "%s: %s has dtype %s but %s has %s; they must match", k,
+        return tdm__msg(msg, len, TDM_EDTYPE, "%s: %s has dtype %s but %s has %s; they must match", k,
                     bn, tdm_dtype_name(tdm_tensor_dtype(b)), an,
                     tdm_dtype_name(tdm_tensor_dtype(a)));
     if (!same_shape(a, b)) {
         char sa[128], sb[128];
         shape_str(a, sa, sizeof sa);
         shape_str(b, sb, sizeof sb);
-        return fail(msg, len, TDM_ESHAPE, "%s: %s has shape %s but %s has %s; they must match", k,
+        return tdm__msg(msg, len, TDM_ESHAPE, "%s: %s has shape %s but %s has %s; they must match", k,
                     bn, sb, an, sa);
     }
     return 0;
@@ -147,7 +134,7 @@ static int infer_axpy(const tdm_tensor *const *in, int n_in, const void *params,
     const char *k = "axpy";
     int rc = check_call(k, in, n_in, 2, 2, params_size, sizeof(tdm_axpy_params), n_out, msg, len);
     if (rc == 0 && !params)
-        rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+        rc = tdm__msg(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     if (rc == 0)
         rc = want_float(k, "x", in[0], msg, len);
     if (rc == 0)
@@ -167,7 +154,7 @@ static int infer_scale_shift(const tdm_tensor *const *in, int n_in, const void *
     int rc =
         check_call(k, in, n_in, 1, 1, params_size, sizeof(tdm_scale_shift_params), n_out, msg, len);
     if (rc == 0 && !params)
-        rc = fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+        rc = tdm__msg(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     if (rc == 0)
         rc = want_float(k, "x", in[0], msg, len);
     if (rc == 0)
@@ -224,30 +211,30 @@ static int infer_normalize(const tdm_tensor *const *in, int n_in, const void *pa
     if (rc < 0)
         return rc;
     if (!params)
-        return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     const tdm_tensor *x = in[0];
     char s[128];
     shape_str(x, s, sizeof s);
     if (tdm_tensor_dtype(x) != TDM_U8)
-        return fail(msg, len, TDM_EDTYPE, "%s: x has dtype %s; expected u8", k,
+        return tdm__msg(msg, len, TDM_EDTYPE, "%s: x has dtype %s; expected u8", k,
                     tdm_dtype_name(tdm_tensor_dtype(x)));
     if (tdm_tensor_ndim(x) != 4)
-        return fail(msg, len, TDM_ESHAPE, "%s: x has shape %s; expected [N, H, W, C] (HWC images)",
+        return tdm__msg(msg, len, TDM_ESHAPE, "%s: x has shape %s; expected [N, H, W, C] (HWC images)",
                     k, s);
     int64_t n = tdm_tensor_dim(x, 0), h = tdm_tensor_dim(x, 1), w = tdm_tensor_dim(x, 2);
     int64_t c = tdm_tensor_dim(x, 3);
     if (c < 1 || c > 4)
-        return fail(msg, len, TDM_ESHAPE, "%s: x has shape %s, %lld channels; expected 1 to 4", k,
+        return tdm__msg(msg, len, TDM_ESHAPE, "%s: x has shape %s, %lld channels; expected 1 to 4", k,
                     s, (long long)c);
     if (n_in == 2) {
         const tdm_tensor *f = in[1];
         if (tdm_tensor_dtype(f) != TDM_U8)
-            return fail(msg, len, TDM_EDTYPE, "%s: flip flags have dtype %s; expected u8", k,
+            return tdm__msg(msg, len, TDM_EDTYPE, "%s: flip flags have dtype %s; expected u8", k,
                         tdm_dtype_name(tdm_tensor_dtype(f)));
         if (tdm_tensor_ndim(f) != 1 || tdm_tensor_dim(f, 0) != n) {
             char fs[128];
             shape_str(f, fs, sizeof fs);
-            return fail(msg, len, TDM_ESHAPE,
+            return tdm__msg(msg, len, TDM_ESHAPE,
                         "%s: flip flags have shape %s; expected [%lld], one "
                         "per image",
                         k, fs, (long long)n);
@@ -256,18 +243,18 @@ static int infer_normalize(const tdm_tensor *const *in, int n_in, const void *pa
     tdm_normalize_params p;
     memcpy(&p, params, sizeof p);
     if (p.flip != 0 && p.flip != 1)
-        return fail(msg, len, TDM_EINVAL, "%s: flip is %d; expected 0 (none) or 1 (every image)", k,
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: flip is %d; expected 0 (none) or 1 (every image)", k,
                     (int)p.flip);
     if (p.flip == 1 && n_in == 2)
-        return fail(msg, len, TDM_EINVAL,
+        return tdm__msg(msg, len, TDM_EINVAL,
                     "%s: flip is 1 and per-image flip flags are given; use "
                     "one or the other",
                     k);
     for (int64_t ch = 0; ch < c; ch++) {
         if (!isfinite(p.mean[ch]))
-            return fail(msg, len, TDM_EINVAL, "%s: mean[%lld] is not finite", k, (long long)ch);
+            return tdm__msg(msg, len, TDM_EINVAL, "%s: mean[%lld] is not finite", k, (long long)ch);
         if (!isfinite(p.std[ch]) || p.std[ch] == 0.0f)
-            return fail(msg, len, TDM_EINVAL,
+            return tdm__msg(msg, len, TDM_EINVAL,
                         "%s: std[%lld] is %g; expected a finite non-zero value", k, (long long)ch,
                         (double)p.std[ch]);
     }
@@ -290,19 +277,19 @@ static int infer_pi(const tdm_tensor *const *in, int n_in, const void *params, s
     if (rc < 0)
         return rc;
     if (!params)
-        return fail(msg, len, TDM_EINVAL, "%s: params is NULL", k);
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: params is NULL", k);
     memset(&out[0], 0, sizeof out[0]);
     out[0].dtype = TDM_F64;
     out[0].ndim = 1;
     if (n_in == 1) {
         const tdm_tensor *t = in[0];
         if (tdm_tensor_dtype(t) != TDM_I64)
-            return fail(msg, len, TDM_EDTYPE, "%s: terms input has dtype %s; expected i64", k,
+            return tdm__msg(msg, len, TDM_EDTYPE, "%s: terms input has dtype %s; expected i64", k,
                         tdm_dtype_name(tdm_tensor_dtype(t)));
         if (tdm_tensor_ndim(t) != 1) {
             char s[128];
             shape_str(t, s, sizeof s);
-            return fail(msg, len, TDM_ESHAPE, "%s: terms input has shape %s; expected [N]", k, s);
+            return tdm__msg(msg, len, TDM_ESHAPE, "%s: terms input has shape %s; expected [N]", k, s);
         }
         out[0].shape[0] = tdm_tensor_dim(t, 0);
         return 0;
@@ -310,7 +297,7 @@ static int infer_pi(const tdm_tensor *const *in, int n_in, const void *params, s
     tdm_pi_params p;
     memcpy(&p, params, sizeof p);
     if (p.terms < 0)
-        return fail(msg, len, TDM_EINVAL, "%s: terms is %lld; expected >= 0", k,
+        return tdm__msg(msg, len, TDM_EINVAL, "%s: terms is %lld; expected >= 0", k,
                     (long long)p.terms);
     /* Without an input nothing here knows N: the map takes the row count from the output. */
     out[0].shape[0] = -1;

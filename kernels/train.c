@@ -13,28 +13,16 @@
 extern const char tdm__builtin_kernel_source[];
 tdm_kernel_dev_fn tdm__train_dev_fn(const char *name);
 
-static int fail(char *msg, size_t len, int code, const char *fmt, ...) TDM__PRINTF(4, 5);
-static int fail(char *msg, size_t len, int code, const char *fmt, ...)
-{
-    if (msg && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* t is f32 with `nd` dims; the dims given (>= 0) must match. */
 static int want(const char *k, const char *role, const tdm_tensor *t, tdm_dtype dt, int nd,
                 int64_t d0, int64_t d1, char *msg, size_t len)
 {
     if (tdm_tensor_dtype(t) != dt)
-        return fail(msg, len, TDM_EDTYPE, "%s: %s must be %s, not %s", k, role,
+        return tdm__msg(msg, len, TDM_EDTYPE, "%s: %s must be %s, not %s", k, role,
                     tdm_dtype_name(dt), tdm_dtype_name(tdm_tensor_dtype(t)));
     if (tdm_tensor_ndim(t) != nd || (d0 >= 0 && tdm_tensor_dim(t, 0) != d0) ||
         (nd > 1 && d1 >= 0 && tdm_tensor_dim(t, 1) != d1))
-        return fail(msg, len, TDM_ESHAPE, "%s: %s has the wrong shape (%d dims, [%lld, %lld]; "
+        return tdm__msg(msg, len, TDM_ESHAPE, "%s: %s has the wrong shape (%d dims, [%lld, %lld]; "
                     "expected %d dims, [%lld, %lld], -1 = any)",
                     k, role, tdm_tensor_ndim(t), (long long)tdm_tensor_dim(t, 0),
                     (long long)(tdm_tensor_ndim(t) > 1 ? tdm_tensor_dim(t, 1) : 0), nd,
@@ -193,7 +181,7 @@ static int infer_xent(const tdm_tensor *const *in, int n_in, const void *params,
         return rc;
     int64_t B = tdm_tensor_dim(in[0], 0), C = tdm_tensor_dim(in[0], 1);
     if (C < 1)
-        return fail(msg, len, TDM_ESHAPE, "softmax_xent: z has no classes");
+        return tdm__msg(msg, len, TDM_ESHAPE, "softmax_xent: z has no classes");
     desc2(&out[0], TDM_F32, 2, B, C);
     desc2(&out[1], TDM_F32, 1, B, 0);
     desc2(&out[2], TDM_I32, 1, B, 0);
@@ -222,9 +210,9 @@ static int same_f32(const char *k, const tdm_tensor *const *in, int n, char *msg
 {
     for (int i = 0; i < n; i++) {
         if (tdm_tensor_dtype(in[i]) != TDM_F32)
-            return fail(msg, len, TDM_EDTYPE, "%s: input %d must be f32", k, i);
+            return tdm__msg(msg, len, TDM_EDTYPE, "%s: input %d must be f32", k, i);
         if (tdm_tensor_numel(in[i]) != tdm_tensor_numel(in[0]))
-            return fail(msg, len, TDM_ESHAPE, "%s: input %d has %lld elements, input 0 %lld", k,
+            return tdm__msg(msg, len, TDM_ESHAPE, "%s: input %d has %lld elements, input 0 %lld", k,
                         i, (long long)tdm_tensor_numel(in[i]), (long long)tdm_tensor_numel(in[0]));
     }
     return 0;
@@ -269,7 +257,7 @@ static int infer_adam(const tdm_tensor *const *in, int n_in, const void *params,
     const tdm_adam_params *p = params;
     if (p->step < 1 || !(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) ||
         !(p->eps > 0))
-        return fail(msg, len, TDM_EINVAL, "adam: step >= 1, beta1 and beta2 in [0, 1) and eps > 0 "
+        return tdm__msg(msg, len, TDM_EINVAL, "adam: step >= 1, beta1 and beta2 in [0, 1) and eps > 0 "
                     "are required");
     like(&out[0], in[1]);
     like(&out[1], in[2]);

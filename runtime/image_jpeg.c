@@ -21,27 +21,12 @@
 #include <unistd.h>
 
 #include "tandem/image.h"
-#include "tandem/status.h"
+#include "internal.h"
 
 #if TDM_HAVE_JPEG
 #include <jpeglib.h>
 #include <jerror.h>
 #endif
-
-#if defined(__GNUC__)
-static int fail(char *err, size_t err_len, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-#endif
-static int fail(char *err, size_t err_len, int rc, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 #if TDM_HAVE_JPEG
 
@@ -149,8 +134,8 @@ static int run(const char *who, const jsrc *src, unsigned flags, bool header_onl
     if (setjmp(e.jmp)) {
         jpeg_destroy_decompress(&ci);
         if (src->file && ferror(src->file))
-            return fail(err, err_len, TDM_EIO, "%s: %s: read error (%s)", who, src->name, e.msg);
-        return fail(err, err_len, TDM_EFORMAT, "%s: %s: %s", who, src->name, e.msg);
+            return tdm__msg(err, err_len, TDM_EIO, "%s: %s: read error (%s)", who, src->name, e.msg);
+        return tdm__msg(err, err_len, TDM_EFORMAT, "%s: %s: %s", who, src->name, e.msg);
     }
     jpeg_create_decompress(&ci);
     ci.progress = &e.progress;
@@ -164,7 +149,7 @@ static int run(const char *who, const jsrc *src, unsigned flags, bool header_onl
     if (pixels == 0 || pixels > (unsigned long long)TDM_IMAGE_MAX_PIXELS) {
         int w = (int)ci.image_width, h = (int)ci.image_height;
         jpeg_destroy_decompress(&ci);
-        return fail(err, err_len, TDM_EFORMAT, "%s: %s: %dx%d pixels (at most %lld accepted)", who,
+        return tdm__msg(err, err_len, TDM_EFORMAT, "%s: %s: %dx%d pixels (at most %lld accepted)", who,
                     src->name, w, h, (long long)TDM_IMAGE_MAX_PIXELS);
     }
     bool cmyk = false;
@@ -183,7 +168,7 @@ static int run(const char *who, const jsrc *src, unsigned flags, bool header_onl
     default: {
         int cs = (int)ci.jpeg_color_space, nc = ci.num_components;
         jpeg_destroy_decompress(&ci);
-        return fail(err, err_len, TDM_EFORMAT,
+        return tdm__msg(err, err_len, TDM_EFORMAT,
                     "%s: %s: colour space %d with %d components cannot be converted to RGB", who,
                     src->name, cs, nc);
     }
@@ -204,7 +189,7 @@ static int run(const char *who, const jsrc *src, unsigned flags, bool header_onl
     }
     if (dst_cap < info->bytes) {
         jpeg_destroy_decompress(&ci);
-        return fail(err, err_len, TDM_ENOSPC,
+        return tdm__msg(err, err_len, TDM_ENOSPC,
                     "%s: %s: a %dx%d RGB image needs %zu bytes, the buffer has %zu", who, src->name,
                     info->width, info->height, info->bytes, dst_cap);
     }
@@ -247,11 +232,11 @@ static int check_args(const char *who, const void *data, unsigned flags, const u
                       size_t err_len)
 {
     if (!data || !info)
-        return fail(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, data ? "info" : "input");
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, data ? "info" : "input");
     if (decode && !dst && dst_cap > 0)
-        return fail(err, err_len, TDM_EINVAL, "%s: dst is NULL with dst_cap %zu", who, dst_cap);
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: dst is NULL with dst_cap %zu", who, dst_cap);
     if (flags & ~(unsigned)(TDM_IMAGE_JPEG_LENIENT | TDM_IMAGE_JPEG_FAST))
-        return fail(err, err_len, TDM_EINVAL, "%s: unknown flags 0x%x", who, flags);
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: unknown flags 0x%x", who, flags);
     return 0;
 }
 
@@ -264,7 +249,7 @@ int tdm_image_jpeg_info(const void *data, size_t size, tdm_image_info *info, cha
         return rc;
     if (size == 0) {
         memset(info, 0, sizeof *info);
-        return fail(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
+        return tdm__msg(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
     }
     /* Only the header is read: warnings about it (extraneous bytes between segments) are
      * counted, as a lenient decode would; whether the pixels decode is the decoder's call. */
@@ -281,7 +266,7 @@ int tdm_image_decode_jpeg(const void *data, size_t size, unsigned flags, uint8_t
         return rc;
     if (size == 0) {
         memset(info, 0, sizeof *info);
-        return fail(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
+        return tdm__msg(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
     }
     jsrc src = {data, size, NULL, "data"};
     return run(who, &src, flags, false, dst, dst_cap, info, err, err_len);
@@ -298,28 +283,28 @@ int tdm_image_read_jpeg(const char *path, unsigned flags, uint8_t *dst, size_t d
     char ebuf[128];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, err_len, TDM_EIO, "%s: cannot open %s (%s)", who, path,
+        return tdm__msg(err, err_len, TDM_EIO, "%s: cannot open %s (%s)", who, path,
                     strerror_r(errno, ebuf, sizeof ebuf));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, TDM_EIO, "%s: cannot stat %s (%s)", who, path,
+        return tdm__msg(err, err_len, TDM_EIO, "%s: cannot stat %s (%s)", who, path,
                     strerror_r(e, ebuf, sizeof ebuf));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, err_len, TDM_EIO, "%s: %s is not a regular file", who, path);
+        return tdm__msg(err, err_len, TDM_EIO, "%s: %s is not a regular file", who, path);
     }
     if (st.st_size == 0) {
         close(fd);
-        return fail(err, err_len, TDM_EFORMAT, "%s: %s: empty file (0 bytes)", who, path);
+        return tdm__msg(err, err_len, TDM_EFORMAT, "%s: %s: empty file (0 bytes)", who, path);
     }
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, TDM_EIO, "%s: cannot open %s (%s)", who, path,
+        return tdm__msg(err, err_len, TDM_EIO, "%s: cannot open %s (%s)", who, path,
                     strerror_r(e, ebuf, sizeof ebuf));
     }
     jsrc src = {NULL, 0, f, path};
@@ -343,21 +328,21 @@ int tdm_image_jpeg_info(const void *data, size_t size, tdm_image_info *info, cha
                         size_t err_len)
 {
     (void)data, (void)size, (void)info;
-    return fail(err, err_len, TDM_ENODEV, "tdm_image_jpeg_info: %s", NO_JPEG);
+    return tdm__msg(err, err_len, TDM_ENODEV, "tdm_image_jpeg_info: %s", NO_JPEG);
 }
 
 int tdm_image_decode_jpeg(const void *data, size_t size, unsigned flags, uint8_t *dst,
                           size_t dst_cap, tdm_image_info *info, char *err, size_t err_len)
 {
     (void)data, (void)size, (void)flags, (void)dst, (void)dst_cap, (void)info;
-    return fail(err, err_len, TDM_ENODEV, "tdm_image_decode_jpeg: %s", NO_JPEG);
+    return tdm__msg(err, err_len, TDM_ENODEV, "tdm_image_decode_jpeg: %s", NO_JPEG);
 }
 
 int tdm_image_read_jpeg(const char *path, unsigned flags, uint8_t *dst, size_t dst_cap,
                         tdm_image_info *info, char *err, size_t err_len)
 {
     (void)path, (void)flags, (void)dst, (void)dst_cap, (void)info;
-    return fail(err, err_len, TDM_ENODEV, "tdm_image_read_jpeg: %s", NO_JPEG);
+    return tdm__msg(err, err_len, TDM_ENODEV, "tdm_image_read_jpeg: %s", NO_JPEG);
 }
 
 #endif

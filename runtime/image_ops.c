@@ -9,23 +9,7 @@
 #include <string.h>
 
 #include "tandem/image.h"
-#include "tandem/status.h"
-
-/* Writes the message (if the caller gave a buffer) and returns rc. */
-#if defined(__GNUC__)
-static int fail(char *err, size_t err_len, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-#endif
-static int fail(char *err, size_t err_len, int rc, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#include "internal.h"
 
 static int ok(char *err, size_t err_len)
 {
@@ -101,16 +85,16 @@ int tdm_image_random_resized_crop_params(tdm_rng *rng, int width, int height, do
 {
     static const char who[] = "tdm_image_random_resized_crop_params";
     if (!rng || !crop)
-        return fail(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, rng ? "crop" : "rng");
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, rng ? "crop" : "rng");
     if (width <= 0 || height <= 0)
-        return fail(err, err_len, TDM_EINVAL, "%s: image size %dx%d (must be > 0)", who, width,
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: image size %dx%d (must be > 0)", who, width,
                     height);
     if (bad_range(scale_min, scale_max))
-        return fail(err, err_len, TDM_EINVAL,
+        return tdm__msg(err, err_len, TDM_EINVAL,
                     "%s: scale (%g, %g): bounds must be finite, > 0 and min <= max", who, scale_min,
                     scale_max);
     if (bad_range(ratio_min, ratio_max))
-        return fail(err, err_len, TDM_EINVAL,
+        return tdm__msg(err, err_len, TDM_EINVAL,
                     "%s: ratio (%g, %g): bounds must be finite, > 0 and min <= max", who, ratio_min,
                     ratio_max);
 
@@ -188,25 +172,25 @@ int tdm_image_resize_crop(const uint8_t *src, int width, int height, int channel
 {
     static const char who[] = "tdm_image_resize_crop";
     if (!src || !dst)
-        return fail(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, src ? "dst" : "src");
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, src ? "dst" : "src");
     if (width <= 0 || height <= 0 || dst_width <= 0 || dst_height <= 0)
-        return fail(err, err_len, TDM_EINVAL, "%s: sizes %dx%d -> %dx%d (must be > 0)", who, width,
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: sizes %dx%d -> %dx%d (must be > 0)", who, width,
                     height, dst_width, dst_height);
     if (channels < 1 || channels > TDM_IMAGE_MAX_CHANNELS)
-        return fail(err, err_len, TDM_EINVAL, "%s: %d channels (must be 1..%d)", who, channels,
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %d channels (must be 1..%d)", who, channels,
                     TDM_IMAGE_MAX_CHANNELS);
     tdm_image_crop c = {0, 0, width, height};
     if (crop)
         c = *crop;
     if (c.width <= 0 || c.height <= 0 || c.x < 0 || c.y < 0 || c.x > width - c.width ||
         c.y > height - c.height)
-        return fail(err, err_len, TDM_EINVAL,
+        return tdm__msg(err, err_len, TDM_EINVAL,
                     "%s: crop %dx%d at (%d, %d) is empty or not inside the %dx%d image", who,
                     c.width, c.height, c.x, c.y, width, height);
     size_t sbytes, dbytes;
     if (!image_bytes(width, height, channels, &sbytes) ||
         !image_bytes(dst_width, dst_height, channels, &dbytes))
-        return fail(err, err_len, TDM_EOVERFLOW, "%s: image sizes overflow size_t", who);
+        return tdm__msg(err, err_len, TDM_EOVERFLOW, "%s: image sizes overflow size_t", who);
 
     const size_t ch = (size_t)channels;
     const size_t sstride = (size_t)width * ch, dstride = (size_t)dst_width * ch;
@@ -270,23 +254,23 @@ int tdm_image_normalize_chw(const uint8_t *src, int width, int height, int chann
 {
     static const char who[] = "tdm_image_normalize_chw";
     if (!src || !dst)
-        return fail(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, src ? "dst" : "src");
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %s is NULL", who, src ? "dst" : "src");
     if (width <= 0 || height <= 0)
-        return fail(err, err_len, TDM_EINVAL, "%s: size %dx%d (must be > 0)", who, width, height);
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: size %dx%d (must be > 0)", who, width, height);
     if (channels < 1 || channels > TDM_IMAGE_MAX_CHANNELS)
-        return fail(err, err_len, TDM_EINVAL, "%s: %d channels (must be 1..%d)", who, channels,
+        return tdm__msg(err, err_len, TDM_EINVAL, "%s: %d channels (must be 1..%d)", who, channels,
                     TDM_IMAGE_MAX_CHANNELS);
     for (int c = 0; c < channels; c++) {
         if (mean && !isfinite(mean[c]))
-            return fail(err, err_len, TDM_EINVAL, "%s: mean[%d] = %g is not finite", who, c,
+            return tdm__msg(err, err_len, TDM_EINVAL, "%s: mean[%d] = %g is not finite", who, c,
                         (double)mean[c]);
         if (std && (!isfinite(std[c]) || std[c] == 0.0f))
-            return fail(err, err_len, TDM_EINVAL, "%s: std[%d] = %g (must be finite, non-zero)",
+            return tdm__msg(err, err_len, TDM_EINVAL, "%s: std[%d] = %g (must be finite, non-zero)",
                         who, c, (double)std[c]);
     }
     size_t bytes;
     if (!image_bytes(width, height, channels, &bytes) || bytes > SIZE_MAX / sizeof(float))
-        return fail(err, err_len, TDM_EOVERFLOW, "%s: image size overflows size_t", who);
+        return tdm__msg(err, err_len, TDM_EOVERFLOW, "%s: image size overflows size_t", who);
 
     /* A table per channel of the 256 results, each computed exactly as ToTensor + Normalize
      * do (float: x / 255, then - mean, then / std): the loop below is a gather. */

@@ -33,6 +33,9 @@ int tdm__err(const tdm_runtime *rt, int code, const char *fmt, ...) TDM__PRINTF(
 /* Clears the calling thread's last message for rt (called at the start of public entries that
  * succeed, so a stale message is not mistaken for a new one). */
 void tdm__err_clear(const tdm_runtime *rt);
+/* Writes a formatted message into a caller's buffer (when msg is not NULL and len > 0) and
+ * returns `code`: the error paths of functions that report through (msg, len) pairs. */
+int tdm__msg(char *msg, size_t len, int code, const char *fmt, ...) TDM__PRINTF(4, 5);
 /* Emits a debug line when `flag` is in the runtime's debug flags (to its log_fn or stderr). */
 void tdm__log(const tdm_runtime *rt, unsigned flag, const char *fmt, ...) TDM__PRINTF(3, 4);
 
