@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "job.h"
 
 #define TDM__PL_REASON 256
@@ -450,9 +451,26 @@ int tdm_pipeline_open(tdm_runtime *rt, const tdm_stage *stages, int n_stages, in
         if (!p->slot || !p->last_view || !p->ps || !p->row_ok)
             rc = tdm__err(rt, TDM_ENOMEM, "tdm_pipeline_open: out of memory");
     }
-    /* Slots in shared memory (worker processes write them), page-locked when a device is
-     * open (its copies are then DMA); locking is best effort. */
-    unsigned mem = TDM_MEM_SHARED | (tdm__devices_live(rt) > 0 ? TDM_MEM_PINNED : 0u);
+    /* Devices a kernel stage may use are opened here, in the caller's thread: not later in
+     * the pipeline's own thread (a driver such as PoCL may tie per-thread state, e.g. LLVM's
+     * signal stack, to the thread that loads it, and that thread ends at close). */
+    bool any_dev = false;
+    for (int s = 0; s < n_stages && rc == 0; s++) {
+        const tdm__kernel *k = stages[s].kernel ? tdm__kernel_find(rt, stages[s].kernel) : NULL;
+        tdm_policy pol = stages[s].policy;
+        if (k && k->def.dev && k->def.source && pol != TDM_POLICY_CPU &&
+            pol != TDM_POLICY_THREADS && pol != TDM_POLICY_PROCS)
+            any_dev = true;
+    }
+    if (rc == 0 && any_dev && tdm__devices_ensure(rt) < 0)
+        any_dev = false; /* no device: the CPU backends run the kernel stages */
+    /* Slots in shared memory (worker processes write them), page-locked when a device with
+     * memory of its own is open (its copies are then DMA; a device computing on the host's
+     * cores reads them in place); locking is best effort. */
+    bool dma = false;
+    for (int i = 0; any_dev && rt->devices && i < tdm__devices_count(rt); i++)
+        dma |= !rt->devices->slots[i].info.host_cpu && !atomic_load(&rt->devices->slots[i].lost);
+    unsigned mem = TDM_MEM_SHARED | (dma ? TDM_MEM_PINNED : 0u);
     for (int s = 0; s < n_stages && rc == 0; s++) {
         int64_t shape[TDM_MAX_DIMS];
         shape[0] = p->batch_rows;
