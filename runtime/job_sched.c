@@ -166,10 +166,10 @@ static bool lane_alive(tdm__job *job, int w)
  * the other stands down (the device must be 5% faster to displace the threads). With a stored
  * model both are calibrated from the start and the choice is immediate. Marks the lanes that
  * must wait ineligible in v; true if it did. */
-static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
+static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, int n)
 {
     double thr = 0, dev = 0;
-    bool any_dev = false, thr_ready = true, dev_ready = true;
+    bool any_dev = false, thr_ready = true, dev_ready = true, thr_here = false, dev_here = false;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
@@ -184,23 +184,28 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
         if (threads) {
             thr_ready &= ready;
             thr += ready ? 1.0 / v[j].tpi : 0;
+            thr_here |= present[j];
         } else {
             dev_ready &= ready;
             dev += ready ? 1.0 / v[j].tpi : 0;
+            dev_here |= present[j];
         }
     }
     if (!any_dev)
         return false;
+    /* A side waits only for the other side being inside the job now: waiting for one busy
+     * in another job could leave this one with nobody working on it. */
     bool threads_wait, dev_wait;
-    if (!thr_ready) {
-        threads_wait = false; /* the threads calibrate first */
-        dev_wait = true;
-    } else if (!dev_ready) {
-        threads_wait = true; /* then the device, alone */
+    if (!thr_ready) { /* the threads calibrate first */
+        threads_wait = false;
+        dev_wait = thr_here;
+    } else if (!dev_ready) { /* then the device, alone */
+        threads_wait = dev_here;
         dev_wait = false;
     } else {
-        dev_wait = !(dev > 1.05 * thr);
-        threads_wait = !dev_wait;
+        bool dev_wins = dev > 1.05 * thr;
+        dev_wait = !dev_wins && thr_here;
+        threads_wait = dev_wins && dev_here;
     }
     for (int j = 0; j < n; j++) {
         const tdm__jlane *l = &s->lanes[j];
@@ -208,7 +213,7 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, int n)
         if (cpu ? threads_wait : (l->host_cpu && dev_wait))
             v[j].eligible = false;
     }
-    return true;
+    return threads_wait || dev_wait;
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -238,13 +243,21 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
             .target_ns = l->target_ns,
             .cap_left = s->cap[l->kind] == INT64_MAX ? INT64_MAX : s->cap[l->kind] - used,
             .explore = atomic_load_explicit(&l->explore, memory_order_relaxed),
-            .eligible = l->eligible && lane_alive(job, j) &&
-                        (j == w || atomic_load_explicit(&l->in_job, memory_order_relaxed)),
+            .eligible = l->eligible && lane_alive(job, j),
         };
     }
     if (w >= n)
         return 0;
-    bool lost_cores = shared_cores(s, v, n);
+    /* Which side of shared cores runs is chosen from every lane of the job; then only the
+     * lanes inside the job now are counted on (one busy in another job, or gone after
+     * declining, might not come back in time). */
+    bool present[256];
+    for (int j = 0; j < n; j++)
+        present[j] = j == w || atomic_load_explicit(&s->lanes[j].in_job, memory_order_relaxed);
+    bool lost_cores = shared_cores(s, v, present, n);
+    for (int j = 0; j < n; j++)
+        if (!present[j])
+            v[j].eligible = false;
     tdm__jlane *me = &s->lanes[w];
     if (!v[w].eligible) {
         *retry_ns = 1e6;

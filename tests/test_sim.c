@@ -57,7 +57,12 @@ static void test_auto_within_5pct_of_ideal(void **state)
                              cpus[ci], mix, calibrated, r.makespan_s, r.ideal_s, ratio,
                              r.best_single_s);
                 assert_true(ratio >= 0.999); /* the ideal is a lower bound */
-                assert_true(r.host_s < 5.0); /* a simulated hour is fast (generous for TSan) */
+                /* a simulated hour is thousands of batches per lane, not billions (what makes
+                 * it take milliseconds; no timing is asserted here) */
+                int lanes = 0;
+                for (int b = 0; b < c.n_backends; b++)
+                    lanes += c.backends[b].count;
+                assert_true(r.batches <= 4000 * (int64_t)lanes);
                 runs++;
             }
         }
