@@ -196,8 +196,7 @@ void tdm__job_run(tdm__job *job, int w)
         int64_t begin, end;
         double est = 0;
         if (job->sched) {
-            double retry = 0;
-            int64_t b = tdm__jsched_want(job, w, &est, &retry);
+            int64_t b = tdm__jsched_want(job, w, &est);
             if (b == 0) {
                 /* A faster worker finishes it sooner: leave the job (the pool may have another
                  * for this worker) until one of its batches completes. */

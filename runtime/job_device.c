@@ -324,8 +324,7 @@ void tdm__job_run_device(tdm__job *job, int w)
         if (!stopped && job->sched && in_flight > 0 && tdm__jsched_exploring(job, w))
             continue; /* exploring: one batch at a time, each measured before the next */
         if (!stopped && job->sched) {
-            double retry = 0;
-            int64_t b = tdm__jsched_want(job, w, &est, &retry);
+            int64_t b = tdm__jsched_want(job, w, &est);
             if (b > 0) {
                 got = tdm__job_claim_exact(job, b, &s->begin, &s->end);
                 if (got)

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "costmodel.h"
 #include "device.h"
@@ -227,7 +226,7 @@ bool tdm__jsched_exploring(tdm__job *job, int w)
     return atomic_load_explicit(&job->sched->lanes[w].explore, memory_order_relaxed) > 0;
 }
 
-int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
+int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
 {
     tdm__jsched *s = job->sched;
     tdm__lane_view v[256];
@@ -260,7 +259,6 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
             v[j].eligible = false;
     tdm__jlane *me = &s->lanes[w];
     if (!v[w].eligible) {
-        *retry_ns = 1e6;
         if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "sched %s: %s (worker %d) waits: it shares the CPU cores with the %s, "
@@ -278,9 +276,6 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns)
     tdm__sched_decide(v, n, w, now, remaining, &d);
     *est_ns = d.explore ? me->lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0) : d.est_ns;
     if (d.items == 0) {
-        /* Ask again when the others have moved on: a fraction of what is left of the run. */
-        double left = isfinite(d.t_end) ? d.t_end - now : 1e6;
-        *retry_ns = left / 8 < 20000 ? 20000 : left / 8 > 1e6 ? 1e6 : left / 8;
         if (!me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "sched %s: %s (worker %d) declines: share %.2f items of %lld left, one "
@@ -334,12 +329,4 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
                               memory_order_relaxed);
     if (idle)
         atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
-}
-
-void tdm__jsched_nap(double ns)
-{
-    if (ns < 2000)
-        ns = 2000;
-    struct timespec ts = {(time_t)(ns / 1e9), (long)fmod(ns, 1e9)};
-    nanosleep(&ts, NULL);
 }

@@ -43,10 +43,10 @@ int tdm__jsched_create(tdm__job *job);
 /* Merges what the lanes learned into the runtime's model and frees the scheduler. */
 void tdm__jsched_destroy(tdm__job *job);
 
-/* Lane w asks for work: how many items to claim (0: decline for now and ask again later).
- * *est_ns gets the batch's estimated duration. *retry_ns: how long to wait before asking
- * again after a decline. */
-int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns, double *retry_ns);
+/* Lane w asks for work: how many items to claim (0: decline; the worker then leaves the job
+ * until one of its batches completes, tdm__job_decline()). *est_ns gets the batch's
+ * estimated duration. */
+int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns);
 /* Lane w claimed n items [begin, end) estimated at est_ns. */
 void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns);
 /* Lane w finished a batch of n items that took dur_ns (for a device, since the later of its
@@ -59,8 +59,5 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
 
 /* Lane w's worker enters (1) or leaves (0) the job. */
 void tdm__jsched_presence(tdm__job *job, int w, int in);
-
-/* Sleeps up to ns nanoseconds (at least a few microseconds). */
-void tdm__jsched_nap(double ns);
 
 #endif
