@@ -12,12 +12,18 @@ int tdm__devices_count(const tdm_runtime *rt)
     return rt->devices ? rt->devices->n : 0;
 }
 
-int tdm__devices_live(const tdm_runtime *rt)
+int tdm__devices_live_kind(const tdm_runtime *rt, int kind)
 {
     int n = 0;
     for (int i = 0; rt->devices && i < rt->devices->n; i++)
-        n += !atomic_load(&rt->devices->slots[i].lost);
+        n += !atomic_load(&rt->devices->slots[i].lost) &&
+             (kind < 0 || (int)rt->devices->slots[i].info.kind == kind);
     return n;
+}
+
+int tdm__devices_live(const tdm_runtime *rt)
+{
+    return tdm__devices_live_kind(rt, -1);
 }
 
 int tdm__devices_ensure(tdm_runtime *rt)

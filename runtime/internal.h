@@ -261,6 +261,8 @@ void tdm__devices_close(tdm_runtime *rt);
 int tdm__devices_count(const tdm_runtime *rt);
 /* Devices not lost to a device error. */
 int tdm__devices_live(const tdm_runtime *rt);
+/* ... of one backend kind (kind < 0: any). */
+int tdm__devices_live_kind(const tdm_runtime *rt, int kind);
 
 /* The scheduler's stored model, opened on first use (NULL only when out of memory). */
 struct tdm__costmodel *tdm__runtime_costmodel(tdm_runtime *rt);

@@ -71,16 +71,6 @@ static bool all_in_arena(tdm_tensor *const *ts, int n)
     return true;
 }
 
-/* Devices not lost, of one backend kind (kind < 0: any). */
-static int live_devices(tdm_runtime *rt, int kind)
-{
-    int n = 0;
-    for (int i = 0; rt->devices && i < tdm__devices_count(rt); i++)
-        n += !atomic_load(&rt->devices->slots[i].lost) &&
-             (kind < 0 || (int)rt->devices->slots[i].info.kind == kind);
-    return n;
-}
-
 /* Decides which kinds of worker may run the job's batches (job->on) under its policy.
  * `proc_safe`: the job's data is visible to worker processes (a map over arena tensors); a
  * parallel_for body may write anywhere, so only an explicit PROCS policy sends it there. */
@@ -143,7 +133,7 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
         if (job->opts.policy != TDM_POLICY_GPU)
             job->dev_kind =
                 job->opts.policy == TDM_POLICY_OPENCL ? TDM_BACKEND_OPENCL : TDM_BACKEND_CUDA;
-        if (live_devices(rt, job->dev_kind) == 0)
+        if (tdm__devices_live_kind(rt, job->dev_kind) == 0)
             return tdm__err(rt, TDM_ENODEV,
                             "%s(%s): policy %s: no %s device is available (tandem info lists "
                             "what was found; a device lost to an error is not used again)",
@@ -156,7 +146,7 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
     }
     job->n_eligible = ((job->on & TDM__ON_THREADS) ? job->n_threads : 0) +
                       ((job->on & TDM__ON_PROCS) ? job->n_procs : 0) +
-                      ((job->on & TDM__ON_DEVICES) ? live_devices(rt, job->dev_kind) : 0);
+                      ((job->on & TDM__ON_DEVICES) ? tdm__devices_live_kind(rt, job->dev_kind) : 0);
     /* Share caps must leave every item to some kind that may run it. */
     double allowed = 0;
     const double *cap = job->opts.share_cap;
