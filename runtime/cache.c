@@ -120,7 +120,7 @@ static int remove_entry(tdm_cache *c, const char *name)
     return rc;
 }
 
-static int mkdir_p(tdm_runtime *rt, const char *who, const char *dir)
+int tdm__mkdir_p(tdm_runtime *rt, const char *who, const char *dir)
 {
     char *p = strdup(dir);
     if (!p)
@@ -195,7 +195,7 @@ int tdm_cache_open(tdm_runtime *rt, const char *dir, const tdm_cache_opts *opts,
         return tdm__err(rt, TDM_EINVAL, "%s: unknown mem flags 0x%x", who, o.mem);
     if (strlen(dir) > 3900)
         return tdm__err(rt, TDM_EINVAL, "%s: dir path too long", who);
-    rc = mkdir_p(rt, who, dir);
+    rc = tdm__mkdir_p(rt, who, dir);
     if (rc != 0)
         return rc;
     tdm_cache *c = calloc(1, sizeof *c);

@@ -182,20 +182,6 @@ int tdm__cm_open(tdm_runtime *rt, const char *dir, tdm__costmodel **out)
     return 0;
 }
 
-static int mkdir_p(char *dir)
-{
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int rc = mkdir(dir, 0700);
-        *p = '/';
-        if (rc != 0 && errno != EEXIST)
-            return -1;
-    }
-    return mkdir(dir, 0700) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 int tdm__cm_save(tdm__costmodel *cm)
 {
     if (!cm)
@@ -204,13 +190,12 @@ int tdm__cm_save(tdm__costmodel *cm)
     int rc = 0;
     if (!cm->dirty || !cm->path[0])
         goto out;
-    char dir[PATH_MAX], tmp[PATH_MAX + 32];
-    snprintf(dir, sizeof dir, "%s", cm->dir);
+    char tmp[PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", cm->path, (long)getpid());
+    if ((rc = tdm__mkdir_p(cm->rt, "cost model", cm->dir)) != 0)
+        goto out;
     FILE *f = NULL;
-    int fd = -1;
-    if (mkdir_p(dir) == 0)
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0 && !(f = fdopen(fd, "w")))
         close(fd);
     if (!f) {

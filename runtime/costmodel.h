@@ -14,9 +14,10 @@ typedef struct tdm__costmodel tdm__costmodel;
  * unreadable file is an empty model; malformed lines are skipped. Returns 0 or TDM_ENOMEM. */
 int tdm__cm_open(tdm_runtime *rt, const char *dir, tdm__costmodel **out);
 /* Writes the model back if it changed (atomically: temp file + rename; directory 0700), then
- * frees it. NULL is a no-op. Returns 0 or TDM_EIO (the model stays unsaved; nothing else). */
+ * frees it. NULL is a no-op. Returns 0, TDM_EIO or TDM_ENOMEM (the model stays unsaved;
+ * nothing else). */
 int tdm__cm_close(tdm__costmodel *cm);
-/* Writes the model if it changed. 0 or TDM_EIO. Thread-safe. */
+/* Writes the model if it changed. 0, TDM_EIO or TDM_ENOMEM. Thread-safe. */
 int tdm__cm_save(tdm__costmodel *cm);
 
 /* The stored ns per item of `kernel` on `lane` (e.g. "cpu", "procs", "opencl:<device>"), from

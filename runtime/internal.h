@@ -264,6 +264,10 @@ int tdm__devices_live(const tdm_runtime *rt);
 /* ... of one backend kind (kind < 0: any). */
 int tdm__devices_live_kind(const tdm_runtime *rt, int kind);
 
+/* Creates dir and its parents (mode 0700) and checks it is a readable, writable directory.
+ * 0, TDM_ENOMEM or TDM_EIO (message "who: ..."). runtime/cache.c. */
+int tdm__mkdir_p(tdm_runtime *rt, const char *who, const char *dir);
+
 /* The scheduler's stored model, opened on first use (NULL only when out of memory). */
 struct tdm__costmodel *tdm__runtime_costmodel(tdm_runtime *rt);
 
