@@ -35,6 +35,16 @@ if [ -x "$dir/bench/bench_opencl" ]; then
         status=1
     fi
 fi
+# bench_matmul: only in builds with OpenCL, like bench_opencl.
+if [ -x "$dir/bench/bench_matmul" ]; then
+    echo
+    "$dir/bench/bench_matmul" "$@"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "bench_matmul: exit $rc" >&2
+        status=1
+    fi
+fi
 # bench_cuda: only in builds with CUDA (TDM_HAVE_CUDA); it prints "no CUDA device" without one.
 if [ -x "$dir/bench/bench_cuda" ]; then
     echo

@@ -19,6 +19,38 @@
  *   TDM_GLOBAL_ID()   index of this work item / CUDA thread in the launch, as a tdm_idx
  *   TDM_GLOBAL_SIZE() work items / threads launched, as a tdm_idx (for grid-stride loops, so
  *                     an entry is correct whatever global size the backend picks)
+ *
+ * Work-groups (for entries that share data between work items: a tiled matrix product)
+ *   TDM_KERNEL_GROUP(lx, ly)  an entry point that runs in work-groups of exactly lx x ly work
+ *                     items (OpenCL reqd_work_group_size, CUDA __launch_bounds__). Its kernel
+ *                     description asks for that 2-D launch (tdm_dev_launch.dims = 2, .local =
+ *                     {lx, ly}); the backend rounds each dimension up to whole groups and may
+ *                     launch fewer groups than tiles, so such an entry loops over its tiles
+ *                     with TDM_GROUP_ID / TDM_NUM_GROUPS (uniform across the group), never
+ *                     over TDM_GLOBAL_ID
+ *   TDM_SHARED        declares an array in work-group memory, shared by the group's work items,
+ *                     at the top of an entry point's body: `TDM_SHARED float t[16][16];`
+ *                     (__local in OpenCL, __shared__ in CUDA; OpenCL allows it only at kernel
+ *                     function scope, so helpers receive pointers, qualified TDM_LOCAL)
+ *   TDM_LOCAL         address space of work-group memory in a pointer type, as TDM_GLOBAL for
+ *                     tensor memory: `TDM_LOCAL const float *t` (__local in OpenCL; empty in
+ *                     CUDA, whose shared-memory pointers are generic, and in C)
+ *   TDM_BARRIER()     waits until every work item of the group has reached it, and makes the
+ *                     group's writes to work-group memory visible to the whole group
+ *                     (barrier(CLK_LOCAL_MEM_FENCE), __syncthreads()). Every work item of a
+ *                     group must reach each barrier the same number of times: a work item with
+ *                     nothing to compute (outside the matrix) still runs the loop, loading
+ *                     zeros and storing nothing
+ *   TDM_LOCAL_ID(d)   index of the work item in its group along dimension d (0 = x, the fastest;
+ *                     1 = y; 2 = z), as a tdm_i32
+ *   TDM_LOCAL_SIZE(d) work items per group along d, as a tdm_i32
+ *   TDM_GROUP_ID(d)   index of the group along d, as a tdm_idx
+ *   TDM_NUM_GROUPS(d) groups launched along d, as a tdm_idx
+ *   TDM_GLOBAL_ID_DIM(d), TDM_GLOBAL_SIZE_DIM(d)   as TDM_GLOBAL_ID() / TDM_GLOBAL_SIZE() along
+ *                     dimension d (those two are dimension 0)
+ *   In C the work-group macros but TDM_LOCAL are left undefined, like TDM_KERNEL: the CPU runs
+ *   plain loops, and a CPU body that used them would be a bug.
+ *
  *   TDM_EXPF TDM_SINHF TDM_SQRTF    single-precision math (expf ... in C and CUDA; OpenCL's
  *                                   overloaded exp ... on a float)
  *   TDM_EXP  TDM_SINH  TDM_SQRT     double-precision math
@@ -76,6 +108,17 @@ typedef long tdm_idx;
 #define TDM_GLOBAL_ID() ((tdm_idx)get_global_id(0))
 #define TDM_GLOBAL_SIZE() ((tdm_idx)get_global_size(0))
 
+#define TDM_KERNEL_GROUP(lx, ly) __kernel __attribute__((reqd_work_group_size(lx, ly, 1))) void
+#define TDM_SHARED __local
+#define TDM_LOCAL __local
+#define TDM_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+#define TDM_LOCAL_ID(d) ((tdm_i32)get_local_id(d))
+#define TDM_LOCAL_SIZE(d) ((tdm_i32)get_local_size(d))
+#define TDM_GROUP_ID(d) ((tdm_idx)get_group_id(d))
+#define TDM_NUM_GROUPS(d) ((tdm_idx)get_num_groups(d))
+#define TDM_GLOBAL_ID_DIM(d) ((tdm_idx)get_global_id(d))
+#define TDM_GLOBAL_SIZE_DIM(d) ((tdm_idx)get_global_size(d))
+
 #define TDM_EXPF(x) exp((float)(x))
 #define TDM_SINHF(x) sinh((float)(x))
 #define TDM_SQRTF(x) sqrt((float)(x))
@@ -105,6 +148,21 @@ typedef long long tdm_idx;
 #define TDM_GLOBAL_ID() ((tdm_idx)blockIdx.x * (tdm_idx)blockDim.x + (tdm_idx)threadIdx.x)
 #define TDM_GLOBAL_SIZE() ((tdm_idx)gridDim.x * (tdm_idx)blockDim.x)
 
+/* __launch_bounds__ lets nvcc budget registers for exactly that many threads per block. */
+#define TDM_KERNEL_GROUP(lx, ly) extern "C" __global__ void __launch_bounds__((lx) * (ly))
+#define TDM_SHARED __shared__
+#define TDM_LOCAL
+#define TDM_BARRIER() __syncthreads()
+/* d is a constant in every use: the selection folds away. */
+#define TDM_DIM3_(v, d) ((d) == 0 ? (v).x : (d) == 1 ? (v).y : (v).z)
+#define TDM_LOCAL_ID(d) ((tdm_i32)TDM_DIM3_(threadIdx, d))
+#define TDM_LOCAL_SIZE(d) ((tdm_i32)TDM_DIM3_(blockDim, d))
+#define TDM_GROUP_ID(d) ((tdm_idx)TDM_DIM3_(blockIdx, d))
+#define TDM_NUM_GROUPS(d) ((tdm_idx)TDM_DIM3_(gridDim, d))
+#define TDM_GLOBAL_ID_DIM(d)                                                                       \
+    (TDM_GROUP_ID(d) * (tdm_idx)TDM_LOCAL_SIZE(d) + (tdm_idx)TDM_LOCAL_ID(d))
+#define TDM_GLOBAL_SIZE_DIM(d) (TDM_NUM_GROUPS(d) * (tdm_idx)TDM_LOCAL_SIZE(d))
+
 #define TDM_EXPF(x) expf(x)
 #define TDM_SINHF(x) sinhf(x)
 #define TDM_SQRTF(x) sqrtf(x)
@@ -130,9 +188,12 @@ typedef int64_t tdm_i64;
 typedef int64_t tdm_idx;
 
 #define TDM_GLOBAL
+#define TDM_LOCAL
 #define TDM_DEVICE_FN static inline
-/* TDM_KERNEL, TDM_GLOBAL_ID and TDM_GLOBAL_SIZE are left undefined on purpose: a CPU loop that
- * used them would be a bug, and this way it does not compile. */
+/* TDM_KERNEL, TDM_GLOBAL_ID, TDM_GLOBAL_SIZE and the work-group macros (TDM_KERNEL_GROUP,
+ * TDM_SHARED, TDM_BARRIER, TDM_LOCAL_ID ...) are left undefined on purpose: a CPU loop that
+ * used them would be a bug, and this way it does not compile. TDM_LOCAL is defined (empty), so
+ * a helper over work-group memory is plain C too. */
 
 #define TDM_EXPF(x) expf(x)
 #define TDM_SINHF(x) sinhf(x)

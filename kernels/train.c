@@ -1,7 +1,14 @@
 /* tandem — the training kernels on the CPU: argument checks (infer), batch loops, registration.
  * The arithmetic is train_kernels.h's, in the single-source dialect; the dense layer's CPU loop
  * runs a row of x against W row by row of W (contiguous, vectorised) instead of one dot
- * product per output element. */
+ * product per output element.
+ *
+ * The matrix products are cache-blocked. linear and linear_grad_w update CPU_RB output rows at
+ * a time (each element of W, or of dy, loaded once serves CPU_RB outputs) over column blocks of
+ * CPU_NB (the accumulators stay in L1); linear_grad_x keeps its dot products (two contiguous
+ * rows, vectorised) and walks W in blocks of rows that stay in L2. Every output's sum runs in
+ * the same order as the plain loops', so the results are the same bits as unblocked. axpy4's
+ * pointers are restrict: a kernel's outputs never overlap its inputs (nor its own rows). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,27 +62,66 @@ static int infer_linear(const tdm_tensor *const *in, int n_in, const void *param
     return 0;
 }
 
+#define CPU_RB 4 /* axpy4 updates 4 rows */
+#define CPU_NB 256
+_Static_assert(CPU_RB == 4, "the blocked loops are unrolled for 4 rows");
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* y_i[n] += a_i * w[n], n < nn, for four rows y_i: one step of a blocked product. */
+static void axpy4(int64_t nn, float a0, float a1, float a2, float a3, const float *restrict w,
+                  float *restrict y0, float *restrict y1, float *restrict y2, float *restrict y3)
+{
+    for (int64_t n = 0; n < nn; n++) {
+        y0[n] += a0 * w[n];
+        y1[n] += a1 * w[n];
+        y2[n] += a2 * w[n];
+        y3[n] += a3 * w[n];
+    }
+}
+
+/* y[i, 0 .. nn) += sum_k x[i, k] W[k, 0 .. nn), k in order, for the CPU_RB rows i */
+static void linear_block(const float *x, const float *W, float *y, int64_t K, int64_t N, int64_t nn)
+{
+    for (int64_t k = 0; k < K; k++)
+        axpy4(nn, x[k], x[K + k], x[2 * K + k], x[3 * K + k], W + k * N, y, y + N, y + 2 * N,
+              y + 3 * N);
+}
+
 static int cpu_linear(const tdm_kernel_args *a)
 {
     const tdm_linear_params *p = a->params;
-    const int64_t K = a->in_row_elems[0], N = a->out_row_elems[0];
+    const int64_t K = a->in_row_elems[0], N = a->out_row_elems[0], rows = a->end - a->begin;
     const float *x = a->in[0], *W = a->in[1], *b = a->n_in > 2 ? a->in[2] : NULL;
     float *y = a->out[0];
-    for (int64_t r = 0; r < a->end - a->begin; r++) {
-        float *yr = y + r * N;
-        const float *xr = x + r * K;
-        for (int64_t n = 0; n < N; n++)
-            yr[n] = b ? b[n] : 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            const float xk = xr[k];
-            const float *Wk = W + k * N;
-            for (int64_t n = 0; n < N; n++)
-                yr[n] += xk * Wk[n];
+    for (int64_t n0 = 0; n0 < N; n0 += CPU_NB) {
+        const int64_t nn = min64(N - n0, CPU_NB);
+        for (int64_t r0 = 0; r0 < rows; r0 += CPU_RB) {
+            const int64_t rr = min64(rows - r0, CPU_RB);
+            for (int64_t r = r0; r < r0 + rr; r++)
+                for (int64_t n = 0; n < nn; n++)
+                    y[r * N + n0 + n] = b ? b[n0 + n] : 0.0f;
+            if (rr == CPU_RB) {
+                linear_block(x + r0 * K, W + n0, y + r0 * N + n0, K, N, nn);
+                continue;
+            }
+            for (int64_t r = r0; r < r0 + rr; r++) {
+                float *restrict yr = y + r * N + n0;
+                for (int64_t k = 0; k < K; k++) {
+                    const float xk = x[r * K + k];
+                    const float *restrict Wk = W + k * N + n0;
+                    for (int64_t n = 0; n < nn; n++)
+                        yr[n] += xk * Wk[n];
+                }
+            }
         }
-        if (p->relu)
-            for (int64_t n = 0; n < N; n++)
-                yr[n] = yr[n] < 0.0f ? 0.0f : yr[n];
     }
+    if (p->relu)
+        for (int64_t i = 0; i < rows * N; i++)
+            y[i] = y[i] < 0.0f ? 0.0f : y[i];
     return 0;
 }
 
@@ -96,16 +142,22 @@ static int infer_grad_x(const tdm_tensor *const *in, int n_in, const void *param
     return 0;
 }
 
+/* One dot product per element (four partial sums, vectorised): W is walked in blocks of rows
+ * that stay in L2 while every row of the batch uses them. */
 static int cpu_grad_x(const tdm_kernel_args *a)
 {
-    const int64_t N = a->in_row_elems[0], K = a->out_row_elems[0];
+    const int64_t N = a->in_row_elems[0], K = a->out_row_elems[0], rows = a->end - a->begin;
     const float *dy = a->in[0], *W = a->in[1], *h = a->n_in > 2 ? a->in[2] : NULL;
     float *dx = a->out[0];
-    for (int64_t r = 0; r < a->end - a->begin; r++)
-        for (int64_t k = 0; k < K; k++) {
-            float v = tdm_k_dot_strided_f32(dy + r * N, W + k * N, N, 1);
-            dx[r * K + k] = h && h[r * K + k] <= 0.0f ? 0.0f : v;
-        }
+    const int64_t kb = N > 0 ? (16384 + N - 1) / N : K; /* rows of W in about 64 KiB */
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = min64(K, k0 + kb);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t k = k0; k < k1; k++) {
+                float v = tdm_k_dot_strided_f32(dy + r * N, W + k * N, N, 1);
+                dx[r * K + k] = h && h[r * K + k] <= 0.0f ? 0.0f : v;
+            }
+    }
     return 0;
 }
 
@@ -125,20 +177,34 @@ static int infer_grad_w(const tdm_tensor *const *in, int n_in, const void *param
 
 static int cpu_grad_w(const tdm_kernel_args *a)
 {
-    const int64_t M = tdm_tensor_dim(a->tin[0], 0), K = a->in_row_elems[0],
-                  N = a->in_row_elems[1];
+    const int64_t M = tdm_tensor_dim(a->tin[0], 0), K = a->in_row_elems[0], N = a->in_row_elems[1],
+                  rows = a->end - a->begin;
     const float *x = a->in[0], *dy = a->in[1];
     float *dW = a->out[0];
-    for (int64_t r = 0; r < a->end - a->begin; r++) {
-        const int64_t k = a->begin + r;
-        float *row = dW + r * N;
-        for (int64_t n = 0; n < N; n++)
-            row[n] = 0.0f;
-        for (int64_t m = 0; m < M; m++) {
-            const float xk = x[m * K + k];
-            const float *dym = dy + m * N;
-            for (int64_t n = 0; n < N; n++)
-                row[n] += xk * dym[n];
+    for (int64_t i = 0; i < rows * N; i++)
+        dW[i] = 0.0f;
+    for (int64_t n0 = 0; n0 < N; n0 += CPU_NB) {
+        const int64_t nn = min64(N - n0, CPU_NB);
+        for (int64_t r0 = 0; r0 < rows; r0 += CPU_RB) {
+            const int64_t rr = min64(rows - r0, CPU_RB), k = a->begin + r0;
+            if (rr == CPU_RB) {
+                float *d = dW + r0 * N + n0;
+                for (int64_t m = 0; m < M; m++) {
+                    const float *xm = x + m * K + k;
+                    axpy4(nn, xm[0], xm[1], xm[2], xm[3], dy + m * N + n0, d, d + N, d + 2 * N,
+                          d + 3 * N);
+                }
+                continue;
+            }
+            for (int64_t i = 0; i < rr; i++) {
+                float *restrict row = dW + (r0 + i) * N + n0;
+                for (int64_t m = 0; m < M; m++) {
+                    const float xk = x[m * K + k + i];
+                    const float *restrict g = dy + m * N + n0;
+                    for (int64_t n = 0; n < nn; n++)
+                        row[n] += xk * g[n];
+                }
+            }
         }
     }
     return 0;

@@ -1,11 +1,13 @@
 /* How the training kernels launch on a device (argument order as documented at the top of
- * train_kernels.h). */
+ * train_kernels.h). The three matrix products are tiled: 2-D launches in work-groups of
+ * TDM_K_TILE x TDM_K_TILE, the size their entries are written for. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "dev_args.h"
 #include "internal.h"
+#include "train_kernels.h"
 
 tdm_kernel_dev_fn tdm__train_dev_fn(const char *name);
 
@@ -17,6 +19,15 @@ static void i64(tdm_dev_launch *l, int64_t v)
 static void f32(tdm_dev_launch *l, float v)
 {
     tdm__dev_value(l, &v, sizeof v);
+}
+
+/* A tiled matrix product: output rows of `cols` elements, one work item per element. */
+static void tiled(tdm_dev_launch *l, int64_t cols)
+{
+    l->items_per_row = cols;
+    l->dims = 2;
+    l->local[0] = TDM_K_TILE;
+    l->local[1] = TDM_K_TILE;
 }
 
 static int dev_linear(const tdm_tensor *const *in, int n_in, const void *params, size_t ps,
@@ -33,7 +44,7 @@ static int dev_linear(const tdm_tensor *const *in, int n_in, const void *params,
     i64(l, N);
     tdm__dev_value(l, &relu, sizeof relu);
     tdm__dev_range(l);
-    l->items_per_row = N;
+    tiled(l, N);
     return 0;
 }
 
@@ -49,7 +60,7 @@ static int dev_grad_x(const tdm_tensor *const *in, int n_in, const void *params,
     i64(l, K);
     i64(l, N);
     tdm__dev_range(l);
-    l->items_per_row = K;
+    tiled(l, K);
     return 0;
 }
 
@@ -67,7 +78,7 @@ static int dev_grad_w(const tdm_tensor *const *in, int n_in, const void *params,
     i64(l, N);
     tdm__dev_arg(l, TDM_DEV_ARG_ROW0, 0);
     tdm__dev_range(l);
-    l->items_per_row = N;
+    tiled(l, N);
     return 0;
 }
 

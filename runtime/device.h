@@ -32,6 +32,14 @@ typedef struct tdm__karg {
     _Alignas(16) unsigned char value[64];
 } tdm__karg;
 
+/* The shape of a 2-D launch (tdm_dev_launch.dims == 2): size[0] x size[1] work items wanted
+ * (dimension 0 the fastest: an output row's elements; dimension 1: the batch's rows), in
+ * work-groups of exactly local[0] x local[1]. */
+typedef struct tdm__range2 {
+    int64_t size[2];
+    uint32_t local[2];
+} tdm__range2;
+
 typedef struct tdm__dev_ops {
     tdm_backend_kind kind;
     /* Opens device `index` of this backend (index as in its probe's list). */
@@ -52,6 +60,14 @@ typedef struct tdm__dev_ops {
      * `key`, e.g. "builtin" or a user kernel's name + version) with `global` work items. */
     int (*launch)(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                   const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len);
+    /* As launch, over a 2-D range in work-groups of r->local[0] x r->local[1] (OpenCL's
+     * local_work_size, CUDA's blockDim): each dimension is rounded up to whole groups, and the
+     * group count may be capped (the entries loop over their tiles by group index). TDM_EINVAL
+     * when the device or the entry cannot run groups of that size (the entry's required size,
+     * the device's limits), with both in detail. NULL: the backend has no 2-D launches. */
+    int (*launch_2d)(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                     const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
+                     size_t len);
     /* Waits for everything enqueued on q; returns the first error of those operations. */
     int (*finish)(tdm__dev *d, int q, char *detail, size_t len);
     /* Optional (NULL: not needed or not possible): page-locked host memory registered with the

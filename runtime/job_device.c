@@ -135,8 +135,19 @@ launch:;
             break;
         }
     }
-    rc = ds->ops->launch(ds->dev, q, job->dev_key, job->dev_source, l->entry, args, l->n_args,
-                         items, detail, len);
+    if (l->dims == 2) {
+        /* A tiled entry: an output row's elements along dimension 0, the rows along 1. */
+        if (!ds->ops->launch_2d) {
+            snprintf(detail, len, "%s: this device backend has no 2-D launches", l->entry);
+            return TDM_EINVAL;
+        }
+        tdm__range2 g = {{l->items_per_row, rows}, {(uint32_t)l->local[0], (uint32_t)l->local[1]}};
+        rc = ds->ops->launch_2d(ds->dev, q, job->dev_key, job->dev_source, l->entry, args,
+                                l->n_args, &g, detail, len);
+    } else {
+        rc = ds->ops->launch(ds->dev, q, job->dev_key, job->dev_source, l->entry, args, l->n_args,
+                             items, detail, len);
+    }
     if (rc < 0)
         return rc;
     if (r && job->opts.keep_on_device)

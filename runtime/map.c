@@ -562,7 +562,10 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                     sizeof msg);
         if (rc < 0)
             return tdm__err(rt, rc, "%s(%s): %s", fn, d->name, msg[0] ? msg : tdm_strerror(rc));
-        if (job->launch.n_args > TDM_DEV_MAX_ARGS || job->launch.items_per_row < 1)
+        const tdm_dev_launch *l = &job->launch;
+        if (l->n_args > TDM_DEV_MAX_ARGS || l->items_per_row < 1 || l->dims < 0 || l->dims > 2 ||
+            (l->dims == 2 &&
+             (l->local[0] < 1 || l->local[1] < 1 || (int64_t)l->local[0] * l->local[1] > 1024)))
             return tdm__err(rt, TDM_EINVAL, "%s(%s): the kernel's device launch is malformed", fn,
                             d->name);
         if (k->builtin)

@@ -505,6 +505,101 @@ static void test_user_kernel_through_nvrtc(void **state)
     free(x);
     free(y);
 }
+/* The tiled matrix products (2-D launches in 16x16 blocks, kernels/train_kernels.h) on sizes
+ * that are not multiples of the tile, against a double reference. Tolerance: the float
+ * dot-product bound (n + 2) 2^-24 sum |a_k b_k| (tests/test_train.c explains it). */
+static void mm_expect(const char *what, const float *got, int rows, int cols, int n, const float *a,
+                      int a_r, int a_j, const float *b, int b_j, int b_c, const float *bias)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double ref = bias ? bias[c] : 0.0, S = bias ? fabs(bias[c]) : 0.0;
+            for (int j = 0; j < n; j++) {
+                double t = (double)a[r * a_r + j * a_j] * b[j * b_j + c * b_c];
+                ref += t;
+                S += fabs(t);
+            }
+            check_near(what, (size_t)r * cols + c, ref, got[r * cols + c], 0.0,
+                       (n + 2) * S / 16777216.0 + 1e-30);
+        }
+}
+
+static void test_tiled_matmuls_match_c(void **state)
+{
+    fixture *f = *state;
+    tdm__dev *d = f->d;
+    char detail[512];
+    enum { M = 37, K = 53, N = 29 };
+    static float x[M * K], W[K * N], b[N], dy[M * N], y[M * N], dx[M * K], dW[K * N];
+    for (int i = 0; i < M * K; i++)
+        x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
+    for (int i = 0; i < K * N; i++)
+        W[i] = (float)((i * 104729) % 2001 - 1000) * 1e-3f;
+    for (int i = 0; i < N; i++)
+        b[i] = 0.25f - 0.01f * (float)i;
+    for (int i = 0; i < M * N; i++)
+        dy[i] = (float)((i * 7907) % 2001 - 1000) * 1e-3f;
+    tdm__dbuf *bx, *bW, *bb, *bdy, *by, *bdx, *bdW;
+    EXPECT_OK(ops->alloc(d, sizeof x, &bx, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof W, &bW, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof b, &bb, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof dy, &bdy, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof y, &by, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof dx, &bdx, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d, sizeof dW, &bdW, detail, sizeof detail));
+    EXPECT_OK(ops->write(d, 0, bx, 0, x, sizeof x, detail, sizeof detail));
+    EXPECT_OK(ops->write(d, 0, bW, 0, W, sizeof W, detail, sizeof detail));
+    EXPECT_OK(ops->write(d, 0, bb, 0, b, sizeof b, detail, sizeof detail));
+    EXPECT_OK(ops->write(d, 0, bdy, 0, dy, sizeof dy, detail, sizeof detail));
+    tdm__karg relu;
+    memset(&relu, 0, sizeof relu);
+    relu.kind = TDM__KARG_VALUE;
+    relu.size = 4; /* int 0: no ReLU */
+    tdm__karg none;
+    memset(&none, 0, sizeof none);
+    none.kind = TDM__KARG_NULL;
+    tdm__karg la[9] = {karg_buf(bx), karg_buf(bW), karg_buf(bb), karg_buf(by),   karg_i64(K),
+                       karg_i64(N),  relu,         karg_i64(0),  karg_i64(M * N)};
+    tdm__range2 rl = {{N, M}, {16, 16}};
+    EXPECT_OK(
+        ops->launch_2d(d, 0, "builtin", NULL, "tdm_linear_f32", la, 9, &rl, detail, sizeof detail));
+    tdm__karg xa[8] = {karg_buf(bdy), karg_buf(bW), none,        karg_buf(bdx),
+                       karg_i64(K),   karg_i64(N),  karg_i64(0), karg_i64(M * K)};
+    tdm__range2 rx = {{K, M}, {16, 16}};
+    EXPECT_OK(ops->launch_2d(d, 0, "builtin", NULL, "tdm_linear_grad_x_f32", xa, 8, &rx, detail,
+                             sizeof detail));
+    tdm__karg wa[9] = {karg_buf(bx), karg_buf(bdy), karg_buf(bdW), karg_i64(M),    karg_i64(K),
+                       karg_i64(N),  karg_i64(0),   karg_i64(0),   karg_i64(K * N)};
+    tdm__range2 rw = {{N, K}, {16, 16}};
+    EXPECT_OK(ops->launch_2d(d, 0, "builtin", NULL, "tdm_linear_grad_w_f32", wa, 9, &rw, detail,
+                             sizeof detail));
+    EXPECT_OK(ops->read(d, 0, y, by, 0, sizeof y, detail, sizeof detail));
+    EXPECT_OK(ops->read(d, 0, dx, bdx, 0, sizeof dx, detail, sizeof detail));
+    EXPECT_OK(ops->read(d, 0, dW, bdW, 0, sizeof dW, detail, sizeof detail));
+    EXPECT_OK(ops->finish(d, 0, detail, sizeof detail));
+    mm_expect("linear", y, M, N, K, x, K, 1, W, N, 1, b);
+    mm_expect("linear_grad_x", dx, M, K, N, dy, N, 1, W, 1, N, NULL);
+    mm_expect("linear_grad_w", dW, K, N, M, x, 1, K, dy, N, 1, NULL);
+    /* launched 1-D (256 x 1 blocks), a tiled entry writes nothing rather than outside its tiles */
+    for (int i = 0; i < M * N; i++)
+        y[i] = -7.0f;
+    EXPECT_OK(ops->write(d, 0, by, 0, y, sizeof y, detail, sizeof detail));
+    EXPECT_OK(
+        ops->launch(d, 0, "builtin", NULL, "tdm_linear_f32", la, 9, M * N, detail, sizeof detail));
+    EXPECT_OK(ops->read(d, 0, y, by, 0, sizeof y, detail, sizeof detail));
+    EXPECT_OK(ops->finish(d, 0, detail, sizeof detail));
+    for (int i = 0; i < M * N; i++)
+        check_near("untouched", (size_t)i, -7.0, y[i], 0, 0);
+    /* more threads per block than the entry was compiled for (__launch_bounds__(256)) */
+    tdm__range2 big = {{N, M}, {64, 32}};
+    assert_int_equal(
+        ops->launch_2d(d, 0, "builtin", NULL, "tdm_linear_f32", la, 9, &big, detail, sizeof detail),
+        TDM_EINVAL);
+    EXPECT_OK(ops->finish(d, 0, detail, sizeof detail));
+    tdm__dbuf *all[] = {bx, bW, bb, bdy, by, bdx, bdW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ops->free(d, all[i]);
+}
 #endif /* TDM_HAVE_CUDA */
 
 int main(int argc, char **argv)
@@ -533,6 +628,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_pool_reuses_freed_blocks, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_bad_launches_are_refused, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_user_kernel_through_nvrtc, dev_setup, dev_teardown),
+        cmocka_unit_test_setup_teardown(test_tiled_matmuls_match_c, dev_setup, dev_teardown),
     };
     /* clang-format on */
     const char *only = argc > 1 ? argv[1] : NULL;

@@ -11,6 +11,7 @@
 #include <CL/cl.h>
 
 #include "builtin_kernels.h"
+#include "train_kernels.h"
 
 extern const char tdm__builtin_kernel_source[];
 
@@ -145,6 +146,15 @@ static void launch(cl_kernel k, size_t global)
     assert_int_equal(clFinish(g_queue), CL_SUCCESS);
 }
 
+/* A 2-D launch of gx x gy work items in TDM_K_TILE x TDM_K_TILE groups (the tiled entries). */
+static void launch2(cl_kernel k, size_t gx, size_t gy)
+{
+    size_t global[2] = {gx, gy}, local[2] = {TDM_K_TILE, TDM_K_TILE};
+    assert_int_equal(clEnqueueNDRangeKernel(g_queue, k, 2, NULL, global, local, 0, NULL, NULL),
+                     CL_SUCCESS);
+    assert_int_equal(clFinish(g_queue), CL_SUCCESS);
+}
+
 static void read_back(cl_mem m, void *host, size_t bytes)
 {
     assert_int_equal(clEnqueueReadBuffer(g_queue, m, CL_TRUE, 0, bytes, host, 0, NULL, NULL),
@@ -167,8 +177,10 @@ static void test_source_builds(void **state)
     assert_non_null(strstr(tdm__builtin_kernel_source, "TDM_DIALECT_H"));
     assert_null(strstr(tdm__builtin_kernel_source, "#include \"tdm_dialect.h\""));
     build();
-    const char *names[] = {"tdm_exp_sinh_f32", "tdm_axpy_f32", "tdm_scale_shift_f32",
-                           "tdm_normalize_u8"};
+    const char *names[] = {"tdm_exp_sinh_f32",      "tdm_axpy_f32",   "tdm_scale_shift_f32",
+                           "tdm_normalize_u8",      "tdm_linear_f32", "tdm_linear_grad_x_f32",
+                           "tdm_linear_grad_w_f32", "tdm_colsum_f32", "tdm_softmax_xent_f32",
+                           "tdm_sgd_momentum_f32",  "tdm_adam_f32"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         clReleaseKernel(kernel(names[i]));
     if (has_fp64()) {
@@ -458,6 +470,117 @@ static void test_pi_leibniz(void **state)
     clReleaseMemObject(bt);
     clReleaseMemObject(by);
 }
+/* The tiled matrix products launched with fewer work-groups than their output has tiles
+ * (37x29 has 3x2 tiles of 16; 53x29 4x2): the entries walk their tiles by group index, so
+ * a single group, or one per dimension short, still covers everything. Offsets too: linear and
+ * grad_x on rows 5.. of their buffers (begin > 0, as a resident batch), grad_w on dW's rows
+ * 11.. (row0). Tolerance: as in tests/test_train.c, the float dot-product error bound
+ * (n + 2) 2^-24 sum |a_k b_k|. */
+static void mm_ref_check(const char *what, const float *got, int rows, int cols, int n,
+                         const float *a, int a_r, int a_j, const float *b, int b_j, int b_c,
+                         const float *bias, int relu)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double ref = bias ? bias[c] : 0.0, S = bias ? fabs(bias[c]) : 0.0;
+            for (int j = 0; j < n; j++) {
+                double t = (double)a[r * a_r + j * a_j] * b[j * b_j + c * b_c];
+                ref += t;
+                S += fabs(t);
+            }
+            if (relu && ref < 0)
+                ref = 0.0;
+            check_near(what, (long)r * cols + c, got[r * cols + c], ref, 0.0,
+                       (n + 2) * S / 16777216.0 + 1e-30);
+        }
+}
+
+static void test_matmul_tiles_by_group(void **state)
+{
+    (void)state;
+    build();
+    enum { M = 37, K = 53, N = 29, R0 = 5 };
+    static float x[M * K], W[K * N], b[N], dy[M * N], y[M * N], dx[M * K], dW[K * N];
+    static float nan_y[M * N], nan_dx[M * K], nan_dW[K * N];
+    for (int i = 0; i < M * K; i++)
+        x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
+    for (int i = 0; i < K * N; i++)
+        W[i] = (float)((i * 104729) % 2001 - 1000) * 1e-3f;
+    for (int i = 0; i < N; i++)
+        b[i] = 0.25f - 0.01f * (float)i;
+    for (int i = 0; i < M * N; i++)
+        dy[i] = (float)((i * 7907) % 2001 - 1000) * 1e-3f;
+    for (int i = 0; i < M * N; i++)
+        nan_y[i] = NAN;
+    for (int i = 0; i < M * K; i++)
+        nan_dx[i] = NAN;
+    for (int i = 0; i < K * N; i++)
+        nan_dW[i] = NAN;
+    cl_mem bx = buf_in(x, sizeof x), bW = buf_in(W, sizeof W), bb = buf_in(b, sizeof b),
+           bdy = buf_in(dy, sizeof dy);
+
+    /* linear + relu on rows [R0, M), one group for 2x2 tiles */
+    cl_mem by = buf_out(nan_y, sizeof nan_y);
+    cl_kernel k = kernel("tdm_linear_f32");
+    cl_int relu = 1;
+    arg_mem(k, 0, bx);
+    arg_mem(k, 1, bW);
+    arg_mem(k, 2, bb);
+    arg_mem(k, 3, by);
+    arg_idx(k, 4, K);
+    arg_idx(k, 5, N);
+    arg(k, 6, sizeof relu, &relu);
+    arg_idx(k, 7, (cl_long)R0 * N);
+    arg_idx(k, 8, (cl_long)M * N);
+    launch2(k, TDM_K_TILE, TDM_K_TILE);
+    read_back(by, y, sizeof y);
+    for (int i = 0; i < R0 * N; i++)
+        assert_true(isnan(y[i])); /* rows before begin untouched */
+    mm_ref_check("linear", y + R0 * N, M - R0, N, K, x + R0 * K, K, 1, W, N, 1, b, 1);
+    clReleaseKernel(k);
+
+    /* grad_x (no mask) on rows [R0, M): one group along x for 4 tiles, 2 along y for 2 */
+    cl_mem bdx = buf_out(nan_dx, sizeof nan_dx);
+    k = kernel("tdm_linear_grad_x_f32");
+    arg_mem(k, 0, bdy);
+    arg_mem(k, 1, bW);
+    arg(k, 2, sizeof(cl_mem), NULL);
+    arg_mem(k, 3, bdx);
+    arg_idx(k, 4, K);
+    arg_idx(k, 5, N);
+    arg_idx(k, 6, (cl_long)R0 * K);
+    arg_idx(k, 7, (cl_long)M * K);
+    launch2(k, TDM_K_TILE, 2 * TDM_K_TILE);
+    read_back(bdx, dx, sizeof dx);
+    for (int i = 0; i < R0 * K; i++)
+        assert_true(isnan(dx[i]));
+    mm_ref_check("linear_grad_x", dx + R0 * K, M - R0, K, N, dy + R0 * N, N, 1, W, 1, N, NULL, 0);
+    clReleaseKernel(k);
+
+    /* grad_w for dW rows [11, K), written from the buffer's start (a batch's buffer) */
+    enum { ROW0 = 11 };
+    cl_mem bdW = buf_out(nan_dW, sizeof nan_dW);
+    k = kernel("tdm_linear_grad_w_f32");
+    arg_mem(k, 0, bx);
+    arg_mem(k, 1, bdy);
+    arg_mem(k, 2, bdW);
+    arg_idx(k, 3, M);
+    arg_idx(k, 4, K);
+    arg_idx(k, 5, N);
+    arg_idx(k, 6, ROW0);
+    arg_idx(k, 7, 0);
+    arg_idx(k, 8, (cl_long)(K - ROW0) * N);
+    launch2(k, TDM_K_TILE, TDM_K_TILE);
+    read_back(bdW, dW, sizeof dW);
+    mm_ref_check("linear_grad_w", dW, K - ROW0, N, M, x + ROW0, 1, K, dy, N, 1, NULL, 0);
+    for (int i = (K - ROW0) * N; i < K * N; i++)
+        assert_true(isnan(dW[i])); /* past end untouched */
+    clReleaseKernel(k);
+
+    cl_mem all[] = {bx, bW, bb, bdy, by, bdx, bdW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        clReleaseMemObject(all[i]);
+}
 #endif /* TDM_HAVE_OPENCL */
 
 int main(int argc, char **argv)
@@ -485,6 +608,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reductions_f32),
         cmocka_unit_test(test_normalize_u8),
         cmocka_unit_test(test_pi_leibniz),
+        cmocka_unit_test(test_matmul_tiles_by_group),
     };
     /* clang-format on */
     int rc = TDM_TEST_MAIN("kernels_opencl", tests);

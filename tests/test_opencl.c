@@ -412,6 +412,65 @@ static void test_bad_entry_and_args(void **state)
     ops->close(d);
 }
 
+/* 2-D launches of a tiled entry (tdm_linear_f32: work-groups of exactly 16x16): a product whose
+ * sizes are not multiples of the group comes out right; the wrong group size, and a 1-D launch
+ * of a tiled entry, are TDM_EINVAL with the reason; an empty range is a no-op. */
+static void test_tiled_launch_2d(void **state)
+{
+    (void)state;
+    tdm__dev *d = open0();
+    enum { M = 21, K = 19, N = 35 };
+    float x[M * K], W[K * N], y[M * N];
+    for (int i = 0; i < M * K; i++)
+        x[i] = (float)(i % 13) * 0.125f - 0.75f;
+    for (int i = 0; i < K * N; i++)
+        W[i] = (float)(i % 7) * 0.25f - 0.5f;
+    tdm__dbuf *bx = NULL, *bW = NULL, *by = NULL;
+    OK(ops->alloc(d, sizeof x, &bx, detail, sizeof detail));
+    OK(ops->alloc(d, sizeof W, &bW, detail, sizeof detail));
+    OK(ops->alloc(d, sizeof y, &by, detail, sizeof detail));
+    OK(ops->write(d, 0, bx, 0, x, sizeof x, detail, sizeof detail));
+    OK(ops->write(d, 0, bW, 0, W, sizeof W, detail, sizeof detail));
+    int32_t relu = 0;
+    tdm__karg a[9] = {karg_buf(bx), karg_buf(bW),         karg_null(), karg_buf(by),   karg_i64(K),
+                      karg_i64(N),  karg_value(&relu, 4), karg_i64(0), karg_i64(M * N)};
+    const char *src = tdm__builtin_kernel_source;
+    tdm__range2 r = {{N, M}, {16, 16}};
+    OK(ops->launch_2d(d, 0, "builtin", src, "tdm_linear_f32", a, 9, &r, detail, sizeof detail));
+    OK(ops->read(d, 0, y, by, 0, sizeof y, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double ref = 0; /* exact: every product and partial sum is a multiple of 1/32 */
+            for (int k = 0; k < K; k++)
+                ref += (double)x[m * K + k] * W[k * N + n];
+            check_near("linear 2-D", m * N + n, y[m * N + n], ref, 0.0, 0.0);
+        }
+    /* the entry requires 16x16 groups */
+    tdm__range2 r8 = {{N, M}, {8, 8}};
+    assert_int_equal(
+        ops->launch_2d(d, 0, "builtin", src, "tdm_linear_f32", a, 9, &r8, detail, sizeof detail),
+        TDM_EINVAL);
+    assert_non_null(strstr(detail, "requires work-groups of 16x16x1"));
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", src, "tdm_linear_f32", a, 9, M * N, detail, sizeof detail),
+        TDM_EINVAL);
+    assert_non_null(strstr(detail, "2-D launch"));
+    tdm__range2 r0 = {{0, M}, {16, 16}}, rbad = {{N, M}, {0, 16}};
+    OK(ops->launch_2d(d, 0, "builtin", src, "tdm_linear_f32", a, 9, &r0, detail, sizeof detail));
+    assert_int_equal(
+        ops->launch_2d(d, 0, "builtin", src, "tdm_linear_f32", a, 9, &rbad, detail, sizeof detail),
+        TDM_EINVAL);
+    assert_int_equal(
+        ops->launch_2d(d, 0, "builtin", src, "tdm_linear_f32", a, 9, NULL, detail, sizeof detail),
+        TDM_EINVAL);
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    ops->free(d, bx);
+    ops->free(d, bW);
+    ops->free(d, by);
+    ops->close(d);
+}
+
 /* Empty buffers, empty copies and launches with no items are no-ops, not errors. */
 static void test_empty_work(void **state)
 {
@@ -545,6 +604,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_struct_by_value),
         cmocka_unit_test(test_compile_error_gives_log),
         cmocka_unit_test(test_bad_entry_and_args),
+        cmocka_unit_test(test_tiled_launch_2d),
         cmocka_unit_test(test_empty_work),
         cmocka_unit_test(test_memory_cap),
         cmocka_unit_test(test_over_max_alloc),

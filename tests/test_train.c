@@ -1,7 +1,9 @@
 /* Training kernels (kernels/train_kernels.h): dense layer forward/backward, softmax
  * cross-entropy, SGD with momentum, Adam — against plain C references on the CPU and on the
  * OpenCL device (PoCL in CI; skipped without one), gradients against finite differences, and
- * inputs given whole (weights): any row count, uploaded once, refused as views on devices. */
+ * inputs given whole (weights): any row count, uploaded once, refused as views on devices. The
+ * matrix products (tiled on devices) also at shapes that are not multiples of the tile, and at
+ * 256x512 @ 512x384, against a double-precision reference with a stated error bound. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,210 @@ static void test_kernels_on_opencl(void **state)
     tdm_test_close(rt);
 }
 
+/* ---- the matrix products at sizes that are not multiples of the device tile (16) ----------
+ * Each of linear (with bias, with and without ReLU), linear_grad_x (with and without the ReLU
+ * mask) and linear_grad_w against a plain C reference accumulated in double.
+ *
+ * Tolerance: a float dot product of n terms summed in any order (recursively, in partial sums
+ * or with fused multiply-adds) is within gamma * S of the exact value, S = sum |a_k b_k| (plus
+ * |bias|), gamma = n u / (1 - n u), u = 2^-24 (Higham, Accuracy and Stability of Numerical
+ * Algorithms, 3.1); the inputs are floats, so their products are exact in the double reference,
+ * whose own error (n 2^-53 S) is negligible. So each element must be within (n + 2) u S of the
+ * reference (n + 1 roundings with the bias, one more for slack), plus 1e-30. ReLU and the mask
+ * cannot widen the gap (ReLU is 1-Lipschitz; the mask reads inputs). A tiled kernel that read
+ * a wrong or missing element is off by about |a_k b_k|, far beyond that. */
+
+typedef struct {
+    int64_t M, K, N;
+} mm_shape;
+
+static void mm_fill(tdm_tensor *t, unsigned seed)
+{
+    float *p = tdm_tensor_data(t);
+    uint32_t s = seed * 2654435761u + 1u;
+    for (int64_t i = 0; i < tdm_tensor_numel(t); i++) {
+        s = s * 1664525u + 1013904223u;
+        p[i] = (float)((int)(s >> 9) % 2001 - 1000) * 1e-3f;
+    }
+}
+
+static tdm_tensor *mm_new(tdm_runtime *rt, int nd, int64_t d0, int64_t d1, unsigned seed)
+{
+    tdm_tensor *t = empty(rt, TDM_F32, nd, d0, d1);
+    if (seed)
+        mm_fill(t, seed);
+    return t;
+}
+
+/* got[r * cols + c] against sum_j a[r, j] * b[j, c] (+ bias[c]) with a and b given by strides,
+ * then ReLU (relu) or the mask h <= 0 -> 0 (h, same layout as got). */
+static void mm_check(const char *what, const mm_shape *sh, const tdm_tensor *got_t, int64_t rows,
+                     int64_t cols, int64_t n, const float *a, int64_t a_r, int64_t a_j,
+                     const float *b, int64_t b_j, int64_t b_c, const float *bias, int relu,
+                     const float *h)
+{
+    const float *got = tdm_tensor_data((tdm_tensor *)got_t);
+    const double u = 1.0 / 16777216.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            double ref = bias ? bias[c] : 0.0, S = bias ? fabs(bias[c]) : 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                double t = (double)a[r * a_r + j * a_j] * b[j * b_j + c * b_c];
+                ref += t;
+                S += fabs(t);
+            }
+            if ((relu && ref < 0) || (h && h[r * cols + c] <= 0.0f))
+                ref = 0.0;
+            double tol = (double)(n + 2) * u * S + 1e-30, g = got[r * cols + c];
+            if (!(fabs(g - ref) <= tol))
+                fail_msg("%s %lldx%lld @ %lldx%lld: [%lld, %lld] = %.9g, reference %.9g "
+                         "(tolerance %.3g)",
+                         what, (long long)sh->M, (long long)sh->K, (long long)sh->K,
+                         (long long)sh->N, (long long)r, (long long)c, g, ref, tol);
+        }
+}
+
+/* The run went to one device backend, wholly (no batch fell back to the CPU). */
+static void mm_ran_on(const tdm_report *rep, tdm_policy pol, int64_t rows)
+{
+    if (pol != TDM_POLICY_OPENCL)
+        return;
+    assert_int_equal(rep->status, 0);
+    assert_int_equal(rep->fallback_batches, 0);
+    int64_t on = 0;
+    for (int i = 0; i < rep->n_workers; i++)
+        if (rep->workers[i].kind == TDM_BACKEND_OPENCL)
+            on += rep->workers[i].items;
+    assert_int_equal(on, rows);
+}
+
+static void check_matmuls(tdm_runtime *rt, tdm_policy pol, const mm_shape *sh, int64_t batch)
+{
+    const int64_t Mr = sh->M, Kr = sh->K, Nr = sh->N;
+    tdm_map_opts o = opts(pol);
+    o.batch_size = batch;
+    tdm_tensor *x = mm_new(rt, 2, Mr, Kr, 1), *W = mm_new(rt, 2, Kr, Nr, 2),
+               *b = mm_new(rt, 1, Nr, 0, 3);
+    tdm_tensor *dy = mm_new(rt, 2, Mr, Nr, 4), *y = mm_new(rt, 2, Mr, Nr, 0);
+    tdm_tensor *dx = mm_new(rt, 2, Mr, Kr, 0), *dW = mm_new(rt, 2, Kr, Nr, 0);
+    const float *xp = tdm_tensor_data(x), *Wp = tdm_tensor_data(W), *bp = tdm_tensor_data(b),
+                *dyp = tdm_tensor_data(dy);
+    tdm_report rep = TDM_REPORT_INIT;
+    /* y = x W + b, then again with ReLU: on a device the second run finds W, b (and x) there */
+    tdm_tensor *lin[3] = {x, W, b};
+    for (int relu = 0; relu < 2; relu++) {
+        tdm_linear_params lp = {relu, 0};
+        assert_int_equal(tdm_map(rt, "linear", lin, 3, &y, 1, &lp, sizeof lp, &o, &rep), 0);
+        mm_ran_on(&rep, pol, Mr);
+        mm_check(relu ? "linear+relu" : "linear", sh, y, Mr, Nr, Kr, xp, Kr, 1, Wp, Nr, 1, bp, relu,
+                 NULL);
+    }
+    /* dx = dy W^T, plain and masked by x itself (about half its entries are <= 0) */
+    tdm_tensor *gx[3] = {dy, W, x};
+    for (int mask = 0; mask < 2; mask++) {
+        assert_int_equal(tdm_map(rt, "linear_grad_x", gx, 2 + mask, &dx, 1, NULL, 0, &o, &rep), 0);
+        mm_ran_on(&rep, pol, Mr);
+        mm_check(mask ? "linear_grad_x+mask" : "linear_grad_x", sh, dx, Mr, Kr, Nr, dyp, Nr, 1, Wp,
+                 1, Nr, NULL, 0, mask ? xp : NULL);
+    }
+    /* dW = x^T dy: the map's rows are dW's (K of them) */
+    tdm_tensor *gw[2] = {x, dy};
+    assert_int_equal(tdm_map(rt, "linear_grad_w", gw, 2, &dW, 1, NULL, 0, &o, &rep), 0);
+    mm_ran_on(&rep, pol, Kr);
+    mm_check("linear_grad_w", sh, dW, Kr, Nr, Mr, xp, 1, Kr, dyp, Nr, 1, NULL, 0, NULL);
+    tdm_tensor *all[] = {x, W, b, dy, y, dx, dW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        tdm_tensor_release(all[i]);
+}
+
+static const mm_shape mm_shapes[] = {
+    {37, 53, 29}, {1, 1, 1}, {64, 128, 10}, {128, 10, 64}, {17, 16, 33}, {16, 16, 16},
+};
+
+static void run_matmul_shapes(tdm_policy pol)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    if (pol == TDM_POLICY_OPENCL) {
+        tdm_tensor *a = mm_new(rt, 2, 2, 2, 1), *c = mm_new(rt, 2, 2, 2, 0);
+        tdm_tensor *in[2] = {a, a};
+        tdm_map_opts o = opts(pol);
+        tdm_linear_params lp = {0, 0};
+        int rc = tdm_map(rt, "linear", in, 2, &c, 1, &lp, sizeof lp, &o, NULL);
+        tdm_tensor_release(a);
+        tdm_tensor_release(c);
+        if (rc == TDM_ENODEV) {
+            tdm_test_close(rt);
+            skip();
+        }
+        assert_int_equal(rc, 0);
+    }
+    for (size_t i = 0; i < sizeof mm_shapes / sizeof mm_shapes[0]; i++) {
+        check_matmuls(rt, pol, &mm_shapes[i], 7); /* several batches, the last one short */
+        check_matmuls(rt, pol, &mm_shapes[i], 0); /* automatic batches */
+    }
+    const mm_shape big = {256, 512, 384};
+    check_matmuls(rt, pol, &big, 0);
+    tdm_test_close(rt);
+}
+
+static void test_matmul_shapes_on_cpu(void **state)
+{
+    run_matmul_shapes(TDM_POLICY_THREADS);
+}
+
+static void test_matmul_shapes_on_opencl(void **state)
+{
+    run_matmul_shapes(TDM_POLICY_OPENCL);
+}
+
+/* A user kernel whose device launch asks for a malformed 2-D shape is refused before it runs. */
+static int bad_2d_dev(const tdm_tensor *const *in, int n_in, const void *params, size_t ps,
+                      tdm_dev_launch *l, char *msg, size_t len)
+{
+    snprintf(l->entry, sizeof l->entry, "tdm_linear_f32");
+    l->items_per_row = 1;
+    l->dims = 2;
+    l->local[0] = *(const int32_t *)params;
+    l->local[1] = 64;
+    return 0;
+}
+
+static int copy_cpu(const tdm_kernel_args *a)
+{
+    memcpy(a->out[0], a->in[0], (size_t)(a->end - a->begin) * sizeof(float));
+    return 0;
+}
+
+static void test_malformed_2d_launch_is_refused(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_kernel_def d = TDM_KERNEL_DEF_INIT;
+    d.name = "bad_2d";
+    d.n_in_min = d.n_in_max = 1;
+    d.n_out = 1;
+    d.params_size = sizeof(int32_t);
+    d.cpu = copy_cpu;
+    d.source = "/* nothing of its own */";
+    d.dev = bad_2d_dev;
+    assert_int_equal(tdm_kernel_register(rt, &d), 0);
+    tdm_tensor *x = mm_new(rt, 1, 8, 0, 1), *y = mm_new(rt, 1, 8, 0, 0);
+    tdm_map_opts o = opts(TDM_POLICY_OPENCL);
+    int32_t lx = 32; /* 32 x 64 = 2048 work items per group: more than any backend runs */
+    int rc = tdm_map(rt, "bad_2d", &x, 1, &y, 1, &lx, sizeof lx, &o, NULL);
+    if (rc != TDM_ENODEV) {
+        assert_int_equal(rc, TDM_EINVAL);
+        assert_non_null(strstr(tdm_errmsg(rt), "malformed"));
+        lx = 0;
+        assert_int_equal(tdm_map(rt, "bad_2d", &x, 1, &y, 1, &lx, sizeof lx, &o, NULL), TDM_EINVAL);
+    }
+    /* the CPU does not look at the launch */
+    tdm_map_opts c = opts(TDM_POLICY_THREADS);
+    assert_int_equal(tdm_map(rt, "bad_2d", &x, 1, &y, 1, &lx, sizeof lx, &c, NULL), 0);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
 /* d loss / d W by finite differences against linear_grad_w of softmax_xent's gradient. */
 static void test_gradient_matches_finite_differences(void **state)
 {
@@ -343,6 +549,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gradient_matches_finite_differences),
         cmocka_unit_test(test_whole_inputs),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_matmul_shapes_on_cpu),
+        cmocka_unit_test(test_matmul_shapes_on_opencl),
+        cmocka_unit_test(test_malformed_2d_launch_is_refused),
     };
     return TDM_TEST_MAIN("train", tests);
 }

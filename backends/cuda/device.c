@@ -26,7 +26,9 @@
  *     it with cudaLibraryLoadData and caches it on the device under the key. Arguments are
  *     checked against the entry's parameter list (cudaFuncGetParamInfo) before launching: a
  *     wrong count or size is TDM_EINVAL, not a corrupt launch. Grid-stride launches: 256
- *     threads per block, as many blocks as items need up to 32 per SM.
+ *     threads per block, as many blocks as items need up to 32 per SM. 2-D launches (the tiled
+ *     matrix products): blocks of the size the kernel asks for, enough to cover the range, at
+ *     most 65535 per dimension.
  * Every entry calls cudaSetDevice first: the driver thread may switch between devices.
  */
 #include <dlfcn.h>
@@ -46,6 +48,7 @@
 #define TDM__CUDA_QUEUES 3
 #define TDM__CUDA_BLOCK 256
 #define TDM__CUDA_BLOCKS_PER_SM 32
+#define TDM__CUDA_GRID_CAP 65535u /* blocks per dimension of a 2-D launch (gridDim.y's limit) */
 #define TDM__CUDA_STAGE_CHUNK ((size_t)4 << 20)
 #define TDM__CUDA_STAGE_SLOTS 2
 #define TDM__CUDA_MAX_ARGS 32
@@ -328,6 +331,20 @@ void tdm_mean_f64(const double *, double *, long long, long long, long long);
 void tdm_sumsq_f32(const float *, float *, long long, long long, long long);
 void tdm_sumsq_f64(const double *, double *, long long, long long, long long);
 void tdm_pi_leibniz(const long long *, double *, long long, long long, long long);
+/* kernels/train_kernels.h (tdm_linear_f32 and the two gradients are tiled: 2-D launches) */
+void tdm_linear_f32(const float *, const float *, const float *, float *, long long, long long, int,
+                    long long, long long);
+void tdm_linear_grad_x_f32(const float *, const float *, const float *, float *, long long,
+                           long long, long long, long long);
+void tdm_linear_grad_w_f32(const float *, const float *, float *, long long, long long, long long,
+                           long long, long long, long long);
+void tdm_colsum_f32(const float *, float *, long long, long long, long long, long long, long long);
+void tdm_softmax_xent_f32(const float *, const int *, float *, float *, int *, long long, float,
+                          long long, long long);
+void tdm_sgd_momentum_f32(const float *, const float *, const float *, float *, float *, float,
+                          float, float, long long, long long);
+void tdm_adam_f32(const float *, const float *, const float *, const float *, float *, float *,
+                  float *, float, float, float, float, float, float, float, long long, long long);
 
 typedef struct builtin_entry {
     const char *name;
@@ -342,6 +359,9 @@ static const builtin_entry g_builtins[] = {
     BUILTIN(tdm_normalize_u8), BUILTIN(tdm_sum_f32),         BUILTIN(tdm_sum_f64),
     BUILTIN(tdm_mean_f32),     BUILTIN(tdm_mean_f64),        BUILTIN(tdm_sumsq_f32),
     BUILTIN(tdm_sumsq_f64),    BUILTIN(tdm_pi_leibniz),
+    BUILTIN(tdm_linear_f32),   BUILTIN(tdm_linear_grad_x_f32), BUILTIN(tdm_linear_grad_w_f32),
+    BUILTIN(tdm_colsum_f32),   BUILTIN(tdm_softmax_xent_f32),  BUILTIN(tdm_sgd_momentum_f32),
+    BUILTIN(tdm_adam_f32),
 };
 #undef BUILTIN
 /* clang-format on */
@@ -1109,18 +1129,16 @@ static kinfo *user_kernel(tdm__dev *d, const char *key, const char *source, cons
     return &k->ki;
 }
 
-static int cuda_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
-                       const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+/* The kernel `entry` (a built-in or, under another key, of `source` built with NVRTC) with its
+ * arguments checked and laid out for cudaLaunchKernel in params[] (pointing into ptrs[] and
+ * args[]): what both launches do first. */
+static int cuda_bind(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                     const tdm__karg *args, int n_args, kinfo **out, void **ptrs, void **params,
+                     char *detail, size_t len)
 {
     int rc = check_queue(d, q, detail, len);
     if (rc < 0)
         return rc;
-    if (!key || !entry || n_args < 0 || n_args > TDM__CUDA_MAX_ARGS || (n_args && !args) ||
-        global < 0) {
-        set_detail(detail, len, "cuda launch: bad arguments (key, entry, %d args, global %lld)",
-                   n_args, (long long)global);
-        return TDM_EINVAL;
-    }
     if ((rc = set_device(d, detail, len)) < 0)
         return rc;
     kinfo *k = NULL;
@@ -1146,8 +1164,6 @@ static int cuda_launch(tdm__dev *d, int q, const char *key, const char *source, 
         return rc;
     if ((rc = check_args(k, entry, args, n_args, detail, len)) < 0)
         return rc;
-    void *ptrs[TDM__CUDA_MAX_ARGS];
-    void *params[TDM__CUDA_MAX_ARGS];
     for (int i = 0; i < n_args; i++) {
         switch (args[i].kind) {
         case TDM__KARG_BUF:
@@ -1175,16 +1191,14 @@ static int cuda_launch(tdm__dev *d, int q, const char *key, const char *source, 
             return TDM_EINVAL;
         }
     }
-    if (global == 0)
-        return 0;
-    /* Grid-stride entries: enough blocks to cover the items, at most 32 per SM (a full device
-     * several times over; each thread then loops). */
-    int64_t blocks = (global + TDM__CUDA_BLOCK - 1) / TDM__CUDA_BLOCK;
-    int64_t max_blocks = (int64_t)d->sms * TDM__CUDA_BLOCKS_PER_SM;
-    if (blocks > max_blocks)
-        blocks = max_blocks;
-    dim3 grid = {(unsigned)blocks, 1, 1};
-    dim3 block = {TDM__CUDA_BLOCK, 1, 1};
+    *out = k;
+    return 0;
+}
+
+static int cuda_enqueue(tdm__dev *d, int q, const kinfo *k, const char *entry,
+                        const tdm__karg *args, int n_args, void **params, dim3 grid, dim3 block,
+                        char *detail, size_t len)
+{
     cudaError_t e = cudaLaunchKernel(k->fn, grid, block, params, 0, d->q[q].stream);
     if (e != cudaSuccess) {
         char what[96];
@@ -1196,6 +1210,75 @@ static int cuda_launch(tdm__dev *d, int q, const char *key, const char *source, 
             args[i].buf->used_queues |= 1u << q;
     }
     return 0;
+}
+
+static int cuda_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                       const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+{
+    if (!key || !entry || n_args < 0 || n_args > TDM__CUDA_MAX_ARGS || (n_args && !args) ||
+        global < 0) {
+        set_detail(detail, len, "cuda launch: bad arguments (key, entry, %d args, global %lld)",
+                   n_args, (long long)global);
+        return TDM_EINVAL;
+    }
+    kinfo *k = NULL;
+    void *ptrs[TDM__CUDA_MAX_ARGS];
+    void *params[TDM__CUDA_MAX_ARGS];
+    int rc = cuda_bind(d, q, key, source, entry, args, n_args, &k, ptrs, params, detail, len);
+    if (rc < 0)
+        return rc;
+    if (global == 0)
+        return 0;
+    /* Grid-stride entries: enough blocks to cover the items, at most 32 per SM (a full device
+     * several times over; each thread then loops). */
+    int64_t blocks = (global + TDM__CUDA_BLOCK - 1) / TDM__CUDA_BLOCK;
+    int64_t max_blocks = (int64_t)d->sms * TDM__CUDA_BLOCKS_PER_SM;
+    if (blocks > max_blocks)
+        blocks = max_blocks;
+    dim3 grid = {(unsigned)blocks, 1, 1};
+    dim3 block = {TDM__CUDA_BLOCK, 1, 1};
+    return cuda_enqueue(d, q, k, entry, args, n_args, params, grid, block, detail, len);
+}
+
+/* A 2-D launch: blocks of exactly r->local (blockDim), as many as cover r->size (gridDim),
+ * at most TDM__CUDA_GRID_CAP per dimension (gridDim.y's limit; the tiled entries loop over
+ * their tiles by block index). A block larger than the entry allows (__launch_bounds__, its
+ * registers: cudaFuncGetAttributes) is TDM_EINVAL with the reason. */
+static int cuda_launch_2d(tdm__dev *d, int q, const char *key, const char *source,
+                          const char *entry, const tdm__karg *args, int n_args,
+                          const tdm__range2 *r, char *detail, size_t len)
+{
+    if (!key || !entry || n_args < 0 || n_args > TDM__CUDA_MAX_ARGS || (n_args && !args) || !r ||
+        r->size[0] < 0 || r->size[1] < 0 || r->local[0] < 1 || r->local[1] < 1 ||
+        (uint64_t)r->local[0] * r->local[1] > 1024) {
+        set_detail(detail, len, "cuda launch_2d: bad arguments (key, entry, %d args, range)",
+                   n_args);
+        return TDM_EINVAL;
+    }
+    kinfo *k = NULL;
+    void *ptrs[TDM__CUDA_MAX_ARGS];
+    void *params[TDM__CUDA_MAX_ARGS];
+    int rc = cuda_bind(d, q, key, source, entry, args, n_args, &k, ptrs, params, detail, len);
+    if (rc < 0)
+        return rc;
+    struct cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, k->fn) != cudaSuccess) {
+        (void)cudaGetLastError(); /* cannot tell: the launch itself will say */
+    } else if ((uint64_t)r->local[0] * r->local[1] > (uint64_t)fa.maxThreadsPerBlock) {
+        set_detail(detail, len, "cuda launch_2d: %s runs at most %d threads per block, %ux%u asked",
+                   entry, fa.maxThreadsPerBlock, r->local[0], r->local[1]);
+        return TDM_EINVAL;
+    }
+    if (r->size[0] == 0 || r->size[1] == 0)
+        return 0;
+    unsigned g[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t blocks = ((uint64_t)r->size[i] + r->local[i] - 1) / r->local[i];
+        g[i] = (unsigned)(blocks > TDM__CUDA_GRID_CAP ? TDM__CUDA_GRID_CAP : blocks);
+    }
+    dim3 grid = {g[0], g[1], 1};
+    dim3 block = {r->local[0], r->local[1], 1};
+    return cuda_enqueue(d, q, k, entry, args, n_args, params, grid, block, detail, len);
 }
 
 static int cuda_finish(tdm__dev *d, int q, char *detail, size_t len)
@@ -1264,5 +1347,6 @@ const tdm__dev_ops tdm__cuda_dev_ops = {
     .write = cuda_write,
     .read = cuda_read,
     .launch = cuda_launch,
+    .launch_2d = cuda_launch_2d,
     .finish = cuda_finish,
 };

@@ -37,6 +37,9 @@
 /* Most work items per launch: the entries loop over their items with a grid-stride loop, so
  * any global size is correct; 2^20 fills any current GPU and keeps per-item overhead away. */
 #define OCL_GLOBAL_CAP ((size_t)1 << 20)
+/* Most work-groups per dimension of a 2-D launch: the tiled entries loop over their tiles by
+ * group index, so any count is correct; 65535 is also CUDA's limit along y. */
+#define OCL_GROUPS_CAP ((size_t)65535)
 
 /* What a kernel parameter takes, from clGetKernelArgInfo (the program is built with
  * -cl-kernel-arg-info): drivers do not all check clSetKernelArg's size (PoCL takes 4 bytes for
@@ -53,6 +56,8 @@ typedef struct ocl_kernel {
     cl_kernel k;
     cl_uint n_args;
     size_t multiple;  /* CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE (>= 1) */
+    size_t max_group; /* CL_KERNEL_WORK_GROUP_SIZE: most work items per group (0 = unknown) */
+    size_t reqd[3];   /* CL_KERNEL_COMPILE_WORK_GROUP_SIZE: the entry's required group, or 0s */
     ocl_param *param; /* n_args entries, or NULL when the driver gives no argument info */
     char name[];
 } ocl_kernel;
@@ -94,6 +99,7 @@ struct tdm__dev {
     int fp64;
     cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     cl_ulong global_mem; /* CL_DEVICE_GLOBAL_MEM_SIZE */
+    size_t max_items[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES (0 = unknown) */
     uint64_t cap;        /* TDM_DEVICE_MEM_CAP, 0 = none */
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
@@ -394,6 +400,14 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
         snprintf(d->name, sizeof d->name, "?");
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc, &d->max_alloc, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof d->global_mem, &d->global_mem, NULL);
+    cl_uint dims = 0;
+    size_t items[16] = {0};
+    if (clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_ITEM_DIMENSIONS, sizeof dims, &dims, NULL) ==
+            CL_SUCCESS &&
+        dims >= 2 && dims <= 16 &&
+        clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_ITEM_SIZES, dims * sizeof items[0], items, NULL) ==
+            CL_SUCCESS)
+        memcpy(d->max_items, items, sizeof d->max_items);
     d->fp64 = has_extension(dev, "cl_khr_fp64");
 
     cl_int e;
@@ -905,14 +919,22 @@ static int get_kernel(tdm__dev *d, ocl_prog *p, const char *entry, ocl_kernel **
                                  sizeof m, &m, NULL) == CL_SUCCESS &&
         m > 0 && m <= 1024)
         k->multiple = m;
+    if (clGetKernelWorkGroupInfo(k->k, d->dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof k->max_group,
+                                 &k->max_group, NULL) != CL_SUCCESS)
+        k->max_group = 0;
+    if (clGetKernelWorkGroupInfo(k->k, d->dev, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof k->reqd,
+                                 k->reqd, NULL) != CL_SUCCESS)
+        memset(k->reqd, 0, sizeof k->reqd);
     k->next = p->kernels;
     p->kernels = k;
     *out = k;
     return 0;
 }
 
-static int ocl_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
-                      const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+/* The kernel `entry` of program `source` (built and cached under key) with its arguments set:
+ * what both launches do before enqueueing. */
+static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                    const tdm__karg *args, int n_args, ocl_kernel **out, char *detail, size_t len)
 {
     int rc = check_queue(d, q, "launch", detail, len);
     if (rc)
@@ -970,6 +992,22 @@ static int ocl_launch(tdm__dev *d, int q, const char *key, const char *source, c
             return cl_code(e) == TDM_ENOMEM ? TDM_ENOMEM : TDM_EINVAL;
         }
     }
+    *out = k;
+    return 0;
+}
+
+static int ocl_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                      const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+{
+    ocl_kernel *k = NULL;
+    int rc = ocl_bind(d, q, key, source, entry, args, n_args, &k, detail, len);
+    if (rc != 0)
+        return rc;
+    if (k->reqd[0])
+        return fail(detail, len, TDM_EINVAL,
+                    "opencl device %d: kernel %s requires work-groups of %zux%zux%zu: it needs a "
+                    "2-D launch",
+                    d->index, entry, k->reqd[0], k->reqd[1], k->reqd[2]);
     if (global <= 0)
         return 0; /* no items: nothing to run */
     size_t g = (uint64_t)global > OCL_GLOBAL_CAP ? OCL_GLOBAL_CAP : (size_t)global;
@@ -983,6 +1021,56 @@ static int ocl_launch(tdm__dev *d, int q, const char *key, const char *source, c
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueNDRangeKernel(%s, %zu work items) on queue %d",
                        entry, g, q);
+    record_op(d, q, ev, "kernel %.40s", entry);
+    return 0;
+}
+
+/* A 2-D launch in work-groups of exactly r->local (clEnqueueNDRangeKernel with work_dim 2 and
+ * local_work_size: OpenCL 1.2 requires the global size to be a multiple of it, hence the
+ * rounding; the group count is capped per dimension). The group size is checked against the
+ * entry's required size, the kernel's and the device's limits first, so a group the device
+ * cannot run is TDM_EINVAL with the reason, not a driver error. */
+static int ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                         const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
+                         size_t len)
+{
+    if (!r || r->local[0] < 1 || r->local[1] < 1 || r->size[0] < 0 || r->size[1] < 0)
+        return fail(detail, len, TDM_EINVAL, "opencl device %d: launch_2d(%s): bad range", d->index,
+                    entry ? entry : "?");
+    ocl_kernel *k = NULL;
+    int rc = ocl_bind(d, q, key, source, entry, args, n_args, &k, detail, len);
+    if (rc != 0)
+        return rc;
+    size_t local[2] = {r->local[0], r->local[1]};
+    if (k->reqd[0] && (k->reqd[0] != local[0] || k->reqd[1] != local[1] || k->reqd[2] != 1))
+        return fail(detail, len, TDM_EINVAL,
+                    "opencl device %d: kernel %s requires work-groups of %zux%zux%zu, %zux%zu "
+                    "asked for",
+                    d->index, entry, k->reqd[0], k->reqd[1], k->reqd[2], local[0], local[1]);
+    if ((k->max_group && local[0] * local[1] > k->max_group) ||
+        (d->max_items[0] && local[0] > d->max_items[0]) ||
+        (d->max_items[1] && local[1] > d->max_items[1]))
+        return fail(detail, len, TDM_EINVAL,
+                    "opencl device %d (%s): kernel %s needs work-groups of %zux%zu; the device "
+                    "runs at most %zu work items per group for it, %zux%zu per dimension",
+                    d->index, d->name, entry, local[0], local[1], k->max_group, d->max_items[0],
+                    d->max_items[1]);
+    if (r->size[0] == 0 || r->size[1] == 0)
+        return 0; /* no items: nothing to run */
+    size_t g[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t groups = ((uint64_t)r->size[i] + local[i] - 1) / local[i];
+        g[i] = (groups > OCL_GROUPS_CAP ? OCL_GROUPS_CAP : (size_t)groups) * local[i];
+    }
+    if ((rc = reserve_op(d, q, detail, len)) != 0)
+        return rc;
+    cl_event ev = NULL;
+    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 2, NULL, g, local, 0, NULL, &ev);
+    if (e != CL_SUCCESS)
+        return cl_fail(d, detail, len, e,
+                       "clEnqueueNDRangeKernel(%s, %zux%zu work items in groups of %zux%zu) on "
+                       "queue %d",
+                       entry, g[0], g[1], local[0], local[1], q);
     record_op(d, q, ev, "kernel %.40s", entry);
     return 0;
 }
@@ -1032,5 +1120,6 @@ const tdm__dev_ops tdm__opencl_dev_ops = {
     .write = ocl_write,
     .read = ocl_read,
     .launch = ocl_launch,
+    .launch_2d = ocl_launch_2d,
     .finish = ocl_finish,
 };

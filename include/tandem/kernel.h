@@ -73,12 +73,24 @@ typedef struct tdm_dev_arg {
 } tdm_dev_arg;
 
 /** A device launch: entry point name, argument list, and items per tensor row (e.g. 1 for a
- *  per-row reduction, the row's element count for an elementwise kernel). */
+ *  per-row reduction, the row's element count for an elementwise kernel).
+ *
+ *  Its shape: by default (dims 0 or 1) a 1-D launch whose global and work-group sizes the
+ *  backend picks; the entry covers items [BEGIN, END) with a grid-stride loop. dims = 2 asks
+ *  for a 2-D launch in work-groups of exactly local[0] x local[1] work items, for an entry that
+ *  shares tiles through work-group memory (the dialect's TDM_KERNEL_GROUP, TDM_SHARED,
+ *  TDM_BARRIER): dimension 0 spans items_per_row (an output row's elements), dimension 1 the
+ *  batch's rows, each rounded up to whole work-groups; a backend may launch fewer groups than
+ *  that (at least one per dimension), so the entry loops over its tiles by group index. BEGIN
+ *  and END are still the batch's items (whole rows). local[0] * local[1] is at most 1024; a
+ *  device that cannot run such a group fails the batch with TDM_EINVAL. */
 typedef struct tdm_dev_launch {
     char entry[64];
     int n_args;
     tdm_dev_arg args[TDM_DEV_MAX_ARGS];
     int64_t items_per_row;
+    int32_t dims;     /**< 0 or 1: 1-D grid-stride launch; 2: 2-D launch in work-groups */
+    int32_t local[2]; /**< dims == 2: the work-group size along dimensions 0 and 1 */
 } tdm_dev_launch;
 
 /** Describes the device launch of a call (after infer accepted it): fills *launch from the
