@@ -240,6 +240,34 @@ static void test_parallel_for_and_register_fail_cleanly(void **state)
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
+/* A simulated cluster allocates its ranks and its event queue (and each node group's own
+ * simulation): every failure is TDM_ENOMEM, and the run that succeeds is the usual one. */
+static void test_simulate_cluster_fails_cleanly(void **state)
+{
+    tdm_sim_cluster_config c = TDM_SIM_CLUSTER_CONFIG_INIT;
+    assert_int_equal(tdm_sim_cluster_add(&c, "300:cpu*2:tpi=1us", NULL, 0), 0);
+    c.items = 10000000;
+    c.partitioned = 1;
+    c.in_bytes_per_item = 8;
+    c.slow_node = 5;
+    c.slow_factor = 2;
+    tdm_sim_cluster_result r, ref;
+    assert_int_equal(tdm_simulate_cluster(&c, &ref, NULL, 0), 0);
+    int failures = 0;
+    for (int k = 0;; k++) {
+        arm(k);
+        int rc = tdm_simulate_cluster(&c, &r, NULL, 0);
+        disarm();
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, TDM_ENOMEM);
+        failures++;
+    }
+    assert_true(failures >= 3); /* the node's simulation, the ranks, the event queue */
+    assert_true(r.makespan_s == ref.makespan_s);
+    assert_int_equal(r.grants, ref.grants);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +276,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_map_fails_cleanly),
         cmocka_unit_test(test_streaming_ring_fails_cleanly),
         cmocka_unit_test(test_parallel_for_and_register_fail_cleanly),
+        cmocka_unit_test(test_simulate_cluster_fails_cleanly),
     };
     return TDM_TEST_MAIN("alloc", tests);
 }

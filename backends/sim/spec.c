@@ -199,3 +199,172 @@ int tdm_sim_format(const tdm_sim_config *cfg, const tdm_sim_result *r, char *buf
 #undef OUT
     return n > (size_t)INT_MAX ? INT_MAX : (int)n;
 }
+
+/* ---- clusters ---------------------------------------------------------------------------- */
+
+static int bad_group(char *err, size_t len, const char *fmt, ...) TDM__PRINTF(3, 4);
+static int bad_group(char *err, size_t len, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (err && len)
+        snprintf(err, len, "%s", msg);
+    return tdm__err(NULL, TDM_EINVAL, "tdm_sim_cluster_add: %s", msg);
+}
+
+int tdm_sim_cluster_add(tdm_sim_cluster_config *cfg, const char *group, char *err, size_t err_len)
+{
+    if (err && err_len)
+        err[0] = '\0';
+    if (!cfg || !group)
+        return bad_group(err, err_len, "config or group is NULL");
+    if (cfg->size < sizeof *cfg || cfg->version != TDM_SIM_CLUSTER_CONFIG_VERSION)
+        return bad_group(err, err_len,
+                         "config size %u / version %u not supported (start from "
+                         "TDM_SIM_CLUSTER_CONFIG_INIT)",
+                         cfg->size, cfg->version);
+    if (cfg->n_groups < 0 || cfg->n_groups >= TDM_SIM_MAX_GROUPS)
+        return bad_group(err, err_len, "at most %d node groups", TDM_SIM_MAX_GROUPS);
+    char *end;
+    errno = 0;
+    long count = strtol(group, &end, 10);
+    if (end == group || *end != ':' || errno || count < 1 || count > TDM_SIM_MAX_NODES)
+        return bad_group(err, err_len, "'%s': expected COUNT:SPEC[;SPEC]... with COUNT in 1..%d",
+                         group, TDM_SIM_MAX_NODES);
+    long nodes = count;
+    for (int g = 0; g < cfg->n_groups; g++)
+        nodes += cfg->groups[g].count;
+    if (nodes > TDM_SIM_MAX_NODES)
+        return bad_group(err, err_len, "%ld nodes in all (at most %d)", nodes, TDM_SIM_MAX_NODES);
+    char buf[1024];
+    if (strlen(end + 1) >= sizeof buf)
+        return bad_group(err, err_len, "group longer than %zu characters", sizeof buf - 1);
+    snprintf(buf, sizeof buf, "%s", end + 1);
+    tdm_sim_node_group ng = {.count = (int)count, .node = TDM_SIM_CONFIG_INIT};
+    char *save = NULL;
+    for (char *spec = strtok_r(buf, ";", &save); spec; spec = strtok_r(NULL, ";", &save)) {
+        char why[256];
+        if (tdm_sim_add(&ng.node, spec, why, sizeof why) != 0)
+            return bad_group(err, err_len, "%s", why);
+    }
+    if (ng.node.n_backends == 0)
+        return bad_group(err, err_len, "'%s': no backend after the count", group);
+    cfg->groups[cfg->n_groups++] = ng;
+    return 0;
+}
+
+static const char *gather_name(tdm_sim_gather g)
+{
+    return g == TDM_SIM_GATHER_ROOT ? "to rank 0" : g == TDM_SIM_GATHER_ALL ? "to all" : "none";
+}
+
+/* Bytes (or bytes/s) with a decimal unit. */
+static void bytes(char *buf, size_t len, double b)
+{
+    if (b >= 1e12)
+        snprintf(buf, len, "%.3g TB", b * 1e-12);
+    else if (b >= 1e9)
+        snprintf(buf, len, "%.3g GB", b * 1e-9);
+    else if (b >= 1e6)
+        snprintf(buf, len, "%.3g MB", b * 1e-6);
+    else if (b >= 1e3)
+        snprintf(buf, len, "%.3g kB", b * 1e-3);
+    else
+        snprintf(buf, len, "%.3g B", b);
+}
+
+/* "cpu*32+gpu*2" */
+static void node_text(char *buf, size_t len, const tdm_sim_config *node)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int b = 0; b < node->n_backends && n < len; b++) {
+        int w = snprintf(buf + n, len - n, "%s%s*%d", b ? "+" : "", node->backends[b].name,
+                         node->backends[b].count);
+        if (w > 0)
+            n += (size_t)w;
+    }
+}
+
+int tdm_sim_cluster_format(const tdm_sim_cluster_config *cfg, const tdm_sim_cluster_result *r,
+                           const tdm_sim_node_result *nodes, size_t n_nodes, char *buf, size_t len)
+{
+    if (!cfg || !r || (!buf && len))
+        return tdm__err(NULL, TDM_EINVAL, "tdm_sim_cluster_format: NULL argument");
+    size_t n = 0;
+    int w;
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        w = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__);                \
+        if (w > 0)                                                                                 \
+            n += (size_t)w;                                                                        \
+    } while (0)
+    if (len)
+        buf[0] = '\0';
+    char bw[32], lat[32], pay[32];
+    bytes(bw, sizeof bw, cfg->net_bandwidth);
+    dur(lat, sizeof lat, cfg->net_latency_s);
+    bytes(pay, sizeof pay, cfg->payload_bytes);
+    OUT("simulated cluster: %d node%s, %lld items, network %s/s + %s per message, %s split\n",
+        r->nodes, r->nodes == 1 ? "" : "s", (long long)cfg->items, bw, lat,
+        cfg->calibrated ? "calibrated" : "equal");
+    OUT("payload %s, %s inputs (%g B/item), outputs %g B/item gathered %s", pay,
+        cfg->partitioned ? "partitioned" : "replicated", cfg->in_bytes_per_item,
+        cfg->out_bytes_per_item, gather_name(cfg->gather));
+    if (cfg->slow_node >= 0 && cfg->slow_node < r->nodes)
+        OUT(", rank %d slowed %gx", cfg->slow_node, cfg->slow_factor);
+    if (cfg->node_noise > 0)
+        OUT(", chunk noise +-%g", cfg->node_noise);
+    if ((cfg->max_in_flight > 0 && cfg->max_in_flight != 2) ||
+        (cfg->chunk_divisor > 0 && cfg->chunk_divisor != 2))
+        OUT(", %d chunk(s) in flight, chunk = share / %g",
+            cfg->max_in_flight > 0 ? cfg->max_in_flight : 2,
+            cfg->chunk_divisor > 0 ? cfg->chunk_divisor : 2.0);
+    OUT("\n%-5s %5s %-24s %12s %9s %14s %6s %6s %7s\n", "group", "nodes", "node", "items/s/node",
+        "vs lanes", "items", "share", "busy", "steals");
+    for (int g = 0; g < r->n_groups && g < cfg->n_groups; g++) {
+        const tdm_sim_group_result *gr = &r->groups[g];
+        char nt[128];
+        node_text(nt, sizeof nt, &cfg->groups[g].node);
+        double busy = r->compute_s > 0 ? gr->busy_s / (cfg->groups[g].count * r->compute_s) : 0;
+        OUT("%-5d %5d %-24s %12.4g %8.1f%% %14lld %5.1f%% %5.1f%% %7lld\n", g, cfg->groups[g].count,
+            nt, gr->rate, gr->lanes_rate > 0 ? 100 * gr->rate / gr->lanes_rate : 0.0,
+            (long long)gr->items, 100 * (double)gr->items / (double)cfg->items, 100 * busy,
+            (long long)gr->steals);
+    }
+    if (nodes && n_nodes >= (size_t)r->nodes) {
+        OUT("%5s %5s %12s %14s %7s %6s %7s %12s %10s\n", "rank", "group", "items/s", "items",
+            "chunks", "busy", "steals", "stolen", "ends");
+        for (int k = 0; k < r->nodes; k++) {
+            const tdm_sim_node_result *nr = &nodes[k];
+            char end[32];
+            dur(end, sizeof end, nr->end_s);
+            OUT("%5d %5d %12.4g %14lld %7lld %5.1f%% %7lld %12lld %10s\n", k, nr->group, nr->rate,
+                (long long)nr->items, (long long)nr->chunks,
+                r->compute_s > 0 ? 100 * nr->busy_s / r->compute_s : 0.0, (long long)nr->steals,
+                (long long)nr->stolen_items, end);
+        }
+    }
+    char mk[32], bc[32], cp[32], ga[32], id[32], one[32], cb[32], sb[32], gb[32];
+    dur(mk, sizeof mk, r->makespan_s);
+    dur(bc, sizeof bc, r->broadcast_s);
+    dur(cp, sizeof cp, r->compute_s);
+    dur(ga, sizeof ga, r->gather_s);
+    dur(id, sizeof id, r->ideal_s);
+    dur(one, sizeof one, r->single_s);
+    dur(cb, sizeof cb, r->coord_busy_s);
+    bytes(sb, sizeof sb, r->steal_bytes);
+    bytes(gb, sizeof gb, r->gather_bytes);
+    OUT("makespan %s = broadcast %s + compute %s + gather %s (%s)\n", mk, bc, cp, ga, gb);
+    OUT("ideal %s, one node %s: speed-up %.2fx of %.2fx, efficiency %.3f\n", id, one, r->speedup,
+        r->ideal_speedup, r->efficiency);
+    OUT("%lld grants, %lld steals (%s moved), rank 0 served %lld requests in %s (%.1f%% of the "
+        "compute); simulated in %.1f ms\n",
+        (long long)r->grants, (long long)r->steals, sb, (long long)r->requests, cb,
+        r->compute_s > 0 ? 100 * r->coord_busy_s / r->compute_s : 0.0, r->host_s * 1e3);
+#undef OUT
+    return n > (size_t)INT_MAX ? INT_MAX : (int)n;
+}
