@@ -21,5 +21,6 @@
 #include "tandem/sim.h"
 #include "tandem/pipeline.h"
 #include "tandem/image.h"
+#include "tandem/dist.h"
 
 #endif

@@ -190,16 +190,18 @@ void tdm__job_decline(tdm__job *job, int w);
 int tdm__job_wait(tdm__job *job, tdm_report *report);
 /* Items finished so far (sum of the workers' progress counters). */
 int64_t tdm__job_items_done(tdm__job *job);
-/* Asynchronous map / parallel_for with a finish hook set before the job is submitted (the
- * pipeline's way to hear of finished stages without polling). Same arguments and results as
- * the public calls. */
-int tdm__map_async_hook(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
-                        tdm_tensor *const *outputs, int n_out, const void *params,
-                        size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
-                        void *hook_arg, tdm__job **job);
-int tdm__pfor_async_hook(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
-                         size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
-                         void *hook_arg, tdm__job **job);
+/* Asynchronous map / parallel_for with a finish hook (may be NULL) set before the job is
+ * submitted: the pipeline's way to hear of finished stages without polling, and the
+ * distributed runtime's way to run a chunk. Unlike tdm_map_async() the job does not stream
+ * (it may run on devices, and needs no consumer); `fn` names the caller in messages. Same
+ * arguments and results as the public calls otherwise. */
+int tdm__map_async_hook(tdm_runtime *rt, const char *fn, const char *kernel,
+                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
+                        const void *params, size_t params_size, const tdm_map_opts *opts,
+                        void (*hook)(void *), void *hook_arg, tdm__job **job);
+int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm_range_fn fn,
+                         const void *params, size_t params_size, const tdm_map_opts *opts,
+                         void (*hook)(void *), void *hook_arg, tdm__job **job);
 /* Frees a finished job and everything it holds (runtime/map.c). */
 void tdm__job_destroy(tdm__job *job);
 

@@ -881,21 +881,20 @@ int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, co
     return rc;
 }
 
-int tdm__map_async_hook(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int n_in,
-                        tdm_tensor *const *outputs, int n_out, const void *params,
-                        size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
-                        void *hook_arg, tdm__job **job)
+int tdm__map_async_hook(tdm_runtime *rt, const char *fn, const char *kernel,
+                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
+                        const void *params, size_t params_size, const tdm_map_opts *opts,
+                        void (*hook)(void *), void *hook_arg, tdm__job **job)
 {
     tdm__hook h = {hook, hook_arg};
-    return prepare_map(rt, "tdm_pipeline", false, kernel, inputs, n_in, outputs, n_out, params,
-                       params_size, opts, &h, job);
+    return prepare_map(rt, fn, false, kernel, inputs, n_in, outputs, n_out, params, params_size,
+                       opts, &h, job);
 }
 
-int tdm__pfor_async_hook(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const void *params,
-                         size_t params_size, const tdm_map_opts *opts, void (*hook)(void *),
-                         void *hook_arg, tdm__job **job)
+int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm_range_fn fn,
+                         const void *params, size_t params_size, const tdm_map_opts *opts,
+                         void (*hook)(void *), void *hook_arg, tdm__job **job)
 {
     tdm__hook h = {hook, hook_arg};
-    return prepare_pfor(rt, "tdm_pipeline", false, n_items, fn, params, params_size, opts, &h,
-                        job);
+    return prepare_pfor(rt, name, false, n_items, fn, params, params_size, opts, &h, job);
 }

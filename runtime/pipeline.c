@@ -49,10 +49,10 @@ struct tdm_pipeline {
     int64_t n_items, batch_rows, n_batches;
     int depth;
     tdm_pipeline_opts o;
-    tdm_tensor **slot;   /* [n_stages * depth] */
+    tdm_tensor **slot;      /* [n_stages * depth] */
     tdm_tensor **last_view; /* [n_stages * depth]: rows of a short last batch, or NULL */
-    tdm_tensor *state_t; /* u8 [depth * batch_rows] */
-    tdm_tensor *reason_t; /* char [depth * batch_rows * TDM__PL_REASON] */
+    tdm_tensor *state_t;    /* u8 [depth * batch_rows] */
+    tdm_tensor *reason_t;   /* char [depth * batch_rows * TDM__PL_REASON] */
     uint8_t *state;
     char *reason;
     pl_slot *ps;
@@ -102,8 +102,8 @@ static int pl_run(const void *pv, int64_t begin, int64_t end, tdm_task *task)
             } else {
                 st[q] = ROW_FAILED;
                 snprintf(io->row_reason + q * TDM__PL_REASON, TDM__PL_REASON,
-                         "%s: rows %lld..%lld returned %s", b->name, (long long)r,
-                         (long long)e, tdm_status_name(rc));
+                         "%s: rows %lld..%lld returned %s", b->name, (long long)r, (long long)e,
+                         tdm_status_name(rc));
             }
         }
         r = e;
@@ -196,14 +196,15 @@ static void submit(struct tdm_pipeline *p, int i, int s, bool *started)
         b.io.seed = z ^ (z >> 31);
         b.io.row_state = st;
         b.io.row_reason = p->reason + (int64_t)i * p->batch_rows * TDM__PL_REASON;
-        rc = tdm__pfor_async_hook(p->rt, rows, pl_run, &b, sizeof b, &o, on_finish, ps, &job);
+        rc = tdm__pfor_async_hook(p->rt, "tdm_pipeline", rows, pl_run, &b, sizeof b, &o, on_finish,
+                                  ps, &job);
     } else {
         tdm_tensor *in = slot_rows(p, s - 1, i, rows), *out = slot_rows(p, s, i, rows);
-        rc = in && out ? tdm__map_async_hook(p->rt, sg->kernel, &in, 1, &out, 1,
-                                             p->params_t[s] ? tdm_tensor_data(p->params_t[s])
-                                                            : NULL,
-                                             sg->params_size, &o, on_finish, ps, &job)
-                       : TDM_ENOMEM;
+        rc = in && out
+                 ? tdm__map_async_hook(p->rt, "tdm_pipeline", sg->kernel, &in, 1, &out, 1,
+                                       p->params_t[s] ? tdm_tensor_data(p->params_t[s]) : NULL,
+                                       sg->params_size, &o, on_finish, ps, &job)
+                 : TDM_ENOMEM;
     }
     *started = rc == 0;
     pthread_mutex_lock(&p->mu);
@@ -334,15 +335,15 @@ static int check_stage(tdm_runtime *rt, const tdm_stage *sg, int s, char *name, 
         return tdm__err(rt, TDM_EINVAL, "tdm_pipeline_open: stage %d (%s): unknown policy %d", s,
                         name, (int)sg->policy);
     if (sg->sub_batch < 0)
-        return tdm__err(rt, TDM_EINVAL, "tdm_pipeline_open: stage %d (%s): sub_batch < 0", s,
-                        name);
+        return tdm__err(rt, TDM_EINVAL, "tdm_pipeline_open: stage %d (%s): sub_batch < 0", s, name);
     size_t es = tdm_dtype_size(sg->dtype);
     if (es == 0)
         return tdm__err(rt, TDM_EINVAL, "tdm_pipeline_open: stage %d (%s): unknown dtype %d", s,
                         name, (int)sg->dtype);
     if (sg->row_ndim < 0 || sg->row_ndim > TDM_MAX_DIMS - 1)
-        return tdm__err(rt, TDM_EINVAL, "tdm_pipeline_open: stage %d (%s): row_ndim %d not in 0..%d",
-                        s, name, sg->row_ndim, TDM_MAX_DIMS - 1);
+        return tdm__err(rt, TDM_EINVAL,
+                        "tdm_pipeline_open: stage %d (%s): row_ndim %d not in 0..%d", s, name,
+                        sg->row_ndim, TDM_MAX_DIMS - 1);
     int64_t b = (int64_t)es;
     for (int d = 0; d < sg->row_ndim; d++) {
         if (sg->row_shape[d] < 1 || tdm__mul_ovf(b, sg->row_shape[d], &b))
@@ -412,8 +413,8 @@ int tdm_pipeline_open(tdm_runtime *rt, const tdm_stage *stages, int n_stages, in
                             opts->size, opts->version);
         o = *opts;
     }
-    if (o.batch_rows < 0 || o.depth < 0 || o.depth > 1024 || !(o.timeout_s >= 0) ||
-        o.retries < 0 || o.retries > 1000)
+    if (o.batch_rows < 0 || o.depth < 0 || o.depth > 1024 || !(o.timeout_s >= 0) || o.retries < 0 ||
+        o.retries > 1000)
         return tdm__err(rt, TDM_EINVAL,
                         "tdm_pipeline_open: batch_rows >= 0, depth 0..1024, timeout_s >= 0 and "
                         "retries 0..1000 are required");
@@ -484,11 +485,10 @@ int tdm_pipeline_open(tdm_runtime *rt, const tdm_stage *stages, int n_stages, in
         }
     }
     if (rc == 0)
-        rc = tdm_tensor_zeros(rt, TDM_U8, 1, (int64_t[]){p->depth * p->batch_rows},
-                              TDM_MEM_SHARED, &p->state_t);
+        rc = tdm_tensor_zeros(rt, TDM_U8, 1, (int64_t[]){p->depth * p->batch_rows}, TDM_MEM_SHARED,
+                              &p->state_t);
     if (rc == 0)
-        rc = tdm_tensor_zeros(rt, TDM_U8, 1,
-                              (int64_t[]){p->depth * p->batch_rows * TDM__PL_REASON},
+        rc = tdm_tensor_zeros(rt, TDM_U8, 1, (int64_t[]){p->depth * p->batch_rows * TDM__PL_REASON},
                               TDM_MEM_SHARED, &p->reason_t);
     if (rc == 0) {
         p->state = tdm_tensor_data(p->state_t);

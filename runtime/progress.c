@@ -95,7 +95,7 @@ typedef struct {
     int width;
 } tdm__prog;
 
-static int term_width(void)
+int tdm__progress_width(void)
 {
     struct winsize ws;
     if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
@@ -134,6 +134,40 @@ static void snapshot(tdm__prog *pg, tdm_progress *p, bool final)
     p->final = final;
 }
 
+void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
+                          const char *lane, int width, int *lines_drawn)
+{
+    int n = per_lane ? p->n_workers : 0;
+    size_t cap = (size_t)(n + 1) * 1024 + 64, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return; /* a missed frame is harmless; the next one may succeed */
+    if (*lines_drawn > 1)
+        len += (size_t)snprintf(out + len, cap - len, "\033[%dA", *lines_drawn - 1);
+    len += (size_t)snprintf(out + len, cap - len, "\r");
+    int w = tdm_progress_format(p, desc, width, out + len, cap - len);
+    len += w > 0 ? (size_t)w : 0;
+    for (int i = 0; i < n && len < cap - 1100; i++) {
+        char wdesc[48];
+        snprintf(wdesc, sizeof wdesc, "  %s %d", lane, i);
+        tdm_progress wp = *p;
+        wp.done = p->per_worker[i];
+        /* Each lane's share is not known in advance: show it against the total. */
+        wp.rate = p->elapsed_s > 0 ? (double)wp.done / p->elapsed_s : 0;
+        len += (size_t)snprintf(out + len, cap - len, "\033[K\n");
+        int k = tdm_progress_format(&wp, wdesc, width, out + len, cap - len);
+        len += k > 0 ? (size_t)k : 0;
+    }
+    *lines_drawn = n + 1;
+    len += (size_t)snprintf(out + len, cap - len, "\033[K%s", p->final ? "\n" : "");
+    if (len > cap - 1)
+        len = cap - 1;
+    /* The user asked for this bar (progress on, or AUTO with stderr a terminal). */
+    ssize_t wr = write(STDERR_FILENO, out, len);
+    (void)wr;
+    free(out);
+}
+
 static void draw(tdm__prog *pg, bool final)
 {
     tdm__job *job = pg->job;
@@ -144,39 +178,8 @@ static void draw(tdm__prog *pg, bool final)
         return;
     }
     const char *desc = job->opts.desc ? job->opts.desc : job->what;
-    size_t cap = (size_t)(job->n_workers + 1) * 1024 + 64, len = 0;
-    char *out = malloc(cap);
-    if (!out)
-        return; /* a missed frame is harmless; the next one may succeed */
-    if (pg->lines_drawn > 1)
-        len += (size_t)snprintf(out + len, cap - len, "\033[%dA", pg->lines_drawn - 1);
-    len += (size_t)snprintf(out + len, cap - len, "\r");
-    int w = tdm_progress_format(&p, desc, pg->width, out + len, cap - len);
-    len += w > 0 ? (size_t)w : 0;
-    if (pg->mode == TDM_PROGRESS_PER_WORKER) {
-        for (int i = 0; i < job->n_workers && len < cap - 1100; i++) {
-            char wdesc[48];
-            snprintf(wdesc, sizeof wdesc, "  worker %d", i);
-            tdm_progress wp = p;
-            wp.done = pg->per_worker[i];
-            /* Each worker's share is not known in advance: show it against the total. */
-            wp.rate = p.elapsed_s > 0 ? (double)wp.done / p.elapsed_s : 0;
-            wp.eta_s = p.eta_s;
-            len += (size_t)snprintf(out + len, cap - len, "\033[K\n");
-            int k = tdm_progress_format(&wp, wdesc, pg->width, out + len, cap - len);
-            len += k > 0 ? (size_t)k : 0;
-        }
-        pg->lines_drawn = job->n_workers + 1;
-    } else {
-        pg->lines_drawn = 1;
-    }
-    len += (size_t)snprintf(out + len, cap - len, "\033[K%s", final ? "\n" : "");
-    if (len > cap - 1)
-        len = cap - 1;
-    /* The user asked for this bar (progress on, or AUTO with stderr a terminal). */
-    ssize_t wr = write(STDERR_FILENO, out, len);
-    (void)wr;
-    free(out);
+    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker", pg->width,
+                         &pg->lines_drawn);
 }
 
 static void *progress_main(void *arg)
@@ -223,7 +226,7 @@ int tdm__progress_start(tdm__job *job)
     pg->job = job;
     pg->mode = mode;
     pg->per_worker = pw;
-    pg->width = term_width();
+    pg->width = tdm__progress_width();
     int rc = pthread_create(&job->progress_thread, NULL, progress_main, pg);
     if (rc != 0) {
         free(pw);

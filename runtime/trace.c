@@ -76,7 +76,9 @@ void tdm__trace_span(tdm_runtime *rt, int lane, const char *name, int64_t batch,
 static void lane_name(tdm_runtime *rt, int lane, char *buf, size_t len)
 {
     int procs = tdm__procs_count(rt->procs);
-    if (lane < rt->threads) {
+    if (lane == TDM__TRACE_DIST_LANE) {
+        snprintf(buf, len, "chunks (distributed)");
+    } else if (lane < rt->threads) {
         snprintf(buf, len, "cpu thread %d", lane);
     } else if (lane < rt->threads + procs) {
         snprintf(buf, len, "worker process %d", lane - rt->threads);
@@ -100,30 +102,18 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-int tdm_trace_flush(tdm_runtime *rt)
+void tdm__trace_write_events(tdm_runtime *rt, FILE *f, int pid, const char *pname,
+                             int64_t shift_ns, bool *first)
 {
-    if (!rt)
-        return tdm__err(NULL, TDM_EINVAL, "tdm_trace_flush: runtime is NULL");
     struct tdm__trace *t = rt->trace;
     if (!t)
-        return 0;
+        return;
     pthread_mutex_lock(&t->mu);
-    size_t plen = strlen(t->path) + 16;
-    char *tmp = malloc(plen);
-    int rc = 0;
-    FILE *f = NULL;
-    if (!tmp) {
-        rc = tdm__err(rt, TDM_ENOMEM, "tdm_trace_flush: out of memory");
-        goto out;
-    }
-    snprintf(tmp, plen, "%s.tmp%d", t->path, (int)getpid());
-    f = fopen(tmp, "w");
-    if (!f) {
-        rc = tdm__err(rt, TDM_EIO, "tdm_trace_flush: cannot write '%s' (%s)", tmp, strerror(errno));
-        goto out;
-    }
-    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
-    fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"tandem\"}}");
+    fprintf(f, "%s\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":",
+            *first ? "" : ",", pid);
+    *first = false;
+    json_str(f, pname);
+    fprintf(f, "}}");
     /* one thread_name per lane used */
     for (size_t i = 0; i < t->n; i++) {
         bool seen = false;
@@ -133,9 +123,10 @@ int tdm_trace_flush(tdm_runtime *rt)
             continue;
         char name[96];
         lane_name(rt, t->ev[i].lane, name, sizeof name);
-        fprintf(
-            f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":",
-            t->ev[i].lane);
+        fprintf(f,
+                ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{"
+                "\"name\":",
+                pid, t->ev[i].lane);
         json_str(f, name);
         fprintf(f, "}}");
     }
@@ -144,40 +135,88 @@ int tdm_trace_flush(tdm_runtime *rt)
         fprintf(f, ",\n{\"name\":");
         json_str(f, t->names[e->name]);
         fprintf(f,
-                ",\"cat\":\"batch\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,"
+                ",\"cat\":\"batch\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,"
                 "\"args\":{\"batch\":%lld,\"begin\":%lld,\"end\":%lld,\"status\":%d}}",
-                e->lane, (double)e->ts / 1e3, (double)e->dur / 1e3, (long long)e->batch,
-                (long long)e->begin, (long long)e->end, e->status);
+                pid, e->lane, (double)((int64_t)e->ts + shift_ns) / 1e3, (double)e->dur / 1e3,
+                (long long)e->batch, (long long)e->begin, (long long)e->end, e->status);
     }
+    pthread_mutex_unlock(&t->mu);
+}
+
+const char *tdm__trace_path(const tdm_runtime *rt)
+{
+    return rt->trace ? rt->trace->path : NULL;
+}
+
+uint64_t tdm__trace_t0(const tdm_runtime *rt)
+{
+    return rt->trace ? rt->trace->t0 : 0;
+}
+
+int tdm__trace_write_file(tdm_runtime *rt, const char *path,
+                          void (*body)(void *arg, FILE *f), void *arg)
+{
+    size_t plen = strlen(path) + 16;
+    char *tmp = malloc(plen);
+    if (!tmp)
+        return tdm__err(rt, TDM_ENOMEM, "trace: out of memory");
+    snprintf(tmp, plen, "%s.tmp%d", path, (int)getpid());
+    int rc = 0;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        rc = tdm__err(rt, TDM_EIO, "trace: cannot write '%s' (%s)", tmp, strerror(errno));
+        goto out;
+    }
+    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[");
+    body(arg, f);
     fprintf(f, "\n]}\n");
     if (fclose(f) != 0) {
-        f = NULL;
-        rc = tdm__err(rt, TDM_EIO, "tdm_trace_flush: writing '%s' failed", tmp);
+        rc = tdm__err(rt, TDM_EIO, "trace: writing '%s' failed", tmp);
         unlink(tmp);
         goto out;
     }
-    f = NULL;
-    if (rename(tmp, t->path) != 0) {
-        rc = tdm__err(rt, TDM_EIO, "tdm_trace_flush: cannot replace '%s' (%s)", t->path,
-                      strerror(errno));
+    if (rename(tmp, path) != 0) {
+        rc = tdm__err(rt, TDM_EIO, "trace: cannot replace '%s' (%s)", path, strerror(errno));
         unlink(tmp);
     }
 out:
     free(tmp);
-    pthread_mutex_unlock(&t->mu);
     return rc;
 }
 
-void tdm__trace_close(tdm_runtime *rt)
+static void flush_body(void *arg, FILE *f)
+{
+    bool first = true;
+    tdm__trace_write_events(arg, f, 1, "tandem", 0, &first);
+}
+
+int tdm_trace_flush(tdm_runtime *rt)
+{
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_trace_flush: runtime is NULL");
+    struct tdm__trace *t = rt->trace;
+    if (!t)
+        return 0;
+    return tdm__trace_write_file(rt, t->path, flush_body, rt);
+}
+
+void tdm__trace_free(tdm_runtime *rt)
 {
     struct tdm__trace *t = rt->trace;
     if (!t)
         return;
-    if (tdm_trace_flush(rt) != 0)
-        tdm__log(rt, TDM_DEBUG_RUNTIME, "trace not written: %s", tdm_errmsg(rt));
     pthread_mutex_destroy(&t->mu);
     free(t->ev);
     free(t->path);
     free(t);
     rt->trace = NULL;
+}
+
+void tdm__trace_close(tdm_runtime *rt)
+{
+    if (!rt->trace)
+        return;
+    if (tdm_trace_flush(rt) != 0)
+        tdm__log(rt, TDM_DEBUG_RUNTIME, "trace not written: %s", tdm_errmsg(rt));
+    tdm__trace_free(rt);
 }

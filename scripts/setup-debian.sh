@@ -15,3 +15,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 # JPEG decoding (tandem/image.h). (bench/bench_dataloader.py also wants python3-torch
 # python3-torchvision python3-pil, large and not needed to build or test.)
 $SUDO apt-get install -y -qq --no-install-recommends libjpeg62-turbo-dev
+# MPI (tandem/dist.h): Open MPI; the tests run 2 and 4 ranks with mpirun on loopback.
+$SUDO apt-get install -y -qq --no-install-recommends libopenmpi-dev openmpi-bin

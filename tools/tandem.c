@@ -281,6 +281,10 @@ static int cmd_info(int argc, char **argv)
            si.memlock_limit_bytes != UINT64_MAX && si.memlock_limit_bytes < (64ull << 20)
                ? " (pinned tensors beyond this stay unlocked; raise with ulimit -l)"
                : "");
+    printf("  %-14s %s\n", "MPI",
+           tdm_dist_available()
+               ? "built (tandem/dist.h): run under mpirun for a distributed runtime"
+               : "not built (tandem/dist.h runs a single rank; TDM_WITH_MPI)");
 
     int nk = tdm_kernel_count(rt);
     if (nk < 0) {

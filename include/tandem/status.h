@@ -33,7 +33,8 @@
     X(EFORMAT, -19, "not a valid file of the expected format (magic, header, truncation)")         \
     X(ECORRUPT, -20, "checksum mismatch: the data is corrupted")                                   \
     X(ETIMEDOUT, -30, "a batch overran its deadline (its worker was killed)")                      \
-    X(EWORKER, -31, "a worker process died while running the batch")
+    X(EWORKER, -31, "a worker process died while running the batch")                             \
+    X(ECOMM, -32, "communication between ranks failed (MPI)")
 
 /** Status codes. TDM_OK is 0, every error is negative. */
 typedef enum tdm_status {
