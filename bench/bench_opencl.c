@@ -1,8 +1,10 @@
 /* bench_opencl — the OpenCL device layer (backends/opencl/device.c) on device 0 (PoCL here).
  *
  * 1. Host->device and device->host bandwidth by transfer size, 4 KiB ... 256 MiB, through
- *    tdm__opencl_dev_ops (write/read from pageable host memory, `iters` copies enqueued on one
- *    queue, then finish), next to a plain memcpy of the same size in the same run.
+ *    tdm__opencl_dev_ops (write/read, `iters` copies enqueued on one queue, then finish), from
+ *    pageable host memory (malloc) and from pinned host memory as the runtime makes it for
+ *    TDM_MEM_PINNED tensors (mmap'd pages, mlock'd, registered with host_register), with the
+ *    ratio pinned/pageable, next to a plain memcpy of the same size in the same run.
  * 2. exp(x)*sinh(x) over f64 elements (default 10M): the kernel on device-resident data, the
  *    kernel with its copies (write x, launch, read y on one queue), the same through all the
  *    layer's queues in batches (the pipeline the core runs), and the serial CPU loop, in the same
@@ -15,7 +17,10 @@
  */
 #include "bench_common.h" /* first: it sets the POSIX feature level */
 
+#include <errno.h>
 #include <math.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "device.h"
 
@@ -89,6 +94,55 @@ static const char *size_label(size_t b, char *buf, size_t len)
 
 /* ---- 1. bandwidth ---------------------------------------------------------------------------- */
 
+/* Host memory as the runtime gives a TDM_MEM_PINNED tensor: whole pages of an anonymous
+ * mapping, locked with mlock, then registered with the device (host_register), which is what
+ * makes its copies take the pinned path. *why says what was not done, if anything. */
+static char *pinned_alloc(tdm__dev *d, size_t n, int *registered, char *why, size_t len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    n = (n + page - 1) / page * page;
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "mmap of %zu bytes failed: %s\n", n, strerror(errno));
+        exit(1);
+    }
+    if (mlock(p, n) != 0 && !*why)
+        snprintf(why, len, "mlock of %zu bytes failed (%s): the pages are not locked", n,
+                 strerror(errno));
+    detail[0] = '\0';
+    *registered = ops->host_register(d, p, n, detail, sizeof detail) == 0;
+    if (!*registered)
+        snprintf(why, len, "host_register refused: %s", detail);
+    return p;
+}
+
+static void pinned_free(tdm__dev *d, char *p, size_t n, int registered)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    n = (n + page - 1) / page * page;
+    if (registered)
+        ops->host_unregister(d, p);
+    munlock(p, n);
+    munmap(p, n);
+}
+
+/* Seconds per copy of `sz` bytes: `iters` writes (dir 0) or reads (dir 1) between host memory
+ * `h` and device buffer `db` on queue 0, at rotating offsets, then one finish. */
+static double time_copies(tdm__dev *d, int dir, char *h, tdm__dbuf *db, size_t sz, int iters,
+                          size_t slots)
+{
+    double t0 = bench_now();
+    for (int i = 0; i < iters; i++) {
+        size_t o = (size_t)i % slots * sz;
+        if (dir == 0)
+            DEV(ops->write(d, 0, db, o, h + o, sz, detail, sizeof detail));
+        else
+            DEV(ops->read(d, 0, h + o, db, o, sz, detail, sizeof detail));
+    }
+    DEV(ops->finish(d, 0, detail, sizeof detail));
+    return (bench_now() - t0) / iters;
+}
+
 static void bench_bandwidth(tdm__dev *d, size_t max_bytes, int reps)
 {
     char *src = malloc(max_bytes), *dst = malloc(max_bytes);
@@ -96,20 +150,35 @@ static void bench_bandwidth(tdm__dev *d, size_t max_bytes, int reps)
         fprintf(stderr, "out of memory for %zu-byte host buffers\n", max_bytes);
         exit(1);
     }
+    char why[512] = "";
+    int reg_src = 0, reg_dst = 0;
+    char *psrc = pinned_alloc(d, max_bytes, &reg_src, why, sizeof why);
+    char *pdst = pinned_alloc(d, max_bytes, &reg_dst, why, sizeof why);
     memset(src, 0x5a, max_bytes); /* first touch outside the timings */
     memset(dst, 0xa5, max_bytes);
+    memset(psrc, 0x3c, max_bytes);
+    memset(pdst, 0xc3, max_bytes);
     tdm__dbuf *db = NULL;
     DEV(ops->alloc(d, max_bytes, &db, detail, sizeof detail));
     DEV(ops->write(d, 0, db, 0, src, max_bytes, detail, sizeof detail)); /* device first touch */
     DEV(ops->finish(d, 0, detail, sizeof detail));
 
-    double *t_w = calloc((size_t)reps, sizeof(double)), *t_r = calloc((size_t)reps, sizeof(double));
-    double *t_m = calloc((size_t)reps, sizeof(double));
-    if (!t_w || !t_r || !t_m)
-        exit(1);
-    printf("\n   1. copies through the layer (pageable host memory, queue 0) vs memcpy\n");
-    printf("   %-8s %6s %12s %12s %12s %9s %9s %11s\n", "size", "iters", "H->D GB/s", "D->H GB/s",
-           "memcpy GB/s", "H->D/mc", "D->H/mc", "H->D 1 op");
+    enum { PG_W, PG_R, PN_W, PN_R, MC, N_T };
+    double *t[N_T];
+    for (int k = 0; k < N_T; k++)
+        if (!(t[k] = calloc((size_t)reps, sizeof(double))))
+            exit(1);
+    printf(
+        "\n   1. copies through the layer (queue 0), pageable vs pinned host memory, vs memcpy\n");
+    printf("      pageable: malloc'd; pinned: mmap'd pages, mlock'd and registered with the device "
+           "(host_register),\n      as the runtime does for TDM_MEM_PINNED tensors. GB/s are "
+           "medians of %d runs.\n",
+           reps);
+    if (*why)
+        printf("      note: %s\n", why);
+    printf("   %-8s %6s | %9s %9s %7s | %9s %9s %7s | %9s | %10s %10s\n", "size", "iters",
+           "H->D pg", "H->D pin", "pin/pg", "D->H pg", "D->H pin", "pin/pg", "memcpy", "H->D 1 pg",
+           "H->D 1 pin");
     for (size_t sz = 4096; sz <= max_bytes; sz *= 4) {
         /* enough copies per sample for a few milliseconds of work at the small sizes */
         int iters = (int)((64u << 20) / sz);
@@ -119,52 +188,58 @@ static void bench_bandwidth(tdm__dev *d, size_t max_bytes, int reps)
             iters = 1024;
         /* the copies land at different offsets, as batches into one buffer would */
         size_t slots = max_bytes / sz;
+        /* pageable and pinned interleaved in every run, so drift hits both alike */
         for (int r = 0; r < reps; r++) {
+            t[PG_W][r] = time_copies(d, 0, src, db, sz, iters, slots);
+            t[PN_W][r] = time_copies(d, 0, psrc, db, sz, iters, slots);
+            t[PG_R][r] = time_copies(d, 1, dst, db, sz, iters, slots);
+            t[PN_R][r] = time_copies(d, 1, pdst, db, sz, iters, slots);
             double t0 = bench_now();
-            for (int i = 0; i < iters; i++)
-                DEV(ops->write(d, 0, db, (size_t)i % slots * sz, src + (size_t)i % slots * sz, sz,
-                               detail, sizeof detail));
-            DEV(ops->finish(d, 0, detail, sizeof detail));
-            t_w[r] = (bench_now() - t0) / iters;
-
-            t0 = bench_now();
-            for (int i = 0; i < iters; i++)
-                DEV(ops->read(d, 0, dst + (size_t)i % slots * sz, db, (size_t)i % slots * sz, sz,
-                              detail, sizeof detail));
-            DEV(ops->finish(d, 0, detail, sizeof detail));
-            t_r[r] = (bench_now() - t0) / iters;
-
-            t0 = bench_now();
             for (int i = 0; i < iters; i++)
                 memcpy(dst + (size_t)i % slots * sz, src + (size_t)i % slots * sz, sz);
-            t_m[r] = (bench_now() - t0) / iters;
+            t[MC][r] = (bench_now() - t0) / iters;
+        }
+        /* the last reads brought back what the pinned writes sent */
+        if (memcmp(pdst, psrc, sz) != 0) {
+            fprintf(stderr, "pinned device->host copy of %zu bytes does not match\n", sz);
+            exit(1);
         }
         /* one write and its finish alone: the latency a small batch pays */
-        double t_one[32];
+        double t_one[2][32];
         int n_one = reps < 32 ? reps : 32;
-        for (int r = 0; r < n_one; r++) {
-            double t0 = bench_now();
-            DEV(ops->write(d, 0, db, 0, src, sz, detail, sizeof detail));
-            DEV(ops->finish(d, 0, detail, sizeof detail));
-            t_one[r] = bench_now() - t0;
-        }
+        for (int r = 0; r < n_one; r++)
+            for (int k = 0; k < 2; k++) {
+                double t0 = bench_now();
+                DEV(ops->write(d, 0, db, 0, k ? psrc : src, sz, detail, sizeof detail));
+                DEV(ops->finish(d, 0, detail, sizeof detail));
+                t_one[k][r] = bench_now() - t0;
+            }
+        /* and a pageable round trip, checked */
+        DEV(ops->write(d, 0, db, 0, src, sz, detail, sizeof detail));
+        DEV(ops->read(d, 0, dst, db, 0, sz, detail, sizeof detail));
+        DEV(ops->finish(d, 0, detail, sizeof detail));
         if (memcmp(dst, src, sz) != 0) {
             fprintf(stderr, "device->host copy of %zu bytes does not match\n", sz);
             exit(1);
         }
-        double w = bench_median(t_w, reps), rd = bench_median(t_r, reps);
-        double m = bench_median(t_m, reps), one = bench_median(t_one, n_one);
+        double m[N_T];
+        for (int k = 0; k < N_T; k++)
+            m[k] = bench_median(t[k], reps);
+        double one_pg = bench_median(t_one[0], n_one), one_pn = bench_median(t_one[1], n_one);
         char lab[32];
-        printf("   %-8s %6d %12.2f %12.2f %12.2f %8.2fx %8.2fx %8.1f us\n",
-               size_label(sz, lab, sizeof lab), iters, (double)sz / w * 1e-9,
-               (double)sz / rd * 1e-9, (double)sz / m * 1e-9, m / w, m / rd, one * 1e6);
+        double gb = (double)sz * 1e-9;
+        printf(
+            "   %-8s %6d | %9.2f %9.2f %6.2fx | %9.2f %9.2f %6.2fx | %9.2f | %7.1f us %7.1f us\n",
+            size_label(sz, lab, sizeof lab), iters, gb / m[PG_W], gb / m[PN_W], m[PG_W] / m[PN_W],
+            gb / m[PG_R], gb / m[PN_R], m[PG_R] / m[PN_R], gb / m[MC], one_pg * 1e6, one_pn * 1e6);
         if (sz > max_bytes / 4)
             break;
     }
     ops->free(d, db);
-    free(t_w);
-    free(t_r);
-    free(t_m);
+    for (int k = 0; k < N_T; k++)
+        free(t[k]);
+    pinned_free(d, psrc, max_bytes, reg_src);
+    pinned_free(d, pdst, max_bytes, reg_dst);
     free(src);
     free(dst);
 }

@@ -1,6 +1,8 @@
 /* opencl: the OpenCL device layer (backends/opencl/device.c) driven directly through
  * tdm__opencl_dev_ops, on a real driver (PoCL in CI): open/close, buffers, copies, launches of
- * the built-in kernels, pipelining over the queues, build errors, the memory cap, bad input.
+ * the built-in kernels, pipelining over the queues, build errors, the memory cap, bad input,
+ * and registered (pinned) host memory, written by the host and by other processes between
+ * copies.
  *
  * Without OpenCL in the build, or without a platform or device at run time (for example under
  * OCL_ICD_VENDORS=/nonexistent), main() exits 77 so CTest reports the tests as skipped. */
@@ -8,6 +10,9 @@
 
 #if TDM_HAVE_OPENCL
 #include <math.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "device.h"
 
@@ -573,6 +578,187 @@ static void test_close_releases_everything(void **state)
     ops->close(d); /* no finish, no free */
     free(x);
 }
+
+/* ---- registered (pinned) host memory --------------------------------------------------------- */
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 31u + seed);
+}
+
+/* -1 if p[0..n) is fill(seed)'s pattern, else the first index that differs. */
+static long mismatch(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(i * 31u + seed))
+            return (long)i;
+    return -1;
+}
+
+#define SAME(p, n, seed)                                                                           \
+    do {                                                                                           \
+        long at_ = mismatch((p), (n), (seed));                                                     \
+        if (at_ >= 0)                                                                              \
+            fail_msg("%s: byte %ld of %zu differs from pattern %u", #p, at_, (size_t)(n),          \
+                     (unsigned)(seed));                                                            \
+    } while (0)
+
+/* Registered memory as the runtime's pinned tensors use it: the registration leaves the bytes
+ * alone; host writes made after it (and after an earlier upload) are what the next upload
+ * sends; a download is in host memory once its queue finishes, while the host writes other
+ * ranges of the same registered range; all queues copy different ranges of it at once; the
+ * unregistration leaves the bytes alone too. Plus the ranges it refuses. */
+static void test_registered_host_memory(void **state)
+{
+    (void)state;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 48 * page, h = n / 2;
+    unsigned char *p =
+        mmap(NULL, n + 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    (void)mlock(p, n); /* as the runtime does; the layer does not depend on it */
+    unsigned char *back = malloc(n);
+    assert_non_null(back);
+    fill(p, n, 1);
+    tdm__dev *d = open0();
+    tdm__dbuf *db = NULL, *db2 = NULL;
+    OK(ops->alloc(d, n, &db, detail, sizeof detail));
+    OK(ops->alloc(d, n, &db2, detail, sizeof detail));
+
+    OK(ops->host_register(d, p, n, detail, sizeof detail));
+    SAME(p, n, 1);                                                    /* the map left them alone */
+    OK(ops->host_register(d, p, n, detail, sizeof detail));           /* again: nothing to do */
+    OK(ops->host_register(d, p + page, page, detail, sizeof detail)); /* inside it: the same */
+    detail[0] = '\0';
+    assert_int_equal(ops->host_register(d, p + n - page, 2 * page, detail, sizeof detail),
+                     TDM_EINVAL); /* partly over it */
+    assert_non_null(strstr(detail, "overlap"));
+    detail[0] = '\0';
+    assert_int_equal(ops->host_register(d, p + n + 1, 64, detail, sizeof detail), TDM_EINVAL);
+    assert_non_null(strstr(detail, "aligned"));
+    assert_int_equal(ops->host_register(d, NULL, 64, detail, sizeof detail), TDM_EINVAL);
+
+    /* host writes after the registration go up with the next upload (queue 1); meanwhile the
+     * host writes another range of the registered memory */
+    fill(p, h, 2);
+    OK(ops->write(d, 1, db, 0, p, h, detail, sizeof detail));
+    fill(p + h, h, 3);
+    OK(ops->finish(d, 1, detail, sizeof detail));
+    OK(ops->read(d, 0, back, db, 0, h, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    SAME(back, h, 2);
+    SAME(p + h, h, 3);
+
+    /* a download into the registered memory (queue 2) is there once the queue finishes, while
+     * the host writes the first page meanwhile */
+    fill(back, n, 4);
+    OK(ops->write(d, 0, db2, 0, back, n, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    OK(ops->read(d, 2, p + h, db2, 0, h, detail, sizeof detail));
+    fill(p, page, 5);
+    OK(ops->finish(d, 2, detail, sizeof detail));
+    SAME(p + h, h, 4);
+    SAME(p, page, 5);
+
+    /* the host changed the first page after it was uploaded: the next upload sends the new
+     * bytes (a driver caching a device-side copy of the range would send the old ones) */
+    OK(ops->write(d, 0, db, 0, p, page, detail, sizeof detail));
+    OK(ops->read(d, 0, back, db, 0, page, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    SAME(back, page, 5);
+
+    /* every queue at once, each on its own ranges of the one registered range: up from the
+     * first half, back down into the second */
+    int nq = ops->n_queues(d);
+    size_t t = h / (size_t)nq / 128 * 128;
+    for (int q = 0; q < nq; q++)
+        fill(p + (size_t)q * t, t, 10u + (unsigned)q);
+    memset(p + h, 0, h);
+    for (int q = 0; q < nq; q++) {
+        size_t o = (size_t)q * t;
+        OK(ops->write(d, q, db, o, p + o, t, detail, sizeof detail));
+        OK(ops->read(d, q, p + h + o, db, o, t, detail, sizeof detail));
+    }
+    for (int q = 0; q < nq; q++)
+        OK(ops->finish(d, q, detail, sizeof detail));
+    for (int q = 0; q < nq; q++)
+        SAME(p + h + (size_t)q * t, t, 10u + (unsigned)q);
+
+    /* unregistered: the bytes stay; an unknown pointer is ignored */
+    fill(p, n, 6);
+    ops->host_unregister(d, p);
+    ops->host_unregister(d, p + 1);
+    SAME(p, n, 6);
+    /* registered again, and left registered: close releases it */
+    OK(ops->host_register(d, p, n, detail, sizeof detail));
+    OK(ops->write(d, 0, db, 0, p, n, detail, sizeof detail));
+    OK(ops->read(d, 0, back, db, 0, n, detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    SAME(back, n, 6);
+    ops->free(d, db);
+    ops->free(d, db2);
+    ops->close(d);
+    SAME(p, n, 6);
+    free(back);
+    munlock(p, n);
+    munmap(p, n + 2 * page);
+}
+
+/* Exit status of a child that checks (or, with write != 0, writes) fill(seed) at p[0..n). */
+static int in_child(unsigned char *p, size_t n, unsigned seed, int write)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (write)
+            fill(p, n, seed);
+        _exit(write || mismatch(p, n, seed) < 0 ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* Registered shared memory, as shared + pinned tensors that worker processes fill: what a
+ * child process wrote goes up with the next upload, and a download is visible to a child
+ * process once the queue finishes. */
+static void test_registered_shared_memory_processes(void **state)
+{
+    (void)state;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 16 * page, h = n / 2;
+    unsigned char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    (void)mlock(p, n);
+    unsigned char *back = malloc(n);
+    assert_non_null(back);
+    memset(p, 0, n);
+    tdm__dev *d = open0();
+    tdm__dbuf *db = NULL;
+    OK(ops->alloc(d, n, &db, detail, sizeof detail));
+    OK(ops->host_register(d, p, n, detail, sizeof detail));
+    for (unsigned round = 0; round < 3; round++) {
+        /* a worker process writes the first half; it goes up and comes back down */
+        assert_int_equal(in_child(p, h, 20u + round, 1), 0);
+        OK(ops->write(d, 1, db, 0, p, h, detail, sizeof detail));
+        OK(ops->read(d, 1, back, db, 0, h, detail, sizeof detail));
+        OK(ops->finish(d, 1, detail, sizeof detail));
+        SAME(back, h, 20u + round);
+        /* a download into the second half: a worker process sees it after the finish */
+        fill(back, h, 30u + round);
+        OK(ops->write(d, 2, db, h, back, h, detail, sizeof detail));
+        OK(ops->read(d, 2, p + h, db, h, h, detail, sizeof detail));
+        OK(ops->finish(d, 2, detail, sizeof detail));
+        assert_int_equal(in_child(p + h, h, 30u + round, 0), 0);
+    }
+    ops->host_unregister(d, p);
+    ops->free(d, db);
+    ops->close(d);
+    free(back);
+    munlock(p, n);
+    munmap(p, n);
+}
 #endif /* TDM_HAVE_OPENCL */
 
 int main(int argc, char **argv)
@@ -609,6 +795,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_memory_cap),
         cmocka_unit_test(test_over_max_alloc),
         cmocka_unit_test(test_close_releases_everything),
+        cmocka_unit_test(test_registered_host_memory),
+        cmocka_unit_test(test_registered_shared_memory_processes),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("opencl", tests);

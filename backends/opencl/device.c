@@ -104,13 +104,15 @@ struct tdm__dev {
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
     ocl_prog *progs;
-    /* Page-locked host ranges registered with the device: a CL_MEM_USE_HOST_PTR buffer over
-     * each, so copies from/to them are the device's own (clEnqueueCopyBuffer: DMA on a GPU,
-     * no staging by the driver). */
+    /* Page-locked host ranges registered with the device (see "registered host memory"
+     * below): a CL_MEM_USE_HOST_PTR buffer over each, mapped for the host from registration to
+     * unregistration; copies from and to the range are clEnqueueWriteBuffer/ReadBuffer with
+     * the host pointer. */
     struct {
         char *p;
         size_t n;
         cl_mem mem;
+        void *mapped; /* what clEnqueueMapBuffer returned (== p), for the unmap */
     } pinned[32];
     int n_pinned;
 };
@@ -322,6 +324,16 @@ static void release_ops(ocl_queue *q)
     q->n = 0;
 }
 
+/* Unmaps and releases registered range i (its queues already finished). */
+static void release_pinned(tdm__dev *d, int i)
+{
+    if (d->pinned[i].mapped &&
+        clEnqueueUnmapMemObject(d->q[0].q, d->pinned[i].mem, d->pinned[i].mapped, 0, NULL, NULL) ==
+            CL_SUCCESS)
+        clFinish(d->q[0].q);
+    clReleaseMemObject(d->pinned[i].mem);
+}
+
 static void ocl_close(tdm__dev *d)
 {
     if (!d)
@@ -333,7 +345,7 @@ static void ocl_close(tdm__dev *d)
         free(d->q[i].ops);
     }
     for (int i = 0; i < d->n_pinned; i++)
-        clReleaseMemObject(d->pinned[i].mem);
+        release_pinned(d, i);
     d->n_pinned = 0;
     /* Buffers the core did not free: released here, their handles become invalid. */
     while (d->live.next != &d->live) {
@@ -571,13 +583,9 @@ static int ocl_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const v
         return rc;
     if ((rc = reserve_op(d, q, detail, len)) != 0)
         return rc;
+    /* From pageable or registered host memory alike: see "registered host memory" below. */
     cl_event ev = NULL;
-    int pr = pinned_range(d, src, n);
-    cl_int e = pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, d->pinned[pr].mem, dst->mem,
-                                             (size_t)((const char *)src - d->pinned[pr].p), dst_off,
-                                             n, 0, NULL, &ev)
-                       : clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0,
-                                              NULL, &ev);
+    cl_int e = clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0, NULL, &ev);
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueWriteBuffer of %zu bytes on queue %d", n, q);
     record_op(d, q, ev, "write of %zu bytes", n);
@@ -595,11 +603,7 @@ static int ocl_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t 
     if ((rc = reserve_op(d, q, detail, len)) != 0)
         return rc;
     cl_event ev = NULL;
-    int pr = pinned_range(d, dst, n);
-    cl_int e =
-        pr >= 0 ? clEnqueueCopyBuffer(d->q[q].q, src->mem, d->pinned[pr].mem, src_off,
-                                      (size_t)((char *)dst - d->pinned[pr].p), n, 0, NULL, &ev)
-                : clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0, NULL, &ev);
+    cl_int e = clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0, NULL, &ev);
     if (e != CL_SUCCESS)
         return cl_fail(d, detail, len, e, "clEnqueueReadBuffer of %zu bytes on queue %d", n, q);
     record_op(d, q, ev, "read of %zu bytes", n);
@@ -1075,33 +1079,109 @@ static int ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source
     return 0;
 }
 
+/* ---- registered host memory ------------------------------------------------------------------
+ *
+ * Pinned tensors (TDM_MEM_PINNED), and shared + pinned ones that worker processes fill, are
+ * registered here once per device. What OpenCL 1.2 allows with such a range decides the design:
+ *
+ * - A CL_MEM_USE_HOST_PTR buffer over the range may be cached by the implementation in device
+ *   memory (clCreateBuffer); host_ptr holds the latest bits only once a clEnqueueMapBuffer of
+ *   the region has completed, and host writes reach the buffer only at the unmap. A region
+ *   mapped for writing must be unmapped before any command that reads or writes the memory
+ *   object (or a sub-buffer of it) begins. So copying batches with clEnqueueCopyBuffer from/to
+ *   the USE_HOST_PTR buffer while the host, and forked workers, read and write the memory
+ *   directly is undefined: PoCL copes, a discrete-GPU driver may copy stale device-side data.
+ * - Making that copy legal needs the whole buffer unmapped around each copy (a map covers the
+ *   object, not only the copied range). That cannot be done here: up to OCL_QUEUES queues copy
+ *   different ranges of one registered range at once, and host threads and worker processes
+ *   write other ranges meanwhile, outside any map, and a caching driver's re-map would copy
+ *   the whole device-side copy back over their writes (besides moving the whole range per
+ *   batch).
+ * - clEnqueueWriteBuffer / clEnqueueReadBuffer with a host pointer are defined for any host
+ *   memory, per range, whatever other queues and the host do with other ranges. That is the
+ *   path used for every copy, pageable or registered: one transfer either way, so no extra
+ *   copy against the CopyBuffer path, and a download is in host memory (for the host and for
+ *   the processes sharing it) once its queue's finish() returns.
+ *
+ * The registration itself is the USE_HOST_PTR buffer, never the operand of a command, mapped
+ * for the host from registration to unregistration (clEnqueueMapBuffer returns host_ptr for
+ * such a buffer), so every host access in between is to mapped memory. It tells the driver the
+ * range is page-locked: drivers that pin USE_HOST_PTR memory at creation can then DMA
+ * Write/ReadBuffer commands straight from/to it (AMD documents this as "pre-pinned" buffers);
+ * others stage them as they stage pageable memory, correct either way. The trade-off: on a
+ * driver that stages, a registered range copies no faster than pageable memory (the CopyBuffer
+ * path avoided staging only where the driver does not cache, PoCL or an integrated GPU, and
+ * was wrong where it does), and a discrete driver may reserve device memory for the never-used
+ * buffer. The map is CL_MAP_WRITE_INVALIDATE_REGION: the implementation need not bring a
+ * device-side copy back into host_ptr (the pointer it returns), so it has no cause to write
+ * over what host threads or workers store into the range while it is being registered; the
+ * unmap, at unregistration, goes host to device only.
+ * A range must start at CL_DEVICE_MEM_BASE_ADDR_ALIGN (a driver may shadow a misaligned
+ * host_ptr with a copy) and must not partly overlap a registered one (commands on buffers over
+ * overlapping host regions are undefined): the runtime's ranges are whole pages of distinct
+ * storages, and a refusal only leaves the pageable path. */
 static int ocl_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t len)
 {
+    if (!d)
+        return fail(detail, len, TDM_EINVAL, "opencl: register: NULL device");
     if (!p || n == 0)
         return fail(detail, len, TDM_EINVAL, "opencl: register: empty range");
     if (pinned_range(d, p, n) >= 0)
         return 0;
+    const char *c = p;
+    for (int i = 0; i < d->n_pinned; i++)
+        if (c < d->pinned[i].p + d->pinned[i].n && d->pinned[i].p < c + n)
+            return fail(detail, len, TDM_EINVAL,
+                        "opencl device %d: register: %zu bytes at %p overlap the registered %zu "
+                        "at %p",
+                        d->index, n, p, d->pinned[i].n, (void *)d->pinned[i].p);
+    cl_uint align_bits = 0;
+    if (clGetDeviceInfo(d->dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits,
+                        NULL) == CL_SUCCESS &&
+        align_bits >= 16 && (uintptr_t)p % (align_bits / 8) != 0)
+        return fail(detail, len, TDM_EINVAL,
+                    "opencl device %d: register: %p is not aligned to %u bytes "
+                    "(CL_DEVICE_MEM_BASE_ADDR_ALIGN)",
+                    d->index, p, align_bits / 8);
     if (d->n_pinned == (int)(sizeof d->pinned / sizeof d->pinned[0]))
         return fail(detail, len, TDM_ENOMEM, "opencl: register: too many registered ranges");
     cl_int e;
     cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, n, p, &e);
-    if (e != CL_SUCCESS)
+    if (!m)
         return cl_fail(d, detail, len, e, "clCreateBuffer(USE_HOST_PTR) over %zu bytes", n);
+    void *mapped = clEnqueueMapBuffer(d->q[0].q, m, CL_TRUE, CL_MAP_WRITE_INVALIDATE_REGION, 0, n,
+                                      0, NULL, NULL, &e);
+    if (!mapped) {
+        clReleaseMemObject(m);
+        return cl_fail(d, detail, len, e, "clEnqueueMapBuffer of the registered %zu bytes", n);
+    }
+    /* The spec says it is host_ptr; a driver that differs gets no registration. Released
+     * without the unmap: unmapping an invalidated copy elsewhere could write it over p. */
+    if (mapped != p) {
+        clReleaseMemObject(m);
+        return fail(detail, len, TDM_ESYS,
+                    "opencl device %d (%s): register: the map of a USE_HOST_PTR buffer over %p "
+                    "returned %p",
+                    d->index, d->name, p, mapped);
+    }
     d->pinned[d->n_pinned].p = p;
     d->pinned[d->n_pinned].n = n;
     d->pinned[d->n_pinned].mem = m;
+    d->pinned[d->n_pinned].mapped = mapped;
     d->n_pinned++;
     return 0;
 }
 
 static void ocl_host_unregister(tdm__dev *d, void *p)
 {
+    if (!d)
+        return;
     for (int i = 0; i < d->n_pinned; i++) {
         if (d->pinned[i].p == p) {
-            /* Queued copies may still read it: wait for every queue first. */
+            /* Queued copies may still read or write the range: wait for every queue first. */
             for (int q = 0; q < OCL_QUEUES; q++)
                 clFinish(d->q[q].q);
-            clReleaseMemObject(d->pinned[i].mem);
+            release_pinned(d, i);
             d->pinned[i] = d->pinned[--d->n_pinned];
             return;
         }

@@ -57,7 +57,7 @@ static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note
             cl_device_type type = 0;
             clGetDeviceInfo(ids[d], CL_DEVICE_TYPE, sizeof type, &type, NULL);
             di->host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
-            di->pinned = 1; /* CL_MEM_USE_HOST_PTR over page-locked tensors */
+            di->pinned = 1; /* page-locked tensors registered (USE_HOST_PTR, mapped): device.c */
             di->memory_bytes = mem;
             total++;
         }
