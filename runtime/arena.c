@@ -286,6 +286,20 @@ int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
     return 0;
 }
 
+/* For tdm_runtime_shm_info() (runtime/storage.c): the reserved size and the largest free range
+ * (the biggest shared tensor that can still be placed). Thread-safe. */
+void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free)
+{
+    uint64_t best = 0;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_free; i++)
+        if (a->free[i].len > best)
+            best = a->free[i].len;
+    pthread_mutex_unlock(&a->mu);
+    *size = a->size;
+    *largest_free = best;
+}
+
 int tdm__arena_fd(const tdm__arena *a)
 {
     return a->fd;

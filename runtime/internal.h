@@ -164,6 +164,9 @@ int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const cha
 void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
 /* Returns a range (its pages go back to the system). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
+/* The arena's reserved size and its largest free range (the biggest shared tensor it can still
+ * place). Thread-safe. */
+void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free);
 int tdm__arena_fd(const tdm__arena *a);
 /* Maps `len` bytes of file `fd` from file_off (page aligned) MAP_SHARED inside the arena's
  * address range, so worker processes can map it at the same address (they do, before their

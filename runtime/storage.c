@@ -117,6 +117,52 @@ bool tdm__memory_available(uint64_t *bytes, const char **source)
     return true;
 }
 
+/* ---- what shared tensors may still take (tdm_runtime_shm_info) ------------------------------ */
+
+/* The same bounds that alloc_shared() applies, in the same order: check_available() (memory,
+ * or the cgroup's room when smaller), tdm__shm_reserve() (shm_limit), tdm__arena_alloc()
+ * (a free range of address space). */
+int tdm_runtime_shm_info(const tdm_runtime *rt, tdm_shm_info *info)
+{
+    if (!info)
+        return tdm__err(rt, TDM_EINVAL, "tdm_runtime_shm_info: info is NULL");
+    memset(info, 0, sizeof *info);
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_runtime_shm_info: runtime is NULL");
+    uint64_t v;
+    info->mem_available_bytes = meminfo_available(&v) ? v : 0;
+    /* cgroup v1 spells "no limit" as a number near 2^63 */
+    info->cgroup_free_bytes = cgroup_available(&v) && v < (1ull << 62) ? v : UINT64_MAX;
+    info->limit_bytes = rt->shm_limit;
+    info->held_bytes = atomic_load(&((tdm_runtime *)rt)->shm_bytes);
+    tdm__arena_space(rt->arena, &info->arena_bytes, &info->arena_free_bytes);
+
+    uint64_t allowed = info->arena_free_bytes;
+    const char *bound = "arena address space";
+    if (info->limit_bytes) {
+        uint64_t room =
+            info->limit_bytes > info->held_bytes ? info->limit_bytes - info->held_bytes : 0;
+        if (room <= allowed) {
+            allowed = room;
+            bound = "shm_limit";
+        }
+    }
+    /* tdm__memory_available() checks nothing when MemAvailable is unknown: neither do we. */
+    if (info->mem_available_bytes) {
+        if (info->cgroup_free_bytes < info->mem_available_bytes &&
+            info->cgroup_free_bytes <= allowed) {
+            allowed = info->cgroup_free_bytes;
+            bound = "memory cgroup";
+        } else if (info->mem_available_bytes <= allowed) {
+            allowed = info->mem_available_bytes;
+            bound = "memory available";
+        }
+    }
+    info->allowed_bytes = allowed - allowed % page_size(); /* creation rounds up to pages */
+    info->bound = bound;
+    return 0;
+}
+
 /* ---- host --------------------------------------------------------------------------------- */
 
 static int alloc_host(tdm__storage *s, size_t bytes, const char *who)
@@ -350,6 +396,36 @@ void tdm__storage_release(tdm__storage *s)
     free(s);
 }
 
+/* An imported tensor (tdm_tensor_import) is shared memory already, but mapped at an address
+ * the worker processes do not have. Its descriptor is mapped again inside the arena's address
+ * range, as a memory-mapped file is (tdm__arena_map_file): the workers map the same pages at
+ * the same address before their next batch. No byte is copied and the pages stay those of the
+ * exporter (its writes are seen, ours reach it); only the address changes. Nothing is
+ * accounted against shm_limit: the pages are the exporter's, as they were before. On error s
+ * is unchanged. */
+static int remap_into_arena(tdm__storage *s, const char *who)
+{
+    void *p;
+    tdm__err_clear(s->rt); /* a message after TDM_ENOSPC then says it was set by the arena */
+    int rc = tdm__arena_map_file(s->rt, s->rt->arena, s->fd, s->fd_offset, s->map_bytes,
+                                 PROT_READ | PROT_WRITE, who, &p);
+    if (rc == TDM_ENOSPC && !tdm_errmsg(s->rt)[0])
+        rc = tdm__err(s->rt, TDM_ENOSPC,
+                      "%s: every slot for mapped memory in the shared arena is in use (memory-"
+                      "mapped files and shared imports); release some, or copy the imported "
+                      "tensor into a new TDM_MEM_SHARED one",
+                      who);
+    if (rc != 0)
+        return rc;
+    size_t lead = (size_t)((char *)s->base - (char *)s->map_base);
+    munmap(s->map_base, s->map_bytes);
+    s->map_base = p;
+    s->base = (char *)p + lead;
+    s->in_arena = true;
+    s->arena_file = true;
+    return 0;
+}
+
 /* Builds the shared mapping in a scratch object first, so that on failure s is unchanged;
  * only then copies, frees the old memory and moves the new fields in. refs is left alone:
  * every view keeps pointing at the same object and sees the new memory. */
@@ -362,8 +438,10 @@ int tdm__storage_make_shared(tdm__storage *s, const char *who)
         if (rc != 0)
             return rc;
     }
-    if (s->registered) /* the old pages go away: the device must forget them */
+    if (s->registered) /* the old pages (or address) go away: the device must forget them */
         tdm__storage_drop_mirror(s);
+    if ((s->mem & TDM_MEM_SHARED) && s->fd >= 0)
+        return remap_into_arena(s, who);
     tdm__storage n = {.rt = s->rt, .bytes = s->bytes, .fd = -1};
     unsigned want = TDM_MEM_SHARED | (s->mem & TDM_MEM_PINNED);
     /* The bytes go in through the file (pwrite), which is about twice as fast as reserving

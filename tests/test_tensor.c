@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -966,6 +967,164 @@ static void test_share_null_einval(void **state)
     assert_non_null(strstr(tdm_errmsg(NULL), "tdm_tensor_share:"));
 }
 
+/* ---- share of an imported tensor ----------------------------------------------------------- */
+
+static tdm_runtime *open_with_procs(int procs)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 1;
+    cfg.procs = procs;
+    cfg.use_env = 0;
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+/* An import is shared memory already: share() maps the same pages into the arena (no copy, no
+ * accounting), the exporter keeps seeing every write, and worker processes can use it. */
+static void test_share_import_maps_same_pages_no_copy(void **state)
+{
+    (void)state;
+    tdm_runtime *rt = open_with_procs(1);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    const int64_t n = 1000;
+    tdm_tensor *x = NULL, *imp = NULL, *v = NULL, *in = NULL, *imp2 = NULL;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    double *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (double)i;
+    assert_int_equal(tdm_tensor_export(x, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp), 0);
+    assert_int_equal(tdm_tensor_mem(imp), TDM_MEM_SHARED);
+    assert_false(tdm__arena_contains(rt->arena, tdm_tensor_data(imp)));
+    assert_int_equal(tdm_tensor_view_rows(imp, 10, 20, &v), 0);
+
+    /* Not visible to worker processes yet. */
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &in), 0);
+    double *ind = tdm_tensor_data(in);
+    for (int64_t i = 0; i < n; i++)
+        ind[i] = (double)(i % 100);
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_PROCS;
+    o.batch_size = 100;
+    tdm_scale_shift_params prm = {2.0, 1.0};
+    assert_int_equal(tdm_map(rt, "scale_shift", &in, 1, &imp, 1, &prm, sizeof prm, &o, NULL),
+                     TDM_EINVAL);
+
+    unsigned long long held = atomic_load(&rt->shm_bytes);
+    assert_int_equal(tdm_tensor_share(imp), 0);
+    double *id = tdm_tensor_data(imp);
+    assert_true(tdm__arena_contains(rt->arena, id)); /* where the workers see it */
+    assert_ptr_not_equal(id, xd);
+    assert_ptr_equal(tdm_tensor_data(v), id + 10); /* views follow */
+    assert_int_equal(tdm_tensor_mem(imp), TDM_MEM_SHARED);
+    assert_int_equal(atomic_load(&rt->shm_bytes), held); /* nothing new accounted */
+    /* The same pages: no copy was made, and writes go both ways. */
+    for (int64_t i = 0; i < n; i++)
+        assert_true(id[i] == (double)i);
+    id[5] = 42.0;
+    assert_true(xd[5] == 42.0);
+    xd[6] = -1.0;
+    assert_true(id[6] == -1.0);
+    /* Now a no-op. */
+    assert_int_equal(tdm_tensor_share(imp), 0);
+    assert_ptr_equal(tdm_tensor_data(imp), id);
+    assert_int_equal(atomic_load(&rt->shm_bytes), held);
+
+    /* Worker processes write into it, and the exporter's tensor has the results. */
+    assert_int_equal(tdm_map(rt, "scale_shift", &in, 1, &imp, 1, &prm, sizeof prm, &o, NULL), 0);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(xd[i] == 2.0 * (double)(i % 100) + 1.0);
+
+    /* It can still be exported (its own descriptor), and the new import sees the same bytes. */
+    assert_int_equal(tdm_tensor_export(imp, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp2), 0);
+    const double *i2 = tdm_tensor_data(imp2);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(i2[i] == xd[i]);
+
+    close(sv[0]);
+    close(sv[1]);
+    tdm_tensor_release(v);
+    tdm_tensor_release(imp);
+    tdm_tensor_release(imp2);
+    tdm_tensor_release(in);
+    tdm_tensor_release(x);
+    assert_int_equal(atomic_load(&rt->shm_bytes), 0);
+    tdm_test_close(rt);
+}
+
+/* ---- what shared tensors may take (tdm_runtime_shm_info) ------------------------------------ */
+
+static void test_shm_info_sane(void **state)
+{
+    (void)state;
+    size_t pg = page();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_shm_info si;
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_non_null(si.bound);
+    assert_true(!strcmp(si.bound, "memory available") || !strcmp(si.bound, "memory cgroup") ||
+                !strcmp(si.bound, "arena address space"));
+    assert_int_equal(si.limit_bytes, 0);
+    assert_int_equal(si.held_bytes, 0);
+    assert_true(si.allowed_bytes > 0);
+    assert_int_equal(si.allowed_bytes % pg, 0);
+    assert_true(si.arena_bytes >= (1ull << 30));
+    assert_true(si.arena_free_bytes <= si.arena_bytes);
+    assert_true(si.allowed_bytes <= si.arena_free_bytes);
+    assert_true(si.mem_available_bytes > 0); /* Linux has /proc/meminfo */
+    assert_true(si.allowed_bytes <= si.mem_available_bytes);
+    assert_true(si.allowed_bytes <= si.cgroup_free_bytes);
+    /* Shared tensors count as held; host ones do not. */
+    tdm_tensor *t = NULL, *h = NULL;
+    int64_t n = (int64_t)(3 * pg);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &n, TDM_MEM_SHARED, &t), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &n, 0, &h), 0);
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_int_equal(si.held_bytes, 3 * pg);
+    tdm_tensor_release(t);
+    tdm_tensor_release(h);
+    tdm_test_close(rt);
+
+    /* Under a cap, the cap minus what is held is the bound, and creation agrees with it. */
+    rt = open_with_shm_limit(4 * pg);
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_int_equal(si.limit_bytes, 4 * pg);
+    assert_string_equal(si.bound, "shm_limit");
+    assert_int_equal(si.allowed_bytes, 4 * pg);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &n, TDM_MEM_SHARED, &t), 0);
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_int_equal(si.held_bytes, 3 * pg);
+    assert_int_equal(si.allowed_bytes, pg);
+    int64_t more = (int64_t)si.allowed_bytes + 1;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &more, TDM_MEM_SHARED, &h), TDM_ENOSPC);
+    more = (int64_t)si.allowed_bytes;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &more, TDM_MEM_SHARED, &h), 0);
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_int_equal(si.allowed_bytes, 0);
+    tdm_tensor_release(t);
+    tdm_tensor_release(h);
+    tdm_test_close(rt);
+}
+
+static void test_shm_info_null_einval(void **state)
+{
+    (void)state;
+    tdm_shm_info si;
+    memset(&si, 0xab, sizeof si);
+    assert_int_equal(tdm_runtime_shm_info(NULL, &si), TDM_EINVAL);
+    assert_int_equal(si.allowed_bytes, 0);
+    assert_null(si.bound);
+    assert_non_null(strstr(tdm_errmsg(NULL), "tdm_runtime_shm_info:"));
+    tdm_runtime *rt = tdm_test_open(1);
+    assert_int_equal(tdm_runtime_shm_info(rt, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "tdm_runtime_shm_info:"));
+    tdm_test_close(rt);
+}
+
 /* ---- wrap ---------------------------------------------------------------------------------- */
 
 static void test_wrap_does_not_take_ownership(void **state)
@@ -1155,6 +1314,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_share_pinned_stays_pinned),
         cmocka_unit_test(test_share_wrapped_leaves_user_memory),
         cmocka_unit_test(test_share_null_einval),
+        cmocka_unit_test(test_share_import_maps_same_pages_no_copy),
+        cmocka_unit_test(test_shm_info_sane),
+        cmocka_unit_test(test_shm_info_null_einval),
         cmocka_unit_test(test_wrap_does_not_take_ownership),
         cmocka_unit_test(test_wrap_strided_is_contiguous),
         cmocka_unit_test(test_wrap_empty_with_null_data),

@@ -271,12 +271,33 @@ static int cmd_info(int argc, char **argv)
     printf("  %-14s %s total, %s available\n", "memory", fmt_bytes(si.memory_bytes, b1, sizeof b1),
            si.memory_available_bytes ? fmt_bytes(si.memory_available_bytes, b2, sizeof b2)
                                      : "unknown");
+    /* What this runtime will let shared tensors take (memfd arena pages, not /dev/shm). */
+    tdm_shm_info sh;
+    rc = tdm_runtime_shm_info(rt, &sh);
+    if (rc != 0) {
+        print_error(rt, "tdm_runtime_shm_info", rc);
+        goto done;
+    }
+    char b3[32], b4[32];
+    printf("  %-14s up to %s now (bound: %s)\n", "shared tensors",
+           fmt_bytes(sh.allowed_bytes, b1, sizeof b1), sh.bound);
+    printf("  %-14s memory available %s; cgroup: %s%s; cap (shm_limit): %s%s%s\n", "",
+           sh.mem_available_bytes ? fmt_bytes(sh.mem_available_bytes, b2, sizeof b2) : "unknown",
+           sh.cgroup_free_bytes == UINT64_MAX ? "no limit"
+                                              : fmt_bytes(sh.cgroup_free_bytes, b3, sizeof b3),
+           sh.cgroup_free_bytes == UINT64_MAX ? "" : " left",
+           sh.limit_bytes ? fmt_bytes(sh.limit_bytes, b4, sizeof b4) : "none",
+           sh.limit_bytes ? ", held " : "",
+           sh.limit_bytes ? fmt_bytes(sh.held_bytes, b1, sizeof b1) : "");
+    printf("  %-14s arena (memfd) %s of address space reserved, largest free range %s\n", "",
+           fmt_bytes(sh.arena_bytes, b2, sizeof b2), fmt_bytes(sh.arena_free_bytes, b3, sizeof b3));
     if (si.shm_total_bytes)
-        printf("  %-14s %s total, %s free\n", "/dev/shm",
-               fmt_bytes(si.shm_total_bytes, b1, sizeof b1),
+        printf("  %-14s %s total, %s free (POSIX shm_open; not used by tandem's shared "
+               "tensors)\n",
+               "/dev/shm", fmt_bytes(si.shm_total_bytes, b1, sizeof b1),
                fmt_bytes(si.shm_free_bytes, b2, sizeof b2));
     else
-        printf("  %-14s absent\n", "/dev/shm");
+        printf("  %-14s absent (not used by tandem's shared tensors)\n", "/dev/shm");
     printf("  %-14s %s%s\n", "memlock limit", fmt_bytes(si.memlock_limit_bytes, b1, sizeof b1),
            si.memlock_limit_bytes != UINT64_MAX && si.memlock_limit_bytes < (64ull << 20)
                ? " (pinned tensors beyond this stay unlocked; raise with ulimit -l)"
@@ -287,10 +308,6 @@ static int cmd_info(int argc, char **argv)
                : "not built (tandem/dist.h runs a single rank; TDM_WITH_MPI)");
 
     int nk = tdm_kernel_count(rt);
-    if (nk < 0) {
-        print_error(rt, "tdm_kernel_count", nk);
-        goto done;
-    }
     printf("\nkernels (%d)\n ", nk);
     int col = 1;
     for (int i = 0; i < nk; i++) {

@@ -183,6 +183,35 @@ typedef struct tdm_system_info {
  *  Thread-safe. */
 TDM_EXTERN int tdm_system_info_get(tdm_system_info *info);
 
+/** What shared tensors (TDM_MEM_SHARED, tdm_tensor_share()) of one runtime may still take, and
+ *  which bound decides it. Shared tensors are pages of the runtime's memfd arena: they come
+ *  from memory and are charged to the process's memory cgroup; /dev/shm (tdm_system_info's
+ *  shm_* fields) does not bound them. A snapshot, not a reservation: other processes may take
+ *  the memory in the meantime. */
+typedef struct tdm_shm_info {
+    uint64_t allowed_bytes;       /**< the largest shared tensor a creation can get now (a page
+                                   *  multiple): the least of the bounds below that apply */
+    const char *bound;            /**< static string naming that bound: "memory available",
+                                   *  "memory cgroup", "shm_limit" or "arena address space" */
+    uint64_t mem_available_bytes; /**< MemAvailable from /proc/meminfo; 0 = unknown (then
+                                   *  neither it nor the cgroup is checked at creation) */
+    uint64_t cgroup_free_bytes;   /**< room left under this process's memory cgroup limit;
+                                   *  UINT64_MAX = no limit found */
+    uint64_t limit_bytes;         /**< the runtime's cap, config.shm_limit; 0 = none */
+    uint64_t held_bytes;          /**< shared bytes its tensors hold now (counted against the
+                                   *  cap; imported and memory-mapped tensors are not) */
+    uint64_t arena_bytes;         /**< address space reserved for the arena at open
+                                   *  (TDM_SHM_REGION_GB, else twice physical memory within
+                                   *  16 GiB..1 TiB, at least shm_limit); costs no memory */
+    uint64_t arena_free_bytes;    /**< its largest free range: the biggest tensor it can place */
+} tdm_shm_info;
+
+/** Fills *info for `rt` from the same checks that shared-tensor creation makes (so a request
+ *  of at most allowed_bytes passes them, unless memory is taken meanwhile). Reads /proc and
+ *  /sys/fs/cgroup. Returns 0, or TDM_EINVAL (rt or info NULL; *info is then zeroed when not
+ *  NULL). Nothing to free. Thread-safe. */
+TDM_EXTERN int tdm_runtime_shm_info(const tdm_runtime *rt, tdm_shm_info *info);
+
 TDM_END_DECLS
 
 #endif

@@ -99,10 +99,20 @@ TDM_EXTERN void tdm_tensor_release(tdm_tensor *t);
 
 /** Moves the tensor's storage into shared memory, like torch's share_memory_(): the bytes are
  *  copied once into a new shared mapping and every view of that storage now uses it; the old
- *  storage is freed (wrapped user memory is left to its owner, untouched). O(1) and a no-op
- *  when the storage is already shared. Pointers from tdm_tensor_data() taken before the call
- *  are invalid after it. Pinned stays pinned when the new mapping can be locked.
- *  Returns 0, TDM_EINVAL (NULL), TDM_ENOSPC, TDM_ESYS. On error the tensor is unchanged.
+ *  storage is freed (wrapped user memory is left to its owner, untouched). Pointers from
+ *  tdm_tensor_data() taken before the call are invalid after it. Pinned stays pinned when the
+ *  new mapping can be locked.
+ *  Shared storage is never copied:
+ *  - already in this runtime's arena (created with TDM_MEM_SHARED, shared before, or a file
+ *    mapped shared by tdm_load()/tdm_npy_create() while the arena had a free slot): a no-op,
+ *    O(1), the data pointer unchanged;
+ *  - imported (tdm_tensor_import()): its pages are mapped again inside the arena, where the
+ *    worker processes see them. O(1) in the tensor's size, nothing copied and nothing counted
+ *    against shm_limit; the pages stay the exporter's (writes still reach it), only the data
+ *    pointer changes. TDM_ENOSPC when the arena has no free slot for it (memory-mapped files
+ *    and shared imports use at most 256).
+ *  Returns 0, TDM_EINVAL (NULL), TDM_ENOSPC, TDM_ESYS, TDM_ENOMEM or TDM_EIO (an import
+ *  cannot be mapped again). On error the tensor is unchanged.
  *  Not safe to call while a job reads or writes the tensor, or concurrently with itself on
  *  tensors sharing a storage. */
 TDM_EXTERN int tdm_tensor_share(tdm_tensor *t);
@@ -124,7 +134,8 @@ TDM_EXTERN int tdm_tensor_export(const tdm_tensor *t, int sock);
  *  it into this process as a shared tensor of runtime `rt` (tdm_tensor_mem() reports
  *  TDM_MEM_SHARED; it can be exported on). The caller owns *out and releases it. The header is
  *  validated against the mapping before use. Such a tensor is not in this runtime's arena, so
- *  this runtime's worker processes cannot see it: call tdm_tensor_share() to copy it there.
+ *  this runtime's worker processes cannot see it: tdm_tensor_share() maps the same pages into
+ *  the arena (no copy; the data pointer changes).
  *  Returns 0, TDM_EINVAL (NULL arguments, bad socket, a message that is not a tensor or whose
  *  header does not fit its memory), TDM_ESYS (recvmsg or mmap failed), TDM_ENOMEM. On error
  *  *out is NULL and the received descriptor is closed. */
