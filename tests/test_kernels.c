@@ -3,6 +3,7 @@
  * of the built-ins (each leaving the output untouched); kernel registration. */
 #include "tdm_test.h"
 
+#include <limits.h>
 #include <math.h>
 
 extern const char tdm__builtin_kernel_source[];
@@ -1019,6 +1020,83 @@ static void test_register_errors(void **state)
     tdm_test_close(rt);
 }
 
+/* tdm_kernel_count / tdm_kernel_name enumerate what tdm_kernel_exists finds, in registration
+ * order, with names that stay put while more kernels are registered. */
+static void test_kernel_names(void **state)
+{
+    (void)state;
+    tdm_runtime *rt = tdm_test_open(1);
+    const char *builtins[] = {"exp_sinh", "axpy",  "scale_shift",  "sum",
+                              "mean",     "sumsq", "normalize_u8", "pi_leibniz"};
+    int n = tdm_kernel_count(rt);
+    assert_true(n >= (int)COUNT(builtins));
+    const char **names = calloc((size_t)n, sizeof *names);
+    assert_non_null(names);
+    for (int i = 0; i < n; i++) {
+        names[i] = tdm_kernel_name(rt, i);
+        assert_non_null(names[i]);
+        assert_true(tdm_kernel_exists(rt, names[i]));
+        for (int j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                fail_msg("kernel %s listed at %d and %d", names[i], j, i);
+    }
+    for (size_t b = 0; b < COUNT(builtins); b++) {
+        int found = 0;
+        for (int i = 0; i < n; i++)
+            found += strcmp(names[i], builtins[b]) == 0;
+        if (found != 1)
+            fail_msg("built-in kernel %s listed %d times", builtins[b], found);
+    }
+
+    /* A new kernel is appended; the earlier names keep their index and their pointer. */
+    tdm_kernel_def d = TDM_KERNEL_DEF_INIT;
+    d.name = "user.listed_last";
+    d.n_in_min = d.n_in_max = 1;
+    d.n_out = 1;
+    d.cpu = square_cpu;
+    assert_int_equal(tdm_kernel_register(rt, &d), 0);
+    assert_int_equal(tdm_kernel_count(rt), n + 1);
+    assert_string_equal(tdm_kernel_name(rt, n), "user.listed_last");
+    assert_ptr_not_equal(tdm_kernel_name(rt, n), d.name); /* a copy, owned by the runtime */
+    for (int i = 0; i < n; i++)
+        assert_ptr_equal(tdm_kernel_name(rt, i), names[i]);
+    assert_null(tdm_kernel_name(rt, n + 1));
+    free(names);
+    tdm_test_close(rt);
+}
+
+/* Bad arguments: documented results, never a crash, never a negative count. */
+static void test_kernel_lookup_bad_args(void **state)
+{
+    (void)state;
+    tdm_runtime *rt = tdm_test_open(1);
+    int n = tdm_kernel_count(rt);
+    assert_true(n > 0);
+
+    assert_int_equal(tdm_kernel_count(NULL), 0);
+
+    assert_int_equal(tdm_kernel_exists(NULL, "sum"), 0);
+    assert_int_equal(tdm_kernel_exists(NULL, NULL), 0);
+    assert_int_equal(tdm_kernel_exists(rt, NULL), 0);
+    assert_int_equal(tdm_kernel_exists(rt, ""), 0);
+    assert_int_equal(tdm_kernel_exists(rt, "no_such_kernel"), 0);
+    assert_int_equal(tdm_kernel_exists(rt, "sum"), 1);
+
+    assert_null(tdm_kernel_name(NULL, 0));
+    assert_null(tdm_kernel_name(NULL, -1));
+    assert_null(tdm_kernel_name(rt, -1));
+    assert_null(tdm_kernel_name(rt, INT_MIN));
+    assert_null(tdm_kernel_name(rt, n));
+    assert_null(tdm_kernel_name(rt, INT_MAX));
+    assert_non_null(tdm_kernel_name(rt, 0));
+    assert_non_null(tdm_kernel_name(rt, n - 1));
+
+    /* None of these is an error a message reports: the last message is untouched. */
+    assert_string_equal(tdm_errmsg(rt), "");
+    assert_int_equal(tdm_kernel_count(rt), n);
+    tdm_test_close(rt);
+}
+
 int main(int argc, char **argv)
 {
     /* One test per line: tests/CMakeLists.txt registers one CTest per matching line. */
@@ -1056,6 +1134,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_user_cpu_kernel),
         cmocka_unit_test(test_source_only_kernel_needs_device),
         cmocka_unit_test(test_register_errors),
+        cmocka_unit_test(test_kernel_names),
+        cmocka_unit_test(test_kernel_lookup_bad_args),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("kernels", tests);

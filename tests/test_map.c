@@ -120,9 +120,19 @@ static void test_auto_batching_small_for_costly_items(void **state)
     tdm_test_close(rt);
 }
 
+/* Fails only the batch that holds item `fail_at`: with a fixed batch size exactly one batch
+ * fails, whatever the timing. */
+static int fail_one(const void *p, int64_t begin, int64_t end, tdm_task *task)
+{
+    const int64_t *fail_at = p;
+    return begin <= *fail_at && *fail_at < end ? TDM_EKERNEL : 0;
+}
+
 static void test_error_stop_names_batch(void **state)
 {
-    tdm_runtime *rt = tdm_test_open(2);
+    /* One thread: batches run in item order, so the first failure is batch 50 (items
+     * 500..510), the stop leaves everything after it undone, and the message is exact. */
+    tdm_runtime *rt = tdm_test_open(1);
     int64_t n = 1000;
     visit_params vp = {new_hits(n), 500, 0};
     tdm_map_opts o = quiet_opts(10);
@@ -130,12 +140,40 @@ static void test_error_stop_names_batch(void **state)
     assert_int_equal(tdm_parallel_for(rt, n, visit, &vp, sizeof vp, &o, &r), TDM_EKERNEL);
     assert_int_equal(r.status, TDM_EKERNEL);
     assert_int_equal(r.first_error, TDM_EKERNEL);
-    assert_true(r.first_error_end > 500);
-    assert_true(r.failed_batches >= 1);
-    assert_true(r.items < n); /* stopped: not everything ran */
-    assert_non_null(strstr(tdm_errmsg(rt), "batch"));
-    assert_non_null(strstr(tdm_errmsg(rt), "TDM_EKERNEL"));
+    assert_int_equal(r.first_error_batch, 50);
+    assert_int_equal(r.first_error_begin, 500);
+    assert_int_equal(r.first_error_end, 510);
+    assert_int_equal(r.failed_batches, 1);
+    assert_int_equal(r.items, 510); /* stopped: nothing after the failing batch ran */
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(atomic_load(&vp.hits[i]), i < 510);
+    const char *want = "parallel_for: batch 50 (items 500..510) failed on worker 0: TDM_EKERNEL (";
+    if (strncmp(tdm_errmsg(rt), want, strlen(want)) != 0)
+        fail_msg("message \"%s\" does not start with \"%s\"", tdm_errmsg(rt), want);
     free(vp.hits);
+    tdm_test_close(rt);
+
+    /* Two threads, one failing batch (items 500..510): its range is fixed; its index is the
+     * one the report gives (indices follow the order batches are claimed in). */
+    rt = tdm_test_open(2);
+    int64_t fail_at = 505;
+    r = (tdm_report)TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, fail_one, &fail_at, sizeof fail_at, &o, &r),
+                     TDM_EKERNEL);
+    assert_int_equal(r.failed_batches, 1);
+    assert_int_equal(r.first_error_begin, 500);
+    assert_int_equal(r.first_error_end, 510);
+    assert_true(r.first_error_batch >= 0 && r.first_error_batch < 100);
+    const char *msg = tdm_errmsg(rt);
+    long long batch = -1, b = -1, e = -1;
+    int worker = -1, used = 0;
+    const char *fmt = "parallel_for: batch %lld (items %lld..%lld) failed on worker %d: %n";
+    assert_int_equal(sscanf(msg, fmt, &batch, &b, &e, &worker, &used), 4);
+    assert_int_equal(batch, r.first_error_batch);
+    assert_int_equal(b, 500);
+    assert_int_equal(e, 510);
+    assert_true(worker == 0 || worker == 1);
+    assert_int_equal(strncmp(msg + used, "TDM_EKERNEL (", 13), 0);
     tdm_test_close(rt);
 }
 
@@ -465,6 +503,143 @@ static void test_job_null_args(void **state)
     tdm_test_close(rt);
 }
 
+/* ---- tdm_task_* accessors ------------------------------------------------------------------ */
+
+/* What a body saw through the accessors, per batch (batch k holds items [k*bs, (k+1)*bs)). */
+typedef struct {
+    int64_t bs;
+    int *worker;
+    int *slot;
+    int64_t *batch;
+    atomic_int *slot_busy; /* streaming: [max_in_flight], 1 while a batch holds the slot */
+    int max_in_flight;
+    atomic_int *bad; /* streaming: bodies that got a slot out of range or still held */
+} task_rec;
+
+static int record_task(const void *p, int64_t begin, int64_t end, tdm_task *task)
+{
+    const task_rec *tr = p;
+    int64_t k = begin / tr->bs;
+    tr->worker[k] = tdm_task_worker(task);
+    tr->slot[k] = tdm_task_slot(task);
+    tr->batch[k] = tdm_task_batch(task);
+    if (tr->slot_busy) {
+        int s = tr->slot[k];
+        if (s < 0 || s >= tr->max_in_flight || atomic_exchange(&tr->slot_busy[s], 1) != 0)
+            atomic_fetch_add(tr->bad, 1);
+    }
+    return 0;
+}
+
+static task_rec new_task_rec(int64_t bs, int64_t nb)
+{
+    task_rec tr = {.bs = bs};
+    tr.worker = malloc((size_t)nb * sizeof *tr.worker);
+    tr.slot = malloc((size_t)nb * sizeof *tr.slot);
+    tr.batch = malloc((size_t)nb * sizeof *tr.batch);
+    assert_non_null(tr.worker);
+    assert_non_null(tr.slot);
+    assert_non_null(tr.batch);
+    for (int64_t k = 0; k < nb; k++) {
+        tr.worker[k] = tr.slot[k] = -2; /* -2: the body never ran for this batch */
+        tr.batch[k] = -2;
+    }
+    return tr;
+}
+
+static void free_task_rec(task_rec *tr)
+{
+    free(tr->worker);
+    free(tr->slot);
+    free(tr->batch);
+}
+
+static void test_task_accessors_in_parallel_for(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(3);
+    const int threads = tdm_runtime_threads(rt);
+    assert_int_equal(threads, 3);
+    const int64_t n = 1000, bs = 10, nb = n / bs;
+    task_rec tr = new_task_rec(bs, nb);
+    tdm_map_opts o = quiet_opts(bs);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, record_task, &tr, sizeof tr, &o, &r), 0);
+    assert_int_equal(r.batches, nb);
+    char *seen = calloc((size_t)nb, 1);
+    int64_t per_worker[3] = {0, 0, 0};
+    for (int64_t k = 0; k < nb; k++) {
+        /* A thread of the pool; no slot outside a streaming job; each batch its own index. */
+        assert_in_range(tr.worker[k], 0, threads - 1);
+        assert_int_equal(tr.slot[k], -1);
+        assert_in_range(tr.batch[k], 0, nb - 1);
+        assert_int_equal(seen[tr.batch[k]], 0);
+        seen[tr.batch[k]] = 1;
+        per_worker[tr.worker[k]]++;
+    }
+    /* The worker numbers are the report's rows: each ran the batches the report gives it. */
+    for (int w = 0; w < threads; w++) {
+        assert_int_equal(r.workers[w].kind, TDM_BACKEND_CPU_THREADS);
+        assert_int_equal(r.workers[w].index, w);
+        assert_int_equal(r.workers[w].batches, per_worker[w]);
+    }
+    free(seen);
+    free_task_rec(&tr);
+    tdm_test_close(rt);
+}
+
+static void test_task_accessors_in_stream(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    const int64_t n = 200, bs = 5, nb = n / bs;
+    enum { MAX_IN_FLIGHT = 3 };
+    task_rec tr = new_task_rec(bs, nb);
+    atomic_int busy[MAX_IN_FLIGHT] = {0, 0, 0}, bad = 0;
+    tr.slot_busy = busy;
+    tr.max_in_flight = MAX_IN_FLIGHT;
+    tr.bad = &bad;
+    tdm_map_opts o = quiet_opts(bs);
+    o.order = TDM_ORDER_COMPLETION;
+    o.max_in_flight = MAX_IN_FLIGHT;
+    tdm_job *job = NULL;
+    assert_int_equal(tdm_parallel_for_async(rt, n, record_task, &tr, sizeof tr, &o, &job), 0);
+    char *seen = calloc((size_t)nb, 1);
+    tdm_batch_result r;
+    int64_t got = 0;
+    while (tdm_job_next(job, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.end - r.begin, bs);
+        int64_t k = r.begin / bs;
+        /* The body saw what the consumer is told: same worker, slot and batch index. */
+        assert_int_equal(tr.worker[k], r.worker);
+        assert_int_equal(tr.slot[k], r.slot);
+        assert_int_equal(tr.batch[k], r.batch);
+        assert_in_range(r.worker, 0, 1);
+        assert_in_range(r.slot, 0, MAX_IN_FLIGHT - 1);
+        assert_in_range(r.batch, 0, nb - 1);
+        assert_int_equal(seen[r.batch], 0);
+        seen[r.batch] = 1;
+        /* Consumed: the next tdm_job_next() frees the slot for another batch. */
+        atomic_store(&busy[r.slot], 0);
+        got++;
+    }
+    assert_int_equal(got, nb);
+    assert_int_equal(atomic_load(&bad), 0); /* no slot held by two unconsumed batches */
+    assert_int_equal(tdm_job_wait(job, NULL), 0);
+    tdm_job_free(job);
+    free(seen);
+    free_task_rec(&tr);
+    tdm_test_close(rt);
+}
+
+static void test_task_accessors_null(void **state)
+{
+    assert_int_equal(tdm_task_worker(NULL), -1);
+    assert_int_equal(tdm_task_slot(NULL), -1);
+    assert_int_equal(tdm_task_batch(NULL), -1);
+    assert_int_equal(tdm_task_cancelled(NULL), 0);
+    tdm_task_progress(NULL, 5); /* a no-op */
+}
+
 /* ---- map validation (argument checks of the core; kernel-specific ones in test_kernels) --- */
 
 static void test_map_validation(void **state)
@@ -761,6 +936,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_wait_without_consuming),
         cmocka_unit_test(test_cancel_stops_new_batches),
         cmocka_unit_test(test_job_null_args),
+        cmocka_unit_test(test_task_accessors_in_parallel_for),
+        cmocka_unit_test(test_task_accessors_in_stream),
+        cmocka_unit_test(test_task_accessors_null),
         cmocka_unit_test(test_map_validation),
         cmocka_unit_test(test_progress_callback),
         cmocka_unit_test(test_progress_single_thread),

@@ -267,6 +267,44 @@ static void test_close_null(void **state)
     assert_int_equal(tdm_runtime_close(NULL), 0);
 }
 
+static void drop_log(void *user, unsigned flag, const char *line)
+{
+    (void)user;
+    (void)flag;
+    (void)line;
+}
+
+/* Getters that return a value rather than a code: a NULL handle gives the documented neutral
+ * value (0 threads, no debug flags, not on a device), never a negative number or a crash. */
+static void test_null_handle_getters(void **state)
+{
+    assert_int_equal(tdm_runtime_threads(NULL), 0);
+    assert_int_equal(tdm_runtime_debug(NULL), 0u);
+    assert_int_equal(tdm_tensor_on_device(NULL), 0);
+
+    /* ... and the real values on real handles. */
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 2;
+    cfg.use_env = 0;
+    cfg.debug = TDM_DEBUG_SCHED;
+    cfg.log_fn = drop_log;
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    assert_int_equal(tdm_runtime_threads(rt), 2);
+    assert_int_equal(tdm_runtime_debug(rt), TDM_DEBUG_SCHED);
+    tdm_tensor *t = NULL;
+    const int64_t shape[1] = {4};
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F32, 1, shape, TDM_MEM_HOST, &t), 0);
+    assert_int_equal(tdm_tensor_on_device(t), 0); /* a host tensor no map has moved */
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+
+    rt = tdm_test_open(1);
+    assert_int_equal(tdm_runtime_threads(rt), 1);
+    assert_int_equal(tdm_runtime_debug(rt), 0u);
+    tdm_test_close(rt);
+}
+
 static void test_close_busy_with_tensor(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
@@ -373,6 +411,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_opencl_platform_is_zero_devices),
         cmocka_unit_test(test_system_info),
         cmocka_unit_test(test_close_null),
+        cmocka_unit_test(test_null_handle_getters),
         cmocka_unit_test(test_close_busy_with_tensor),
         cmocka_unit_test(test_close_busy_with_job),
         cmocka_unit_test(test_config_init),

@@ -211,12 +211,20 @@ TDM_BEGIN_DECLS
  *  name is taken), TDM_ENOMEM. Thread-safe. */
 TDM_EXTERN int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def);
 
-/** 1 if a kernel of that name is registered, 0 if not (or on NULL arguments). Thread-safe. */
+/** 1 if a kernel of that name is registered with `rt`, else 0. rt or name NULL gives 0 (no
+ *  error code, no message: the answer is simply "not registered"). Thread-safe. */
 TDM_EXTERN int tdm_kernel_exists(const tdm_runtime *rt, const char *name);
 
-/** Number of registered kernels, and the name of kernel `i` (static for the runtime's life;
- *  NULL when out of range). Thread-safe. */
+/** Number of kernels registered with `rt` (built-in ones included), >= 0. rt NULL gives 0 (a
+ *  runtime with nothing registered); never a negative code. Kernels are never unregistered,
+ *  so the count only grows during the runtime's life. Thread-safe. */
 TDM_EXTERN int tdm_kernel_count(const tdm_runtime *rt);
+
+/** The name of kernel `i`, 0 <= i < tdm_kernel_count(rt), in registration order (the
+ *  built-in kernels first). Returns NULL when rt is NULL or i is out of range (negative, or
+ *  >= the count); no message is set. The string is owned by the runtime and stays valid and
+ *  unchanged until tdm_runtime_close(): do not free it. Index i names the same kernel for the
+ *  runtime's whole life. Thread-safe (also against a concurrent tdm_kernel_register()). */
 TDM_EXTERN const char *tdm_kernel_name(const tdm_runtime *rt, int i);
 
 TDM_END_DECLS

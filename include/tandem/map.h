@@ -184,23 +184,39 @@ TDM_EXTERN int tdm_job_cancel(tdm_job *job);
  *  NULL is a no-op. */
 TDM_EXTERN void tdm_job_free(tdm_job *job);
 
-/** Inside a parallel_for body: the index of the worker running it (0..threads-1). */
+/* The tdm_task_* accessors below read the `task` a parallel_for body receives; it is valid
+ * only during that call. They take no lock and set no message, and each may be called from
+ * the body's own thread at any point of the call. */
+
+/** Inside a parallel_for body: the index of the worker running the batch, in the runtime's
+ *  worker numbering: 0..tdm_runtime_threads(rt)-1 for the pool's threads, then
+ *  tdm_runtime_threads(rt) + k for worker process k (tdm_config.procs). The same number as
+ *  tdm_batch_result.worker; a body may use it to index per-worker scratch. task NULL gives
+ *  -1. */
 TDM_EXTERN int tdm_task_worker(const tdm_task *task);
 
-/** Inside a parallel_for body of a streaming job: the batch's in-flight slot, in
- *  [0, max_in_flight). No two unconsumed batches share a slot, so a body may write its result
- *  into a user ring buffer at that slot and the consumer reads it from tdm_job_next(). */
+/** Inside a parallel_for body of a streaming job (tdm_parallel_for_async()): the batch's
+ *  in-flight slot, in [0, max_in_flight) (tdm_map_opts.max_in_flight, default 2 x workers).
+ *  No two unconsumed batches share a slot, so a body may write its result into a user ring
+ *  buffer at that slot and the consumer reads it from tdm_job_next() (tdm_batch_result.slot
+ *  is the same number). -1 in a job that is not streaming (tdm_parallel_for()), and for task
+ *  NULL. */
 TDM_EXTERN int tdm_task_slot(const tdm_task *task);
 
-/** Inside a body: the batch index. */
+/** Inside a body: the batch index, in [0, number of batches of the job); every batch gets its
+ *  own. Indices are given as batches are claimed, so with several workers they need not
+ *  follow item order. The same number as tdm_batch_result.batch and as the batch that
+ *  tdm_errmsg() and tdm_report.first_error_batch name. task NULL gives -1. */
 TDM_EXTERN int64_t tdm_task_batch(const tdm_task *task);
 
 /** Inside a body: reports `n` more items done before the batch returns (for long batches, so
- *  the bar moves); the rest are counted when it returns. Never blocks. */
+ *  the bar moves); the rest are counted when it returns. Never blocks. task NULL or n <= 0
+ *  does nothing. */
 TDM_EXTERN void tdm_task_progress(tdm_task *task, int64_t n);
 
 /** Inside a body: 1 if the job was cancelled or stopped by an error, so a long batch may
- *  return early (its return value is then ignored for the status). */
+ *  return early (its return value is then ignored for the status); else 0. task NULL gives
+ *  0. */
 TDM_EXTERN int tdm_task_cancelled(const tdm_task *task);
 
 TDM_END_DECLS

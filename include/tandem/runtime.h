@@ -102,10 +102,13 @@ TDM_EXTERN int tdm_runtime_close(tdm_runtime *rt);
  *  runtime to report to. Thread-safe. */
 TDM_EXTERN const char *tdm_errmsg(const tdm_runtime *rt);
 
-/** Number of CPU worker threads of the runtime's pool (>= 1). Thread-safe. */
+/** Number of CPU worker threads of the runtime's pool: >= 1 for an open runtime. rt NULL
+ *  gives 0 (no pool), never a negative code, so the result can be used as a count as is.
+ *  Thread-safe. */
 TDM_EXTERN int tdm_runtime_threads(const tdm_runtime *rt);
 
-/** The debug flags in force (config | TDM_DEBUG). Thread-safe. */
+/** The debug flags in force (config | TDM_DEBUG), TDM_DEBUG_* bits. rt NULL gives 0u (no
+ *  flags). Thread-safe. */
 TDM_EXTERN unsigned tdm_runtime_debug(const tdm_runtime *rt);
 
 /** What one backend of the build's table looks like in this runtime. */

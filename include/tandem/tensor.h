@@ -165,7 +165,9 @@ TDM_EXTERN void *tdm_tensor_data(const tdm_tensor *t);
  *  nothing to do), TDM_EINVAL (NULL), or the device's error. Not concurrent with a map that
  *  writes the tensor. */
 TDM_EXTERN int tdm_tensor_to_host(tdm_tensor *t);
-/** 1 if the tensor's storage has a copy in device memory (valid or not), else 0. */
+/** 1 if the tensor's storage has a copy in device memory (valid or not), else 0; t NULL
+ *  gives 0. Nothing to free. Not concurrent with a map that moves the tensor to or from a
+ *  device. */
 TDM_EXTERN int tdm_tensor_on_device(const tdm_tensor *t);
 /** The storage flags the tensor really has (TDM_MEM_SHARED, _PINNED, _WRAPPED). */
 TDM_EXTERN unsigned tdm_tensor_mem(const tdm_tensor *t);
