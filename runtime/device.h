@@ -91,6 +91,9 @@ typedef struct tdm__devslot {
     atomic_int lost;    /* a device error that is not the kernel's fault: no more batches */
     int batches;        /* batches it ran (for fail_after) */
     int fail_after;     /* TDM_DEVICE_FAIL_AFTER: simulate a device loss after N batches (tests) */
+    int completions;    /* batch completions seen (for enomem_at) */
+    int enomem_at;      /* TDM_DEVICE_ENOMEM_AT_FINISH: the Nth batch completion reports
+                         * TDM_ENOMEM, as a lazy device allocation failing there would (tests) */
 } tdm__devslot;
 
 /* A storage's copy in device memory (runtime/residency.c); guarded by rt->dev_mu. */

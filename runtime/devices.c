@@ -72,6 +72,9 @@ int tdm__devices_ensure(tdm_runtime *rt)
             /* Fault injection for tests: the device "fails" after this many batches. */
             const char *fa = getenv("TDM_DEVICE_FAIL_AFTER");
             slot->fail_after = fa ? atoi(fa) : 0;
+            /* ... and its Nth batch completion reports device memory exhausted. */
+            const char *ea = getenv("TDM_DEVICE_ENOMEM_AT_FINISH");
+            slot->enomem_at = ea ? atoi(ea) : 0;
             if (ds->first_worker < 0)
                 ds->first_worker = w;
             tdm__log(rt, TDM_DEBUG_RUNTIME, "device %s %d (%s) opened, driver worker %d",

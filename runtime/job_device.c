@@ -1,8 +1,10 @@
 /* Running a map's batches on a device: the driver thread of one device claims batches and
  * pipelines them over the device's queues — batch k+1 copies in while batch k computes and
  * batch k-1 copies out — each queue in order, round-robin, so at most n_queues batches are in
- * flight. A batch whose device memory cannot be had runs on the host instead (when the kernel
- * has a CPU implementation), in this thread; the run goes on. */
+ * flight. A batch whose device work ends in TDM_ENOMEM — when its buffers are allocated, when
+ * it is enqueued, or only when its queue finishes (a driver that allocates lazily) — runs on
+ * the host instead, in this thread, when the kernel has a CPU implementation (and the job is
+ * not resident); the run goes on. Otherwise that batch fails with TDM_ENOMEM. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,21 @@ static int ensure_buf(tdm__devslot *ds, tdm__dbuf **b, size_t *cap, size_t need,
     if (rc == 0)
         *cap = need;
     return rc;
+}
+
+/* After TDM_ENOMEM on a queue (now finished): frees the queue's batch buffers — memory the
+ * driver may not have been able to back (lazily, at first use) — so that its next batch
+ * allocates afresh, or fails at that and runs on the host. ds->mu held. */
+static void drop_bufs(tdm__devslot *ds, tdm__qslot *s)
+{
+    for (int k = 0; k < 16; k++) {
+        if (s->in[k])
+            ds->ops->free(ds->dev, s->in[k]);
+        if (s->out[k])
+            ds->ops->free(ds->dev, s->out[k]);
+        s->in[k] = s->out[k] = NULL;
+        s->in_cap[k] = s->out_cap[k] = 0;
+    }
 }
 
 /* Device copies of whole tensors, when the job runs resident (runtime/residency.c). */
@@ -214,6 +231,45 @@ static bool device_fault(int rc)
     return rc == TDM_ESYS;
 }
 
+/* Whether a batch the device could not run may run on the host instead: the kernel has a CPU
+ * implementation, and the job is not resident (its host copies may be older than the
+ * device's), unless the map forbids it (opts.no_cpu_fallback). */
+static bool host_fallback_ok(const tdm__job *job, bool resident)
+{
+    return job->d->kcpu && !resident && !job->opts.no_cpu_fallback;
+}
+
+/* Appends why a failed batch did not run on the host instead, when there is room. */
+static void note_no_fallback(const tdm__job *job, bool resident, char *detail, size_t len)
+{
+    size_t n = strlen(detail);
+    if (n < len)
+        snprintf(detail + n, len - n, "%s%s", n ? "; " : "",
+                 !job->d->kcpu             ? "the kernel has no CPU implementation to run it instead"
+                 : job->opts.no_cpu_fallback ? "the map forbids running it on the CPU instead"
+                                             : "resident data: the host copies are not current");
+}
+
+/* The device had no memory for this batch (its buffers, its launch, or only found at its
+ * completion): the batch runs on the host, here, when it may; else it fails with rc. */
+static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
+                          int64_t end, bool resident, int rc, const char *stage, char *detail,
+                          size_t len)
+{
+    if (!host_fallback_ok(job, resident)) {
+        note_no_fallback(job, resident, detail, len);
+        return rc;
+    }
+    tdm__log(job->rt, TDM_DEBUG_SCHED,
+             "%s: batch %lld (items %lld..%lld) runs on the CPU: no memory on %s at %s: %s",
+             job->what, (long long)task->batch, (long long)begin, (long long)end, ds->info.name,
+             stage, detail);
+    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+    task->reported = 0;
+    detail[0] = '\0';
+    return tdm__run_batch(job->d, begin, end, task);
+}
+
 /* The device is gone: the batch runs on the host instead, when its inputs are there. */
 static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
                          int64_t end, bool resident, int rc, char *detail, size_t len)
@@ -221,7 +277,7 @@ static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_
     if (atomic_exchange(&ds->lost, 1) == 0)
         tdm__log(job->rt, TDM_DEBUG_SCHED, "device %s lost (%s): its batches run on the CPU",
                  ds->info.name, detail);
-    if (resident || !job->d->kcpu)
+    if (!host_fallback_ok(job, resident))
         return rc;
     atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
     task->reported = 0;
@@ -266,6 +322,7 @@ void tdm__job_run_device(tdm__job *job, int w)
      * there. Without them (no device memory) this driver runs its batches on the host. */
     tdm__dbuf *whole[16] = {NULL};
     bool host_only = false;
+    char host_why[256] = "";
     for (int k = 0; k < job->d->n_in && !resident; k++) {
         if (!((job->d->whole >> k) & 1u))
             continue;
@@ -275,6 +332,8 @@ void tdm__job_run_device(tdm__job *job, int w)
                                 sizeof why) != 0) {
             tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: input %d not on %s (%s): its batches run on "
                      "the CPU", job->what, k, ds->info.name, why);
+            snprintf(host_why, sizeof host_why, "input %d (given whole) not on the device: %.200s",
+                     k, why);
             host_only = true;
             break;
         }
@@ -294,6 +353,14 @@ void tdm__job_run_device(tdm__job *job, int w)
             detail[0] = '\0';
             pthread_mutex_lock(&ds->mu);
             int rc = ds->ops->finish(ds->dev, q, detail, sizeof detail);
+            if (ds->enomem_at > 0 && ++ds->completions == ds->enomem_at && rc == 0) {
+                rc = TDM_ENOMEM; /* TDM_DEVICE_ENOMEM_AT_FINISH: a simulated lazy allocation */
+                snprintf(detail, sizeof detail,
+                         "injected device out of memory at batch completion %d on %s",
+                         ds->completions, ds->info.name);
+            }
+            if (rc == TDM_ENOMEM)
+                drop_bufs(ds, s);
             pthread_mutex_unlock(&ds->mu);
             if (rc == 0 && ds->fail_after > 0 && ++ds->batches >= ds->fail_after) {
                 rc = TDM_ESYS; /* TDM_DEVICE_FAIL_AFTER: a simulated device loss */
@@ -324,9 +391,16 @@ void tdm__job_run_device(tdm__job *job, int w)
             tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES + q,
                             job->what, s->task.batch, s->begin, s->end, rc, s->t_submit,
                             tdm__now_ns());
-            if (device_fault(rc))
+            if (device_fault(rc)) {
                 rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, detail,
                                    sizeof detail);
+            } else if (rc == TDM_ENOMEM) {
+                uint64_t t0 = tdm__now_ns();
+                rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, "completion",
+                                    detail, sizeof detail);
+                if (in_flight == 0) /* (else the busy span still open covers it) */
+                    ws->busy_ns += tdm__now_ns() - t0;
+            }
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
         }
         bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
@@ -374,13 +448,17 @@ void tdm__job_run_device(tdm__job *job, int w)
         detail[0] = '\0';
         s->t_submit = tdm__now_ns();
         pthread_mutex_lock(&ds->mu);
-        int rc = host_only ? TDM_ENOMEM
-                           : submit(job, ds, q, s, resident ? &res : NULL, whole, detail,
-                                    sizeof detail);
+        int rc = TDM_ENOMEM;
+        if (host_only)
+            snprintf(detail, sizeof detail, "%s", host_why);
+        else
+            rc = submit(job, ds, q, s, resident ? &res : NULL, whole, detail, sizeof detail);
         if (rc != 0) {
             /* Whatever was enqueued before the failure must finish before the buffers change. */
             char ignored[64];
             ds->ops->finish(ds->dev, q, ignored, sizeof ignored);
+            if (rc == TDM_ENOMEM)
+                drop_bufs(ds, s);
         }
         pthread_mutex_unlock(&ds->mu);
         if (rc == 0) {
@@ -389,17 +467,13 @@ void tdm__job_run_device(tdm__job *job, int w)
         }
         if (--in_flight == 0)
             ws->busy_ns += tdm__now_ns() - busy_since;
-        /* (Not for a resident job: its host copies may be older than the device's.) */
-        if (rc == TDM_ENOMEM && job->d->kcpu && !resident) {
-            /* No device memory for this batch: run it on the host, here. */
-            tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "%s: batch %lld (items %lld..%lld) runs on the CPU: %s", job->what,
-                     (long long)s->task.batch, (long long)s->begin, (long long)s->end, detail);
-            atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+        if (rc == TDM_ENOMEM) {
+            /* No device memory for this batch (its buffers, or its launch): on the host. */
             uint64_t t0 = tdm__now_ns();
-            rc = tdm__run_batch(job->d, s->begin, s->end, &s->task);
+            rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc,
+                                host_only ? "its whole inputs" : "submission", detail,
+                                sizeof detail);
             ws->busy_ns += tdm__now_ns() - t0;
-            detail[0] = '\0';
         }
         tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
     }

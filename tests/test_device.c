@@ -1,6 +1,7 @@
 /* Maps on device backends (OpenCL on PoCL in CI, CUDA where a GPU is): every built-in kernel
- * against the CPU, pipelined batches, out-of-memory fallback to the CPU, user kernels in the
- * dialect, compile errors with the build log. Skipped (77) when no device is found. */
+ * against the CPU, pipelined batches, out-of-memory fallback to the CPU (at allocation and at
+ * completion), lost devices, user kernels in the dialect, compile errors with the build log.
+ * Skipped (77) when no device is found. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,9 @@ static tdm_map_opts gpu_opts(int64_t batch)
 {
     tdm_map_opts o = TDM_MAP_OPTS_INIT;
     o.progress = TDM_PROGRESS_OFF;
-    o.policy = TDM_POLICY_GPU;
+    /* device_cuda_* (tests/CMakeLists.txt): CUDA itself, not whichever device GPU picks */
+    const char *p = getenv("TDM_TEST_GPU_POLICY");
+    o.policy = p && !strcmp(p, "cuda") ? TDM_POLICY_CUDA : TDM_POLICY_GPU;
     o.batch_size = batch;
     return o;
 }
@@ -182,6 +185,12 @@ static void test_out_of_device_memory_falls_back_to_cpu(void **state)
     o.batch_size = 1 << 17;
     assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
     assert_int_equal(r.fallback_batches, 8);
+    /* a map that forbids the CPU fallback fails with TDM_ENOMEM, and says why */
+    o.no_cpu_fallback = 1;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), TDM_ENOMEM);
+    assert_int_equal(r.fallback_batches, 0);
+    assert_non_null(strstr(tdm_errmsg(rt), "the map forbids running it on the CPU instead"));
+    o.no_cpu_fallback = 0;
     /* small batches fit under the cap and run on the device */
     o.batch_size = 1024;
     assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
@@ -370,6 +379,141 @@ static void test_lost_device_batches_rerun_on_cpu(void **state)
     tdm_test_close(rt);
 }
 
+/* Device workers (OpenCL, CUDA) of the runtime: the batch numbering below is exact only for
+ * one (with several, each device's own Nth completion fails). */
+static int device_count(tdm_runtime *rt)
+{
+    int n = tdm_runtime_device_count(rt), devs = 0;
+    for (int i = 0; i < n; i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        devs += di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA;
+    }
+    return devs;
+}
+
+typedef struct {
+    int fallback_lines;
+    char line[512]; /* the last "runs on the CPU" line */
+} cpu_log;
+
+static void log_cpu_reruns(void *user, unsigned flag, const char *line)
+{
+    cpu_log *l = user;
+    if (strstr(line, "runs on the CPU") && strstr(line, "at completion")) {
+        l->fallback_lines++;
+        snprintf(l->line, sizeof l->line, "%s", line);
+    }
+}
+
+/* Device memory that runs out only when the queue finishes (a driver allocating lazily:
+ * simulated by TDM_DEVICE_ENOMEM_AT_FINISH, the device's 3rd batch completion reporting
+ * TDM_ENOMEM): that batch runs again on the CPU and the map succeeds with correct results. */
+static void test_enomem_at_completion_reruns_on_cpu(void **state)
+{
+    setenv("TDM_DEVICE_ENOMEM_AT_FINISH", "3", 1); /* read when the devices open */
+    cpu_log log = {0};
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 2;
+    cfg.debug = TDM_DEBUG_SCHED;
+    cfg.log_fn = log_cpu_reruns;
+    cfg.log_user = &log;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    int64_t n = 100000;
+    tdm_tensor *x = filled(rt, TDM_F64, 1, &n, 14), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(5000); /* 20 batches */
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r);
+    unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
+    if (rc != 0)
+        fail_msg("%s: %s", tdm_status_name(rc), tdm_errmsg(rt));
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.items, n);
+    assert_int_equal(r.batches, 20);
+    assert_int_equal(r.failed_batches, 0);
+    assert_int_equal(r.first_error_batch, -1);
+    /* one rerun per device that completed 3 batches; every batch on a device driver */
+    int64_t expect = 0, dev_items = 0;
+    for (int w = 0; w < r.n_workers; w++) {
+        int dev = r.workers[w].kind == TDM_BACKEND_OPENCL || r.workers[w].kind == TDM_BACKEND_CUDA;
+        if (!dev) {
+            assert_int_equal(r.workers[w].items, 0);
+            continue;
+        }
+        dev_items += r.workers[w].items;
+        expect += r.workers[w].batches >= 3;
+    }
+    assert_int_equal(dev_items, n);
+    assert_true(expect >= 1);
+    assert_int_equal(r.fallback_batches, expect);
+    assert_int_equal(log.fallback_lines, expect);
+    if (device_count(rt) == 1) /* one device: its 3rd completion is batch 2, in order */
+        if (!strstr(log.line, "batch 2 (items 10000..15000) runs on the CPU"))
+            fail_msg("log: %s", log.line);
+    assert_non_null(strstr(log.line, "injected device out of memory"));
+    const double *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-13 * (1 + fabs(yd[i])));
+    /* the fault is injected once per device: the next map runs wholly on the device (whose
+     * queue with the dropped buffers allocated new ones) */
+    memset(tdm_tensor_data(y), 0, (size_t)n * sizeof(double));
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.fallback_batches, 0);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - exp(xd[i]) * sinh(xd[i])) <= 1e-13 * (1 + fabs(yd[i])));
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+/* The same completion-time TDM_ENOMEM for a kernel with no CPU implementation: nothing can
+ * run the batch instead, so the map fails with TDM_ENOMEM naming the batch and saying why. */
+static void test_enomem_at_completion_without_cpu_version_fails(void **state)
+{
+    setenv("TDM_DEVICE_ENOMEM_AT_FINISH", "3", 1);
+    tdm_runtime *rt = open_rt();
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "user_affine";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.source = user_src;
+    def.dev = user_dev; /* no def.cpu */
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    int64_t n = 20000;
+    tdm_tensor *x = filled(rt, TDM_F32, 1, &n, 15), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F32, 1, &n, 0, &y), 0);
+    tdm_map_opts o = gpu_opts(1000);
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "user_affine", &x, 1, &y, 1, NULL, 0, &o, &r);
+    unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
+    assert_int_equal(rc, TDM_ENOMEM);
+    const char *msg = tdm_errmsg(rt);
+    assert_non_null(strstr(msg, "user_affine"));
+    assert_non_null(strstr(msg, "TDM_ENOMEM"));
+    assert_non_null(strstr(msg, "injected device out of memory"));
+    assert_non_null(strstr(msg, "no CPU implementation"));
+    assert_int_equal(r.status, TDM_ENOMEM);
+    assert_int_equal(r.first_error, TDM_ENOMEM);
+    assert_int_equal(r.fallback_batches, 0);
+    assert_true(r.failed_batches >= 1);
+    char want[96];
+    snprintf(want, sizeof want, "batch %lld (items %lld..%lld)", (long long)r.first_error_batch,
+             (long long)r.first_error_begin, (long long)r.first_error_end);
+    if (!strstr(msg, want))
+        fail_msg("'%s' not in: %s", want, msg);
+    if (device_count(rt) == 1) {
+        assert_int_equal(r.first_error_batch, 2);
+        assert_int_equal(r.first_error_begin, 2000);
+        assert_int_equal(r.first_error_end, 3000);
+    }
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
 /* Page-locked tensors (pinned, and shared + pinned that worker processes fill) are registered
  * with the device once and their batches copied by the device from them. */
 static void count_registrations(void *user, unsigned flag, const char *line)
@@ -505,6 +649,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_compile_error_reports_build_log),
         cmocka_unit_test(test_chained_maps_stay_on_device),
         cmocka_unit_test(test_lost_device_batches_rerun_on_cpu),
+        cmocka_unit_test(test_enomem_at_completion_reruns_on_cpu),
+        cmocka_unit_test(test_enomem_at_completion_without_cpu_version_fails),
         cmocka_unit_test(test_pinned_tensors_registered),
         cmocka_unit_test(test_bandwidth_measured_and_errors),
         cmocka_unit_test(test_gpu_policy_errors),

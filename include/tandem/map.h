@@ -83,15 +83,18 @@ typedef struct tdm_map_opts {
                                  *  kind (indexed by tdm_backend_kind) may run; 0 = no cap.
                                  *  The kinds that may run the map must together be allowed
                                  *  all of it (else TDM_EINVAL). */
+    int no_cpu_fallback;        /**< devices: a batch whose device runs out of memory (at
+                                 *  allocation, launch or completion) or is lost fails with
+                                 *  TDM_ENOMEM / TDM_ESYS instead of running again on the CPU;
+                                 *  0 = it runs there when the kernel has a CPU implementation
+                                 *  (counted in tdm_report.fallback_batches) */
 } tdm_map_opts;
 
 #define TDM_MAP_OPTS_INIT                                                                          \
     {                                                                                              \
         sizeof(tdm_map_opts), TDM_MAP_OPTS_VERSION, TDM_POLICY_AUTO, 0, TDM_ON_ERROR_STOP,         \
             TDM_PROGRESS_AUTO, NULL, NULL, 0.0, NULL, TDM_ORDER_SUBMISSION, 0, 0.0, 0, 0,          \
-        {                                                                                          \
-            0                                                                                      \
-        }                                                                                          \
+        {0}, 0                                                                                     \
     }
 
 /** The context of one batch of a parallel_for, valid only during the call. */
