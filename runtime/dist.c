@@ -766,27 +766,23 @@ int tdm_dist_report_format(const tdm_dist_report *r, char *buf, size_t buf_len)
     if (!r || (!buf && buf_len > 0) || r->size < sizeof *r)
         return tdm__err(NULL, TDM_EINVAL, "tdm_dist_report_format: bad arguments");
     size_t len = 0;
-#define PUT(...)                                                                                   \
-    do {                                                                                           \
-        int k_ = snprintf(len < buf_len ? buf + len : NULL, len < buf_len ? buf_len - len : 0,     \
-                          __VA_ARGS__);                                                            \
-        if (k_ > 0)                                                                                \
-            len += (size_t)k_;                                                                     \
-    } while (0)
-    PUT("%s over %d rank%s: %lld/%lld items in %.3f s (compute %.3f s, gather %.3f s), "
+    len = tdm__appendf(
+        buf, buf_len, len,
+        "%s over %d rank%s: %lld/%lld items in %.3f s (compute %.3f s, gather %.3f s), "
         "%lld chunks, %lld steals, %.1f MB moved, status %s\n",
         r->what, r->n_ranks, r->n_ranks == 1 ? "" : "s", (long long)r->items,
         (long long)r->items_total, r->wall_s, r->compute_s, r->gather_s, (long long)r->chunks,
         (long long)r->steals, (double)r->bytes_moved / 1e6, tdm_status_name(r->status));
-    PUT("  rank       items   share  chunks   stolen     busy s        items/s\n");
+    len = tdm__appendf(buf, buf_len, len,
+                       "  rank       items   share  chunks   stolen     busy s        items/s\n");
     for (int i = 0; i < r->n_ranks && i < TDM_DIST_MAX_REPORT_RANKS; i++) {
         const tdm_dist_rank_report *k = &r->ranks[i];
-        PUT("  %4d %11lld  %5.1f%%  %6lld %8lld %10.3f %14.1f%s%s\n", i, (long long)k->items,
-            r->items > 0 ? 100.0 * (double)k->items / (double)r->items : 0.0, (long long)k->chunks,
-            (long long)k->stolen_items, k->busy_s, k->rate, k->status ? "  " : "",
-            k->status ? tdm_status_name(k->status) : "");
+        len = tdm__appendf(
+            buf, buf_len, len, "  %4d %11lld  %5.1f%%  %6lld %8lld %10.3f %14.1f%s%s\n", i,
+            (long long)k->items, r->items > 0 ? 100.0 * (double)k->items / (double)r->items : 0.0,
+            (long long)k->chunks, (long long)k->stolen_items, k->busy_s, k->rate,
+            k->status ? "  " : "", k->status ? tdm_status_name(k->status) : "");
     }
-#undef PUT
     if (buf_len > 0 && len >= buf_len)
         buf[buf_len - 1] = '\0';
     return (int)len;

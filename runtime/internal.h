@@ -30,6 +30,10 @@
 /* Records a formatted message as the last error of `rt` for the calling thread (rt may be NULL)
  * and returns `code`, so error paths read `return tdm__err(rt, TDM_EINVAL, "...", ...);`. */
 int tdm__err(const tdm_runtime *rt, int code, const char *fmt, ...) TDM__PRINTF(3, 4);
+/* snprintf at buf + at (when at < len; NULL/0 otherwise, so the length still counts what
+ * did not fit): returns at + the formatted length, as a *_format() call returns it
+ * (runtime/report.c). */
+size_t tdm__appendf(char *buf, size_t len, size_t at, const char *fmt, ...) TDM__PRINTF(4, 5);
 /* Clears the calling thread's last message for rt (called at the start of public entries that
  * succeed, so a stale message is not mistaken for a new one). */
 void tdm__err_clear(const tdm_runtime *rt);

@@ -161,42 +161,38 @@ int tdm_sim_format(const tdm_sim_config *cfg, const tdm_sim_result *r, char *buf
     if (!cfg || !r || (!buf && len))
         return tdm__err(NULL, TDM_EINVAL, "tdm_sim_format: NULL argument");
     size_t n = 0;
-    int w;
-#define OUT(...)                                                                                   \
-    do {                                                                                           \
-        w = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__);                \
-        if (w > 0)                                                                                 \
-            n += (size_t)w;                                                                        \
-    } while (0)
     if (len)
         buf[0] = '\0';
-    OUT("simulated map: %lld items, policy %s, %s model\n", (long long)cfg->items,
-        policy_name(cfg->policy), cfg->calibrated ? "calibrated" : "uncalibrated (explores)");
-    OUT("%-12s %5s %14s %6s %9s %6s %9s %11s %10s\n", "backend", "lanes", "items", "share",
-        "batches", "util", "est/real", "GB moved", "alone");
+    n = tdm__appendf(buf, len, n, "simulated map: %lld items, policy %s, %s model\n",
+                     (long long)cfg->items, policy_name(cfg->policy),
+                     cfg->calibrated ? "calibrated" : "uncalibrated (explores)");
+    n = tdm__appendf(buf, len, n, "%-12s %5s %14s %6s %9s %6s %9s %11s %10s\n", "backend", "lanes",
+                     "items", "share", "batches", "util", "est/real", "GB moved", "alone");
     for (int b = 0; b < r->n_backends && b < cfg->n_backends; b++) {
         const tdm_sim_backend_result *br = &r->backends[b];
         char alone[32];
         dur(alone, sizeof alone, br->alone_s);
         double share = (double)br->items / (double)cfg->items;
-        OUT("%-12s %5d %14lld %5.1f%% %9lld %5.1f%% %9.3f %11.3f %10s\n", cfg->backends[b].name,
-            cfg->backends[b].count, (long long)br->items, 100 * share, (long long)br->batches,
-            100 * br->utilisation, br->busy_s > 0 && br->est_s > 0 ? br->est_s / br->busy_s : 0.0,
-            br->bytes_moved * 1e-9, alone);
+        n = tdm__appendf(buf, len, n, "%-12s %5d %14lld %5.1f%% %9lld %5.1f%% %9.3f %11.3f %10s\n",
+                         cfg->backends[b].name, cfg->backends[b].count, (long long)br->items,
+                         100 * share, (long long)br->batches, 100 * br->utilisation,
+                         br->busy_s > 0 && br->est_s > 0 ? br->est_s / br->busy_s : 0.0,
+                         br->bytes_moved * 1e-9, alone);
     }
     char mk[32], id[32], bs[32];
     dur(mk, sizeof mk, r->makespan_s);
     dur(id, sizeof id, r->ideal_s);
     dur(bs, sizeof bs, r->best_single_s);
-    OUT("makespan %s   ideal %s (makespan/ideal %.3f)   best single backend: %s, %s "
-        "(speed-up %.2fx)\n",
-        mk, id, r->ideal_s > 0 ? r->makespan_s / r->ideal_s : 0.0,
-        r->best_single >= 0 ? cfg->backends[r->best_single].name : "-", bs,
-        r->makespan_s > 0 ? r->best_single_s / r->makespan_s : 0.0);
-    OUT("%lld batches, %lld declines, %lld exploration batches; simulated in %.1f ms\n",
-        (long long)r->batches, (long long)r->declines, (long long)r->explorations,
-        r->host_s * 1e3);
-#undef OUT
+    n = tdm__appendf(buf, len, n,
+                     "makespan %s   ideal %s (makespan/ideal %.3f)   best single backend: %s, %s "
+                     "(speed-up %.2fx)\n",
+                     mk, id, r->ideal_s > 0 ? r->makespan_s / r->ideal_s : 0.0,
+                     r->best_single >= 0 ? cfg->backends[r->best_single].name : "-", bs,
+                     r->makespan_s > 0 ? r->best_single_s / r->makespan_s : 0.0);
+    n = tdm__appendf(
+        buf, len, n,
+        "%lld batches, %lld declines, %lld exploration batches; simulated in %.1f ms\n",
+        (long long)r->batches, (long long)r->declines, (long long)r->explorations, r->host_s * 1e3);
     return n > (size_t)INT_MAX ? INT_MAX : (int)n;
 }
 
@@ -281,12 +277,9 @@ static void node_text(char *buf, size_t len, const tdm_sim_config *node)
 {
     size_t n = 0;
     buf[0] = '\0';
-    for (int b = 0; b < node->n_backends && n < len; b++) {
-        int w = snprintf(buf + n, len - n, "%s%s*%d", b ? "+" : "", node->backends[b].name,
+    for (int b = 0; b < node->n_backends && n < len; b++)
+        n = tdm__appendf(buf, len, n, "%s%s*%d", b ? "+" : "", node->backends[b].name,
                          node->backends[b].count);
-        if (w > 0)
-            n += (size_t)w;
-    }
 }
 
 int tdm_sim_cluster_format(const tdm_sim_cluster_config *cfg, const tdm_sim_cluster_result *r,
@@ -295,57 +288,54 @@ int tdm_sim_cluster_format(const tdm_sim_cluster_config *cfg, const tdm_sim_clus
     if (!cfg || !r || (!buf && len))
         return tdm__err(NULL, TDM_EINVAL, "tdm_sim_cluster_format: NULL argument");
     size_t n = 0;
-    int w;
-#define OUT(...)                                                                                   \
-    do {                                                                                           \
-        w = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__);                \
-        if (w > 0)                                                                                 \
-            n += (size_t)w;                                                                        \
-    } while (0)
     if (len)
         buf[0] = '\0';
     char bw[32], lat[32], pay[32];
     bytes(bw, sizeof bw, cfg->net_bandwidth);
     dur(lat, sizeof lat, cfg->net_latency_s);
     bytes(pay, sizeof pay, cfg->payload_bytes);
-    OUT("simulated cluster: %d node%s, %lld items, network %s/s + %s per message, %s split\n",
+    n = tdm__appendf(
+        buf, len, n,
+        "simulated cluster: %d node%s, %lld items, network %s/s + %s per message, %s split\n",
         r->nodes, r->nodes == 1 ? "" : "s", (long long)cfg->items, bw, lat,
         cfg->calibrated ? "calibrated" : "equal");
-    OUT("payload %s, %s inputs (%g B/item), outputs %g B/item gathered %s", pay,
-        cfg->partitioned ? "partitioned" : "replicated", cfg->in_bytes_per_item,
-        cfg->out_bytes_per_item, gather_name(cfg->gather));
+    n = tdm__appendf(buf, len, n,
+                     "payload %s, %s inputs (%g B/item), outputs %g B/item gathered %s", pay,
+                     cfg->partitioned ? "partitioned" : "replicated", cfg->in_bytes_per_item,
+                     cfg->out_bytes_per_item, gather_name(cfg->gather));
     if (cfg->slow_node >= 0 && cfg->slow_node < r->nodes)
-        OUT(", rank %d slowed %gx", cfg->slow_node, cfg->slow_factor);
+        n = tdm__appendf(buf, len, n, ", rank %d slowed %gx", cfg->slow_node, cfg->slow_factor);
     if (cfg->node_noise > 0)
-        OUT(", chunk noise +-%g", cfg->node_noise);
+        n = tdm__appendf(buf, len, n, ", chunk noise +-%g", cfg->node_noise);
     if ((cfg->max_in_flight > 0 && cfg->max_in_flight != 2) ||
         (cfg->chunk_divisor > 0 && cfg->chunk_divisor != 2))
-        OUT(", %d chunk(s) in flight, chunk = share / %g",
-            cfg->max_in_flight > 0 ? cfg->max_in_flight : 2,
-            cfg->chunk_divisor > 0 ? cfg->chunk_divisor : 2.0);
-    OUT("\n%-5s %5s %-24s %12s %9s %14s %6s %6s %7s\n", "group", "nodes", "node", "items/s/node",
-        "vs lanes", "items", "share", "busy", "steals");
+        n = tdm__appendf(buf, len, n, ", %d chunk(s) in flight, chunk = share / %g",
+                         cfg->max_in_flight > 0 ? cfg->max_in_flight : 2,
+                         cfg->chunk_divisor > 0 ? cfg->chunk_divisor : 2.0);
+    n = tdm__appendf(buf, len, n, "\n%-5s %5s %-24s %12s %9s %14s %6s %6s %7s\n", "group", "nodes",
+                     "node", "items/s/node", "vs lanes", "items", "share", "busy", "steals");
     for (int g = 0; g < r->n_groups && g < cfg->n_groups; g++) {
         const tdm_sim_group_result *gr = &r->groups[g];
         char nt[128];
         node_text(nt, sizeof nt, &cfg->groups[g].node);
         double busy = r->compute_s > 0 ? gr->busy_s / (cfg->groups[g].count * r->compute_s) : 0;
-        OUT("%-5d %5d %-24s %12.4g %8.1f%% %14lld %5.1f%% %5.1f%% %7lld\n", g, cfg->groups[g].count,
-            nt, gr->rate, gr->lanes_rate > 0 ? 100 * gr->rate / gr->lanes_rate : 0.0,
-            (long long)gr->items, 100 * (double)gr->items / (double)cfg->items, 100 * busy,
-            (long long)gr->steals);
+        n = tdm__appendf(
+            buf, len, n, "%-5d %5d %-24s %12.4g %8.1f%% %14lld %5.1f%% %5.1f%% %7lld\n", g,
+            cfg->groups[g].count, nt, gr->rate,
+            gr->lanes_rate > 0 ? 100 * gr->rate / gr->lanes_rate : 0.0, (long long)gr->items,
+            100 * (double)gr->items / (double)cfg->items, 100 * busy, (long long)gr->steals);
     }
     if (nodes && n_nodes >= (size_t)r->nodes) {
-        OUT("%5s %5s %12s %14s %7s %6s %7s %12s %10s\n", "rank", "group", "items/s", "items",
-            "chunks", "busy", "steals", "stolen", "ends");
+        n = tdm__appendf(buf, len, n, "%5s %5s %12s %14s %7s %6s %7s %12s %10s\n", "rank", "group",
+                         "items/s", "items", "chunks", "busy", "steals", "stolen", "ends");
         for (int k = 0; k < r->nodes; k++) {
             const tdm_sim_node_result *nr = &nodes[k];
             char end[32];
             dur(end, sizeof end, nr->end_s);
-            OUT("%5d %5d %12.4g %14lld %7lld %5.1f%% %7lld %12lld %10s\n", k, nr->group, nr->rate,
-                (long long)nr->items, (long long)nr->chunks,
-                r->compute_s > 0 ? 100 * nr->busy_s / r->compute_s : 0.0, (long long)nr->steals,
-                (long long)nr->stolen_items, end);
+            n = tdm__appendf(buf, len, n, "%5d %5d %12.4g %14lld %7lld %5.1f%% %7lld %12lld %10s\n",
+                             k, nr->group, nr->rate, (long long)nr->items, (long long)nr->chunks,
+                             r->compute_s > 0 ? 100 * nr->busy_s / r->compute_s : 0.0,
+                             (long long)nr->steals, (long long)nr->stolen_items, end);
         }
     }
     char mk[32], bc[32], cp[32], ga[32], id[32], one[32], cb[32], sb[32], gb[32];
@@ -358,13 +348,16 @@ int tdm_sim_cluster_format(const tdm_sim_cluster_config *cfg, const tdm_sim_clus
     dur(cb, sizeof cb, r->coord_busy_s);
     bytes(sb, sizeof sb, r->steal_bytes);
     bytes(gb, sizeof gb, r->gather_bytes);
-    OUT("makespan %s = broadcast %s + compute %s + gather %s (%s)\n", mk, bc, cp, ga, gb);
-    OUT("ideal %s, one node %s: speed-up %.2fx of %.2fx, efficiency %.3f\n", id, one, r->speedup,
-        r->ideal_speedup, r->efficiency);
-    OUT("%lld grants, %lld steals (%s moved), rank 0 served %lld requests in %s (%.1f%% of the "
+    n = tdm__appendf(buf, len, n, "makespan %s = broadcast %s + compute %s + gather %s (%s)\n", mk,
+                     bc, cp, ga, gb);
+    n = tdm__appendf(buf, len, n,
+                     "ideal %s, one node %s: speed-up %.2fx of %.2fx, efficiency %.3f\n", id, one,
+                     r->speedup, r->ideal_speedup, r->efficiency);
+    n = tdm__appendf(
+        buf, len, n,
+        "%lld grants, %lld steals (%s moved), rank 0 served %lld requests in %s (%.1f%% of the "
         "compute); simulated in %.1f ms\n",
         (long long)r->grants, (long long)r->steals, sb, (long long)r->requests, cb,
         r->compute_s > 0 ? 100 * r->coord_busy_s / r->compute_s : 0.0, r->host_s * 1e3);
-#undef OUT
     return n > (size_t)INT_MAX ? INT_MAX : (int)n;
 }
