@@ -11,8 +11,9 @@
 #include "../../runtime/internal.h"
 #include "tandem/sim.h"
 
-static int bad(char *err, size_t len, const char *fmt, ...) TDM__PRINTF(3, 4);
-static int bad(char *err, size_t len, const char *fmt, ...)
+/* A spec error of `fn`: the message goes to err (when given) and to the thread's message. */
+static int bad(const char *fn, char *err, size_t len, const char *fmt, ...) TDM__PRINTF(4, 5);
+static int bad(const char *fn, char *err, size_t len, const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -21,7 +22,7 @@ static int bad(char *err, size_t len, const char *fmt, ...)
     va_end(ap);
     if (err && len)
         snprintf(err, len, "%s", msg);
-    return tdm__err(NULL, TDM_EINVAL, "tdm_sim_add: %s", msg);
+    return tdm__err(NULL, TDM_EINVAL, "%s: %s", fn, msg);
 }
 
 /* A number with an optional unit suffix from `units` (name, factor; NULL-terminated). */
@@ -61,12 +62,12 @@ int tdm_sim_add(tdm_sim_config *cfg, const char *spec, char *err, size_t err_len
     if (err && err_len)
         err[0] = '\0';
     if (!cfg || !spec)
-        return bad(err, err_len, "config or spec is NULL");
+        return bad("tdm_sim_add", err, err_len, "config or spec is NULL");
     if (cfg->n_backends < 0 || cfg->n_backends >= TDM_SIM_MAX_BACKENDS)
-        return bad(err, err_len, "at most %d backends", TDM_SIM_MAX_BACKENDS);
+        return bad("tdm_sim_add", err, err_len, "at most %d backends", TDM_SIM_MAX_BACKENDS);
     char buf[256];
     if (strlen(spec) >= sizeof buf)
-        return bad(err, err_len, "spec longer than %zu characters", sizeof buf - 1);
+        return bad("tdm_sim_add", err, err_len, "spec longer than %zu characters", sizeof buf - 1);
     snprintf(buf, sizeof buf, "%s", spec);
     tdm_sim_backend b;
     memset(&b, 0, sizeof b);
@@ -74,7 +75,7 @@ int tdm_sim_add(tdm_sim_config *cfg, const char *spec, char *err, size_t err_len
     char *save = NULL;
     char *head = strtok_r(buf, ":", &save);
     if (!head || !*head)
-        return bad(err, err_len, "'%s': no backend name", spec);
+        return bad("tdm_sim_add", err, err_len, "'%s': no backend name", spec);
     char *star = strchr(head, '*');
     if (star) {
         *star = '\0';
@@ -82,19 +83,19 @@ int tdm_sim_add(tdm_sim_config *cfg, const char *spec, char *err, size_t err_len
         errno = 0;
         long n = strtol(star + 1, &end, 10);
         if (end == star + 1 || *end || errno || n < 1 || n > TDM_SIM_MAX_LANES)
-            return bad(err, err_len, "'%s': count '%s' is not in 1..%d", spec, star + 1,
-                       TDM_SIM_MAX_LANES);
+            return bad("tdm_sim_add", err, err_len, "'%s': count '%s' is not in 1..%d", spec,
+                       star + 1, TDM_SIM_MAX_LANES);
         b.count = (int)n;
     }
     if (!*head || strlen(head) >= sizeof b.name)
-        return bad(err, err_len, "'%s': the name must have 1..%zu characters", spec,
+        return bad("tdm_sim_add", err, err_len, "'%s': the name must have 1..%zu characters", spec,
                    sizeof b.name - 1);
     snprintf(b.name, sizeof b.name, "%s", head);
     bool have_tpi = false;
     for (char *kv = strtok_r(NULL, ":", &save); kv; kv = strtok_r(NULL, ":", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq)
-            return bad(err, err_len, "'%s': '%s' is not key=value", spec, kv);
+            return bad("tdm_sim_add", err, err_len, "'%s': '%s' is not key=value", spec, kv);
         *eq = '\0';
         const char *k = kv, *v = eq + 1;
         bool ok;
@@ -119,21 +120,23 @@ int tdm_sim_add(tdm_sim_config *cfg, const char *spec, char *err, size_t err_len
                 ok = number(end + 1, PLAIN, &b.outlier_factor) && b.outlier_factor > 0;
             }
         } else {
-            return bad(err, err_len, "'%s': unknown key '%s' (tpi, lat, bw, bytes, noise, outlier)",
-                       spec, k);
+            return bad("tdm_sim_add", err, err_len,
+                       "'%s': unknown key '%s' (tpi, lat, bw, bytes, noise, outlier)", spec, k);
         }
         if (!ok)
-            return bad(err, err_len, "'%s': bad value '%s' for %s", spec, v, k);
+            return bad("tdm_sim_add", err, err_len, "'%s': bad value '%s' for %s", spec, v, k);
     }
     if (!have_tpi)
-        return bad(err, err_len, "'%s': tpi= (time per item) is required", spec);
+        return bad("tdm_sim_add", err, err_len, "'%s': tpi= (time per item) is required", spec);
     if (b.bytes_per_item > 0 && b.bandwidth <= 0)
-        return bad(err, err_len, "'%s': bytes= needs bw= (the link's bandwidth)", spec);
+        return bad("tdm_sim_add", err, err_len, "'%s': bytes= needs bw= (the link's bandwidth)",
+                   spec);
     int lanes = b.count;
     for (int i = 0; i < cfg->n_backends; i++)
         lanes += cfg->backends[i].count;
     if (lanes > TDM_SIM_MAX_LANES)
-        return bad(err, err_len, "%d lanes in all (at most %d)", lanes, TDM_SIM_MAX_LANES);
+        return bad("tdm_sim_add", err, err_len, "%d lanes in all (at most %d)", lanes,
+                   TDM_SIM_MAX_LANES);
     cfg->backends[cfg->n_backends++] = b;
     return 0;
 }
@@ -198,56 +201,47 @@ int tdm_sim_format(const tdm_sim_config *cfg, const tdm_sim_result *r, char *buf
 
 /* ---- clusters ---------------------------------------------------------------------------- */
 
-static int bad_group(char *err, size_t len, const char *fmt, ...) TDM__PRINTF(3, 4);
-static int bad_group(char *err, size_t len, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (err && len)
-        snprintf(err, len, "%s", msg);
-    return tdm__err(NULL, TDM_EINVAL, "tdm_sim_cluster_add: %s", msg);
-}
-
 int tdm_sim_cluster_add(tdm_sim_cluster_config *cfg, const char *group, char *err, size_t err_len)
 {
     if (err && err_len)
         err[0] = '\0';
     if (!cfg || !group)
-        return bad_group(err, err_len, "config or group is NULL");
+        return bad("tdm_sim_cluster_add", err, err_len, "config or group is NULL");
     if (cfg->size < sizeof *cfg || cfg->version != TDM_SIM_CLUSTER_CONFIG_VERSION)
-        return bad_group(err, err_len,
-                         "config size %u / version %u not supported (start from "
-                         "TDM_SIM_CLUSTER_CONFIG_INIT)",
-                         cfg->size, cfg->version);
+        return bad("tdm_sim_cluster_add", err, err_len,
+                   "config size %u / version %u not supported (start from "
+                   "TDM_SIM_CLUSTER_CONFIG_INIT)",
+                   cfg->size, cfg->version);
     if (cfg->n_groups < 0 || cfg->n_groups >= TDM_SIM_MAX_GROUPS)
-        return bad_group(err, err_len, "at most %d node groups", TDM_SIM_MAX_GROUPS);
+        return bad("tdm_sim_cluster_add", err, err_len, "at most %d node groups",
+                   TDM_SIM_MAX_GROUPS);
     char *end;
     errno = 0;
     long count = strtol(group, &end, 10);
     if (end == group || *end != ':' || errno || count < 1 || count > TDM_SIM_MAX_NODES)
-        return bad_group(err, err_len, "'%s': expected COUNT:SPEC[;SPEC]... with COUNT in 1..%d",
-                         group, TDM_SIM_MAX_NODES);
+        return bad("tdm_sim_cluster_add", err, err_len,
+                   "'%s': expected COUNT:SPEC[;SPEC]... with COUNT in 1..%d", group,
+                   TDM_SIM_MAX_NODES);
     long nodes = count;
     for (int g = 0; g < cfg->n_groups; g++)
         nodes += cfg->groups[g].count;
     if (nodes > TDM_SIM_MAX_NODES)
-        return bad_group(err, err_len, "%ld nodes in all (at most %d)", nodes, TDM_SIM_MAX_NODES);
+        return bad("tdm_sim_cluster_add", err, err_len, "%ld nodes in all (at most %d)", nodes,
+                   TDM_SIM_MAX_NODES);
     char buf[1024];
     if (strlen(end + 1) >= sizeof buf)
-        return bad_group(err, err_len, "group longer than %zu characters", sizeof buf - 1);
+        return bad("tdm_sim_cluster_add", err, err_len, "group longer than %zu characters",
+                   sizeof buf - 1);
     snprintf(buf, sizeof buf, "%s", end + 1);
     tdm_sim_node_group ng = {.count = (int)count, .node = TDM_SIM_CONFIG_INIT};
     char *save = NULL;
     for (char *spec = strtok_r(buf, ";", &save); spec; spec = strtok_r(NULL, ";", &save)) {
         char why[256];
         if (tdm_sim_add(&ng.node, spec, why, sizeof why) != 0)
-            return bad_group(err, err_len, "%s", why);
+            return bad("tdm_sim_cluster_add", err, err_len, "%s", why);
     }
     if (ng.node.n_backends == 0)
-        return bad_group(err, err_len, "'%s': no backend after the count", group);
+        return bad("tdm_sim_cluster_add", err, err_len, "'%s': no backend after the count", group);
     cfg->groups[cfg->n_groups++] = ng;
     return 0;
 }
