@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "dist_internal.h"
 
@@ -228,25 +229,16 @@ int tdm_dist_split(const tdm_dist *d, int64_t n_rows, const char *what, int64_t 
 /* ---- tensor collectives ----------------------------------------------------------------- */
 
 typedef struct {
-    int32_t rc, dtype, ndim, pad;
+    int32_t dtype, ndim;
     int64_t shape[TDM_MAX_DIMS];
 } thead;
 
-static int head_of(const tdm_tensor *t, thead *h)
+static void head_of(const tdm_tensor *t, thead *h)
 {
     memset(h, 0, sizeof *h);
     h->dtype = (int32_t)tdm_tensor_dtype(t);
     h->ndim = tdm_tensor_ndim(t);
     memcpy(h->shape, tdm_tensor_shape(t), sizeof h->shape);
-    return 0;
-}
-
-/* Host bytes of a contiguous tensor (fetched from a device first). */
-static void *host_bytes(tdm_tensor *t)
-{
-    if (tdm_tensor_on_device(t))
-        (void)tdm_tensor_to_host(t);
-    return tdm_tensor_data(t);
 }
 
 int tdm_dist_bcast(tdm_dist *d, tdm_tensor **t, int root, unsigned mem)
@@ -285,8 +277,11 @@ int tdm_dist_bcast(tdm_dist *d, tdm_tensor **t, int root, unsigned mem)
             made = rc == 0;
         }
     }
+    /* the root only reads: a newer device copy is fetched and stays valid */
+    if (rc == 0 && d->rank == root)
+        rc = tdm_tensor_to_host(*t);
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_bcast")) == 0) {
-        void *p = d->rank == root ? host_bytes(*t) : tdm_tensor_data(*t);
+        void *p = d->rank == root ? tdm__tensor_ptr(*t) : tdm_tensor_data(*t);
         rc = tdm__dcomm_bcast(d, p, tdm_tensor_nbytes(*t), root);
     }
     if (rc != 0 && made) {
@@ -294,21 +289,6 @@ int tdm_dist_bcast(tdm_dist *d, tdm_tensor **t, int root, unsigned mem)
         *t = NULL;
     }
     return rc;
-}
-
-static size_t row_bytes_of(const tdm_tensor *t)
-{
-    int64_t rows = tdm_tensor_dim(t, 0);
-    return rows > 0 ? tdm_tensor_nbytes(t) / (size_t)rows : 0;
-}
-
-/* Bytes per row from a header (dims 1..). */
-static size_t head_row_bytes(const thead *h)
-{
-    size_t b = tdm_dtype_size((tdm_dtype)h->dtype);
-    for (int i = 1; i < h->ndim; i++)
-        b *= (size_t)h->shape[i];
-    return b;
 }
 
 int tdm_dist_scatter(tdm_dist *d, tdm_tensor *global, const int64_t *rows, const char *what,
@@ -357,11 +337,13 @@ int tdm_dist_scatter(tdm_dist *d, tdm_tensor *global, const int64_t *rows, const
     thead mine = h;
     mine.shape[0] = cnt[d->rank];
     rc = tdm_tensor_empty(rt, (tdm_dtype)h.dtype, h.ndim, mine.shape, mem, local);
+    if (rc == 0 && d->rank == root)
+        rc = tdm_tensor_to_host(global); /* read only: the device copy stays valid */
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_scatter")) != 0)
         goto out;
-    size_t rb = head_row_bytes(&h);
+    size_t rb = tdm__row_bytes((tdm_dtype)h.dtype, h.ndim, h.shape);
     if (d->rank == root) {
-        const char *src = host_bytes(global);
+        const char *src = tdm__tensor_ptr(global);
         int64_t off = 0;
         for (int r = 0; r < d->size && rc == 0; r++) {
             size_t n = (size_t)cnt[r] * rb;
@@ -437,22 +419,24 @@ int tdm_dist_gather(tdm_dist *d, tdm_tensor *local, int root, unsigned mem, tdm_
         g.shape[0] = total;
         rc = tdm_tensor_empty(rt, (tdm_dtype)g.dtype, g.ndim, g.shape, mem, global);
     }
+    if (rc == 0)
+        rc = tdm_tensor_to_host(local); /* read only: the device copy stays valid */
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_gather")) != 0)
         goto out;
-    size_t rb = head_row_bytes(&hs[0]);
+    size_t rb = tdm__row_bytes((tdm_dtype)hs[0].dtype, hs[0].ndim, hs[0].shape);
     if (d->rank == to) {
         char *dst = tdm_tensor_data(*global);
         int64_t off = 0;
         for (int r = 0; r < d->size && rc == 0; r++) {
             size_t n = (size_t)hs[r].shape[0] * rb;
             if (r == to)
-                memcpy(dst + (size_t)off * rb, host_bytes(local), n);
+                memcpy(dst + (size_t)off * rb, tdm__tensor_ptr(local), n);
             else if (n)
                 rc = tdm__dcomm_recv(d, dst + (size_t)off * rb, n, r, 3);
             off += hs[r].shape[0];
         }
     } else if (hs[d->rank].shape[0]) {
-        rc = tdm__dcomm_send(d, host_bytes(local), (size_t)hs[d->rank].shape[0] * rb, to, 3);
+        rc = tdm__dcomm_send(d, tdm__tensor_ptr(local), (size_t)hs[d->rank].shape[0] * rb, to, 3);
     }
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_gather")) == 0 && all)
         rc = tdm__dcomm_bcast(d, tdm_tensor_data(*global), (size_t)total * rb, 0);
@@ -477,14 +461,6 @@ typedef struct {
     char msg[200];
 } csig;
 
-static uint64_t fnv(const void *p, size_t n, uint64_t h)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 static int64_t rows_of(const tdm_tensor *t)
 {
     return tdm_tensor_ndim(t) > 0 ? tdm_tensor_dim(t, 0) : 1;
@@ -505,8 +481,8 @@ static int check_local(tdm_dist *d, tdm__dcall *c, csig *s, const char *fn)
     s->batch_size = c->opts.batch_size;
     s->min_chunk = c->dopts.min_chunk;
     s->params_size = (int64_t)c->params_size;
-    s->params_hash = c->params ? fnv(c->params, c->params_size, 14695981039346656037ull) : 0;
-    s->name_hash = fnv(c->what, strlen(c->what), 14695981039346656037ull);
+    s->params_hash = c->params ? XXH3_64bits(c->params, c->params_size) : 0;
+    s->name_hash = XXH3_64bits(c->what, strlen(c->what));
     if (c->dopts.layout != TDM_DIST_REPLICATED && c->dopts.layout != TDM_DIST_PARTITIONED)
         return tdm__err(rt, TDM_EINVAL, "%s: unknown layout %d", fn, (int)c->dopts.layout);
     if (c->dopts.gather != TDM_DIST_GATHER_ROOT && c->dopts.gather != TDM_DIST_GATHER_ALL)
@@ -555,7 +531,9 @@ static int check_local(tdm_dist *d, tdm__dcall *c, csig *s, const char *fn)
                             i < c->n_in ? "input" : "output", i < c->n_in ? i : i - c->n_in);
         s->dtype[i] = (int32_t)tdm_tensor_dtype(t);
         bool whole = i < c->n_in && (c->whole >> i & 1u);
-        s->row_bytes[i] = whole ? (int64_t)tdm_tensor_nbytes(t) : (int64_t)row_bytes_of(t);
+        s->row_bytes[i] = whole ? (int64_t)tdm_tensor_nbytes(t)
+                                : (int64_t)tdm__row_bytes(tdm_tensor_dtype(t), tdm_tensor_ndim(t),
+                                                          tdm_tensor_shape(t));
         if (whole)
             continue;
         if (tdm_tensor_ndim(t) < 1)
@@ -693,7 +671,6 @@ static int dist_call(tdm_dist *d, tdm__dcall *c, const tdm_map_opts *opts,
         for (int r = 0; r < d->size; r++)
             c->offset[r + 1] = c->offset[r] + all[r].rows;
         c->n_items = c->offset[d->size];
-        c->local_rows = all[d->rank].rows;
     } else {
         c->n_items = all[0].rows;
     }

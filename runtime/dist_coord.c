@@ -1,9 +1,9 @@
 /* Rank 0's side of a distributed map: the ranges of items each rank owns, split in proportion
- * to the ranks' rates; the chunks it grants (a quarter of the rank's share of what is left, at
- * least 2 ms of its work, capped by its range); stealing for a rank whose range is empty (the
- * back of the range with the most time left, split by the two ranks' rates), with the rows'
- * transfer ordered from their owner in a partitioned layout; the first error; the global
- * progress bar. */
+ * to the ranks' rates; the chunks it grants (a sixteenth of the rank's share of what is left
+ * while its rate is unknown, then a quarter; at least 2 ms of its work, capped by its range);
+ * stealing for a rank whose range is empty (the back of the range with the most time left, split by
+ * the two ranks' rates), with the rows' transfer ordered from their owner in a partitioned layout;
+ * the first error; the global progress bar. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

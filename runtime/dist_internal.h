@@ -77,7 +77,6 @@ typedef struct tdm__dcall {
     tdm_dist_opts dopts;
     int64_t n_items;      /* global items */
     int64_t *offset;      /* [size + 1]: PARTITIONED: first global item of each rank */
-    int64_t local_rows;   /* PARTITIONED: this rank's rows */
     tdm_dist_report *rep; /* filled on every rank */
 } tdm__dcall;
 

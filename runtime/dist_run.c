@@ -5,8 +5,9 @@
  * answer), runs each chunk as a local asynchronous map on its own runtime (threads, worker
  * processes, devices: its own scheduler), reports chunks done and progress, and answers rank
  * 0's requests to lend rows. Rank 0 also keeps the ranges: each rank owns a contiguous range,
- * split in proportion to its throughput; a chunk is a guided share of what is left (a quarter
- * of the rank's share of all ungranted items, at least 2 ms of its work), so chunks shrink
+ * split in proportion to its throughput; a chunk is a guided share of what is left (a
+ * sixteenth of the rank's share of all ungranted items while its rate is unknown, a quarter
+ * after, at least 2 ms of its work), so chunks shrink
  * towards the end; a rank whose range is empty takes the back of the range with the most time
  * left, split in proportion to the two ranks' rates (stealing). In a partitioned layout the
  * stolen rows travel from their owner to the thief and the results travel back.
@@ -328,7 +329,7 @@ static int on_send_rows(run *s, const dmsg *m)
     int thief = m->owner;
     for (int i = 0; i < c->n_in && rc == 0; i++)
         if (!(c->whole >> i & 1u))
-            rc = post(s, true, (char *)tdm_tensor_data(c->in[i]) + (size_t)lb * s->in_rb[i],
+            rc = post(s, true, (char *)tdm__tensor_ptr(c->in[i]) + (size_t)lb * s->in_rb[i],
                       (size_t)n * s->in_rb[i], thief, tag, &l->reqs);
     for (int j = 0; j < c->n_out && rc == 0; j++)
         rc = post(s, false, (char *)tdm_tensor_data(c->out[j]) + (size_t)lb * s->out_rb[j],
@@ -638,32 +639,18 @@ int tdm__dist_run(tdm_dist *d, tdm__dcall *c)
     pthread_mutex_init(&s.wake_mu, NULL);
     int rc = 0;
     if (!c->pfor) {
-        for (int i = 0; i < c->n_in; i++) {
-            if (tdm_tensor_on_device(c->in[i]))
-                (void)tdm_tensor_to_host(c->in[i]);
-            s.in_rb[i] = c->whole >> i & 1u ? 0
-                         : tdm_tensor_dim(c->in[i], 0) > 0
-                             ? tdm_tensor_nbytes(c->in[i]) / (size_t)tdm_tensor_dim(c->in[i], 0)
-                             : 0;
+        for (int i = 0; i < c->n_in && rc == 0; i++) {
+            rc = tdm_tensor_to_host(c->in[i]); /* read only: the device copy stays valid */
+            s.in_rb[i] = c->whole >> i & 1u
+                             ? 0
+                             : tdm__row_bytes(tdm_tensor_dtype(c->in[i]), tdm_tensor_ndim(c->in[i]),
+                                              tdm_tensor_shape(c->in[i]));
         }
-        for (int j = 0; j < c->n_out; j++) {
-            int64_t rows = tdm_tensor_dim(c->out[j], 0);
-            size_t rb = tdm_dtype_size(tdm_tensor_dtype(c->out[j]));
-            for (int x = 1; x < tdm_tensor_ndim(c->out[j]); x++)
-                rb *= (size_t)tdm_tensor_dim(c->out[j], x);
-            s.out_rb[j] = rb;
-            (void)rows;
-        }
-        /* rows of empty local tensors: take the row size from the other ranks' signature */
-        for (int i = 0; i < c->n_in; i++)
-            if (!(c->whole >> i & 1u) && s.in_rb[i] == 0) {
-                size_t rb = tdm_dtype_size(tdm_tensor_dtype(c->in[i]));
-                for (int x = 1; x < tdm_tensor_ndim(c->in[i]); x++)
-                    rb *= (size_t)tdm_tensor_dim(c->in[i], x);
-                s.in_rb[i] = rb;
-            }
+        for (int j = 0; j < c->n_out; j++)
+            s.out_rb[j] = tdm__row_bytes(tdm_tensor_dtype(c->out[j]), tdm_tensor_ndim(c->out[j]),
+                                         tdm_tensor_shape(c->out[j]));
     }
-    if (d->rank == 0)
+    if (rc == 0 && d->rank == 0)
         rc = tdm__dcoord_init(&s);
     rc = tdm__dist_agree(d, rc, c->pfor ? "tdm_dist_parallel_for" : "tdm_dist_map");
     if (rc == 0)

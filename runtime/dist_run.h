@@ -90,7 +90,6 @@ typedef struct {
 typedef struct {
     tdm_dist *d;
     tdm__dcall *c;
-    int fail; /* an MPI failure: stop at once */
     /* a finished chunk wakes the loop at once (its job's finish hook); MPI messages are polled */
     pthread_mutex_t wake_mu;
     pthread_cond_t wake_cv;

@@ -93,6 +93,16 @@ struct tdm_tensor {
 tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
                             const int64_t *strides, int64_t offset);
 
+/* Bytes of one row (dims 1..ndim-1) of a contiguous tensor of this dtype and shape; the
+ * element size for ndim <= 1. */
+static inline size_t tdm__row_bytes(tdm_dtype dtype, int ndim, const int64_t *shape)
+{
+    size_t b = tdm_dtype_size(dtype);
+    for (int i = 1; i < ndim; i++)
+        b *= (size_t)shape[i];
+    return b;
+}
+
 /* The tensor's first element in host memory, without the residency check of tdm_tensor_data(). */
 static inline void *tdm__tensor_ptr(const tdm_tensor *t)
 {
