@@ -2,9 +2,20 @@
  * descriptions and input bytes (xxh3-128), entries stored as directories renamed into place.
  *
  * Entry layout: dir/<32 hex>/manifest and dir/<32 hex>/out<k>.npy (or .tdz). The manifest:
- *   "TDMCACH1" | u32 1 | u32 n_out | key (16 bytes) | u32 codec | u32 0 |
- *   n_out x { u32 dtype | u32 ndim | i64 shape[8] | u64 file bytes | u64 xxh3(data) } |
+ *   "TDMCACH1" | u32 2 | u32 n_out | key (16 bytes) | u32 codec | u32 0 |
+ *   n_out x { u32 dtype | u32 ndim | i64 shape[8] | u64 file bytes | u64 xxh3(data) |
+ *             u64 xxh3(head) } |
  *   u64 xxh3(everything before)
+ * "head" is every byte of an output file that is not element data: for a .npy, the header
+ * (the file's first file_bytes - numel * dtype size bytes), so that data hash + head hash
+ * cover the whole file; for a compressed file, nothing (0 bytes: its header, index and
+ * chunks carry their own xxh3 checksums, checked by the loader on every read).
+ * A hit checks, in order: the manifest (checksum, key, descriptions equal to the call's),
+ * each file's size, each .npy head's hash (a few hundred bytes: mapped hits stay O(1)), then
+ * after loading that the tensor has the manifest's dtype, shape and C order, and - with
+ * opts.verify - the data's hash. Anything else is a corrupt entry: a miss, then replaced.
+ * Manifests of version 1 (before the head hash) are not served: such an entry is a plain
+ * miss (not counted as corrupt), removed and replaced by a version-2 one.
  * Its mtime is the entry's last use (set on store and on each hit): eviction removes the
  * oldest first. Entries are built in dir/.tmp-<random>/ and renamed to dir/<key>: rename of a
  * directory onto a non-empty one fails, so the first writer wins and a reader sees an entry
@@ -27,8 +38,9 @@
 #include "io_internal.h"
 
 #define MANIFEST_MAGIC "TDMCACH1"
+#define MANIFEST_VERSION 2u
 #define MANIFEST_HEAD 40u
-#define MANIFEST_PER_OUT 88u
+#define MANIFEST_PER_OUT 96u
 #define MAX_OUTPUTS 64
 #define STALE_TMP_S 600 /* a temporary entry untouched this long belongs to a dead writer */
 
@@ -297,6 +309,9 @@ static int make_key(tdm_cache *c, const char *who, const char *kernel, tdm_tenso
         }
     } else {
         for (int i = 0; i < n_out; i++) {
+            /* (tdm_map refuses them too; checked here so that no hit is tried into them) */
+            if (!tdm_tensor_is_contiguous(outputs[i]))
+                return tdm__err(rt, TDM_ELAYOUT, "%s: output %d is not contiguous", who, i);
             memset(&descs[i], 0, sizeof descs[i]);
             descs[i].dtype = outputs[i]->dtype;
             descs[i].ndim = outputs[i]->ndim;
@@ -386,9 +401,57 @@ typedef struct manifest {
     out_desc d[MAX_OUTPUTS];
     uint64_t file_bytes[MAX_OUTPUTS];
     uint64_t hash[MAX_OUTPUTS];
+    uint64_t head_hash[MAX_OUTPUTS];
 } manifest;
 
-/* Reads and checks a manifest: 0, 1 (absent: a plain miss), or -1 (corrupt). */
+/* Bytes of element data an output of this description holds. */
+static uint64_t desc_data_bytes(const out_desc *d)
+{
+    uint64_t n = tdm_dtype_size(d->dtype);
+    for (int k = 0; k < d->ndim; k++)
+        n *= (uint64_t)d->shape[k];
+    return n;
+}
+
+/* Length of the head (bytes of the file that are not element data) of an output file; -1
+ * when the sizes cannot belong to a file tandem wrote. */
+static int64_t head_len(tdm_codec codec, uint64_t file_bytes, const out_desc *d)
+{
+    if (codec != TDM_CODEC_NONE)
+        return 0;
+    uint64_t data = desc_data_bytes(d);
+    if (file_bytes < data || file_bytes - data < 10 || file_bytes - data > TDM__NPY_PREFIX_MAX)
+        return -1;
+    return (int64_t)(file_bytes - data);
+}
+
+/* xxh3 of the first `len` bytes of an open file: 0, or -1 (short or failed read). */
+static int hash_head(int fd, int64_t len, uint64_t *out)
+{
+    if (len == 0) {
+        *out = XXH3_64bits("", 0);
+        return 0;
+    }
+    unsigned char *b = malloc((size_t)len);
+    if (!b)
+        return -1;
+    int64_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, b + got, (size_t)(len - got), (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += r;
+    }
+    if (got == len)
+        *out = XXH3_64bits(b, (size_t)len);
+    free(b);
+    return got == len ? 0 : -1;
+}
+
+/* Reads and checks a manifest: 0, 1 (absent: a plain miss), 2 (an older format: a miss, the
+ * entry to be replaced), or -1 (corrupt). */
 static int read_manifest(tdm_cache *c, const char *key, int n_out, const out_desc *want,
                          manifest *m)
 {
@@ -403,8 +466,10 @@ static int read_manifest(tdm_cache *c, const char *key, int n_out, const out_des
     unsigned char buf[MANIFEST_HEAD + MAX_OUTPUTS * MANIFEST_PER_OUT + 8 + 1];
     ssize_t r = read(fd, buf, len + 1);
     close(fd);
-    if (r != (ssize_t)len || memcmp(buf, MANIFEST_MAGIC, 8) != 0 || tdm__get_u32(buf + 8) != 1 ||
-        tdm__get_u32(buf + 12) != (uint32_t)n_out ||
+    if (r >= 12 && memcmp(buf, MANIFEST_MAGIC, 8) == 0 && tdm__get_u32(buf + 8) == 1)
+        return 2; /* written before the head hash existed: never served */
+    if (r != (ssize_t)len || memcmp(buf, MANIFEST_MAGIC, 8) != 0 ||
+        tdm__get_u32(buf + 8) != MANIFEST_VERSION || tdm__get_u32(buf + 12) != (uint32_t)n_out ||
         tdm__get_u64(buf + len - 8) != XXH3_64bits(buf, len - 8))
         return -1;
     unsigned char key16[16];
@@ -429,18 +494,19 @@ static int read_manifest(tdm_cache *c, const char *key, int n_out, const out_des
             return -1;
         m->file_bytes[i] = tdm__get_u64(e + 72);
         m->hash[i] = tdm__get_u64(e + 80);
+        m->head_hash[i] = tdm__get_u64(e + 88);
     }
     return 0;
 }
 
 static int write_manifest(const char *path, const unsigned char *key16, tdm_codec codec, int n_out,
                           tdm_tensor *const *outs, const uint64_t *file_bytes, const uint64_t *hash,
-                          bool sync)
+                          const uint64_t *head_hash, bool sync)
 {
     unsigned char buf[MANIFEST_HEAD + MAX_OUTPUTS * MANIFEST_PER_OUT + 8];
     memset(buf, 0, sizeof buf);
     memcpy(buf, MANIFEST_MAGIC, 8);
-    tdm__put_u32(buf + 8, 1);
+    tdm__put_u32(buf + 8, MANIFEST_VERSION);
     tdm__put_u32(buf + 12, (uint32_t)n_out);
     memcpy(buf + 16, key16, 16);
     tdm__put_u32(buf + 32, (uint32_t)codec);
@@ -452,6 +518,7 @@ static int write_manifest(const char *path, const unsigned char *key16, tdm_code
             tdm__put_u64(e + 8 + 8 * k, (uint64_t)outs[i]->shape[k]);
         tdm__put_u64(e + 72, file_bytes[i]);
         tdm__put_u64(e + 80, hash[i]);
+        tdm__put_u64(e + 88, head_hash[i]);
     }
     size_t len = MANIFEST_HEAD + (size_t)n_out * MANIFEST_PER_OUT;
     tdm__put_u64(buf + len, XXH3_64bits(buf, len));
@@ -482,8 +549,40 @@ static bool manifest_exists(tdm_cache *c, const char *key)
     return r;
 }
 
-/* Tries to serve a hit: 0 (hit, outputs filled), 1 (miss), -1 (corrupt entry: a miss too).
- * Created outputs are released again on anything but a hit. */
+/* 1 when a loaded output is exactly what the manifest describes: dtype, shape, C order. */
+static bool matches_desc(const tdm_tensor *t, const out_desc *d)
+{
+    if (tdm_tensor_dtype(t) != d->dtype || tdm_tensor_ndim(t) != d->ndim)
+        return false;
+    const int64_t *s = tdm_tensor_shape(t);
+    for (int k = 0; k < d->ndim; k++)
+        if (s[k] != d->shape[k])
+            return false;
+    return tdm_tensor_is_contiguous(t) != 0;
+}
+
+/* Checks output file `p` against the manifest before it is loaded: its size, and the hash of
+ * its head (.npy header). 0 fine, 1 gone because the entry was evicted meanwhile, -1 corrupt. */
+static int check_file(tdm_cache *c, const char *key, const char *p, const manifest *m, int i)
+{
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT && !manifest_exists(c, key) ? 1 : -1;
+    struct stat st;
+    int64_t hl = head_len(m->codec, m->file_bytes[i], &m->d[i]);
+    uint64_t h = 0;
+    int r = -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == m->file_bytes[i] &&
+        hl >= 0 && hash_head(fd, hl, &h) == 0 && h == m->head_hash[i])
+        r = 0;
+    close(fd);
+    return r;
+}
+
+/* Tries to serve a hit: 0 (hit, outputs filled), 1 (miss), 2 (an entry of an older format: a
+ * miss, to be replaced), -1 (corrupt entry: a miss too). Created outputs are released again
+ * on anything but a hit. The size, head, dtype/shape/order checks run whatever opts.verify
+ * says; verify adds the data hash. */
 static int try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int n_out,
                    const out_desc *descs, bool create)
 {
@@ -498,14 +597,12 @@ static int try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int n_ou
         char name[32];
         snprintf(name, sizeof name, "out%d.%s", i, ext_of(m.codec));
         char *p = join(c->dir, key, name);
-        if (!p)
-            return 1;
-        struct stat st;
-        if (stat(p, &st) != 0) {
-            result = errno == ENOENT && !manifest_exists(c, key) ? 1 : -1;
-        } else if ((uint64_t)st.st_size != m.file_bytes[i]) {
-            result = -1;
-        } else {
+        if (!p) {
+            result = 1;
+            break;
+        }
+        result = check_file(c, key, p, &m, i);
+        if (result == 0) {
             int rc;
             if (create) {
                 tdm_load_opts lo = TDM_LOAD_OPTS_INIT;
@@ -523,6 +620,8 @@ static int try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int n_ou
                 result = 1; /* not the entry's fault */
             else if (rc != 0)
                 result = -1;
+            else if (!matches_desc(outputs[i], &m.d[i]))
+                result = -1; /* a header that loads, but not as the manifest says */
             else if (c->o.verify && data_hash(outputs[i]) != m.hash[i])
                 result = -1;
         }
@@ -663,7 +762,7 @@ static int store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_o
     int rc = -1;
     if (!tmp || !final || mkdir(tmp, 0700) != 0)
         goto out;
-    uint64_t bytes[MAX_OUTPUTS], hash[MAX_OUTPUTS];
+    uint64_t bytes[MAX_OUTPUTS], hash[MAX_OUTPUTS], head[MAX_OUTPUTS];
     tdm_save_opts so = TDM_SAVE_OPTS_INIT;
     so.codec = c->o.codec;
     so.level = c->o.level;
@@ -673,8 +772,22 @@ static int store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_o
         snprintf(name, sizeof name, "out%d.%s", i, ext_of(c->o.codec));
         char *p = join(tmp, name, NULL);
         struct stat st;
-        bool ok = p && tdm_save(outs[i], p, &so) == 0 && stat(p, &st) == 0;
+        bool ok = p && tdm_save(outs[i], p, &so) == 0;
+        /* The head's hash is taken from the file as written (the .npy header is read back). */
+        int fd = ok ? open(p, O_RDONLY | O_CLOEXEC) : -1;
         free(p);
+        ok = fd >= 0 && fstat(fd, &st) == 0;
+        if (ok) {
+            out_desc d;
+            memset(&d, 0, sizeof d);
+            d.dtype = outs[i]->dtype;
+            d.ndim = outs[i]->ndim;
+            memcpy(d.shape, outs[i]->shape, (size_t)d.ndim * sizeof(int64_t));
+            int64_t hl = head_len(c->o.codec, (uint64_t)st.st_size, &d);
+            ok = hl >= 0 && hash_head(fd, hl, &head[i]) == 0;
+        }
+        if (fd >= 0)
+            close(fd);
         if (!ok)
             goto cleanup;
         bytes[i] = (uint64_t)st.st_size;
@@ -683,8 +796,8 @@ static int store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_o
     unsigned char key16[16];
     key_bytes(key, key16);
     char *mp = join(tmp, "manifest", NULL);
-    bool ok =
-        mp && write_manifest(mp, key16, c->o.codec, n_out, outs, bytes, hash, c->o.fsync != 0) == 0;
+    bool ok = mp && write_manifest(mp, key16, c->o.codec, n_out, outs, bytes, hash, head,
+                                   c->o.fsync != 0) == 0;
     free(mp);
     if (!ok)
         goto cleanup;
@@ -736,10 +849,10 @@ int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs, i
         tdm__err_clear(rt);
         return 0;
     }
-    if (r < 0) {
+    if (r < 0)
         count(c, &c->st.corrupt, 1);
-        remove_entry(c, key);
-    }
+    if (r < 0 || r == 2)
+        remove_entry(c, key); /* corrupt, or of an older format: the store below replaces it */
     count(c, &c->st.misses, 1);
     if (create) {
         for (int i = 0; i < n_out; i++) {

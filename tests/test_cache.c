@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "tdm_test.h"
 
 static char g_dir[64];
@@ -377,6 +379,280 @@ static void test_corrupted_or_truncated_entry_is_a_miss(void **state)
     assert_int_equal(hit, 0);
     expect_exp_sinh(x, y);
     tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* ---- header damage that keeps the file's size ------------------------------------------- */
+
+/* The .npy header of a 300 x 40 f64 output, edited so that it still parses but says another
+ * dtype, order, shape or byte order: the same bytes would come back as something else. The
+ * first three are also tried with the manifest re-signed to agree with the damaged header
+ * (`structural`): the checks of the loaded tensor's dtype / shape / order catch those alone.
+ * A byte-order edit loads as an f64 of the right shape: only the header's hash (or, with
+ * verify, the data's) catches it. */
+#define HDR_ROWS 300
+#define HDR_COLS 40
+static const struct {
+    const char *name, *from, *to;
+    bool structural;
+} k_header_edits[] = {
+    {"dtype", "'<f8'", "'<i8'", true},
+    {"order", "False, ", "True,  ", true},
+    {"shape", "(300, 40)", "(40, 300)", true},
+    {"byte order", "'<f8'", "'>f8'", false},
+};
+
+static tdm_tensor *input_2d(tdm_runtime *rt)
+{
+    int64_t shape[2] = {HDR_ROWS, HDR_COLS};
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 2, shape, 0, &x), 0);
+    double *d = tdm_tensor_data(x);
+    for (int64_t i = 0; i < HDR_ROWS * HDR_COLS; i++)
+        d[i] = (double)(i % 977) * 1e-3;
+    return x;
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Replaces `from` by `to` (same length) in output 0's header: the file keeps its size. */
+static void edit_header(const char *key, const char *from, const char *to)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    struct stat st0, st1;
+    assert_int_equal(stat(p, &st0), 0);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    char h[128];
+    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    size_t n = strlen(from);
+    assert_int_equal(n, strlen(to));
+    size_t at = 0;
+    while (at + n <= sizeof h && memcmp(h + at, from, n) != 0)
+        at++;
+    assert_true(at + n <= sizeof h);
+    assert_int_equal(pwrite(fd, to, n, (off_t)at), (ssize_t)n);
+    close(fd);
+    assert_int_equal(stat(p, &st1), 0);
+    assert_int_equal(st0.st_size, st1.st_size);
+}
+
+/* Makes the manifest agree with output 0's (damaged) header: the head hash re-taken from the
+ * file and the manifest's own checksum recomputed, as a forger would. Only the checks of the
+ * loaded tensor against the manifest's dtype / shape / order can catch the damage then. */
+static void resign_manifest(const char *key)
+{
+    char mp[600], op[600];
+    entry_file(key, "manifest", mp, sizeof mp);
+    entry_file(key, "out0.npy", op, sizeof op);
+    unsigned char m[40 + 96 + 8];
+    int fd = open(mp, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, m, sizeof m), (ssize_t)sizeof m);
+    struct stat st;
+    assert_int_equal(stat(op, &st), 0);
+    size_t head = (size_t)st.st_size - (size_t)HDR_ROWS * HDR_COLS * 8;
+    assert_true(head >= 64 && head <= 4096);
+    unsigned char h[4096];
+    int ofd = open(op, O_RDONLY);
+    assert_true(ofd >= 0);
+    assert_int_equal(pread(ofd, h, head, 0), (ssize_t)head);
+    close(ofd);
+    put_le64(m + 40 + 88, XXH3_64bits(h, head));
+    put_le64(m + 40 + 96, XXH3_64bits(m, 40 + 96));
+    assert_int_equal(pwrite(fd, m, sizeof m, 0), (ssize_t)sizeof m);
+    close(fd);
+}
+
+/* The entry's output 0 as its header says (the damage is a well-formed header). */
+static void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt, int fortran,
+                          int big_endian, int64_t d0, int64_t d1)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    tdm_file_info fi;
+    assert_int_equal(tdm_file_info_get(rt, p, &fi), 0);
+    assert_int_equal(fi.dtype, dt);
+    assert_int_equal(fi.fortran_order, fortran);
+    assert_int_equal(fi.big_endian, big_endian);
+    assert_int_equal(fi.ndim, 2);
+    assert_int_equal(fi.shape[0], d0);
+    assert_int_equal(fi.shape[1], d1);
+}
+
+/* For each header edit (and each again with the manifest re-signed to agree with it): the
+ * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
+ * corrupt and replaced by a good one, which the next call hits. */
+static void header_damage_rounds(int verify)
+{
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_tensor *x = input_2d(rt);
+    tdm_map_opts mo = quiet();
+    for (int mapped = 0; mapped < 2; mapped++)
+        for (int given = 0; given < 2; given++) {
+            tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+            o.mmap = mapped ? TDM_MMAP_READ : TDM_MMAP_NONE;
+            o.verify = verify;
+            tdm_cache *c = open_cache(rt, &o);
+            assert_int_equal(tdm_cache_clear(c), 0);
+            char key[33];
+            assert_int_equal(
+                tdm_cache_key(c, "exp_sinh", &x, 1, (tdm_tensor *[]){NULL}, 1, NULL, 0, key), 0);
+            tdm_tensor *y = NULL;
+            int hit;
+            assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit),
+                             0);
+            assert_int_equal(hit, 0);
+            tdm_tensor_release(y);
+            int64_t corrupt = 0;
+            for (size_t e = 0; e < sizeof k_header_edits / sizeof k_header_edits[0]; e++)
+                for (int resign = 0; resign < 1 + k_header_edits[e].structural; resign++) {
+                    edit_header(key, k_header_edits[e].from, k_header_edits[e].to);
+                    if (resign)
+                        resign_manifest(key);
+                    expect_header(rt, key, e == 0 ? TDM_I64 : TDM_F64, e == 1, e == 3,
+                                  e == 2 ? HDR_COLS : HDR_ROWS, e == 2 ? HDR_ROWS : HDR_COLS);
+                    y = NULL;
+                    if (given) {
+                        int64_t shape[2] = {HDR_ROWS, HDR_COLS};
+                        assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 2, shape, 0, &y), 0);
+                    }
+                    hit = -1;
+                    if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit) != 0)
+                        fail_msg("%s", tdm_errmsg(rt));
+                    if (hit != 0)
+                        fail_msg("%s header edit (re-signed %d, mapped %d, given %d, verify %d) "
+                                 "was served as a hit",
+                                 k_header_edits[e].name, resign, mapped, given, verify);
+                    assert_int_equal(tdm_tensor_dtype(y), TDM_F64);
+                    assert_int_equal(tdm_tensor_dim(y, 0), HDR_ROWS);
+                    assert_int_equal(tdm_tensor_dim(y, 1), HDR_COLS);
+                    assert_true(tdm_tensor_is_contiguous(y));
+                    expect_exp_sinh(x, y);
+                    tdm_tensor_release(y);
+                    tdm_cache_stats st;
+                    assert_int_equal(tdm_cache_stats_get(c, &st), 0);
+                    assert_int_equal(st.corrupt, ++corrupt);
+                    /* Replaced (the cache's policy for a corrupt entry): a good header again,
+                     * and the next call is a hit with the right values. */
+                    assert_int_equal(tdm_cache_contains(c, key), 1);
+                    expect_header(rt, key, TDM_F64, 0, 0, HDR_ROWS, HDR_COLS);
+                    y = NULL;
+                    assert_int_equal(
+                        tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+                    assert_int_equal(hit, 1);
+                    assert_true(tdm_tensor_is_contiguous(y));
+                    assert_int_equal(tdm_tensor_dim(y, 0), HDR_ROWS);
+                    expect_exp_sinh(x, y);
+                    tdm_tensor_release(y);
+                    int64_t entries;
+                    assert_int_equal(tdm_cache_usage(c, NULL, &entries), 0);
+                    assert_int_equal(entries, 1);
+                }
+            tdm_cache_close(c);
+        }
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+static void test_damaged_npy_header_is_a_miss(void **state)
+{
+    (void)state;
+    header_damage_rounds(1);
+}
+
+/* verify = 0 gives up the data checksum only: header damage is still a miss, a flipped data
+ * byte is served (the documented price of the option). */
+static void test_verify_off_still_checks_headers_and_shapes(void **state)
+{
+    (void)state;
+    header_damage_rounds(0);
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+    o.verify = 0;
+    tdm_cache *c = open_cache(rt, &o);
+    tdm_tensor *x = input(rt, 5000, 1.0), *y = NULL;
+    int hit;
+    tdm_map_opts mo = quiet();
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    char key[33];
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, (tdm_tensor *[]){NULL}, 1, NULL, 0, key),
+                     0);
+    flip_data_byte(key);
+    y = NULL;
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    assert_int_equal(hit, 1);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* An entry written before the head hash (manifest version 1: 88 bytes per output) is never
+ * served: a plain miss (not counted as corrupt), replaced by an entry of the current format. */
+static void test_entry_of_older_format_is_replaced(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache *c = open_cache(rt, NULL);
+    tdm_tensor *x = input_2d(rt), *y = NULL;
+    int hit;
+    tdm_map_opts mo = quiet();
+    assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    tdm_tensor_release(y);
+    char key[33], mp[600];
+    assert_int_equal(tdm_cache_key(c, "exp_sinh", &x, 1, (tdm_tensor *[]){NULL}, 1, NULL, 0, key),
+                     0);
+    entry_file(key, "manifest", mp, sizeof mp);
+    /* Rewrite the manifest as version 1 wrote it, with a header edit that v1 could not see. */
+    unsigned char m[40 + 96 + 8], v1[40 + 88 + 8];
+    int fd = open(mp, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, m, sizeof m), (ssize_t)sizeof m);
+    close(fd);
+    assert_int_equal(m[8], 2);
+    memcpy(v1, m, 40 + 88);
+    v1[8] = 1;
+    put_le64(v1 + 40 + 88, XXH3_64bits(v1, 40 + 88));
+    assert_int_equal(unlink(mp), 0);
+    fd = open(mp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, v1, sizeof v1), (ssize_t)sizeof v1);
+    close(fd);
+    edit_header(key, "'<f8'", "'<i8'");
+    for (int call = 0; call < 2; call++) {
+        y = NULL;
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+        assert_int_equal(hit, call); /* the old entry: a miss; its replacement: a hit */
+        assert_int_equal(tdm_tensor_dtype(y), TDM_F64);
+        expect_exp_sinh(x, y);
+        tdm_tensor_release(y);
+    }
+    fd = open(mp, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, m, sizeof m), (ssize_t)sizeof m);
+    close(fd);
+    assert_int_equal(m[8], 2);
+    tdm_cache_stats st;
+    assert_int_equal(tdm_cache_stats_get(c, &st), 0);
+    assert_int_equal(st.corrupt, 0);
+    assert_int_equal(st.misses, 2);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.stores, 2);
     tdm_cache_close(c);
     tdm_tensor_release(x);
     tdm_test_close(rt);
@@ -807,6 +1083,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_key_covers_inputs_params_outputs_and_version),
         cmocka_unit_test(test_mapped_and_compressed_entries),
         cmocka_unit_test(test_corrupted_or_truncated_entry_is_a_miss),
+        cmocka_unit_test(test_damaged_npy_header_is_a_miss),
+        cmocka_unit_test(test_verify_off_still_checks_headers_and_shapes),
+        cmocka_unit_test(test_entry_of_older_format_is_replaced),
         cmocka_unit_test(test_lru_eviction_respects_bytes_limit),
         cmocka_unit_test(test_directory_is_private_and_keys_are_names),
         cmocka_unit_test(test_argument_errors),

@@ -44,9 +44,17 @@ typedef struct tdm_cache_opts {
                            *   DEFLATE (joblib's compress=('zstd', 3)) */
     int level;            /**< codec level, 0 = default */
     unsigned mem;         /**< storage of outputs the cache creates (TDM_MEM_HOST, SHARED...) */
-    int verify;           /**< 1 (default): checksum every output on each hit; 0: only sizes
-                           *   and headers (faster for mapped hits, which then need not read
-                           *   the data) */
+    int verify;           /**< 1 (default): each hit also checks every output's element data
+                           *   against its xxh3 checksum (one pass over the data; a mapped
+                           *   hit reads all its pages). 0: that pass is skipped, so damage
+                           *   to the element data of an uncompressed (.npy) entry - a flipped
+                           *   or overwritten byte - is NOT detected and is returned as a
+                           *   hit. Checked either way: the manifest (its own checksum), each
+                           *   file's size, the .npy header bytes (checksummed: dtype, order,
+                           *   shape, byte order), the loaded tensor's dtype, shape and C
+                           *   order against the manifest, and, for compressed entries, the
+                           *   codec's per-chunk checksums. 0 suits trusted directories: a
+                           *   mapped hit then reads only the header, not the data. */
     int fsync;            /**< 1: entries are fsync'ed before they appear (durable across a
                            *   power loss); 0 (default): atomic, not durable */
 } tdm_cache_opts;
