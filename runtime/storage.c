@@ -176,6 +176,15 @@ static int alloc_host(tdm__storage *s, size_t bytes, const char *who)
         return tdm__err(s->rt, TDM_ENOMEM, "%s: cannot allocate %zu bytes of host memory", who, n);
     s->base = s->map_base = p;
     s->map_bytes = n;
+#ifdef MADV_HUGEPAGE
+    /* Large tensors on transparent huge pages, as NumPy does for its arrays of 4 MiB or more:
+     * up to 512 times fewer page faults when the memory is first written (bench_io's load).
+     * Advice only: with THP off it changes nothing; a refusal is harmless. */
+    if (n >= ((size_t)4 << 20)) {
+        uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+        (void)madvise((void *)a, n - (a - (uintptr_t)p), MADV_HUGEPAGE);
+    }
+#endif
     return 0;
 }
 
