@@ -384,16 +384,7 @@ int tdm__io_new_tensor(tdm_runtime *rt, const char *who, tdm_dtype dtype, int nd
     int rc = tdm_tensor_empty(rt, dtype, ndim, shape, mem, out);
     if (rc != 0)
         return tdm__io_reerr(rt, rc, who);
-    /* The load is the first touch of fresh private memory: with transparent huge pages in
-     * "madvise" mode (Debian's default), asking for them turns 512 page faults per 2 MiB into
-     * one, which is most of a load's time from the page cache (NumPy does the same). */
-    size_t bytes = tdm_tensor_nbytes(*out);
-    if (!(mem & (TDM_MEM_SHARED | TDM_MEM_PINNED)) && bytes >= (4u << 20)) {
-        uintptr_t b = (uintptr_t)tdm_tensor_data(*out), huge = 2u << 20;
-        uintptr_t lo = (b + huge - 1) & ~(huge - 1), hi = (b + bytes) & ~(huge - 1);
-        if (hi > lo)
-            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-    }
+    /* fresh host memory of 4 MiB or more is on transparent huge pages already (storage.c) */
     if (fortran)
         tdm__io_fortran_strides(ndim, shape, (*out)->strides);
     return 0;
