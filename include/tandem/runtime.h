@@ -44,7 +44,10 @@ typedef struct tdm_config {
     uint32_t size;    /**< sizeof(tdm_config) as the caller compiled it */
     uint32_t version; /**< TDM_CONFIG_VERSION */
     int threads;      /**< CPU worker threads; 0 = one per online core. Env TDM_NUM_THREADS. */
-    int procs;        /**< CPU worker processes (a later backend); 0 = none. Env TDM_NUM_PROCS. */
+    int procs;        /**< CPU worker processes (backends/cpu_procs), forked at open; 0 = none.
+                       *  Env TDM_NUM_PROCS. Each gets OMP_NUM_THREADS=1 and the BLAS
+                       *  equivalents (N with env TDM_PROC_THREADS=N; "keep" leaves the
+                       *  environment as it is). */
     const char *backends; /**< comma list of backends to enable ("cpu,procs,opencl,cuda");
                            *  NULL = all that are built. Env TDM_BACKENDS. Copied at open. */
     unsigned debug;       /**< TDM_DEBUG_* flags; env TDM_DEBUG adds to them */
