@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -101,11 +102,18 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
     a->cap_free = 16;
     a->free[0] = (tdm__extent){0, a->size};
     a->n_free = 1;
-    /* Not inherited by exec'd programs; permissions are those of an unnamed file (0600-like:
-     * nobody can open it by name, it is reachable only through this descriptor). */
+    /* Not inherited by exec'd programs. A memfd is created with mode 0777 (and can be reopened
+     * through /proc/<pid>/fd by whoever may look there): make it 0600, owner only. */
     a->fd = memfd_create("tandem-shm", MFD_CLOEXEC);
     if (a->fd < 0) {
         rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)", strerror(errno));
+        goto fail;
+    }
+    if (fchmod(a->fd, 0600) != 0) {
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: setting the shared arena's permissions to 0600 "
+                      "failed (%s)",
+                      strerror(errno));
         goto fail;
     }
     if (ftruncate(a->fd, (off_t)a->size) != 0) {

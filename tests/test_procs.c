@@ -1,12 +1,16 @@
 /* Worker processes: batches in forked workers over the shared arena, crash isolation,
  * deadlines, retries, export/import between processes, clean shutdown. */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +44,33 @@ static int count_fds(void)
     assert_non_null(d);
     while (readdir(d))
         n++;
+    closedir(d);
+    return n;
+}
+
+/* Open descriptors whose target starts with `prefix` ("/memfd:" for memfds); *fd_out (when
+ * given) gets the last one found. */
+static int count_fds_to(const char *prefix, int *fd_out)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], target[PATH_MAX];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(path, target, sizeof target - 1);
+        if (k < 0)
+            continue;
+        target[k] = '\0';
+        if (strncmp(target, prefix, strlen(prefix)) == 0) {
+            n++;
+            if (fd_out)
+                *fd_out = atoi(e->d_name);
+        }
+    }
     closedir(d);
     return n;
 }
@@ -214,10 +245,24 @@ typedef struct {
     int64_t *out;
     int64_t mul;
     int crash_item;    /* -1: none */
-    int crash_kind;    /* 0 SIGSEGV, 1 abort, 2 SIGKILL, 3 exit(3), 4 hang */
+    int crash_kind;    /* 0 SIGSEGV, 1 abort, 2 SIGKILL, 3 exit(3), 4 hang,
+                          5 an OOM kill: oom_kill 1 in the fake memory.events, then SIGKILL */
     atomic_int *tries; /* in shared memory: attempts at the crash item */
     int crash_times;   /* crash only on the first N attempts */
 } pf_params;
+
+/* The fake cgroup tree's memory.events (TDM_CGROUP_ROOT tests). Set before the runtime opens:
+ * the workers, forked at open, see it. */
+static char g_oom_events[PATH_MAX];
+
+static int oom_write(long kills)
+{
+    FILE *f = fopen(g_oom_events, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "low 0\nhigh 0\nmax 0\noom %ld\noom_kill %ld\noom_group_kill 0\n", kills, kills);
+    return fclose(f);
+}
 
 static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
 {
@@ -235,6 +280,10 @@ static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
                 break;
             case 3:
                 exit(3);
+            case 5:
+                oom_write(1);
+                raise(SIGKILL);
+                break;
             default:
                 for (;;)
                     pause();
@@ -258,9 +307,8 @@ static void on_progress(const tdm_progress *p, void *user)
     s->finals += p->final;
 }
 
-static void run_crash(int kind, const char *expect, int expect_rc)
+static void run_crash_in(tdm_runtime *rt, int kind, const char *expect, int expect_rc)
 {
-    tdm_runtime *rt = open_procs(1, 2);
     int64_t n = 200;
     tdm_tensor *out, *tries;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &out), 0);
@@ -295,6 +343,11 @@ static void run_crash(int kind, const char *expect, int expect_rc)
     tdm_test_close(rt);
 }
 
+static void run_crash(int kind, const char *expect, int expect_rc)
+{
+    run_crash_in(open_procs(1, 2), kind, expect, expect_rc);
+}
+
 static void test_crash_sigsegv_reported(void **state)
 {
     run_crash(0, "Segmentation fault", TDM_EWORKER);
@@ -307,7 +360,105 @@ static void test_crash_abort_reported(void **state)
 
 static void test_crash_sigkill_reported(void **state)
 {
-    run_crash(2, "likely killed for memory", TDM_EWORKER);
+    /* No evidence of an OOM kill here (the real cgroup recorded none, or cannot be read):
+     * never "likely killed for memory". */
+    run_crash(2, "killed by SIGKILL, not sent by tandem (", TDM_EWORKER);
+}
+
+/* A fake cgroup2 tree: <root><path>/memory.events with oom_kill 0, <path> being this process's
+ * cgroup from /proc/self/cgroup. Returns 0, or -1 when there is no cgroup v2 entry. */
+static char g_cg_root[64], g_cg_path[PATH_MAX];
+
+static int fake_cgroup_make(bool with_events)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    assert_non_null(f);
+    char line[PATH_MAX];
+    g_cg_path[0] = '\0';
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "0::", 3) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(g_cg_path, sizeof g_cg_path, "%s", line + 3);
+        }
+    fclose(f);
+    if (g_cg_path[0] != '/')
+        return -1;
+    snprintf(g_cg_root, sizeof g_cg_root, "/tmp/tdm_cgroup_XXXXXX");
+    assert_non_null(mkdtemp(g_cg_root));
+    char dir[2 * PATH_MAX];
+    snprintf(dir, sizeof dir, "%s%s", g_cg_root, strcmp(g_cg_path, "/") == 0 ? "" : g_cg_path);
+    for (char *c = dir + strlen(g_cg_root) + 1; *c; c++) /* mkdir -p */
+        if (*c == '/') {
+            *c = '\0';
+            assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+            *c = '/';
+        }
+    assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    assert_true(snprintf(g_oom_events, sizeof g_oom_events, "%s/memory.events", dir) <
+                (int)sizeof g_oom_events);
+    if (with_events)
+        assert_int_equal(oom_write(0), 0);
+    return 0;
+}
+
+static void fake_cgroup_remove(void)
+{
+    unlink(g_oom_events);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", g_oom_events);
+    char *slash;
+    while ((slash = strrchr(dir, '/')) && strlen(dir) > strlen(g_cg_root)) {
+        *slash = '\0';
+        if (strlen(dir) < strlen(g_cg_root))
+            break;
+        rmdir(dir);
+    }
+    g_oom_events[0] = '\0';
+}
+
+/* Opens with use_env on and TDM_CGROUP_ROOT at the fake tree; it is read at open only. */
+static tdm_runtime *open_procs_cgroup(void)
+{
+    assert_int_equal(setenv("TDM_CGROUP_ROOT", g_cg_root, 1), 0);
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 1;
+    cfg.threads = 1;
+    cfg.procs = 2;
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    unsetenv("TDM_CGROUP_ROOT");
+    return rt;
+}
+
+static void test_sigkill_with_oom_kill_recorded(void **state)
+{
+    if (fake_cgroup_make(true) != 0)
+        skip();
+    /* the batch bumps oom_kill, then dies of SIGKILL, as the OOM killer would leave it */
+    run_crash_in(open_procs_cgroup(), 5, "likely killed for memory (the cgroup ", TDM_EWORKER);
+    fake_cgroup_remove();
+}
+
+static void test_sigkill_without_oom_kill_recorded(void **state)
+{
+    if (fake_cgroup_make(true) != 0)
+        skip();
+    tdm_runtime *rt = open_procs_cgroup();
+    run_crash_in(rt, 2,
+                 "killed by SIGKILL, not sent by tandem (no OOM kill recorded in its memory "
+                 "cgroup)",
+                 TDM_EWORKER);
+    fake_cgroup_remove();
+}
+
+static void test_sigkill_oom_evidence_unavailable(void **state)
+{
+    if (fake_cgroup_make(false) != 0) /* the tree has no memory.events */
+        skip();
+    run_crash_in(open_procs_cgroup(), 2,
+                 "killed by SIGKILL, not sent by tandem (OOM evidence unavailable: cannot read ",
+                 TDM_EWORKER);
+    fake_cgroup_remove();
 }
 
 static void test_crash_exit_reported(void **state)
@@ -657,6 +808,46 @@ static void test_backend_listed(void **state)
     tdm_test_close(rt);
 }
 
+static void test_arena_memfd_is_0600(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int fd = -1;
+    assert_true(count_fds_to("/memfd:tandem-shm", &fd) >= 1);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    tdm_test_close(rt);
+}
+
+/* Every fault this file provokes, each with its own runtime: after the close, no descriptor,
+ * child process (live or zombie) or shared segment (memfd) is left over. */
+static void test_faults_leave_nothing_behind(void **state)
+{
+    static const struct {
+        const char *name;
+        void (*run)(void **);
+    } faults[] = {
+        {"SIGSEGV", test_crash_sigsegv_reported},
+        {"abort", test_crash_abort_reported},
+        {"SIGKILL", test_crash_sigkill_reported},
+        {"exit()", test_crash_exit_reported},
+        {"hang + timeout", test_hang_times_out},
+        {"retries exhausted", test_retries_exhausted_fail},
+        {"shm ENOSPC", test_shm_limit_enospc},
+        {"export/import", test_export_import_between_processes},
+        {"import into the arena", test_imported_tensor_shares_into_arena},
+    };
+    int fds = count_fds(), kids = count_children();
+    assert_int_equal(count_fds_to("/memfd:", NULL), 0);
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+        faults[i].run(state);
+        int f = count_fds(), c = count_children(), m = count_fds_to("/memfd:", NULL);
+        if (f != fds || c != kids || m != 0)
+            fail_msg("after %s: %d fds (before: %d), %d children (before: %d), %d memfds",
+                     faults[i].name, f, fds, c, kids, m);
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* clang-format off */
@@ -683,6 +874,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mapped_files_shared_with_processes),
         cmocka_unit_test(test_opts_timeout_retries_validation),
         cmocka_unit_test(test_backend_listed),
+        cmocka_unit_test(test_sigkill_with_oom_kill_recorded),
+        cmocka_unit_test(test_sigkill_without_oom_kill_recorded),
+        cmocka_unit_test(test_sigkill_oom_evidence_unavailable),
+        cmocka_unit_test(test_arena_memfd_is_0600),
+        cmocka_unit_test(test_faults_leave_nothing_behind),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("procs", tests);

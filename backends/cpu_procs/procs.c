@@ -13,7 +13,8 @@
  * that drives worker k writes the batch (descriptor pointer, items) into slot k, sets its state
  * to SUBMITTED and wakes it with a futex; the worker runs the batch straight from the
  * descriptor (same addresses: the arena was mapped before the fork) and sets DONE. Both sides
- * spin for a few microseconds before sleeping, so back-to-back batches pay no system call.
+ * spin for a few microseconds before sleeping, so back-to-back batches never wait for a
+ * wake-up (each state change still makes one FUTEX_WAKE call).
  * No item crosses a pipe; nothing is serialised.
  */
 #include <errno.h>
@@ -68,13 +69,14 @@ struct tdm__procs {
     pid_t server;
     int sock;           /* requests to the fork server; closing it stops the server */
     bool *killed_by_us; /* [n]: the last death was our timeout kill */
-    long oom_seen;
-    uint64_t *last_ns;
-        /* [n]: how long worker k's last batch took (for the driver's spin) */ /* the cgroup's
-                                                                                  OOM-kill count
-                                                                                  when last looked
-                                                                                  at (at open, at
-                                                                                  deaths) */
+    uint64_t *last_ns;  /* [n]: how long worker k's last batch took (for the driver's spin) */
+    /* [n]: the cgroup's OOM-kill count when worker k was spawned (-1: unreadable then) */
+    long *oom_base;
+    /* OOM evidence (see oom_read): this process's cgroup v2 path from /proc/self/cgroup, its
+     * memory.events ("" when it could not be located) and, then, why not. */
+    char cg_path[256];
+    char cg_events[PATH_MAX];
+    char cg_why[160];
     pthread_mutex_t mu; /* serialises writes to sock */
 };
 
@@ -226,7 +228,8 @@ static _Noreturn void server_main(tdm__procs *p, int threads_env)
 
 /* ---- the parent side --------------------------------------------------------------------- */
 
-static long oom_kills(void);
+static void cgroup_locate(tdm__procs *p);
+static long oom_read(const tdm__procs *p, char *why, size_t len);
 
 int tdm__procs_count(const tdm__procs *p)
 {
@@ -258,12 +261,20 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out)
     p->server = -1;
     p->killed_by_us = calloc((size_t)n, sizeof *p->killed_by_us);
     p->last_ns = calloc((size_t)n, sizeof *p->last_ns);
-    p->oom_seen = oom_kills();
+    p->oom_base = calloc((size_t)n, sizeof *p->oom_base);
+    if (p->oom_base) {
+        /* Before the fork: the first workers' baseline (read here, never on a batch's path). */
+        char why[8];
+        cgroup_locate(p);
+        long kills = oom_read(p, why, sizeof why);
+        for (int k = 0; k < n; k++)
+            p->oom_base[k] = kills;
+    }
     p->slots_bytes = ((size_t)n * sizeof(tdm__pslot) + 4095) & ~(size_t)4095;
     p->slots =
         mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int rc;
-    if (!p->killed_by_us || !p->last_ns || p->slots == MAP_FAILED) {
+    if (!p->killed_by_us || !p->last_ns || !p->oom_base || p->slots == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (procs)");
         goto fail;
     }
@@ -316,6 +327,7 @@ fail:
         munmap(p->slots, p->slots_bytes);
     free(p->killed_by_us);
     free(p->last_ns);
+    free(p->oom_base);
     free(p);
     return rc;
 }
@@ -337,6 +349,7 @@ void tdm__procs_close(tdm__procs *p)
     munmap(p->slots, p->slots_bytes);
     free(p->killed_by_us);
     free(p->last_ns);
+    free(p->oom_base);
     free(p);
 }
 
@@ -344,6 +357,9 @@ void tdm__procs_close(tdm__procs *p)
 static int respawn(tdm__procs *p, int k, char *detail, size_t len)
 {
     tdm__pslot *s = &p->slots[k];
+    /* The replacement's OOM baseline: a kill counted from here on may be its. */
+    char why[8];
+    p->oom_base[k] = oom_read(p, why, sizeof why);
     atomic_store(&s->state, P_SPAWNING);
     pthread_mutex_lock(&p->mu);
     ssize_t w = write(p->sock, &k, sizeof k);
@@ -364,36 +380,111 @@ static int respawn(tdm__procs *p, int k, char *detail, size_t len)
     return 0;
 }
 
-/* cgroup v2's count of OOM kills, when readable (0 otherwise). */
-static long oom_kills(void)
+/* ---- OOM evidence ------------------------------------------------------------------------
+ * A worker killed by a SIGKILL that tandem did not send is said to be "likely killed for
+ * memory" only when the OOM-kill count of this process's memory cgroup rose since the worker
+ * was spawned. The count is the oom_kill line of <root><path>/memory.events (cgroup v2), where
+ * <path> is the "0::<path>" line of /proc/self/cgroup (the workers are forked from us and stay
+ * in our cgroup) and <root> is the cgroup2 mount, /sys/fs/cgroup. For a path of "/" (the
+ * cgroup root, or inside a container's cgroup namespace) <root>/memory.events is read.
+ *
+ * Environment (read once at runtime open, only when the config's use_env is on):
+ *   TDM_CGROUP_ROOT  the cgroup2 mount to read under instead of /sys/fs/cgroup (tests point
+ *                    it at a fake tree holding <path>/memory.events).
+ */
+static void cgroup_locate(tdm__procs *p)
 {
-    FILE *f = fopen("/sys/fs/cgroup/memory.events", "re");
-    if (!f)
-        return 0;
+    const char *root = "/sys/fs/cgroup";
+    if (p->rt->cfg.use_env) {
+        const char *e = getenv("TDM_CGROUP_ROOT");
+        if (e && *e)
+            root = e;
+    }
+    p->cg_events[0] = '\0';
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f) {
+        snprintf(p->cg_why, sizeof p->cg_why, "cannot read /proc/self/cgroup (%s)",
+                 strerror(errno));
+        return;
+    }
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "0::", 3) != 0)
+            continue;
+        line[strcspn(line, "\n")] = '\0';
+        found = snprintf(p->cg_path, sizeof p->cg_path, "%s", line + 3) <
+                (int)sizeof p->cg_path;
+    }
+    fclose(f);
+    if (!found || p->cg_path[0] != '/') {
+        snprintf(p->cg_why, sizeof p->cg_why, "no cgroup v2 entry in /proc/self/cgroup");
+        return;
+    }
+    size_t rl = strlen(root);
+    while (rl > 1 && root[rl - 1] == '/')
+        rl--;
+    const char *path = strcmp(p->cg_path, "/") == 0 ? "" : p->cg_path;
+    if (snprintf(p->cg_events, sizeof p->cg_events, "%.*s%s/memory.events", (int)rl, root,
+                 path) >= (int)sizeof p->cg_events) {
+        p->cg_events[0] = '\0';
+        snprintf(p->cg_why, sizeof p->cg_why, "the cgroup's path is too long");
+    }
+}
+
+/* The cgroup's count of OOM kills, or -1 with why it could not be read. */
+static long oom_read(const tdm__procs *p, char *why, size_t len)
+{
+    if (!p->cg_events[0]) {
+        snprintf(why, len, "%s", p->cg_why);
+        return -1;
+    }
+    FILE *f = fopen(p->cg_events, "re");
+    if (!f) {
+        snprintf(why, len, "cannot read %.120s (%s)", p->cg_events, strerror(errno));
+        return -1;
+    }
     char key[64];
-    long v, kills = 0;
+    long v, kills = -1;
     while (fscanf(f, "%63s %ld", key, &v) == 2)
         if (strcmp(key, "oom_kill") == 0)
             kills = v;
     fclose(f);
+    if (kills < 0)
+        snprintf(why, len, "no oom_kill count in %.120s", p->cg_events);
     return kills;
 }
 
 static void describe_death(tdm__procs *p, int k, pid_t pid, int status, char *detail, size_t len)
 {
-    if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        const char *why = "";
-        if (sig == SIGKILL && !p->killed_by_us[k]) {
-            /* Read only now, at a death: never on the path of a batch. */
-            long kills = oom_kills();
-            why = kills > p->oom_seen
-                      ? " (likely killed for memory: the cgroup's OOM killer reports a kill)"
-                      : " (not sent by tandem: likely killed for memory, or by a user)";
-            p->oom_seen = kills;
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !p->killed_by_us[k]) {
+        /* Read only now, at a death: never on the path of a batch. */
+        char why[192];
+        long kills = oom_read(p, why, sizeof why);
+        if (kills >= 0 && p->oom_base[k] < 0) {
+            snprintf(why, sizeof why, "the OOM-kill count could not be read when the worker "
+                                      "started");
+            kills = -1;
         }
-        snprintf(detail, len, "worker process %d (pid %d) killed by signal %d (%s)%s", k, (int)pid,
-                 sig, strsignal(sig), why);
+        if (kills > p->oom_base[k])
+            snprintf(detail, len,
+                     "worker process %d (pid %d) killed by SIGKILL: likely killed for memory (the "
+                     "cgroup %s recorded an OOM kill)",
+                     k, (int)pid, p->cg_path);
+        else if (kills >= 0)
+            snprintf(detail, len,
+                     "worker process %d (pid %d) killed by SIGKILL, not sent by tandem (no OOM "
+                     "kill recorded in its memory cgroup)",
+                     k, (int)pid);
+        else
+            snprintf(detail, len,
+                     "worker process %d (pid %d) killed by SIGKILL, not sent by tandem (OOM "
+                     "evidence unavailable: %s)",
+                     k, (int)pid, why);
+    } else if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        snprintf(detail, len, "worker process %d (pid %d) killed by signal %d (%s)", k, (int)pid,
+                 sig, strsignal(sig));
     } else if (WIFEXITED(status)) {
         snprintf(detail, len, "worker process %d (pid %d) exited with status %d inside the batch",
                  k, (int)pid, WEXITSTATUS(status));
