@@ -7,7 +7,18 @@
  *  2. exp_sinh over 50M doubles: computed vs a cache hit (loaded, and mapped + checksummed).
  *
  *   bench_io [--mb 1024] [--reps 3] [--elems 50000000] [--dir /tmp] [--keep]
- * Lines starting with "RESULT" are read by bench_io.py: RESULT <name> <seconds> <bytes>. */
+ * Lines starting with "RESULT" are read by bench_io.py: RESULT <name> <seconds> <bytes>.
+ *
+ *   bench_io --serve FILE.npy
+ * loads FILE.npy (untimed), answers "READY <bytes>", then runs commands from stdin, one a line,
+ * each answered by "T <seconds>" (or "ERR <message>"): "save PATH" (unlink PATH, then a timed
+ * tdm_save with default options: no fsync), "fsave PATH" (the same with opts.fsync = 1),
+ * "load PATH" (a timed tdm_load into new memory, then
+ * an untimed check against the tensor and a release), "quit". bench_io.py uses it to interleave
+ * tandem's raw .npy save / load with numpy.save / numpy.load rep by rep, so both sides meet the
+ * same memory and page-cache state (on a VM that hands freed memory back to the host, memory
+ * freed seconds earlier costs several times more to touch again than memory freed just
+ * before). */
 #include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,8 +76,63 @@ static void report(const char *name, double *v, int reps, double bytes)
     printf("RESULT %s %.6f %.0f\n", name, med, bytes);
 }
 
+/* --serve: see the header comment. */
+static int serve(const char *input)
+{
+    tdm_runtime *rt = bench_open(0);
+    tdm_tensor *x;
+    BENCH_CHECK(rt, tdm_load(rt, input, NULL, &x));
+    size_t nbytes = (size_t)tdm_tensor_numel(x) * tdm_dtype_size(tdm_tensor_dtype(x));
+    printf("READY %zu\n", nbytes);
+    fflush(stdout);
+    char line[1024];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strcmp(line, "quit") == 0)
+            break;
+        int rc = 0;
+        double t = 0;
+        if (strncmp(line, "save ", 5) == 0 || strncmp(line, "fsave ", 6) == 0) {
+            const char *path = strchr(line, ' ') + 1;
+            tdm_save_opts so = TDM_SAVE_OPTS_INIT;
+            so.fsync = line[0] == 'f';
+            unlink(path);
+            double t0 = bench_now();
+            rc = tdm_save(x, path, &so);
+            t = bench_now() - t0;
+        } else if (strncmp(line, "load ", 5) == 0) {
+            tdm_tensor *y = NULL;
+            double t0 = bench_now();
+            rc = tdm_load(rt, line + 5, NULL, &y);
+            t = bench_now() - t0;
+            if (rc == 0 && memcmp(tdm_tensor_data(y), tdm_tensor_data(x), nbytes) != 0) {
+                printf("ERR %s: round trip differs\n", line + 5);
+                fflush(stdout);
+                tdm_tensor_release(y);
+                continue;
+            }
+            tdm_tensor_release(y);
+        } else {
+            printf("ERR unknown command '%s'\n", line);
+            fflush(stdout);
+            continue;
+        }
+        if (rc != 0)
+            printf("ERR %s: %s\n", tdm_status_name(rc), tdm_errmsg(rt));
+        else
+            printf("T %.6f\n", t);
+        fflush(stdout);
+    }
+    tdm_tensor_release(x);
+    bench_close(rt);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    const char *serve_input = opt_str(argc, argv, "--serve", NULL);
+    if (serve_input)
+        return serve(serve_input);
     int64_t mb = bench_opt(argc, argv, "--mb", 1024);
     int reps = (int)bench_opt(argc, argv, "--reps", 3);
     int64_t elems = bench_opt(argc, argv, "--elems", 50000000);

@@ -5,6 +5,16 @@ Runs build/bench/bench_io (tandem: .npy raw, zstd-1, lz4; mmap; the result cache
 NumPy and joblib on the very tensor bench_io wrote (bench_io_input.npy), with the same number of
 repetitions and the page cache warm for every load, and prints one table with the ratios.
 
+The raw .npy row is measured like with like: tandem (bench_io --serve, a second process holding
+the same tensor) and numpy.save / numpy.load take turns rep by rep, the order swapped every rep,
+after one untimed round, each side doing the same steps (save to a fresh path, load it back into
+new memory with the page cache warm, check, free, delete the file). Both loads include
+allocating and first-touching the destination; neither save fsyncs (numpy.save never does;
+tdm_save only with tdm_save_opts.fsync = 1, whose cost is shown on a separate row). Taking turns
+matters on a VM that hands freed memory back to its host (virtio-balloon free page reporting):
+there, memory freed a few seconds earlier costs several times more to touch again than memory
+freed just before, so two loops run one after the other measure the host, not the library.
+
     bench/bench_io.py <build dir> [--mb 1024] [--reps 3] [--dir /tmp]
 
 joblib has no zstd; its fastest codecs are compared instead: zlib level 1, and lz4 when the
@@ -76,7 +86,69 @@ def main():
         os.unlink(path)
         py[name] = (statistics.median(s), statistics.median(l), size)
 
-    run("numpy", lambda p: np.save(p, x), lambda p: np.load(p), os.path.join(a.dir, "b_np.npy"))
+    # raw .npy, tandem and numpy taking turns (see the docstring)
+    srv = subprocess.Popen([exe, "--serve", src], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True)
+
+    def ask(cmd):
+        srv.stdin.write(cmd + "\n")
+        srv.stdin.flush()
+        ans = srv.stdout.readline().split(None, 1)
+        if not ans or ans[0] != "T":
+            sys.exit("bench_io.py: bench_io --serve: %s -> %s" % (cmd, " ".join(ans) or "EOF"))
+        return float(ans[1])
+
+    ready = srv.stdout.readline().split()
+    if not ready or ready[0] != "READY" or int(ready[1]) != nbytes:
+        sys.exit("bench_io.py: bench_io --serve did not start: %r" % ready)
+    p_np, p_td = os.path.join(a.dir, "b_np.npy"), os.path.join(a.dir, "b_td.npy")
+    turns = {"numpy": ([], []), "tandem": ([], [])}
+
+    def numpy_turn():
+        if os.path.exists(p_np):
+            os.unlink(p_np)
+        turns["numpy"][0].append(timed(lambda: np.save(p_np, x))[0])
+        dt, y = timed(lambda: np.load(p_np))
+        if not np.array_equal(y, x):
+            sys.exit("bench_io.py: numpy round trip differs")
+        del y
+        turns["numpy"][1].append(dt)
+        os.unlink(p_np)
+
+    def tandem_turn():
+        turns["tandem"][0].append(ask("save " + p_td))  # unlinks first, like numpy_turn
+        turns["tandem"][1].append(ask("load " + p_td))  # checks and frees after the clock
+        os.unlink(p_td)
+
+    # one untimed round first: whoever goes first otherwise pays for memory the VM has never
+    # backed (2.5 s or more for 1 GiB here, in numpy's first rep)
+    for turn in (numpy_turn, tandem_turn):
+        turn()
+    for k in turns:
+        del turns[k][0][:], turns[k][1][:]
+    for r in range(a.reps):
+        for turn in ((numpy_turn, tandem_turn) if r % 2 == 0 else (tandem_turn, numpy_turn)):
+            turn()
+    fsync_s = []
+    for r in range(a.reps):
+        fsync_s.append(ask("fsave " + p_td))
+        os.unlink(p_td)
+    srv.stdin.write("quit\n")
+    srv.stdin.close()
+    if srv.wait() != 0:
+        sys.exit("bench_io.py: bench_io --serve failed")
+    size_np = nbytes + 128
+    py["numpy"] = (statistics.median(turns["numpy"][0]), statistics.median(turns["numpy"][1]),
+                   size_np)
+    med = statistics.median
+    res["tandem_save_raw_turns"] = (med(turns["tandem"][0]), float(nbytes))
+    res["tandem_load_raw_turns"] = (med(turns["tandem"][1]), float(nbytes))
+    res["tandem_save_raw_fsync"] = (med(fsync_s), float(nbytes))
+    print("-- raw .npy, tandem and numpy taking turns (%d reps each; seconds per rep):" % a.reps)
+    for k in ("tandem", "numpy"):
+        print("  %-7s save %s" % (k, " ".join("%.3f" % v for v in turns[k][0])))
+        print("  %-7s load %s" % (k, " ".join("%.3f" % v for v in turns[k][1])))
+    print("  tandem  save with fsync = 1: %s" % " ".join("%.3f" % v for v in fsync_s))
 
     def mmap_touch(p):
         m = np.load(p, mmap_mode="r")
@@ -104,7 +176,14 @@ def main():
         return gb / sec if sec > 0 else float("nan")
     print("\n%-30s %10s %10s %10s" % ("save / load of %.0f MB f32" % (nbytes / 1e6), "save GB/s",
                                        "load GB/s", "file MB"))
-    rows = [("tandem .npy", "raw"), ("tandem zstd-1", "zstd1"), ("tandem lz4", "lz4")]
+    print("%-30s %10.2f %10.2f %10.0f" % ("tandem .npy (turns w/ numpy)",
+                                          rate(res["tandem_save_raw_turns"][0]),
+                                          rate(res["tandem_load_raw_turns"][0]),
+                                          res["size_raw"][1] / 1e6))
+    print("%-30s %10.2f %10s %10s" % ("tandem .npy save, fsync = 1",
+                                      rate(res["tandem_save_raw_fsync"][0]), "", ""))
+    rows = [("tandem .npy (bench_io loop)", "raw"), ("tandem zstd-1", "zstd1"),
+            ("tandem lz4", "lz4")]
     for label, k in rows:
         print("%-30s %10.2f %10.2f %10.0f" % (label, rate(res["tandem_save_" + k][0]),
                                               rate(res["tandem_load_" + k][0]),
@@ -116,14 +195,16 @@ def main():
                                           rate(l), "%.0f" % (size / 1e6) if s else ""))
     print("\nratios (tandem / baseline, >1 = tandem faster):")
     np_s, np_l, _ = py["numpy"]
-    print("  raw .npy vs numpy.save/load:        save %.2fx, load %.2fx" % (
-        np_s / res["tandem_save_raw"][0], np_l / res["tandem_load_raw"][0]))
+    print("  raw .npy vs numpy.save/load:        save %.2fx, load %.2fx (taking turns; both "
+          "loads allocate, page cache warm, no fsync)" % (
+              np_s / res["tandem_save_raw_turns"][0], np_l / res["tandem_load_raw_turns"][0]))
     print("  mmap + touch vs numpy mmap_mode='r': %.2fx" % (
         py["numpy_mmap"][1] / res["tandem_load_raw_mmap_touch"][0]))
     if "joblib_raw" in py:
         js, jl, _ = py["joblib_raw"]
-        print("  raw vs joblib.dump/load:            save %.2fx, load %.2fx" % (
-            js / res["tandem_save_raw"][0], jl / res["tandem_load_raw"][0]))
+        print("  raw vs joblib.dump/load:            save %.2fx, load %.2fx (joblib in its own "
+              "loop)" % (js / res["tandem_save_raw_turns"][0],
+                         jl / res["tandem_load_raw_turns"][0]))
         zs, zl, zsize = py["joblib_zlib1"]
         print("  zstd-1 vs joblib zlib-1:            save %.2fx, load %.2fx (files %.0f vs %.0f MB)"
               % (zs / res["tandem_save_zstd1"][0], zl / res["tandem_load_zstd1"][0],

@@ -370,6 +370,28 @@ void tdm__io_copy_strided(void *dst, const int64_t *dst_strides, const void *src
 void tdm__io_byteswap(void *p, size_t n, size_t es)
 {
     unsigned char *b = p;
+    /* the element sizes .npy has, one word at a time (memcpy: p need not be aligned) */
+    if (es == 2 || es == 4 || es == 8) {
+        for (size_t i = 0; i < n; i++, b += es) {
+            if (es == 2) {
+                uint16_t v;
+                memcpy(&v, b, 2);
+                v = __builtin_bswap16(v);
+                memcpy(b, &v, 2);
+            } else if (es == 4) {
+                uint32_t v;
+                memcpy(&v, b, 4);
+                v = __builtin_bswap32(v);
+                memcpy(b, &v, 4);
+            } else {
+                uint64_t v;
+                memcpy(&v, b, 8);
+                v = __builtin_bswap64(v);
+                memcpy(b, &v, 8);
+            }
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++, b += es)
         for (size_t j = 0; j < es / 2; j++) {
             unsigned char c = b[j];
@@ -414,6 +436,32 @@ static int check_tensor(tdm_runtime *rt, const char *who, const tdm_tensor *t)
     return 0;
 }
 
+/* Reserves the file's blocks before a large write, as numpy's tofile() does: on ext4 (and
+ * XFS) writing into allocated extents skips delayed allocation's per-page bookkeeping (1 GiB:
+ * 0.16 s instead of 0.22 s here), and a full disk shows up before anything is written. A file
+ * system without fallocate (EOPNOTSUPP...) simply writes as before; only ENOSPC / EDQUOT fail
+ * the save. FALLOC_FL_KEEP_SIZE: the size still grows only with what is written. */
+#define PREALLOC_MIN_BYTES (4u << 20)
+
+static int prealloc(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t off,
+                    uint64_t len)
+{
+#ifdef FALLOC_FL_KEEP_SIZE
+    if (len < PREALLOC_MIN_BYTES || len > (uint64_t)INT64_MAX - off)
+        return 0;
+    int r;
+    do
+        r = fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    while (r != 0 && errno == EINTR);
+    if (r != 0 && (errno == ENOSPC || errno == EDQUOT))
+        return tdm__err(rt, TDM_EIO, "%s: no room for the %llu bytes of '%s' (%s)", who,
+                        (unsigned long long)len, path, strerror(errno));
+#else
+    (void)rt, (void)who, (void)path, (void)fd, (void)off, (void)len;
+#endif
+    return 0;
+}
+
 /* Writes a whole .npy. */
 static int npy_save(const tdm_tensor *t, const char *path, const tdm_save_opts *o)
 {
@@ -431,6 +479,9 @@ static int npy_save(const tdm_tensor *t, const char *path, const tdm_save_opts *
     if (rc != 0)
         return rc;
     rc = tdm__io_pwrite(rt, who, path, out.fd, hdr, hlen, 0);
+    if (rc == 0)
+        rc = prealloc(rt, who, path, out.fd, hlen,
+                      (uint64_t)tdm_tensor_numel(t) * tdm_dtype_size(t->dtype));
     if (rc == 0) {
         tdm__io_fdsink sink = {rt, who, path, out.fd, hlen};
         rc = tdm__io_emit_elements(rt, who, t, tdm__io_fdsink_write, &sink);

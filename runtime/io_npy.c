@@ -6,6 +6,8 @@
  * a hostile header cannot make the parser read past the bytes it was given. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,24 +452,144 @@ int tdm__io_check_dst(tdm_runtime *rt, const char *who, const tdm_tensor *dst, t
     return 0;
 }
 
-#define READ_STEP (8u << 20)
+/* ---- reading the data: in steps, on several threads when it is large ----------------------
+ *
+ * A load into new memory costs, per byte, a first touch of the destination (the kernel zeroes
+ * each fresh page: a huge page at a time for tensors on THP) and a copy out of the page cache;
+ * both run in the reading thread, at about 6 GB/s per core, whatever the size of the reads. So a
+ * large read is split into steps that a few threads take in turn from a shared counter (the
+ * file is still read front to back, two or three steps in flight, as readahead likes). Plain
+ * threads made for the call, not the runtime's pool: a load may run inside a pool task (a
+ * parallel_for over files), where waiting on the pool could deadlock. A thread costs ~50 us,
+ * so only reads of PAR_MIN_BYTES or more are split, over at most tdm_runtime_threads(rt)
+ * threads. */
 
-/* Reads n bytes at off into p in steps, updating *crc when given. */
-static int read_data(tdm_runtime *rt, const char *who, const char *path, int fd, char *p,
-                     uint64_t n, uint64_t off, uLong *crc)
+#define READ_STEP (8u << 20)
+#define PAR_MIN_BYTES (32u << 20)
+#define MAX_READERS 8
+
+typedef struct reader {
+    int fd;
+    char *dst; /* receives bytes [off, off + n) of the file */
+    uint64_t n, off;
+    uint64_t n_steps; /* of READ_STEP bytes, the last one shorter */
+    size_t swap_es;   /* byteswap elements of this size after the read (and the CRC); 0 = no */
+    uint32_t *crcs;   /* per step, when the caller wants the CRC-32 */
+    atomic_uint_least64_t next;
+    atomic_bool stop;
+    pthread_mutex_t lock; /* guards the failure record */
+    int err;              /* 0, TDM_EIO (err_errno), TDM_EFORMAT (the file ended at err_off) */
+    int err_errno;
+    uint64_t err_off; /* the lowest failing offset */
+} reader;
+
+static void reader_fail(reader *r, int code, int e, uint64_t off)
 {
-    while (n > 0) {
-        size_t step = n > READ_STEP ? READ_STEP : (size_t)n;
-        int rc = tdm__io_pread(rt, who, path, fd, p, step, off, "the data");
-        if (rc != 0)
-            return rc;
-        if (crc)
-            *crc = crc32_z(*crc, (const Bytef *)p, step);
-        p += step;
-        off += step;
-        n -= step;
+    pthread_mutex_lock(&r->lock);
+    if (r->err == 0 || off < r->err_off) {
+        r->err = code;
+        r->err_errno = e;
+        r->err_off = off;
     }
-    return 0;
+    pthread_mutex_unlock(&r->lock);
+    atomic_store(&r->stop, true);
+}
+
+static void reader_run(reader *r)
+{
+    while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+        uint64_t i = atomic_fetch_add(&r->next, 1);
+        if (i >= r->n_steps)
+            return;
+        uint64_t at = i * READ_STEP;
+        size_t len = r->n - at > READ_STEP ? READ_STEP : (size_t)(r->n - at);
+        char *p = r->dst + at;
+        uint64_t off = r->off + at;
+        size_t left = len;
+        while (left > 0) {
+            ssize_t got = pread(r->fd, p, left, (off_t)off);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {
+                reader_fail(r, got < 0 ? TDM_EIO : TDM_EFORMAT, got < 0 ? errno : 0, off);
+                return;
+            }
+            p += got;
+            off += (uint64_t)got;
+            left -= (size_t)got;
+        }
+        if (r->crcs)
+            r->crcs[i] = (uint32_t)crc32_z(0L, (const Bytef *)(r->dst + at), len);
+        if (r->swap_es > 1)
+            tdm__io_byteswap(r->dst + at, len / r->swap_es, r->swap_es);
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    reader_run(arg);
+    return NULL;
+}
+
+/* Reads n bytes at off into p; byteswaps elements of swap_es bytes (0 or 1: none); updates
+ * *crc (the CRC-32 of the bytes as read) when given. */
+static int read_data(tdm_runtime *rt, const char *who, const char *path, int fd, char *p,
+                     uint64_t n, uint64_t off, size_t swap_es, uLong *crc)
+{
+    if (n == 0)
+        return 0;
+    reader r = {.fd = fd, .dst = p, .n = n, .off = off, .swap_es = swap_es};
+    r.n_steps = (n + READ_STEP - 1) / READ_STEP;
+    atomic_init(&r.next, 0);
+    atomic_init(&r.stop, false);
+    if (crc) {
+        r.crcs = malloc((size_t)r.n_steps * sizeof *r.crcs);
+        if (!r.crcs)
+            return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", who);
+    }
+    pthread_mutex_init(&r.lock, NULL);
+    int want = 1;
+    if (n >= PAR_MIN_BYTES) {
+        want = tdm_runtime_threads(rt);
+        if (want > MAX_READERS)
+            want = MAX_READERS;
+        if ((uint64_t)want > r.n_steps)
+            want = (int)r.n_steps;
+    }
+    pthread_t th[MAX_READERS];
+    int started = 0;
+    if (want > 1) {
+        /* the helpers take no signals: they are the process's to handle where it chose */
+        sigset_t all, old;
+        sigfillset(&all);
+        bool masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
+        for (int i = 1; i < want; i++) {
+            if (pthread_create(&th[started], NULL, reader_main, &r) != 0)
+                break; /* fewer threads: the others take the steps */
+            started++;
+        }
+        if (masked)
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    reader_run(&r);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&r.lock);
+    int rc = 0;
+    if (r.err == TDM_EIO)
+        rc = tdm__err(rt, TDM_EIO, "%s: read of '%s' failed at offset %llu (%s)", who, path,
+                      (unsigned long long)r.err_off, strerror(r.err_errno));
+    else if (r.err != 0)
+        rc = tdm__err(rt, TDM_EFORMAT, "%s: '%s' is truncated: it ends at offset %llu, in %s", who,
+                      path, (unsigned long long)r.err_off, "the data");
+    else if (crc)
+        for (uint64_t i = 0; i < r.n_steps; i++) {
+            uint64_t at = i * READ_STEP;
+            uint64_t len = n - at > READ_STEP ? READ_STEP : n - at;
+            *crc = crc32_combine(*crc, r.crcs[i], (z_off_t)len);
+        }
+    free(r.crcs);
+    return rc;
 }
 
 static int load_mapped(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t off,
@@ -554,8 +676,8 @@ int tdm__npy_load_region(tdm_runtime *rt, const char *who, const char *path, int
         }
     }
     if (rc == 0)
-        rc =
-            read_data(rt, who, path, fd, tdm_tensor_data(t), h.data_bytes, off + h.data_offset, pc);
+        rc = read_data(rt, who, path, fd, tdm_tensor_data(t), h.data_bytes, off + h.data_offset,
+                       h.big_endian ? tdm_dtype_size(h.dtype) : 0, pc);
     if (rc == 0 && crc) {
         unsigned char tb[4096];
         uint64_t at = h.data_offset + h.data_bytes;
@@ -571,8 +693,6 @@ int tdm__npy_load_region(tdm_runtime *rt, const char *who, const char *path, int
                           "corrupted",
                           who, path, *crc, (uint32_t)c);
     }
-    if (rc == 0 && h.big_endian)
-        tdm__io_byteswap(tdm_tensor_data(t), (size_t)tdm_tensor_numel(t), tdm_dtype_size(h.dtype));
     if (rc == 0 && !dst && h.fortran && o->c_order)
         rc = tdm__io_to_c_order(rt, who, &t, o->mem);
     if (rc != 0) {
