@@ -26,7 +26,7 @@
 
 #include "bench_common.h"
 #include "cuda_internal.h"
-#include "device.h"
+#include "sched/device.h"
 
 static const tdm__dev_ops *ops = &tdm__cuda_dev_ops;
 static int g_reps = 5;

@@ -24,7 +24,7 @@
 
 #include <math.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 extern const char tdm__builtin_kernel_source[];
 

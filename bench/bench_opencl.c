@@ -22,7 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 extern const char tdm__builtin_kernel_source[];
 extern const tdm__backend_ops tdm__opencl_ops;

@@ -18,7 +18,7 @@
 #include <math.h>
 #include <unistd.h>
 
-#include "sched_model.h"
+#include "sched/sched_model.h"
 
 enum { V_CPU, V_OCL, V_AUTO, V_RR, NV, V_COLD = NV };
 static const char *const vname[NV + 1] = {"CPU only (threads)", "OpenCL only", "AUTO, warm model",

@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "train_kernels.h"
+#include "core/core.h"
 
 extern const char tdm__builtin_kernel_source[];
 tdm_kernel_dev_fn tdm__train_dev_fn(const char *name);

@@ -19,7 +19,7 @@
 
 #include "builtin_kernels.h"
 #include "cuda_internal.h"
-#include "device.h"
+#include "sched/device.h"
 
 extern const char tdm__builtin_kernel_source[];
 

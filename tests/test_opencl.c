@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 extern const char tdm__builtin_kernel_source[];
 

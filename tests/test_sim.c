@@ -4,7 +4,7 @@
  * (the distributed map's protocol over N nodes) and their errors. */
 #include <math.h>
 
-#include "sched_model.h"
+#include "sched/sched_model.h"
 #include "tdm_test.h"
 
 /* One hour of ideal time for the given lanes (items sized from the true throughputs). */

@@ -12,6 +12,7 @@
 #include <linux/capability.h>
 
 #include "tdm_test.h"
+#include "core/core.h"
 
 #include "internal.h" /* tdm__shape_numel and the runtime's shared-memory accounting */
 

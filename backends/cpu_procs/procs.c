@@ -35,8 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "job.h"
-#include "spin.h"
+#include "sched/job.h"
+#include "sched/spin.h"
+#include "core/core.h"
 
 enum {
     P_IDLE = 0,      /* a live worker waits for a batch */

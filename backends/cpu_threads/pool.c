@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "job.h"
-#include "spin.h"
+#include "sched/job.h"
+#include "sched/spin.h"
 
 struct tdm__pool {
     tdm_runtime *rt;

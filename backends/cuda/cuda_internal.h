@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 /* The numbers of CUDA devices the static runtime sees: >= 0, and 0 with the reason in `why`
  * (no driver, no device) when there is none. Never fails. */

@@ -43,7 +43,7 @@
 #include <nvrtc.h> /* types only: the functions are resolved with dlsym */
 
 #include "cuda_internal.h"
-#include "device.h"
+#include "sched/device.h"
 
 #define TDM__CUDA_QUEUES 3
 #define TDM__CUDA_BLOCK 256

@@ -6,7 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
 {

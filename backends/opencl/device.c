@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "device.h"
+#include "sched/device.h"
 #include "ocl_internal.h"
 
 #define OCL_QUEUES 3

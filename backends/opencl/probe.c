@@ -7,7 +7,7 @@
 
 #include <CL/cl.h>
 
-#include "device.h"
+#include "sched/device.h"
 
 static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
 {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../../runtime/internal.h"
+#include "internal.h"
 #include "tandem/sim.h"
 
 enum { EV_REQ, EV_GRANT, EV_DONE };

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../../runtime/internal.h"
-#include "../../runtime/sched_model.h"
+#include "internal.h"
+#include "sched/sched_model.h"
 #include "tandem/sim.h"
 
 typedef struct {

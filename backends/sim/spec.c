@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../runtime/internal.h"
+#include "internal.h"
 #include "tandem/sim.h"
 
 /* A spec error of `fn`: the message goes to err (when given) and to the thread's message. */

@@ -1,0 +1,444 @@
+/* The shared-memory arena: one memfd, mapped once over a large reserved address range when the
+ * runtime opens, from which every shared tensor is sub-allocated.
+ *
+ * Why one big mapping made at open:
+ *  - worker processes are forked after it exists, so they inherit it: a shared tensor created
+ *    at any later time is already visible in every worker, at the SAME address as in the
+ *    parent, so kernel arguments and pointers inside a parameter block stay valid there;
+ *  - one file descriptor in all, whatever the number of tensors;
+ *  - no named segment: a memfd disappears with the last process holding it, even after
+ *    SIGKILL;
+ *  - the file is sparse: a sub-allocation reserves its pages with fallocate() (so running out
+ *    is TDM_ENOSPC at creation, never SIGBUS at first touch) and gives them back with
+ *    FALLOC_FL_PUNCH_HOLE when freed. The address range costs nothing until pages are reserved.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "core/core.h"
+
+typedef struct {
+    uint64_t off, len;
+} tdm__extent;
+
+/* A file mapped inside the arena's address range (a memory-mapped tensor file). The table is
+ * shared with the worker processes (made before they are forked): a worker maps the same file
+ * at the same address, through /proc/<parent>/fd/<fd>, before it runs its next batch. */
+#define TDM__MAX_FILE_MAPS 256
+typedef struct {
+    uint64_t off, len, file_off;
+    int32_t fd, prot, live;
+    uint32_t seq; /* bumped when the entry is (re)used */
+} tdm__fmap;
+
+typedef struct {
+    atomic_uint gen; /* bumped on every change; workers compare with what they have seen */
+    int32_t parent;  /* pid whose descriptors the entries name */
+    tdm__fmap e[TDM__MAX_FILE_MAPS];
+} tdm__fmaps;
+
+struct tdm__arena {
+    int fd;
+    uint8_t *base;
+    uint64_t size;
+    pthread_mutex_t mu;
+    tdm__extent *free; /* sorted by offset, never adjacent (coalesced) */
+    int n_free, cap_free;
+    /* Small blocks kept for reuse (job descriptors): a map sent to worker processes then costs
+     * no fallocate / hole punch, and its pages are already in every process's page table. */
+    tdm__extent cache[16];
+    int n_cache;
+    tdm__fmaps *fmaps; /* MAP_SHARED, inherited by worker processes */
+};
+
+static uint64_t arena_size(void)
+{
+    const char *env = getenv("TDM_SHM_REGION_GB");
+    if (env && *env) {
+        char *end;
+        unsigned long long gb = strtoull(env, &end, 10);
+        if (*end == '\0' && gb >= 1 && gb <= 65536)
+            return (uint64_t)gb << 30;
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : (16ull << 30);
+    /* Twice physical memory (shared tensors cannot all be resident beyond that anyway),
+     * between 16 GiB and 1 TiB of address space. */
+    uint64_t size = 2 * mem;
+    if (size < (16ull << 30))
+        size = 16ull << 30;
+    if (size > (1ull << 40))
+        size = 1ull << 40;
+    return size;
+}
+
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
+{
+    *out = NULL;
+    tdm__arena *a = calloc(1, sizeof *a);
+    if (!a)
+        return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena)");
+    a->fd = -1;
+    a->base = MAP_FAILED;
+    a->size = arena_size();
+    /* Room for the configured cap, up to 1 TiB of address space (beyond that the cap cannot be
+     * reached anyway on the machines this runs on, and sanitizers limit mappings). */
+    if (min_size > (1ull << 40))
+        min_size = 1ull << 40;
+    if (a->size < min_size)
+        a->size = (min_size + (1ull << 30) - 1) & ~((1ull << 30) - 1);
+    int rc;
+    a->free = malloc(16 * sizeof *a->free);
+    if (!a->free) {
+        rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena)");
+        goto fail;
+    }
+    a->cap_free = 16;
+    a->free[0] = (tdm__extent){0, a->size};
+    a->n_free = 1;
+    /* Not inherited by exec'd programs. A memfd is created with mode 0777 (and can be reopened
+     * through /proc/<pid>/fd by whoever may look there): make it 0600, owner only. */
+    a->fd = memfd_create("tandem-shm", MFD_CLOEXEC);
+    if (a->fd < 0) {
+        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)", strerror(errno));
+        goto fail;
+    }
+    if (fchmod(a->fd, 0600) != 0) {
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: setting the shared arena's permissions to 0600 "
+                      "failed (%s)",
+                      strerror(errno));
+        goto fail;
+    }
+    if (ftruncate(a->fd, (off_t)a->size) != 0) {
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: sizing the shared arena to %llu bytes "
+                      "failed (%s)",
+                      (unsigned long long)a->size, strerror(errno));
+        goto fail;
+    }
+    a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, a->fd, 0);
+    if (a->base == MAP_FAILED) {
+        rc = tdm__err(rt, TDM_ESYS,
+                      "tdm_runtime_open: mapping the shared arena (%llu bytes of "
+                      "address space) failed (%s)",
+                      (unsigned long long)a->size, strerror(errno));
+        goto fail;
+    }
+    a->fmaps =
+        mmap(NULL, sizeof *a->fmaps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (a->fmaps == MAP_FAILED) {
+        rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena file table)");
+        munmap(a->base, a->size);
+        goto fail;
+    }
+    a->fmaps->parent = (int32_t)getpid();
+    pthread_mutex_init(&a->mu, NULL);
+    *out = a;
+    return 0;
+
+fail:
+    if (a->fd >= 0)
+        close(a->fd);
+    free(a->free);
+    free(a);
+    return rc;
+}
+
+void tdm__arena_close(tdm__arena *a)
+{
+    if (!a)
+        return;
+    munmap(a->base, a->size);
+    munmap(a->fmaps, sizeof *a->fmaps);
+    close(a->fd);
+    pthread_mutex_destroy(&a->mu);
+    free(a->free);
+    free(a);
+}
+
+int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
+{
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_cache; i++) {
+        if (a->cache[i].len == len) {
+            *out = a->base + a->cache[i].off;
+            a->cache[i] = a->cache[--a->n_cache];
+            pthread_mutex_unlock(&a->mu);
+            memset(*out, 0, len); /* as fresh pages would read */
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return tdm__arena_alloc(rt, a, len, true, who, out);
+}
+
+void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->n_cache < (int)(sizeof a->cache / sizeof a->cache[0])) {
+        a->cache[a->n_cache++] = (tdm__extent){tdm__arena_offset(a, p), len};
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    pthread_mutex_unlock(&a->mu);
+    tdm__arena_free(a, p, len);
+}
+
+int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_off, uint64_t len,
+                        int prot, const char *who, void **out)
+{
+    *out = NULL;
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t pg = ps > 0 ? (uint64_t)ps : 4096u;
+    len = (len + pg - 1) / pg * pg;
+    pthread_mutex_lock(&a->mu);
+    int slot = -1;
+    for (int i = 0; i < TDM__MAX_FILE_MAPS && slot < 0; i++)
+        if (!a->fmaps->e[i].live)
+            slot = i;
+    pthread_mutex_unlock(&a->mu);
+    if (slot < 0)
+        return TDM_ENOSPC; /* the caller maps outside the arena instead */
+    void *p;
+    int rc = tdm__arena_alloc(rt, a, len, false, who, &p);
+    if (rc != 0)
+        return rc;
+    if (mmap(p, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)file_off) == MAP_FAILED) {
+        int e = errno;
+        /* Put the arena back over the range before returning it. */
+        mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
+             (off_t)tdm__arena_offset(a, p));
+        tdm__arena_free(a, p, len);
+        return tdm__err(rt, e == ENOMEM ? TDM_ENOMEM : TDM_EIO, "%s: mmap of the file failed (%s)",
+                        who, strerror(e));
+    }
+    pthread_mutex_lock(&a->mu);
+    tdm__fmap *m = &a->fmaps->e[slot];
+    m->off = tdm__arena_offset(a, p);
+    m->len = len;
+    m->file_off = file_off;
+    m->fd = fd;
+    m->prot = prot;
+    m->seq++;
+    m->live = 1;
+    atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
+    pthread_mutex_unlock(&a->mu);
+    *out = p;
+    return 0;
+}
+
+void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < TDM__MAX_FILE_MAPS; i++) {
+        tdm__fmap *m = &a->fmaps->e[i];
+        if (m->live && m->off == off) {
+            len = m->len;
+            m->live = 0;
+            break;
+        }
+    }
+    /* Published before the range can be handed out again: a worker re-syncs (and puts the
+     * arena back over its copy of the range) before it runs any batch that could use it. */
+    atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
+    pthread_mutex_unlock(&a->mu);
+    mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off);
+    tdm__arena_free(a, p, len);
+}
+
+int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
+{
+    /* Per worker process: what it has mapped, by entry (seq 0 = nothing). */
+    static unsigned seen_gen;
+    static uint32_t mapped_seq[TDM__MAX_FILE_MAPS];
+    static uint64_t mapped_off[TDM__MAX_FILE_MAPS], mapped_len[TDM__MAX_FILE_MAPS];
+    unsigned gen = atomic_load_explicit(&a->fmaps->gen, memory_order_acquire);
+    if (gen == seen_gen)
+        return 0;
+    for (int i = 0; i < TDM__MAX_FILE_MAPS; i++) {
+        const tdm__fmap *m = &a->fmaps->e[i];
+        bool want = m->live && m->seq != 0;
+        if (mapped_seq[i] && (!want || mapped_seq[i] != m->seq)) {
+            /* gone or replaced: the arena goes back over our copy of the range */
+            mmap(a->base + mapped_off[i], mapped_len[i], PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED, a->fd, (off_t)mapped_off[i]);
+            mapped_seq[i] = 0;
+        }
+        if (want && mapped_seq[i] != m->seq) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)a->fmaps->parent, (int)m->fd);
+            int fd = open(path, (m->prot & PROT_WRITE) ? O_RDWR : O_RDONLY);
+            if (fd < 0 || mmap(a->base + m->off, m->len, m->prot, MAP_SHARED | MAP_FIXED, fd,
+                               (off_t)m->file_off) == MAP_FAILED) {
+                snprintf(detail, dlen, "worker process cannot map a file-backed tensor (%s: %s)",
+                         path, strerror(errno));
+                if (fd >= 0)
+                    close(fd);
+                return TDM_EIO;
+            }
+            close(fd);
+            mapped_seq[i] = m->seq;
+            mapped_off[i] = m->off;
+            mapped_len[i] = m->len;
+        }
+    }
+    seen_gen = gen;
+    return 0;
+}
+
+/* For tdm_runtime_shm_info() (runtime/storage.c): the reserved size and the largest free range
+ * (the biggest shared tensor that can still be placed). Thread-safe. */
+void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free)
+{
+    uint64_t best = 0;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_free; i++)
+        if (a->free[i].len > best)
+            best = a->free[i].len;
+    pthread_mutex_unlock(&a->mu);
+    *size = a->size;
+    *largest_free = best;
+}
+
+int tdm__arena_fd(const tdm__arena *a)
+{
+    return a->fd;
+}
+
+bool tdm__arena_contains(const tdm__arena *a, const void *p)
+{
+    const uint8_t *q = p;
+    return a && q >= a->base && q < a->base + a->size;
+}
+
+uint64_t tdm__arena_offset(const tdm__arena *a, const void *p)
+{
+    return (uint64_t)((const uint8_t *)p - a->base);
+}
+
+/* Inserts [off, off+len) into the free list, merging with its neighbours. Mutex held. */
+static int free_insert(tdm__arena *a, uint64_t off, uint64_t len)
+{
+    int i = 0;
+    while (i < a->n_free && a->free[i].off < off)
+        i++;
+    bool merge_prev = i > 0 && a->free[i - 1].off + a->free[i - 1].len == off;
+    bool merge_next = i < a->n_free && off + len == a->free[i].off;
+    if (merge_prev && merge_next) {
+        a->free[i - 1].len += len + a->free[i].len;
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n_free - i - 1) * sizeof *a->free);
+        a->n_free--;
+        return 0;
+    }
+    if (merge_prev) {
+        a->free[i - 1].len += len;
+        return 0;
+    }
+    if (merge_next) {
+        a->free[i].off = off;
+        a->free[i].len += len;
+        return 0;
+    }
+    if (a->n_free == a->cap_free) {
+        tdm__extent *g = realloc(a->free, (size_t)a->cap_free * 2 * sizeof *g);
+        if (!g)
+            return TDM_ENOMEM;
+        a->free = g;
+        a->cap_free *= 2;
+    }
+    memmove(&a->free[i + 1], &a->free[i], (size_t)(a->n_free - i) * sizeof *a->free);
+    a->free[i] = (tdm__extent){off, len};
+    a->n_free++;
+    return 0;
+}
+
+int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, bool reserve, const char *who,
+                     void **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&a->mu);
+    int i = 0;
+    while (i < a->n_free && a->free[i].len < len)
+        i++;
+    if (i == a->n_free) {
+        pthread_mutex_unlock(&a->mu);
+        return tdm__err(rt, TDM_ENOSPC,
+                        "%s: no %llu-byte range left in the shared arena (%llu "
+                        "bytes of address space; TDM_SHM_REGION_GB raises it)",
+                        who, (unsigned long long)len, (unsigned long long)a->size);
+    }
+    uint64_t off = a->free[i].off;
+    a->free[i].off += len;
+    a->free[i].len -= len;
+    if (a->free[i].len == 0) {
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n_free - i - 1) * sizeof *a->free);
+        a->n_free--;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (!reserve) {
+        *out = a->base + off;
+        return 0;
+    }
+
+    /* Reserve the pages now: running out must be an error here, never SIGBUS later. */
+    int r;
+    do
+        r = fallocate(a->fd, 0, (off_t)off, (off_t)len);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        int e = errno;
+        pthread_mutex_lock(&a->mu);
+        int rc = free_insert(a, off, len);
+        pthread_mutex_unlock(&a->mu);
+        (void)rc; /* merging never needs memory when the range was just taken from the list */
+        return tdm__err(rt, (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS,
+                        "%s: cannot reserve %llu bytes of shared memory (fallocate: %s)", who,
+                        (unsigned long long)len, strerror(e));
+    }
+    *out = a->base + off;
+    return 0;
+}
+
+int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src, uint64_t n,
+                     const char *who)
+{
+    /* pwrite() puts the bytes straight into the file's pages: none of them is faulted into
+     * this process's page table, and a page the system cannot give is an error here. */
+    uint64_t off = tdm__arena_offset(a, dst), done = 0;
+    while (done < n) {
+        size_t chunk = n - done > (1u << 30) ? (1u << 30) : (size_t)(n - done);
+        ssize_t w = pwrite(a->fd, (const char *)src + done, chunk, (off_t)(off + done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            return tdm__err(rt, (e == ENOSPC || e == ENOMEM || e == EFBIG) ? TDM_ENOSPC : TDM_ESYS,
+                            "%s: cannot write %llu bytes into shared memory (%s)", who,
+                            (unsigned long long)n, strerror(e));
+        }
+        done += (uint64_t)w;
+    }
+    return 0;
+}
+
+void tdm__arena_free(tdm__arena *a, void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    /* Give the pages back to the system; the range reads as zeros when reused. */
+    fallocate(a->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    pthread_mutex_lock(&a->mu);
+    if (free_insert(a, off, len) != 0) {
+        /* Out of memory for the free list: the range is leaked as address space only (its
+         * pages were returned above). */
+    }
+    pthread_mutex_unlock(&a->mu);
+}

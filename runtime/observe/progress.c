@@ -1,0 +1,247 @@
+/* Progress: a thread per job (only when a display is asked for) that reads the workers'
+ * counters about ten times a second and draws a tqdm-style bar on stderr or calls the user's
+ * callback. Workers only add to their own counter once per batch: no message per item. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "observe/progress_internal.h"
+
+static void fmt_time(double s, char *buf, size_t len)
+{
+    if (s < 0 || !isfinite(s)) {
+        snprintf(buf, len, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else
+        snprintf(buf, len, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void fmt_rate(double rate, char *buf, size_t len)
+{
+    if (rate <= 0 || !isfinite(rate))
+        snprintf(buf, len, "?it/s");
+    else if (rate >= 1e9)
+        snprintf(buf, len, "%.2fGit/s", rate / 1e9);
+    else if (rate >= 1e6)
+        snprintf(buf, len, "%.2fMit/s", rate / 1e6);
+    else if (rate >= 1e3)
+        snprintf(buf, len, "%.2fkit/s", rate / 1e3);
+    else if (rate >= 1.0 || rate == 0)
+        snprintf(buf, len, "%.2fit/s", rate);
+    else
+        snprintf(buf, len, "%.2fs/it", 1.0 / rate);
+}
+
+int tdm_progress_format(const tdm_progress *p, const char *desc, int width, char *buf,
+                        size_t buf_len)
+{
+    if (!p || (!buf && buf_len > 0) || width < 0 || (width > 0 && width < 20))
+        return tdm__err(NULL, TDM_EINVAL, "tdm_progress_format: bad argument");
+    if (width == 0)
+        width = 80;
+    char el[32], eta[32], rate[32], left[160], right[160];
+    fmt_time(p->elapsed_s, el, sizeof el);
+    fmt_time(p->eta_s, eta, sizeof eta);
+    fmt_rate(p->rate, rate, sizeof rate);
+    double frac = p->total > 0 ? (double)p->done / (double)p->total : 1.0;
+    if (frac > 1.0)
+        frac = 1.0;
+    snprintf(left, sizeof left, "%s%s%3.0f%%|", desc && *desc ? desc : "",
+             desc && *desc ? ": " : "", frac * 100.0);
+    snprintf(right, sizeof right, "| %lld/%lld [%s<%s, %s]", (long long)p->done,
+             (long long)p->total, el, eta, rate);
+    int bar_w = width - (int)strlen(left) - (int)strlen(right);
+    if (bar_w < 1)
+        bar_w = 1;
+    /* Eighths of a cell, as tqdm draws them. */
+    static const char *const parts[8] = {"",       "\u258f", "\u258e", "\u258d",
+                                         "\u258c", "\u258b", "\u258a", "\u2589"};
+    char bar[8 * 3 * 200 + 8];
+    size_t bl = 0;
+    if (bar_w > 200)
+        bar_w = 200;
+    int eighths = (int)(frac * bar_w * 8.0);
+    int full = eighths / 8, rem = eighths % 8, cells = 0;
+    for (; cells < full; cells++)
+        bl += (size_t)snprintf(bar + bl, sizeof bar - bl, "\u2588");
+    if (rem && cells < bar_w) {
+        bl += (size_t)snprintf(bar + bl, sizeof bar - bl, "%s", parts[rem]);
+        cells++;
+    }
+    for (; cells < bar_w; cells++)
+        bar[bl++] = ' ';
+    bar[bl] = '\0';
+    return snprintf(buf, buf_len, "%s%s%s", left, bar, right);
+}
+
+/* ---- the per-job thread --------------------------------------------------------------------- */
+
+typedef struct {
+    tdm__job *job;
+    int mode; /* TDM_PROGRESS_BAR / _PER_WORKER / _CALLBACK */
+    int64_t *per_worker;
+    double ema_rate;
+    int64_t last_done;
+    double last_t;
+    int lines_drawn;
+    int width;
+} tdm__prog;
+
+int tdm__progress_width(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+        return ws.ws_col > 200 ? 200 : ws.ws_col;
+    return 80;
+}
+
+static void snapshot(tdm__prog *pg, tdm_progress *p, bool final)
+{
+    tdm__job *job = pg->job;
+    double now = (double)(tdm__now_ns() - job->t_start) * 1e-9;
+    int64_t done = 0;
+    for (int w = 0; w < job->n_workers; w++) {
+        pg->per_worker[w] = atomic_load_explicit(&job->ws[w].progress, memory_order_relaxed);
+        done += pg->per_worker[w];
+    }
+    double dt = now - pg->last_t;
+    if (dt > 0) {
+        double inst = (double)(done - pg->last_done) / dt;
+        /* tqdm's smoothing: an exponential moving average of the instantaneous rate. */
+        pg->ema_rate = pg->ema_rate <= 0 ? inst : 0.3 * inst + 0.7 * pg->ema_rate;
+    }
+    pg->last_done = done;
+    pg->last_t = now;
+    double rate = final && now > 0 ? (double)done / now : pg->ema_rate;
+    memset(p, 0, sizeof *p);
+    p->done = done;
+    p->total = job->n_items;
+    p->elapsed_s = now;
+    p->rate = rate;
+    p->eta_s = rate > 0 ? (double)(job->n_items - done) / rate : -1.0;
+    if (final)
+        p->eta_s = 0;
+    p->n_workers = job->n_workers;
+    p->per_worker = pg->per_worker;
+    p->final = final;
+}
+
+void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
+                          const char *lane, int width, int *lines_drawn)
+{
+    int n = per_lane ? p->n_workers : 0;
+    size_t cap = (size_t)(n + 1) * 1024 + 64, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return; /* a missed frame is harmless; the next one may succeed */
+    if (*lines_drawn > 1)
+        len += (size_t)snprintf(out + len, cap - len, "\033[%dA", *lines_drawn - 1);
+    len += (size_t)snprintf(out + len, cap - len, "\r");
+    int w = tdm_progress_format(p, desc, width, out + len, cap - len);
+    len += w > 0 ? (size_t)w : 0;
+    for (int i = 0; i < n && len < cap - 1100; i++) {
+        char wdesc[48];
+        snprintf(wdesc, sizeof wdesc, "  %s %d", lane, i);
+        tdm_progress wp = *p;
+        wp.done = p->per_worker[i];
+        /* Each lane's share is not known in advance: show it against the total. */
+        wp.rate = p->elapsed_s > 0 ? (double)wp.done / p->elapsed_s : 0;
+        len += (size_t)snprintf(out + len, cap - len, "\033[K\n");
+        int k = tdm_progress_format(&wp, wdesc, width, out + len, cap - len);
+        len += k > 0 ? (size_t)k : 0;
+    }
+    *lines_drawn = n + 1;
+    len += (size_t)snprintf(out + len, cap - len, "\033[K%s", p->final ? "\n" : "");
+    if (len > cap - 1)
+        len = cap - 1;
+    /* The user asked for this bar (progress on, or AUTO with stderr a terminal). */
+    ssize_t wr = write(STDERR_FILENO, out, len);
+    (void)wr;
+    free(out);
+}
+
+static void draw(tdm__prog *pg, bool final)
+{
+    tdm__job *job = pg->job;
+    tdm_progress p;
+    snapshot(pg, &p, final);
+    if (pg->mode == TDM_PROGRESS_CALLBACK) {
+        job->opts.progress_fn(&p, job->opts.progress_user);
+        return;
+    }
+    const char *desc = job->opts.desc ? job->opts.desc : job->what;
+    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker", pg->width,
+                         &pg->lines_drawn);
+}
+
+static void *progress_main(void *arg)
+{
+    tdm__prog *pg = arg;
+    tdm__job *job = pg->job;
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    double interval = job->opts.progress_interval_s > 0 ? job->opts.progress_interval_s : 0.1;
+    uint64_t step = (uint64_t)(interval * 1e9);
+    uint64_t next = tdm__now_ns() + step;
+    draw(pg, false);
+    pthread_mutex_lock(mu);
+    while (!job->finished) {
+        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+        pthread_cond_timedwait(&job->cv, mu, &ts);
+        if (!job->finished && tdm__now_ns() >= next) {
+            pthread_mutex_unlock(mu);
+            draw(pg, false);
+            next += step;
+            pthread_mutex_lock(mu);
+        }
+    }
+    pthread_mutex_unlock(mu);
+    draw(pg, true);
+    free(pg->per_worker);
+    free(pg);
+    return NULL;
+}
+
+int tdm__progress_start(tdm__job *job)
+{
+    int mode = job->opts.progress;
+    if (mode == TDM_PROGRESS_AUTO)
+        mode = isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
+    if (mode == TDM_PROGRESS_OFF)
+        return 0;
+    tdm__prog *pg = calloc(1, sizeof *pg);
+    int64_t *pw = calloc((size_t)job->n_workers, sizeof *pw);
+    if (!pg || !pw) {
+        free(pg);
+        free(pw);
+        return tdm__err(job->rt, TDM_ENOMEM, "%s: out of memory (progress)", job->what);
+    }
+    pg->job = job;
+    pg->mode = mode;
+    pg->per_worker = pw;
+    pg->width = tdm__progress_width();
+    int rc = pthread_create(&job->progress_thread, NULL, progress_main, pg);
+    if (rc != 0) {
+        free(pw);
+        free(pg);
+        return tdm__err(job->rt, TDM_ESYS, "%s: cannot start the progress thread: %s", job->what,
+                        strerror(rc));
+    }
+    job->progress_running = true;
+    return 0;
+}
+
+void tdm__progress_stop(tdm__job *job)
+{
+    if (!job->progress_running)
+        return;
+    pthread_join(job->progress_thread, NULL);
+    job->progress_running = false;
+}

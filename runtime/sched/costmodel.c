@@ -1,0 +1,295 @@
+/* Stored cost models (see costmodel.h). */
+#include "sched/costmodel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define TDM__CM_MAX 4096
+
+typedef struct {
+    char kernel[80];
+    char lane[96];
+    int cls;
+    double tpi;
+    double lat;
+    int n;
+} cm_entry;
+
+struct tdm__costmodel {
+    tdm_runtime *rt;
+    pthread_mutex_t mu;
+    cm_entry *e;
+    int n, cap;
+    bool dirty;
+    char dir[PATH_MAX];
+    char path[PATH_MAX];
+};
+
+int tdm__cm_size_class(long long n)
+{
+    int c = 0;
+    while (n >= 4) {
+        n /= 4;
+        c++;
+    }
+    return c;
+}
+
+/* The machine: host name, CPU model and core count, hashed (FNV-1a) into the file name. */
+static unsigned long long machine_key(void)
+{
+    char buf[512] = "";
+    size_t len = 0;
+    if (gethostname(buf, 128) == 0)
+        len = strnlen(buf, 128);
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            if (strncmp(line, "model name", 10) == 0) {
+                snprintf(buf + len, sizeof buf - len, "|%s", line);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    len = strlen(buf);
+    snprintf(buf + len, sizeof buf - len, "|%ld", sysconf(_SC_NPROCESSORS_ONLN));
+    unsigned long long h = 1469598103934665603ull;
+    for (const char *p = buf; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+static bool field_ok(const char *s, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= cap)
+        return false;
+    for (; *s; s++)
+        if (*s == '\t' || *s == '\n' || (unsigned char)*s < 32)
+            return false;
+    return true;
+}
+
+static cm_entry *find(tdm__costmodel *cm, const char *kernel, const char *lane, int cls)
+{
+    for (int i = 0; i < cm->n; i++)
+        if (cm->e[i].cls == cls && !strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane))
+            return &cm->e[i];
+    return NULL;
+}
+
+static cm_entry *add(tdm__costmodel *cm)
+{
+    if (cm->n == cm->cap) {
+        if (cm->cap >= TDM__CM_MAX)
+            return NULL;
+        int cap = cm->cap ? cm->cap * 2 : 32;
+        cm_entry *e = realloc(cm->e, (size_t)cap * sizeof *e);
+        if (!e)
+            return NULL;
+        cm->e = e;
+        cm->cap = cap;
+    }
+    cm_entry *x = &cm->e[cm->n++];
+    memset(x, 0, sizeof *x);
+    return x;
+}
+
+static void load(tdm__costmodel *cm)
+{
+    FILE *f = fopen(cm->path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#')
+            continue;
+        char *save = NULL;
+        char *k = strtok_r(line, "\t", &save), *l = strtok_r(NULL, "\t", &save);
+        char *c = strtok_r(NULL, "\t", &save), *t = strtok_r(NULL, "\t", &save);
+        char *la = strtok_r(NULL, "\t", &save), *n = strtok_r(NULL, "\t\n", &save);
+        if (!k || !l || !c || !t || !la || !n || !field_ok(k, sizeof cm->e->kernel) ||
+            !field_ok(l, sizeof cm->e->lane))
+            continue;
+        char *end;
+        errno = 0;
+        long cls = strtol(c, &end, 10);
+        if (*end || errno || cls < 0 || cls > 40)
+            continue;
+        double tpi = strtod(t, &end);
+        if (*end || !(tpi > 0) || !isfinite(tpi))
+            continue;
+        double lat = strtod(la, &end);
+        if (*end || !(lat >= 0) || !isfinite(lat))
+            continue;
+        long cnt = strtol(n, &end, 10);
+        if (*end || cnt < 1 || cnt > INT_MAX)
+            continue;
+        if (find(cm, k, l, (int)cls))
+            continue;
+        cm_entry *e = add(cm);
+        if (!e)
+            break;
+        snprintf(e->kernel, sizeof e->kernel, "%s", k);
+        snprintf(e->lane, sizeof e->lane, "%s", l);
+        e->cls = (int)cls;
+        e->tpi = tpi;
+        e->lat = lat;
+        e->n = (int)cnt;
+    }
+    fclose(f);
+}
+
+int tdm__cm_open(tdm_runtime *rt, const char *dir, tdm__costmodel **out)
+{
+    *out = NULL;
+    tdm__costmodel *cm = calloc(1, sizeof *cm);
+    if (!cm)
+        return tdm__err(rt, TDM_ENOMEM, "cost model: out of memory");
+    cm->rt = rt;
+    pthread_mutex_init(&cm->mu, NULL);
+    if (!dir) {
+        const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (x && x[0] == '/')
+            snprintf(cm->dir, sizeof cm->dir, "%s/tandem", x);
+        else if (home && home[0] == '/')
+            snprintf(cm->dir, sizeof cm->dir, "%s/.cache/tandem", home);
+    } else if (strcmp(dir, "off") != 0) {
+        snprintf(cm->dir, sizeof cm->dir, "%s", dir);
+    }
+    if (cm->dir[0]) {
+        int n = snprintf(cm->path, sizeof cm->path, "%s/costmodel-%016llx.tsv", cm->dir,
+                         machine_key());
+        if (n < 0 || (size_t)n >= sizeof cm->path)
+            cm->path[0] = cm->dir[0] = '\0';
+        else
+            load(cm);
+    }
+    tdm__log(rt, TDM_DEBUG_SCHED, "cost model: %d entr%s from %s", cm->n, cm->n == 1 ? "y" : "ies",
+             cm->path[0] ? cm->path : "(memory only)");
+    *out = cm;
+    return 0;
+}
+
+int tdm__cm_save(tdm__costmodel *cm)
+{
+    if (!cm)
+        return 0;
+    pthread_mutex_lock(&cm->mu);
+    int rc = 0;
+    if (!cm->dirty || !cm->path[0])
+        goto out;
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", cm->path, (long)getpid());
+    if ((rc = tdm__mkdir_p(cm->rt, "cost model", cm->dir)) != 0)
+        goto out;
+    FILE *f = NULL;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && !(f = fdopen(fd, "w")))
+        close(fd);
+    if (!f) {
+        rc = tdm__err(cm->rt, TDM_EIO, "cost model: cannot write %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    fprintf(f, "# tandem cost model v2: kernel, lane, size class (log4 items), ns per item, "
+               "ns per batch, samples\n");
+    for (int i = 0; i < cm->n; i++)
+        fprintf(f, "%s\t%s\t%d\t%.6g\t%.6g\t%d\n", cm->e[i].kernel, cm->e[i].lane,
+                cm->e[i].cls, cm->e[i].tpi, cm->e[i].lat, cm->e[i].n);
+    bool ok = fflush(f) == 0 && !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, cm->path) != 0) {
+        rc = tdm__err(cm->rt, TDM_EIO, "cost model: cannot write %s: %s", cm->path,
+                      strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    cm->dirty = false;
+out:
+    pthread_mutex_unlock(&cm->mu);
+    return rc;
+}
+
+int tdm__cm_close(tdm__costmodel *cm)
+{
+    if (!cm)
+        return 0;
+    int rc = tdm__cm_save(cm);
+    pthread_mutex_destroy(&cm->mu);
+    free(cm->e);
+    free(cm);
+    return rc;
+}
+
+double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, double *lat_ns,
+                   int *samples)
+{
+    double v = 0, lat = 0;
+    int best = 0;
+    pthread_mutex_lock(&cm->mu);
+    for (int i = 0; i < cm->n; i++) {
+        const cm_entry *e = &cm->e[i];
+        if (e->n > best && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+            best = e->n;
+            v = e->tpi;
+            lat = e->lat;
+        }
+    }
+    pthread_mutex_unlock(&cm->mu);
+    if (samples)
+        *samples = best;
+    if (lat_ns)
+        *lat_ns = lat;
+    return v;
+}
+
+void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                 double tpi, double lat, int samples)
+{
+    if (!(lat >= 0) || !isfinite(lat))
+        lat = 0;
+    if (!(tpi > 0) || !isfinite(tpi) || samples < 1 || !field_ok(kernel, sizeof cm->e->kernel) ||
+        !field_ok(lane, sizeof cm->e->lane))
+        return;
+    pthread_mutex_lock(&cm->mu);
+    cm_entry *e = find(cm, kernel, lane, cls);
+    if (!e && (e = add(cm))) {
+        snprintf(e->kernel, sizeof e->kernel, "%s", kernel);
+        snprintf(e->lane, sizeof e->lane, "%s", lane);
+        e->cls = cls;
+        e->tpi = tpi;
+        e->lat = lat;
+        e->n = samples;
+    } else if (e) {
+        double r = tpi / e->tpi;
+        if (r >= 0.5 && r <= 2.0) {
+            double wo = e->n < 64 ? e->n : 64, wn = samples < 64 ? samples : 64;
+            e->tpi = (e->tpi * wo + tpi * wn) / (wo + wn);
+            e->lat = (e->lat * wo + lat * wn) / (wo + wn);
+            e->n = e->n > INT_MAX - samples ? INT_MAX : e->n + samples;
+        } else {
+            e->tpi = sqrt(e->tpi * tpi);
+            e->lat = 0.5 * (e->lat + lat);
+            e->n = e->n / 2 > 1 ? e->n / 2 : 1;
+        }
+    }
+    if (e)
+        cm->dirty = true;
+    pthread_mutex_unlock(&cm->mu);
+}
+
+const char *tdm__cm_path(const tdm__costmodel *cm)
+{
+    return cm ? cm->path : "";
+}

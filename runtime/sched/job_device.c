@@ -1,0 +1,496 @@
+/* Running a map's batches on a device: the driver thread of one device claims batches and
+ * pipelines them over the device's queues — batch k+1 copies in while batch k computes and
+ * batch k-1 copies out — each queue in order, round-robin, so at most n_queues batches are in
+ * flight. A batch whose device work ends in TDM_ENOMEM — when its buffers are allocated, when
+ * it is enqueued, or only when its queue finishes (a driver that allocates lazily) — runs on
+ * the host instead, in this thread, when the kernel has a CPU implementation (and the job is
+ * not resident); the run goes on. Otherwise that batch fails with TDM_ENOMEM. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/device.h"
+#include "sched/job.h"
+#include "sched/job_sched.h"
+#include "core/core.h"
+#include "observe/trace.h"
+
+/* Automatic device batches move about this many bytes (inputs + outputs): large enough to
+ * amortise a launch and a transfer, small enough to pipeline and to balance devices. */
+#define TDM__DEV_BATCH_BYTES ((int64_t)8 << 20)
+#define TDM__MAX_QUEUES 8
+
+typedef struct {
+    bool busy;
+    uint64_t t_submit;
+    int64_t begin, end;
+    tdm_task task;
+    tdm__dbuf *in[16], *out[16];
+    size_t in_cap[16], out_cap[16];
+} tdm__qslot;
+
+/* Makes *b hold at least `need` bytes (at least 64: a zero-sized buffer is not allowed). */
+static int ensure_buf(tdm__devslot *ds, tdm__dbuf **b, size_t *cap, size_t need, char *detail,
+                      size_t len)
+{
+    if (need < 64)
+        need = 64;
+    if (*b && *cap >= need)
+        return 0;
+    if (*b) {
+        ds->ops->free(ds->dev, *b);
+        *b = NULL;
+        *cap = 0;
+    }
+    int rc = ds->ops->alloc(ds->dev, need, b, detail, len);
+    if (rc == 0)
+        *cap = need;
+    return rc;
+}
+
+/* After TDM_ENOMEM on a queue (now finished): frees the queue's batch buffers — memory the
+ * driver may not have been able to back (lazily, at first use) — so that its next batch
+ * allocates afresh, or fails at that and runs on the host. ds->mu held. */
+static void drop_bufs(tdm__devslot *ds, tdm__qslot *s)
+{
+    for (int k = 0; k < 16; k++) {
+        if (s->in[k])
+            ds->ops->free(ds->dev, s->in[k]);
+        if (s->out[k])
+            ds->ops->free(ds->dev, s->out[k]);
+        s->in[k] = s->out[k] = NULL;
+        s->in_cap[k] = s->out_cap[k] = 0;
+    }
+}
+
+/* Device copies of whole tensors, when the job runs resident (runtime/residency.c). */
+typedef struct {
+    tdm__dbuf *in[16], *out[16];
+} tdm__resident;
+
+/* Enqueues copy-in, kernel, copy-out of rows [begin, end) on queue q; or, resident, the kernel
+ * on the whole-tensor device copies (and the batch's rows copied back unless they stay). */
+static int submit(tdm__job *job, tdm__devslot *ds, int q, tdm__qslot *qs, const tdm__resident *r,
+                  tdm__dbuf *const *whole, char *detail, size_t len)
+{
+    const tdm__jdesc *d = job->d;
+    int64_t rows = qs->end - qs->begin;
+    int rc;
+    if (r)
+        goto launch;
+    for (int k = 0; k < d->n_in; k++) {
+        if ((d->whole >> k) & 1u)
+            continue; /* uploaded once for the job */
+        size_t bytes = (size_t)(rows * d->in_row_bytes[k]);
+        if ((rc = ensure_buf(ds, &qs->in[k], &qs->in_cap[k], bytes, detail, len)) < 0)
+            return rc;
+    }
+    for (int k = 0; k < d->n_out; k++) {
+        size_t bytes = (size_t)(rows * d->out_row_bytes[k]);
+        if ((rc = ensure_buf(ds, &qs->out[k], &qs->out_cap[k], bytes, detail, len)) < 0)
+            return rc;
+    }
+    for (int k = 0; k < d->n_in; k++) {
+        if ((d->whole >> k) & 1u)
+            continue;
+        size_t bytes = (size_t)(rows * d->in_row_bytes[k]);
+        if (bytes && (rc = ds->ops->write(ds->dev, q, qs->in[k], 0,
+                                          d->in_base[k] + qs->begin * d->in_row_bytes[k], bytes,
+                                          detail, len)) < 0)
+            return rc;
+        atomic_fetch_add_explicit(&job->bytes_to_device, (long long)bytes, memory_order_relaxed);
+        job->ws[ds->worker].bytes += (int64_t)bytes;
+    }
+launch:;
+    const tdm_dev_launch *l = &job->launch;
+    int64_t items = rows * l->items_per_row;
+    /* Batch buffers start at the batch's first row; resident copies at the tensor's. */
+    int64_t first = r ? qs->begin * l->items_per_row : 0;
+    tdm__karg args[TDM_DEV_MAX_ARGS];
+    for (int i = 0; i < l->n_args; i++) {
+        const tdm_dev_arg *a = &l->args[i];
+        tdm__karg *g = &args[i];
+        memset(g, 0, sizeof *g);
+        switch (a->kind) {
+        case TDM_DEV_ARG_INPUT:
+        case TDM_DEV_ARG_OUTPUT: {
+            bool in = a->kind == TDM_DEV_ARG_INPUT;
+            if (a->index < 0 || a->index >= (in ? d->n_in : d->n_out)) {
+                snprintf(detail, len, "device argument %d names %s %d, which the call lacks", i,
+                         in ? "input" : "output", a->index);
+                return TDM_EINVAL;
+            }
+            g->kind = TDM__KARG_BUF;
+            if (r)
+                g->buf = in ? r->in[a->index] : r->out[a->index];
+            else if (in && ((d->whole >> a->index) & 1u))
+                g->buf = whole[a->index];
+            else
+                g->buf = in ? qs->in[a->index] : qs->out[a->index];
+            break;
+        }
+        case TDM_DEV_ARG_NULL:
+            g->kind = TDM__KARG_NULL;
+            break;
+        case TDM_DEV_ARG_ROW0: {
+            int64_t v = qs->begin;
+            g->kind = TDM__KARG_VALUE;
+            g->size = sizeof v;
+            memcpy(g->value, &v, sizeof v);
+            break;
+        }
+        case TDM_DEV_ARG_BEGIN:
+        case TDM_DEV_ARG_END: {
+            int64_t v = a->kind == TDM_DEV_ARG_BEGIN ? first : first + items;
+            g->kind = TDM__KARG_VALUE;
+            g->size = sizeof v;
+            memcpy(g->value, &v, sizeof v);
+            break;
+        }
+        default:
+            g->kind = TDM__KARG_VALUE;
+            g->size = a->size <= sizeof g->value ? a->size : (uint32_t)sizeof g->value;
+            memcpy(g->value, a->value, g->size);
+            break;
+        }
+    }
+    if (l->dims == 2) {
+        /* A tiled entry: an output row's elements along dimension 0, the rows along 1. */
+        if (!ds->ops->launch_2d) {
+            snprintf(detail, len, "%s: this device backend has no 2-D launches", l->entry);
+            return TDM_EINVAL;
+        }
+        tdm__range2 g = {{l->items_per_row, rows}, {(uint32_t)l->local[0], (uint32_t)l->local[1]}};
+        rc = ds->ops->launch_2d(ds->dev, q, job->dev_key, job->dev_source, l->entry, args,
+                                l->n_args, &g, detail, len);
+    } else {
+        rc = ds->ops->launch(ds->dev, q, job->dev_key, job->dev_source, l->entry, args, l->n_args,
+                             items, detail, len);
+    }
+    if (rc < 0)
+        return rc;
+    if (r && job->opts.keep_on_device)
+        return 0; /* the outputs stay on the device */
+    for (int k = 0; k < d->n_out; k++) {
+        size_t bytes = (size_t)(rows * d->out_row_bytes[k]);
+        size_t src_off = r ? (size_t)(qs->begin * d->out_row_bytes[k]) : 0;
+        if (bytes &&
+            (rc = ds->ops->read(ds->dev, q, d->out_base[k] + qs->begin * d->out_row_bytes[k],
+                                r ? r->out[k] : qs->out[k], src_off, bytes, detail, len)) < 0)
+            return rc;
+        atomic_fetch_add_explicit(&job->bytes_from_device, (long long)bytes, memory_order_relaxed);
+        job->ws[ds->worker].bytes += (int64_t)bytes;
+    }
+    return 0;
+}
+
+/* Makes the device copies of the job's tensors current on ds (uploading what is not there
+ * yet). On failure the job runs without residency: host copies are made current instead. */
+static bool go_resident(tdm__job *job, tdm__devslot *ds, tdm__resident *r)
+{
+    char detail[256];
+    int64_t moved = 0;
+    int rc = 0;
+    const tdm__jdesc *d = job->d;
+    for (int k = 0; k < d->n_in && rc == 0; k++)
+        rc = tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &r->in[k], &moved, detail,
+                                 sizeof detail);
+    for (int k = 0; k < d->n_out && rc == 0; k++) {
+        const tdm_tensor *t = job->tout[k];
+        bool whole = tdm_tensor_nbytes(t) == t->storage->bytes;
+        rc = tdm__mirror_acquire(ds, t->storage, true, whole, &r->out[k], &moved, detail,
+                                 sizeof detail);
+    }
+    atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
+    job->ws[ds->worker].bytes += moved;
+    if (rc == 0)
+        return true;
+    tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: no residency on %s (%s): batches copy in and out",
+             job->what, ds->info.name, detail);
+    for (int k = 0; k < d->n_in; k++)
+        tdm__storage_sync_host(job->tin[k]->storage, false);
+    for (int k = 0; k < d->n_out; k++)
+        tdm__storage_sync_host(job->tout[k]->storage, true);
+    return false;
+}
+
+static int64_t auto_rows(const tdm__job *job)
+{
+    const tdm__jdesc *d = job->d;
+    int64_t row_bytes = 0;
+    for (int k = 0; k < d->n_in; k++)
+        row_bytes += d->in_row_bytes[k];
+    for (int k = 0; k < d->n_out; k++)
+        row_bytes += d->out_row_bytes[k];
+    int64_t rows = row_bytes > 0 ? TDM__DEV_BATCH_BYTES / row_bytes : job->n_items;
+    return rows > 0 ? rows : 1;
+}
+
+/* A device error that is not the batch's own fault (the kernel, its arguments, memory): the
+ * device is treated as lost. */
+static bool device_fault(int rc)
+{
+    return rc == TDM_ESYS;
+}
+
+/* Whether a batch the device could not run may run on the host instead: the kernel has a CPU
+ * implementation, and the job is not resident (its host copies may be older than the
+ * device's), unless the map forbids it (opts.no_cpu_fallback). */
+static bool host_fallback_ok(const tdm__job *job, bool resident)
+{
+    return job->d->kcpu && !resident && !job->opts.no_cpu_fallback;
+}
+
+/* Appends why a failed batch did not run on the host instead, when there is room. */
+static void note_no_fallback(const tdm__job *job, bool resident, char *detail, size_t len)
+{
+    size_t n = strlen(detail);
+    if (n < len)
+        snprintf(detail + n, len - n, "%s%s", n ? "; " : "",
+                 !job->d->kcpu             ? "the kernel has no CPU implementation to run it instead"
+                 : job->opts.no_cpu_fallback ? "the map forbids running it on the CPU instead"
+                                             : "resident data: the host copies are not current");
+}
+
+/* The device had no memory for this batch (its buffers, its launch, or only found at its
+ * completion): the batch runs on the host, here, when it may; else it fails with rc. */
+static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
+                          int64_t end, bool resident, int rc, const char *stage, char *detail,
+                          size_t len)
+{
+    if (!host_fallback_ok(job, resident)) {
+        note_no_fallback(job, resident, detail, len);
+        return rc;
+    }
+    tdm__log(job->rt, TDM_DEBUG_SCHED,
+             "%s: batch %lld (items %lld..%lld) runs on the CPU: no memory on %s at %s: %s",
+             job->what, (long long)task->batch, (long long)begin, (long long)end, ds->info.name,
+             stage, detail);
+    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+    task->reported = 0;
+    detail[0] = '\0';
+    return tdm__run_batch(job->d, begin, end, task);
+}
+
+/* The device is gone: the batch runs on the host instead, when its inputs are there. */
+static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
+                         int64_t end, bool resident, int rc, char *detail, size_t len)
+{
+    if (atomic_exchange(&ds->lost, 1) == 0)
+        tdm__log(job->rt, TDM_DEBUG_SCHED, "device %s lost (%s): its batches run on the CPU",
+                 ds->info.name, detail);
+    if (!host_fallback_ok(job, resident))
+        return rc;
+    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+    task->reported = 0;
+    detail[0] = '\0';
+    (void)len;
+    return tdm__run_batch(job->d, begin, end, task);
+}
+
+bool tdm__job_device_ok(tdm__job *job, int w)
+{
+    tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+    if (!ds || (job->dev_kind >= 0 && (int)ds->info.kind != job->dev_kind))
+        return false;
+    /* A lost device takes no new work while another device lives; a job bound to it (resident
+     * data) still has to end, so its driver stays and settles each batch on the host. */
+    return !(atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0);
+}
+
+void tdm__job_run_device(tdm__job *job, int w)
+{
+    tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+    if (!ds || !tdm__job_device_ok(job, w))
+        return;
+    tdm__jsched_presence(job, w, 1);
+    for (int k = 0; k < job->d->n_in; k++)
+        tdm__storage_register_pinned(ds, job->tin[k]->storage);
+    for (int k = 0; k < job->d->n_out && job->tout[k]; k++)
+        tdm__storage_register_pinned(ds, job->tout[k]->storage);
+    tdm__wstat *ws = &job->ws[w];
+    int nq = ds->ops->n_queues(ds->dev);
+    if (nq > TDM__MAX_QUEUES)
+        nq = TDM__MAX_QUEUES;
+    if (nq < 1)
+        nq = 1;
+    tdm__qslot qs[TDM__MAX_QUEUES];
+    memset(qs, 0, sizeof qs);
+    int64_t want = job->fixed_bs ? job->fixed_bs : auto_rows(job);
+    tdm__resident res;
+    memset(&res, 0, sizeof res);
+    bool resident = job->resident && go_resident(job, ds, &res);
+    /* Inputs given whole: device copies of the whole tensors, uploaded unless already current
+     * there. Without them (no device memory) this driver runs its batches on the host. */
+    tdm__dbuf *whole[16] = {NULL};
+    bool host_only = false;
+    char host_why[256] = "";
+    for (int k = 0; k < job->d->n_in && !resident; k++) {
+        if (!((job->d->whole >> k) & 1u))
+            continue;
+        int64_t moved = 0;
+        char why[256];
+        if (tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &whole[k], &moved, why,
+                                sizeof why) != 0) {
+            tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: input %d not on %s (%s): its batches run on "
+                     "the CPU", job->what, k, ds->info.name, why);
+            snprintf(host_why, sizeof host_why, "input %d (given whole) not on the device: %.200s",
+                     k, why);
+            host_only = true;
+            break;
+        }
+        atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
+        job->ws[w].bytes += moved;
+    }
+    int in_flight = 0;
+    uint64_t busy_since = 0, last_done = 0, grp_from = 0;
+    int64_t grp_n = 0;
+    int grp_batches = 0, grp_batches_seen = 0;
+    char detail[512];
+
+    for (int q = 0;; q = (q + 1) % nq) {
+        tdm__qslot *s = &qs[q];
+        if (s->busy) {
+            /* The oldest batch in flight: wait for it, then account it. */
+            detail[0] = '\0';
+            pthread_mutex_lock(&ds->mu);
+            int rc = ds->ops->finish(ds->dev, q, detail, sizeof detail);
+            if (ds->enomem_at > 0 && ++ds->completions == ds->enomem_at && rc == 0) {
+                rc = TDM_ENOMEM; /* TDM_DEVICE_ENOMEM_AT_FINISH: a simulated lazy allocation */
+                snprintf(detail, sizeof detail,
+                         "injected device out of memory at batch completion %d on %s",
+                         ds->completions, ds->info.name);
+            }
+            if (rc == TDM_ENOMEM)
+                drop_bufs(ds, s);
+            pthread_mutex_unlock(&ds->mu);
+            if (rc == 0 && ds->fail_after > 0 && ++ds->batches >= ds->fail_after) {
+                rc = TDM_ESYS; /* TDM_DEVICE_FAIL_AFTER: a simulated device loss */
+                snprintf(detail, sizeof detail, "injected device loss after %d batches",
+                         ds->batches);
+            }
+            s->busy = false;
+            uint64_t t_done = tdm__now_ns();
+            if (--in_flight == 0)
+                ws->busy_ns += t_done - busy_since;
+            if (job->sched) {
+                /* Queued batches overlap (a CPU device may even run its queues at once), so
+                 * one batch's time means little: the model learns from groups of n_queues
+                 * consecutive completions, each costing the device the time from the later of
+                 * its first submission and the previous group's end. The first group of a job
+                 * is set-up (program build, buffers) and is not learned from. */
+                if (grp_n == 0)
+                    grp_from = s->t_submit > last_done ? s->t_submit : last_done;
+                grp_n += s->end - s->begin;
+                if (++grp_batches >= nq || in_flight == 0) {
+                    tdm__jsched_done(job, w, grp_batches_seen++ ? grp_n : 0,
+                                     (double)(t_done - grp_from), in_flight == 0);
+                    grp_n = 0;
+                    grp_batches = 0;
+                    last_done = t_done;
+                }
+            }
+            tdm__trace_span(job->rt, (TDM__TRACE_DEVICE_BASE + w) * TDM__TRACE_QUEUES + q,
+                            job->what, s->task.batch, s->begin, s->end, rc, s->t_submit,
+                            tdm__now_ns());
+            if (device_fault(rc)) {
+                rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, detail,
+                                   sizeof detail);
+            } else if (rc == TDM_ENOMEM) {
+                uint64_t t0 = tdm__now_ns();
+                rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, "completion",
+                                    detail, sizeof detail);
+                if (in_flight == 0) /* (else the busy span still open covers it) */
+                    ws->busy_ns += tdm__now_ns() - t0;
+            }
+            tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
+        }
+        bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
+        bool got = false;
+        double est = 0;
+        if (!stopped && job->sched && in_flight > 0 && tdm__jsched_exploring(job, w))
+            continue; /* exploring: one batch at a time, each measured before the next */
+        if (!stopped && job->sched) {
+            int64_t b = tdm__jsched_want(job, w, &est);
+            if (b > 0) {
+                got = tdm__job_claim_exact(job, b, &s->begin, &s->end);
+                if (got)
+                    tdm__jsched_claimed(job, w, s->end - s->begin, est);
+            } else if (!tdm__job_exhausted(job)) {
+                /* Declined: a faster worker finishes it sooner. Drain what is in flight, then
+                 * leave the job until one of its batches completes. */
+                if (in_flight > 0)
+                    continue;
+                tdm__job_decline(job, w);
+                break;
+            }
+        } else if (!stopped) {
+            got = tdm__job_claim(job, want, &s->begin, &s->end);
+        }
+        if (!got) {
+            if (in_flight == 0)
+                break;
+            continue; /* drain the queues still busy */
+        }
+        s->task = (tdm_task){job->d, w, -1, 0, 0};
+        s->task.batch = atomic_fetch_add_explicit(&job->next_batch, 1, memory_order_relaxed);
+        if (atomic_load(&ds->lost)) {
+            /* Lost during this job: the rest of what this driver claims runs on the host
+             * (other devices, if any, go on on their own). */
+            char why[] = "the device was lost";
+            uint64_t t0 = tdm__now_ns();
+            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_ESYS, why,
+                                   sizeof why);
+            ws->busy_ns += tdm__now_ns() - t0;
+            tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, why);
+            continue;
+        }
+        if (in_flight++ == 0)
+            busy_since = tdm__now_ns();
+        detail[0] = '\0';
+        s->t_submit = tdm__now_ns();
+        pthread_mutex_lock(&ds->mu);
+        int rc = TDM_ENOMEM;
+        if (host_only)
+            snprintf(detail, sizeof detail, "%s", host_why);
+        else
+            rc = submit(job, ds, q, s, resident ? &res : NULL, whole, detail, sizeof detail);
+        if (rc != 0) {
+            /* Whatever was enqueued before the failure must finish before the buffers change. */
+            char ignored[64];
+            ds->ops->finish(ds->dev, q, ignored, sizeof ignored);
+            if (rc == TDM_ENOMEM)
+                drop_bufs(ds, s);
+        }
+        pthread_mutex_unlock(&ds->mu);
+        if (rc == 0) {
+            s->busy = true;
+            continue;
+        }
+        if (--in_flight == 0)
+            ws->busy_ns += tdm__now_ns() - busy_since;
+        if (rc == TDM_ENOMEM) {
+            /* No device memory for this batch (its buffers, or its launch): on the host. */
+            uint64_t t0 = tdm__now_ns();
+            rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc,
+                                host_only ? "its whole inputs" : "submission", detail,
+                                sizeof detail);
+            ws->busy_ns += tdm__now_ns() - t0;
+        }
+        tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
+    }
+    if (resident)
+        for (int k = 0; k < job->d->n_out; k++)
+            tdm__mirror_written(job->tout[k]->storage, !job->opts.keep_on_device);
+    tdm__jsched_presence(job, w, 0);
+    pthread_mutex_lock(&ds->mu);
+    for (int q = 0; q < nq; q++) {
+        for (int k = 0; k < 16; k++) {
+            if (qs[q].in[k])
+                ds->ops->free(ds->dev, qs[q].in[k]);
+            if (qs[q].out[k])
+                ds->ops->free(ds->dev, qs[q].out[k]);
+        }
+    }
+    pthread_mutex_unlock(&ds->mu);
+}

@@ -1,0 +1,332 @@
+/* The scheduler inside a job (see job_sched.h). */
+#include "sched/job_sched.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/costmodel.h"
+#include "sched/device.h"
+
+/* Per-batch fixed costs and preferred batch durations by kind of lane. */
+#define TDM__LAT_THREAD 200.0   /* ns: claiming and accounting a batch */
+#define TDM__LAT_PROC 5000.0    /* ns: the hand-off to a worker process and back */
+#define TDM__LAT_DEVICE 50000.0 /* ns: a launch and its synchronisation */
+#define TDM__TARGET_THREAD 100000.0
+#define TDM__TARGET_PROC 1000000.0
+#define TDM__TARGET_DEVICE 4000000.0
+
+static double since(const tdm__jsched *s)
+{
+    return (double)(tdm__now_ns() - s->t0);
+}
+
+int tdm__jsched_create(tdm__job *job)
+{
+    tdm_runtime *rt = job->rt;
+    unsigned kinds = 0;
+    for (unsigned k = job->on; k; k &= k - 1)
+        kinds++;
+    bool capped = false;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        capped |= job->opts.share_cap[k] > 0 && job->opts.share_cap[k] < 1;
+    if (kinds < 2 && !capped)
+        return 0;
+    tdm__jsched *s = calloc(1, sizeof *s);
+    tdm__jlane *lanes = aligned_alloc(TDM__CACHELINE, sizeof *lanes * (size_t)job->n_workers);
+    if (!s || !lanes) {
+        free(s);
+        free(lanes);
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (scheduler)", job->what);
+    }
+    memset(lanes, 0, sizeof *lanes * (size_t)job->n_workers);
+    s->n = job->n_workers;
+    s->lanes = lanes;
+    if (job->kernel)
+        snprintf(s->kernel, sizeof s->kernel, "%s.v%u", job->kernel->def.name,
+                 job->kernel->def.kernel_version);
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
+        double c = job->opts.share_cap[k];
+        s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
+        atomic_init(&s->used[k], 0);
+    }
+    tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(rt) : NULL;
+    for (int w = 0; w < s->n; w++) {
+        tdm__jlane *l = &lanes[w];
+        unsigned on = tdm__worker_kind(job, w);
+        l->eligible = (job->on & on) != 0;
+        l->fill = 1;
+        if (on == TDM__ON_THREADS) {
+            l->kind = TDM_BACKEND_CPU_THREADS;
+            l->lat = TDM__LAT_THREAD;
+            l->target_ns = TDM__TARGET_THREAD;
+            snprintf(l->key, sizeof l->key, "cpu");
+        } else if (on == TDM__ON_PROCS) {
+            l->kind = TDM_BACKEND_CPU_PROCS;
+            l->lat = TDM__LAT_PROC;
+            l->target_ns = TDM__TARGET_PROC;
+            snprintf(l->key, sizeof l->key, "procs");
+        } else {
+            const tdm__devslot *ds = tdm__device_of_worker(rt, w);
+            l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
+            l->lat = TDM__LAT_DEVICE;
+            l->target_ns = TDM__TARGET_DEVICE;
+            snprintf(l->key, sizeof l->key, "%s:%s", tdm_backend_kind_name(l->kind),
+                     ds ? ds->info.name : "?");
+            if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
+                l->eligible = false;
+            l->host_cpu = ds && ds->info.host_cpu;
+            /* a batch fills the device when each compute unit has a few dozen items */
+            l->fill = ds && ds->info.compute_units > 0 ? 64 * (int64_t)ds->info.compute_units : 64;
+        }
+        int samples = 0;
+        double stored_lat = 0;
+        double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
+        tdm__est_init(&l->est, l->lat);
+        if (stored > 0) {
+            tdm__est_seed(&l->est, stored, stored_lat, 4);
+            l->lat = l->est.lat;
+        }
+        atomic_init(&l->in_job, 0);
+        atomic_init(&l->tpi, l->est.tpi);
+        atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
+        atomic_init(&l->free_at, 0.0);
+        /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
+        atomic_init(&l->explore, stored > 0 ? 0 : 1);
+    }
+    job->declined_gen = malloc(sizeof *job->declined_gen * (size_t)job->n_workers);
+    if (!job->declined_gen) {
+        free(lanes);
+        free(s);
+        return tdm__err(rt, TDM_ENOMEM, "%s: out of memory (scheduler)", job->what);
+    }
+    for (int w = 0; w < job->n_workers; w++)
+        job->declined_gen[w] = UINT_MAX;
+    s->t0 = tdm__now_ns();
+    job->sched = s;
+    return 0;
+}
+
+void tdm__jsched_destroy(tdm__job *job)
+{
+    tdm__jsched *s = job->sched;
+    if (!s)
+        return;
+    tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL;
+    /* One value per kind of lane: the median of its lanes' estimates (for CPU threads, all
+     * threads count as one model). */
+    for (int w = 0; cm && w < s->n; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        if (l->est.count == 0 || job->ws[w].batches == 0)
+            continue;
+        bool first = true;
+        for (int v = 0; v < w; v++)
+            if (!strcmp(s->lanes[v].key, l->key) && s->lanes[v].est.count > 0 &&
+                job->ws[v].batches > 0)
+                first = false;
+        if (!first)
+            continue;
+        double tpis[256], lats[256];
+        int k = 0;
+        int64_t batches = 0, items = 0;
+        for (int v = w; v < s->n && k < 256; v++) {
+            if (strcmp(s->lanes[v].key, l->key) || s->lanes[v].est.count == 0 ||
+                job->ws[v].batches == 0)
+                continue;
+            tpis[k] = s->lanes[v].est.tpi;
+            lats[k++] = s->lanes[v].est.lat;
+            batches += job->ws[v].batches;
+            items += job->ws[v].items;
+        }
+        int cls = tdm__cm_size_class(batches ? items / batches : 1);
+        tdm__cm_put(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k),
+                    batches > 1000000 ? 1000000 : (int)batches);
+    }
+    free(s->lanes);
+    free(s);
+    job->sched = NULL;
+}
+
+/* A device lost during the run takes no more work. */
+static bool lane_alive(tdm__job *job, int w)
+{
+    if (tdm__worker_kind(job, w) != TDM__ON_DEVICES)
+        return true;
+    const tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+    return ds && !atomic_load_explicit(&ds->lost, memory_order_relaxed);
+}
+
+/* A device computing on the host's cores and the CPU threads share those cores: their
+ * throughputs do not add up, and measured side by side each would see the other's load, not
+ * its own speed. So they take turns: the threads calibrate first (the device waits), then the
+ * device explores alone (the threads wait), then the faster side runs the rest of the map and
+ * the other stands down (the device must be 5% faster to displace the threads). With a stored
+ * model both are calibrated from the start and the choice is immediate. Marks the lanes that
+ * must wait ineligible in v; true if it did. */
+static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, int n)
+{
+    double thr = 0, dev = 0;
+    bool any_dev = false, thr_ready = true, dev_ready = true, thr_here = false, dev_here = false;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (s->cap[k] != INT64_MAX)
+            return false; /* with share caps, every side has to take its part */
+    for (int j = 0; j < n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        /* (worker processes compute on the same cores as the threads) */
+        bool threads = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
+        if (!v[j].eligible || (!threads && !l->host_cpu))
+            continue;
+        bool ready = v[j].tpi > 0 && v[j].explore == 0;
+        any_dev |= l->host_cpu;
+        if (threads) {
+            thr_ready &= ready;
+            thr += ready ? 1.0 / v[j].tpi : 0;
+            thr_here |= present[j];
+        } else {
+            dev_ready &= ready;
+            dev += ready ? 1.0 / v[j].tpi : 0;
+            dev_here |= present[j];
+        }
+    }
+    if (!any_dev)
+        return false;
+    /* A side waits only for the other side being inside the job now: waiting for one busy
+     * in another job could leave this one with nobody working on it. */
+    bool threads_wait, dev_wait;
+    if (!thr_ready) { /* the threads calibrate first */
+        threads_wait = false;
+        dev_wait = thr_here;
+    } else if (!dev_ready) { /* then the device, alone */
+        threads_wait = dev_here;
+        dev_wait = false;
+    } else {
+        bool dev_wins = dev > 1.05 * thr;
+        dev_wait = !dev_wins && thr_here;
+        threads_wait = dev_wins && dev_here;
+    }
+    for (int j = 0; j < n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        bool cpu = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
+        if (cpu ? threads_wait : (l->host_cpu && dev_wait))
+            v[j].eligible = false;
+    }
+    return threads_wait || dev_wait;
+}
+
+void tdm__jsched_presence(tdm__job *job, int w, int in)
+{
+    if (job->sched && w < job->sched->n)
+        atomic_store_explicit(&job->sched->lanes[w].in_job, in, memory_order_relaxed);
+}
+
+bool tdm__jsched_exploring(tdm__job *job, int w)
+{
+    return atomic_load_explicit(&job->sched->lanes[w].explore, memory_order_relaxed) > 0;
+}
+
+int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
+{
+    tdm__jsched *s = job->sched;
+    tdm__lane_view v[256];
+    int n = s->n < 256 ? s->n : 256;
+    double now = since(s);
+    for (int j = 0; j < n; j++) {
+        tdm__jlane *l = &s->lanes[j];
+        int64_t used = atomic_load_explicit(&s->used[l->kind], memory_order_relaxed);
+        v[j] = (tdm__lane_view){
+            .tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed),
+            .free_at = atomic_load_explicit(&l->free_at, memory_order_relaxed),
+            .lat = atomic_load_explicit(&l->lat_fit, memory_order_relaxed),
+            .target_ns = l->target_ns,
+            .cap_left = s->cap[l->kind] == INT64_MAX ? INT64_MAX : s->cap[l->kind] - used,
+            .explore = atomic_load_explicit(&l->explore, memory_order_relaxed),
+            .eligible = l->eligible && lane_alive(job, j),
+        };
+    }
+    if (w >= n)
+        return 0;
+    /* Which side of shared cores runs is chosen from every lane of the job; then only the
+     * lanes inside the job now are counted on (one busy in another job, or gone after
+     * declining, might not come back in time). */
+    bool present[256];
+    for (int j = 0; j < n; j++)
+        present[j] = j == w || atomic_load_explicit(&s->lanes[j].in_job, memory_order_relaxed);
+    bool lost_cores = shared_cores(s, v, present, n);
+    for (int j = 0; j < n; j++)
+        if (!present[j])
+            v[j].eligible = false;
+    tdm__jlane *me = &s->lanes[w];
+    if (!v[w].eligible) {
+        if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: %s (worker %d) waits: it shares the CPU cores with the %s, "
+                     "which %s",
+                     job->what, me->key, w, me->host_cpu ? "CPU threads" : "host-CPU device",
+                     v[w].tpi > 0 && v[w].explore == 0 ? "are faster for this kernel"
+                                                       : "are being measured alone first");
+        me->declining = true;
+        return 0;
+    }
+    int64_t remaining = job->n_items - atomic_load_explicit(&job->cursor, memory_order_relaxed);
+    if (remaining <= 0)
+        return 0;
+    tdm__decision d;
+    tdm__sched_decide(v, n, w, now, remaining, &d);
+    *est_ns = d.explore ? me->lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0) : d.est_ns;
+    if (d.items == 0) {
+        if (!me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: %s (worker %d) declines: share %.2f items of %lld left, one "
+                     "item would end at %.1f us, worker %d ends one at %.1f us; run ends at "
+                     "%.1f us",
+                     job->what, me->key, w, d.share, (long long)remaining, d.finish_w * 1e-3,
+                     d.best_other, d.finish_other * 1e-3, d.t_end * 1e-3);
+        me->declining = true;
+        return 0;
+    }
+    me->declining = false;
+    if (job->opts.batch_size > 0) { /* the caller fixed the size: only the placement is ours */
+        d.items = job->opts.batch_size < remaining ? job->opts.batch_size : remaining;
+        *est_ns = v[w].lat + (double)d.items * v[w].tpi;
+    }
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: %s (worker %d) takes %lld of %lld items%s: est %.1f us at %.3g "
+                 "ns/item; share %.0f items, run ends at %.1f us",
+                 job->what, me->key, w, (long long)d.items, (long long)remaining,
+                 d.explore ? " (exploring)" : "", *est_ns * 1e-3, v[w].tpi, d.share,
+                 d.t_end * 1e-3);
+    return d.items;
+}
+
+void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns)
+{
+    tdm__jsched *s = job->sched;
+    tdm__jlane *l = &s->lanes[w];
+    double now = since(s);
+    double f = atomic_load_explicit(&l->free_at, memory_order_relaxed);
+    atomic_store_explicit(&l->free_at, (f > now ? f : now) + est_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->used[l->kind], n, memory_order_relaxed);
+    l->est_sum_ns += est_ns;
+    l->items_est += n;
+}
+
+void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
+{
+    tdm__jsched *s = job->sched;
+    tdm__jlane *l = &s->lanes[w];
+    if (n > 0) {
+        tdm__est_add(&l->est, (double)n, dur_ns);
+        atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
+        atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
+    }
+    long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
+    if (e > 0 && n > 0)
+        atomic_store_explicit(&l->explore,
+                              tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill),
+                              memory_order_relaxed);
+    if (idle)
+        atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
+}

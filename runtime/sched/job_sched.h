@@ -1,0 +1,63 @@
+/* tandem — the per-batch scheduler inside a job: one lane per worker (thread, process driver,
+ * device driver), each learning its time per item; every batch of a job that mixes backends
+ * is placed by tdm__sched_decide() (runtime/sched_model.c). Not API. */
+#ifndef TANDEM_JOB_SCHED_H
+#define TANDEM_JOB_SCHED_H
+
+#include "sched/job.h"
+#include "sched/sched_model.h"
+
+typedef struct tdm__jlane {
+    _Alignas(TDM__CACHELINE) _Atomic double tpi; /* published estimate, ns per item */
+    _Atomic double free_at;                      /* ns since the job started */
+    _Atomic double lat_fit;                      /* published fixed cost per batch, ns */
+    atomic_int in_job; /* its worker is inside the job now: only such lanes are counted on
+                        * (one busy in another job, or gone after declining, is not) */
+    atomic_llong explore;                        /* exploration ladder (0: calibrated) */
+    double lat, target_ns;
+    int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
+    bool eligible;
+    bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
+    tdm_backend_kind kind;
+    char key[96]; /* lane name in the stored model: "cpu", "procs", "opencl:<device>" */
+    /* written by the lane's own worker only */
+    tdm__est est;
+    double est_sum_ns;  /* the estimates of the batches it took */
+    int64_t items_est;  /* items of those batches */
+    bool declining;     /* for logging transitions only */
+    uint64_t last_done; /* device lanes: when its previous batch completed */
+} tdm__jlane;
+
+typedef struct tdm__jsched {
+    int n;
+    tdm__jlane *lanes;
+    uint64_t t0;
+    int64_t cap[TDM_BACKEND_KIND_COUNT]; /* items a kind may take; INT64_MAX: no cap */
+    atomic_llong used[TDM_BACKEND_KIND_COUNT];
+    char kernel[80]; /* key in the stored model */
+} tdm__jsched;
+
+/* Gives the job a scheduler when it mixes kinds of worker or caps a kind's share; lanes start
+ * from the stored model (calibrated) or explore. 0 or TDM_ENOMEM. */
+int tdm__jsched_create(tdm__job *job);
+/* Merges what the lanes learned into the runtime's model and frees the scheduler. */
+void tdm__jsched_destroy(tdm__job *job);
+
+/* Lane w asks for work: how many items to claim (0: decline; the worker then leaves the job
+ * until one of its batches completes, tdm__job_decline()). *est_ns gets the batch's
+ * estimated duration. */
+int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns);
+/* Lane w claimed n items [begin, end) estimated at est_ns. */
+void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns);
+/* Lane w finished a batch of n items that took dur_ns (for a device, since the later of its
+ * submission and the previous completion); `idle` says the lane has nothing else in flight. */
+void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle);
+
+/* Whether lane w is still exploring (a device then keeps one batch in flight, so each
+ * exploration batch is measured before the next is sized). */
+bool tdm__jsched_exploring(tdm__job *job, int w);
+
+/* Lane w's worker enters (1) or leaves (0) the job. */
+void tdm__jsched_presence(tdm__job *job, int w, int in);
+
+#endif

@@ -1,0 +1,213 @@
+/* The scheduler's estimator and decision (see sched_model.h). No state, no locks, no clock. */
+#include "sched/sched_model.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Median of v[0..n-1] (v is reordered). */
+static double median_of(double *v, int n)
+{
+    for (int i = 1; i < n; i++) { /* insertion sort: at most 66 values */
+        double x = v[i];
+        int j = i - 1;
+        while (j >= 0 && v[j] > x) {
+            v[j + 1] = v[j];
+            j--;
+        }
+        v[j + 1] = x;
+    }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fit(tdm__est *e)
+{
+    double sl[TDM__EST_WIN * (TDM__EST_WIN - 1) / 2], r[TDM__EST_WIN];
+    int m = 0, c = e->count;
+    for (int i = 0; i < c; i++) {
+        for (int j = i + 1; j < c; j++) {
+            double lo = e->n[i] < e->n[j] ? e->n[i] : e->n[j];
+            double hi = e->n[i] < e->n[j] ? e->n[j] : e->n[i];
+            if (hi >= 1.5 * lo) /* sizes clearly apart: the slope means something */
+                sl[m++] = (e->t[j] - e->t[i]) / (e->n[j] - e->n[i]);
+        }
+    }
+    if (m >= 3) {
+        double b = median_of(sl, m);
+        if (b > 0 && isfinite(b)) {
+            for (int i = 0; i < c; i++)
+                r[i] = e->t[i] - b * e->n[i];
+            double a = median_of(r, c);
+            e->tpi = b;
+            e->lat = a > 0 ? a : 0;
+            return;
+        }
+    }
+    /* Sizes alike (or a fit that makes no sense): time per item with the known fixed cost. */
+    double a = e->tpi > 0 ? e->lat : e->lat0;
+    int k = 0;
+    for (int i = 0; i < c; i++)
+        if (e->t[i] > a)
+            r[k++] = (e->t[i] - a) / e->n[i];
+    if (k * 2 >= c && k > 0) {
+        e->tpi = median_of(r, k);
+        e->lat = a;
+        return;
+    }
+    for (int i = 0; i < c; i++) /* every batch shorter than the fixed cost: all of it counts */
+        r[i] = e->t[i] / e->n[i];
+    e->tpi = median_of(r, c);
+    e->lat = 0;
+}
+
+double tdm__median(double *v, int n)
+{
+    return n > 0 ? median_of(v, n) : 0.0;
+}
+
+void tdm__est_init(tdm__est *e, double lat0)
+{
+    memset(e, 0, sizeof *e);
+    e->lat0 = lat0 > 0 && isfinite(lat0) ? lat0 : 0;
+}
+
+void tdm__est_add(tdm__est *e, double n, double dur)
+{
+    if (!(n > 0) || !(dur > 0) || !isfinite(dur) || !isfinite(n))
+        return;
+    e->n[e->next] = n;
+    e->t[e->next] = dur;
+    e->next = (e->next + 1) % TDM__EST_WIN;
+    if (e->count < TDM__EST_WIN)
+        e->count++;
+    fit(e);
+}
+
+void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
+{
+    double lat0 = e->lat0;
+    tdm__est_init(e, lat0);
+    if (!(tpi > 0) || !isfinite(tpi))
+        return;
+    if (!(lat >= 0) || !isfinite(lat))
+        lat = lat0;
+    if (weight > TDM__EST_WIN)
+        weight = TDM__EST_WIN;
+    if (weight < 2)
+        weight = 2;
+    /* Batches of spread sizes around the one that lasts 1 ms, on the stored line. */
+    double base = 1e6 / tpi / 4;
+    if (base < 1)
+        base = 1;
+    for (int i = 0; i < weight; i++) {
+        double n = base * (double)(1 << (i % 4));
+        tdm__est_add(e, n, lat + n * tpi);
+    }
+    e->tpi = tpi; /* exactly what was stored */
+    e->lat = lat;
+}
+
+double tdm__waterfill(const double *a, const double *rate, int n, double items)
+{
+    double sr = 0, sra = 0;
+    bool in[256];
+    int m = n < 256 ? n : 256;
+    for (int j = 0; j < m; j++) {
+        in[j] = rate[j] > 0;
+        if (in[j]) {
+            sr += rate[j];
+            sra += rate[j] * a[j];
+        }
+    }
+    if (sr <= 0)
+        return INFINITY;
+    double t = (items + sra) / sr;
+    /* Lanes available only after t do not help: drop them and solve again (t only falls). */
+    for (;;) {
+        bool dropped = false;
+        for (int j = 0; j < m; j++) {
+            if (in[j] && a[j] >= t) {
+                in[j] = false;
+                sr -= rate[j];
+                sra -= rate[j] * a[j];
+                dropped = true;
+            }
+        }
+        if (!dropped || sr <= 0)
+            break;
+        t = (items + sra) / sr;
+    }
+    return t;
+}
+
+int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
+                          int64_t fill)
+{
+    if (explore <= 0)
+        return 0;
+    double enough = 16.0 * lat;
+    if (enough > target_ns)
+        enough = target_ns;
+    if ((dur_ns >= enough && n >= fill) || n < explore)
+        return 0;
+    int64_t base = n > explore ? n : explore;
+    return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;
+}
+
+void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, int64_t remaining,
+                       tdm__decision *out)
+{
+    memset(out, 0, sizeof *out);
+    out->best_other = -1;
+    out->t_end = INFINITY;
+    const tdm__lane_view *me = &lanes[w];
+    if (!me->eligible || me->cap_left <= 0 || remaining <= 0)
+        return;
+    int64_t limit = remaining < me->cap_left ? remaining : me->cap_left;
+    if (me->explore > 0 || !(me->tpi > 0)) {
+        /* (at most a share of what is left: exploring is not a reason to straggle) */
+        int64_t b = me->explore < 1 ? 1 : me->explore;
+        int64_t share = remaining / (2 * (int64_t)(n > 0 ? n : 1));
+        if (b > share)
+            b = share > 1 ? share : 1;
+        out->items = b < limit ? b : limit;
+        out->explore = true;
+        return;
+    }
+    double a[256], rate[256];
+    int m = n < 256 ? n : 256;
+    double best_other = INFINITY;
+    for (int j = 0; j < m; j++) {
+        const tdm__lane_view *l = &lanes[j];
+        bool usable = l->eligible && l->tpi > 0 && l->cap_left > 0;
+        /* (A device asking while its queues still hold work is available after that work.) */
+        double avail = (l->free_at > now ? l->free_at : now) + l->lat;
+        a[j] = avail;
+        rate[j] = usable ? 1.0 / l->tpi : 0.0;
+        if (usable && j != w && avail + l->tpi < best_other) {
+            best_other = avail + l->tpi;
+            out->best_other = j;
+        }
+    }
+    double t = tdm__waterfill(a, rate, m, (double)remaining);
+    double share = (t - a[w]) / me->tpi;
+    out->t_end = t;
+    out->share = share;
+    out->finish_w = a[w] + me->tpi;
+    out->finish_other = best_other;
+    int64_t b;
+    if (share >= 2.0) {
+        double target = me->target_ns / me->tpi;
+        double half = share / 2.0;
+        double x = half < target ? half : target;
+        b = x >= (double)limit ? limit : (int64_t)x;
+        if (b < 1)
+            b = 1;
+    } else if (share >= 1.0 || out->finish_w <= best_other) {
+        /* The tail: a last item or two goes where it ends first. */
+        b = share >= 1.0 ? (int64_t)share : 1;
+    } else {
+        return; /* another lane finishes it sooner: decline */
+    }
+    out->items = b < limit ? b : limit;
+    out->est_ns = me->lat + (double)out->items * me->tpi;
+}
