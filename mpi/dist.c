@@ -9,7 +9,6 @@
 #include <xxhash.h>
 
 #include "dist_internal.h"
-#include "observe/trace.h"
 
 int tdm_dist_available(void)
 {
@@ -282,7 +281,7 @@ int tdm_dist_bcast(tdm_dist *d, tdm_tensor **t, int root, unsigned mem)
     if (rc == 0 && d->rank == root)
         rc = tdm_tensor_to_host(*t);
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_bcast")) == 0) {
-        void *p = d->rank == root ? tdm__tensor_ptr(*t) : tdm_tensor_data(*t);
+        void *p = d->rank == root ? tdm__tensor_host(*t) : tdm_tensor_data(*t);
         rc = tdm__dcomm_bcast(d, p, tdm_tensor_nbytes(*t), root);
     }
     if (rc != 0 && made) {
@@ -318,7 +317,7 @@ int tdm_dist_scatter(tdm_dist *d, tdm_tensor *global, const int64_t *rows, const
         if (rows) {
             int64_t sum = 0;
             for (int r = 0; r < d->size; r++) {
-                if (rows[r] < 0 || tdm__add_ovf(sum, rows[r], &sum))
+                if (rows[r] < 0 || __builtin_add_overflow(sum, rows[r], &sum))
                     sum = -1;
                 cnt[r] = rows[r];
             }
@@ -344,7 +343,7 @@ int tdm_dist_scatter(tdm_dist *d, tdm_tensor *global, const int64_t *rows, const
         goto out;
     size_t rb = tdm__row_bytes((tdm_dtype)h.dtype, h.ndim, h.shape);
     if (d->rank == root) {
-        const char *src = tdm__tensor_ptr(global);
+        const char *src = tdm__tensor_host(global);
         int64_t off = 0;
         for (int r = 0; r < d->size && rc == 0; r++) {
             size_t n = (size_t)cnt[r] * rb;
@@ -431,13 +430,13 @@ int tdm_dist_gather(tdm_dist *d, tdm_tensor *local, int root, unsigned mem, tdm_
         for (int r = 0; r < d->size && rc == 0; r++) {
             size_t n = (size_t)hs[r].shape[0] * rb;
             if (r == to)
-                memcpy(dst + (size_t)off * rb, tdm__tensor_ptr(local), n);
+                memcpy(dst + (size_t)off * rb, tdm__tensor_host(local), n);
             else if (n)
                 rc = tdm__dcomm_recv(d, dst + (size_t)off * rb, n, r, 3);
             off += hs[r].shape[0];
         }
     } else if (hs[d->rank].shape[0]) {
-        rc = tdm__dcomm_send(d, tdm__tensor_ptr(local), (size_t)hs[d->rank].shape[0] * rb, to, 3);
+        rc = tdm__dcomm_send(d, tdm__tensor_host(local), (size_t)hs[d->rank].shape[0] * rb, to, 3);
     }
     if ((rc = tdm__dist_agree(d, rc, "tdm_dist_gather")) == 0 && all)
         rc = tdm__dcomm_bcast(d, tdm_tensor_data(*global), (size_t)total * rb, 0);
@@ -507,20 +506,20 @@ static int check_local(tdm_dist *d, tdm__dcall *c, csig *s, const char *fn)
     }
     if (!c->kernel[0])
         return tdm__err(rt, TDM_EINVAL, "%s: kernel name is NULL or empty", fn);
-    const tdm__kernel *k = tdm__kernel_find(rt, c->kernel);
+    const tdm_kernel_def *k = tdm__kernel_def(rt, c->kernel);
     if (!k)
         return tdm__err(rt, TDM_ENOTFOUND, "%s: no kernel named '%s'", fn, c->kernel);
-    if (c->n_in < k->def.n_in_min || c->n_in > k->def.n_in_max || c->n_out != k->def.n_out ||
+    if (c->n_in < k->n_in_min || c->n_in > k->n_in_max || c->n_out != k->n_out ||
         c->n_in > 16 || c->n_out > 16)
         return tdm__err(rt, TDM_EINVAL,
                         "%s: '%s' takes %d..%d inputs and %d outputs, not %d and %d", fn, c->kernel,
-                        k->def.n_in_min, k->def.n_in_max, k->def.n_out, c->n_in, c->n_out);
+                        k->n_in_min, k->n_in_max, k->n_out, c->n_in, c->n_out);
     if ((c->n_in > 0 && !c->in) || (c->n_out > 0 && !c->out))
         return tdm__err(rt, TDM_EINVAL, "%s: tensor array is NULL", fn);
-    if (k->def.params_size != c->params_size)
+    if (k->params_size != c->params_size)
         return tdm__err(rt, TDM_EINVAL, "%s: '%s' takes %zu bytes of params, not %zu", fn,
-                        c->kernel, k->def.params_size, c->params_size);
-    c->whole = k->def.whole_inputs;
+                        c->kernel, k->params_size, c->params_size);
+    c->whole = k->whole_inputs;
     int64_t rows = -1;
     for (int i = 0; i < c->n_in + c->n_out; i++) {
         tdm_tensor *t = i < c->n_in ? c->in[i] : c->out[i - c->n_in];

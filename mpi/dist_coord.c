@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "dist_run.h"
-#include "observe/progress_internal.h"
 
 static double rate_of(const run *s, int r)
 {

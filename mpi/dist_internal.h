@@ -2,7 +2,7 @@
 #ifndef TANDEM_DIST_INTERNAL_H
 #define TANDEM_DIST_INTERNAL_H
 
-#include "internal.h"
+#include "seam.h"
 
 #if TDM_HAVE_MPI
 #include <mpi.h>

@@ -13,6 +13,7 @@
  * stolen rows travel from their owner to the thief and the results travel back.
  * Messages: small control messages on one communicator, bulk rows on another, all
  * non-blocking, so no two ranks can block each other. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,6 @@
 #include <unistd.h>
 
 #include "dist_run.h"
-#include "observe/trace.h"
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -271,7 +271,7 @@ static int on_grant(run *s, const dmsg *m)
         bool part = c->dopts.layout == TDM_DIST_PARTITIONED;
         bool remote = part && k->owner != d->rank;
         int64_t base = part && !remote ? c->offset[d->rank] : 0;
-        unsigned mem = tdm__procs_count(d->rt->procs) > 0 ? TDM_MEM_SHARED : TDM_MEM_HOST;
+        unsigned mem = tdm__runtime_procs(d->rt) > 0 ? TDM_MEM_SHARED : TDM_MEM_HOST;
         for (int i = 0; i < c->n_in && rc == 0; i++) {
             bool whole = c->whole >> i & 1u;
             if (!remote || whole) {
@@ -330,7 +330,7 @@ static int on_send_rows(run *s, const dmsg *m)
     int thief = m->owner;
     for (int i = 0; i < c->n_in && rc == 0; i++)
         if (!(c->whole >> i & 1u))
-            rc = post(s, true, (char *)tdm__tensor_ptr(c->in[i]) + (size_t)lb * s->in_rb[i],
+            rc = post(s, true, (char *)tdm__tensor_host(c->in[i]) + (size_t)lb * s->in_rb[i],
                       (size_t)n * s->in_rb[i], thief, tag, &l->reqs);
     for (int j = 0; j < c->n_out && rc == 0; j++)
         rc = post(s, false, (char *)tdm_tensor_data(c->out[j]) + (size_t)lb * s->out_rb[j],
@@ -361,7 +361,7 @@ static int poll_chunks(run *s)
                 moved = 1;
             }
         } else if (k->state == C_RUN) {
-            if (k->job && !atomic_load_explicit(&k->job->done_flag, memory_order_acquire))
+            if (k->job && !tdm__job_finished(k->job))
                 continue;
             dmsg m = {0};
             int st;

@@ -4,7 +4,6 @@
 #define TANDEM_DIST_RUN_H
 
 #include "dist_internal.h"
-#include "sched/job.h"
 
 enum { M_REQ = 1, M_GRANT, M_DONE, M_PROG, M_SEND_ROWS, M_HOME, M_END };
 

@@ -11,12 +11,12 @@
 
 #include "tandem.h"
 
+#include "seam.h" /* errors, logging, time, row bytes: shared with libtandem-mpi */
+
 #if defined(__GNUC__)
-#define TDM__PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define TDM__LIKELY(x) __builtin_expect(!!(x), 1)
 #define TDM__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
-#define TDM__PRINTF(a, b)
 #define TDM__LIKELY(x) (x)
 #define TDM__UNLIKELY(x) (x)
 #endif
@@ -25,26 +25,11 @@
 #define TDM__ERRMSG_LEN 512
 #define TDM__MAX_DEVICES 64
 
-/* ---- errors and logging (runtime/core/error.c) ------------------------------------------------ */
+/* ---- errors (runtime/core/error.c; tdm__err, tdm__log, tdm__now_ns... are in seam.h) ---- */
 
-/* Records a formatted message as the last error of `rt` for the calling thread (rt may be NULL)
- * and returns `code`, so error paths read `return tdm__err(rt, TDM_EINVAL, "...", ...);`. */
-int tdm__err(const tdm_runtime *rt, int code, const char *fmt, ...) TDM__PRINTF(3, 4);
-/* snprintf at buf + at (when at < len; NULL/0 otherwise, so the length still counts what
- * did not fit): returns at + the formatted length, as a *_format() call returns it
- * (runtime/report.c). */
-size_t tdm__appendf(char *buf, size_t len, size_t at, const char *fmt, ...) TDM__PRINTF(4, 5);
-/* Clears the calling thread's last message for rt (called at the start of public entries that
- * succeed, so a stale message is not mistaken for a new one). */
-void tdm__err_clear(const tdm_runtime *rt);
 /* Writes a formatted message into a caller's buffer (when msg is not NULL and len > 0) and
  * returns `code`: the error paths of functions that report through (msg, len) pairs. */
 int tdm__msg(char *msg, size_t len, int code, const char *fmt, ...) TDM__PRINTF(4, 5);
-/* Emits a debug line when `flag` is in the runtime's debug flags (to its log_fn or stderr). */
-void tdm__log(const tdm_runtime *rt, unsigned flag, const char *fmt, ...) TDM__PRINTF(3, 4);
-
-/* ---- time (runtime/core/error.c) -------------------------------------------------------------- */
-uint64_t tdm__now_ns(void); /* CLOCK_MONOTONIC */
 
 /* ---- checked arithmetic ------------------------------------------------------------------ */
 static inline bool tdm__mul_ovf(int64_t a, int64_t b, int64_t *r)
@@ -92,16 +77,6 @@ struct tdm_tensor {
  * memory: the reference then stays the caller's). Counted in the runtime's live tensors. */
 tdm_tensor *tdm__tensor_new(tdm__storage *s, tdm_dtype dtype, int ndim, const int64_t *shape,
                             const int64_t *strides, int64_t offset);
-
-/* Bytes of one row (dims 1..ndim-1) of a contiguous tensor of this dtype and shape; the
- * element size for ndim <= 1. */
-static inline size_t tdm__row_bytes(tdm_dtype dtype, int ndim, const int64_t *shape)
-{
-    size_t b = tdm_dtype_size(dtype);
-    for (int i = 1; i < ndim; i++)
-        b *= (size_t)shape[i];
-    return b;
-}
 
 /* The tensor's first element in host memory, without the residency check of tdm_tensor_data(). */
 static inline void *tdm__tensor_ptr(const tdm_tensor *t)
