@@ -127,4 +127,14 @@ void tdm__dcoord_free(coord *k);
 int tdm__dcoord_msg(run *s, int tag, const dmsg *m);
 void tdm__dcoord_draw(run *s, bool final);
 
+/* dist_chunk.c, for the loop in dist_run.c */
+void tdm__drun_release_chunk(chunk *k);
+int tdm__drun_reap_ctl(run *s);
+int tdm__drun_on_send_rows(run *s, const dmsg *m);
+int tdm__drun_tag_of(const run *s, int64_t id);
+double tdm__drun_my_rate(const run *s);
+int tdm__drun_poll_chunks(run *s);
+int tdm__drun_post(run *s, bool send, void *p, size_t bytes, int peer, int tag, reqv *v);
+int tdm__drun_on_grant(run *s, const dmsg *m);
+
 #endif

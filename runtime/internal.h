@@ -178,11 +178,11 @@ struct tdm_runtime {
     atomic_int probed;        /* 1 once they have been probed */
 
     tdm__pool *pool;
-    tdm__arena *arena;            /* every TDM_MEM_SHARED tensor lives here */
-    tdm__procs *procs;            /* worker processes, NULL when config.procs is 0 */
-    struct tdm__devices *devices; /* opened device backends' devices (runtime/devices.c) */
-    pthread_mutex_t dev_mu;       /* guards opening them */
-    struct tdm__trace *trace;     /* NULL unless tracing */
+    tdm__arena *arena;                /* every TDM_MEM_SHARED tensor lives here */
+    tdm__procs *procs;                /* worker processes, NULL when config.procs is 0 */
+    struct tdm__devices *devices;     /* opened device backends' devices (runtime/devices.c) */
+    pthread_mutex_t dev_mu;           /* guards opening them */
+    struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */
     char sched_model_dir[1024];       /* copy of cfg.sched_model_dir ("" = default) */
     bool sched_model_set;

@@ -100,5 +100,4 @@ void tdm__kernel_registry_free(tdm_runtime *rt);
 int tdm__shm_reserve(tdm_runtime *rt, size_t bytes);
 void tdm__shm_unreserve(tdm_runtime *rt, size_t bytes);
 
-
 #endif
