@@ -29,9 +29,9 @@ static void test_source_embedded(void **state)
     assert_non_null(bodies);
     assert_true(dialect < bodies);
     assert_null(strstr(s, "#include \"tdm_dialect.h\""));
-    const char *entries[] = {"tdm_exp_sinh_f32",    "tdm_exp_sinh_f64", "tdm_axpy_f64",
-                             "tdm_scale_shift_f32", "tdm_sum_f64",      "tdm_mean_f32",
-                             "tdm_sumsq_f64",       "tdm_normalize_u8", "tdm_pi_leibniz",
+    const char *entries[] = {"tdm_exp_sinh_f32",    "tdm_exp_sinh_f64",     "tdm_axpy_f64",
+                             "tdm_scale_shift_f32", "tdm_sum_f64",          "tdm_mean_f32",
+                             "tdm_sumsq_f64",       "tdm_normalize_u8",     "tdm_pi_leibniz",
                              "tdm_linear_f32",      "tdm_softmax_xent_f32", "tdm_adam_f32"};
     for (size_t i = 0; i < COUNT(entries); i++)
         if (!strstr(s, entries[i]))
