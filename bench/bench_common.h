@@ -129,9 +129,11 @@ static inline void bench_close(tdm_runtime *rt)
 }
 
 /* "target: <text> ... met" / "not met". */
-static inline void bench_target(const char *text, int met)
+/* One target line: what is aimed at, the figure measured in this run, met or not. The lines
+ * start with "target:" so bench/run_all.sh can gather them into its summary table. */
+static inline void bench_target(const char *text, double figure, int met)
 {
-    printf("target: %-58s %s\n", text, met ? "met" : "NOT met");
+    printf("target: %-62s %12.4g  %s\n", text, figure, met ? "met" : "NOT met");
 }
 
 /* The header every benchmark prints: what it measures, the library, threads and cores. */

@@ -172,8 +172,8 @@ int main(int argc, char **argv)
     printf("   vs pool cold start: threads 2.5 ms, Pool 40 ms, loky 242 ms (paid once, at open)\n");
 
     printf("\n");
-    bench_target("empty batch < 0.5 us (wall / batches)", us_batch < 0.5);
-    bench_target("trivial item with automatic batching < 20 ns", ns_item < 20.0);
+    bench_target("empty batch < 0.5 us (wall / batches), us", us_batch, us_batch < 0.5);
+    bench_target("trivial item with automatic batching < 20 ns, ns", ns_item, ns_item < 20.0);
 
     /* keep the sinks alive so the loops are not optimised away */
     uint64_t all = serial_sink;

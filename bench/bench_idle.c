@@ -107,8 +107,8 @@ int main(int argc, char **argv)
     printf("   %-40s %11.3f%%\n", "runtime open, after a parallel_for", ma);
     printf("   (above baseline: %.3f and %.3f points; StarPU 1.3 idle workers: ~100%%)\n\n",
            mo - mb, ma - mb);
-    bench_target("idle runtime < 1% of a core (just opened)", mo < 1.0);
-    bench_target("idle runtime < 1% of a core (after work)", ma < 1.0);
+    bench_target("idle runtime < 1% of a core (just opened), %", mo, mo < 1.0);
+    bench_target("idle runtime < 1% of a core (after work), %", ma, ma < 1.0);
 
     free(base);
     free(open_);

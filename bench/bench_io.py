@@ -218,6 +218,16 @@ def main():
     c, h, m = (res["cache_compute_exp_sinh"][0], res["cache_hit_load"][0],
                res["cache_hit_mmap_verified"][0])
     print("  cache hit vs recomputing exp_sinh:  %.1fx (loaded), %.1fx (mapped)" % (c / h, c / m))
+    print()
+
+    def target(text, fig, met):  # the same lines as bench_common.h's bench_target()
+        print("target: %-62s %12.4g  %s" % (text, fig, "met" if met else "NOT met"))
+    r_save = np_s / res["tandem_save_raw_turns"][0]
+    r_load = np_l / res["tandem_load_raw_turns"][0]
+    r_mmap = py["numpy_mmap"][1] / res["tandem_load_raw_mmap_touch"][0]
+    target(".npy save >= 1.0x numpy.save", r_save, r_save >= 1.0)
+    target(".npy load >= 1.0x numpy.load", r_load, r_load >= 1.0)
+    target(".npy mmap + touch >= 1.0x numpy mmap_mode='r'", r_mmap, r_mmap >= 1.0)
 
 
 if __name__ == "__main__":

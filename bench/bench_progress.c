@@ -184,10 +184,10 @@ int main(int argc, char **argv)
 
     double o_cb = (s.cb / s.off - 1.0) * 100.0, o_bar = (s.bar / s.off - 1.0) * 100.0;
     double l_cb = (l.cb / l.off - 1.0) * 100.0, l_bar = (l.bar / l.off - 1.0) * 100.0;
-    bench_target("progress callback overhead < 1% (10M-item runs)", o_cb < 1.0);
-    bench_target("progress bar overhead < 1% (10M-item runs)", o_bar < 1.0);
-    bench_target("progress callback overhead < 1% (long runs)", l_cb < 1.0);
-    bench_target("progress bar overhead < 1% (long runs)", l_bar < 1.0);
+    bench_target("progress callback overhead < 1% (10M-item runs), %", o_cb, o_cb < 1.0);
+    bench_target("progress bar overhead < 1% (10M-item runs), %", o_bar, o_bar < 1.0);
+    bench_target("progress callback overhead < 1% (long runs), %", l_cb, l_cb < 1.0);
+    bench_target("progress bar overhead < 1% (long runs), %", l_bar, l_bar < 1.0);
 
     int bad = !ok_short || !ok_long;
     if (bad)

@@ -1,7 +1,9 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Runs every benchmark from a build directory and prints everything. Builds nothing.
 #   bench/run_all.sh <build dir> [extra options passed to every benchmark]
 # Each benchmark repeats its measurements and quotes medians; expect a few minutes in all.
+# Ends with one summary table: every target line the benchmarks printed ("target: ..."), with
+# its figure and whether this run met it.
 set -u
 if [ $# -lt 1 ] || [ ! -d "$1" ]; then
     echo "usage: $0 <build dir> [options for every benchmark]" >&2
@@ -9,6 +11,9 @@ if [ $# -lt 1 ] || [ ! -d "$1" ]; then
 fi
 dir=$1
 shift
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run_all() {
 status=0
 for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_autobatch bench_procs bench_devices; do
     exe=$dir/bench/$b
@@ -73,4 +78,14 @@ if [ -x "$dir/bench/bench_io" ]; then
     fi
 fi
 echo; "$dir/bench/bench_sched" "$@" || { echo "bench_sched: exit $?" >&2; status=1; } # the scheduler: AUTO vs CPU / OpenCL alone, decision cost
-exit $status
+return $status
+}
+run_all "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+echo
+echo "== summary: every target of this run (figure = the measured value; see each benchmark above)"
+grep '^target:' "$log" | sed 's/^target: //'
+n_all=$(grep -c '^target:' "$log")
+n_not=$(grep -c '^target:.*NOT met$' "$log")
+echo "$((n_all - n_not)) of $n_all targets met, $n_not not met"
+exit "$status"
