@@ -122,10 +122,19 @@ typedef struct tdm_dist_report {
     tdm_dist_rank_report ranks[TDM_DIST_MAX_REPORT_RANKS];
 } tdm_dist_report;
 
+#ifdef __cplusplus
+#define TDM_DIST_REPORT_INIT                                                                       \
+    ([] {                                                                                          \
+        tdm_dist_report tdm_v_ = tdm_dist_report();                                                \
+        tdm_v_.size = sizeof(tdm_dist_report);                                                     \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_DIST_REPORT_INIT                                                                       \
     {                                                                                              \
         .size = sizeof(tdm_dist_report)                                                            \
     }
+#endif
 
 TDM_BEGIN_DECLS
 

@@ -69,7 +69,7 @@ typedef struct tdm_dev_arg {
     tdm_dev_arg_kind kind;
     int index;
     uint32_t size;
-    _Alignas(16) unsigned char value[64];
+    TDM_ALIGNAS(16) unsigned char value[64];
 } tdm_dev_arg;
 
 /** A device launch: entry point name, argument list, and items per tensor row (e.g. 1 for a

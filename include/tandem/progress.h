@@ -2,6 +2,7 @@
 #ifndef TANDEM_PROGRESS_H
 #define TANDEM_PROGRESS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tandem/export.h"

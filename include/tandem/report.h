@@ -45,10 +45,19 @@ typedef struct tdm_report {
     tdm_report_worker workers[TDM_REPORT_MAX_WORKERS];
 } tdm_report;
 
+#ifdef __cplusplus
+#define TDM_REPORT_INIT                                                                            \
+    ([] {                                                                                          \
+        tdm_report tdm_v_ = tdm_report();                                                          \
+        tdm_v_.size = sizeof(tdm_report);                                                          \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_REPORT_INIT                                                                            \
     {                                                                                              \
         .size = sizeof(tdm_report)                                                                 \
     }
+#endif
 
 TDM_BEGIN_DECLS
 

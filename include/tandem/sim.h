@@ -58,11 +58,23 @@ typedef struct tdm_sim_config {
     tdm_sim_backend backends[TDM_SIM_MAX_BACKENDS];
 } tdm_sim_config;
 
+#ifdef __cplusplus
+#define TDM_SIM_CONFIG_INIT                                                                        \
+    ([] {                                                                                          \
+        tdm_sim_config tdm_v_ = tdm_sim_config();                                                  \
+        tdm_v_.size = sizeof(tdm_sim_config);                                                      \
+        tdm_v_.version = TDM_SIM_CONFIG_VERSION;                                                   \
+        tdm_v_.items = 1000000;                                                                    \
+        tdm_v_.seed = 1;                                                                           \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_SIM_CONFIG_INIT                                                                        \
     {                                                                                              \
         .size = sizeof(tdm_sim_config), .version = TDM_SIM_CONFIG_VERSION, .items = 1000000,       \
         .calibrated = 0, .seed = 1                                                                 \
     }
+#endif
 
 /** Per-backend figures of a simulated run. */
 typedef struct tdm_sim_backend_result {
@@ -212,12 +224,29 @@ typedef struct tdm_sim_cluster_config {
     tdm_sim_node_group groups[TDM_SIM_MAX_GROUPS];
 } tdm_sim_cluster_config;
 
+#ifdef __cplusplus
+#define TDM_SIM_CLUSTER_CONFIG_INIT                                                                \
+    ([] {                                                                                          \
+        tdm_sim_cluster_config tdm_v_ = tdm_sim_cluster_config();                                  \
+        tdm_v_.size = sizeof(tdm_sim_cluster_config);                                              \
+        tdm_v_.version = TDM_SIM_CLUSTER_CONFIG_VERSION;                                           \
+        tdm_v_.items = 1000000;                                                                    \
+        tdm_v_.net_bandwidth = 12.5e9;                                                             \
+        tdm_v_.net_latency_s = 2e-6;                                                               \
+        tdm_v_.coord_service_s = 5e-6;                                                             \
+        tdm_v_.slow_node = -1;                                                                     \
+        tdm_v_.slow_factor = 1;                                                                    \
+        tdm_v_.seed = 1;                                                                           \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_SIM_CLUSTER_CONFIG_INIT                                                                \
     {                                                                                              \
         .size = sizeof(tdm_sim_cluster_config), .version = TDM_SIM_CLUSTER_CONFIG_VERSION,         \
         .items = 1000000, .net_bandwidth = 12.5e9, .net_latency_s = 2e-6, .coord_service_s = 5e-6, \
         .min_chunk = 0, .slow_node = -1, .slow_factor = 1, .seed = 1                               \
     }
+#endif
 
 /** One node's figures in a cluster run. */
 typedef struct tdm_sim_node_result {
