@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <tandem.h>
 
@@ -571,7 +572,7 @@ static int demo_pi(tdm_runtime *rt, const demo_opts *o, const runner *runners, i
         /* the kernel through tdm_map, with a progress bar */
         tdm_map_opts mo = TDM_MAP_OPTS_INIT;
         mo.policy = runners[r].policy;
-        mo.progress = o->progress ? TDM_PROGRESS_AUTO : TDM_PROGRESS_OFF;
+        mo.progress = o->progress && isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
         mo.desc = "pi batch";
         tdm_report rep = TDM_REPORT_INIT;
         memset(yd, 0, (size_t)o->items * sizeof *yd);
@@ -652,7 +653,7 @@ static int demo_exp_sinh(tdm_runtime *rt, const demo_opts *o, const runner *runn
     for (int r = 0; r < n_runners; r++) {
         tdm_map_opts mo = TDM_MAP_OPTS_INIT;
         mo.policy = runners[r].policy;
-        mo.progress = o->progress ? TDM_PROGRESS_AUTO : TDM_PROGRESS_OFF;
+        mo.progress = o->progress && isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
         mo.desc = "exp*sinh";
         tdm_report rep = TDM_REPORT_INIT;
         t0 = now_s();
