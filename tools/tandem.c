@@ -133,7 +133,11 @@ static void usage(FILE *f)
                "  --bandwidth       measure host<->device copy bandwidth of each device\n"
                "\n"
                "environment: TDM_NUM_THREADS, TDM_NUM_PROCS, TDM_BACKENDS=cpu,procs,opencl,...,\n"
-               "             TDM_DEBUG=all\n");
+               "             TDM_DEBUG=all, TDM_PROGRESS\n"
+               "\n"
+               "exit status: 0 success, 1 a tandem call failed or a result did not match,\n"
+               "             2 bad usage. `tandem <command> --help` works for every command;\n"
+               "             man tandem for more.\n");
 }
 
 /* Matches "--name VALUE" or "--name=VALUE"; advances *i past the value. 1 = matched,
@@ -190,6 +194,10 @@ static int cmd_info(int argc, char **argv)
         if (!strcmp(argv[i], "--bandwidth")) {
             bandwidth = 1;
             continue;
+        }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
         }
         int m = opt_value(argc, argv, &i, "--threads", &v);
         if (m < 0)
