@@ -25,10 +25,10 @@ typedef enum tdm_progress_mode {
 typedef struct tdm_progress {
     int64_t done;  /**< items finished */
     int64_t total; /**< items in the run */
-    double elapsed_s;
+    double elapsed_s; /**< seconds since the run started */
     double rate;  /**< items per second so far */
     double eta_s; /**< estimated seconds left (-1 if unknown) */
-    int n_workers;
+    int n_workers;             /**< entries of per_worker */
     const int64_t *per_worker; /**< items finished by each worker; valid during the call */
     int final;                 /**< 1 for the last call of the run */
 } tdm_progress;
