@@ -7,7 +7,7 @@ processes (and 0 for reference), batch 64, on two workloads:
 
   synthetic  u8 3x224x224 made per item (seeded), float /255, Normalize(ImageNet), random
              horizontal flip: no I/O, no decoding, the cost of the loader itself;
-  jpeg       china.jpg / flower.jpg (640x427) in turn from ../shared/data: PIL open +
+  jpeg       china.jpg / flower.jpg (640x427) in turn from tests/data: PIL open +
              convert("RGB"), RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize.
 
     /usr/bin/python3 bench/bench_dataloader.py [--images 1024] [--tandem PATH]
@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (median)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "tests", "data"))
     ap.add_argument("--variants", default="synthetic,jpeg")
     ap.add_argument("--tandem", metavar="PATH", help="the tandem side's executable")
     a = ap.parse_args()

@@ -112,7 +112,7 @@ static char *pinned_alloc(tdm__dev *d, size_t n, int *registered, char *why, siz
     detail[0] = '\0';
     *registered = ops->host_register(d, p, n, detail, sizeof detail) == 0;
     if (!*registered)
-        snprintf(why, len, "host_register refused: %s", detail);
+        snprintf(why, len, "host_register refused: %.*s", (int)(len > 24 ? len - 24 : 0), detail);
     return p;
 }
 

@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads, TDM_NUM_THREADS")
     ap.add_argument("--runs", type=int, default=3, help="runs of each side (median)")
     ap.add_argument("--seed", type=int, default=0, help="the split's seed (train_mlp's --seed 0)")
-    ap.add_argument("--data", default=os.path.normpath(os.path.join(HERE, "..", "..", "shared",
+    ap.add_argument("--data", default=os.path.normpath(os.path.join(HERE, "..", "tests",
                                                                      "data")),
                     help="directory holding digits.csv.gz")
     a = ap.parse_args()

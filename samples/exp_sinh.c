@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <unistd.h>
+
 #include <tandem.h>
 
 #define CHECK(call)                                                                                \
@@ -47,7 +49,7 @@ int main(int argc, char **argv)
 
     /* Map the kernel; the built-in "exp_sinh" takes no parameter block (NULL, 0). */
     tdm_map_opts opts = TDM_MAP_OPTS_INIT;
-    opts.progress = TDM_PROGRESS_AUTO; /* a bar on stderr if it is a terminal */
+    opts.progress = isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF; /* on a tty */
     opts.desc = "exp*sinh";
     tdm_report report = TDM_REPORT_INIT;
     CHECK(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &opts, &report));

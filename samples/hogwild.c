@@ -53,6 +53,10 @@
 
 #include <tandem.h>
 
+#ifndef TDM_SAMPLE_DATA_DIR /* set by samples/CMakeLists.txt: the source tree's tests/data */
+#define TDM_SAMPLE_DATA_DIR "tests/data"
+#endif
+
 enum { F = 64, H = 128, C = 10, MAX_ROWS = 2000, B = 32, MAX_PROCS = 64 };
 enum { NW1 = F * H, NB1 = H, NW2 = H * C, NB2 = C, NPARAM = NW1 + NB1 + NW2 + NB2 };
 
@@ -325,10 +329,12 @@ static double parse_num(const char *v, int *bad)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){"../shared/data/digits.csv.gz", 2, 30, 0, 0.25, 0.9, 1e-3, 0, 0};
+    *o = (options){TDM_SAMPLE_DATA_DIR "/digits.csv.gz", 2, 30, 0, 0.25, 0.9, 1e-3, 0, 0};
+    /* The data: --data FILE, else $TDM_DATA_DIR/digits.csv.gz, else the copy in the source
+     * tree (tests/data, the build's default). */
     const char *env = getenv("TDM_DATA_DIR");
     static char path[4096];
-    if (env) {
+    if (env && *env) {
         snprintf(path, sizeof path, "%s/digits.csv.gz", env);
         o->data = path;
     }

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <unistd.h>
+
 #include <tandem.h>
 
 /* Every tandem call returns 0 or a negative TDM_E* code; tdm_errmsg() says what went wrong. */
@@ -88,12 +90,13 @@ int main(int argc, char **argv)
     double *pi = tdm_tensor_data(y);
 
     /* 3. Map the built-in kernel over the items. The kernel has no inputs: the output's rows
-     *    give the item count. The parameter block is the kernel's own struct. The bar is drawn
-     *    on stderr when it is a terminal (TDM_PROGRESS_AUTO); use TDM_PROGRESS_BAR to force it,
-     *    TDM_PROGRESS_CALLBACK to get the numbers yourself. */
+     *    give the item count. The parameter block is the kernel's own struct. A library
+     *    prints nothing unless asked (TDM_PROGRESS_AUTO draws only when env TDM_PROGRESS
+     *    asks): this program asks for the bar when stderr is a terminal;
+     *    TDM_PROGRESS_CALLBACK gives you the numbers instead. */
     tdm_pi_params kp = {terms};
     tdm_map_opts opts = TDM_MAP_OPTS_INIT; /* auto batch size, auto policy */
-    opts.progress = TDM_PROGRESS_AUTO;
+    opts.progress = isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
     opts.desc = "pi batch";
     tdm_report report = TDM_REPORT_INIT; /* `size` must be set: the INIT macro does it */
     CHECK(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &kp, sizeof kp, &opts, &report));

@@ -11,12 +11,15 @@
  *
  *   sample_preprocess_images [--images N] [--batch 64] [--workers 2] [--seed S]
  *                            [--variant jpeg|synthetic] [--on-bad skip|replace]
- *                            [--files a.jpg,b.jpg,...] [--checksum]
+ *                            [--files a.jpg,b.jpg,...] [--data DIR] [--checksum]
  *
  * --variant synthetic makes u8 3x224x224 images from the seed instead of decoding (the
  * DataLoader comparison's variant a). Prints images/s for the whole run and in steady state
  * (after the ring has filled once), and `tandem_img_per_s X` (the steady state) for
- * bench/bench_dataloader.py. Exit code 0; 1 on a failed call; 2 usage. */
+ * bench/bench_dataloader.py. The photos are china.jpg and flower.jpg in --data DIR (default:
+ * $TDM_DATA_DIR, else the source tree's tests/data), or the --files list.
+ * Exit code 0 when every image was delivered; 1 on a failed call; 2 usage; 3 when the run
+ * completed but some images failed (each is printed with its reason). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,10 @@
 #include <time.h>
 
 #include <tandem.h>
+
+#ifndef TDM_SAMPLE_DATA_DIR /* set by samples/CMakeLists.txt: the source tree's tests/data */
+#define TDM_SAMPLE_DATA_DIR "tests/data"
+#endif
 
 enum { S = 224, MAX_FILES = 64, PATH_LEN = 512 };
 
@@ -94,7 +101,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: sample_preprocess_images [--images N] [--batch B] [--workers P] "
                     "[--seed S] [--variant jpeg|synthetic] [--on-bad skip|replace] "
-                    "[--files a.jpg,b.jpg,...] [--checksum]\n");
+                    "[--files a.jpg,b.jpg,...] [--data DIR] [--checksum]\n");
     return 2;
 }
 
@@ -103,7 +110,7 @@ int main(int argc, char **argv)
     long images = 512, batch = 64, workers = 2;
     unsigned long long seed = 0;
     int synthetic = 0, replace = 0, checksum = 0;
-    const char *files = NULL;
+    const char *files = NULL, *data = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--checksum")) {
@@ -127,6 +134,8 @@ int main(int argc, char **argv)
             replace = !strcmp(v, "replace");
         else if (!strcmp(a, "--files"))
             files = v;
+        else if (!strcmp(a, "--data"))
+            data = v;
         else
             return usage();
     }
@@ -157,7 +166,8 @@ int main(int argc, char **argv)
              t = strtok_r(NULL, ",", &s))
             snprintf(paths[n_paths++], PATH_LEN, "%s", t);
     } else {
-        const char *dir = getenv("TDM_DATA_DIR") ? getenv("TDM_DATA_DIR") : "../shared/data";
+        const char *env = getenv("TDM_DATA_DIR");
+        const char *dir = data ? data : env && *env ? env : TDM_SAMPLE_DATA_DIR;
         snprintf(paths[n_paths++], PATH_LEN, "%s/china.jpg", dir);
         snprintf(paths[n_paths++], PATH_LEN, "%s/flower.jpg", dir);
     }
@@ -228,5 +238,11 @@ int main(int argc, char **argv)
     tdm_pipeline_close(p);
     tdm_tensor_release(paths_t);
     tdm_runtime_close(rt);
-    return rc == TDM_EDONE ? 0 : 1;
+    if (rc != TDM_EDONE)
+        return 1;
+    if (failed > 0) {
+        fprintf(stderr, "%lld of %ld images failed\n", (long long)failed, images);
+        return 3;
+    }
+    return 0;
 }

@@ -21,6 +21,10 @@
 
 #include <tandem.h>
 
+#ifndef TDM_SAMPLE_DATA_DIR /* set by samples/CMakeLists.txt: the source tree's tests/data */
+#define TDM_SAMPLE_DATA_DIR "tests/data"
+#endif
+
 enum { F = 64, H = 128, C = 10, MAX_ROWS = 2000 };
 
 static tdm_runtime *rt;
@@ -122,10 +126,12 @@ static void forward(layer *l1, layer *l2, tdm_tensor *x, tdm_tensor *h, tdm_tens
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){"../shared/data/digits.csv.gz", "adam", "auto", 40, 32, 0, 3e-3, 0, 0};
+    *o = (options){TDM_SAMPLE_DATA_DIR "/digits.csv.gz", "adam", "auto", 40, 32, 0, 3e-3, 0, 0};
+    /* The data: --data FILE, else $TDM_DATA_DIR/digits.csv.gz, else the copy in the source
+     * tree (tests/data, the build's default). */
     const char *env = getenv("TDM_DATA_DIR");
     static char path[4096];
-    if (env) {
+    if (env && *env) {
         snprintf(path, sizeof path, "%s/digits.csv.gz", env);
         o->data = path;
     }

@@ -17,3 +17,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 $SUDO apt-get install -y -qq --no-install-recommends libjpeg62-turbo-dev
 # MPI (tandem/dist.h): Open MPI; the tests run 2 and 4 ranks with mpirun on loopback.
 $SUDO apt-get install -y -qq --no-install-recommends libopenmpi-dev openmpi-bin
+# The API reference (cmake --build build --target docs) and the C++ consumer checks.
+$SUDO apt-get install -y -qq --no-install-recommends doxygen g++

@@ -29,13 +29,21 @@ static void need_jpeg(void)
         skip();
 }
 
+/* The test data: $TDM_DATA_DIR (CTest sets it), else tests/data beside this source file (the
+ * build's __FILE__ is the source path), so the executable also runs by hand from anywhere. */
 static const char *data_path(const char *name)
 {
     static char buf[4][512];
     static int i;
     char *b = buf[i++ % 4];
     const char *dir = getenv("TDM_DATA_DIR");
-    snprintf(b, 512, "%s/%s", dir && *dir ? dir : "../shared/data", name);
+    if (dir && *dir) {
+        snprintf(b, 512, "%s/%s", dir, name);
+    } else {
+        const char *slash = strrchr(__FILE__, '/');
+        int n = slash ? (int)(slash - __FILE__) : 1;
+        snprintf(b, 512, "%.*s/data/%s", n, slash ? __FILE__ : ".", name);
+    }
     return b;
 }
 

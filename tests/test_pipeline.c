@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -373,6 +374,41 @@ static void test_open_errors(void **state)
     tdm_test_close(rt);
 }
 
+/* libtandem does not link libjpeg: it loads it with dlopen at the first decode. When it cannot
+ * be loaded (TDM_JPEG_LIBRARY names a path that does not exist), the decoders return
+ * TDM_ENODEV with the loader's message and tdm_image_have_jpeg() says 0; nothing else breaks.
+ * In a child: the library is looked up once per process. */
+static void test_jpeg_library_missing(void **state)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("TDM_JPEG_LIBRARY", "/nonexistent/libjpeg.so.62", 1);
+        static const unsigned char soi[4] = {0xff, 0xd8, 0xff, 0xd9};
+        uint8_t px[16];
+        tdm_image_info info;
+        char err[256] = "";
+        int rc = tdm_image_decode_jpeg(soi, sizeof soi, 0, px, sizeof px, &info, err, sizeof err);
+        if (strstr(err, "built without libjpeg"))
+            _exit(0); /* (nothing to load in that build) */
+        if (tdm_image_have_jpeg())
+            _exit(10);
+        if (rc != TDM_ENODEV)
+            _exit(11);
+        if (!strstr(err, "/nonexistent/libjpeg.so.62") || !strstr(err, "tdm_image_decode_jpeg"))
+            _exit(12);
+        rc = tdm_image_read_jpeg("/nonexistent.jpg", 0, px, sizeof px, &info, err, sizeof err);
+        if (rc != TDM_ENODEV || info.width != 0)
+            _exit(13);
+        rc = tdm_image_jpeg_info(soi, sizeof soi, &info, err, sizeof err);
+        _exit(rc == TDM_ENODEV ? 0 : 14);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +419,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_seeds_independent_of_backend),
         cmocka_unit_test(test_close_early_and_empty),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_jpeg_library_missing),
     };
     return TDM_TEST_MAIN("pipeline", tests);
 }

@@ -1,7 +1,9 @@
 /* Runtime: open/close, configuration, environment overrides, backends, devices, errors. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tdm_test.h"
 
@@ -252,6 +254,39 @@ static void test_no_opencl_platform_is_zero_devices(void **state)
     unsetenv("OCL_ICD_VENDORS");
 }
 
+/* libtandem does not link the OpenCL ICD loader: it loads it with dlopen. A loader that cannot
+ * be loaded (here a path that does not exist, through TDM_OPENCL_LIBRARY) is zero OpenCL
+ * devices with the loader's error as the note, and the runtime opens. In a child: the loader is
+ * looked up once per process. */
+static void test_no_opencl_loader_is_zero_devices(void **state)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("TDM_OPENCL_LIBRARY", "/nonexistent/libOpenCL.so.1", 1);
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.threads = 1;
+        tdm_runtime *rt = NULL;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(10);
+        tdm_backend_info bi;
+        if (tdm_runtime_backend(rt, TDM_BACKEND_OPENCL, &bi) != 0)
+            _exit(11);
+        if (bi.n_devices != 0)
+            _exit(12);
+        /* (a build without the OpenCL backend has its own note) */
+        if (bi.built && !strstr(bi.note, "/nonexistent/libOpenCL.so.1"))
+            _exit(13);
+        if (tdm_runtime_close(rt) != 0)
+            _exit(14);
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_system_info(void **state)
 {
     tdm_system_info si;
@@ -409,6 +444,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_backend_table),
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_no_opencl_platform_is_zero_devices),
+        cmocka_unit_test(test_no_opencl_loader_is_zero_devices),
         cmocka_unit_test(test_system_info),
         cmocka_unit_test(test_close_null),
         cmocka_unit_test(test_null_handle_getters),

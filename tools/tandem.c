@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <tandem.h>
 
@@ -132,7 +133,11 @@ static void usage(FILE *f)
                "  --bandwidth       measure host<->device copy bandwidth of each device\n"
                "\n"
                "environment: TDM_NUM_THREADS, TDM_NUM_PROCS, TDM_BACKENDS=cpu,procs,opencl,...,\n"
-               "             TDM_DEBUG=all\n");
+               "             TDM_DEBUG=all, TDM_PROGRESS\n"
+               "\n"
+               "exit status: 0 success, 1 a tandem call failed or a result did not match,\n"
+               "             2 bad usage. `tandem <command> --help` works for every command;\n"
+               "             man tandem for more.\n");
 }
 
 /* Matches "--name VALUE" or "--name=VALUE"; advances *i past the value. 1 = matched,
@@ -189,6 +194,10 @@ static int cmd_info(int argc, char **argv)
         if (!strcmp(argv[i], "--bandwidth")) {
             bandwidth = 1;
             continue;
+        }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
         }
         int m = opt_value(argc, argv, &i, "--threads", &v);
         if (m < 0)
@@ -571,7 +580,7 @@ static int demo_pi(tdm_runtime *rt, const demo_opts *o, const runner *runners, i
         /* the kernel through tdm_map, with a progress bar */
         tdm_map_opts mo = TDM_MAP_OPTS_INIT;
         mo.policy = runners[r].policy;
-        mo.progress = o->progress ? TDM_PROGRESS_AUTO : TDM_PROGRESS_OFF;
+        mo.progress = o->progress && isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
         mo.desc = "pi batch";
         tdm_report rep = TDM_REPORT_INIT;
         memset(yd, 0, (size_t)o->items * sizeof *yd);
@@ -652,7 +661,7 @@ static int demo_exp_sinh(tdm_runtime *rt, const demo_opts *o, const runner *runn
     for (int r = 0; r < n_runners; r++) {
         tdm_map_opts mo = TDM_MAP_OPTS_INIT;
         mo.policy = runners[r].policy;
-        mo.progress = o->progress ? TDM_PROGRESS_AUTO : TDM_PROGRESS_OFF;
+        mo.progress = o->progress && isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
         mo.desc = "exp*sinh";
         tdm_report rep = TDM_REPORT_INIT;
         t0 = now_s();

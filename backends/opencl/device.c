@@ -834,7 +834,7 @@ static ocl_param *kernel_params(cl_kernel k, cl_uint n)
         char t[64] = "";
         if (clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_NAME, sizeof t - 1, t, NULL) != CL_SUCCESS)
             t[0] = '\0';
-        snprintf(ps[i].type, sizeof ps[i].type, "%s", t);
+        snprintf(ps[i].type, sizeof ps[i].type, "%.*s", (int)sizeof ps[i].type - 1, t);
         switch (aq) {
         case CL_KERNEL_ARG_ADDRESS_GLOBAL:
         case CL_KERNEL_ARG_ADDRESS_CONSTANT:

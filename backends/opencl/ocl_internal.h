@@ -8,4 +8,8 @@
  * outside the table (the caller prints the number next to it). Static string; thread-safe. */
 const char *tdm__cl_errname(cl_int code);
 
+/* NULL once the ICD loader is loaded (backends/opencl/cl_dlopen.c: libOpenCL.so.1, or env
+ * TDM_OPENCL_LIBRARY, loaded on first use), else why it could not be. Thread-safe. */
+const char *tdm__cl_load_error(void);
+
 #endif

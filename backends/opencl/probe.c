@@ -7,6 +7,7 @@
 
 #include <CL/cl.h>
 
+#include "ocl_internal.h"
 #include "sched/device.h"
 
 static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
@@ -15,6 +16,10 @@ static int ocl_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note
     *n = 0;
     cl_uint n_plat = 0;
     cl_int err = clGetPlatformIDs(0, NULL, &n_plat);
+    if (tdm__cl_load_error()) {
+        snprintf(note, len, "no OpenCL ICD loader: %s", tdm__cl_load_error());
+        return 0;
+    }
     if (err != CL_SUCCESS || n_plat == 0) {
         snprintf(note, len, "no OpenCL platform (clGetPlatformIDs: %d)", (int)err);
         return 0;

@@ -67,8 +67,8 @@ typedef struct tdm_cache_opts {
 
 /** Counters of one tdm_cache handle (this process's calls through it). */
 typedef struct tdm_cache_stats {
-    int64_t hits;
-    int64_t misses;
+    int64_t hits;           /**< lookups answered from the cache */
+    int64_t misses;         /**< lookups that computed (and stored) the outputs */
     int64_t stores;         /**< entries written */
     int64_t store_failures; /**< results computed but not stored (disk full, I/O error...) */
     int64_t corrupt;        /**< entries found corrupted or truncated (treated as misses) */

@@ -40,7 +40,7 @@ typedef struct tdm_dist_config {
     uint32_t size;    /**< sizeof(tdm_dist_config) */
     uint32_t version; /**< TDM_DIST_CONFIG_VERSION */
     int *argc;        /**< handed to MPI_Init_thread when tandem initialises MPI; may be NULL */
-    char ***argv;
+    char ***argv;     /**< the same for argv; may be NULL */
     int single; /**< 1: run as a single rank even under mpirun (every rank alone) */
 } tdm_dist_config;
 
@@ -76,7 +76,7 @@ typedef enum tdm_dist_collect {
 typedef struct tdm_dist_opts {
     uint32_t size;    /**< sizeof(tdm_dist_opts) */
     uint32_t version; /**< TDM_DIST_OPTS_VERSION */
-    tdm_dist_layout layout;
+    tdm_dist_layout layout;     /**< replicated or partitioned tensors (TDM_DIST_REPLICATED) */
     tdm_dist_collect gather;    /**< TDM_DIST_REPLICATED only */
     int no_steal;               /**< 1: static split in proportion to throughput, no stealing (a
                                  *  baseline to compare with) */
@@ -119,13 +119,22 @@ typedef struct tdm_dist_report {
     int64_t steals;      /**< times a rank took part of another's range */
     int64_t bytes_moved; /**< bytes sent between ranks (inputs of stolen items, results) */
     int n_ranks;         /**< rows used in ranks[] */
-    tdm_dist_rank_report ranks[TDM_DIST_MAX_REPORT_RANKS];
+    tdm_dist_rank_report ranks[TDM_DIST_MAX_REPORT_RANKS]; /**< one row per rank */
 } tdm_dist_report;
 
+#ifdef __cplusplus
+#define TDM_DIST_REPORT_INIT                                                                       \
+    ([] {                                                                                          \
+        tdm_dist_report tdm_v_ = tdm_dist_report();                                                \
+        tdm_v_.size = sizeof(tdm_dist_report);                                                     \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_DIST_REPORT_INIT                                                                       \
     {                                                                                              \
         .size = sizeof(tdm_dist_report)                                                            \
     }
+#endif
 
 TDM_BEGIN_DECLS
 

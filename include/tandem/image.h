@@ -135,7 +135,7 @@ TDM_EXTERN int tdm_image_read_jpeg(const char *path, unsigned flags, uint8_t *ds
 /** A splitmix64 generator: 64 bits of state, owned by the caller (copy it freely; one per
  *  thread or per item: no locking anywhere). */
 typedef struct tdm_rng {
-    uint64_t state;
+    uint64_t state; /**< the generator's state: seed it with any value */
 } tdm_rng;
 
 /** A generator for (seed, stream): the same pair always gives the same sequence, on any
@@ -155,10 +155,10 @@ TDM_EXTERN double tdm_rng_uniform(tdm_rng *rng);
 /** A rectangle of an image: columns x .. x + width - 1, rows y .. y + height - 1.
  *  (torchvision's crop parameters (i, j, h, w) are (y, x, height, width).) */
 typedef struct tdm_image_crop {
-    int x;
-    int y;
-    int width;
-    int height;
+    int x;      /**< first column */
+    int y;      /**< first row */
+    int width;  /**< columns */
+    int height; /**< rows */
 } tdm_image_crop;
 
 /** torchvision's RandomResizedCrop.get_params for a width x height image: up to 10 tries of

@@ -101,10 +101,10 @@ typedef struct tdm_load_opts {
 
 /** What a file's header says (tdm_file_info_get). */
 typedef struct tdm_file_info {
-    tdm_file_kind kind;
+    tdm_file_kind kind;          /**< the file's format */
     tdm_dtype dtype; /**< npy / tdz */
-    int ndim;
-    int64_t shape[TDM_MAX_DIMS];
+    int ndim;                    /**< dimensions of the stored tensor */
+    int64_t shape[TDM_MAX_DIMS]; /**< its shape (ndim entries used) */
     int fortran_order;   /**< npy: 1 if the data is column-major */
     int big_endian;      /**< npy: 1 if the data is big-endian (cannot be memory-mapped) */
     int npy_version;     /**< npy: 1, 2 or 3 */

@@ -14,8 +14,10 @@
  *  contiguous: tdm_map only accepts contiguous tensors). `row_elems` gives the elements per
  *  row of each argument. The struct and the pointers are valid only during the call. */
 typedef struct tdm_kernel_args {
-    int64_t begin, end; /**< rows of this batch, end > begin */
-    int n_in, n_out;
+    int64_t begin;                 /**< first row of this batch */
+    int64_t end;                   /**< one past its last row (end > begin) */
+    int n_in;                      /**< input tensors */
+    int n_out;                     /**< output tensors */
     const void *const *in;         /**< row `begin` of each input */
     void *const *out;              /**< row `begin` of each output */
     const tdm_tensor *const *tin;  /**< the whole input tensors (dtype, shape) */
@@ -23,7 +25,7 @@ typedef struct tdm_kernel_args {
     const int64_t *in_row_elems;   /**< elements per row of each input */
     const int64_t *out_row_elems;  /**< elements per row of each output */
     const void *params;            /**< the map's by-value parameter block (may be NULL) */
-    size_t params_size;
+    size_t params_size;            /**< its size in bytes (0 with no block) */
     int worker; /**< index of the worker running the batch */
 } tdm_kernel_args;
 
@@ -34,9 +36,9 @@ typedef int (*tdm_kernel_cpu_fn)(const tdm_kernel_args *a);
 
 /** What an output must look like (filled by a kernel's infer function). */
 typedef struct tdm_tensor_desc {
-    tdm_dtype dtype;
-    int ndim;
-    int64_t shape[TDM_MAX_DIMS];
+    tdm_dtype dtype;             /**< element type */
+    int ndim;                    /**< dimensions, 1..TDM_MAX_DIMS */
+    int64_t shape[TDM_MAX_DIMS]; /**< shape (ndim entries used) */
 } tdm_tensor_desc;
 
 /** Validates a call before any batch runs and describes the outputs. Receives the whole input
@@ -65,11 +67,12 @@ typedef enum tdm_dev_arg_kind {
 
 #define TDM_DEV_MAX_ARGS 16
 
+/** One argument of a device launch (tdm_dev_launch.args). */
 typedef struct tdm_dev_arg {
-    tdm_dev_arg_kind kind;
-    int index;
-    uint32_t size;
-    _Alignas(16) unsigned char value[64];
+    tdm_dev_arg_kind kind; /**< what the argument is */
+    int index;             /**< for tensor arguments: which input or output */
+    uint32_t size;         /**< for by-value arguments: bytes used in value */
+    TDM_ALIGNAS(16) unsigned char value[64]; /**< a by-value argument's bytes */
 } tdm_dev_arg;
 
 /** A device launch: entry point name, argument list, and items per tensor row (e.g. 1 for a
@@ -85,10 +88,10 @@ typedef struct tdm_dev_arg {
  *  and END are still the batch's items (whole rows). local[0] * local[1] is at most 1024; a
  *  device that cannot run such a group fails the batch with TDM_EINVAL. */
 typedef struct tdm_dev_launch {
-    char entry[64];
-    int n_args;
-    tdm_dev_arg args[TDM_DEV_MAX_ARGS];
-    int64_t items_per_row;
+    char entry[64];                     /**< the entry point's name in the device source */
+    int n_args;                         /**< arguments used in args[] */
+    tdm_dev_arg args[TDM_DEV_MAX_ARGS]; /**< the entry's arguments, in order */
+    int64_t items_per_row;              /**< work items per tensor row */
     int32_t dims;     /**< 0 or 1: 1-D grid-stride launch; 2: 2-D launch in work-groups */
     int32_t local[2]; /**< dims == 2: the work-group size along dimensions 0 and 1 */
 } tdm_dev_launch;
@@ -109,7 +112,8 @@ typedef struct tdm_kernel_def {
     uint32_t version;          /**< TDM_KERNEL_DEF_VERSION */
     const char *name;          /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
     uint32_t kernel_version;   /**< bump when results change (result caches key on it) */
-    int n_in_min, n_in_max;    /**< accepted input counts */
+    int n_in_min;              /**< fewest inputs accepted */
+    int n_in_max;              /**< most inputs accepted */
     int n_out;                 /**< output count (>= 0) */
     size_t params_size;        /**< exact size of the parameter block; 0 = none accepted */
     tdm_kernel_infer_fn infer; /**< may be NULL: then only row counts are checked */
@@ -138,12 +142,13 @@ typedef struct tdm_kernel_def {
 /** "exp_sinh": y = exp(x) * sinh(x), elementwise, f32 or f64. 1 input, 1 output; no params. */
 /** "axpy": z = a * x + y, elementwise, f32 or f64; inputs x, y; output z (may be y itself). */
 typedef struct tdm_axpy_params {
-    double a;
+    double a; /**< the factor of x */
 } tdm_axpy_params;
 
 /** "scale_shift": y = x * scale + shift, elementwise, f32 or f64. */
 typedef struct tdm_scale_shift_params {
-    double scale, shift;
+    double scale; /**< multiplies x */
+    double shift; /**< then added */
 } tdm_scale_shift_params;
 
 /** "sum", "mean", "sumsq": per-row reduction of x [N, ...] (f32/f64) into y [N] of the same
@@ -153,16 +158,16 @@ typedef struct tdm_scale_shift_params {
  *  y = (x / 255 - mean[c]) / std[c]. Horizontal flip: `flip` = 0 none, 1 every image; or pass
  *  an optional second input, u8 [N], whose non-zero entries flip that image. */
 typedef struct tdm_normalize_params {
-    float mean[4];
-    float std[4];
-    int32_t flip;
-    int32_t reserved;
+    float mean[4];    /**< per channel, on the 0..1 scale */
+    float std[4];     /**< per channel */
+    int32_t flip;     /**< 0: no flip, 1: flip every image (see above) */
+    int32_t reserved; /**< 0 */
 } tdm_normalize_params;
 
 /** "pi_leibniz": item i writes 4 * sum_{k<terms} (-1)^k / (2k+1) into y[i] (f64 [N]); no
  *  inputs. An optional input i64 [N] gives each item its own number of terms instead. */
 typedef struct tdm_pi_params {
-    int64_t terms;
+    int64_t terms; /**< terms of each item's series */
 } tdm_pi_params;
 
 /* ---- training kernels (all f32; "given whole" inputs are not split by rows) ---------------- */
@@ -170,8 +175,8 @@ typedef struct tdm_pi_params {
 /** "linear": y = x W (+ b), then ReLU when `relu`: x [M, K] (rows), W [K, N] and the optional
  *  b [N] given whole; y [M, N]. */
 typedef struct tdm_linear_params {
-    int32_t relu;
-    int32_t reserved;
+    int32_t relu;     /**< 1: ReLU after the product (and bias) */
+    int32_t reserved; /**< 0 */
 } tdm_linear_params;
 
 /** "linear_grad_x": dx = dy W^T, zeroed where h <= 0 when h is given (the ReLU's gradient):
@@ -187,21 +192,27 @@ typedef struct tdm_linear_params {
  *  i32 = argmax z. */
 typedef struct tdm_softmax_xent_params {
     float grad_scale; /**< usually 1 / batch size */
-    int32_t reserved;
+    int32_t reserved; /**< 0 */
 } tdm_softmax_xent_params;
 
 /** "sgd_momentum": v = momentum v + (g + weight_decay w); w -= lr v, elementwise over f32
  *  tensors of one shape: inputs g, w, v; outputs w, v (pass the same tensors: in place). */
 typedef struct tdm_sgd_params {
-    float lr, momentum, weight_decay;
-    int32_t reserved;
+    float lr;           /**< learning rate */
+    float momentum;     /**< momentum factor (0: plain SGD) */
+    float weight_decay; /**< L2 penalty added to the gradient */
+    int32_t reserved;   /**< 0 */
 } tdm_sgd_params;
 
 /** "adam": Adam (Kingma & Ba; torch.optim.Adam's L2 weight_decay) at step `step` >= 1:
  *  inputs g, w, m, v; outputs w, m, v (pass the same tensors: in place). */
 typedef struct tdm_adam_params {
-    float lr, beta1, beta2, eps, weight_decay;
-    int32_t step;
+    float lr;           /**< learning rate */
+    float beta1;        /**< first-moment decay (0.9) */
+    float beta2;        /**< second-moment decay (0.999) */
+    float eps;          /**< added to the denominator (1e-8) */
+    float weight_decay; /**< L2 penalty added to the gradient */
+    int32_t step;       /**< the step number, from 1 (bias correction) */
 } tdm_adam_params;
 
 TDM_BEGIN_DECLS

@@ -60,12 +60,12 @@ typedef enum tdm_order {
 typedef struct tdm_map_opts {
     uint32_t size;    /**< sizeof(tdm_map_opts) */
     uint32_t version; /**< TDM_MAP_OPTS_VERSION */
-    tdm_policy policy;
+    tdm_policy policy;  /**< where batches may run (TDM_POLICY_AUTO: the scheduler decides) */
     int64_t batch_size; /**< items per batch; 0 = automatic */
-    tdm_on_error on_error;
-    tdm_progress_mode progress;
+    tdm_on_error on_error;      /**< stop at the first failed batch, or continue */
+    tdm_progress_mode progress; /**< progress display (AUTO: only when TDM_PROGRESS asks) */
     tdm_progress_fn progress_fn; /**< with TDM_PROGRESS_CALLBACK */
-    void *progress_user;
+    void *progress_user;         /**< passed to progress_fn */
     double progress_interval_s; /**< 0 = 0.1 s */
     const char *desc;           /**< label of the bar; NULL = kernel name */
     tdm_order order;            /**< streaming jobs only */
@@ -111,14 +111,15 @@ typedef struct tdm_job tdm_job;
 /** One finished batch, as a streaming job returns it. */
 typedef struct tdm_batch_result {
     int64_t batch;          /**< batch index */
-    int64_t begin, end;     /**< its items */
+    int64_t begin;          /**< its first item */
+    int64_t end;            /**< one past its last item */
     int status;             /**< 0, or the batch's error */
     int worker;             /**< the worker that ran it */
     int slot;               /**< its slot in [0, max_in_flight): see tdm_task_slot() */
     tdm_tensor *const *out; /**< for a map whose outputs were NULL: views of this batch's
                              *  rows in the job's ring buffers, valid until the next
                              *  tdm_job_next() on this job; NULL otherwise */
-    int n_out;
+    int n_out;              /**< entries of out (0 when out is NULL) */
 } tdm_batch_result;
 
 TDM_BEGIN_DECLS

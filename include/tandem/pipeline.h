@@ -34,9 +34,9 @@ typedef struct tdm_stage_io {
     int64_t rows;          /**< rows in this batch (the last batch may be short) */
     const uint8_t *in;     /**< the previous stage's output rows of this batch (row r at
                             *  in + r * in_row_bytes); NULL for the first stage */
-    int64_t in_row_bytes;
+    int64_t in_row_bytes;  /**< bytes of one input row (0 for the first stage) */
     uint8_t *out;          /**< this stage's output rows of this batch */
-    int64_t out_row_bytes;
+    int64_t out_row_bytes; /**< bytes of one output row */
     const void *params;    /**< the stage's parameter block (copied at open) */
     uint64_t seed;         /**< the pipeline's seed mixed with the batch index: the same batch
                             *  gets the same randomness whichever backend runs it */
@@ -64,10 +64,10 @@ typedef struct tdm_stage {
     tdm_stage_fn fn;        /**< host stage, or NULL */
     const char *kernel;     /**< kernel stage, or NULL; not for the first stage */
     const void *params;     /**< copied at open (may be NULL when params_size is 0) */
-    size_t params_size;
+    size_t params_size;     /**< bytes of params (0: none) */
     tdm_dtype dtype;        /**< output element type */
     int row_ndim;           /**< dims of one output row (0..TDM_MAX_DIMS-1) */
-    int64_t row_shape[TDM_MAX_DIMS - 1];
+    int64_t row_shape[TDM_MAX_DIMS - 1]; /**< shape of one output row (row_ndim entries) */
     tdm_policy policy;      /**< where its batches may run (AUTO: the scheduler decides) */
     int64_t sub_batch;      /**< rows per scheduled sub-batch; 0 = automatic */
 } tdm_stage;
@@ -133,7 +133,7 @@ TDM_EXTERN const char *tdm_pipeline_row_reason(const tdm_pipeline *p, int64_t ro
 typedef struct tdm_pipeline_stats {
     int64_t batches_done; /**< batches delivered */
     int64_t rows_done;    /**< rows delivered (ok or failed) */
-    int64_t rows_failed;
+    int64_t rows_failed;  /**< of those, rows that failed */
     int64_t stage_maps;   /**< stage maps run (batches x stages) */
     int64_t slot_bytes;   /**< bytes of ring slots, allocated once at open */
 } tdm_pipeline_stats;

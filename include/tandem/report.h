@@ -13,7 +13,7 @@
 
 /** Figures of one worker (a thread of the pool, later a process or a device stream). */
 typedef struct tdm_report_worker {
-    tdm_backend_kind kind;
+    tdm_backend_kind kind; /**< the worker's backend */
     int index;       /**< worker index within its backend */
     int64_t items;   /**< items (rows) it ran */
     int64_t batches; /**< batches it ran */
@@ -40,15 +40,25 @@ typedef struct tdm_report {
     int64_t batch_size_min;    /**< smallest batch (auto) */
     int first_error;           /**< status of the first failed batch (0 if none) */
     int64_t first_error_batch; /**< its batch index (-1 if none) */
-    int64_t first_error_begin, first_error_end; /**< its item range */
-    int n_workers;                              /**< rows used in workers[] */
-    tdm_report_worker workers[TDM_REPORT_MAX_WORKERS];
+    int64_t first_error_begin; /**< its first item (-1 if none) */
+    int64_t first_error_end;   /**< one past its last item */
+    int n_workers;             /**< rows used in workers[] */
+    tdm_report_worker workers[TDM_REPORT_MAX_WORKERS]; /**< one row per worker */
 } tdm_report;
 
+#ifdef __cplusplus
+#define TDM_REPORT_INIT                                                                            \
+    ([] {                                                                                          \
+        tdm_report tdm_v_ = tdm_report();                                                          \
+        tdm_v_.size = sizeof(tdm_report);                                                          \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_REPORT_INIT                                                                            \
     {                                                                                              \
         .size = sizeof(tdm_report)                                                                 \
     }
+#endif
 
 TDM_BEGIN_DECLS
 

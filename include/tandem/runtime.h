@@ -116,7 +116,7 @@ TDM_EXTERN unsigned tdm_runtime_debug(const tdm_runtime *rt);
 
 /** What one backend of the build's table looks like in this runtime. */
 typedef struct tdm_backend_info {
-    tdm_backend_kind kind;
+    tdm_backend_kind kind; /**< which backend */
     const char *name; /**< static: "cpu", "procs", "opencl", "cuda", "sim" */
     int built;        /**< compiled into this library */
     int enabled;      /**< enabled by config / TDM_BACKENDS */
@@ -134,11 +134,11 @@ TDM_EXTERN int tdm_runtime_backend(const tdm_runtime *rt, int index, tdm_backend
 
 /** A device one of the backends found. */
 typedef struct tdm_device_info {
-    tdm_backend_kind kind;
+    tdm_backend_kind kind; /**< its backend's kind */
     const char *backend; /**< static backend name */
     int index;           /**< index among the devices of its backend */
     char name[128];      /**< e.g. "CPU threads", "pthread-Intel(R) Xeon(R) ..." */
-    char vendor[64];
+    char vendor[64];       /**< as the driver reports it ("host" for CPU threads) */
     int compute_units;     /**< cores, compute units or SMs */
     uint64_t memory_bytes; /**< device memory (host memory for CPU devices) */
     int pinned;            /**< device backends: page-locked (TDM_MEM_PINNED) host memory is

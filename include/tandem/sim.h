@@ -32,7 +32,7 @@ typedef struct tdm_sim_backend {
     double noise;          /**< relative spread of batch times, 0..1 (uniform +-noise) */
     int outlier_every;     /**< every k-th batch of a lane is `outlier_factor` times slower;
                             *  0 = never (tests the model's robustness to outliers) */
-    double outlier_factor;
+    double outlier_factor; /**< how much slower an outlier batch is (> 0) */
 } tdm_sim_backend;
 
 /** How the simulated run places batches. */
@@ -49,25 +49,37 @@ typedef struct tdm_sim_config {
     uint32_t size;    /**< sizeof(tdm_sim_config) */
     uint32_t version; /**< TDM_SIM_CONFIG_VERSION */
     int64_t items;    /**< items of the divisible map (> 0) */
-    tdm_sim_policy policy;
+    tdm_sim_policy policy; /**< how batches are placed (TDM_SIM_AUTO: tandem's scheduler) */
     int calibrated;      /**< 1: lanes start with a calibrated model (a stored one, as on a
                           *  second run); 0: each explores first */
     int64_t batch_size;  /**< round-robin batch; 0 = items / (64 * lanes) */
     uint64_t seed;       /**< noise seed */
-    int n_backends;
-    tdm_sim_backend backends[TDM_SIM_MAX_BACKENDS];
+    int n_backends;                                 /**< entries used in backends[] */
+    tdm_sim_backend backends[TDM_SIM_MAX_BACKENDS]; /**< added with tdm_sim_add() */
 } tdm_sim_config;
 
+#ifdef __cplusplus
+#define TDM_SIM_CONFIG_INIT                                                                        \
+    ([] {                                                                                          \
+        tdm_sim_config tdm_v_ = tdm_sim_config();                                                  \
+        tdm_v_.size = sizeof(tdm_sim_config);                                                      \
+        tdm_v_.version = TDM_SIM_CONFIG_VERSION;                                                   \
+        tdm_v_.items = 1000000;                                                                    \
+        tdm_v_.seed = 1;                                                                           \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_SIM_CONFIG_INIT                                                                        \
     {                                                                                              \
         .size = sizeof(tdm_sim_config), .version = TDM_SIM_CONFIG_VERSION, .items = 1000000,       \
         .calibrated = 0, .seed = 1                                                                 \
     }
+#endif
 
 /** Per-backend figures of a simulated run. */
 typedef struct tdm_sim_backend_result {
-    int64_t items;
-    int64_t batches;
+    int64_t items;      /**< items it ran */
+    int64_t batches;    /**< batches it ran */
     double busy_s;      /**< sum over its lanes of time inside batches */
     double utilisation; /**< busy_s / (count * makespan) */
     double bytes_moved; /**< items * bytes_per_item when it has a link */
@@ -86,8 +98,8 @@ typedef struct tdm_sim_result {
     int64_t declines;     /**< times a free lane left work to a faster one (AUTO) */
     int64_t explorations; /**< exploration batches of uncalibrated lanes */
     double host_s;        /**< real seconds the simulation took */
-    int n_backends;
-    tdm_sim_backend_result backends[TDM_SIM_MAX_BACKENDS];
+    int n_backends;                                        /**< entries used in backends[] */
+    tdm_sim_backend_result backends[TDM_SIM_MAX_BACKENDS]; /**< per backend, config order */
 } tdm_sim_result;
 
 TDM_BEGIN_DECLS
@@ -174,8 +186,8 @@ typedef enum tdm_sim_gather {
  *  are used); node.policy, node.seed and node.calibrated (forced on by the cluster's
  *  `calibrated`) apply to the node's own scheduler. */
 typedef struct tdm_sim_node_group {
-    int count;
-    tdm_sim_config node;
+    int count;           /**< nodes in the group */
+    tdm_sim_config node; /**< the backends of each of them */
 } tdm_sim_node_group;
 
 #define TDM_SIM_CLUSTER_CONFIG_VERSION 1u
@@ -192,7 +204,7 @@ typedef struct tdm_sim_cluster_config {
     double payload_bytes;      /**< replicated payload broadcast before the map (>= 0) */
     double in_bytes_per_item;  /**< input bytes of an item (moved by steals when partitioned) */
     double out_bytes_per_item; /**< output bytes of an item (gathered) */
-    tdm_sim_gather gather;
+    tdm_sim_gather gather;     /**< where the outputs end (root, all, none) */
     int partitioned;      /**< 1: each rank holds the inputs of its own range (they move when
                            *  stolen); 0: inputs replicated (or computed), nothing moves */
     int calibrated;       /**< 1: ranges split by the groups' throughputs, nodes' schedulers
@@ -208,16 +220,33 @@ typedef struct tdm_sim_cluster_config {
                            *  the split (a noisy neighbour); -1 = none */
     double slow_factor;   /**< > 0 */
     uint64_t seed;        /**< noise seed */
-    int n_groups;
-    tdm_sim_node_group groups[TDM_SIM_MAX_GROUPS];
+    int n_groups;                                  /**< entries used in groups[] */
+    tdm_sim_node_group groups[TDM_SIM_MAX_GROUPS]; /**< added with tdm_sim_cluster_add() */
 } tdm_sim_cluster_config;
 
+#ifdef __cplusplus
+#define TDM_SIM_CLUSTER_CONFIG_INIT                                                                \
+    ([] {                                                                                          \
+        tdm_sim_cluster_config tdm_v_ = tdm_sim_cluster_config();                                  \
+        tdm_v_.size = sizeof(tdm_sim_cluster_config);                                              \
+        tdm_v_.version = TDM_SIM_CLUSTER_CONFIG_VERSION;                                           \
+        tdm_v_.items = 1000000;                                                                    \
+        tdm_v_.net_bandwidth = 12.5e9;                                                             \
+        tdm_v_.net_latency_s = 2e-6;                                                               \
+        tdm_v_.coord_service_s = 5e-6;                                                             \
+        tdm_v_.slow_node = -1;                                                                     \
+        tdm_v_.slow_factor = 1;                                                                    \
+        tdm_v_.seed = 1;                                                                           \
+        return tdm_v_;                                                                             \
+    }())
+#else
 #define TDM_SIM_CLUSTER_CONFIG_INIT                                                                \
     {                                                                                              \
         .size = sizeof(tdm_sim_cluster_config), .version = TDM_SIM_CLUSTER_CONFIG_VERSION,         \
         .items = 1000000, .net_bandwidth = 12.5e9, .net_latency_s = 2e-6, .coord_service_s = 5e-6, \
         .min_chunk = 0, .slow_node = -1, .slow_factor = 1, .seed = 1                               \
     }
+#endif
 
 /** One node's figures in a cluster run. */
 typedef struct tdm_sim_node_result {
@@ -263,8 +292,8 @@ typedef struct tdm_sim_cluster_result {
     double steal_bytes;   /**< bytes moved because of steals (partitioned: inputs + outputs) */
     double gather_bytes;  /**< bytes rank 0 received in the gather */
     double host_s;        /**< real seconds the simulation took */
-    int n_groups;
-    tdm_sim_group_result groups[TDM_SIM_MAX_GROUPS];
+    int n_groups;                                    /**< entries used in groups[] */
+    tdm_sim_group_result groups[TDM_SIM_MAX_GROUPS]; /**< per node group, config order */
 } tdm_sim_cluster_result;
 
 TDM_BEGIN_DECLS

@@ -165,7 +165,7 @@ static int create(tdm_runtime *rt, const char *who, tdm_dtype dtype, int ndim, c
                         "%s: unknown mem flags 0x%x (allowed: SHARED, PINNED, STRICT)", who,
                         mem & ~(unsigned)REQUESTABLE_MEM);
     int64_t numel;
-    size_t bytes;
+    size_t bytes = 0;
     int rc = check_shape(rt, who, dtype, ndim, shape, &numel, &bytes);
     if (rc != 0)
         return rc;
@@ -239,7 +239,7 @@ int tdm_tensor_wrap(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *s
     if (!rt)
         return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
     tdm__err_clear(rt);
-    int64_t numel, st[TDM_MAX_DIMS];
+    int64_t numel = 0, st[TDM_MAX_DIMS];
     size_t bytes, span = 0;
     int rc = check_shape(rt, who, dtype, ndim, shape, &numel, &bytes);
     if (rc != 0)

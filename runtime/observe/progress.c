@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,38 @@ static void fmt_rate(double rate, char *buf, size_t len)
         snprintf(buf, len, "%.2fs/it", 1.0 / rate);
 }
 
+/* Display columns of a UTF-8 string: one per code point (the bar's block characters and any
+ * text tandem prints are one column wide). */
+static int columns(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* Copies at most `cols` columns of src (whole code points) to dst (cap bytes); returns bytes. */
+static size_t copy_cols(char *dst, size_t cap, const char *src, int cols)
+{
+    size_t n = 0;
+    int c = 0;
+    while (src[n] && n + 1 < cap) {
+        if (((unsigned char)src[n] & 0xC0) != 0x80 && c++ == cols)
+            break;
+        n++;
+    }
+    while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) /* never split a code point */
+        n--;
+    if (cap > 0) {
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+    }
+    return n;
+}
+
+/* The narrowest bar worth drawing, in cells; below it the line is plain text. */
+#define MIN_BAR 8
+
 int tdm_progress_format(const tdm_progress *p, const char *desc, int width, char *buf,
                         size_t buf_len)
 {
@@ -47,39 +80,57 @@ int tdm_progress_format(const tdm_progress *p, const char *desc, int width, char
         return tdm__err(NULL, TDM_EINVAL, "tdm_progress_format: bad argument");
     if (width == 0)
         width = 80;
-    char el[32], eta[32], rate[32], left[160], right[160];
+    if (width > 400)
+        width = 400;
+    char el[32], eta[32], rate[32], left[224], right[160], line[1700];
     fmt_time(p->elapsed_s, el, sizeof el);
     fmt_time(p->eta_s, eta, sizeof eta);
     fmt_rate(p->rate, rate, sizeof rate);
     double frac = p->total > 0 ? (double)p->done / (double)p->total : 1.0;
     if (frac > 1.0)
         frac = 1.0;
-    snprintf(left, sizeof left, "%s%s%3.0f%%|", desc && *desc ? desc : "",
-             desc && *desc ? ": " : "", frac * 100.0);
+    if (frac < 0.0)
+        frac = 0.0;
+    /* The label is cut so that at least the percentage and the counts fit. */
+    char d[200] = "";
+    if (desc && *desc)
+        copy_cols(d, sizeof d, desc, width / 3);
+    snprintf(left, sizeof left, "%s%s%3.0f%%|", d, *d ? ": " : "", frac * 100.0);
     snprintf(right, sizeof right, "| %lld/%lld [%s<%s, %s]", (long long)p->done,
              (long long)p->total, el, eta, rate);
-    int bar_w = width - (int)strlen(left) - (int)strlen(right);
-    if (bar_w < 1)
-        bar_w = 1;
-    /* Eighths of a cell, as tqdm draws them. */
-    static const char *const parts[8] = {"",       "\u258f", "\u258e", "\u258d",
-                                         "\u258c", "\u258b", "\u258a", "\u2589"};
-    char bar[8 * 3 * 200 + 8];
+    int bar_w = width - columns(left) - columns(right);
     size_t bl = 0;
-    if (bar_w > 200)
-        bar_w = 200;
-    int eighths = (int)(frac * bar_w * 8.0);
-    int full = eighths / 8, rem = eighths % 8, cells = 0;
-    for (; cells < full; cells++)
-        bl += (size_t)snprintf(bar + bl, sizeof bar - bl, "\u2588");
-    if (rem && cells < bar_w) {
-        bl += (size_t)snprintf(bar + bl, sizeof bar - bl, "%s", parts[rem]);
-        cells++;
+    if (bar_w >= MIN_BAR) {
+        /* tqdm's layout: label, percentage, bar in eighths of a cell, counts, times, rate. */
+        static const char *const parts[8] = {"",       "\u258f", "\u258e", "\u258d",
+                                             "\u258c", "\u258b", "\u258a", "\u2589"};
+        char bar[3 * 400 + 8];
+        int eighths = (int)(frac * bar_w * 8.0);
+        int full = eighths / 8, rem = eighths % 8, cells = 0;
+        for (; cells < full; cells++) {
+            memcpy(bar + bl, "\u2588", 3);
+            bl += 3;
+        }
+        if (rem && cells < bar_w) {
+            size_t k = strlen(parts[rem]);
+            memcpy(bar + bl, parts[rem], k);
+            bl += k;
+            cells++;
+        }
+        for (; cells < bar_w; cells++)
+            bar[bl++] = ' ';
+        bar[bl] = '\0';
+        bl = (size_t)snprintf(line, sizeof line, "%s%s%s", left, bar, right);
+    } else {
+        /* Too narrow for a bar: a plain line, cut to the width if it must be. */
+        char plain[400];
+        snprintf(plain, sizeof plain, "%s%s%3.0f%% %lld/%lld [%s<%s, %s]", d, *d ? ": " : "",
+                 frac * 100.0, (long long)p->done, (long long)p->total, el, eta, rate);
+        bl = copy_cols(line, sizeof line, plain, width);
     }
-    for (; cells < bar_w; cells++)
-        bar[bl++] = ' ';
-    bar[bl] = '\0';
-    return snprintf(buf, buf_len, "%s%s%s", left, bar, right);
+    if (buf_len > 0)
+        copy_cols(buf, buf_len, line, width);
+    return (int)bl;
 }
 
 /* ---- the per-job thread --------------------------------------------------------------------- */
@@ -92,15 +143,41 @@ typedef struct {
     int64_t last_done;
     double last_t;
     int lines_drawn;
-    int width;
 } tdm__prog;
 
 int tdm__progress_width(void)
 {
     struct winsize ws;
-    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
-        return ws.ws_col > 200 ? 200 : ws.ws_col;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col > 400 ? 400 : ws.ws_col;
     return 80;
+}
+
+bool tdm__progress_auto_on(void)
+{
+    const char *e = getenv("TDM_PROGRESS");
+    if (!e || !*e || !strcmp(e, "0") || !strcasecmp(e, "off") || !strcasecmp(e, "no") ||
+        !strcasecmp(e, "false"))
+        return false;
+    return !strcasecmp(e, "always") || isatty(STDERR_FILENO);
+}
+
+/* One line of at most width - 1 columns (a line as wide as the terminal would wrap on some
+ * terminals): the bar from tdm_progress_format, or below its minimum width a plain line. */
+static size_t format_line(const tdm_progress *p, const char *desc, int width, char *out,
+                          size_t cap)
+{
+    int w = width - 1;
+    if (w >= 20) {
+        int k = tdm_progress_format(p, desc, w, out, cap);
+        return k < 0 ? 0 : strlen(out);
+    }
+    /* A very narrow terminal: the percentage, then the counts if they fit. */
+    double frac = p->total > 0 ? (double)p->done / (double)p->total : 1.0;
+    char plain[96];
+    snprintf(plain, sizeof plain, "%3.0f%% %lld/%lld", (frac > 1 ? 1 : frac) * 100.0,
+             (long long)p->done, (long long)p->total);
+    return copy_cols(out, cap, plain, w < 1 ? 1 : w);
 }
 
 static void snapshot(tdm__prog *pg, tdm_progress *p, bool final)
@@ -138,16 +215,15 @@ void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane
                           const char *lane, int width, int *lines_drawn)
 {
     int n = per_lane ? p->n_workers : 0;
-    size_t cap = (size_t)(n + 1) * 1024 + 64, len = 0;
+    size_t cap = (size_t)(n + 1) * 1400 + 64, len = 0;
     char *out = malloc(cap);
     if (!out)
         return; /* a missed frame is harmless; the next one may succeed */
     if (*lines_drawn > 1)
         len += (size_t)snprintf(out + len, cap - len, "\033[%dA", *lines_drawn - 1);
     len += (size_t)snprintf(out + len, cap - len, "\r");
-    int w = tdm_progress_format(p, desc, width, out + len, cap - len);
-    len += w > 0 ? (size_t)w : 0;
-    for (int i = 0; i < n && len < cap - 1100; i++) {
+    len += format_line(p, desc, width, out + len, cap - len);
+    for (int i = 0; i < n && len < cap - 1300; i++) {
         char wdesc[48];
         snprintf(wdesc, sizeof wdesc, "  %s %d", lane, i);
         tdm_progress wp = *p;
@@ -155,8 +231,7 @@ void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane
         /* Each lane's share is not known in advance: show it against the total. */
         wp.rate = p->elapsed_s > 0 ? (double)wp.done / p->elapsed_s : 0;
         len += (size_t)snprintf(out + len, cap - len, "\033[K\n");
-        int k = tdm_progress_format(&wp, wdesc, width, out + len, cap - len);
-        len += k > 0 ? (size_t)k : 0;
+        len += format_line(&wp, wdesc, width, out + len, cap - len);
     }
     *lines_drawn = n + 1;
     len += (size_t)snprintf(out + len, cap - len, "\033[K%s", p->final ? "\n" : "");
@@ -178,8 +253,9 @@ static void draw(tdm__prog *pg, bool final)
         return;
     }
     const char *desc = job->opts.desc ? job->opts.desc : job->what;
-    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker", pg->width,
-                         &pg->lines_drawn);
+    /* The width is asked at every frame: a resized terminal gets lines that fit at once. */
+    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker",
+                         tdm__progress_width(), &pg->lines_drawn);
 }
 
 static void *progress_main(void *arg)
@@ -212,8 +288,10 @@ static void *progress_main(void *arg)
 int tdm__progress_start(tdm__job *job)
 {
     int mode = job->opts.progress;
+    /* AUTO: a library prints nothing unless asked; TDM_PROGRESS asks (then a bar when stderr
+     * is a terminal, or always with TDM_PROGRESS=always). */
     if (mode == TDM_PROGRESS_AUTO)
-        mode = isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
+        mode = tdm__progress_auto_on() ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
     if (mode == TDM_PROGRESS_OFF)
         return 0;
     tdm__prog *pg = calloc(1, sizeof *pg);
@@ -226,7 +304,6 @@ int tdm__progress_start(tdm__job *job)
     pg->job = job;
     pg->mode = mode;
     pg->per_worker = pw;
-    pg->width = tdm__progress_width();
     int rc = pthread_create(&job->progress_thread, NULL, progress_main, pg);
     if (rc != 0) {
         free(pw);

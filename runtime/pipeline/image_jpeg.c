@@ -9,7 +9,9 @@
  * ever printed (output_message is a no-op). All state is in the call's frame: thread-safe,
  * fork-safe.
  *
- * Without libjpeg at build time (TDM_HAVE_JPEG=0) the decoders return TDM_ENODEV. */
+ * libjpeg is loaded with dlopen at the first decode (pipeline/jpeg_dlopen.c): libtandem does not
+ * NEED it. Without libjpeg at build time (TDM_HAVE_JPEG=0), or when it cannot be loaded at run
+ * time, the decoders return TDM_ENODEV. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -26,13 +28,24 @@
 #if TDM_HAVE_JPEG
 #include <jpeglib.h>
 #include <jerror.h>
+
+#include "pipeline/jpeg_dlopen.h"
 #endif
 
 #if TDM_HAVE_JPEG
 
 int tdm_image_have_jpeg(void)
 {
-    return 1;
+    return tdm__jpeg_api_get(NULL) != NULL;
+}
+
+/* 0 once libjpeg is loaded, else TDM_ENODEV with the loader's reason. */
+static int need_jpeg(const char *who, char *err, size_t err_len)
+{
+    const char *why;
+    if (tdm__jpeg_api_get(&why))
+        return 0;
+    return tdm__msg(err, err_len, TDM_ENODEV, "%s: %s", who, why);
 }
 
 /* More scans than any real progressive file has (libjpeg-turbo's own tools suggest 500 as a
@@ -247,6 +260,10 @@ int tdm_image_jpeg_info(const void *data, size_t size, tdm_image_info *info, cha
     int rc = check_args(who, data, 0, NULL, 0, info, false, err, err_len);
     if (rc)
         return rc;
+    if ((rc = need_jpeg(who, err, err_len)) != 0) {
+        memset(info, 0, sizeof *info);
+        return rc;
+    }
     if (size == 0) {
         memset(info, 0, sizeof *info);
         return tdm__msg(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
@@ -264,6 +281,10 @@ int tdm_image_decode_jpeg(const void *data, size_t size, unsigned flags, uint8_t
     int rc = check_args(who, data, flags, dst, dst_cap, info, true, err, err_len);
     if (rc)
         return rc;
+    if ((rc = need_jpeg(who, err, err_len)) != 0) {
+        memset(info, 0, sizeof *info);
+        return rc;
+    }
     if (size == 0) {
         memset(info, 0, sizeof *info);
         return tdm__msg(err, err_len, TDM_EFORMAT, "%s: empty input (0 bytes)", who);
@@ -279,6 +300,10 @@ int tdm_image_read_jpeg(const char *path, unsigned flags, uint8_t *dst, size_t d
     int rc = check_args(who, path, flags, dst, dst_cap, info, true, err, err_len);
     if (rc)
         return rc;
+    if ((rc = need_jpeg(who, err, err_len)) != 0) {
+        memset(info, 0, sizeof *info);
+        return rc;
+    }
     memset(info, 0, sizeof *info);
     char ebuf[128];
     int fd = open(path, O_RDONLY | O_CLOEXEC);

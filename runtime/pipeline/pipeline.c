@@ -151,7 +151,11 @@ static void fail_pending(struct tdm_pipeline *p, int i, int64_t rows, int s, con
     for (int64_t r = 0; r < rows; r++) {
         if (st[r] == ROW_PENDING) {
             st[r] = ROW_FAILED;
-            snprintf(rs + r * TDM__PL_REASON, TDM__PL_REASON, "%s: %s", p->names[s], why);
+            /* A long reason is cut to the slot (the result is looked at, so GCC's
+             * -Wformat-truncation knows the cut is meant). */
+            int n = snprintf(rs + r * TDM__PL_REASON, TDM__PL_REASON, "%s: %s", p->names[s], why);
+            if (n >= TDM__PL_REASON)
+                memcpy(rs + r * TDM__PL_REASON + TDM__PL_REASON - 4, "...", 4);
         }
     }
 }
