@@ -123,40 +123,50 @@ static int sniff(tdm_runtime *rt, const char *who, const char *path, int fd, uin
     return 0;
 }
 
+/* Opens a tensor file and tells its kind: 0 with *fd (the caller closes it), *size and *kind;
+ * or the error of tdm__io_open_read() / sniff() with nothing left open. */
+static int open_sniffed(tdm_runtime *rt, const char *who, const char *path, bool rw, int *fd,
+                        uint64_t *size, tdm_file_kind *kind)
+{
+    int rc = tdm__io_open_read(rt, who, path, rw, fd, size);
+    if (rc != 0)
+        return rc;
+    rc = sniff(rt, who, path, *fd, *size, kind);
+    if (rc != 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
+}
+
 int tdm_load(tdm_runtime *rt, const char *path, const tdm_load_opts *opts, tdm_tensor **out)
 {
     static const char who[] = "tdm_load";
-    if (!out)
-        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
-    *out = NULL;
-    if (!rt)
-        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
-    if (!path)
-        return tdm__err(rt, TDM_EINVAL, "%s: path is NULL", who);
-    tdm__err_clear(rt);
+    if (out)
+        *out = NULL;
+    int rc = tdm__io_begin(rt, who, out != NULL, path);
+    if (rc != 0)
+        return rc;
     tdm_load_opts o;
-    int rc = tdm__io_load_opts(rt, who, opts, &o);
+    rc = tdm__io_load_opts(rt, who, opts, &o);
     if (rc != 0)
         return rc;
     int fd;
     uint64_t size;
-    rc = tdm__io_open_read(rt, who, path, o.mmap == TDM_MMAP_READWRITE, &fd, &size);
+    tdm_file_kind kind;
+    rc = open_sniffed(rt, who, path, o.mmap == TDM_MMAP_READWRITE, &fd, &size, &kind);
     if (rc != 0)
         return rc;
-    tdm_file_kind kind;
-    rc = sniff(rt, who, path, fd, size, &kind);
-    if (rc == 0) {
-        switch (kind) {
-        case TDM_FILE_NPY:
-            rc = tdm__npy_load_region(rt, who, path, fd, 0, size, &o, NULL, NULL, out);
-            break;
-        case TDM_FILE_TDZ:
-            rc = tdm__tdz_load(rt, who, path, fd, size, &o, NULL, out);
-            break;
-        default:
-            rc = tdm__err(rt, TDM_EINVAL, "%s: '%s' is a .npz archive: open it with tdm_npz_open()",
-                          who, path);
-        }
+    switch (kind) {
+    case TDM_FILE_NPY:
+        rc = tdm__npy_load_region(rt, who, path, fd, 0, size, &o, NULL, NULL, out);
+        break;
+    case TDM_FILE_TDZ:
+        rc = tdm__tdz_load(rt, who, path, fd, size, &o, NULL, out);
+        break;
+    default:
+        rc = tdm__err(rt, TDM_EINVAL, "%s: '%s' is a .npz archive: open it with tdm_npz_open()",
+                      who, path);
     }
     close(fd);
     return rc;
@@ -172,21 +182,17 @@ int tdm_load_into(tdm_runtime *rt, const char *path, tdm_tensor *dst)
     tdm__err_clear(rt);
     int fd;
     uint64_t size;
-    int rc = tdm__io_open_read(rt, who, path, false, &fd, &size);
+    tdm_file_kind kind;
+    int rc = open_sniffed(rt, who, path, false, &fd, &size, &kind);
     if (rc != 0)
         return rc;
-    tdm_file_kind kind;
-    rc = sniff(rt, who, path, fd, size, &kind);
-    if (rc == 0) {
-        tdm_load_opts o = TDM_LOAD_OPTS_INIT;
-        if (kind == TDM_FILE_TDZ) {
-            rc = tdm__tdz_load(rt, who, path, fd, size, &o, dst, NULL);
-        } else if (kind == TDM_FILE_NPY) {
-            rc = tdm__npy_load_region(rt, who, path, fd, 0, size, &o, NULL, dst, NULL);
-        } else {
-            rc = tdm__err(rt, TDM_EINVAL, "%s: '%s' is a .npz archive", who, path);
-        }
-    }
+    tdm_load_opts o = TDM_LOAD_OPTS_INIT;
+    if (kind == TDM_FILE_TDZ)
+        rc = tdm__tdz_load(rt, who, path, fd, size, &o, dst, NULL);
+    else if (kind == TDM_FILE_NPY)
+        rc = tdm__npy_load_region(rt, who, path, fd, 0, size, &o, NULL, dst, NULL);
+    else
+        rc = tdm__err(rt, TDM_EINVAL, "%s: '%s' is a .npz archive", who, path);
     close(fd);
     return rc;
 }
@@ -202,12 +208,11 @@ int tdm_file_info_get(tdm_runtime *rt, const char *path, tdm_file_info *info)
     memset(info, 0, sizeof *info);
     int fd;
     uint64_t size;
-    int rc = tdm__io_open_read(rt, who, path, false, &fd, &size);
+    tdm_file_kind kind;
+    int rc = open_sniffed(rt, who, path, false, &fd, &size, &kind);
     if (rc != 0)
         return rc;
-    tdm_file_kind kind;
-    rc = sniff(rt, who, path, fd, size, &kind);
-    if (rc == 0 && kind == TDM_FILE_NPY) {
+    if (kind == TDM_FILE_NPY) {
         tdm__npy_header h;
         rc = tdm__npy_read_header(rt, who, path, fd, 0, size, &h);
         if (rc == 0) {
@@ -221,7 +226,7 @@ int tdm_file_info_get(tdm_runtime *rt, const char *path, tdm_file_info *info)
             info->data_offset = (int64_t)h.data_offset;
             info->data_bytes = (int64_t)h.data_bytes;
         }
-    } else if (rc == 0 && kind == TDM_FILE_TDZ) {
+    } else if (kind == TDM_FILE_TDZ) {
         rc = tdm__tdz_info(rt, who, path, fd, size, info);
     }
     close(fd);
@@ -236,20 +241,17 @@ int tdm_npy_create(tdm_runtime *rt, const char *path, tdm_dtype dtype, int ndim,
                    const int64_t *shape, tdm_tensor **out)
 {
     static const char who[] = "tdm_npy_create";
-    if (!out)
-        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
-    *out = NULL;
-    if (!rt)
-        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
-    if (!path)
-        return tdm__err(rt, TDM_EINVAL, "%s: path is NULL", who);
-    tdm__err_clear(rt);
+    if (out)
+        *out = NULL;
+    int rc = tdm__io_begin(rt, who, out != NULL, path);
+    if (rc != 0)
+        return rc;
     if (tdm_dtype_size(dtype) == 0)
         return tdm__err(rt, TDM_EINVAL, "%s: invalid dtype %d", who, (int)dtype);
     if (ndim < 0 || ndim > TDM_MAX_DIMS || (ndim > 0 && !shape))
         return tdm__err(rt, TDM_EINVAL, "%s: bad ndim %d or NULL shape", who, ndim);
     int64_t numel, bytes, total;
-    int rc = tdm__shape_numel(ndim, shape, &numel);
+    rc = tdm__shape_numel(ndim, shape, &numel);
     if (rc != 0)
         return tdm__err(rt, rc, "%s: %s shape", who,
                         rc == TDM_EINVAL ? "a negative dim in the" : "overflow in the");

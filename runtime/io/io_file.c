@@ -20,6 +20,18 @@ int tdm__io_reerr(tdm_runtime *rt, int rc, const char *who)
     return tdm__err(rt, rc, "%s: %s", who, why);
 }
 
+int tdm__io_begin(tdm_runtime *rt, const char *who, bool out_given, const char *path)
+{
+    if (!out_given)
+        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
+    if (!rt)
+        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
+    if (!path)
+        return tdm__err(rt, TDM_EINVAL, "%s: path is NULL", who);
+    tdm__err_clear(rt);
+    return 0;
+}
+
 /* ---- options ------------------------------------------------------------------------------- */
 
 int tdm_save_opts_init(tdm_save_opts *o)

@@ -48,6 +48,10 @@ static inline uint64_t tdm__get_u64(const unsigned char *p)
 /* Re-labels the message of a failed inner call ("tdm_tensor_empty: ...") with the public
  * function `who` and returns rc. */
 int tdm__io_reerr(tdm_runtime *rt, int rc, const char *who);
+/* The checks every public call that opens a path into *out starts with (the caller sets *out to
+ * NULL first when out is given): out given, rt and path not NULL; then clears rt's message.
+ * 0 or TDM_EINVAL with the message "who: ... is NULL". */
+int tdm__io_begin(tdm_runtime *rt, const char *who, bool out_given, const char *path);
 
 /* ---- files (io_file.c; layouts in io_layout.c) ------------------------------------------ */
 

@@ -45,14 +45,11 @@ static int npz_open(tdm_runtime *rt, const char *who, const char *path, tdm_npz 
 int tdm_npz_open(tdm_runtime *rt, const char *path, tdm_npz **out)
 {
     static const char who[] = "tdm_npz_open";
-    if (!out)
-        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
-    *out = NULL;
-    if (!rt)
-        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
-    if (!path)
-        return tdm__err(rt, TDM_EINVAL, "%s: path is NULL", who);
-    tdm__err_clear(rt);
+    if (out)
+        *out = NULL;
+    int rc = tdm__io_begin(rt, who, out != NULL, path);
+    if (rc != 0)
+        return rc;
     return npz_open(rt, who, path, out);
 }
 
