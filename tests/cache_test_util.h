@@ -1,0 +1,258 @@
+/* Helpers of the cache tests (test_cache.c): a temporary directory, inputs and the exp_sinh
+ * check, entry paths, and the tools that damage an entry (its data, its size, its manifest,
+ * its .npy header) the way a disk or another program could. */
+#ifndef TDM_CACHE_TEST_UTIL_H
+#define TDM_CACHE_TEST_UTIL_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "tdm_test.h"
+
+static char g_dir[64];
+
+static inline void mk_tmpdir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/tdm-cache-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+}
+
+static inline int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+static inline void rm_tmpdir(void)
+{
+    nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static inline const char *P(const char *name)
+{
+    static _Thread_local char buf[8][512];
+    static _Thread_local int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 512, "%s/%s", g_dir, name);
+    return b;
+}
+
+static inline tdm_map_opts quiet(void)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    return o;
+}
+
+static inline tdm_tensor *input(tdm_runtime *rt, int64_t n, double scale)
+{
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x), 0);
+    double *d = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (double)(i % 1000) * 1e-3 * scale;
+    return x;
+}
+
+static inline void expect_exp_sinh(const tdm_tensor *x, const tdm_tensor *y)
+{
+    assert_int_equal(tdm_tensor_numel(x), tdm_tensor_numel(y));
+    const double *a = tdm_tensor_data(x), *b = tdm_tensor_data(y);
+    for (int64_t i = 0; i < tdm_tensor_numel(x); i++) {
+        double e = exp(a[i]) * sinh(a[i]);
+        assert_true(fabs(b[i] - e) <= 1e-12 * (1 + fabs(e)));
+    }
+}
+
+static inline tdm_cache *open_cache(tdm_runtime *rt, const tdm_cache_opts *o)
+{
+    tdm_cache *c;
+    assert_int_equal(tdm_cache_open(rt, P("cache"), o, &c), 0);
+    return c;
+}
+
+/* Path of output 0 of the only entry in the cache. */
+static inline void entry_file(const char *key, const char *file, char *out, size_t len)
+{
+    snprintf(out, len, "%s/cache/%s/%s", g_dir, key, file);
+}
+
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- damage ---- */
+
+static inline void flip_data_byte(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, 1000), 1);
+    b ^= 0x01;
+    assert_int_equal(pwrite(fd, &b, 1, 1000), 1);
+    close(fd);
+}
+
+static inline void truncate_output(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    assert_int_equal(truncate(p, 500), 0);
+}
+
+static inline void flip_manifest(const char *key)
+{
+    char p[600];
+    entry_file(key, "manifest", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, 50), 1);
+    b ^= 0x80;
+    assert_int_equal(pwrite(fd, &b, 1, 50), 1);
+    close(fd);
+}
+
+static inline void damage_header(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_int_equal(pwrite(fd, "XXXX", 4, 0), 4);
+    close(fd);
+}
+
+static inline void remove_output(const char *key)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    assert_int_equal(unlink(p), 0);
+}
+
+/* ---- header damage that keeps the file's size ------------------------------------------- */
+
+/* The .npy header of a 300 x 40 f64 output, edited so that it still parses but says another
+ * dtype, order, shape or byte order: the same bytes would come back as something else. The
+ * first three are also tried with the manifest re-signed to agree with the damaged header
+ * (`structural`): the checks of the loaded tensor's dtype / shape / order catch those alone.
+ * A byte-order edit loads as an f64 of the right shape: only the header's hash (or, with
+ * verify, the data's) catches it. */
+#define HDR_ROWS 300
+#define HDR_COLS 40
+static const struct {
+    const char *name, *from, *to;
+    bool structural;
+} k_header_edits[] = {
+    {"dtype", "'<f8'", "'<i8'", true},
+    {"order", "False, ", "True,  ", true},
+    {"shape", "(300, 40)", "(40, 300)", true},
+    {"byte order", "'<f8'", "'>f8'", false},
+};
+
+static inline tdm_tensor *input_2d(tdm_runtime *rt)
+{
+    int64_t shape[2] = {HDR_ROWS, HDR_COLS};
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 2, shape, 0, &x), 0);
+    double *d = tdm_tensor_data(x);
+    for (int64_t i = 0; i < HDR_ROWS * HDR_COLS; i++)
+        d[i] = (double)(i % 977) * 1e-3;
+    return x;
+}
+
+static inline void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Replaces `from` by `to` (same length) in output 0's header: the file keeps its size. */
+static inline void edit_header(const char *key, const char *from, const char *to)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    struct stat st0, st1;
+    assert_int_equal(stat(p, &st0), 0);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    char h[128];
+    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    size_t n = strlen(from);
+    assert_int_equal(n, strlen(to));
+    size_t at = 0;
+    while (at + n <= sizeof h && memcmp(h + at, from, n) != 0)
+        at++;
+    assert_true(at + n <= sizeof h);
+    assert_int_equal(pwrite(fd, to, n, (off_t)at), (ssize_t)n);
+    close(fd);
+    assert_int_equal(stat(p, &st1), 0);
+    assert_int_equal(st0.st_size, st1.st_size);
+}
+
+/* Makes the manifest agree with output 0's (damaged) header: the head hash re-taken from the
+ * file and the manifest's own checksum recomputed, as a forger would. Only the checks of the
+ * loaded tensor against the manifest's dtype / shape / order can catch the damage then. */
+static inline void resign_manifest(const char *key)
+{
+    char mp[600], op[600];
+    entry_file(key, "manifest", mp, sizeof mp);
+    entry_file(key, "out0.npy", op, sizeof op);
+    unsigned char m[40 + 96 + 8];
+    int fd = open(mp, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, m, sizeof m), (ssize_t)sizeof m);
+    struct stat st;
+    assert_int_equal(stat(op, &st), 0);
+    size_t head = (size_t)st.st_size - (size_t)HDR_ROWS * HDR_COLS * 8;
+    assert_true(head >= 64 && head <= 4096);
+    unsigned char h[4096];
+    int ofd = open(op, O_RDONLY);
+    assert_true(ofd >= 0);
+    assert_int_equal(pread(ofd, h, head, 0), (ssize_t)head);
+    close(ofd);
+    put_le64(m + 40 + 88, XXH3_64bits(h, head));
+    put_le64(m + 40 + 96, XXH3_64bits(m, 40 + 96));
+    assert_int_equal(pwrite(fd, m, sizeof m, 0), (ssize_t)sizeof m);
+    close(fd);
+}
+
+/* The entry's output 0 as its header says (the damage is a well-formed header). */
+static inline void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt, int fortran,
+                                 int big_endian, int64_t d0, int64_t d1)
+{
+    char p[600];
+    entry_file(key, "out0.npy", p, sizeof p);
+    tdm_file_info fi;
+    assert_int_equal(tdm_file_info_get(rt, p, &fi), 0);
+    assert_int_equal(fi.dtype, dt);
+    assert_int_equal(fi.fortran_order, fortran);
+    assert_int_equal(fi.big_endian, big_endian);
+    assert_int_equal(fi.ndim, 2);
+    assert_int_equal(fi.shape[0], d0);
+    assert_int_equal(fi.shape[1], d1);
+}
+
+/* For each header edit (and each again with the manifest re-signed to agree with it): the
+ * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
+ * corrupt and replaced by a good one, which the next call hits. */
+
+#endif
