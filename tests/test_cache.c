@@ -832,6 +832,94 @@ static void test_threads_share_one_cache(void **state)
     rm_tmpdir();
 }
 
+/* ---- every dtype -------------------------------------------------------------------------- */
+
+/* "copy_any": y = x, any dtype and shape (rows along dim 0), for storing every dtype. */
+static int infer_copy_any(const tdm_tensor *const *in, int n_in, const void *params,
+                          size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
+                          size_t len)
+{
+    (void)n_in, (void)params, (void)params_size, (void)n_out, (void)msg, (void)len;
+    memset(&out[0], 0, sizeof out[0]);
+    out[0].dtype = tdm_tensor_dtype(in[0]);
+    out[0].ndim = tdm_tensor_ndim(in[0]);
+    memcpy(out[0].shape, tdm_tensor_shape(in[0]), (size_t)out[0].ndim * sizeof(int64_t));
+    return 0;
+}
+
+static int cpu_copy_any(const tdm_kernel_args *a)
+{
+    size_t es = tdm_dtype_size(tdm_tensor_dtype(a->tin[0]));
+    memcpy(a->out[0], a->in[0], (size_t)((a->end - a->begin) * a->in_row_elems[0]) * es);
+    return 0;
+}
+
+/* Every dtype (bool, i8, i16, u16, u32, u64 included) is stored and served byte for byte, as
+ * .npy (mapped) and compressed; the dtype is part of the key (same bytes, another dtype: a
+ * miss). */
+static void test_every_dtype_is_stored_and_served(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
+    kd.name = "copy_any";
+    kd.n_in_min = kd.n_in_max = 1;
+    kd.n_out = 1;
+    kd.infer = infer_copy_any;
+    kd.cpu = cpu_copy_any;
+    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    const struct {
+        tdm_mmap_mode m;
+        tdm_codec codec;
+    } v[] = {{TDM_MMAP_READ, TDM_CODEC_NONE}, {TDM_MMAP_NONE, TDM_CODEC_ZSTD}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+        o.mmap = v[i].m;
+        o.codec = v[i].codec;
+        tdm_cache *c = open_cache(rt, &o);
+        assert_int_equal(tdm_cache_clear(c), 0);
+        char keys[TDM_DTYPE_COUNT][33];
+        for (int dt = 0; dt < TDM_DTYPE_COUNT; dt++) {
+            /* The same 96 bytes seen as each dtype. */
+            int64_t rows = 96 / (int64_t)tdm_dtype_size((tdm_dtype)dt) / 2;
+            tdm_tensor *x;
+            assert_int_equal(tdm_tensor_empty(rt, (tdm_dtype)dt, 2, (int64_t[]){rows, 2}, 0, &x),
+                             0);
+            unsigned char *p = tdm_tensor_data(x);
+            for (int k = 0; k < 96; k++)
+                p[k] = (unsigned char)(dt == TDM_BOOL ? k % 3 == 0 : k * 11 + 5);
+            tdm_tensor *y = NULL, *y2 = NULL;
+            int hit;
+            tdm_map_opts mo = quiet();
+            assert_int_equal(tdm_cache_key(c, "copy_any", &x, 1, &y, 1, NULL, 0, keys[dt]), 0);
+            for (int e = 0; e < dt; e++)
+                assert_string_not_equal(keys[e], keys[dt]);
+            assert_int_equal(tdm_cache_map(c, "copy_any", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit),
+                             0);
+            assert_int_equal(hit, 0);
+            assert_int_equal(tdm_cache_map(c, "copy_any", &x, 1, &y2, 1, NULL, 0, &mo, NULL, &hit),
+                             0);
+            assert_int_equal(hit, 1);
+            assert_int_equal(tdm_tensor_dtype(y2), dt);
+            assert_int_equal(tdm_tensor_dim(y2, 0), rows);
+            if (v[i].m != TDM_MMAP_NONE)
+                assert_true(tdm_tensor_mem(y2) & TDM_MEM_MAPPED);
+            assert_memory_equal(tdm_tensor_data(y2), p, 96);
+            tdm_tensor_release(y);
+            tdm_tensor_release(y2);
+            tdm_tensor_release(x);
+        }
+        tdm_cache_stats st;
+        assert_int_equal(tdm_cache_stats_get(c, &st), 0);
+        assert_int_equal(st.stores, TDM_DTYPE_COUNT);
+        assert_int_equal(st.corrupt, 0);
+        tdm_cache_close(c);
+    }
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +936,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_store_failure_still_returns_the_result),
         cmocka_unit_test(test_two_processes_share_one_directory),
         cmocka_unit_test(test_threads_share_one_cache),
+        cmocka_unit_test(test_every_dtype_is_stored_and_served),
     };
     return TDM_TEST_MAIN("cache", tests);
 }

@@ -289,7 +289,8 @@ static void test_every_dtype_and_order_round_trips(void **state)
     (void)state;
     mk_tmpdir();
     tdm_runtime *rt = tdm_test_open(2);
-    const tdm_dtype dts[] = {TDM_U8, TDM_I32, TDM_I64, TDM_F16, TDM_BF16, TDM_F32, TDM_F64};
+    const tdm_dtype dts[] = {TDM_U8,   TDM_I32, TDM_I64, TDM_F16, TDM_BF16, TDM_F32, TDM_F64,
+                             TDM_BOOL, TDM_I8,  TDM_I16, TDM_U16, TDM_U32,  TDM_U64};
     assert_int_equal(sizeof dts / sizeof dts[0], TDM_DTYPE_COUNT);
     const int64_t shape[3] = {5, 3, 4}, fst[3] = {1, 5, 15};
     const int64_t numel = 5 * 3 * 4;
@@ -530,7 +531,8 @@ static void test_numpy_interop_both_ways(void **state)
     tdm_runtime *rt = tdm_test_open(1);
     /* tandem -> numpy: every dtype, C and Fortran order, versions 1-3, npz stored + deflate. */
     int64_t shape[3] = {4, 3, 2};
-    const char *dt_names[TDM_DTYPE_COUNT] = {"u1", "i4", "i8", "f4", "f8", "f2", "V2"};
+    const char *dt_names[TDM_DTYPE_COUNT] = {"u1", "i4", "i8", "f4", "f8", "f2", "V2",
+                                             "b1", "i1", "i2", "u2", "u4", "u8"};
     for (int dt = 0; dt < TDM_DTYPE_COUNT; dt++) {
         tdm_tensor *t;
         assert_int_equal(tdm_tensor_empty(rt, (tdm_dtype)dt, 3, shape, 0, &t), 0);
@@ -553,6 +555,24 @@ static void test_numpy_interop_both_ways(void **state)
                 break;
             case TDM_F64:
                 ((double *)p)[i] = i * 0.25;
+                break;
+            case TDM_BOOL:
+                p[i] = (unsigned char)(i % 3 == 0);
+                break;
+            case TDM_I8:
+                ((int8_t *)p)[i] = (int8_t)(i - 12);
+                break;
+            case TDM_I16:
+                ((int16_t *)p)[i] = (int16_t)((i - 12) * 1000);
+                break;
+            case TDM_U16:
+                ((uint16_t *)p)[i] = (uint16_t)(i * 2700);
+                break;
+            case TDM_U32:
+                ((uint32_t *)p)[i] = (uint32_t)i * 170000000u;
+                break;
+            case TDM_U64:
+                ((uint64_t *)p)[i] = (uint64_t)i << 59 | (uint64_t)i;
                 break;
             default:
                 p[i * es] = (unsigned char)i;
@@ -598,7 +618,10 @@ static void test_numpy_interop_both_ways(void **state)
         "import numpy as np, sys\n"
         "ar = np.arange(24)\n"
         "exp = {'u1': ar.astype('u1'), 'i4': (ar - 5).astype('i4'), 'i8': ar.astype('i8') << 40,\n"
-        "       'f4': (ar * 0.5).astype('f4'), 'f8': ar * 0.25}\n"
+        "       'f4': (ar * 0.5).astype('f4'), 'f8': ar * 0.25, 'b1': ar % 3 == 0,\n"
+        "       'i1': (ar - 12).astype('i1'), 'i2': ((ar - 12) * 1000).astype('i2'),\n"
+        "       'u2': (ar * 2700).astype('u2'), 'u4': ar.astype('u4') * np.uint32(170000000),\n"
+        "       'u8': (ar.astype('u8') << np.uint64(59)) | ar.astype('u8')}\n"
         "for k, v in exp.items():\n"
         "    a = np.load('t_%s.npy' % k)\n"
         "    assert a.shape == (4, 3, 2), (k, a.shape)\n"
@@ -628,7 +651,11 @@ static void test_numpy_interop_both_ways(void **state)
         "np.lib.format.write_array(open('n_v3.npy', 'wb'), np.arange(6.), version=(3, 0))\n"
         "np.savez('n.npz', a=np.arange(7, dtype='i4'), b=np.ones((2, 2)))\n"
         "np.savez_compressed('n_c.npz', a=np.arange(7, dtype='i4'), b=np.ones((2, 2)))\n"
-        "np.save('n_bool.npy', np.ones(3, bool))\n"
+        "np.save('n_bool.npy', np.array([True, False, True]))\n"
+        "for t in ('i1', 'i2', 'u2', 'u4', 'u8'):\n"
+        "    for e in '<>':\n"
+        "        np.save('n_%s%s.npy' % (t, 'be' if e == '>' else 'le'),\n"
+        "                np.array([0, 1, 100, np.iinfo(t).max, np.iinfo(t).min], dtype=e + t))\n"
         "np.save('n_c16.npy', np.ones(3, complex))\n"
         "print('numpy side ok')\n";
     int rc = run_python(py, script);
@@ -691,7 +718,59 @@ static void test_numpy_interop_both_ways(void **state)
         tdm_tensor_release(t);
         tdm_npz_close(z);
     }
-    assert_int_equal(load_code(rt, P("n_bool.npy"), NULL), TDM_EDTYPE);
+    assert_int_equal(tdm_load(rt, P("n_bool.npy"), NULL, &t), 0);
+    assert_int_equal(tdm_tensor_dtype(t), TDM_BOOL);
+    assert_memory_equal(tdm_tensor_data(t), "\1\0\1", 3);
+    tdm_tensor_release(t);
+    /* Every integer dtype numpy writes, in both byte orders: the same values come back. */
+    static const struct {
+        const char *name;
+        tdm_dtype dt;
+    } ints[] = {{"i1", TDM_I8}, {"i2", TDM_I16}, {"u2", TDM_U16}, {"u4", TDM_U32}, {"u8", TDM_U64}};
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        for (int be = 0; be < 2; be++) {
+            char name[32];
+            snprintf(name, sizeof name, "n_%s%s.npy", ints[k].name, be ? "be" : "le");
+            assert_int_equal(tdm_load(rt, P(name), NULL, &t), 0);
+            assert_int_equal(tdm_tensor_dtype(t), ints[k].dt);
+            assert_int_equal(tdm_tensor_numel(t), 5);
+            const void *d = tdm_tensor_data(t);
+            int64_t got[5];
+            uint64_t ugot[5];
+            for (int i = 0; i < 5; i++) {
+                switch (ints[k].dt) {
+                case TDM_I8:
+                    got[i] = ((const int8_t *)d)[i];
+                    break;
+                case TDM_I16:
+                    got[i] = ((const int16_t *)d)[i];
+                    break;
+                case TDM_U16:
+                    got[i] = ((const uint16_t *)d)[i];
+                    break;
+                case TDM_U32:
+                    got[i] = ((const uint32_t *)d)[i];
+                    break;
+                default:
+                    got[i] = 0;
+                }
+                ugot[i] = ints[k].dt == TDM_U64 ? ((const uint64_t *)d)[i] : (uint64_t)got[i];
+            }
+            assert_int_equal(ugot[0], 0);
+            assert_int_equal(ugot[1], 1);
+            assert_int_equal(ugot[2], 100);
+            if (ints[k].dt == TDM_U64) {
+                assert_true(ugot[3] == UINT64_MAX);
+                assert_true(ugot[4] == 0);
+            } else {
+                int64_t bits = 8 * (int64_t)tdm_dtype_size(ints[k].dt);
+                bool sgn = ints[k].name[0] == 'i';
+                assert_true(got[3] == (sgn ? ((int64_t)1 << (bits - 1)) - 1
+                                           : (int64_t)(((uint64_t)1 << bits) - 1)));
+                assert_true(got[4] == (sgn ? -((int64_t)1 << (bits - 1)) : 0));
+            }
+            tdm_tensor_release(t);
+        }
     assert_int_equal(load_code(rt, P("n_c16.npy"), NULL), TDM_EDTYPE);
     tdm_tensor_release(i32);
     tdm_tensor_release(f);

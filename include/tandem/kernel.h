@@ -151,7 +151,7 @@ typedef struct tdm_scale_shift_params {
 
 /** "normalize_u8": u8 images [N, H, W, C] (HWC, C <= 4) → f32 [N, C, H, W] with
  *  y = (x / 255 - mean[c]) / std[c]. Horizontal flip: `flip` = 0 none, 1 every image; or pass
- *  an optional second input, u8 [N], whose non-zero entries flip that image. */
+ *  an optional second input, u8 or bool [N], whose non-zero entries flip that image. */
 typedef struct tdm_normalize_params {
     float mean[4];
     float std[4];

@@ -115,24 +115,25 @@ static int parse_descr(const char *s, size_t n, tdm__npy_header *h, char *msg, s
             return fail(msg, mlen, TDM_EDTYPE, "unsupported dtype '%s'", txt);
         size = size * 10 + (s[i] - '0');
     }
+    static const struct {
+        char kind;
+        int size;
+        tdm_dtype dt;
+    } k_types[] = {
+        {'u', 1, TDM_U8},   {'u', 2, TDM_U16}, {'u', 4, TDM_U32}, {'u', 8, TDM_U64},
+        {'i', 1, TDM_I8},   {'i', 2, TDM_I16}, {'i', 4, TDM_I32}, {'i', 8, TDM_I64},
+        {'f', 2, TDM_F16},  {'f', 4, TDM_F32}, {'f', 8, TDM_F64}, {'b', 1, TDM_BOOL},
+        {'V', 2, TDM_BF16},
+    };
     int dt = -1;
-    if (kind == 'u' && size == 1)
-        dt = TDM_U8;
-    else if (kind == 'i' && size == 4)
-        dt = TDM_I32;
-    else if (kind == 'i' && size == 8)
-        dt = TDM_I64;
-    else if (kind == 'f' && size == 2)
-        dt = TDM_F16;
-    else if (kind == 'f' && size == 4)
-        dt = TDM_F32;
-    else if (kind == 'f' && size == 8)
-        dt = TDM_F64;
-    else if (kind == 'V' && size == 2)
-        dt = TDM_BF16;
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0] && dt < 0; i++)
+        if (kind == k_types[i].kind && size == k_types[i].size)
+            dt = (int)k_types[i].dt;
     if (dt < 0)
         return fail(msg, mlen, TDM_EDTYPE,
-                    "dtype '%s' has no tandem equivalent (u1 i4 i8 f2 f4 f8, V2 as bf16)", txt);
+                    "dtype '%s' has no tandem equivalent (b1 u1 u2 u4 u8 i1 i2 i4 i8 f2 f4 f8, V2 "
+                    "as bf16)",
+                    txt);
     h->dtype = (tdm_dtype)dt;
     h->big_endian = bo == '>' && size > 1 && kind != 'V';
     return 0;
@@ -298,6 +299,18 @@ static const char *descr_of(tdm_dtype dt)
         return "<f2";
     case TDM_BF16:
         return "<V2";
+    case TDM_BOOL:
+        return "|b1";
+    case TDM_I8:
+        return "|i1";
+    case TDM_I16:
+        return "<i2";
+    case TDM_U16:
+        return "<u2";
+    case TDM_U32:
+        return "<u4";
+    case TDM_U64:
+        return "<u8";
     default:
         return NULL;
     }
