@@ -255,4 +255,61 @@ static inline void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt,
  * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
  * corrupt and replaced by a good one, which the next call hits. */
 
+/* ---- test kernels ---- */
+
+/* "copy_any": y = x, any dtype and shape (rows along dim 0), for storing every dtype. */
+static inline int infer_copy_any(const tdm_tensor *const *in, int n_in, const void *params,
+                                 size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
+                                 size_t len)
+{
+    (void)n_in, (void)params, (void)params_size, (void)n_out, (void)msg, (void)len;
+    memset(&out[0], 0, sizeof out[0]);
+    out[0].dtype = tdm_tensor_dtype(in[0]);
+    out[0].ndim = tdm_tensor_ndim(in[0]);
+    memcpy(out[0].shape, tdm_tensor_shape(in[0]), (size_t)out[0].ndim * sizeof(int64_t));
+    return 0;
+}
+
+static inline int cpu_copy_any(const tdm_kernel_args *a)
+{
+    size_t es = tdm_dtype_size(tdm_tensor_dtype(a->tin[0]));
+    memcpy(a->out[0], a->in[0], (size_t)((a->end - a->begin) * a->in_row_elems[0]) * es);
+    return 0;
+}
+
+static inline int cpu_twice(const tdm_kernel_args *a)
+{
+    const double *x = a->in[0];
+    double *y = a->out[0];
+    for (int64_t i = 0; i < (a->end - a->begin) * a->in_row_elems[0]; i++)
+        y[i] = 2 * x[i];
+    return 0;
+}
+
+static inline int cpu_thrice(const tdm_kernel_args *a)
+{
+    const double *x = a->in[0];
+    double *y = a->out[0];
+    for (int64_t i = 0; i < (a->end - a->begin) * a->in_row_elems[0]; i++)
+        y[i] = 3 * x[i];
+    return 0;
+}
+
+/* Registers "scaled" (same name and kernel_version every time) in a fresh runtime: its CPU
+ * body, its device source text (NULL: CPU only) and its code hash as given. */
+static inline tdm_runtime *runtime_with_scaled(tdm_kernel_cpu_fn cpu, const char *source,
+                                               uint64_t hash)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
+    kd.name = "scaled";
+    kd.n_in_min = kd.n_in_max = 1;
+    kd.n_out = 1;
+    kd.cpu = cpu;
+    kd.source = source;
+    kd.code_hash = hash;
+    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    return rt;
+}
+
 #endif

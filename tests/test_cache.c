@@ -834,26 +834,6 @@ static void test_threads_share_one_cache(void **state)
 
 /* ---- every dtype -------------------------------------------------------------------------- */
 
-/* "copy_any": y = x, any dtype and shape (rows along dim 0), for storing every dtype. */
-static int infer_copy_any(const tdm_tensor *const *in, int n_in, const void *params,
-                          size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
-                          size_t len)
-{
-    (void)n_in, (void)params, (void)params_size, (void)n_out, (void)msg, (void)len;
-    memset(&out[0], 0, sizeof out[0]);
-    out[0].dtype = tdm_tensor_dtype(in[0]);
-    out[0].ndim = tdm_tensor_ndim(in[0]);
-    memcpy(out[0].shape, tdm_tensor_shape(in[0]), (size_t)out[0].ndim * sizeof(int64_t));
-    return 0;
-}
-
-static int cpu_copy_any(const tdm_kernel_args *a)
-{
-    size_t es = tdm_dtype_size(tdm_tensor_dtype(a->tin[0]));
-    memcpy(a->out[0], a->in[0], (size_t)((a->end - a->begin) * a->in_row_elems[0]) * es);
-    return 0;
-}
-
 /* Every dtype (bool, i8, i16, u16, u32, u64 included) is stored and served byte for byte, as
  * .npy (mapped) and compressed; the dtype is part of the key (same bytes, another dtype: a
  * miss). */
@@ -920,6 +900,67 @@ static void test_every_dtype_is_stored_and_served(void **state)
     rm_tmpdir();
 }
 
+/* ---- keys that follow the code --------------------------------------------------------- */
+
+/* One call of "scaled" through a cache in a fresh runtime: hit or miss, and y[1] (x = 0, 1...). */
+static int scaled_call(tdm_kernel_cpu_fn cpu, const char *source, uint64_t hash, double *y1,
+                       char key[33])
+{
+    tdm_runtime *rt = runtime_with_scaled(cpu, source, hash);
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){16}, 0, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, (int64_t[]){16}, 0, &y), 0);
+    for (int i = 0; i < 16; i++)
+        ((double *)tdm_tensor_data(x))[i] = i;
+    tdm_cache *c = open_cache(rt, NULL);
+    tdm_map_opts mo = quiet();
+    mo.policy = TDM_POLICY_THREADS;
+    int hit = -1;
+    assert_int_equal(tdm_cache_key(c, "scaled", &x, 1, &y, 1, NULL, 0, key), 0);
+    assert_int_equal(tdm_cache_map(c, "scaled", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    *y1 = ((double *)tdm_tensor_data(y))[1];
+    tdm_cache_close(c);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+    return hit;
+}
+
+/* A kernel's body changed without a kernel_version bump is a miss, never the old result: its
+ * device source text is part of the key, and so is a CPU-only kernel's code_hash. */
+static void test_key_follows_the_kernel_code(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    /* (Never built: the maps run on threads. Only the text matters to the key.) */
+    const char *src2 = "TDM_KERNEL scaled(TDM_GLOBAL const double *x, TDM_GLOBAL double *y) "
+                       "{ y[0] = 2 * x[0]; }\n";
+    const char *src3 = "TDM_KERNEL scaled(TDM_GLOBAL const double *x, TDM_GLOBAL double *y) "
+                       "{ y[0] = 3 * x[0]; }\n";
+    double y1;
+    char k1[33], k2[33], k3[33];
+    assert_int_equal(scaled_call(cpu_twice, src2, 0, &y1, k1), 0);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_twice, src2, 0, &y1, k2), 1); /* same code: a hit */
+    assert_string_equal(k1, k2);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_thrice, src3, 0, &y1, k3), 0); /* new text: a miss */
+    assert_string_not_equal(k1, k3);
+    assert_true(y1 == 3.0);
+    /* CPU only: the code hash decides. */
+    assert_int_equal(scaled_call(cpu_twice, NULL, 0x1111, &y1, k1), 0);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_twice, NULL, 0x1111, &y1, k2), 1);
+    assert_true(y1 == 2.0);
+    assert_string_equal(k1, k2);
+    assert_int_equal(scaled_call(cpu_thrice, NULL, 0x2222, &y1, k3), 0);
+    assert_true(y1 == 3.0);
+    assert_string_not_equal(k1, k3);
+    assert_int_equal(scaled_call(cpu_thrice, NULL, 0x2222, &y1, k3), 1);
+    assert_true(y1 == 3.0);
+    rm_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -937,6 +978,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_two_processes_share_one_directory),
         cmocka_unit_test(test_threads_share_one_cache),
         cmocka_unit_test(test_every_dtype_is_stored_and_served),
+        cmocka_unit_test(test_key_follows_the_kernel_code),
     };
     return TDM_TEST_MAIN("cache", tests);
 }

@@ -1,9 +1,17 @@
 /* tandem — a result cache for maps (joblib's Memory for tandem's kernels).
  *
- * A map run through the cache is keyed by the kernel's name and kernel_version, its parameter
- * block, the dtype/shape of its outputs and the dtype, shape and bytes of its inputs (xxh3-128
- * over all of them). A hit loads — or memory-maps — the stored outputs instead of computing;
- * a miss runs the map and stores its outputs.
+ * A map run through the cache is keyed by the kernel's name and kernel_version, its code, its
+ * parameter block, the dtype/shape of its outputs and the dtype, shape and bytes of its inputs
+ * (xxh3-128 over all of them). A hit loads — or memory-maps — the stored outputs instead of
+ * computing; a miss runs the map and stores its outputs.
+ *
+ * The kernel's code, as joblib's Memory hashes a function's: the device source text of a kernel
+ * that has one (tdm_kernel_def.source, which for a built-in kernel is the single-source text its
+ * CPU version is compiled from too, so a new tandem whose built-in kernels changed misses), and
+ * tdm_kernel_def.code_hash, a value the user gives for a CPU implementation (C code cannot be
+ * read back at run time: a build can pass a hash of the file). A changed body is then a miss,
+ * never a stale hit. A CPU-only kernel with code_hash 0 is keyed by its name and kernel_version
+ * alone: bump kernel_version when its results change.
  *
  * On disk: `dir/` (created 0700 when absent) holds one directory per entry named by the key's
  * 32 hex digits — never by anything the caller chose, so no key becomes a path outside `dir` —

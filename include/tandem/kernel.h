@@ -108,7 +108,8 @@ typedef struct tdm_kernel_def {
     uint32_t size;             /**< sizeof(tdm_kernel_def) */
     uint32_t version;          /**< TDM_KERNEL_DEF_VERSION */
     const char *name;          /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
-    uint32_t kernel_version;   /**< bump when results change (result caches key on it) */
+    uint32_t kernel_version;   /**< bump when results change (result caches key on it, and on
+                                *  `source` and `code_hash`: see tandem/cache.h) */
     int n_in_min, n_in_max;    /**< accepted input counts */
     int n_out;                 /**< output count (>= 0) */
     size_t params_size;        /**< exact size of the parameter block; 0 = none accepted */
@@ -125,12 +126,17 @@ typedef struct tdm_kernel_def {
                                 *  device it is uploaded once and kept while valid. It must be
                                 *  contiguous (and a whole storage, offset 0, for devices). A map
                                 *  whose inputs are all whole takes its rows from the outputs. */
+    uint64_t code_hash;        /**< any value that changes when the CPU implementation's code
+                                *  does (a hash of its source file made by the build, a git
+                                *  blob id...): result caches key on it, so a changed body is a
+                                *  miss without a kernel_version bump. 0 = none. (`source`, when
+                                *  given, is keyed on by itself.) */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
     {                                                                                              \
         sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL,    \
-            NULL, 0u                                                                               \
+            NULL, 0u, 0u                                                                           \
     }
 
 /* Parameter blocks of the built-in kernels (passed by value to tdm_map). */

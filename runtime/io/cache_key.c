@@ -105,9 +105,16 @@ int tdm__cache_make_key(tdm_cache *c, const char *who, const char *kernel,
     if (!s)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", who);
     XXH3_128bits_reset(s);
-    XXH3_128bits_update(s, "tandem-cache-v1", 16);
+    XXH3_128bits_update(s, "tandem-cache-v2", 16);
     XXH3_128bits_update(s, kernel, strlen(kernel) + 1);
     hash_u64(s, k->def.kernel_version);
+    /* The code: the device text (for a built-in, the dialect source its CPU version is also
+     * compiled from; for a user kernel, the built-ins' text and its own), and the user's hash
+     * of a CPU implementation. A changed body is then a new key, never a stale hit. */
+    const char *src = k->def.source ? k->def.source : "";
+    hash_u64(s, (uint64_t)strlen(src));
+    XXH3_128bits_update(s, src, strlen(src));
+    hash_u64(s, k->def.code_hash);
     hash_u64(s, (uint64_t)n_in);
     for (int i = 0; i < n_in; i++) {
         const tdm_tensor *t = inputs[i];
