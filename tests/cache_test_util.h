@@ -251,10 +251,6 @@ static inline void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt,
     assert_int_equal(fi.shape[1], d1);
 }
 
-/* For each header edit (and each again with the manifest re-signed to agree with it): the
- * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
- * corrupt and replaced by a good one, which the next call hits. */
-
 /* ---- test kernels ---- */
 
 /* "copy_any": y = x, any dtype and shape (rows along dim 0), for storing every dtype. */

@@ -247,6 +247,9 @@ static void test_corrupted_or_truncated_entry_is_a_miss(void **state)
 
 /* ---- header damage that keeps the file's size (edits: cache_test_util.h) ---------------- */
 
+/* For each header edit (and each again with the manifest re-signed to agree with it): the
+ * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
+ * corrupt and replaced by a good one, which the next call hits. */
 static void header_damage_rounds(int verify)
 {
     mk_tmpdir();
