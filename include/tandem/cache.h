@@ -83,6 +83,31 @@ typedef struct tdm_cache_stats {
     int64_t evictions;      /**< entries removed to respect bytes_limit */
 } tdm_cache_stats;
 
+/** What one tdm_cache_map_groups() call did. A plain value. */
+typedef struct tdm_cache_groups_report {
+    uint32_t size;           /**< sizeof(tdm_cache_groups_report): set by the caller
+                              *   (TDM_CACHE_GROUPS_REPORT_INIT) */
+    int64_t groups;          /**< groups in the call */
+    int64_t hits;            /**< groups served from the cache */
+    int64_t misses;          /**< groups computed (corrupt entries included) */
+    int64_t corrupt;         /**< of the misses: entries found damaged, then replaced */
+    int64_t stores;          /**< computed groups stored (or found stored by another writer) */
+    int64_t store_failures;  /**< computed groups that could not be stored (full disk...) */
+    uint64_t bytes_loaded;   /**< output bytes the hits filled */
+    uint64_t bytes_computed; /**< output bytes the misses computed */
+    double compute_s;        /**< worker-seconds the misses took (time inside the kernel,
+                              *   summed over the workers) */
+    double saved_s;          /**< worker-seconds the hits did not spend: what each entry
+                              *   recorded when it was computed (0 for entries that predate
+                              *   the record) */
+    double wall_s;           /**< the whole call */
+} tdm_cache_groups_report;
+
+#define TDM_CACHE_GROUPS_REPORT_INIT                                                               \
+    {                                                                                              \
+        sizeof(tdm_cache_groups_report), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0                     \
+    }
+
 TDM_BEGIN_DECLS
 
 /** Fills *o with the defaults. Returns 0 or TDM_EINVAL. */
@@ -116,6 +141,31 @@ TDM_EXTERN int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const
                              tdm_tensor **outputs, int n_out, const void *params,
                              size_t params_size, const tdm_map_opts *opts, tdm_report *report,
                              int *hit);
+
+/** A map cached group by group (joblib's Parallel over memory.cache'd calls): the rows of the
+ *  map are cut into n_groups groups - [bounds[g], bounds[g + 1]) when `bounds` is given
+ *  (n_groups + 1 increasing row indices from 0 to the row count: a column, a file, an item
+ *  range each), else n_groups groups of equal size (the last may be shorter) - and each group
+ *  is its own entry, keyed exactly as tdm_cache_map() keys a map of those rows alone (row
+ *  views of the inputs and outputs; inputs the kernel takes whole are whole in every group),
+ *  so either call hits the other's entries. Every group is looked up first; hits are loaded
+ *  into their rows of `outputs`, and the misses are all started at once (at most 2 x the
+ *  runtime's threads in flight) as maps with `opts` on whatever backends that allows, each
+ *  stored as soon as it finishes: a second process running the same groups meanwhile finds
+ *  them, and two writers of one group leave one whole entry.
+ *  `outputs`: all n_out given (results are written into them; the cache does not create
+ *  them here). `report` (may be NULL) says what was hit, computed, loaded and saved.
+ *  Returns 0 when every group is in `outputs` (a group that could not be stored is still
+ *  returned, and counted in store_failures); TDM_EINVAL (NULL cache/kernel/outputs, n_out 0
+ *  or not the kernel's, n_groups < 0, bounds not increasing from 0 to the row count, a group
+ *  count larger than the rows, report size too small); TDM_ENOTFOUND; TDM_ELAYOUT; every code
+ *  of tdm_map() - a group that fails stops the groups not yet started, those running finish
+ *  (and are stored), and the first failure is returned with its message. Thread-safe. */
+TDM_EXTERN int tdm_cache_map_groups(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs,
+                                    int n_in, tdm_tensor *const *outputs, int n_out,
+                                    const void *params, size_t params_size,
+                                    const int64_t *bounds, int64_t n_groups,
+                                    const tdm_map_opts *opts, tdm_cache_groups_report *report);
 
 /** The key a tdm_cache_map() call with these arguments has: 32 lowercase hex digits and a NUL
  *  written into key_hex (33 bytes). `outputs` as for tdm_cache_map() (their dtype/shape count

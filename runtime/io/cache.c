@@ -2,10 +2,12 @@
  * descriptions and input bytes (xxh3-128), entries stored as directories renamed into place.
  *
  * Entry layout: dir/<32 hex>/manifest and dir/<32 hex>/out<k>.npy (or .tdz). The manifest:
- *   "TDMCACH1" | u32 2 | u32 n_out | key (16 bytes) | u32 codec | u32 0 |
+ *   "TDMCACH1" | u32 2 | u32 n_out | key (16 bytes) | u32 codec | u32 compute_us |
  *   n_out x { u32 dtype | u32 ndim | i64 shape[8] | u64 file bytes | u64 xxh3(data) |
  *             u64 xxh3(head) } |
  *   u64 xxh3(everything before)
+ * compute_us: the worker-microseconds computing the entry took (saturated; 0 = unknown, as in
+ * entries written before it was recorded, where this word was 0), for the time a hit saves.
  * "head" is every byte of an output file that is not element data: for a .npy, the header
  * (the file's first file_bytes - numel * dtype size bytes), so that data hash + head hash
  * cover the whole file; for a compressed file, nothing (0 bytes: its header, index and
@@ -35,6 +37,15 @@
 #include <xxhash.h>
 
 #include "io/cache_internal.h"
+
+uint32_t tdm__cache_compute_us(const tdm_report *r)
+{
+    double s = 0;
+    for (int w = 0; w < r->n_workers && w < TDM_REPORT_MAX_WORKERS; w++)
+        s += r->workers[w].busy_s;
+    double us = s * 1e6;
+    return us >= (double)UINT32_MAX ? UINT32_MAX : us > 0 ? (uint32_t)us : 0;
+}
 
 void tdm__cache_count(tdm_cache *c, int64_t *field, int64_t n)
 {
@@ -168,7 +179,7 @@ int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs, i
                                  descs, &create, key);
     if (rc != 0)
         return rc;
-    int r = tdm__cache_try_hit(c, key, outputs, n_out, descs, create);
+    int r = tdm__cache_try_hit(c, key, outputs, n_out, descs, create, NULL);
     if (r == 0) {
         tdm__cache_count(c, &c->st.hits, 1);
         if (hit)
@@ -193,10 +204,12 @@ int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs, i
         }
     }
     tdm__err_clear(rt);
-    rc = tdm_map(rt, kernel, inputs, n_in, outputs, n_out, params, params_size, opts, report);
+    tdm_report local = TDM_REPORT_INIT;
+    tdm_report *rep = report ? report : &local;
+    rc = tdm_map(rt, kernel, inputs, n_in, outputs, n_out, params, params_size, opts, rep);
     if (rc != 0)
         goto fail;
-    if (tdm__cache_store(c, key, outputs, n_out) != 0)
+    if (tdm__cache_store(c, key, outputs, n_out, tdm__cache_compute_us(rep)) != 0)
         tdm__cache_count(c, &c->st.store_failures, 1);
     else
         tdm__cache_evict(c);

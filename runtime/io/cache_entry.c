@@ -33,6 +33,7 @@ typedef struct manifest {
     uint64_t file_bytes[TDM__CACHE_MAX_OUTPUTS];
     uint64_t hash[TDM__CACHE_MAX_OUTPUTS];
     uint64_t head_hash[TDM__CACHE_MAX_OUTPUTS];
+    uint32_t compute_us; /* what computing the entry cost (worker-microseconds); 0 = unknown */
 } manifest;
 
 /* Bytes of element data an output of this description holds. */
@@ -109,6 +110,7 @@ static int read_manifest(tdm_cache *c, const char *key, int n_out, const tdm__ca
         return -1;
     m->n_out = n_out;
     m->codec = (tdm_codec)tdm__get_u32(buf + 32);
+    m->compute_us = tdm__get_u32(buf + 36);
     if (m->codec > TDM_CODEC_DEFLATE)
         return -1;
     for (int i = 0; i < n_out; i++) {
@@ -132,7 +134,7 @@ static int read_manifest(tdm_cache *c, const char *key, int n_out, const tdm__ca
 
 static int write_manifest(const char *path, const unsigned char *key16, tdm_codec codec, int n_out,
                           tdm_tensor *const *outs, const uint64_t *file_bytes, const uint64_t *hash,
-                          const uint64_t *head_hash, bool sync)
+                          const uint64_t *head_hash, uint32_t compute_us, bool sync)
 {
     unsigned char buf[MANIFEST_HEAD + TDM__CACHE_MAX_OUTPUTS * MANIFEST_PER_OUT + 8];
     memset(buf, 0, sizeof buf);
@@ -141,6 +143,7 @@ static int write_manifest(const char *path, const unsigned char *key16, tdm_code
     tdm__put_u32(buf + 12, (uint32_t)n_out);
     memcpy(buf + 16, key16, 16);
     tdm__put_u32(buf + 32, (uint32_t)codec);
+    tdm__put_u32(buf + 36, compute_us);
     for (int i = 0; i < n_out; i++) {
         unsigned char *e = buf + MANIFEST_HEAD + (size_t)i * MANIFEST_PER_OUT;
         tdm__put_u32(e, (uint32_t)outs[i]->dtype);
@@ -215,12 +218,14 @@ static int check_file(tdm_cache *c, const char *key, const char *p, const manife
  * on anything but a hit. The size, head, dtype/shape/order checks run whatever opts.verify
  * says; verify adds the data hash. */
 int tdm__cache_try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int n_out,
-                       const tdm__cache_desc *descs, bool create)
+                       const tdm__cache_desc *descs, bool create, uint32_t *compute_us)
 {
     manifest m;
     int r = read_manifest(c, key, n_out, descs, &m);
     if (r != 0)
         return r;
+    if (compute_us)
+        *compute_us = m.compute_us;
     tdm_runtime *rt = c->rt;
     int result = 0;
     int made = 0;
@@ -275,7 +280,8 @@ int tdm__cache_try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int 
 /* ---- stores ----------------------------------------------------------------------------- */
 
 /* Writes the outputs as a new entry. 0 stored (or another writer's entry won), -1 failed. */
-int tdm__cache_store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_out)
+int tdm__cache_store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_out,
+                     uint32_t compute_us)
 {
     char tmpname[64];
     tdm__cache_random_name(tmpname, sizeof tmpname, ".tmp-");
@@ -319,7 +325,7 @@ int tdm__cache_store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int
     tdm__cache_key_bytes(key, key16);
     char *mp = tdm__cache_join(tmp, "manifest", NULL);
     bool ok = mp && write_manifest(mp, key16, c->o.codec, n_out, outs, bytes, hash, head,
-                                   c->o.fsync != 0) == 0;
+                                   compute_us, c->o.fsync != 0) == 0;
     free(mp);
     if (!ok)
         goto cleanup;

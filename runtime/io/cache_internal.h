@@ -48,11 +48,17 @@ void tdm__cache_key_bytes(const char *hex, unsigned char *b);
 
 /* Tries to serve a hit: 0 (hit, outputs filled), 1 (miss), 2 (an entry of an older format: a
  * miss, to be replaced), -1 (corrupt entry: a miss too). Created outputs are released again
- * on anything but a hit. */
+ * on anything but a hit. On a hit, *compute_us (may be NULL) gets what computing the entry
+ * cost when it was stored (0 = not recorded). */
 int tdm__cache_try_hit(tdm_cache *c, const char *key, tdm_tensor **outputs, int n_out,
-                       const tdm__cache_desc *descs, bool create);
-/* Writes the outputs as a new entry. 0 stored (or another writer's entry won), -1 failed. */
-int tdm__cache_store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_out);
+                       const tdm__cache_desc *descs, bool create, uint32_t *compute_us);
+/* Writes the outputs as a new entry, recording compute_us (worker-microseconds the outputs
+ * took; 0 = unknown). 0 stored (or another writer's entry won), -1 failed. */
+int tdm__cache_store(tdm_cache *c, const char *key, tdm_tensor *const *outs, int n_out,
+                     uint32_t compute_us);
+/* Worker-microseconds of a report (the seconds its workers spent in batches, summed),
+ * saturated to what a manifest holds. */
+uint32_t tdm__cache_compute_us(const tdm_report *r);
 
 /* ---- the directory (cache_dir.c) ---- */
 
