@@ -284,6 +284,139 @@ static void test_store_failure_still_returns_the_results(void **state)
     rm_tmpdir();
 }
 
+/* ---- the streaming form ------------------------------------------------------------------ */
+
+static void test_async_streams_cached_and_computed_groups(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_cache *c = open_cache(rt, NULL);
+    const int64_t n = 400;
+    tdm_tensor *x = input(rt, n, 1.0), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts mo = quiet();
+    /* Groups 1 and 3 (of 4 equal ones) are cached already, by tdm_cache_map on their rows. */
+    for (int g = 1; g < 4; g += 2) {
+        tdm_tensor *xv, *yv = NULL;
+        assert_int_equal(tdm_tensor_view_rows(x, g * 100, g * 100 + 100, &xv), 0);
+        assert_int_equal(tdm_cache_map(c, "exp_sinh", &xv, 1, &yv, 1, NULL, 0, &mo, NULL, NULL), 0);
+        tdm_tensor_release(xv);
+        tdm_tensor_release(yv);
+    }
+    tdm_cache_job *j = NULL;
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 4, &mo, &j), 0);
+    assert_non_null(j);
+    tdm_cache_group_result r;
+    int seen[4] = {0}, hits = 0;
+    while (tdm_cache_job_next(j, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        assert_true(r.group >= 0 && r.group < 4);
+        assert_int_equal(r.begin, r.group * 100);
+        assert_int_equal(r.end, r.group * 100 + 100);
+        assert_int_equal(r.hit, r.group % 2);
+        seen[r.group]++;
+        hits += r.hit;
+        tdm_tensor *xv, *yv; /* its rows are final when it is handed out */
+        assert_int_equal(tdm_tensor_view_rows(x, r.begin, r.end, &xv), 0);
+        assert_int_equal(tdm_tensor_view_rows(y, r.begin, r.end, &yv), 0);
+        expect_exp_sinh(xv, yv);
+        tdm_tensor_release(xv);
+        tdm_tensor_release(yv);
+    }
+    for (int g = 0; g < 4; g++)
+        assert_int_equal(seen[g], 1);
+    assert_int_equal(hits, 2);
+    assert_int_equal(tdm_cache_job_next(j, &r), TDM_EDONE);
+    tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
+    assert_int_equal(tdm_cache_job_finish(j, &rep), 0);
+    assert_int_equal(rep.hits, 2);
+    assert_int_equal(rep.misses, 2);
+    assert_int_equal(rep.stores, 2);
+    /* Finished without being iterated: it runs to the end all the same. */
+    zero(y);
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 4, &mo, &j), 0);
+    rep = (tdm_cache_groups_report)TDM_CACHE_GROUPS_REPORT_INIT;
+    assert_int_equal(tdm_cache_job_finish(j, &rep), 0);
+    assert_int_equal(rep.hits, 4);
+    expect_exp_sinh(x, y);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+static atomic_int g_gate;
+
+static int cpu_gated(const tdm_kernel_args *a)
+{
+    while (!atomic_load(&g_gate)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    memcpy(a->out[0], a->in[0], (size_t)(a->end - a->begin) * 8);
+    return 0;
+}
+
+/* Cancelled while its first maps are held back: no group is started after that, the running
+ * ones finish and are stored, the others are never handed out. */
+static void test_async_cancel_and_errors(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
+    kd.name = "gated";
+    kd.n_in_min = kd.n_in_max = 1;
+    kd.n_out = 1;
+    kd.cpu = cpu_gated;
+    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    tdm_cache *c = open_cache(rt, NULL);
+    const int64_t n = 40;
+    tdm_tensor *x = input(rt, n, 1.0), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &y), 0);
+    tdm_map_opts mo = quiet();
+    tdm_cache_job *j = (tdm_cache_job *)(uintptr_t)1;
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "gated", &x, 1, &y, 1, NULL, 0, NULL, 41, &mo, &j),
+        TDM_EINVAL);
+    assert_null(j);
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "gated", &x, 1, &y, 1, NULL, 0, NULL, 4, &mo, NULL),
+        TDM_EINVAL);
+    assert_int_equal(tdm_cache_job_next(NULL, NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_job_cancel(NULL), TDM_EINVAL);
+    assert_int_equal(tdm_cache_job_finish(NULL, NULL), TDM_EINVAL);
+    atomic_store(&g_gate, 0);
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "gated", &x, 1, &y, 1, NULL, 0, NULL, 40, &mo, &j), 0);
+    assert_int_equal(tdm_cache_job_cancel(j), 0);
+    atomic_store(&g_gate, 1);
+    tdm_cache_group_result r;
+    int64_t settled = 0;
+    while (tdm_cache_job_next(j, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.hit, 0);
+        settled++;
+    }
+    tdm_cache_groups_report small = TDM_CACHE_GROUPS_REPORT_INIT;
+    small.size = 8;
+    assert_int_equal(tdm_cache_job_finish(j, &small), TDM_EINVAL); /* (freed all the same) */
+    /* At most the maps in flight when it was cancelled (2 x 2 threads) ran. */
+    assert_true(settled <= 4);
+    int64_t entries;
+    assert_int_equal(tdm_cache_usage(c, NULL, &entries), 0);
+    assert_int_equal(entries, settled);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +424,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_misses_run_concurrently),
         cmocka_unit_test(test_argument_errors_and_a_failing_group),
         cmocka_unit_test(test_store_failure_still_returns_the_results),
+        cmocka_unit_test(test_async_streams_cached_and_computed_groups),
+        cmocka_unit_test(test_async_cancel_and_errors),
     };
     return TDM_TEST_MAIN("cache_groups", tests);
 }

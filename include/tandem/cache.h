@@ -167,6 +167,47 @@ TDM_EXTERN int tdm_cache_map_groups(tdm_cache *c, const char *kernel, tdm_tensor
                                     const int64_t *bounds, int64_t n_groups,
                                     const tdm_map_opts *opts, tdm_cache_groups_report *report);
 
+/** A running tdm_cache_map_groups_async(). Opaque. */
+typedef struct tdm_cache_job tdm_cache_job;
+
+/** One settled group of a tdm_cache_map_groups_async() job. */
+typedef struct tdm_cache_group_result {
+    int64_t group;      /**< its index */
+    int64_t begin, end; /**< its rows */
+    int hit;            /**< 1: loaded from the cache; 0: computed (then stored) */
+    int status;         /**< 0, or the error its map failed with */
+} tdm_cache_group_result;
+
+/** tdm_cache_map_groups() without waiting: the lookups, maps and stores run on a thread of the
+ *  job's own, and tdm_cache_job_next() hands out each group as it is settled - hits as they
+ *  are found, computed groups as their maps finish - so a consumer sees cached and computed
+ *  groups alike, in the order they became ready. Same arguments and validation as
+ *  tdm_cache_map_groups(); params, bounds and opts are copied, the tensors must stay alive
+ *  until tdm_cache_job_finish(). Returns 0 and *job (end it with tdm_cache_job_finish());
+ *  the errors of tdm_cache_map_groups() found before anything starts; TDM_ESYS (no thread).
+ *  On error *job is NULL. Thread-safe. */
+TDM_EXTERN int tdm_cache_map_groups_async(tdm_cache *c, const char *kernel,
+                                          tdm_tensor *const *inputs, int n_in,
+                                          tdm_tensor *const *outputs, int n_out,
+                                          const void *params, size_t params_size,
+                                          const int64_t *bounds, int64_t n_groups,
+                                          const tdm_map_opts *opts, tdm_cache_job **job);
+
+/** Blocks until the job settles another group and gives it in *r (its rows of the outputs are
+ *  then final). Returns 0; TDM_EDONE when every group that will be settled has been given (all
+ *  of them, unless a group failed or the job was cancelled: the groups not started then are
+ *  never given); TDM_EINVAL (NULL). Only one thread at a time may call it for a given job. */
+TDM_EXTERN int tdm_cache_job_next(tdm_cache_job *job, tdm_cache_group_result *r);
+
+/** Asks the job to start no more groups; the maps running finish (and are stored). Returns 0
+ *  or TDM_EINVAL. Thread-safe. */
+TDM_EXTERN int tdm_cache_job_cancel(tdm_cache_job *job);
+
+/** Waits for the job to end (every group, unless cancelled or failed), fills `report` (may be
+ *  NULL) and frees the job. Returns the call's status as tdm_cache_map_groups() would, or
+ *  TDM_EINVAL (NULL job - a no-op -, report size too small: the job is still freed). */
+TDM_EXTERN int tdm_cache_job_finish(tdm_cache_job *job, tdm_cache_groups_report *report);
+
 /** The key a tdm_cache_map() call with these arguments has: 32 lowercase hex digits and a NUL
  *  written into key_hex (33 bytes). `outputs` as for tdm_cache_map() (their dtype/shape count
  *  when given). Returns 0, or the validation errors of tdm_cache_map(). Thread-safe. */
