@@ -22,35 +22,8 @@
 
 #include "tdm_test.h"
 
-static char g_dir[64];
-
-static inline void mk_tmpdir(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/tdm-cache-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
-}
-
-static inline int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static inline void rm_tmpdir(void)
-{
-    nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static inline const char *P(const char *name)
-{
-    static _Thread_local char buf[8][512];
-    static _Thread_local int i;
-    char *b = buf[i++ % 8];
-    snprintf(b, 512, "%s/%s", g_dir, name);
-    return b;
-}
+#define TDM_TMPDIR_PREFIX "tdm-cache"
+#include "tmpdir_util.h"
 
 static inline tdm_map_opts quiet(void)
 {
@@ -252,6 +225,19 @@ static inline void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt,
 }
 
 /* ---- test kernels ---- */
+
+/* Registers a CPU kernel of one input and one output (infer may be NULL). */
+static inline void reg_cpu_kernel(tdm_runtime *rt, const char *name, tdm_kernel_cpu_fn cpu,
+                                  tdm_kernel_infer_fn infer)
+{
+    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
+    kd.name = name;
+    kd.n_in_min = kd.n_in_max = 1;
+    kd.n_out = 1;
+    kd.cpu = cpu;
+    kd.infer = infer;
+    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+}
 
 /* "copy_any": y = x, any dtype and shape (rows along dim 0), for storing every dtype. */
 static inline int infer_copy_any(const tdm_tensor *const *in, int n_in, const void *params,

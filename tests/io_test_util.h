@@ -21,39 +21,12 @@
 
 #include "tdm_test.h"
 
+#define TDM_TMPDIR_PREFIX "tdm-io"
+#include "tmpdir_util.h"
+
 #include "internal.h" /* storage fd / flags of mapped tensors */
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static char g_dir[64];
-
-static inline void mk_tmpdir(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/tdm-io-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
-}
-
-static inline int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static inline void rm_tmpdir(void)
-{
-    nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static inline const char *P(const char *name)
-{
-    static char buf[8][256];
-    static int i;
-    char *b = buf[i++ % 8];
-    snprintf(b, 256, "%s/%s", g_dir, name);
-    return b;
-}
 
 static inline void write_bytes(const char *path, const void *p, size_t n)
 {

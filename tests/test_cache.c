@@ -845,13 +845,7 @@ static void test_every_dtype_is_stored_and_served(void **state)
     (void)state;
     mk_tmpdir();
     tdm_runtime *rt = tdm_test_open(2);
-    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
-    kd.name = "copy_any";
-    kd.n_in_min = kd.n_in_max = 1;
-    kd.n_out = 1;
-    kd.infer = infer_copy_any;
-    kd.cpu = cpu_copy_any;
-    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    reg_cpu_kernel(rt, "copy_any", cpu_copy_any, infer_copy_any);
     const struct {
         tdm_mmap_mode m;
         tdm_codec codec;

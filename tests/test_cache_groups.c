@@ -117,12 +117,7 @@ static void test_misses_run_concurrently(void **state)
     (void)state;
     mk_tmpdir();
     tdm_runtime *rt = tdm_test_open(2);
-    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
-    kd.name = "rendezvous";
-    kd.n_in_min = kd.n_in_max = 1;
-    kd.n_out = 1;
-    kd.cpu = cpu_rendezvous;
-    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    reg_cpu_kernel(rt, "rendezvous", cpu_rendezvous, NULL);
     tdm_cache *c = open_cache(rt, NULL);
     const int64_t n = 4; /* 4 "columns" of one costly item each, as joblib users cache them */
     tdm_tensor *x = input(rt, n, 1.0), *y;
@@ -204,12 +199,7 @@ static void test_argument_errors_and_a_failing_group(void **state)
         tdm_cache_map_groups(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 2, &mo, &small),
         TDM_EINVAL);
     /* A group that fails: its error, with the others stored (the failing one is not). */
-    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
-    kd.name = "fail_row_7";
-    kd.n_in_min = kd.n_in_max = 1;
-    kd.n_out = 1;
-    kd.cpu = cpu_fail_row_7;
-    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    reg_cpu_kernel(rt, "fail_row_7", cpu_fail_row_7, NULL);
     tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
     assert_int_equal(
         tdm_cache_map_groups(c, "fail_row_7", &x, 1, &y, 1, NULL, 0, NULL, 2, &mo, &rep),
@@ -368,12 +358,7 @@ static void test_async_cancel_and_errors(void **state)
     (void)state;
     mk_tmpdir();
     tdm_runtime *rt = tdm_test_open(2);
-    tdm_kernel_def kd = TDM_KERNEL_DEF_INIT;
-    kd.name = "gated";
-    kd.n_in_min = kd.n_in_max = 1;
-    kd.n_out = 1;
-    kd.cpu = cpu_gated;
-    assert_int_equal(tdm_kernel_register(rt, &kd), 0);
+    reg_cpu_kernel(rt, "gated", cpu_gated, NULL);
     tdm_cache *c = open_cache(rt, NULL);
     const int64_t n = 40;
     tdm_tensor *x = input(rt, n, 1.0), *y;
