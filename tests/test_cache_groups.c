@@ -395,6 +395,17 @@ static void test_async_cancel_and_errors(void **state)
     int64_t entries;
     assert_int_equal(tdm_cache_usage(c, NULL, &entries), 0);
     assert_int_equal(entries, settled);
+    /* A failing group: handed out with its status; the job's error, with the message the job's
+     * own thread recorded, on this thread. */
+    reg_cpu_kernel(rt, "fail_row_7", cpu_fail_row_7, NULL);
+    assert_int_equal(
+        tdm_cache_map_groups_async(c, "fail_row_7", &x, 1, &y, 1, NULL, 0, NULL, 2, &mo, &j), 0);
+    int failed = 0;
+    while (tdm_cache_job_next(j, &r) == 0)
+        failed += r.status == TDM_EKERNEL && r.begin == 0 && r.end == 20; /* row 7 is in 0..20 */
+    assert_int_equal(failed, 1);
+    assert_int_equal(tdm_cache_job_finish(j, NULL), TDM_EKERNEL);
+    assert_non_null(strstr(tdm_errmsg(rt), "fail_row_7"));
     tdm_tensor_release(x);
     tdm_tensor_release(y);
     tdm_cache_close(c);

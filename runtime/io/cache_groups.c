@@ -38,6 +38,7 @@ struct tdm_cache_job {
     int in_flight;
     tdm_cache_groups_report rep;
     int first_rc;
+    char msg[256]; /* its message: messages are per thread, and the job may have its own */
     bool stop;
     /* asynchronous only: groups settled, in that order */
     tdm_cache_group_result *done;
@@ -55,6 +56,13 @@ static void on_finish(void *p)
     g->done = true;
     pthread_cond_broadcast(&g->r->cv);
     pthread_mutex_unlock(&g->r->mu);
+}
+
+/* The job's first failure: its code and this thread's message for it. */
+static void fail(run *r, int rc)
+{
+    r->first_rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", tdm_errmsg(r->c->rt));
 }
 
 static void release_views(run *r, group *g)
@@ -107,7 +115,7 @@ static void collect(run *r, group *g)
             tdm__cache_count(r->c, &r->c->st.store_failures, 1);
         }
     } else if (r->first_rc == 0) {
-        r->first_rc = rc; /* (its message is the runtime's now) */
+        fail(r, rc);
     }
     release_views(r, g);
     settle(r, g, false, rc);
@@ -218,7 +226,7 @@ static void run_groups(run *r)
         group *g = &r->gs[i];
         int rc = start_group(r, g);
         if (rc < 0) {
-            r->first_rc = rc;
+            fail(r, rc);
             release_views(r, g);
         } else if (rc == 1 && !g->job) {
             release_views(r, g); /* stopped before its map started */
@@ -357,6 +365,8 @@ static int job_end(run *r, tdm_cache_groups_report *report)
         *report = r->rep;
     if (rc == 0)
         tdm__err_clear(r->c->rt);
+    else /* on the caller's thread, whichever thread failed */
+        tdm__err(r->c->rt, rc, "%s", r->msg[0] ? r->msg : tdm_strerror(rc));
     job_free(r);
     return rc;
 }
