@@ -201,7 +201,8 @@ static int infer_sumsq(const tdm_tensor *const *in, int n_in, const void *params
     return infer_reduce("sumsq", in, n_in, params_size, out, n_out, msg, len);
 }
 
-/* normalize_u8: x u8 [N, H, W, C], optional flags u8 [N] -> f32 [N, C, H, W]. */
+/* normalize_u8: x u8 [N, H, W, C], optional flags u8 or bool [N] (one byte each, non-zero
+ * flips: the same bytes to every implementation) -> f32 [N, C, H, W]. */
 static int infer_normalize(const tdm_tensor *const *in, int n_in, const void *params,
                            size_t params_size, tdm_tensor_desc *out, int n_out, char *msg,
                            size_t len)
@@ -229,8 +230,9 @@ static int infer_normalize(const tdm_tensor *const *in, int n_in, const void *pa
                     s, (long long)c);
     if (n_in == 2) {
         const tdm_tensor *f = in[1];
-        if (tdm_tensor_dtype(f) != TDM_U8)
-            return tdm__msg(msg, len, TDM_EDTYPE, "%s: flip flags have dtype %s; expected u8", k,
+        if (tdm_tensor_dtype(f) != TDM_U8 && tdm_tensor_dtype(f) != TDM_BOOL)
+            return tdm__msg(msg, len, TDM_EDTYPE,
+                            "%s: flip flags have dtype %s; expected u8 or bool", k,
                         tdm_dtype_name(tdm_tensor_dtype(f)));
         if (tdm_tensor_ndim(f) != 1 || tdm_tensor_dim(f, 0) != n) {
             char fs[128];

@@ -1,98 +1,6 @@
 /* The result cache: hits and misses, keys, mapped and compressed entries, corrupted and
  * truncated entries, LRU eviction, clear, concurrent writers (threads and processes), errors. */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <math.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <xxhash.h>
-
-#include "tdm_test.h"
-
-static char g_dir[64];
-
-static void mk_tmpdir(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/tdm-cache-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *P(const char *name)
-{
-    static _Thread_local char buf[8][512];
-    static _Thread_local int i;
-    char *b = buf[i++ % 8];
-    snprintf(b, 512, "%s/%s", g_dir, name);
-    return b;
-}
-
-static tdm_map_opts quiet(void)
-{
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
-    return o;
-}
-
-static tdm_tensor *input(tdm_runtime *rt, int64_t n, double scale)
-{
-    tdm_tensor *x;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x), 0);
-    double *d = tdm_tensor_data(x);
-    for (int64_t i = 0; i < n; i++)
-        d[i] = (double)(i % 1000) * 1e-3 * scale;
-    return x;
-}
-
-static void expect_exp_sinh(const tdm_tensor *x, const tdm_tensor *y)
-{
-    assert_int_equal(tdm_tensor_numel(x), tdm_tensor_numel(y));
-    const double *a = tdm_tensor_data(x), *b = tdm_tensor_data(y);
-    for (int64_t i = 0; i < tdm_tensor_numel(x); i++) {
-        double e = exp(a[i]) * sinh(a[i]);
-        assert_true(fabs(b[i] - e) <= 1e-12 * (1 + fabs(e)));
-    }
-}
-
-static tdm_cache *open_cache(tdm_runtime *rt, const tdm_cache_opts *o)
-{
-    tdm_cache *c;
-    assert_int_equal(tdm_cache_open(rt, P("cache"), o, &c), 0);
-    return c;
-}
-
-/* Path of output 0 of the only entry in the cache. */
-static void entry_file(const char *key, const char *file, char *out, size_t len)
-{
-    snprintf(out, len, "%s/cache/%s/%s", g_dir, key, file);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "cache_test_util.h"
 
 /* ---- hits and misses -------------------------------------------------------------------- */
 
@@ -293,54 +201,6 @@ static void corrupt_and_expect_miss(tdm_runtime *rt, tdm_cache *c, tdm_tensor *x
     (void)rt;
 }
 
-static void flip_data_byte(const char *key)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    int fd = open(p, O_RDWR);
-    assert_true(fd >= 0);
-    unsigned char b;
-    assert_int_equal(pread(fd, &b, 1, 1000), 1);
-    b ^= 0x01;
-    assert_int_equal(pwrite(fd, &b, 1, 1000), 1);
-    close(fd);
-}
-
-static void truncate_output(const char *key)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    assert_int_equal(truncate(p, 500), 0);
-}
-
-static void flip_manifest(const char *key)
-{
-    char p[600];
-    entry_file(key, "manifest", p, sizeof p);
-    int fd = open(p, O_RDWR);
-    unsigned char b;
-    assert_int_equal(pread(fd, &b, 1, 50), 1);
-    b ^= 0x80;
-    assert_int_equal(pwrite(fd, &b, 1, 50), 1);
-    close(fd);
-}
-
-static void damage_header(const char *key)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    int fd = open(p, O_RDWR);
-    assert_int_equal(pwrite(fd, "XXXX", 4, 0), 4);
-    close(fd);
-}
-
-static void remove_output(const char *key)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    assert_int_equal(unlink(p), 0);
-}
-
 static void test_corrupted_or_truncated_entry_is_a_miss(void **state)
 {
     (void)state;
@@ -385,108 +245,7 @@ static void test_corrupted_or_truncated_entry_is_a_miss(void **state)
     rm_tmpdir();
 }
 
-/* ---- header damage that keeps the file's size ------------------------------------------- */
-
-/* The .npy header of a 300 x 40 f64 output, edited so that it still parses but says another
- * dtype, order, shape or byte order: the same bytes would come back as something else. The
- * first three are also tried with the manifest re-signed to agree with the damaged header
- * (`structural`): the checks of the loaded tensor's dtype / shape / order catch those alone.
- * A byte-order edit loads as an f64 of the right shape: only the header's hash (or, with
- * verify, the data's) catches it. */
-#define HDR_ROWS 300
-#define HDR_COLS 40
-static const struct {
-    const char *name, *from, *to;
-    bool structural;
-} k_header_edits[] = {
-    {"dtype", "'<f8'", "'<i8'", true},
-    {"order", "False, ", "True,  ", true},
-    {"shape", "(300, 40)", "(40, 300)", true},
-    {"byte order", "'<f8'", "'>f8'", false},
-};
-
-static tdm_tensor *input_2d(tdm_runtime *rt)
-{
-    int64_t shape[2] = {HDR_ROWS, HDR_COLS};
-    tdm_tensor *x;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 2, shape, 0, &x), 0);
-    double *d = tdm_tensor_data(x);
-    for (int64_t i = 0; i < HDR_ROWS * HDR_COLS; i++)
-        d[i] = (double)(i % 977) * 1e-3;
-    return x;
-}
-
-static void put_le64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-/* Replaces `from` by `to` (same length) in output 0's header: the file keeps its size. */
-static void edit_header(const char *key, const char *from, const char *to)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    struct stat st0, st1;
-    assert_int_equal(stat(p, &st0), 0);
-    int fd = open(p, O_RDWR);
-    assert_true(fd >= 0);
-    char h[128];
-    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
-    size_t n = strlen(from);
-    assert_int_equal(n, strlen(to));
-    size_t at = 0;
-    while (at + n <= sizeof h && memcmp(h + at, from, n) != 0)
-        at++;
-    assert_true(at + n <= sizeof h);
-    assert_int_equal(pwrite(fd, to, n, (off_t)at), (ssize_t)n);
-    close(fd);
-    assert_int_equal(stat(p, &st1), 0);
-    assert_int_equal(st0.st_size, st1.st_size);
-}
-
-/* Makes the manifest agree with output 0's (damaged) header: the head hash re-taken from the
- * file and the manifest's own checksum recomputed, as a forger would. Only the checks of the
- * loaded tensor against the manifest's dtype / shape / order can catch the damage then. */
-static void resign_manifest(const char *key)
-{
-    char mp[600], op[600];
-    entry_file(key, "manifest", mp, sizeof mp);
-    entry_file(key, "out0.npy", op, sizeof op);
-    unsigned char m[40 + 96 + 8];
-    int fd = open(mp, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(read(fd, m, sizeof m), (ssize_t)sizeof m);
-    struct stat st;
-    assert_int_equal(stat(op, &st), 0);
-    size_t head = (size_t)st.st_size - (size_t)HDR_ROWS * HDR_COLS * 8;
-    assert_true(head >= 64 && head <= 4096);
-    unsigned char h[4096];
-    int ofd = open(op, O_RDONLY);
-    assert_true(ofd >= 0);
-    assert_int_equal(pread(ofd, h, head, 0), (ssize_t)head);
-    close(ofd);
-    put_le64(m + 40 + 88, XXH3_64bits(h, head));
-    put_le64(m + 40 + 96, XXH3_64bits(m, 40 + 96));
-    assert_int_equal(pwrite(fd, m, sizeof m, 0), (ssize_t)sizeof m);
-    close(fd);
-}
-
-/* The entry's output 0 as its header says (the damage is a well-formed header). */
-static void expect_header(tdm_runtime *rt, const char *key, tdm_dtype dt, int fortran,
-                          int big_endian, int64_t d0, int64_t d1)
-{
-    char p[600];
-    entry_file(key, "out0.npy", p, sizeof p);
-    tdm_file_info fi;
-    assert_int_equal(tdm_file_info_get(rt, p, &fi), 0);
-    assert_int_equal(fi.dtype, dt);
-    assert_int_equal(fi.fortran_order, fortran);
-    assert_int_equal(fi.big_endian, big_endian);
-    assert_int_equal(fi.ndim, 2);
-    assert_int_equal(fi.shape[0], d0);
-    assert_int_equal(fi.shape[1], d1);
-}
+/* ---- header damage that keeps the file's size (edits: cache_test_util.h) ---------------- */
 
 /* For each header edit (and each again with the manifest re-signed to agree with it): the
  * damaged entry is a miss, the result is recomputed and correct, the entry is counted as
@@ -1076,6 +835,129 @@ static void test_threads_share_one_cache(void **state)
     rm_tmpdir();
 }
 
+/* ---- every dtype -------------------------------------------------------------------------- */
+
+/* Every dtype (bool, i8, i16, u16, u32, u64 included) is stored and served byte for byte, as
+ * .npy (mapped) and compressed; the dtype is part of the key (same bytes, another dtype: a
+ * miss). */
+static void test_every_dtype_is_stored_and_served(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    reg_cpu_kernel(rt, "copy_any", cpu_copy_any, infer_copy_any);
+    const struct {
+        tdm_mmap_mode m;
+        tdm_codec codec;
+    } v[] = {{TDM_MMAP_READ, TDM_CODEC_NONE}, {TDM_MMAP_NONE, TDM_CODEC_ZSTD}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        tdm_cache_opts o = TDM_CACHE_OPTS_INIT;
+        o.mmap = v[i].m;
+        o.codec = v[i].codec;
+        tdm_cache *c = open_cache(rt, &o);
+        assert_int_equal(tdm_cache_clear(c), 0);
+        char keys[TDM_DTYPE_COUNT][33];
+        for (int dt = 0; dt < TDM_DTYPE_COUNT; dt++) {
+            /* The same 96 bytes seen as each dtype. */
+            int64_t rows = 96 / (int64_t)tdm_dtype_size((tdm_dtype)dt) / 2;
+            tdm_tensor *x;
+            assert_int_equal(tdm_tensor_empty(rt, (tdm_dtype)dt, 2, (int64_t[]){rows, 2}, 0, &x),
+                             0);
+            unsigned char *p = tdm_tensor_data(x);
+            for (int k = 0; k < 96; k++)
+                p[k] = (unsigned char)(dt == TDM_BOOL ? k % 3 == 0 : k * 11 + 5);
+            tdm_tensor *y = NULL, *y2 = NULL;
+            int hit;
+            tdm_map_opts mo = quiet();
+            assert_int_equal(tdm_cache_key(c, "copy_any", &x, 1, &y, 1, NULL, 0, keys[dt]), 0);
+            for (int e = 0; e < dt; e++)
+                assert_string_not_equal(keys[e], keys[dt]);
+            assert_int_equal(tdm_cache_map(c, "copy_any", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit),
+                             0);
+            assert_int_equal(hit, 0);
+            assert_int_equal(tdm_cache_map(c, "copy_any", &x, 1, &y2, 1, NULL, 0, &mo, NULL, &hit),
+                             0);
+            assert_int_equal(hit, 1);
+            assert_int_equal(tdm_tensor_dtype(y2), dt);
+            assert_int_equal(tdm_tensor_dim(y2, 0), rows);
+            if (v[i].m != TDM_MMAP_NONE)
+                assert_true(tdm_tensor_mem(y2) & TDM_MEM_MAPPED);
+            assert_memory_equal(tdm_tensor_data(y2), p, 96);
+            tdm_tensor_release(y);
+            tdm_tensor_release(y2);
+            tdm_tensor_release(x);
+        }
+        tdm_cache_stats st;
+        assert_int_equal(tdm_cache_stats_get(c, &st), 0);
+        assert_int_equal(st.stores, TDM_DTYPE_COUNT);
+        assert_int_equal(st.corrupt, 0);
+        tdm_cache_close(c);
+    }
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* ---- keys that follow the code --------------------------------------------------------- */
+
+/* One call of "scaled" through a cache in a fresh runtime: hit or miss, and y[1] (x = 0, 1...). */
+static int scaled_call(tdm_kernel_cpu_fn cpu, const char *source, uint64_t hash, double *y1,
+                       char key[33])
+{
+    tdm_runtime *rt = runtime_with_scaled(cpu, source, hash);
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){16}, 0, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, (int64_t[]){16}, 0, &y), 0);
+    for (int i = 0; i < 16; i++)
+        ((double *)tdm_tensor_data(x))[i] = i;
+    tdm_cache *c = open_cache(rt, NULL);
+    tdm_map_opts mo = quiet();
+    mo.policy = TDM_POLICY_THREADS;
+    int hit = -1;
+    assert_int_equal(tdm_cache_key(c, "scaled", &x, 1, &y, 1, NULL, 0, key), 0);
+    assert_int_equal(tdm_cache_map(c, "scaled", &x, 1, &y, 1, NULL, 0, &mo, NULL, &hit), 0);
+    *y1 = ((double *)tdm_tensor_data(y))[1];
+    tdm_cache_close(c);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+    return hit;
+}
+
+/* A kernel's body changed without a kernel_version bump is a miss, never the old result: its
+ * device source text is part of the key, and so is a CPU-only kernel's code_hash. */
+static void test_key_follows_the_kernel_code(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    /* (Never built: the maps run on threads. Only the text matters to the key.) */
+    const char *src2 = "TDM_KERNEL scaled(TDM_GLOBAL const double *x, TDM_GLOBAL double *y) "
+                       "{ y[0] = 2 * x[0]; }\n";
+    const char *src3 = "TDM_KERNEL scaled(TDM_GLOBAL const double *x, TDM_GLOBAL double *y) "
+                       "{ y[0] = 3 * x[0]; }\n";
+    double y1;
+    char k1[33], k2[33], k3[33];
+    assert_int_equal(scaled_call(cpu_twice, src2, 0, &y1, k1), 0);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_twice, src2, 0, &y1, k2), 1); /* same code: a hit */
+    assert_string_equal(k1, k2);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_thrice, src3, 0, &y1, k3), 0); /* new text: a miss */
+    assert_string_not_equal(k1, k3);
+    assert_true(y1 == 3.0);
+    /* CPU only: the code hash decides. */
+    assert_int_equal(scaled_call(cpu_twice, NULL, 0x1111, &y1, k1), 0);
+    assert_true(y1 == 2.0);
+    assert_int_equal(scaled_call(cpu_twice, NULL, 0x1111, &y1, k2), 1);
+    assert_true(y1 == 2.0);
+    assert_string_equal(k1, k2);
+    assert_int_equal(scaled_call(cpu_thrice, NULL, 0x2222, &y1, k3), 0);
+    assert_true(y1 == 3.0);
+    assert_string_not_equal(k1, k3);
+    assert_int_equal(scaled_call(cpu_thrice, NULL, 0x2222, &y1, k3), 1);
+    assert_true(y1 == 3.0);
+    rm_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1092,6 +974,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_store_failure_still_returns_the_result),
         cmocka_unit_test(test_two_processes_share_one_directory),
         cmocka_unit_test(test_threads_share_one_cache),
+        cmocka_unit_test(test_every_dtype_is_stored_and_served),
+        cmocka_unit_test(test_key_follows_the_kernel_code),
     };
     return TDM_TEST_MAIN("cache", tests);
 }

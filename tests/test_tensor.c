@@ -101,6 +101,12 @@ static void test_dtype_sizes(void **state)
     assert_int_equal(tdm_dtype_size(TDM_F64), 8);
     assert_int_equal(tdm_dtype_size(TDM_F16), 2);
     assert_int_equal(tdm_dtype_size(TDM_BF16), 2);
+    assert_int_equal(tdm_dtype_size(TDM_BOOL), 1);
+    assert_int_equal(tdm_dtype_size(TDM_I8), 1);
+    assert_int_equal(tdm_dtype_size(TDM_I16), 2);
+    assert_int_equal(tdm_dtype_size(TDM_U16), 2);
+    assert_int_equal(tdm_dtype_size(TDM_U32), 4);
+    assert_int_equal(tdm_dtype_size(TDM_U64), 8);
     assert_int_equal(tdm_dtype_size(TDM_DTYPE_COUNT), 0);
     assert_int_equal(tdm_dtype_size((tdm_dtype)-1), 0);
 }
@@ -108,7 +114,9 @@ static void test_dtype_sizes(void **state)
 static void test_dtype_names(void **state)
 {
     (void)state;
-    static const char *const names[] = {"u8", "i32", "i64", "f32", "f64", "f16", "bf16"};
+    static const char *const names[] = {"u8",   "i32", "i64", "f32", "f64", "f16", "bf16",
+                                        "bool", "i8",  "i16", "u16", "u32", "u64"};
+    assert_int_equal(sizeof names / sizeof names[0], TDM_DTYPE_COUNT);
     for (int d = 0; d < TDM_DTYPE_COUNT; d++)
         assert_string_equal(tdm_dtype_name((tdm_dtype)d), names[d]);
     assert_string_equal(tdm_dtype_name(TDM_DTYPE_COUNT), "invalid");

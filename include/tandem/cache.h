@@ -1,9 +1,17 @@
 /* tandem — a result cache for maps (joblib's Memory for tandem's kernels).
  *
- * A map run through the cache is keyed by the kernel's name and kernel_version, its parameter
- * block, the dtype/shape of its outputs and the dtype, shape and bytes of its inputs (xxh3-128
- * over all of them). A hit loads — or memory-maps — the stored outputs instead of computing;
- * a miss runs the map and stores its outputs.
+ * A map run through the cache is keyed by the kernel's name and kernel_version, its code, its
+ * parameter block, the dtype/shape of its outputs and the dtype, shape and bytes of its inputs
+ * (xxh3-128 over all of them). A hit loads — or memory-maps — the stored outputs instead of
+ * computing; a miss runs the map and stores its outputs.
+ *
+ * The kernel's code, as joblib's Memory hashes a function's: the device source text of a kernel
+ * that has one (tdm_kernel_def.source, which for a built-in kernel is the single-source text its
+ * CPU version is compiled from too, so a new tandem whose built-in kernels changed misses), and
+ * tdm_kernel_def.code_hash, a value the user gives for a CPU implementation (C code cannot be
+ * read back at run time: a build can pass a hash of the file). A changed body is then a miss,
+ * never a stale hit. A CPU-only kernel with code_hash 0 is keyed by its name and kernel_version
+ * alone: bump kernel_version when its results change.
  *
  * On disk: `dir/` (created 0700 when absent) holds one directory per entry named by the key's
  * 32 hex digits — never by anything the caller chose, so no key becomes a path outside `dir` —
@@ -75,6 +83,31 @@ typedef struct tdm_cache_stats {
     int64_t evictions;      /**< entries removed to respect bytes_limit */
 } tdm_cache_stats;
 
+/** What one tdm_cache_map_groups() call did. A plain value. */
+typedef struct tdm_cache_groups_report {
+    uint32_t size;           /**< sizeof(tdm_cache_groups_report): set by the caller
+                              *   (TDM_CACHE_GROUPS_REPORT_INIT) */
+    int64_t groups;          /**< groups in the call */
+    int64_t hits;            /**< groups served from the cache */
+    int64_t misses;          /**< groups computed (corrupt entries included) */
+    int64_t corrupt;         /**< of the misses: entries found damaged, then replaced */
+    int64_t stores;          /**< computed groups stored (or found stored by another writer) */
+    int64_t store_failures;  /**< computed groups that could not be stored (full disk...) */
+    uint64_t bytes_loaded;   /**< output bytes the hits filled */
+    uint64_t bytes_computed; /**< output bytes the misses computed */
+    double compute_s;        /**< worker-seconds the misses took (time inside the kernel,
+                              *   summed over the workers) */
+    double saved_s;          /**< worker-seconds the hits did not spend: what each entry
+                              *   recorded when it was computed (0 for entries that predate
+                              *   the record) */
+    double wall_s;           /**< the whole call */
+} tdm_cache_groups_report;
+
+#define TDM_CACHE_GROUPS_REPORT_INIT                                                               \
+    {                                                                                              \
+        sizeof(tdm_cache_groups_report), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0                     \
+    }
+
 TDM_BEGIN_DECLS
 
 /** Fills *o with the defaults. Returns 0 or TDM_EINVAL. */
@@ -108,6 +141,72 @@ TDM_EXTERN int tdm_cache_map(tdm_cache *c, const char *kernel, tdm_tensor *const
                              tdm_tensor **outputs, int n_out, const void *params,
                              size_t params_size, const tdm_map_opts *opts, tdm_report *report,
                              int *hit);
+
+/** A map cached group by group (joblib's Parallel over memory.cache'd calls): the rows of the
+ *  map are cut into n_groups groups - [bounds[g], bounds[g + 1]) when `bounds` is given
+ *  (n_groups + 1 increasing row indices from 0 to the row count: a column, a file, an item
+ *  range each), else n_groups groups of equal size (the last may be shorter) - and each group
+ *  is its own entry, keyed exactly as tdm_cache_map() keys a map of those rows alone (row
+ *  views of the inputs and outputs; inputs the kernel takes whole are whole in every group),
+ *  so either call hits the other's entries. Every group is looked up first; hits are loaded
+ *  into their rows of `outputs`, and the misses are all started at once (at most 2 x the
+ *  runtime's threads in flight) as maps with `opts` on whatever backends that allows, each
+ *  stored as soon as it finishes: a second process running the same groups meanwhile finds
+ *  them, and two writers of one group leave one whole entry.
+ *  `outputs`: all n_out given (results are written into them; the cache does not create
+ *  them here). `report` (may be NULL) says what was hit, computed, loaded and saved.
+ *  Returns 0 when every group is in `outputs` (a group that could not be stored is still
+ *  returned, and counted in store_failures); TDM_EINVAL (NULL cache/kernel/outputs, n_out 0
+ *  or not the kernel's, n_groups < 0, bounds not increasing from 0 to the row count, a group
+ *  count larger than the rows, report size too small); TDM_ENOTFOUND; TDM_ELAYOUT; every code
+ *  of tdm_map() - a group that fails stops the groups not yet started, those running finish
+ *  (and are stored), and the first failure is returned with its message. Thread-safe. */
+TDM_EXTERN int tdm_cache_map_groups(tdm_cache *c, const char *kernel, tdm_tensor *const *inputs,
+                                    int n_in, tdm_tensor *const *outputs, int n_out,
+                                    const void *params, size_t params_size,
+                                    const int64_t *bounds, int64_t n_groups,
+                                    const tdm_map_opts *opts, tdm_cache_groups_report *report);
+
+/** A running tdm_cache_map_groups_async(). Opaque. */
+typedef struct tdm_cache_job tdm_cache_job;
+
+/** One settled group of a tdm_cache_map_groups_async() job. */
+typedef struct tdm_cache_group_result {
+    int64_t group;      /**< its index */
+    int64_t begin, end; /**< its rows */
+    int hit;            /**< 1: loaded from the cache; 0: computed (then stored) */
+    int status;         /**< 0, or the error its map failed with */
+} tdm_cache_group_result;
+
+/** tdm_cache_map_groups() without waiting: the lookups, maps and stores run on a thread of the
+ *  job's own, and tdm_cache_job_next() hands out each group as it is settled - hits as they
+ *  are found, computed groups as their maps finish - so a consumer sees cached and computed
+ *  groups alike, in the order they became ready. Same arguments and validation as
+ *  tdm_cache_map_groups(); params, bounds and opts are copied, the tensors must stay alive
+ *  until tdm_cache_job_finish(). Returns 0 and *job (end it with tdm_cache_job_finish());
+ *  the errors of tdm_cache_map_groups() found before anything starts; TDM_ESYS (no thread).
+ *  On error *job is NULL. Thread-safe. */
+TDM_EXTERN int tdm_cache_map_groups_async(tdm_cache *c, const char *kernel,
+                                          tdm_tensor *const *inputs, int n_in,
+                                          tdm_tensor *const *outputs, int n_out,
+                                          const void *params, size_t params_size,
+                                          const int64_t *bounds, int64_t n_groups,
+                                          const tdm_map_opts *opts, tdm_cache_job **job);
+
+/** Blocks until the job settles another group and gives it in *r (its rows of the outputs are
+ *  then final). Returns 0; TDM_EDONE when every group that will be settled has been given (all
+ *  of them, unless a group failed or the job was cancelled: the groups not started then are
+ *  never given); TDM_EINVAL (NULL). Only one thread at a time may call it for a given job. */
+TDM_EXTERN int tdm_cache_job_next(tdm_cache_job *job, tdm_cache_group_result *r);
+
+/** Asks the job to start no more groups; the maps running finish (and are stored). Returns 0
+ *  or TDM_EINVAL. Thread-safe. */
+TDM_EXTERN int tdm_cache_job_cancel(tdm_cache_job *job);
+
+/** Waits for the job to end (every group, unless cancelled or failed), fills `report` (may be
+ *  NULL) and frees the job. Returns the call's status as tdm_cache_map_groups() would, or
+ *  TDM_EINVAL (NULL job - a no-op -, report size too small: the job is still freed). */
+TDM_EXTERN int tdm_cache_job_finish(tdm_cache_job *job, tdm_cache_groups_report *report);
 
 /** The key a tdm_cache_map() call with these arguments has: 32 lowercase hex digits and a NUL
  *  written into key_hex (33 bytes). `outputs` as for tdm_cache_map() (their dtype/shape count

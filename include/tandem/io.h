@@ -2,9 +2,9 @@
  * deflate), memory-mapped loads, and a streaming writer for results larger than memory.
  *
  * joblib's dump/load for tandem's tensors. Files move freely between tandem and NumPy:
- *   - .npy, versions 1.0, 2.0 and 3.0, C or Fortran order, dtypes u1 i4 i8 f2 f4 f8 (little-
- *     or big-endian on load; written little-endian) and bf16 as '<V2' (the raw two bytes, as
- *     ml_dtypes' bfloat16 arrays are saved by numpy.save);
+ *   - .npy, versions 1.0, 2.0 and 3.0, C or Fortran order, dtypes b1 (bool) u1 u2 u4 u8 i1 i2
+ *     i4 i8 f2 f4 f8 (little- or big-endian on load; written little-endian) and bf16 as '<V2'
+ *     (the raw two bytes, as ml_dtypes' bfloat16 arrays are saved by numpy.save);
  *   - .npz, a zip of .npy members, stored or deflated (numpy.savez / savez_compressed), zip64;
  *   - compressed tensor files (".tdz", tandem's own): the bytes in independent chunks, each
  *     compressed with zstd, lz4 or deflate and checksummed (xxh3), compressed and decompressed
@@ -148,10 +148,10 @@ TDM_EXTERN int tdm_save(const tdm_tensor *t, const char *path, const tdm_save_op
  *  a .npz archive: use tdm_npz_open()); TDM_EIO (cannot open / read; READWRITE on a read-only
  *  file); TDM_EFORMAT (wrong magic, bad or truncated header, data shorter than the header
  *  says, more than max_bytes); TDM_EDTYPE (a dtype tandem has not: structured, object,
- *  strings, bool, i1, u4...); TDM_ESHAPE (more than TDM_MAX_DIMS dims); TDM_ELAYOUT (a mmap of
- *  big-endian or misaligned data); TDM_ECORRUPT (a compressed chunk fails its checksum or does
- *  not decompress); TDM_ENOMEM / TDM_ENOSPC / TDM_EPERM (as tdm_tensor_empty for opts->mem).
- *  On error *out is NULL. Thread-safe. */
+ *  strings, complex, datetime...); TDM_ESHAPE (more than TDM_MAX_DIMS dims); TDM_ELAYOUT (a
+ *  mmap of big-endian or misaligned data); TDM_ECORRUPT (a compressed chunk fails its checksum
+ *  or does not decompress); TDM_ENOMEM / TDM_ENOSPC / TDM_EPERM (as tdm_tensor_empty for
+ *  opts->mem). On error *out is NULL. Thread-safe. */
 TDM_EXTERN int tdm_load(tdm_runtime *rt, const char *path, const tdm_load_opts *opts,
                         tdm_tensor **out);
 

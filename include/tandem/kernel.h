@@ -111,7 +111,8 @@ typedef struct tdm_kernel_def {
     uint32_t size;             /**< sizeof(tdm_kernel_def) */
     uint32_t version;          /**< TDM_KERNEL_DEF_VERSION */
     const char *name;          /**< unique per runtime, 1..63 chars of [A-Za-z0-9_.] */
-    uint32_t kernel_version;   /**< bump when results change (result caches key on it) */
+    uint32_t kernel_version;   /**< bump when results change (result caches key on it, and on
+                                *  `source` and `code_hash`: see tandem/cache.h) */
     int n_in_min;              /**< fewest inputs accepted */
     int n_in_max;              /**< most inputs accepted */
     int n_out;                 /**< output count (>= 0) */
@@ -129,12 +130,17 @@ typedef struct tdm_kernel_def {
                                 *  device it is uploaded once and kept while valid. It must be
                                 *  contiguous (and a whole storage, offset 0, for devices). A map
                                 *  whose inputs are all whole takes its rows from the outputs. */
+    uint64_t code_hash;        /**< any value that changes when the CPU implementation's code
+                                *  does (a hash of its source file made by the build, a git
+                                *  blob id...): result caches key on it, so a changed body is a
+                                *  miss without a kernel_version bump. 0 = none. (`source`, when
+                                *  given, is keyed on by itself.) */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
     {                                                                                              \
         sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL,    \
-            NULL, 0u                                                                               \
+            NULL, 0u, 0u                                                                           \
     }
 
 /* Parameter blocks of the built-in kernels (passed by value to tdm_map). */
@@ -156,7 +162,7 @@ typedef struct tdm_scale_shift_params {
 
 /** "normalize_u8": u8 images [N, H, W, C] (HWC, C <= 4) → f32 [N, C, H, W] with
  *  y = (x / 255 - mean[c]) / std[c]. Horizontal flip: `flip` = 0 none, 1 every image; or pass
- *  an optional second input, u8 [N], whose non-zero entries flip that image. */
+ *  an optional second input, u8 or bool [N], whose non-zero entries flip that image. */
 typedef struct tdm_normalize_params {
     float mean[4];    /**< per channel, on the 0..1 scale */
     float std[4];     /**< per channel */

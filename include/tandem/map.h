@@ -162,6 +162,16 @@ TDM_EXTERN int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *co
                              int n_in, tdm_tensor *const *outputs, int n_out, const void *params,
                              size_t params_size, const tdm_map_opts *opts, tdm_job **job);
 
+/** As tdm_map_async(), with the row count given by the caller: for a kernel whose rows no
+ *  tensor carries (no inputs, or only inputs given whole, like "pi_leibniz" without its terms
+ *  input) streaming into ring buffers (outputs NULL), `n_rows` items are mapped. When tensors
+ *  do carry rows they must have n_rows of them. Returns as tdm_map_async(), plus TDM_EINVAL
+ *  (n_rows negative) and TDM_ESHAPE (a tensor's rows differ from n_rows). Thread-safe. */
+TDM_EXTERN int tdm_map_async_rows(tdm_runtime *rt, const char *kernel, int64_t n_rows,
+                                  tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
+                                  int n_out, const void *params, size_t params_size,
+                                  const tdm_map_opts *opts, tdm_job **job);
+
 /** Starts a parallel_for without waiting; see tdm_parallel_for() and tdm_map_async(). */
 TDM_EXTERN int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
                                       const void *params, size_t params_size,

@@ -8,7 +8,12 @@
 #include "tandem/export.h"
 #include "tandem/runtime.h"
 
-/** Element types. f16 and bf16 are storage types (kernels may not support them). */
+/** Element types. The numbers are ABI: new types are added at the end, before
+ *  TDM_DTYPE_COUNT (which is not a type: it is what tdm_tensor_dtype(NULL) returns, and it grows
+ *  with the list). f16 and bf16 are storage types; bool (one byte, 0 or 1, numpy's bool_), i8,
+ *  i16, u16, u32 and u64 are stored, loaded and saved (.npy, .npz, compressed files, the cache)
+ *  like every other type, but most built-in kernels refuse them with TDM_EDTYPE (each kernel's
+ *  accepted dtypes are in tandem/kernel.h). */
 typedef enum tdm_dtype {
     TDM_U8 = 0,
     TDM_I32 = 1,
@@ -17,6 +22,12 @@ typedef enum tdm_dtype {
     TDM_F64 = 4,
     TDM_F16 = 5,
     TDM_BF16 = 6,
+    TDM_BOOL = 7,
+    TDM_I8 = 8,
+    TDM_I16 = 9,
+    TDM_U16 = 10,
+    TDM_U32 = 11,
+    TDM_U64 = 12,
     TDM_DTYPE_COUNT
 } tdm_dtype;
 
@@ -52,10 +63,12 @@ typedef struct tdm_tensor tdm_tensor;
 
 TDM_BEGIN_DECLS
 
-/** Size of one element in bytes (1, 4, 8, 4, 8, 2, 2), or 0 for an invalid dtype. */
+/** Size of one element in bytes (u8 1, i32 4, i64 8, f32 4, f64 8, f16 2, bf16 2, bool 1, i8 1,
+ *  i16 2, u16 2, u32 4, u64 8), or 0 for an invalid dtype. Thread-safe. */
 TDM_EXTERN size_t tdm_dtype_size(tdm_dtype dtype);
 
-/** Short name of a dtype ("u8", "i32", "i64", "f32", "f64", "f16", "bf16"), "invalid" otherwise. */
+/** Short name of a dtype ("u8", "i32", "i64", "f32", "f64", "f16", "bf16", "bool", "i8", "i16",
+ *  "u16", "u32", "u64"), "invalid" otherwise. A static string: do not free. Thread-safe. */
 TDM_EXTERN const char *tdm_dtype_name(tdm_dtype dtype);
 
 /** Creates an uninitialised contiguous (row-major) tensor of `ndim` dims (0..TDM_MAX_DIMS;

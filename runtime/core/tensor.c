@@ -14,15 +14,21 @@ size_t tdm_dtype_size(tdm_dtype dtype)
 {
     switch (dtype) {
     case TDM_U8:
+    case TDM_BOOL:
+    case TDM_I8:
         return 1;
     case TDM_I32:
     case TDM_F32:
+    case TDM_U32:
         return 4;
     case TDM_I64:
     case TDM_F64:
+    case TDM_U64:
         return 8;
     case TDM_F16:
     case TDM_BF16:
+    case TDM_I16:
+    case TDM_U16:
         return 2;
     default:
         return 0;
@@ -46,6 +52,18 @@ const char *tdm_dtype_name(tdm_dtype dtype)
         return "f16";
     case TDM_BF16:
         return "bf16";
+    case TDM_BOOL:
+        return "bool";
+    case TDM_I8:
+        return "i8";
+    case TDM_I16:
+        return "i16";
+    case TDM_U16:
+        return "u16";
+    case TDM_U32:
+        return "u32";
+    case TDM_U64:
+        return "u64";
     default:
         return "invalid";
     }

@@ -1,5 +1,6 @@
-/* tandem — internal helpers shared by the tensor-file code (runtime/io_*.c, runtime/cache.c).
- * Not API. */
+/* tandem — internal helpers shared by the tensor-file code (runtime/io/io_*.c and cache*.c).
+ * A format with more than one file has its own header besides: npz_internal.h,
+ * tdz_internal.h, cache_internal.h. Not API. */
 #ifndef TANDEM_IO_INTERNAL_H
 #define TANDEM_IO_INTERNAL_H
 
@@ -47,8 +48,12 @@ static inline uint64_t tdm__get_u64(const unsigned char *p)
 /* Re-labels the message of a failed inner call ("tdm_tensor_empty: ...") with the public
  * function `who` and returns rc. */
 int tdm__io_reerr(tdm_runtime *rt, int rc, const char *who);
+/* The checks every public call that opens a path into *out starts with (the caller sets *out to
+ * NULL first when out is given): out given, rt and path not NULL; then clears rt's message.
+ * 0 or TDM_EINVAL with the message "who: ... is NULL". */
+int tdm__io_begin(tdm_runtime *rt, const char *who, bool out_given, const char *path);
 
-/* ---- files (runtime/io_file.c) --------------------------------------------------------- */
+/* ---- files (io_file.c; layouts in io_layout.c) ------------------------------------------ */
 
 /* Opens `path` for reading (or read-write), checks it is a regular file and gives its size.
  * 0 and *fd, or TDM_EIO / TDM_EINVAL (not a regular file) with a message. */
@@ -97,7 +102,7 @@ int tdm__io_new_tensor(tdm_runtime *rt, const char *who, tdm_dtype dtype, int nd
 /* Converts a Fortran-order tensor into a new C-contiguous one (releases *t, replaces it). */
 int tdm__io_to_c_order(tdm_runtime *rt, const char *who, tdm_tensor **t, unsigned mem);
 
-/* ---- .npy (runtime/io_npy.c) ----------------------------------------------------------- */
+/* ---- .npy (io_npy_header.c, io_npy.c) ----------------------------------------------------- */
 
 typedef struct tdm__npy_header {
     tdm_dtype dtype;
@@ -152,7 +157,7 @@ int tdm__io_fdsink_write(void *ctx, const void *p, size_t n);
 int tdm__io_emit_elements(tdm_runtime *rt, const char *who, const tdm_tensor *t, tdm__io_sink sink,
                           void *ctx);
 
-/* ---- compressed tensor files (runtime/io_tdz.c) ---------------------------------------- */
+/* ---- compressed tensor files (io_tdz*.c) ------------------------------------------------ */
 
 #define TDM__TDZ_MAGIC "\x93TDZ\x01\r\n\x1a"
 bool tdm__tdz_is(const unsigned char *buf, size_t n);
@@ -162,7 +167,7 @@ int tdm__tdz_load(tdm_runtime *rt, const char *who, const char *path, int fd, ui
 int tdm__tdz_info(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t size,
                   tdm_file_info *info);
 
-/* Streaming compressed writer used by tdm_writer (runtime/io_writer.c). */
+/* Streaming compressed writer used by tdm_writer (io_writer.c). */
 typedef struct tdm__tdz_writer tdm__tdz_writer;
 int tdm__tdz_writer_open(tdm_runtime *rt, const char *who, const char *path, tdm_dtype dtype,
                          int ndim, const int64_t *shape, const tdm_save_opts *o,
@@ -173,7 +178,7 @@ int tdm__tdz_writer_write(tdm__tdz_writer *w, const void *p, size_t n);
 int tdm__tdz_writer_close(tdm__tdz_writer *w, int64_t rows);
 void tdm__tdz_writer_abort(tdm__tdz_writer *w);
 
-/* ---- .npz (runtime/io_npz.c) ----------------------------------------------------------- */
+/* ---- .npz (io_npz.c) ------------------------------------------------------------------- */
 int tdm__npz_info(tdm_runtime *rt, const char *who, const char *path, tdm_file_info *info);
 
 #endif

@@ -28,16 +28,15 @@ int tdm_writer_open(tdm_runtime *rt, const char *path, tdm_dtype dtype, int ndim
                     const int64_t *shape, const tdm_save_opts *opts, tdm_writer **out)
 {
     static const char who[] = "tdm_writer_open";
-    if (!out)
-        return tdm__err(rt, TDM_EINVAL, "%s: out is NULL", who);
-    *out = NULL;
-    if (!rt)
-        return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", who);
-    if (!path || !shape)
-        return tdm__err(rt, TDM_EINVAL, "%s: %s is NULL", who, path ? "shape" : "path");
-    tdm__err_clear(rt);
+    if (out)
+        *out = NULL;
+    int rc = tdm__io_begin(rt, who, out != NULL, path);
+    if (rc != 0)
+        return rc;
+    if (!shape)
+        return tdm__err(rt, TDM_EINVAL, "%s: shape is NULL", who);
     tdm_save_opts o;
-    int rc = tdm__io_save_opts(rt, who, opts, &o);
+    rc = tdm__io_save_opts(rt, who, opts, &o);
     if (rc != 0)
         return rc;
     size_t es = tdm_dtype_size(dtype);

@@ -437,7 +437,7 @@ static int place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
  * any tensor here. `outputs` NULL (streaming only) asks for ring buffers. */
 static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tensor *const *inputs,
                      int n_in, tdm_tensor *const *outputs, int n_out, const void *params,
-                     size_t params_size, tdm_tensor_desc *descs)
+                     size_t params_size, int64_t n_rows, tdm_tensor_desc *descs)
 {
     tdm_runtime *rt = job->rt;
     if (!kernel)
@@ -499,10 +499,15 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
             return tdm__err(rt, TDM_ESHAPE, "%s(%s): %s %d has %lld rows, the first tensor %lld",
                             fn, d->name, role, idx, (long long)r, (long long)rows);
     }
+    if (n_rows >= 0 && rows >= 0 && rows != n_rows) /* (n_rows < 0: not given) */
+        return tdm__err(rt, TDM_ESHAPE, "%s(%s): the tensors have %lld rows, n_rows is %lld", fn,
+                        d->name, (long long)rows, (long long)n_rows);
+    if (rows < 0)
+        rows = n_rows;
     if (rows < 0)
         return tdm__err(rt, TDM_EINVAL,
-                        "%s(%s): no tensor gives the number of rows (a kernel "
-                        "without inputs needs its outputs)",
+                        "%s(%s): no tensor gives the number of rows (a kernel without inputs "
+                        "needs its outputs, or tdm_map_async_rows())",
                         fn, d->name);
 
     for (int i = 0; i < n_in; i++) /* (NULL whole inputs were passed over above) */
@@ -747,7 +752,7 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
                        tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
                        const void *params, size_t params_size, const tdm_map_opts *opts,
-                       const tdm__hook *hook, tdm__job **out)
+                       const tdm__hook *hook, tdm__job **out, int64_t n_rows)
 {
     *out = NULL;
     if (!rt)
@@ -771,7 +776,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     memset(descs, 0, sizeof descs);
     int rc = check_opts(rt, fn, opts, &job->opts, streaming);
     if (rc == 0)
-        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size, descs);
+        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size,
+                       n_rows, descs);
     if (rc == 0 && streaming)
         rc = setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
@@ -842,7 +848,7 @@ int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs, int 
     tdm__job *job;
     if (rc == 0)
         rc = prepare_map(rt, "tdm_map", false, kernel, inputs, n_in, outputs, n_out, params,
-                         params_size, opts, NULL, &job);
+                         params_size, opts, NULL, &job, -1);
     return rc < 0 ? rc : finish_sync(job, report);
 }
 
@@ -865,7 +871,25 @@ int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs
         return tdm__err(rt, TDM_EINVAL, "tdm_map_async: job is NULL");
     tdm__job *j;
     int rc = prepare_map(rt, "tdm_map_async", true, kernel, inputs, n_in, outputs, n_out, params,
-                         params_size, opts, NULL, &j);
+                         params_size, opts, NULL, &j, -1);
+    *job = rc < 0 ? NULL : (tdm_job *)j;
+    return rc;
+}
+
+int tdm_map_async_rows(tdm_runtime *rt, const char *kernel, int64_t n_rows,
+                       tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
+                       const void *params, size_t params_size, const tdm_map_opts *opts,
+                       tdm_job **job)
+{
+    if (!job)
+        return tdm__err(rt, TDM_EINVAL, "tdm_map_async_rows: job is NULL");
+    *job = NULL;
+    if (n_rows < 0)
+        return tdm__err(rt, TDM_EINVAL, "tdm_map_async_rows: n_rows %lld is negative",
+                        (long long)n_rows);
+    tdm__job *j;
+    int rc = prepare_map(rt, "tdm_map_async_rows", true, kernel, inputs, n_in, outputs, n_out,
+                         params, params_size, opts, NULL, &j, n_rows);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
 }
@@ -889,7 +913,7 @@ int tdm__map_async_hook(tdm_runtime *rt, const char *fn, const char *kernel,
 {
     tdm__hook h = {hook, hook_arg};
     return prepare_map(rt, fn, false, kernel, inputs, n_in, outputs, n_out, params, params_size,
-                       opts, &h, job);
+                       opts, &h, job, -1);
 }
 
 int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm_range_fn fn,

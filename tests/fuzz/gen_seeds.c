@@ -36,6 +36,29 @@ static int save_all(tdm_runtime *rt, const char *dir, const char *name, tdm_tens
     return rc;
 }
 
+/* The same .npy with its descr made big-endian ('<' -> '>'): the readers' byte swap. */
+static int save_big_endian(const char *dir, const char *name)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/npy/%s.npy", dir, name);
+    FILE *f = fopen(p, "rb");
+    if (!f)
+        return 1;
+    static unsigned char b[1 << 16];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    unsigned char *q = n > 10 ? memchr(b + 10, '<', n - 10) : NULL;
+    if (!q)
+        return 1;
+    *q = '>';
+    snprintf(p, sizeof p, "%s/npy/%s_be.npy", dir, name);
+    f = fopen(p, "wb");
+    if (!f)
+        return 1;
+    int rc = fwrite(b, 1, n, f) != n;
+    return fclose(f) != 0 || rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -63,10 +86,12 @@ int main(int argc, char **argv)
             return 1;
         unsigned char *b = tdm_tensor_data(t);
         for (size_t k = 0; k < tdm_tensor_nbytes(t); k++)
-            b[k] = (unsigned char)(k * 7 % 13);
+            b[k] = (unsigned char)(dt == TDM_BOOL ? k % 3 == 0 : k * 7 % 13);
         char name[32];
         snprintf(name, sizeof name, "%s_2d", tdm_dtype_name((tdm_dtype)dt));
         rc |= save_all(rt, argv[1], name, t);
+        if (tdm_dtype_size((tdm_dtype)dt) > 1 && dt != TDM_BF16)
+            rc |= save_big_endian(argv[1], name);
         tdm_tensor_release(t);
     }
     /* A Fortran-order file, a scalar, an empty tensor, a larger compressible one. */
