@@ -176,6 +176,10 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out);
 void tdm__procs_close(tdm__procs *p);
 /* Number of worker processes (0 for NULL). */
 int tdm__procs_count(const tdm__procs *p);
+/* True once the fork server is gone or stopped: no batch can run in a process any more. */
+bool tdm__procs_broken(const tdm__procs *p);
+/* Writes why into buf; returns TDM_EWORKER. */
+int tdm__procs_why_broken(tdm__procs *p, char *buf, size_t len);
 
 /* Creates dir and its parents (mode 0700) and checks it is a readable, writable directory.
  * 0, TDM_ENOMEM or TDM_EIO (message "who: ..."). runtime/cache.c. */

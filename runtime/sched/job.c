@@ -19,19 +19,25 @@
 static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
 {
     int64_t n = job->n_items;
-    if (job->fixed_bs) {
-        int64_t b = atomic_fetch_add_explicit(&job->cursor, want, memory_order_relaxed);
-        if (b >= n)
-            return false;
-        *begin = b;
-        *end = b + want < n ? b + want : n;
-        return true;
-    }
+    if (want < 1)
+        want = 1;
     long long cur = atomic_load_explicit(&job->cursor, memory_order_relaxed); /* atomic_llong */
     for (;;) {
+        /* The cursor never passes n: every claim takes at most what is left (a fetch_add of a
+         * huge fixed batch size would overflow it). */
         if (cur >= n)
             return false;
         int64_t left = n - cur;
+        if (job->fixed_bs) {
+            int64_t b = want < left ? want : left;
+            if (atomic_compare_exchange_weak_explicit(&job->cursor, &cur, cur + b,
+                                                      memory_order_relaxed, memory_order_relaxed)) {
+                *begin = cur;
+                *end = cur + b;
+                return true;
+            }
+            continue;
+        }
         /* Guided self-scheduling: never take more than a share of what is left, so the last
          * batches are small and finish together. */
         int64_t share = left / (2 * (int64_t)job->n_eligible);
@@ -109,7 +115,9 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
 {
     tdm__wstat *ws = &job->ws[w];
     int64_t n = end - begin;
-    ws->items += n;
+    /* Items count as completed only when their batch succeeded (the report's `items`). */
+    if (rc == 0)
+        ws->items += n;
     ws->batches++;
     if (ws->bs_min == 0 || n < ws->bs_min)
         ws->bs_min = n;

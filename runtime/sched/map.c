@@ -82,6 +82,15 @@ static int place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
     const char *what = job->what;
     bool threads_ok = rt->backends[TDM_BACKEND_CPU_THREADS].enabled;
     bool procs_ok = rt->procs != NULL && rt->backends[TDM_BACKEND_CPU_PROCS].enabled;
+    /* Worker processes that are gone (their fork server died or was stopped) take no part in
+     * AUTO; a call that asks for them gets TDM_EWORKER and why. */
+    bool procs_broken = procs_ok && tdm__procs_broken(rt->procs);
+    if (procs_broken && job->opts.policy == TDM_POLICY_PROCS) {
+        char why[256];
+        int rc = tdm__procs_why_broken(rt->procs, why, sizeof why);
+        return tdm__err(rt, rc, "%s(%s): policy PROCS: %s", fn, what, why);
+    }
+    procs_ok = procs_ok && !procs_broken;
     if (!has_cpu && job->opts.policy != TDM_POLICY_GPU)
         return tdm__err(rt, TDM_ENODEV,
                         "%s(%s): kernel has no CPU implementation (use policy GPU for its "
