@@ -220,6 +220,14 @@ struct tdm_runtime {
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */
     atomic_ullong shm_bytes;    /* shared bytes held */
     uint64_t shm_limit;         /* 0 = none */
+    unsigned fork_gen;          /* tdm__fork_gen() at open: differs in a child forked since */
 };
+
+/* Counts forks of this process image (a pthread_atfork child handler bumps it in the child):
+ * a runtime opened before a fork is unusable in the child (no pool threads, the worker
+ * processes are the parent's). runtime/core/runtime.c. */
+unsigned tdm__fork_gen(void);
+/* TDM_EFORKED (message "fn: ...") when called in a child forked after rt was opened, else 0. */
+int tdm__check_fork(tdm_runtime *rt, const char *fn);
 
 #endif

@@ -63,6 +63,28 @@ static int run_in_child(int (*fn)(void *), void *arg)
     return WEXITSTATUS(status);
 }
 
+/* Runs fn in a child with a runtime of its own (a runtime opened before the fork belongs to
+ * the parent: the child gets TDM_EFORKED from it); the child's exit code, 0 = passed. */
+static int child_with_runtime(void *arg)
+{
+    int (*fn)(void *) = *(int (**)(void *))arg;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    tdm_runtime *rt = NULL;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 99;
+    int rc = fn(rt);
+    if (rc == 0 && tdm_runtime_close(rt) != 0)
+        return 98;
+    return rc;
+}
+
+static int run_in_child_rt(int (*fn)(void *))
+{
+    return run_in_child(child_with_runtime, &fn);
+}
+
 /* Makes mlock fail in this process: RLIMIT_MEMLOCK 0 (soft and hard) and, because a process
  * with CAP_IPC_LOCK (root) ignores that limit, drops that capability too. */
 static int forbid_mlock(void)
@@ -440,9 +462,7 @@ static int child_no_fds(void *arg)
 static void test_shared_needs_no_descriptor_open_needs_one(void **state)
 {
     (void)state;
-    tdm_runtime *rt = tdm_test_open(1);
-    assert_int_equal(run_in_child(child_no_fds, rt), 0);
-    tdm_test_close(rt);
+    assert_int_equal(run_in_child_rt(child_no_fds), 0);
 }
 
 static void test_share_failure_leaves_tensor_unchanged(void **state)
@@ -571,9 +591,7 @@ static int child_pinned_strict(void *arg)
 static void test_pinned_strict_eperm_when_lock_refused(void **state)
 {
     (void)state;
-    tdm_runtime *rt = tdm_test_open(1);
-    assert_int_equal(run_in_child(child_pinned_strict, rt), 0);
-    tdm_test_close(rt);
+    assert_int_equal(run_in_child_rt(child_pinned_strict), 0);
 }
 
 static int child_pinned_fallback(void *arg)
@@ -603,9 +621,7 @@ static int child_pinned_fallback(void *arg)
 static void test_pinned_falls_back_unlocked_without_strict(void **state)
 {
     (void)state;
-    tdm_runtime *rt = tdm_test_open(1);
-    assert_int_equal(run_in_child(child_pinned_fallback, rt), 0);
-    tdm_test_close(rt);
+    assert_int_equal(run_in_child_rt(child_pinned_fallback), 0);
 }
 
 static void test_shared_pinned_is_both(void **state)

@@ -56,6 +56,12 @@ struct tdm__arena {
     tdm__extent cache[16];
     int n_cache;
     tdm__fmaps *fmaps; /* MAP_SHARED, inherited by worker processes */
+    /* Ranges exported to other programs (tdm_tensor_export): another process may map their
+     * pages for as long as it likes, so when the exporter releases one it is retired — never
+     * hole-punched, never handed out again — and its pages live until the memfd does. */
+    tdm__extent *exported;
+    int n_exported, cap_exported;
+    uint64_t retired_bytes;
 };
 
 static uint64_t arena_size(void)
@@ -161,7 +167,42 @@ void tdm__arena_close(tdm__arena *a)
     close(a->fd);
     pthread_mutex_destroy(&a->mu);
     free(a->free);
+    free(a->exported);
     free(a);
+}
+
+int tdm__arena_mark_exported(tdm__arena *a, const void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    int rc = 0;
+    pthread_mutex_lock(&a->mu);
+    int i = 0;
+    while (i < a->n_exported && a->exported[i].off != off)
+        i++;
+    if (i == a->n_exported) {
+        if (a->n_exported == a->cap_exported) {
+            int cap = a->cap_exported ? 2 * a->cap_exported : 8;
+            tdm__extent *g = realloc(a->exported, (size_t)cap * sizeof *g);
+            if (!g)
+                rc = TDM_ENOMEM;
+            else {
+                a->exported = g;
+                a->cap_exported = cap;
+            }
+        }
+        if (rc == 0)
+            a->exported[a->n_exported++] = (tdm__extent){off, len};
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+uint64_t tdm__arena_retired_bytes(tdm__arena *a)
+{
+    pthread_mutex_lock(&a->mu);
+    uint64_t r = a->retired_bytes;
+    pthread_mutex_unlock(&a->mu);
+    return r;
 }
 
 int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
@@ -433,6 +474,17 @@ int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src,
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len)
 {
     uint64_t off = tdm__arena_offset(a, p);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_exported; i++) {
+        if (a->exported[i].off == off) {
+            /* Another program may still map these pages: retire the range. */
+            a->exported[i] = a->exported[--a->n_exported];
+            a->retired_bytes += len;
+            pthread_mutex_unlock(&a->mu);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
     /* Give the pages back to the system; the range reads as zeros when reused. */
     fallocate(a->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
     pthread_mutex_lock(&a->mu);

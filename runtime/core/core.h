@@ -65,8 +65,14 @@ int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src,
  * given back with tdm__arena_block_put. */
 int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out);
 void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
-/* Returns a range (its pages go back to the system). */
+/* Returns a range (its pages go back to the system), unless it was exported: then it is
+ * retired (kept, never reused). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
+/* Marks the range at p as exported to another program (tdm_tensor_export): freeing it later
+ * retires it instead. 0 or TDM_ENOMEM. Thread-safe. */
+int tdm__arena_mark_exported(tdm__arena *a, const void *p, uint64_t len);
+/* Bytes of exported ranges released by this program and kept for the importers. */
+uint64_t tdm__arena_retired_bytes(tdm__arena *a);
 /* The arena's reserved size and its largest free range (the biggest shared tensor it can still
  * place). Thread-safe. */
 void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free);

@@ -343,6 +343,10 @@ int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char 
                         tdm__storage **out)
 {
     *out = NULL;
+    /* The arena is the parent's: a child's allocations would land on its tensors. */
+    int frc = (mem & TDM_MEM_SHARED) ? tdm__check_fork(rt, who) : 0;
+    if (frc < 0)
+        return frc;
     tdm__storage *s = storage_new(rt, bytes);
     if (!s)
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);

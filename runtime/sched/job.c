@@ -305,6 +305,9 @@ int tdm_job_next(tdm_job *j, tdm_batch_result *r)
     tdm__job *job = (tdm__job *)j;
     if (!job || !r)
         return tdm__err(job ? job->rt : NULL, TDM_EINVAL, "tdm_job_next: NULL argument");
+    int frc = tdm__check_fork(job->rt, "tdm_job_next");
+    if (frc < 0)
+        return frc;
     if (job->waited)
         return TDM_EDONE;
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
@@ -462,6 +465,9 @@ int tdm_job_wait(tdm_job *j, tdm_report *report)
                         "tdm_job_wait: report size %u is too small (use "
                         "TDM_REPORT_INIT)",
                         report->size);
+    int frc = tdm__check_fork(job->rt, "tdm_job_wait");
+    if (frc < 0)
+        return frc;
     if (job->wait_status_valid)
         return tdm__err(job->rt, TDM_EINVAL, "tdm_job_wait: already waited for this job");
     job->wait_status = tdm__job_wait(job, report);
@@ -489,6 +495,8 @@ void tdm_job_free(tdm_job *j)
     tdm__job *job = (tdm__job *)j;
     if (!job)
         return;
+    if (tdm__check_fork(job->rt, "tdm_job_free") < 0)
+        return; /* a forked child: the job is the parent's (nothing here could finish it) */
     if (!job->wait_status_valid)
         (void)tdm__job_wait(job, NULL);
     tdm__job_destroy(job);

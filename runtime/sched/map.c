@@ -761,6 +761,9 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     *out = NULL;
     if (!rt)
         return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", fn);
+    int frc = tdm__check_fork(rt, fn);
+    if (frc < 0)
+        return frc;
     if (n_in < 0 || n_out < 0 || n_in > 16 || n_out > 16)
         return tdm__err(rt, TDM_EINVAL, "%s: tensor counts in %d / out %d not in 0..16", fn, n_in,
                         n_out);
@@ -802,6 +805,9 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
     *out = NULL;
     if (!rt)
         return tdm__err(NULL, TDM_EINVAL, "%s: runtime is NULL", fn);
+    int frc = tdm__check_fork(rt, fn);
+    if (frc < 0)
+        return frc;
     if (!body)
         return tdm__err(rt, TDM_EINVAL, "%s: fn is NULL", fn);
     if (n_items < 0)
