@@ -1,0 +1,551 @@
+/* Worker processes under faults found from outside (issue 15): deaths between batches, the
+ * fork server dead or stopped, hostile signal dispositions, huge batch sizes, export then
+ * release, exit() in a body, fork after open. Each test failed (hung, killed the caller or
+ * asserted) before its fix. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procs_util.h"
+#include "tdm_test.h"
+
+static tdm_runtime *open_rt(int threads, int procs)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = threads;
+    cfg.procs = procs;
+    tdm_runtime *rt = NULL;
+    int rc = tdm_runtime_open(&rt, &cfg);
+    if (rc != 0)
+        fail_msg("open: %s: %s", tdm_status_name(rc), tdm_errmsg(NULL));
+    return rt;
+}
+
+static tdm_map_opts popts(int64_t batch, int retries)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_PROCS;
+    o.batch_size = batch;
+    o.retries = retries;
+    return o;
+}
+
+/* out[i] = 3 i + 1; sleeps sleep_us per batch; exits with exit_code at item exit_at. */
+typedef struct {
+    int64_t *out;
+    int64_t exit_at;
+    int exit_code;
+    int sleep_us;
+} body_params;
+
+static int body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    const body_params *p = pv;
+    for (int64_t i = begin; i < end; i++) {
+        if (i == p->exit_at)
+            exit(p->exit_code);
+        p->out[i] = 3 * i + 1;
+    }
+    if (p->sleep_us)
+        usleep((useconds_t)p->sleep_us);
+    (void)task;
+    return 0;
+}
+
+static int check_out(const int64_t *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (out[i] != 3 * i + 1)
+            return -1;
+    return 0;
+}
+
+/* ---- a worker killed between batches (item 1) and the deadline race (item 2) ------------- */
+
+typedef struct {
+    atomic_int stop;
+    pid_t server;
+    int kills;
+    unsigned seed;
+} killer;
+
+static void *killer_main(void *arg)
+{
+    killer *k = arg;
+    while (!atomic_load(&k->stop)) {
+        pid_t w[16];
+        int n = pu_children(k->server, w, NULL, 16);
+        if (n > 0 && kill(w[rand_r(&k->seed) % n], SIGKILL) == 0)
+            k->kills++;
+        usleep(1000 + (useconds_t)(rand_r(&k->seed) % 2000)); /* every 1 to 3 ms */
+    }
+    return NULL;
+}
+
+/* Maps of batch size 1 while workers die every 1-3 ms: every call succeeds (retries), every
+ * item is right. Returns 0, or which check failed. */
+static int storm(tdm_runtime *rt, pid_t server, double seconds, double timeout_s, int sleep_us)
+{
+    int64_t n = 64;
+    tdm_tensor *t;
+    if (tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t) != 0)
+        return 1;
+    body_params p = {tdm_tensor_data(t), -1, 0, sleep_us};
+    tdm_map_opts o = popts(1, 1000);
+    o.timeout_s = timeout_s;
+    killer k = {0, server, 0, 12345u};
+    pthread_t th;
+    if (k.server < 0 || pthread_create(&th, NULL, killer_main, &k) != 0)
+        return 2;
+    int bad = 0;
+    double end = pu_now() + seconds;
+    while (!bad && pu_now() < end) {
+        memset(p.out, 0, (size_t)n * sizeof(int64_t));
+        int rc = tdm_parallel_for(rt, n, body, &p, sizeof p, &o, NULL);
+        if (rc != 0 && rc != TDM_ETIMEDOUT)
+            bad = 3;
+        else if (rc == 0 && check_out(p.out, n) != 0)
+            bad = 4;
+    }
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    if (!bad && k.kills == 0)
+        bad = 5;
+    memset(p.out, 0, (size_t)n * sizeof(int64_t));
+    if (!bad && (tdm_parallel_for(rt, n, body, &p, sizeof p, &o, NULL) != 0 ||
+                 check_out(p.out, n) != 0))
+        bad = 6;
+    tdm_tensor_release(t);
+    return bad;
+}
+
+static void test_kill_between_batches_never_hangs(void **state)
+{
+    alarm(120); /* a hang fails the test (SIGALRM) instead of running to CTest's limit */
+    tdm_runtime *rt = open_rt(1, 2);
+    int bad = storm(rt, pu_server(), 1.5, 0, 0);
+    if (bad)
+        fail_msg("storm check %d failed: %s", bad, tdm_errmsg(rt));
+    tdm_test_close(rt);
+    alarm(0);
+}
+
+/* In a child that leads its own process group, beside a canary in the same group: the storm
+ * with a deadline on. The child must end normally and the canary must live. */
+static void test_deadline_kill_spares_the_process_group(void **state)
+{
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        setpgid(0, 0);
+        pid_t canary = fork();
+        if (canary == 0) {
+            for (;;)
+                pause();
+        }
+        alarm(120);
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.use_env = 0;
+        cfg.threads = 1;
+        cfg.procs = 2;
+        tdm_runtime *rt = NULL;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(20);
+        /* the server is our child that is not the canary */
+        pid_t kids[4], server = -1;
+        int nk = pu_children(getpid(), kids, NULL, 4);
+        for (int i = 0; i < nk; i++)
+            if (kids[i] != canary)
+                server = kids[i];
+        int bad = storm(rt, server, 1.5, 0.004, 1000);
+        if (tdm_runtime_close(rt) != 0)
+            bad = 21;
+        int canary_alive = kill(canary, 0) == 0 && pu_state(canary) != 'Z';
+        kill(canary, SIGKILL);
+        waitpid(canary, NULL, 0);
+        _exit(bad ? bad : canary_alive ? 0 : 22);
+    }
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* ---- the fork server dead or stopped (item 3) -------------------------------------------- */
+
+static int64_t n_small = 32;
+
+static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
+{
+    body_params p = {tdm_tensor_data(t), -1, 0, 0};
+    tdm_map_opts o = popts(1, 3);
+    o.policy = policy;
+    memset(p.out, 0, (size_t)n_small * sizeof(int64_t));
+    int rc = tdm_parallel_for(rt, n_small, body, &p, sizeof p, &o, NULL);
+    if (rc == 0 && check_out(p.out, n_small) != 0)
+        return 1000;
+    return rc;
+}
+
+static void test_server_killed_later_calls_eworker(void **state)
+{
+    alarm(60);
+    int kids = pu_children(getpid(), NULL, NULL, 64);
+    tdm_runtime *rt = open_rt(1, 2);
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), 0);
+    pid_t server = pu_server();
+    pid_t workers[4];
+    assert_int_equal(pu_children(server, workers, NULL, 4), 2);
+    assert_int_equal(kill(server, SIGKILL), 0);
+    assert_true(pu_wait_ended(server, 5000));
+    for (int i = 0; i < 2; i++)
+        assert_true(pu_wait_ended(workers[i], 5000)); /* they go with it */
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), TDM_EWORKER);
+    assert_non_null(strstr(tdm_errmsg(rt), "fork server"));
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), TDM_EWORKER); /* and later ones */
+    assert_int_equal(run_small(rt, TDM_POLICY_AUTO, t), 0);            /* threads go on */
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
+    alarm(0);
+}
+
+static void test_server_stopped_worker_death_is_eworker(void **state)
+{
+    alarm(60);
+    int kids = pu_children(getpid(), NULL, NULL, 64);
+    tdm_runtime *rt = open_rt(1, 2);
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
+    pid_t server = pu_server();
+    pid_t workers[4];
+    assert_int_equal(pu_children(server, workers, NULL, 4), 2);
+    assert_int_equal(kill(server, SIGSTOP), 0);
+    assert_true(pu_wait_stopped(server, 5000));
+    /* while nothing needs it, a stopped server changes nothing */
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), 0);
+    assert_int_equal(kill(workers[0], SIGKILL), 0);
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), TDM_EWORKER);
+    assert_non_null(strstr(tdm_errmsg(rt), "stopped"));
+    assert_true(pu_wait_ended(server, 5000)); /* it was killed, its workers with it */
+    assert_true(pu_wait_ended(workers[1], 5000));
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
+    alarm(0);
+}
+
+static void test_server_stopped_close_does_not_hang(void **state)
+{
+    alarm(60);
+    int kids = pu_children(getpid(), NULL, NULL, 64);
+    tdm_runtime *rt = open_rt(1, 1);
+    pid_t server = pu_server();
+    pid_t worker;
+    assert_int_equal(pu_children(server, &worker, NULL, 1), 1);
+    assert_int_equal(kill(server, SIGSTOP), 0);
+    assert_true(pu_wait_stopped(server, 5000));
+    tdm_test_close(rt);
+    assert_true(pu_wait_ended(worker, 5000));
+    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
+    alarm(0);
+}
+
+/* ---- host signal dispositions (item 4) ----------------------------------------------------- */
+
+/* In a child: `setup` changes a disposition, then a crash is reported, the next call works and
+ * close returns. Exit code 0 = passed. */
+static int crash_under(void (*setup)(void))
+{
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm(60);
+        setup();
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.use_env = 0;
+        cfg.threads = 1;
+        cfg.procs = 2;
+        tdm_runtime *rt = NULL;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(10);
+        tdm_tensor *t;
+        if (tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t) != 0)
+            _exit(11);
+        body_params p = {tdm_tensor_data(t), 7, 5, 0};
+        tdm_map_opts o = popts(1, 0);
+        if (tdm_parallel_for(rt, n_small, body, &p, sizeof p, &o, NULL) != TDM_EWORKER)
+            _exit(12);
+        if (!strstr(tdm_errmsg(rt), "exited with status 5"))
+            _exit(13);
+        if (run_small(rt, TDM_POLICY_PROCS, t) != 0)
+            _exit(14);
+        tdm_tensor_release(t);
+        _exit(tdm_runtime_close(rt) == 0 ? 0 : 15);
+    }
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static void ignore_sigchld(void)
+{
+    signal(SIGCHLD, SIG_IGN);
+}
+
+static void handle_and_block(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+}
+
+static void test_sigchld_ignored_crash_reported(void **state)
+{
+    assert_int_equal(crash_under(ignore_sigchld), 0);
+}
+
+static void test_blocked_signals_and_ignored_sigpipe_not_inherited(void **state)
+{
+    assert_int_equal(crash_under(handle_and_block), 0);
+}
+
+/* ---- huge fixed batch sizes (item 7) ------------------------------------------------------ */
+
+typedef struct {
+    atomic_llong *seen; /* items visited */
+    atomic_int *bad;    /* ranges outside [0, n) */
+    int64_t n;
+} range_params;
+
+static int range_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    const range_params *p = pv;
+    if (begin < 0 || end > p->n || begin >= end) {
+        atomic_fetch_add(p->bad, 1);
+        return TDM_EINVAL;
+    }
+    atomic_fetch_add(p->seen, end - begin);
+    (void)task;
+    return 0;
+}
+
+static void test_huge_batch_size_stays_in_range(void **state)
+{
+    alarm(60);
+    tdm_runtime *rt = open_rt(2, 1);
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, (int64_t[]){2}, TDM_MEM_SHARED, &t), 0);
+    int64_t *cells = tdm_tensor_data(t);
+    range_params p = {(atomic_llong *)&cells[0], (atomic_int *)&cells[1], 1000};
+    static const int64_t sizes[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 2 + 1};
+    static const tdm_policy pols[] = {TDM_POLICY_THREADS, TDM_POLICY_PROCS};
+    for (size_t s = 0; s < 3; s++) {
+        for (size_t q = 0; q < 2; q++) {
+            tdm_map_opts o = popts(sizes[s], 0);
+            o.policy = pols[q];
+            cells[0] = cells[1] = 0;
+            tdm_report r = TDM_REPORT_INIT;
+            assert_int_equal(tdm_parallel_for(rt, p.n, range_body, &p, sizeof p, &o, &r), 0);
+            assert_int_equal(cells[0], p.n);
+            assert_int_equal(cells[1], 0);
+            assert_int_equal(r.items, p.n);
+        }
+    }
+    /* a map too: one batch of every row */
+    int64_t n = 1000;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_map_opts o = popts(INT64_MAX, 0);
+    o.policy = TDM_POLICY_AUTO;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    assert_int_equal(r.items, n);
+    assert_int_equal(r.batches, 1);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    alarm(0);
+}
+
+/* ---- export, then release on either side (item 8) ----------------------------------------- */
+
+static void test_export_then_release_keeps_the_importer_data(void **state)
+{
+    tdm_runtime *rt = open_rt(1, 0);
+    int64_t n = 1 << 16;
+    tdm_tensor *x, *imp, *z;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    int64_t *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = i * 11;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(tdm_tensor_export(x, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp), 0);
+    tdm_tensor_release(x); /* the exporter lets go first */
+    const int64_t *id = tdm_tensor_data(imp);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(id[i], i * 11);
+    /* the exporter's next tensors never land on the exported pages */
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &z), 0);
+        memset(tdm_tensor_data(z), 0x5a, (size_t)n * sizeof(int64_t));
+        for (int64_t i = 0; i < n; i++)
+            assert_int_equal(id[i], i * 11);
+        tdm_tensor_release(z);
+    }
+    /* the other way round: the importer lets go first, the exporter's data stays */
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    xd = tdm_tensor_data(x);
+    xd[n - 1] = 77;
+    tdm_tensor *imp2;
+    assert_int_equal(tdm_tensor_export(x, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp2), 0);
+    tdm_tensor_release(imp2);
+    assert_int_equal(xd[n - 1], 77);
+    tdm_tensor_release(x);
+    tdm_tensor_release(imp);
+    close(sv[0]);
+    close(sv[1]);
+    tdm_test_close(rt);
+}
+
+/* ---- exit() in a body (item 9) -------------------------------------------------------------- */
+
+static pid_t g_owner;
+static char g_marker[64];
+
+static void atexit_marker(void)
+{
+    if (getpid() != g_owner) { /* a worker ran the program's handler */
+        int fd = open(g_marker, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "x", 1);
+            (void)w;
+            close(fd);
+        }
+    }
+}
+
+static void test_exit_in_body_runs_no_atexit_handler_nor_flush(void **state)
+{
+    g_owner = getpid();
+    snprintf(g_marker, sizeof g_marker, "/tmp/tdm_atexit_%d", (int)getpid());
+    unlink(g_marker);
+    atexit(atexit_marker);
+    char path[] = "/tmp/tdm_stdio_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fprintf(f, "once\n"); /* buffered when the workers are forked */
+    tdm_runtime *rt = open_rt(1, 2);
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
+    body_params p = {tdm_tensor_data(t), 3, 4, 0};
+    tdm_map_opts o = popts(1, 2); /* the exit repeats on every retry: 3 exits in all */
+    assert_int_equal(tdm_parallel_for(rt, n_small, body, &p, sizeof p, &o, NULL), TDM_EWORKER);
+    assert_non_null(strstr(tdm_errmsg(rt), "exited with status 4"));
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    fclose(f);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 5); /* "once\n", once */
+    unlink(path);
+    assert_true(stat(g_marker, &st) != 0 && errno == ENOENT);
+}
+
+/* ---- report.items (item 10) ---------------------------------------------------------------- */
+
+static void test_report_items_exclude_failed_batches(void **state)
+{
+    tdm_runtime *rt = open_rt(1, 2);
+    int64_t n = 100;
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t), 0);
+    body_params p = {tdm_tensor_data(t), 55, 1, 0};
+    tdm_map_opts o = popts(10, 0);
+    o.on_error = TDM_ON_ERROR_CONTINUE;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_parallel_for(rt, n, body, &p, sizeof p, &o, &r), TDM_EWORKER);
+    assert_int_equal(r.failed_batches, 1);
+    assert_int_equal(r.items, n - 10);
+    assert_int_equal(r.batches, 10);
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+}
+
+/* ---- fork after open ------------------------------------------------------------------------ */
+
+static void test_fork_after_open_child_gets_eforked(void **state)
+{
+    tdm_runtime *rt = open_rt(1, 1);
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm(30);
+        body_params p = {tdm_tensor_data(t), -1, 0, 0};
+        tdm_map_opts o = popts(1, 0);
+        if (tdm_parallel_for(rt, n_small, body, &p, sizeof p, &o, NULL) != TDM_EFORKED)
+            _exit(1);
+        o.policy = TDM_POLICY_THREADS;
+        if (tdm_parallel_for(rt, n_small, body, &p, sizeof p, &o, NULL) != TDM_EFORKED)
+            _exit(2);
+        if (!strstr(tdm_errmsg(NULL), "forked"))
+            _exit(3);
+        tdm_tensor *u = NULL;
+        if (tdm_tensor_empty(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &u) != TDM_EFORKED)
+            _exit(4);
+        if (tdm_runtime_close(rt) != TDM_EFORKED)
+            _exit(5);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), 0); /* the parent's runtime works */
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+}
+
+int main(int argc, char **argv)
+{
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_between_batches_never_hangs),
+        cmocka_unit_test(test_deadline_kill_spares_the_process_group),
+        cmocka_unit_test(test_server_killed_later_calls_eworker),
+        cmocka_unit_test(test_server_stopped_worker_death_is_eworker),
+        cmocka_unit_test(test_server_stopped_close_does_not_hang),
+        cmocka_unit_test(test_sigchld_ignored_crash_reported),
+        cmocka_unit_test(test_blocked_signals_and_ignored_sigpipe_not_inherited),
+        cmocka_unit_test(test_huge_batch_size_stays_in_range),
+        cmocka_unit_test(test_export_then_release_keeps_the_importer_data),
+        cmocka_unit_test(test_exit_in_body_runs_no_atexit_handler_nor_flush),
+        cmocka_unit_test(test_report_items_exclude_failed_batches),
+        cmocka_unit_test(test_fork_after_open_child_gets_eforked),
+    };
+    /* clang-format on */
+    return TDM_TEST_MAIN("procs_faults", tests);
+}
