@@ -95,7 +95,7 @@ static void *killer_main(void *arg)
  * item is right. Returns 0, or which check failed. */
 static int storm(tdm_runtime *rt, pid_t server, double seconds, double timeout_s, int sleep_us)
 {
-    int64_t n = 64;
+    int64_t n = 20000; /* batch after batch: the hand-offs the kills must hit */
     tdm_tensor *t;
     if (tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t) != 0)
         return 1;
@@ -131,7 +131,7 @@ static int storm(tdm_runtime *rt, pid_t server, double seconds, double timeout_s
 static void test_kill_between_batches_never_hangs(void **state)
 {
     alarm(120); /* a hang fails the test (SIGALRM) instead of running to CTest's limit */
-    tdm_runtime *rt = open_rt(1, 2);
+    tdm_runtime *rt = open_rt(1, 4);
     int bad = storm(rt, pu_server(), 1.5, 0, 0);
     if (bad)
         fail_msg("storm check %d failed: %s", bad, tdm_errmsg(rt));
@@ -156,7 +156,7 @@ static void test_deadline_kill_spares_the_process_group(void **state)
         tdm_config cfg = TDM_CONFIG_INIT;
         cfg.use_env = 0;
         cfg.threads = 1;
-        cfg.procs = 2;
+        cfg.procs = 4;
         tdm_runtime *rt = NULL;
         if (tdm_runtime_open(&rt, &cfg) != 0)
             _exit(20);
@@ -166,7 +166,8 @@ static void test_deadline_kill_spares_the_process_group(void **state)
         for (int i = 0; i < nk; i++)
             if (kids[i] != canary)
                 server = kids[i];
-        int bad = storm(rt, server, 1.5, 0.004, 1000);
+        /* a deadline that only a batch handed to a dead worker overruns */
+        int bad = storm(rt, server, 1.5, 0.5, 0);
         if (tdm_runtime_close(rt) != 0)
             bad = 21;
         int canary_alive = kill(canary, 0) == 0 && pu_state(canary) != 'Z';
