@@ -1,4 +1,4 @@
-/* Helpers for the worker-process tests (test_procs_faults.c, test_torture.c): the processes of
+/* Helpers for the worker-process tests (test_procfault.c, test_torture.c): the processes of
  * a runtime, descriptors, a watchdog. */
 #ifndef TDM_PROCS_UTIL_H
 #define TDM_PROCS_UTIL_H

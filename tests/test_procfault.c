@@ -548,5 +548,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fork_after_open_child_gets_eforked),
     };
     /* clang-format on */
-    return TDM_TEST_MAIN("procs_faults", tests);
+    return TDM_TEST_MAIN("procfault", tests);
 }
