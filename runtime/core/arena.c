@@ -254,10 +254,11 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
         return rc;
     if (mmap(p, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)file_off) == MAP_FAILED) {
         int e = errno;
-        /* Put the arena back over the range before returning it. */
-        mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
-             (off_t)tdm__arena_offset(a, p));
-        tdm__arena_free(a, p, len);
+        /* Put the arena back over the range before returning it; if even that fails the
+         * range is left out of the free list (address space lost, never a hole handed out). */
+        if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
+                 (off_t)tdm__arena_offset(a, p)) != MAP_FAILED)
+            tdm__arena_free(a, p, len);
         return tdm__err(rt, e == ENOMEM ? TDM_ENOMEM : TDM_EIO, "%s: mmap of the file failed (%s)",
                         who, strerror(e));
     }
@@ -292,8 +293,9 @@ void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
      * arena back over its copy of the range) before it runs any batch that could use it. */
     atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
     pthread_mutex_unlock(&a->mu);
-    mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off);
-    tdm__arena_free(a, p, len);
+    if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off) !=
+        MAP_FAILED)
+        tdm__arena_free(a, p, len); /* (else the range stays out of use: see above) */
 }
 
 int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
