@@ -530,6 +530,147 @@ static void test_fork_after_open_child_gets_eforked(void **state)
     tdm_test_close(rt);
 }
 
+
+/* ---- the pointer trap: tensors as arguments, and the debug check ----------------------------- */
+
+static int tensors_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    const int64_t *mul = pv;
+    const int64_t *x = tdm_task_tensor_data(task, 0);
+    int64_t *y = tdm_task_tensor_data(task, 1);
+    if (!x || !y || tdm_task_tensor_data(task, 2) != NULL ||
+        tdm_tensor_dim(tdm_task_tensor(task, 1), 0) != 1000)
+        return TDM_EINVAL;
+    for (int64_t i = begin; i < end; i++)
+        y[i] = x[i] * *mul;
+    return 0;
+}
+
+static void test_parallel_for_tensors_reaches_processes(void **state)
+{
+    tdm_runtime *rt = open_rt(1, 2);
+    int64_t n = 1000, mul = 3;
+    tdm_tensor *t[2];
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t[0]), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t[1]), 0);
+    int64_t *x = tdm_tensor_data(t[0]), *y = tdm_tensor_data(t[1]);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = i;
+    static const tdm_policy pols[] = {TDM_POLICY_PROCS, TDM_POLICY_AUTO, TDM_POLICY_THREADS};
+    for (int k = 0; k < 3; k++) {
+        memset(y, 0, (size_t)n * sizeof *y);
+        tdm_map_opts o = popts(10, 0);
+        o.policy = pols[k];
+        tdm_report r = TDM_REPORT_INIT;
+        assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, t, 2, &mul, sizeof mul, &o,
+                                                  &r),
+                         0);
+        for (int64_t i = 0; i < n; i++)
+            assert_int_equal(y[i], 3 * i);
+        int64_t by_procs = 0;
+        for (int w = 0; w < r.n_workers; w++)
+            if (r.workers[w].kind == TDM_BACKEND_CPU_PROCS)
+                by_procs += r.workers[w].items;
+        if (pols[k] == TDM_POLICY_PROCS)
+            assert_int_equal(by_procs, n);
+        if (pols[k] == TDM_POLICY_THREADS)
+            assert_int_equal(by_procs, 0);
+    }
+    tdm_tensor_release(t[0]);
+    tdm_tensor_release(t[1]);
+    tdm_test_close(rt);
+}
+
+static void test_parallel_for_tensors_bad_arguments(void **state)
+{
+    tdm_runtime *rt = open_rt(1, 1), *other = open_rt(1, 0);
+    int64_t n = 1000, mul = 1;
+    tdm_tensor *t[17] = {NULL}, *h, *o2;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t[0]), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_HOST, &h), 0);
+    assert_int_equal(tdm_tensor_zeros(other, TDM_I64, 1, &n, TDM_MEM_SHARED, &o2), 0);
+    tdm_map_opts o = popts(10, 0);
+    tdm_tensor *two[2] = {t[0], NULL};
+    assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, two, 2, &mul, sizeof mul, &o,
+                                              NULL),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, t, 17, &mul, sizeof mul, &o,
+                                              NULL),
+                     TDM_EINVAL);
+    assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, NULL, 1, &mul, sizeof mul, &o,
+                                              NULL),
+                     TDM_EINVAL);
+    two[1] = o2;
+    assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, two, 2, &mul, sizeof mul, &o,
+                                              NULL),
+                     TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "another runtime"));
+    two[1] = h; /* not shared, policy PROCS */
+    assert_int_equal(tdm_parallel_for_tensors(rt, n, tensors_body, two, 2, &mul, sizeof mul, &o,
+                                              NULL),
+                     TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "tdm_tensor_share"));
+    tdm_tensor_release(t[0]);
+    tdm_tensor_release(h);
+    tdm_tensor_release(o2);
+    tdm_test_close(rt);
+    tdm_test_close(other);
+}
+
+static char g_log[4096];
+
+static void capture_log(void *user, unsigned flag, const char *line)
+{
+    (void)user;
+    (void)flag;
+    size_t have = strlen(g_log);
+    snprintf(g_log + have, sizeof g_log - have, "%s\n", line);
+}
+
+typedef struct {
+    int64_t *where;
+    int64_t k;
+} ptr_params;
+
+static int ptr_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    const ptr_params *p = pv;
+    for (int64_t i = begin; i < end; i++)
+        p->where[i] = p->k;
+    (void)task;
+    return 0;
+}
+
+static void test_debug_warns_of_private_pointer_in_params(void **state)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    cfg.procs = 1;
+    cfg.debug = TDM_DEBUG_MAP;
+    cfg.log_fn = capture_log;
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    int64_t n = 16;
+    int64_t *priv = calloc((size_t)n, sizeof *priv);
+    ptr_params p = {priv, 5};
+    tdm_map_opts o = popts(4, 0);
+    g_log[0] = '\0';
+    assert_int_equal(tdm_parallel_for(rt, n, ptr_body, &p, sizeof p, &o, NULL), 0);
+    assert_non_null(strstr(g_log, "params byte 0 holds"));
+    assert_int_equal(priv[0], 0); /* the trap itself: the worker wrote its own copy */
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t), 0);
+    p.where = tdm_tensor_data(t);
+    g_log[0] = '\0';
+    assert_int_equal(tdm_parallel_for(rt, n, ptr_body, &p, sizeof p, &o, NULL), 0);
+    assert_null(strstr(g_log, "holds"));
+    assert_int_equal(p.where[n - 1], 5);
+    tdm_tensor_release(t);
+    free(priv);
+    tdm_test_close(rt);
+}
+
 int main(int argc, char **argv)
 {
     /* clang-format off */
@@ -546,6 +687,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exit_in_body_runs_no_atexit_handler_nor_flush),
         cmocka_unit_test(test_report_items_exclude_failed_batches),
         cmocka_unit_test(test_fork_after_open_child_gets_eforked),
+        cmocka_unit_test(test_parallel_for_tensors_reaches_processes),
+        cmocka_unit_test(test_parallel_for_tensors_bad_arguments),
+        cmocka_unit_test(test_debug_warns_of_private_pointer_in_params),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("procfault", tests);

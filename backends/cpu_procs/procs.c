@@ -121,8 +121,9 @@ static bool server_ok(tdm__procs *p)
     buf[n > 0 ? n : 0] = '\0';
     const char *rp = strrchr(buf, ')');
     if (rp && (rp[2] == 'T' || rp[2] == 't')) {
-        set_broken(p, "the fork server (pid %d) was stopped (SIGSTOP), so no worker could be "
-                      "replaced; it was killed: reopen the runtime",
+        set_broken(p,
+                   "the fork server (pid %d) was stopped (SIGSTOP), so no worker could be "
+                   "replaced; it was killed: reopen the runtime",
                    (int)p->server);
         return false;
     }
@@ -367,8 +368,9 @@ static int respawn(tdm__procs *p, int k, char *detail, size_t len)
     while (sent < 0 && errno == EINTR);
     pthread_mutex_unlock(&p->mu);
     if (sent != (ssize_t)sizeof k) {
-        set_broken(p, "the fork server (pid %d) is gone (its socket is closed); reopen the "
-                      "runtime",
+        set_broken(p,
+                   "the fork server (pid %d) is gone (its socket is closed); reopen the "
+                   "runtime",
                    (int)p->server);
         return broken_error(p, detail, len);
     }

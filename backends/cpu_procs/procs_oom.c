@@ -42,8 +42,7 @@ void tdm__procs_cgroup_locate(tdm__procs *p)
         if (strncmp(line, "0::", 3) != 0)
             continue;
         line[strcspn(line, "\n")] = '\0';
-        found = snprintf(p->cg_path, sizeof p->cg_path, "%s", line + 3) <
-                (int)sizeof p->cg_path;
+        found = snprintf(p->cg_path, sizeof p->cg_path, "%s", line + 3) < (int)sizeof p->cg_path;
     }
     fclose(f);
     if (!found || p->cg_path[0] != '/') {
@@ -54,8 +53,8 @@ void tdm__procs_cgroup_locate(tdm__procs *p)
     while (rl > 1 && root[rl - 1] == '/')
         rl--;
     const char *path = strcmp(p->cg_path, "/") == 0 ? "" : p->cg_path;
-    if (snprintf(p->cg_events, sizeof p->cg_events, "%.*s%s/memory.events", (int)rl, root,
-                 path) >= (int)sizeof p->cg_events) {
+    if (snprintf(p->cg_events, sizeof p->cg_events, "%.*s%s/memory.events", (int)rl, root, path) >=
+        (int)sizeof p->cg_events) {
         p->cg_events[0] = '\0';
         snprintf(p->cg_why, sizeof p->cg_why, "the cgroup's path is too long");
     }
@@ -92,8 +91,9 @@ void tdm__procs_describe_death(tdm__procs *p, int k, pid_t pid, int status, char
         char why[192];
         long kills = tdm__procs_oom_read(p, why, sizeof why);
         if (kills >= 0 && p->oom_base[k] < 0) {
-            snprintf(why, sizeof why, "the OOM-kill count could not be read when the worker "
-                                      "started");
+            snprintf(why, sizeof why,
+                     "the OOM-kill count could not be read when the worker "
+                     "started");
             kills = -1;
         }
         if (kills > p->oom_base[k])
@@ -123,4 +123,3 @@ void tdm__procs_describe_death(tdm__procs *p, int k, pid_t pid, int status, char
                  (unsigned)status);
     }
 }
-

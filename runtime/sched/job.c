@@ -519,6 +519,20 @@ int64_t tdm_task_batch(const tdm_task *task)
     return task ? task->batch : -1;
 }
 
+void *tdm_task_tensor_data(const tdm_task *task, int i)
+{
+    if (!task || i < 0 || i >= task->d->n_in)
+        return NULL;
+    return task->d->in_base[i];
+}
+
+const tdm_tensor *tdm_task_tensor(const tdm_task *task, int i)
+{
+    if (!task || i < 0 || i >= task->d->n_in)
+        return NULL;
+    return task->d->tin[i];
+}
+
 void tdm_task_progress(tdm_task *task, int64_t n)
 {
     if (!task || n <= 0)

@@ -303,8 +303,9 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
 }
 
 static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t n_items,
-                        tdm_range_fn body, const void *params, size_t params_size,
-                        const tdm_map_opts *opts, const tdm__hook *hook, tdm__job **out)
+                        tdm_range_fn body, tdm_tensor *const *tensors, int n_tensors,
+                        const void *params, size_t params_size, const tdm_map_opts *opts,
+                        const tdm__hook *hook, tdm__job **out)
 {
     *out = NULL;
     if (!rt)
@@ -318,21 +319,46 @@ static int prepare_pfor(tdm_runtime *rt, const char *fn, bool streaming, int64_t
         return tdm__err(rt, TDM_EINVAL, "%s: n_items %lld is negative", fn, (long long)n_items);
     if (params_size > 0 && !params)
         return tdm__err(rt, TDM_EINVAL, "%s: params is NULL with params_size %zu", fn, params_size);
+    if (n_tensors < 0 || n_tensors > 16 || (n_tensors > 0 && !tensors))
+        return tdm__err(rt, TDM_EINVAL, "%s: %d tensors (0..16, tensors not NULL)", fn, n_tensors);
+    for (int i = 0; i < n_tensors; i++) {
+        if (!tensors[i])
+            return tdm__err(rt, TDM_EINVAL, "%s: tensor %d is NULL", fn, i);
+        if (tdm_tensor_runtime(tensors[i]) != rt)
+            return tdm__err(rt, TDM_EINVAL, "%s: tensor %d belongs to another runtime", fn, i);
+    }
     tdm__job *job = tdm__map_job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
     job->dl.kind = TDM__JOB_PFOR;
     job->dl.fn = body;
     job->dl.n_workers = job->n_workers;
+    job->dl.n_in = n_tensors;
+    for (int i = 0; i < n_tensors; i++) {
+        job->tin[i] = tdm_tensor_retain(tensors[i]);
+        job->dl.tin[i] = tensors[i];
+        job->dl.in_base[i] = tdm__tensor_ptr(tensors[i]);
+    }
     job->n_items = n_items;
     snprintf(job->what, sizeof job->what, "parallel_for");
     int rc = tdm__map_check_opts(rt, fn, opts, &job->opts, streaming);
+    /* A body may write to memory worker processes do not share, which would be lost
+     * silently: only an explicit PROCS policy, or the tensor form with every tensor shared,
+     * sends it there. */
+    bool shared = n_tensors > 0 && tdm__map_all_in_arena(tensors, n_tensors);
+    if (rc == 0 && job->opts.policy == TDM_POLICY_PROCS && n_tensors > 0 && !shared)
+        rc = tdm__err(rt, TDM_EINVAL,
+                      "%s: policy PROCS: a tensor is not in shared memory: create it with "
+                      "TDM_MEM_SHARED or call tdm_tensor_share() on it first",
+                      fn);
     if (rc == 0)
-        /* Only an explicit PROCS policy sends a body to worker processes: it may write to
-         * memory they do not share, which would be lost silently. */
         rc = tdm__map_place(
-            job, fn, true, job->opts.policy == TDM_POLICY_PROCS, "",
+            job, fn, true, job->opts.policy == TDM_POLICY_PROCS || shared, "",
             "a parallel_for body is a host function: it runs on threads or processes");
+    if (rc == 0 && n_tensors > 0) /* the body may write them: host copies current */
+        rc = tdm__map_place_data(job, NULL, 0, tensors, n_tensors);
+    if (rc == 0 && (job->on & TDM__ON_PROCS))
+        tdm__map_check_params(job, fn, params, params_size);
     if (rc == 0 && streaming)
         rc = tdm__map_setup_streaming(job, fn);
     return launch(job, fn, params, params_size, rc, hook, out);
@@ -372,7 +398,7 @@ int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const vo
     int rc = check_report(rt, "tdm_parallel_for", report);
     tdm__job *job;
     if (rc == 0)
-        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, params, params_size, opts,
+        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, NULL, 0, params, params_size, opts,
                           NULL, &job);
     return rc < 0 ? rc : finish_sync(job, report);
 }
@@ -396,7 +422,8 @@ int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, co
     if (!job)
         return tdm__err(rt, TDM_EINVAL, "tdm_parallel_for_async: job is NULL");
     tdm__job *j;
-    int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, params, params_size,
+    int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, NULL, 0, params,
+                          params_size,
                           opts, NULL, &j);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
@@ -417,5 +444,18 @@ int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm
                          void (*hook)(void *), void *hook_arg, tdm__job **job)
 {
     tdm__hook h = {hook, hook_arg};
-    return prepare_pfor(rt, name, false, n_items, fn, params, params_size, opts, &h, job);
+    return prepare_pfor(rt, name, false, n_items, fn, NULL, 0, params, params_size, opts, &h,
+                        job);
+}
+
+int tdm_parallel_for_tensors(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
+                             tdm_tensor *const *tensors, int n_tensors, const void *params,
+                             size_t params_size, const tdm_map_opts *opts, tdm_report *report)
+{
+    int rc = check_report(rt, "tdm_parallel_for_tensors", report);
+    tdm__job *job;
+    if (rc == 0)
+        rc = prepare_pfor(rt, "tdm_parallel_for_tensors", false, n_items, fn, tensors, n_tensors,
+                          params, params_size, opts, NULL, &job);
+    return rc < 0 ? rc : finish_sync(job, report);
 }

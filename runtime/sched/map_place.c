@@ -229,3 +229,42 @@ int tdm__map_place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
     }
     return 0;
 }
+
+/* Whether address v lies in a private writable mapping of this process (heap, stack, globals),
+ * from /proc/self/maps: memory a worker process has only its own copy of. */
+static bool private_writable(uintptr_t v)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool hit = false;
+    while (!hit && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && v >= lo && v < hi)
+            hit = perms[1] == 'w' && perms[3] == 'p';
+    }
+    fclose(f);
+    return hit;
+}
+
+void tdm__map_check_params(tdm__job *job, const char *fn, const void *params, size_t size)
+{
+    tdm_runtime *rt = job->rt;
+    if (!params || !(rt->debug & (TDM_DEBUG_MAP | TDM_DEBUG_POOL)))
+        return;
+    for (size_t off = 0; off + sizeof(uintptr_t) <= size; off += sizeof(uintptr_t)) {
+        uintptr_t v;
+        memcpy(&v, (const char *)params + off, sizeof v);
+        if (v < 65536 || v % sizeof(int) != 0 || tdm__arena_contains(rt->arena, (void *)v) ||
+            !private_writable(v))
+            continue;
+        tdm__log(rt, TDM_DEBUG_MAP | TDM_DEBUG_POOL,
+                 "%s: warning: params byte %zu holds %p, a pointer into this process's own "
+                 "memory (not a shared tensor): a worker process that writes through it "
+                 "changes only its copy, and the caller sees nothing (pass the tensors to "
+                 "tdm_parallel_for_tensors, or point into TDM_MEM_SHARED tensors)",
+                 fn, off, (void *)v);
+    }
+}
