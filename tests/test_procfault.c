@@ -4,6 +4,7 @@
  * asserted) before its fix. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -671,6 +672,87 @@ static void test_debug_warns_of_private_pointer_in_params(void **state)
     tdm_test_close(rt);
 }
 
+/* ---- shared memory in a nested memory cgroup (item 6) -------------------------------------- */
+
+static int write_file(const char *dir, const char *name, const char *text)
+{
+    char path[4 * PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static void mkdir_p(char *dir, size_t from)
+{
+    for (char *c = dir + from + 1; *c; c++)
+        if (*c == '/') {
+            *c = '\0';
+            mkdir(dir, 0700);
+            *c = '/';
+        }
+    mkdir(dir, 0700);
+}
+
+/* A fake cgroup tree where this process's own (nested) memory cgroup is limited to 16 MiB and
+ * nothing at the mount root says so: shared tensors must be bounded by the nested limit. */
+static void test_nested_cgroup_limit_bounds_shared_memory(void **state)
+{
+    char v2[PATH_MAX] = "", v1[PATH_MAX] = "";
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    assert_non_null(f);
+    char line[PATH_MAX];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "0::", 3) == 0)
+            snprintf(v2, sizeof v2, "%s", line + 3);
+        char *m = strstr(line, ":memory:");
+        if (m)
+            snprintf(v1, sizeof v1, "%s", m + 8);
+    }
+    fclose(f);
+    bool use_v2 = v2[0] == '/' && strcmp(v2, "/") != 0;
+    if (!use_v2 && !(v1[0] == '/' && strcmp(v1, "/") != 0))
+        skip(); /* not in a nested cgroup: nothing to tell apart */
+    char root[] = "/tmp/tdm_cg_XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char dir[3 * PATH_MAX], up[3 * PATH_MAX];
+    snprintf(dir, sizeof dir, "%s%s%s", root, use_v2 ? "" : "/memory", use_v2 ? v2 : v1);
+    mkdir_p(dir, strlen(root));
+    snprintf(up, sizeof up, "%s", dir);
+    *strrchr(up, '/') = '\0';
+    if (use_v2) {
+        assert_int_equal(write_file(dir, "memory.max", "16777216\n"), 0);
+        assert_int_equal(write_file(dir, "memory.current", "0\n"), 0);
+        assert_int_equal(write_file(up, "memory.max", "max\n"), 0);
+        assert_int_equal(write_file(up, "memory.current", "0\n"), 0);
+    } else {
+        assert_int_equal(write_file(dir, "memory.limit_in_bytes", "16777216\n"), 0);
+        assert_int_equal(write_file(dir, "memory.usage_in_bytes", "0\n"), 0);
+        snprintf(up, sizeof up, "%s/memory", root);
+        assert_int_equal(write_file(up, "memory.limit_in_bytes", "9223372036854771712\n"), 0);
+        assert_int_equal(write_file(up, "memory.usage_in_bytes", "0\n"), 0);
+    }
+    assert_int_equal(setenv("TDM_CGROUP_ROOT", root, 1), 0);
+    tdm_runtime *rt = open_rt(1, 0);
+    tdm_shm_info si;
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_int_equal(si.cgroup_free_bytes, 16u << 20); /* our own cgroup's room */
+    tdm_tensor *t = NULL;
+    int64_t big = 20 << 20;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &big, TDM_MEM_SHARED, &t), TDM_ENOSPC);
+    int64_t small = 1 << 20;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_U8, 1, &small, TDM_MEM_SHARED, &t), 0);
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    unsetenv("TDM_CGROUP_ROOT");
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     /* clang-format off */
@@ -690,6 +772,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parallel_for_tensors_reaches_processes),
         cmocka_unit_test(test_parallel_for_tensors_bad_arguments),
         cmocka_unit_test(test_debug_warns_of_private_pointer_in_params),
+        cmocka_unit_test(test_nested_cgroup_limit_bounds_shared_memory),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("procfault", tests);
