@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -753,6 +754,156 @@ static void test_nested_cgroup_limit_bounds_shared_memory(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- the arena's reservation under RLIMIT_AS (issue 13, item 6) ------------------------------ */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PF_SANITIZED 1 /* their shadow memory already takes terabytes of address space */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PF_SANITIZED 1
+#endif
+#endif
+#ifndef PF_SANITIZED
+#define PF_SANITIZED 0
+#endif
+
+static uint64_t vm_size(void)
+{
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static int limit_as(uint64_t extra)
+{
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = vm_size() + extra;
+    return setrlimit(RLIMIT_AS, &rl);
+}
+
+/* Runs fn in a child; its exit code (0 = passed). */
+static int in_child(int (*fn)(void))
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        _exit(fn());
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static int child_arena_fits(void)
+{
+    unsetenv("TDM_SHM_REGION_GB");
+    if (limit_as(3ull << 30) != 0)
+        return 1;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    cfg.procs = 1;
+    tdm_runtime *rt = NULL;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 2;
+    tdm_shm_info si;
+    if (tdm_runtime_shm_info(rt, &si) != 0 || si.arena_bytes > (3ull << 29) ||
+        si.arena_bytes < (64ull << 20))
+        return 3;
+    int64_t n = 8 << 20;
+    tdm_tensor *t = NULL;
+    if (tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &t) != 0)
+        return 4;
+    tdm_map_opts o = popts(0, 0);
+    if (tdm_map(rt, "exp_sinh", &t, 1, &t, 1, NULL, 0, &o, NULL) != 0)
+        return 5;
+    tdm_tensor_release(t);
+    return tdm_runtime_close(rt) == 0 ? 0 : 6;
+}
+
+static void test_arena_fits_under_rlimit_as(void **state)
+{
+    if (PF_SANITIZED)
+        skip();
+    assert_int_equal(in_child(child_arena_fits), 0);
+}
+
+static int child_arena_too_small(void)
+{
+    unsetenv("TDM_SHM_REGION_GB");
+    if (limit_as(64ull << 20) != 0)
+        return 1;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    cfg.procs = 1;
+    tdm_runtime *rt = (tdm_runtime *)1;
+    if (tdm_runtime_open(&rt, &cfg) != TDM_ESYS || rt != NULL)
+        return 2;
+    const char *msg = tdm_errmsg(NULL);
+    if (!strstr(msg, "RLIMIT_AS") || !strstr(msg, "TDM_SHM_REGION_GB"))
+        return 3;
+    /* without worker processes open works; the first shared tensor says the same */
+    cfg.procs = 0;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 4;
+    tdm_tensor *t = NULL;
+    if (tdm_tensor_empty(rt, TDM_U8, 1, (int64_t[]){4096}, TDM_MEM_SHARED, &t) != TDM_ESYS)
+        return 5;
+    if (!strstr(tdm_errmsg(rt), "TDM_SHM_REGION_GB"))
+        return 6;
+    return tdm_runtime_close(rt) == 0 ? 0 : 7;
+}
+
+static void test_arena_too_small_names_the_knob_and_limit(void **state)
+{
+    if (PF_SANITIZED)
+        skip();
+    assert_int_equal(in_child(child_arena_too_small), 0);
+}
+
+static int child_explicit_region_too_big(void)
+{
+    setenv("TDM_SHM_REGION_GB", "64", 1);
+    if (limit_as(2ull << 30) != 0)
+        return 1;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 1;
+    cfg.procs = 1;
+    tdm_runtime *rt = NULL;
+    if (tdm_runtime_open(&rt, &cfg) != TDM_ESYS)
+        return 2;
+    return strstr(tdm_errmsg(NULL), "lower TDM_SHM_REGION_GB") ? 0 : 3;
+}
+
+static void test_arena_explicit_region_over_rlimit_as_fails(void **state)
+{
+    if (PF_SANITIZED)
+        skip();
+    assert_int_equal(in_child(child_explicit_region_too_big), 0);
+}
+
+static void test_no_reservation_without_workers(void **state)
+{
+    uint64_t before = vm_size();
+    tdm_runtime *rt = open_rt(1, 0);
+    uint64_t opened = vm_size();
+    tdm_shm_info si;
+    assert_int_equal(tdm_runtime_shm_info(rt, &si), 0);
+    assert_true(opened - before < (1ull << 30)); /* not the arena's GiBs */
+    tdm_tensor *t;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_U8, 1, (int64_t[]){4096}, TDM_MEM_SHARED, &t), 0);
+    assert_true(vm_size() - opened >= si.arena_bytes); /* reserved by the first shared tensor */
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+}
+
 int main(int argc, char **argv)
 {
     /* clang-format off */
@@ -773,6 +924,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parallel_for_tensors_bad_arguments),
         cmocka_unit_test(test_debug_warns_of_private_pointer_in_params),
         cmocka_unit_test(test_nested_cgroup_limit_bounds_shared_memory),
+        cmocka_unit_test(test_arena_fits_under_rlimit_as),
+        cmocka_unit_test(test_arena_too_small_names_the_knob_and_limit),
+        cmocka_unit_test(test_arena_explicit_region_over_rlimit_as_fails),
+        cmocka_unit_test(test_no_reservation_without_workers),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("procfault", tests);

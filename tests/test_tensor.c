@@ -427,6 +427,10 @@ static int child_no_fds(void *arg)
     if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){100}, 0, &h) != 0)
         return 10;
     fill_f32(h, 4.0f);
+    /* Without worker processes the arena (one memfd) is made by the first shared tensor. */
+    tdm_tensor *first = NULL;
+    if (tdm_tensor_empty(rt, TDM_F32, 1, (int64_t[]){1}, TDM_MEM_SHARED, &first) != 0)
+        return 16;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return 11;
@@ -445,15 +449,28 @@ static int child_no_fds(void *arg)
             return 15;
     tdm_tensor_release(t);
     tdm_tensor_release(h);
-    /* A new runtime needs one (its arena's memfd): without it, opening is TDM_ESYS. */
+    tdm_tensor_release(first);
+    /* A new runtime needs one (its arena's memfd) for its first shared tensor: without it,
+     * that creation is TDM_ESYS. */
     tdm_config cfg = TDM_CONFIG_INIT;
     cfg.use_env = 0;
     cfg.threads = 1;
-    tdm_runtime *rt2 = (tdm_runtime *)SENTINEL;
-    if (tdm_runtime_open(&rt2, &cfg) != TDM_ESYS || rt2 != NULL)
-        return 16;
-    if (!strstr(tdm_errmsg(NULL), "memfd_create"))
+    tdm_runtime *rt2 = NULL;
+    if (tdm_runtime_open(&rt2, &cfg) != 0) /* without worker processes it reserves nothing */
+        return 19;
+    tdm_tensor *u = (tdm_tensor *)SENTINEL;
+    int rc = tdm_tensor_empty(rt2, TDM_F32, 1, (int64_t[]){100}, TDM_MEM_SHARED, &u);
+    if (rc != TDM_ESYS || u != NULL)
+        return 20;
+    if (!strstr(tdm_errmsg(rt2), "memfd_create"))
         return 17;
+    if (tdm_runtime_close(rt2) != 0)
+        return 21;
+    /* with worker processes the arena is made at open (before the fork): TDM_ESYS there */
+    cfg.procs = 1;
+    rt2 = (tdm_runtime *)SENTINEL;
+    if (tdm_runtime_open(&rt2, &cfg) != TDM_ESYS || rt2 != NULL)
+        return 22;
     if (atomic_load(&rt->shm_bytes) != 0)
         return 18;
     return 0;

@@ -50,8 +50,13 @@ bool tdm__memory_available(uint64_t *bytes, const char **source);
 
 /* ---- the shared arena (runtime/arena.c) --------------------------------------------------- */
 
-/* Creates the memfd and maps it over a large reserved range (sparse: costs nothing). */
-int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out);
+/* Creates the arena: the memfd mapped over a large reserved range (sparse: costs nothing but
+ * address space), sized by TDM_SHM_REGION_GB or 2 x RAM and fitted under RLIMIT_AS. `lazy`
+ * (no worker processes): the range is reserved only when a shared tensor first needs it. */
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, bool lazy, tdm__arena **out);
+/* Reserves a lazy arena's range now if not yet done: 0, or TDM_ESYS naming TDM_SHM_REGION_GB
+ * and the address-space limit. Thread-safe. */
+int tdm__arena_ensure(tdm_runtime *rt, tdm__arena *a, const char *who);
 void tdm__arena_close(tdm__arena *a);
 /* Takes `len` bytes (page multiple), with its pages reserved when `reserve` (else the caller
  * fills the range with tdm__arena_write at once): 0, TDM_ENOSPC or TDM_ESYS. */

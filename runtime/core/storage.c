@@ -471,7 +471,10 @@ static int remap_into_arena(tdm__storage *s, const char *who)
 {
     void *p;
     tdm__err_clear(s->rt); /* a message after TDM_ENOSPC then says it was set by the arena */
-    int rc = tdm__arena_map_file(s->rt, s->rt->arena, s->fd, s->fd_offset, s->map_bytes,
+    int rc = tdm__arena_ensure(s->rt, s->rt->arena, who);
+    if (rc != 0)
+        return rc;
+    rc = tdm__arena_map_file(s->rt, s->rt->arena, s->fd, s->fd_offset, s->map_bytes,
                                  PROT_READ | PROT_WRITE, who, &p);
     if (rc == TDM_ENOSPC && !tdm_errmsg(s->rt)[0])
         rc = tdm__err(s->rt, TDM_ENOSPC,
