@@ -266,7 +266,68 @@ static void test_server_stopped_close_does_not_hang(void **state)
     alarm(0);
 }
 
+/* A program that dies (without closing) while its fork server is stopped leaves nothing. */
+static void test_parent_death_with_stopped_server_leaves_nothing(void **state)
+{
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm(30);
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.use_env = 0;
+        cfg.threads = 1;
+        cfg.procs = 2;
+        tdm_runtime *rt = NULL;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(1);
+        pid_t pids[3];
+        pids[0] = pu_server();
+        if (pids[0] < 0 || pu_children(pids[0], pids + 1, NULL, 2) != 2)
+            _exit(2);
+        kill(pids[0], SIGSTOP);
+        pu_wait_stopped(pids[0], 5000);
+        ssize_t w = write(pipefd[1], pids, sizeof pids);
+        _exit(w == (ssize_t)sizeof pids ? 0 : 3); /* no close: the program just ends */
+    }
+    close(pipefd[1]);
+    pid_t pids[3];
+    assert_int_equal(read(pipefd[0], pids, sizeof pids), (ssize_t)sizeof pids);
+    close(pipefd[0]);
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(pu_wait_ended(pids[i], 5000));
+}
+
 /* ---- host signal dispositions (item 4) ----------------------------------------------------- */
+
+/* In a worker: every disposition the host set is back to its default (SIGINT & co ignored),
+ * and no signal is blocked. */
+static int dispositions_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
+{
+    static const int dfl[] = {SIGPIPE, SIGTERM, SIGCHLD, SIGUSR1, SIGHUP};
+    for (size_t i = 0; i < sizeof dfl / sizeof dfl[0]; i++) {
+        struct sigaction sa;
+        if (sigaction(dfl[i], NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+            return TDM_EKERNEL;
+    }
+    struct sigaction sa;
+    if (sigaction(SIGINT, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
+        return TDM_EKERNEL;
+    sigset_t mask;
+    sigprocmask(SIG_BLOCK, NULL, &mask);
+    for (int sig = 1; sig < 32; sig++)
+        if (sigismember(&mask, sig))
+            return TDM_EKERNEL;
+    (void)pv;
+    (void)begin;
+    (void)end;
+    (void)task;
+    return 0;
+}
 
 /* In a child: `setup` changes a disposition, then a crash is reported, the next call works and
  * close returns. Exit code 0 = passed. */
@@ -295,6 +356,9 @@ static int crash_under(void (*setup)(void))
             _exit(13);
         if (run_small(rt, TDM_POLICY_PROCS, t) != 0)
             _exit(14);
+        tdm_map_opts d = popts(1, 0);
+        if (tdm_parallel_for(rt, 8, dispositions_body, NULL, 0, &d, NULL) != 0)
+            _exit(16);
         tdm_tensor_release(t);
         _exit(tdm_runtime_close(rt) == 0 ? 0 : 15);
     }
@@ -308,10 +372,17 @@ static void ignore_sigchld(void)
     signal(SIGCHLD, SIG_IGN);
 }
 
+static void on_usr1(int sig)
+{
+    (void)sig;
+}
+
 static void handle_and_block(void)
 {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, on_usr1);
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
@@ -913,6 +984,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_server_killed_later_calls_eworker),
         cmocka_unit_test(test_server_stopped_worker_death_is_eworker),
         cmocka_unit_test(test_server_stopped_close_does_not_hang),
+        cmocka_unit_test(test_parent_death_with_stopped_server_leaves_nothing),
         cmocka_unit_test(test_sigchld_ignored_crash_reported),
         cmocka_unit_test(test_blocked_signals_and_ignored_sigpipe_not_inherited),
         cmocka_unit_test(test_huge_batch_size_stays_in_range),
