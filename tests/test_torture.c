@@ -259,7 +259,7 @@ static void tt_check(tt_counts *c, int rc, const tdm_report *r, const tt_params 
 
 /* ---- storms ---------------------------------------------------------------------------------- */
 
-enum { T_WORKERS, T_SERVER, T_NEW_WORKERS };
+enum { T_WORKERS, T_SERVER, T_NEW_WORKERS, T_MIXED };
 enum { D_NONE, D_SIGCHLD_IGN, D_SIGPIPE_IGN };
 
 typedef struct {
@@ -296,8 +296,9 @@ static void *killer_main(void *arg)
         pid_t server = k->server, w[16];
         int n = server > 0 ? pu_children(server, w, NULL, 16) : 0;
         pid_t victim = -1;
-        if (tc->target == T_SERVER && server > 0) {
-            victim = server;
+        if ((tc->target == T_SERVER || (tc->target == T_MIXED && rand_r(&k->seed) % 16 == 0)) &&
+            server > 0) {
+            victim = server; /* (mixed: now and then, while workers die and restart) */
         } else if (tc->target == T_NEW_WORKERS) {
             /* a worker seen for the first time (just restarted), or now and then any */
             for (int i = 0; i < n && victim < 0; i++) {
@@ -568,6 +569,7 @@ CASE(new_workers_sigkill_in_restart,  3, 1, 1000, 0,    T_NEW_WORKERS, SIGKILL, 
 CASE(server_sigkill,                  2, 1, 3,    0,    T_SERVER,  SIGKILL, false, 20000, 150000, D_NONE, 2.0)
 CASE(server_sigstop,                  2, 0, 3,    0.5,  T_SERVER,  SIGSTOP, false, 20000, 150000, D_NONE, 2.0)
 CASE(sigchld_ignored_workers_sigkill, 3, 1, 1000, 0,    T_WORKERS, SIGKILL, false, 1000, 3000, D_SIGCHLD_IGN, 1.5)
+CASE(mixed_workers_and_server_sigkill, 3, 1, 1000, 0,    T_MIXED,   SIGKILL, false, 1000, 4000, D_NONE, 2.0)
 CASE(sigpipe_ignored_server_sigkill,  2, 0, 3,    0.5,  T_SERVER,  SIGKILL, false, 10000, 80000, D_SIGPIPE_IGN, 1.5)
 
 /* ---- injection ------------------------------------------------------------------------------ */
@@ -758,6 +760,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_server_sigkill),
         cmocka_unit_test(test_server_sigstop),
         cmocka_unit_test(test_sigchld_ignored_workers_sigkill),
+        cmocka_unit_test(test_mixed_workers_and_server_sigkill),
         cmocka_unit_test(test_sigpipe_ignored_server_sigkill),
         cmocka_unit_test(test_inject_fork),
         cmocka_unit_test(test_inject_mmap),
