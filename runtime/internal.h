@@ -151,6 +151,10 @@ int tdm__procs_open(tdm_runtime *rt, int n, tdm__procs **out);
 void tdm__procs_close(tdm__procs *p);
 /* Number of worker processes (0 for NULL). */
 int tdm__procs_count(const tdm__procs *p);
+/* True once the fork server is gone or stopped: no batch can run in a process any more. */
+bool tdm__procs_broken(const tdm__procs *p);
+/* Writes why into buf; returns TDM_EWORKER. */
+int tdm__procs_why_broken(tdm__procs *p, char *buf, size_t len);
 
 /* Creates dir and its parents (mode 0700) and checks it is a readable, writable directory.
  * 0, TDM_ENOMEM or TDM_EIO (message "who: ..."). runtime/cache.c. */
@@ -191,6 +195,14 @@ struct tdm_runtime {
     atomic_long jobs_in_flight; /* jobs submitted and not yet freed */
     atomic_ullong shm_bytes;    /* shared bytes held */
     uint64_t shm_limit;         /* 0 = none */
+    unsigned fork_gen;          /* tdm__fork_gen() at open: differs in a child forked since */
 };
+
+/* Counts forks of this process image (a pthread_atfork child handler bumps it in the child):
+ * a runtime opened before a fork is unusable in the child (no pool threads, the worker
+ * processes are the parent's). runtime/core/runtime.c. */
+unsigned tdm__fork_gen(void);
+/* TDM_EFORKED (message "fn: ...") when called in a child forked after rt was opened, else 0. */
+int tdm__check_fork(tdm_runtime *rt, const char *fn);
 
 #endif

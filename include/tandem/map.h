@@ -73,9 +73,14 @@ typedef struct tdm_map_opts {
                                  *  tdm_job_next(); 0 = 2 * workers */
     double timeout_s;           /**< worker processes: a batch running longer than this has its
                                  *  process killed and fails with TDM_ETIMEDOUT (or is retried);
-                                 *  0 = no deadline */
+                                 *  0 = no deadline (a worker stopped by SIGSTOP then waits
+                                 *  until it is continued) */
     int retries;                /**< worker processes: times a batch whose process died or timed
-                                 *  out runs again (on a fresh process) before it fails; 0 = never */
+                                 *  out, or whose replacement process could not be started, runs
+                                 *  again (on a fresh process) before it fails; 0 = never.
+                                 *  At least once: a retried batch runs all its items again,
+                                 *  also those the dead attempt had already run (writes must be
+                                 *  idempotent); its progress is counted once. */
     int keep_on_device;         /**< policy GPU: leave the outputs in device memory (the host
                                  *  copy is fetched when tdm_tensor_data() or a CPU map needs it),
                                  *  so a chained map finds its inputs there and moves nothing */
@@ -144,10 +149,20 @@ TDM_EXTERN int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *i
 
 /** Runs fn over items [0, n_items) in batches and waits (joblib's Parallel(delayed(f)(i) ...)
  *  in C). n_items may be 0 (nothing runs, returns 0). `params` is copied for the run;
- *  pointers inside it must stay valid for the run (and point into shared tensors for worker
- *  processes). Returns 0; TDM_EINVAL (NULL rt/fn, negative n_items, params NULL with
- *  size > 0, bad opts), TDM_ENODEV (policy names no thread-capable backend), TDM_ENOMEM; or
- *  the first failing batch's code. Thread-safe. */
+ *  pointers inside it must stay valid for the run.
+ *  Worker processes (policy PROCS only: AUTO keeps this form on threads): a batch runs in
+ *  another process, which has its own copy of this process's memory as it was at
+ *  tdm_runtime_open(). A pointer in `params` to memory allocated here (malloc, the stack, a
+ *  global, a TDM_MEM_HOST tensor) is valid there but points into the worker's private copy:
+ *  writes through it are lost and the call still returns 0. Point only into TDM_MEM_SHARED
+ *  tensors — or use tdm_parallel_for_tensors(), which hands each batch pointers that are valid
+ *  wherever it runs. With TDM_DEBUG=map (or pool) each call checks the parameter block's
+ *  pointer-sized values and logs those that point into this process's private writable memory.
+ *  Returns 0; TDM_EINVAL (NULL rt/fn, negative n_items, params NULL with
+ *  size > 0, bad opts), TDM_ENODEV (policy names no thread-capable backend), TDM_ENOMEM,
+ *  TDM_EWORKER (policy PROCS and the worker processes are gone: their fork server died or was
+ *  stopped; reopen the runtime), TDM_EFORKED (called in a child forked after open); or the
+ *  first failing batch's code. Thread-safe. */
 TDM_EXTERN int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
                                 const void *params, size_t params_size, const tdm_map_opts *opts,
                                 tdm_report *report);
@@ -171,6 +186,19 @@ TDM_EXTERN int tdm_map_async_rows(tdm_runtime *rt, const char *kernel, int64_t n
                                   tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
                                   int n_out, const void *params, size_t params_size,
                                   const tdm_map_opts *opts, tdm_job **job);
+
+/** tdm_parallel_for() over `n_tensors` (0..16) tensors the body reads and writes: each batch
+ *  finds them through tdm_task_tensor_data(task, i) (and their shape through
+ *  tdm_task_tensor(task, i)), pointers valid in whichever thread or worker process runs it.
+ *  When every tensor is shared (TDM_MEM_SHARED, tdm_tensor_share()) AUTO may place batches in
+ *  worker processes too; the body must then write only through these tensors. The tensors are
+ *  retained for the call. Returns what tdm_parallel_for() does, and TDM_EINVAL for a NULL
+ *  tensor, one of another runtime, n_tensors out of range, or policy PROCS with a tensor that
+ *  is not shared. Thread-safe. */
+TDM_EXTERN int tdm_parallel_for_tensors(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
+                                        tdm_tensor *const *tensors, int n_tensors,
+                                        const void *params, size_t params_size,
+                                        const tdm_map_opts *opts, tdm_report *report);
 
 /** Starts a parallel_for without waiting; see tdm_parallel_for() and tdm_map_async(). */
 TDM_EXTERN int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
@@ -227,6 +255,16 @@ TDM_EXTERN int64_t tdm_task_batch(const tdm_task *task);
  *  the bar moves); the rest are counted when it returns. Never blocks. task NULL or n <= 0
  *  does nothing. */
 TDM_EXTERN void tdm_task_progress(tdm_task *task, int64_t n);
+
+/** Inside a tdm_parallel_for_tensors() body: element 0 of tensor i, valid in the process
+ *  that runs the batch; NULL for i out of range, task NULL, or the other parallel_for forms.
+ *  Nothing to free. */
+TDM_EXTERN void *tdm_task_tensor_data(const tdm_task *task, int i);
+
+/** Inside a tdm_parallel_for_tensors() body: a read-only description of tensor i (dtype,
+ *  shape, strides through the tdm_tensor_* accessors; never retain or release it); NULL as
+ *  for tdm_task_tensor_data(). */
+TDM_EXTERN const tdm_tensor *tdm_task_tensor(const tdm_task *task, int i);
 
 /** Inside a body: 1 if the job was cancelled or stopped by an error, so a long batch may
  *  return early (its return value is then ignored for the status); else 0. task NULL gives

@@ -15,7 +15,7 @@
 typedef struct tdm_report_worker {
     tdm_backend_kind kind; /**< the worker's backend */
     int index;       /**< worker index within its backend */
-    int64_t items;   /**< items (rows) it ran */
+    int64_t items;   /**< items (rows) of its batches that succeeded */
     int64_t batches; /**< batches it ran */
     double busy_s;   /**< seconds inside batch functions */
     double est_s;    /**< AUTO across backends: the scheduler's estimate of its batches'
@@ -29,7 +29,8 @@ typedef struct tdm_report {
     char what[64];             /**< kernel name or "parallel_for" */
     int status;                /**< the call's status */
     double wall_s;             /**< submission to completion */
-    int64_t items;             /**< items completed */
+    int64_t items;             /**< items of the batches that succeeded (a failed batch's items are
+                                    not counted, even those its function ran) */
     int64_t items_total;       /**< items asked for */
     int64_t batches;           /**< batches completed (successfully or not) */
     int64_t failed_batches;    /**< batches whose function returned an error */

@@ -87,14 +87,35 @@ TDM_EXTERN int tdm_config_init(tdm_config *cfg);
  *  which is not an error.
  *  Returns 0 and sets *out; TDM_EINVAL (out NULL, cfg->size too small or unknown version,
  *  negative counts, a malformed TDM_NUM_THREADS / TDM_BACKENDS value or an unknown backend
- *  name), TDM_ENOMEM, TDM_ESYS (thread creation failed). On error *out is set to NULL and
- *  nothing is leaked. The caller owns the runtime and frees it with tdm_runtime_close(). */
+ *  name), TDM_ENOMEM, TDM_ESYS (thread creation failed; the shared arena cannot be reserved:
+ *  the message names TDM_SHM_REGION_GB and the limit; with procs > 0, a worker process could
+ *  not be started, or the kernel lacks pidfd_open, Linux < 5.3). On error *out is set to NULL
+ *  and nothing is leaked. The caller owns the runtime and frees it with tdm_runtime_close().
+ *
+ *  Worker processes (cfg.procs > 0). Open flushes the program's stdio buffers (fflush(NULL))
+ *  and forks a fork server, which forks the workers and, later, their replacements: each is
+ *  a copy of the program as it was at open. In the server and the workers every signal
+ *  disposition is reset to its default and the signal mask emptied, whatever the program set
+ *  (SIGCHLD is never ignored there, so deaths are seen), except SIGINT, SIGQUIT, SIGTSTP,
+ *  SIGTTIN and SIGTTOU, which they ignore: a Ctrl-C or Ctrl-Z at the terminal is the
+ *  program's to handle; if it dies, its workers die with it. A body's exit() ends only its
+ *  worker (reported as a failed batch): the program's atexit handlers do not run there. The
+ *  runtime signals only its own processes (through pidfds; never kill() with a pid that could
+ *  have been reused, never a process group). If the fork server dies or is stopped (SIGSTOP),
+ *  the worker processes are lost for this runtime: every pending and later batch that needs
+ *  them fails with TDM_EWORKER saying so (AUTO goes on with threads); reopen the runtime.
+ *  Fork after open: a child forked from the program after open cannot use the runtime (it has
+ *  none of its threads, and its shared memory and workers are the parent's). Its calls that
+ *  would need them — maps, parallel_fors, job waits, shared tensors, close — return
+ *  TDM_EFORKED (detected with pthread_atfork); open a new runtime in the child, or exec. */
 TDM_EXTERN int tdm_runtime_open(tdm_runtime **out, const tdm_config *cfg);
 
 /** Closes a runtime: stops the pool and frees everything it owns. Tensors created from it must
  *  have been released (a tensor still alive keeps the runtime's memory accounting alive: it
  *  is an error, TDM_EBUSY). Returns 0 (also for rt == NULL), or TDM_EBUSY if a job is still in
- *  flight or tensors are still alive; the runtime then stays open and usable.
+ *  flight or tensors are still alive; the runtime then stays open and usable; TDM_EFORKED in
+ *  a child forked after open (nothing is freed there: the child's copy goes when it exits).
+ *  A fork server that does not exit at once (stopped) is killed after 2 s.
  *  Must not be called concurrently with other calls on the same runtime. */
 TDM_EXTERN int tdm_runtime_close(tdm_runtime *rt);
 

@@ -137,10 +137,14 @@ TDM_EXTERN int tdm_tensor_share(tdm_tensor *t);
  *  copied. The tensor must be shared (TDM_MEM_SHARED, tdm_tensor_share(), or itself imported).
  *  Trust: the descriptor is that of the runtime's whole shared arena; the receiver maps only
  *  the tensor's pages, but a hostile receiver could map others — export only to processes you
- *  would give a pointer to. The sender keeps its tensor alive as long as it likes; the pages
- *  live as long as either side maps them.
- *  Returns 0, TDM_EINVAL (NULL tensor, bad socket, a tensor not in shared memory), TDM_ESYS
- *  (sendmsg failed: the message says why). Thread-safe for distinct sockets. */
+ *  would give a pointer to. Either side may release its tensor first, in any order: the pages
+ *  live as long as either side maps them. For that, once a tensor of the arena has been
+ *  exported, its range is never reused by the exporter: releasing it keeps its pages (they
+ *  are not returned to the system nor handed to a later tensor) until the exporting runtime
+ *  closes and the importers have released theirs — export long-lived tensors, not one per
+ *  batch. The exporter's shm_limit accounting does count them as released.
+ *  Returns 0, TDM_EINVAL (NULL tensor, bad socket, a tensor not in shared memory), TDM_ENOMEM,
+ *  TDM_ESYS (sendmsg failed: the message says why). Thread-safe for distinct sockets. */
 TDM_EXTERN int tdm_tensor_export(const tdm_tensor *t, int sock);
 
 /** Receives a tensor sent by tdm_tensor_export() on `sock` (blocking until it arrives) and maps

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,9 +46,10 @@ typedef struct {
 } tdm__fmaps;
 
 struct tdm__arena {
-    int fd;
-    uint8_t *base;
-    uint64_t size;
+    int fd;         /* -1 until mapped */
+    uint8_t *base;  /* MAP_FAILED until mapped */
+    uint64_t size;  /* (until mapped: what it would be) */
+    uint64_t min_size;
     pthread_mutex_t mu;
     tdm__extent *free; /* sorted by offset, never adjacent (coalesced) */
     int n_free, cap_free;
@@ -56,30 +58,146 @@ struct tdm__arena {
     tdm__extent cache[16];
     int n_cache;
     tdm__fmaps *fmaps; /* MAP_SHARED, inherited by worker processes */
+    /* Ranges exported to other programs (tdm_tensor_export): another process may map their
+     * pages for as long as it likes, so when the exporter releases one it is retired — never
+     * hole-punched, never handed out again — and its pages live until the memfd does. */
+    tdm__extent *exported;
+    int n_exported, cap_exported;
+    uint64_t retired_bytes;
 };
 
-static uint64_t arena_size(void)
+/* The reservation wanted: TDM_SHM_REGION_GB (GiB, 1..65536) when set, else twice physical
+ * memory (shared tensors cannot all be resident beyond that anyway) between 16 GiB and 1 TiB;
+ * then at least min_size (the configured shm_limit, up to 1 TiB). *explicit_gb says the
+ * variable decided it. */
+static uint64_t arena_size(uint64_t min_size, bool *explicit_gb)
 {
+    *explicit_gb = false;
+    uint64_t size = 0;
     const char *env = getenv("TDM_SHM_REGION_GB");
     if (env && *env) {
         char *end;
         unsigned long long gb = strtoull(env, &end, 10);
-        if (*end == '\0' && gb >= 1 && gb <= 65536)
-            return (uint64_t)gb << 30;
+        if (*end == '\0' && gb >= 1 && gb <= 65536) {
+            size = (uint64_t)gb << 30;
+            *explicit_gb = true;
+        }
     }
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-    uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : (16ull << 30);
-    /* Twice physical memory (shared tensors cannot all be resident beyond that anyway),
-     * between 16 GiB and 1 TiB of address space. */
-    uint64_t size = 2 * mem;
-    if (size < (16ull << 30))
-        size = 16ull << 30;
-    if (size > (1ull << 40))
-        size = 1ull << 40;
+    if (!size) {
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : (16ull << 30);
+        size = 2 * mem;
+        if (size < (16ull << 30))
+            size = 16ull << 30;
+        if (size > (1ull << 40))
+            size = 1ull << 40;
+    }
+    /* Room for the configured cap, up to 1 TiB of address space (beyond that the cap cannot be
+     * reached anyway on the machines this runs on, and sanitizers limit mappings). */
+    if (min_size > (1ull << 40))
+        min_size = 1ull << 40;
+    if (size < min_size)
+        size = (min_size + (1ull << 30) - 1) & ~((1ull << 30) - 1);
     return size;
 }
 
-int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
+/* Address space this process may still map under RLIMIT_AS (ulimit -v), or UINT64_MAX. */
+static uint64_t as_room(uint64_t *limit)
+{
+    struct rlimit rl;
+    *limit = UINT64_MAX;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    *limit = (uint64_t)rl.rlim_cur;
+    unsigned long long vm_pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%llu", &vm_pages) != 1)
+            vm_pages = 0;
+        fclose(f);
+    }
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t used = (uint64_t)vm_pages * (uint64_t)(ps > 0 ? ps : 4096);
+    return *limit > used ? *limit - used : 0;
+}
+
+/* The size to reserve now: what arena_size() wants, or under RLIMIT_AS at most half of the
+ * address space still free (the rest is the program's: heap, thread stacks, libraries). 0 and
+ * an error message when not even TDM__ARENA_MIN fits, or when TDM_SHM_REGION_GB asks for more
+ * than fits. */
+#define TDM__ARENA_MIN (64ull << 20)
+static int plan_size(tdm_runtime *rt, uint64_t min_size, const char *who, uint64_t *out)
+{
+    bool explicit_gb;
+    uint64_t want = arena_size(min_size, &explicit_gb), limit;
+    uint64_t room = as_room(&limit);
+    *out = want;
+    if (room == UINT64_MAX || want <= room / 2)
+        return 0;
+    uint64_t fit = (room / 2) & ~(TDM__ARENA_MIN - 1);
+    if (explicit_gb || fit < TDM__ARENA_MIN)
+        return tdm__err(rt, TDM_ESYS,
+                        "%s: the shared arena needs %llu bytes of address space%s, but the "
+                        "address-space limit (RLIMIT_AS, ulimit -v) of %llu bytes leaves %llu free "
+                        "(half of it may go to the arena): raise the limit%s",
+                        who, (unsigned long long)(explicit_gb ? want : TDM__ARENA_MIN),
+                        explicit_gb ? " (TDM_SHM_REGION_GB)" : "", (unsigned long long)limit,
+                        (unsigned long long)room,
+                        explicit_gb ? ", or lower TDM_SHM_REGION_GB"
+                                    : " (TDM_SHM_REGION_GB sets the arena's size otherwise)");
+    *out = fit;
+    return 0;
+}
+
+/* Creates the memfd and maps it (a->mu held, or before the arena is shared). */
+static int arena_map(tdm_runtime *rt, tdm__arena *a, const char *who)
+{
+    uint64_t size;
+    int rc = plan_size(rt, a->min_size, who, &size);
+    if (rc != 0)
+        return rc;
+    /* Not inherited by exec'd programs. A memfd is created with mode 0777 (and can be reopened
+     * through /proc/<pid>/fd by whoever may look there): make it 0600, owner only. */
+    int fd = memfd_create("tandem-shm", MFD_CLOEXEC);
+    if (fd < 0)
+        return tdm__err(rt, TDM_ESYS, "%s: memfd_create failed (%s)", who, strerror(errno));
+    if (fchmod(fd, 0600) != 0) {
+        rc = tdm__err(rt, TDM_ESYS,
+                      "%s: setting the shared arena's permissions to 0600 failed (%s)", who,
+                      strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (ftruncate(fd, (off_t)size) != 0) {
+        rc = tdm__err(rt, TDM_ESYS, "%s: sizing the shared arena to %llu bytes failed (%s)", who,
+                      (unsigned long long)size, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (base == MAP_FAILED) {
+        int e = errno;
+        uint64_t limit;
+        as_room(&limit);
+        char lim[64] = "none";
+        if (limit != UINT64_MAX)
+            snprintf(lim, sizeof lim, "%llu bytes", (unsigned long long)limit);
+        rc = tdm__err(rt, TDM_ESYS,
+                      "%s: mapping the shared arena (%llu bytes of address space) failed (%s); "
+                      "TDM_SHM_REGION_GB sets its size (address-space limit: %s)",
+                      who, (unsigned long long)size, strerror(e), lim);
+        close(fd);
+        return rc;
+    }
+    a->fd = fd;
+    a->base = base;
+    a->size = size;
+    a->free[0] = (tdm__extent){0, size};
+    a->n_free = 1;
+    return 0;
+}
+
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, bool lazy, tdm__arena **out)
 {
     *out = NULL;
     tdm__arena *a = calloc(1, sizeof *a);
@@ -87,13 +205,7 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
         return tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena)");
     a->fd = -1;
     a->base = MAP_FAILED;
-    a->size = arena_size();
-    /* Room for the configured cap, up to 1 TiB of address space (beyond that the cap cannot be
-     * reached anyway on the machines this runs on, and sanitizers limit mappings). */
-    if (min_size > (1ull << 40))
-        min_size = 1ull << 40;
-    if (a->size < min_size)
-        a->size = (min_size + (1ull << 30) - 1) & ~((1ull << 30) - 1);
+    a->min_size = min_size;
     int rc;
     a->free = malloc(16 * sizeof *a->free);
     if (!a->free) {
@@ -101,54 +213,43 @@ int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out)
         goto fail;
     }
     a->cap_free = 16;
-    a->free[0] = (tdm__extent){0, a->size};
-    a->n_free = 1;
-    /* Not inherited by exec'd programs. A memfd is created with mode 0777 (and can be reopened
-     * through /proc/<pid>/fd by whoever may look there): make it 0600, owner only. */
-    a->fd = memfd_create("tandem-shm", MFD_CLOEXEC);
-    if (a->fd < 0) {
-        rc = tdm__err(rt, TDM_ESYS, "tdm_runtime_open: memfd_create failed (%s)", strerror(errno));
-        goto fail;
-    }
-    if (fchmod(a->fd, 0600) != 0) {
-        rc = tdm__err(rt, TDM_ESYS,
-                      "tdm_runtime_open: setting the shared arena's permissions to 0600 "
-                      "failed (%s)",
-                      strerror(errno));
-        goto fail;
-    }
-    if (ftruncate(a->fd, (off_t)a->size) != 0) {
-        rc = tdm__err(rt, TDM_ESYS,
-                      "tdm_runtime_open: sizing the shared arena to %llu bytes "
-                      "failed (%s)",
-                      (unsigned long long)a->size, strerror(errno));
-        goto fail;
-    }
-    a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, a->fd, 0);
-    if (a->base == MAP_FAILED) {
-        rc = tdm__err(rt, TDM_ESYS,
-                      "tdm_runtime_open: mapping the shared arena (%llu bytes of "
-                      "address space) failed (%s)",
-                      (unsigned long long)a->size, strerror(errno));
-        goto fail;
-    }
+    a->n_free = 0;
     a->fmaps =
         mmap(NULL, sizeof *a->fmaps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (a->fmaps == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ENOMEM, "tdm_runtime_open: out of memory (arena file table)");
-        munmap(a->base, a->size);
         goto fail;
     }
     a->fmaps->parent = (int32_t)getpid();
+    /* Worker processes need the range before they are forked; without them it is reserved
+     * when a shared tensor first needs it (a program that never makes one reserves nothing). */
+    if (!lazy && (rc = arena_map(rt, a, "tdm_runtime_open")) != 0) {
+        munmap(a->fmaps, sizeof *a->fmaps);
+        goto fail;
+    }
+    if (lazy) { /* what it would be, for tdm_runtime_shm_info() until then */
+        bool explicit_gb;
+        uint64_t limit;
+        uint64_t room = as_room(&limit);
+        a->size = arena_size(min_size, &explicit_gb);
+        if (room != UINT64_MAX && a->size > room / 2)
+            a->size = (room / 2) & ~(TDM__ARENA_MIN - 1);
+    }
     pthread_mutex_init(&a->mu, NULL);
     *out = a;
     return 0;
 
 fail:
-    if (a->fd >= 0)
-        close(a->fd);
     free(a->free);
     free(a);
+    return rc;
+}
+
+int tdm__arena_ensure(tdm_runtime *rt, tdm__arena *a, const char *who)
+{
+    pthread_mutex_lock(&a->mu);
+    int rc = a->base == MAP_FAILED ? arena_map(rt, a, who) : 0;
+    pthread_mutex_unlock(&a->mu);
     return rc;
 }
 
@@ -156,12 +257,49 @@ void tdm__arena_close(tdm__arena *a)
 {
     if (!a)
         return;
-    munmap(a->base, a->size);
+    if (a->base != MAP_FAILED) {
+        munmap(a->base, a->size);
+        close(a->fd);
+    }
     munmap(a->fmaps, sizeof *a->fmaps);
-    close(a->fd);
     pthread_mutex_destroy(&a->mu);
     free(a->free);
+    free(a->exported);
     free(a);
+}
+
+int tdm__arena_mark_exported(tdm__arena *a, const void *p, uint64_t len)
+{
+    uint64_t off = tdm__arena_offset(a, p);
+    int rc = 0;
+    pthread_mutex_lock(&a->mu);
+    int i = 0;
+    while (i < a->n_exported && a->exported[i].off != off)
+        i++;
+    if (i == a->n_exported) {
+        if (a->n_exported == a->cap_exported) {
+            int cap = a->cap_exported ? 2 * a->cap_exported : 8;
+            tdm__extent *g = realloc(a->exported, (size_t)cap * sizeof *g);
+            if (!g)
+                rc = TDM_ENOMEM;
+            else {
+                a->exported = g;
+                a->cap_exported = cap;
+            }
+        }
+        if (rc == 0)
+            a->exported[a->n_exported++] = (tdm__extent){off, len};
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+uint64_t tdm__arena_retired_bytes(tdm__arena *a)
+{
+    pthread_mutex_lock(&a->mu);
+    uint64_t r = a->retired_bytes;
+    pthread_mutex_unlock(&a->mu);
+    return r;
 }
 
 int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out)
@@ -196,6 +334,11 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
                         int prot, const char *who, void **out)
 {
     *out = NULL;
+    pthread_mutex_lock(&a->mu);
+    bool mapped = a->base != MAP_FAILED;
+    pthread_mutex_unlock(&a->mu);
+    if (!mapped)
+        return TDM_ENOSPC; /* no arena yet (no worker processes): the caller maps elsewhere */
     long ps = sysconf(_SC_PAGESIZE);
     uint64_t pg = ps > 0 ? (uint64_t)ps : 4096u;
     len = (len + pg - 1) / pg * pg;
@@ -213,10 +356,11 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
         return rc;
     if (mmap(p, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)file_off) == MAP_FAILED) {
         int e = errno;
-        /* Put the arena back over the range before returning it. */
-        mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
-             (off_t)tdm__arena_offset(a, p));
-        tdm__arena_free(a, p, len);
+        /* Put the arena back over the range before returning it; if even that fails the
+         * range is left out of the free list (address space lost, never a hole handed out). */
+        if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
+                 (off_t)tdm__arena_offset(a, p)) != MAP_FAILED)
+            tdm__arena_free(a, p, len);
         return tdm__err(rt, e == ENOMEM ? TDM_ENOMEM : TDM_EIO, "%s: mmap of the file failed (%s)",
                         who, strerror(e));
     }
@@ -251,8 +395,9 @@ void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
      * arena back over its copy of the range) before it runs any batch that could use it. */
     atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
     pthread_mutex_unlock(&a->mu);
-    mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off);
-    tdm__arena_free(a, p, len);
+    if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off) !=
+        MAP_FAILED)
+        tdm__arena_free(a, p, len); /* (else the range stays out of use: see above) */
 }
 
 int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
@@ -304,6 +449,8 @@ void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free)
     for (int i = 0; i < a->n_free; i++)
         if (a->free[i].len > best)
             best = a->free[i].len;
+    if (a->base == MAP_FAILED)
+        best = a->size; /* not reserved yet: all of it, once it is */
     pthread_mutex_unlock(&a->mu);
     *size = a->size;
     *largest_free = best;
@@ -317,7 +464,7 @@ int tdm__arena_fd(const tdm__arena *a)
 bool tdm__arena_contains(const tdm__arena *a, const void *p)
 {
     const uint8_t *q = p;
-    return a && q >= a->base && q < a->base + a->size;
+    return a && a->base != MAP_FAILED && q >= a->base && q < a->base + a->size;
 }
 
 uint64_t tdm__arena_offset(const tdm__arena *a, const void *p)
@@ -365,6 +512,9 @@ int tdm__arena_alloc(tdm_runtime *rt, tdm__arena *a, uint64_t len, bool reserve,
                      void **out)
 {
     *out = NULL;
+    int rc0 = tdm__arena_ensure(rt, a, who);
+    if (rc0 != 0)
+        return rc0;
     pthread_mutex_lock(&a->mu);
     int i = 0;
     while (i < a->n_free && a->free[i].len < len)
@@ -433,6 +583,17 @@ int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src,
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len)
 {
     uint64_t off = tdm__arena_offset(a, p);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n_exported; i++) {
+        if (a->exported[i].off == off) {
+            /* Another program may still map these pages: retire the range. */
+            a->exported[i] = a->exported[--a->n_exported];
+            a->retired_bytes += len;
+            pthread_mutex_unlock(&a->mu);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
     /* Give the pages back to the system; the range reads as zeros when reused. */
     fallocate(a->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
     pthread_mutex_lock(&a->mu);

@@ -50,8 +50,13 @@ bool tdm__memory_available(uint64_t *bytes, const char **source);
 
 /* ---- the shared arena (runtime/arena.c) --------------------------------------------------- */
 
-/* Creates the memfd and maps it over a large reserved range (sparse: costs nothing). */
-int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, tdm__arena **out);
+/* Creates the arena: the memfd mapped over a large reserved range (sparse: costs nothing but
+ * address space), sized by TDM_SHM_REGION_GB or 2 x RAM and fitted under RLIMIT_AS. `lazy`
+ * (no worker processes): the range is reserved only when a shared tensor first needs it. */
+int tdm__arena_open(tdm_runtime *rt, uint64_t min_size, bool lazy, tdm__arena **out);
+/* Reserves a lazy arena's range now if not yet done: 0, or TDM_ESYS naming TDM_SHM_REGION_GB
+ * and the address-space limit. Thread-safe. */
+int tdm__arena_ensure(tdm_runtime *rt, tdm__arena *a, const char *who);
 void tdm__arena_close(tdm__arena *a);
 /* Takes `len` bytes (page multiple), with its pages reserved when `reserve` (else the caller
  * fills the range with tdm__arena_write at once): 0, TDM_ENOSPC or TDM_ESYS. */
@@ -65,8 +70,14 @@ int tdm__arena_write(tdm_runtime *rt, tdm__arena *a, void *dst, const void *src,
  * given back with tdm__arena_block_put. */
 int tdm__arena_block_get(tdm_runtime *rt, tdm__arena *a, uint64_t len, const char *who, void **out);
 void tdm__arena_block_put(tdm__arena *a, void *p, uint64_t len);
-/* Returns a range (its pages go back to the system). */
+/* Returns a range (its pages go back to the system), unless it was exported: then it is
+ * retired (kept, never reused). */
 void tdm__arena_free(tdm__arena *a, void *p, uint64_t len);
+/* Marks the range at p as exported to another program (tdm_tensor_export): freeing it later
+ * retires it instead. 0 or TDM_ENOMEM. Thread-safe. */
+int tdm__arena_mark_exported(tdm__arena *a, const void *p, uint64_t len);
+/* Bytes of exported ranges released by this program and kept for the importers. */
+uint64_t tdm__arena_retired_bytes(tdm__arena *a);
 /* The arena's reserved size and its largest free range (the biggest shared tensor it can still
  * place). Thread-safe. */
 void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free);

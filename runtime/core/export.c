@@ -37,6 +37,10 @@ int tdm_tensor_export(const tdm_tensor *t, int sock)
     if (s->in_arena && !s->arena_file) {
         fd = tdm__arena_fd(rt->arena);
         off = tdm__arena_offset(rt->arena, s->map_base);
+        /* The receiver may map these pages after we release the tensor: from now on its range
+         * is never punched out nor reused (tdm__arena_free retires it). */
+        if (sock >= 0 && tdm__arena_mark_exported(rt->arena, s->map_base, s->map_bytes) != 0)
+            return tdm__err(rt, TDM_ENOMEM, "tdm_tensor_export: out of memory");
     } else if (s->fd >= 0) {
         fd = s->fd;
         off = s->fd_offset;

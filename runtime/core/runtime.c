@@ -264,6 +264,37 @@ static void check_shm_limit(tdm_runtime *rt)
                  (unsigned long long)avail, src);
 }
 
+/* ---- fork after open ---------------------------------------------------------------------- */
+
+static atomic_uint fork_gen;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+}
+
+static void fork_watch(void)
+{
+    (void)pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+unsigned tdm__fork_gen(void)
+{
+    pthread_once(&fork_once, fork_watch);
+    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
+int tdm__check_fork(tdm_runtime *rt, const char *fn)
+{
+    if (rt && atomic_load_explicit(&fork_gen, memory_order_relaxed) != rt->fork_gen)
+        return tdm__err(NULL, TDM_EFORKED,
+                        "%s: this process was forked after tdm_runtime_open: the runtime belongs "
+                        "to the parent (open a new one in the child, or exec)",
+                        fn);
+    return 0;
+}
+
 /* What open builds before the pool (so what a failed open and a close both give back). */
 static void free_runtime(tdm_runtime *rt)
 {
@@ -315,6 +346,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
         rt->threads = cores - cfg.procs > 1 ? cores - cfg.procs : 1;
     }
     rt->shm_limit = cfg.shm_limit;
+    rt->fork_gen = tdm__fork_gen();
     atomic_init(&rt->live_tensors, 0);
     atomic_init(&rt->jobs_in_flight, 0);
     atomic_init(&rt->shm_bytes, 0);
@@ -326,7 +358,8 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
     pthread_mutex_init(&rt->probe_mu, NULL);
     pthread_mutex_init(&rt->dev_mu, NULL);
     atomic_init(&rt->probed, 0);
-    if ((rc = tdm__arena_open(rt, rt->shm_limit, &rt->arena)) < 0)
+    bool with_procs = cfg.procs > 0 && enabled[TDM_BACKEND_CPU_PROCS];
+    if ((rc = tdm__arena_open(rt, rt->shm_limit, !with_procs, &rt->arena)) < 0)
         goto fail;
     check_shm_limit(rt);
     if ((rc = setup_backends(rt, enabled)) < 0)
@@ -364,6 +397,9 @@ int tdm_runtime_close(tdm_runtime *rt)
 {
     if (!rt)
         return 0;
+    int frc = tdm__check_fork(rt, "tdm_runtime_close");
+    if (frc < 0)
+        return frc; /* the child's copy goes when it exits or execs */
     long jobs = atomic_load(&rt->jobs_in_flight);
     if (jobs > 0)
         return tdm__err(rt, TDM_EBUSY,

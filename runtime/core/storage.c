@@ -5,6 +5,7 @@
  * bytes, mmap'ed kinds: one page), so tdm_tensor_data() of an empty tensor is a valid pointer. Only
  * a wrapped empty tensor over NULL user data has a NULL base. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,24 +83,69 @@ static bool meminfo_available(uint64_t *bytes)
     return found;
 }
 
-/* Room left under the memory cgroup this process is confined to, when the mount shows it
- * (a container's own cgroup is the mount root). A container can have far less than the
- * host's MemAvailable, and reserving past its limit would invoke the cgroup's OOM killer. */
+/* Room left under the memory cgroups this process is confined to: the least of limit - usage
+ * over its own cgroup (from /proc/self/cgroup) and every ancestor up to the mount root, since
+ * a limit anywhere above applies too. A container's own cgroup is often its mount root, but a
+ * systemd scope or a job scheduler's step is a nested cgroup whose limit the root does not
+ * show; reserving past it would invoke the cgroup's OOM killer on the caller. cgroup v2
+ * (memory.max / memory.current) and v1 (memory.limit_in_bytes / memory.usage_in_bytes).
+ * TDM_CGROUP_ROOT replaces /sys/fs/cgroup (tests point it at a fake tree). */
 static bool cgroup_available(uint64_t *bytes)
 {
-    static const char *const pairs[][2] = {
-        {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
-        {"/sys/fs/cgroup/memory/memory.limit_in_bytes",
-         "/sys/fs/cgroup/memory/memory.usage_in_bytes"},
-    };
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        uint64_t limit, used;
-        if (read_u64_file(pairs[i][0], &limit) && read_u64_file(pairs[i][1], &used)) {
-            *bytes = limit > used ? limit - used : 0;
-            return true;
+    const char *root = getenv("TDM_CGROUP_ROOT");
+    if (!root || !*root)
+        root = "/sys/fs/cgroup";
+    char v2[PATH_MAX] = "", v1[PATH_MAX] = "";
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (f) {
+        char line[PATH_MAX];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            if (!c2 || c2[1] != '/')
+                continue;
+            if (strncmp(line, "0::", 3) == 0)
+                snprintf(v2, sizeof v2, "%s", c2 + 1);
+            else if (c2 - c1 - 1 == 6 && strncmp(c1 + 1, "memory", 6) == 0)
+                snprintf(v1, sizeof v1, "%s", c2 + 1);
         }
+        fclose(f);
     }
-    return false;
+    static const struct {
+        const char *sub, *max, *cur;
+    } kinds[] = {{"", "memory.max", "memory.current"},
+                 {"/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"}};
+    bool found = false;
+    uint64_t best = UINT64_MAX;
+    for (int k = 0; k < 2; k++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s", k == 0 ? v2 : v1);
+        size_t len = strlen(path);
+        while (len > 1 && path[len - 1] == '/')
+            path[--len] = '\0';
+        for (;;) { /* from our cgroup up to the root ("" or "/") */
+            char pmax[2 * PATH_MAX], pcur[2 * PATH_MAX];
+            const char *rel = strcmp(path, "/") == 0 ? "" : path;
+            snprintf(pmax, sizeof pmax, "%s%s%s/%s", root, kinds[k].sub, rel, kinds[k].max);
+            snprintf(pcur, sizeof pcur, "%s%s%s/%s", root, kinds[k].sub, rel, kinds[k].cur);
+            uint64_t limit, used;
+            if (read_u64_file(pmax, &limit) && read_u64_file(pcur, &used)) {
+                found = true;
+                uint64_t room = limit > used ? limit - used : 0;
+                if (room < best)
+                    best = room;
+            }
+            char *slash = strrchr(path, '/');
+            if (!slash || !*rel)
+                break;
+            slash[slash == path ? 1 : 0] = '\0';
+        }
+        if (found)
+            break; /* (a v2 hierarchy is the one that limits when both are there) */
+    }
+    if (found)
+        *bytes = best;
+    return found;
 }
 
 /* Bytes the system can still give without reclaim storms or the OOM killer; false when
@@ -343,6 +389,10 @@ int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char 
                         tdm__storage **out)
 {
     *out = NULL;
+    /* The arena is the parent's: a child's allocations would land on its tensors. */
+    int frc = (mem & TDM_MEM_SHARED) ? tdm__check_fork(rt, who) : 0;
+    if (frc < 0)
+        return frc;
     tdm__storage *s = storage_new(rt, bytes);
     if (!s)
         return tdm__err(rt, TDM_ENOMEM, "%s: cannot allocate a storage object", who);
@@ -421,7 +471,10 @@ static int remap_into_arena(tdm__storage *s, const char *who)
 {
     void *p;
     tdm__err_clear(s->rt); /* a message after TDM_ENOSPC then says it was set by the arena */
-    int rc = tdm__arena_map_file(s->rt, s->rt->arena, s->fd, s->fd_offset, s->map_bytes,
+    int rc = tdm__arena_ensure(s->rt, s->rt->arena, who);
+    if (rc != 0)
+        return rc;
+    rc = tdm__arena_map_file(s->rt, s->rt->arena, s->fd, s->fd_offset, s->map_bytes,
                                  PROT_READ | PROT_WRITE, who, &p);
     if (rc == TDM_ENOSPC && !tdm_errmsg(s->rt)[0])
         rc = tdm__err(s->rt, TDM_ENOSPC,

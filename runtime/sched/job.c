@@ -19,19 +19,25 @@
 static bool claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end)
 {
     int64_t n = job->n_items;
-    if (job->fixed_bs) {
-        int64_t b = atomic_fetch_add_explicit(&job->cursor, want, memory_order_relaxed);
-        if (b >= n)
-            return false;
-        *begin = b;
-        *end = b + want < n ? b + want : n;
-        return true;
-    }
+    if (want < 1)
+        want = 1;
     long long cur = atomic_load_explicit(&job->cursor, memory_order_relaxed); /* atomic_llong */
     for (;;) {
+        /* The cursor never passes n: every claim takes at most what is left (a fetch_add of a
+         * huge fixed batch size would overflow it). */
         if (cur >= n)
             return false;
         int64_t left = n - cur;
+        if (job->fixed_bs) {
+            int64_t b = want < left ? want : left;
+            if (atomic_compare_exchange_weak_explicit(&job->cursor, &cur, cur + b,
+                                                      memory_order_relaxed, memory_order_relaxed)) {
+                *begin = cur;
+                *end = cur + b;
+                return true;
+            }
+            continue;
+        }
         /* Guided self-scheduling: never take more than a share of what is left, so the last
          * batches are small and finish together. */
         int64_t share = left / (2 * (int64_t)job->n_eligible);
@@ -109,7 +115,9 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
 {
     tdm__wstat *ws = &job->ws[w];
     int64_t n = end - begin;
-    ws->items += n;
+    /* Items count as completed only when their batch succeeded (the report's `items`). */
+    if (rc == 0)
+        ws->items += n;
     ws->batches++;
     if (ws->bs_min == 0 || n < ws->bs_min)
         ws->bs_min = n;
@@ -297,6 +305,9 @@ int tdm_job_next(tdm_job *j, tdm_batch_result *r)
     tdm__job *job = (tdm__job *)j;
     if (!job || !r)
         return tdm__err(job ? job->rt : NULL, TDM_EINVAL, "tdm_job_next: NULL argument");
+    int frc = tdm__check_fork(job->rt, "tdm_job_next");
+    if (frc < 0)
+        return frc;
     if (job->waited)
         return TDM_EDONE;
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
@@ -454,6 +465,9 @@ int tdm_job_wait(tdm_job *j, tdm_report *report)
                         "tdm_job_wait: report size %u is too small (use "
                         "TDM_REPORT_INIT)",
                         report->size);
+    int frc = tdm__check_fork(job->rt, "tdm_job_wait");
+    if (frc < 0)
+        return frc;
     if (job->wait_status_valid)
         return tdm__err(job->rt, TDM_EINVAL, "tdm_job_wait: already waited for this job");
     job->wait_status = tdm__job_wait(job, report);
@@ -481,6 +495,8 @@ void tdm_job_free(tdm_job *j)
     tdm__job *job = (tdm__job *)j;
     if (!job)
         return;
+    if (tdm__check_fork(job->rt, "tdm_job_free") < 0)
+        return; /* a forked child: the job is the parent's (nothing here could finish it) */
     if (!job->wait_status_valid)
         (void)tdm__job_wait(job, NULL);
     tdm__job_destroy(job);
@@ -501,6 +517,20 @@ int tdm_task_slot(const tdm_task *task)
 int64_t tdm_task_batch(const tdm_task *task)
 {
     return task ? task->batch : -1;
+}
+
+void *tdm_task_tensor_data(const tdm_task *task, int i)
+{
+    if (!task || i < 0 || i >= task->d->n_in)
+        return NULL;
+    return task->d->in_base[i];
+}
+
+const tdm_tensor *tdm_task_tensor(const tdm_task *task, int i)
+{
+    if (!task || i < 0 || i >= task->d->n_in)
+        return NULL;
+    return task->d->tin[i];
 }
 
 void tdm_task_progress(tdm_task *task, int64_t n)
