@@ -35,9 +35,16 @@ typedef struct {
 #define TDM__MAX_FILE_MAPS 256
 typedef struct {
     uint64_t off, len, file_off;
+    uint64_t pad, alloc; /* the arena range taken: [off - pad, off - pad + alloc) */
     int32_t fd, prot, live;
     uint32_t seq; /* bumped when the entry is (re)used */
 } tdm__fmap;
+
+/* A file mapping whose address is congruent to its file offset modulo 2 MiB lets the kernel
+ * map the page cache's large folios with one PMD each: touching a 512 MiB file then takes
+ * ~260 page faults instead of ~8,000 (4 KiB fault-around), about 8x faster here. mmap(NULL)
+ * picks such addresses by itself; a range of the arena has to be chosen so. */
+#define TDM__FILE_ALIGN ((uint64_t)2 << 20)
 
 typedef struct {
     atomic_uint gen; /* bumped on every change; workers compare with what they have seen */
@@ -350,17 +357,21 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
     pthread_mutex_unlock(&a->mu);
     if (slot < 0)
         return TDM_ENOSPC; /* the caller maps outside the arena instead */
-    void *p;
-    int rc = tdm__arena_alloc(rt, a, len, false, who, &p);
+    uint64_t alloc = len >= TDM__FILE_ALIGN ? len + TDM__FILE_ALIGN - pg : len;
+    void *base;
+    int rc = tdm__arena_alloc(rt, a, alloc, false, who, &base);
     if (rc != 0)
         return rc;
+    uint64_t pad = alloc == len ? 0
+                                : (file_off - (uint64_t)(uintptr_t)base) & (TDM__FILE_ALIGN - 1);
+    void *p = (char *)base + pad;
     if (mmap(p, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)file_off) == MAP_FAILED) {
         int e = errno;
         /* Put the arena back over the range before returning it; if even that fails the
          * range is left out of the free list (address space lost, never a hole handed out). */
         if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
                  (off_t)tdm__arena_offset(a, p)) != MAP_FAILED)
-            tdm__arena_free(a, p, len);
+            tdm__arena_free(a, base, alloc);
         return tdm__err(rt, e == ENOMEM ? TDM_ENOMEM : TDM_EIO, "%s: mmap of the file failed (%s)",
                         who, strerror(e));
     }
@@ -368,6 +379,8 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
     tdm__fmap *m = &a->fmaps->e[slot];
     m->off = tdm__arena_offset(a, p);
     m->len = len;
+    m->pad = pad;
+    m->alloc = alloc;
     m->file_off = file_off;
     m->fd = fd;
     m->prot = prot;
@@ -382,11 +395,14 @@ int tdm__arena_map_file(tdm_runtime *rt, tdm__arena *a, int fd, uint64_t file_of
 void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
 {
     uint64_t off = tdm__arena_offset(a, p);
+    uint64_t pad = 0, alloc = len;
     pthread_mutex_lock(&a->mu);
     for (int i = 0; i < TDM__MAX_FILE_MAPS; i++) {
         tdm__fmap *m = &a->fmaps->e[i];
         if (m->live && m->off == off) {
             len = m->len;
+            pad = m->pad;
+            alloc = m->alloc;
             m->live = 0;
             break;
         }
@@ -395,9 +411,10 @@ void tdm__arena_unmap_file(tdm__arena *a, void *p, uint64_t len)
      * arena back over its copy of the range) before it runs any batch that could use it. */
     atomic_fetch_add_explicit(&a->fmaps->gen, 1, memory_order_release);
     pthread_mutex_unlock(&a->mu);
+    /* (the range's slack around the file, pad before and the rest after, is still the arena's) */
     if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd, (off_t)off) !=
         MAP_FAILED)
-        tdm__arena_free(a, p, len); /* (else the range stays out of use: see above) */
+        tdm__arena_free(a, (char *)p - pad, alloc); /* (else the range stays out of use) */
 }
 
 int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
