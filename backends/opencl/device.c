@@ -82,6 +82,11 @@ int TDM__PRINTF(5, 6)
     return tdm__ocl_cl_code(e);
 }
 
+int tdm__ocl_lost_if_driver(tdm__dev *d, int rc, char *detail, size_t len)
+{
+    return rc == TDM_ESYS ? tdm__devhealth_lose(&d->health, detail, len) : rc;
+}
+
 void tdm__ocl_fmt_bytes(char *out, size_t len, uint64_t b)
 {
     static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -95,57 +100,6 @@ void tdm__ocl_fmt_bytes(char *out, size_t len, uint64_t b)
         snprintf(out, len, "%llu B", (unsigned long long)b);
     else
         snprintf(out, len, "%.1f %s", v, unit[u]);
-}
-
-/* ---- the memory cap from the environment ---------------------------------------------------- */
-
-/* "123", "64M", "64MiB", "2g", "512 KB": bytes, powers of 1024. 0 and *out, or -1 if malformed
- * or over 2^64. */
-static int parse_size(const char *s, uint64_t *out)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    if (!isdigit((unsigned char)*s))
-        return -1;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    while (isspace((unsigned char)*end))
-        end++;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case 'K':
-        shift = 10;
-        break;
-    case 'M':
-        shift = 20;
-        break;
-    case 'G':
-        shift = 30;
-        break;
-    case 'T':
-        shift = 40;
-        break;
-    default:
-        break;
-    }
-    if (shift) {
-        end++;
-        if (toupper((unsigned char)*end) == 'I')
-            end++;
-    }
-    if (toupper((unsigned char)*end) == 'B')
-        end++;
-    while (isspace((unsigned char)*end))
-        end++;
-    if (*end)
-        return -1;
-    if (shift && v > (UINT64_MAX >> shift))
-        return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
 }
 
 /* ---- open / close --------------------------------------------------------------------------- */
@@ -282,18 +236,14 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
                              index);
 
     /* The cap first: a malformed value is the user's mistake, reported before any driver work. */
-    uint64_t cap = rt ? rt->cfg.device_mem_cap : 0;
-    const char *cap_env = !rt || rt->cfg.use_env ? getenv("TDM_DEVICE_MEM_CAP") : NULL;
-    if (cap_env && *cap_env && parse_size(cap_env, &cap) != 0)
-        return tdm__ocl_fail(
-            detail, len, TDM_EINVAL,
-            "opencl: TDM_DEVICE_MEM_CAP='%.40s' is not a size (bytes, or a number with "
-            "K, M, G or T)",
-            cap_env);
+    uint64_t cap = 0;
+    int rc = tdm__device_mem_cap(rt, "opencl", &cap, detail, len);
+    if (rc != 0)
+        return rc;
 
     cl_device_id dev = NULL;
     cl_platform_id plat = NULL;
-    int rc = find_device(index, &dev, &plat, detail, len);
+    rc = find_device(index, &dev, &plat, detail, len);
     if (rc != 0)
         return rc;
 
@@ -308,6 +258,12 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
     d->live.next = d->live.prev = &d->live;
     if (clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof d->name - 1, d->name, NULL) != CL_SUCCESS)
         snprintf(d->name, sizeof d->name, "?");
+    char hname[64];
+    snprintf(hname, sizeof hname, "opencl device %d", index);
+    if ((rc = tdm__devhealth_init(&d->health, hname, detail, len)) != 0) {
+        free(d);
+        return rc;
+    }
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc, &d->max_alloc, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof d->global_mem, &d->global_mem, NULL);
     cl_uint dims = 0;
@@ -417,6 +373,8 @@ static int ocl_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const v
     int rc = tdm__ocl_check_queue(d, q, "write", detail, len);
     if (!rc)
         rc = check_range(d, dst, dst_off, n, src, "write", detail, len);
+    if (!rc)
+        rc = tdm__devhealth_enter(&d->health, TDM__FAULT_WRITE, detail, len);
     if (rc || n == 0)
         return rc;
     if ((rc = tdm__ocl_reserve_op(d, q, detail, len)) != 0)
@@ -425,8 +383,11 @@ static int ocl_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const v
     cl_event ev = NULL;
     cl_int e = clEnqueueWriteBuffer(d->q[q].q, dst->mem, CL_FALSE, dst_off, n, src, 0, NULL, &ev);
     if (e != CL_SUCCESS)
-        return tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueWriteBuffer of %zu bytes on queue %d",
-                                n, q);
+        return tdm__ocl_lost_if_driver(
+            d,
+            tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueWriteBuffer of %zu bytes on queue %d", n,
+                             q),
+            detail, len);
     tdm__ocl_record_op(d, q, ev, "write of %zu bytes", n);
     return 0;
 }
@@ -437,6 +398,8 @@ static int ocl_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t 
     int rc = tdm__ocl_check_queue(d, q, "read", detail, len);
     if (!rc)
         rc = check_range(d, src, src_off, n, dst, "read", detail, len);
+    if (!rc)
+        rc = tdm__devhealth_enter(&d->health, TDM__FAULT_READ, detail, len);
     if (rc || n == 0)
         return rc;
     if ((rc = tdm__ocl_reserve_op(d, q, detail, len)) != 0)
@@ -444,8 +407,11 @@ static int ocl_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t 
     cl_event ev = NULL;
     cl_int e = clEnqueueReadBuffer(d->q[q].q, src->mem, CL_FALSE, src_off, n, dst, 0, NULL, &ev);
     if (e != CL_SUCCESS)
-        return tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueReadBuffer of %zu bytes on queue %d",
-                                n, q);
+        return tdm__ocl_lost_if_driver(
+            d,
+            tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueReadBuffer of %zu bytes on queue %d", n,
+                             q),
+            detail, len);
     tdm__ocl_record_op(d, q, ev, "read of %zu bytes", n);
     return 0;
 }
@@ -474,7 +440,9 @@ static int ocl_finish(tdm__dev *d, int q, char *detail, size_t len)
     if (rc == 0 && fe != CL_SUCCESS)
         rc = tdm__ocl_cl_fail(d, detail, len, fe, "clFinish on queue %d", q);
     release_ops(oq);
-    return rc;
+    /* Checked after the wait: a lost device's queue is drained all the same. */
+    int h = tdm__devhealth_enter(&d->health, TDM__FAULT_FINISH, detail, len);
+    return h != 0 ? h : tdm__ocl_lost_if_driver(d, rc, detail, len);
 }
 
 const tdm__dev_ops tdm__opencl_dev_ops = {

@@ -25,6 +25,9 @@ int tdm__ocl_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, siz
     if (!d || !out)
         return tdm__ocl_fail(detail, len, TDM_EINVAL, "opencl: alloc: NULL device or out");
     *out = NULL;
+    int rc = tdm__devhealth_enter(&d->health, TDM__FAULT_ALLOC, detail, len);
+    if (rc != 0)
+        return rc;
     char want[32], lim[32], used[32];
     tdm__ocl_fmt_bytes(want, sizeof want, bytes);
     tdm__ocl_fmt_bytes(used, sizeof used, d->used);
@@ -59,8 +62,9 @@ int tdm__ocl_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, siz
         b->mem = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
         if (!b->mem) {
             free(b);
-            return tdm__ocl_cl_fail(d, detail, len, e, "clCreateBuffer of %s (%s in use)", want,
-                                    used);
+            rc =
+                tdm__ocl_cl_fail(d, detail, len, e, "clCreateBuffer of %s (%s in use)", want, used);
+            return tdm__ocl_lost_if_driver(d, rc, detail, len);
         }
     }
     b->bytes = bytes;
@@ -132,6 +136,9 @@ int tdm__ocl_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t 
         return tdm__ocl_fail(detail, len, TDM_EINVAL, "opencl: register: NULL device");
     if (!p || n == 0)
         return tdm__ocl_fail(detail, len, TDM_EINVAL, "opencl: register: empty range");
+    int rc = tdm__devhealth_enter(&d->health, TDM__FAULT_NONE, detail, len);
+    if (rc != 0)
+        return rc;
     if (pinned_range(d, p, n) >= 0)
         return 0;
     const char *c = p;

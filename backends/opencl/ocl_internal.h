@@ -86,6 +86,7 @@ struct tdm__dev {
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
     ocl_prog *progs;
+    tdm__devhealth health; /* lost once for good; TDM_DEVICE_FAULT injection */
     /* Page-locked host ranges registered with the device (see "registered host memory"
      * below): a CL_MEM_USE_HOST_PTR buffer over each, mapped for the host from registration to
      * unregistration; copies from and to the range are clEnqueueWriteBuffer/ReadBuffer with
@@ -110,6 +111,9 @@ int tdm__ocl_cl_code(cl_int e);
 /* "opencl device 0 (name): <what>: CL_NAME (-n)" and the tandem code for it. */
 int TDM__PRINTF(5, 6)
     tdm__ocl_cl_fail(const tdm__dev *d, char *detail, size_t len, cl_int e, const char *fmt, ...);
+/* rc, or, when rc is TDM_ESYS (a driver failure that is not the call's fault), the device marked
+ * lost and TDM_EDEVLOST. */
+int tdm__ocl_lost_if_driver(tdm__dev *d, int rc, char *detail, size_t len);
 /* "12.0 MiB" */
 void tdm__ocl_fmt_bytes(char *out, size_t len, uint64_t b);
 

@@ -322,6 +322,8 @@ static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, con
     if (!key || !source || !entry || n_args < 0 || (n_args > 0 && !args))
         return tdm__ocl_fail(detail, len, TDM_EINVAL,
                              "opencl device %d: launch: NULL key, source, entry or args", d->index);
+    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_LAUNCH, detail, len)) != 0)
+        return rc;
     ocl_prog *p = NULL;
     if ((rc = get_program(d, key, source, &p, detail, len)) != 0)
         return rc;
@@ -402,9 +404,11 @@ int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, con
     cl_event ev = NULL;
     cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 1, NULL, &g, NULL, 0, NULL, &ev);
     if (e != CL_SUCCESS)
-        return tdm__ocl_cl_fail(d, detail, len, e,
-                                "clEnqueueNDRangeKernel(%s, %zu work items) on queue %d", entry, g,
-                                q);
+        return tdm__ocl_lost_if_driver(
+            d,
+            tdm__ocl_cl_fail(d, detail, len, e,
+                             "clEnqueueNDRangeKernel(%s, %zu work items) on queue %d", entry, g, q),
+            detail, len);
     tdm__ocl_record_op(d, q, ev, "kernel %.40s", entry);
     return 0;
 }
@@ -453,11 +457,13 @@ int tdm__ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source, 
     cl_event ev = NULL;
     cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 2, NULL, g, local, 0, NULL, &ev);
     if (e != CL_SUCCESS)
-        return tdm__ocl_cl_fail(
-            d, detail, len, e,
-            "clEnqueueNDRangeKernel(%s, %zux%zu work items in groups of %zux%zu) on "
-            "queue %d",
-            entry, g[0], g[1], local[0], local[1], q);
+        return tdm__ocl_lost_if_driver(
+            d,
+            tdm__ocl_cl_fail(d, detail, len, e,
+                             "clEnqueueNDRangeKernel(%s, %zux%zu work items in groups of "
+                             "%zux%zu) on queue %d",
+                             entry, g[0], g[1], local[0], local[1], q),
+            detail, len);
     tdm__ocl_record_op(d, q, ev, "kernel %.40s", entry);
     return 0;
 }

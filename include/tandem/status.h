@@ -34,7 +34,8 @@
     X(ECORRUPT, -20, "checksum mismatch: the data is corrupted")                                   \
     X(ETIMEDOUT, -30, "a batch overran its deadline (its worker was killed)")                      \
     X(EWORKER, -31, "a worker process died while running the batch")                             \
-    X(ECOMM, -32, "communication between ranks failed (MPI)")
+    X(ECOMM, -32, "communication between ranks failed (MPI)")                                     \
+    X(EDEVLOST, -33, "the device was lost (a driver error or a dead context)")
 
 /** Status codes. TDM_OK is 0, every error is negative. */
 typedef enum tdm_status {
