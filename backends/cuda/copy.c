@@ -44,7 +44,7 @@ int tdm__cuda_check_queue(const tdm__dev *d, int q, char *detail, size_t len)
 
 /* Makes staging slot s of queue q usable by the host: allocates it the first time, else waits
  * until what the stream last did with it is done. */
-static int slot_acquire(queue *qu, int s, char *detail, size_t len)
+static int slot_acquire(tdm__dev *d, queue *qu, int s, char *detail, size_t len)
 {
     stage_slot *sl = &qu->slot[s];
     if (!sl->host) {
@@ -55,7 +55,7 @@ static int slot_acquire(queue *qu, int s, char *detail, size_t len)
             cudaFreeHost(sl->host);
             sl->host = NULL;
             sl->ev = NULL;
-            return tdm__cuda_fail(e, "cudaEventCreate (staging buffer)", detail, len);
+            return tdm__cuda_dev_fail(d, e, "cudaEventCreate (staging buffer)", detail, len);
         }
         sl->recorded = false;
         return 0;
@@ -67,7 +67,7 @@ static int slot_acquire(queue *qu, int s, char *detail, size_t len)
     return 0;
 }
 
-static int slot_release(queue *qu, int s, char *detail, size_t len)
+static int slot_release(tdm__dev *d, queue *qu, int s, char *detail, size_t len)
 {
     CUDA_TRY(cudaEventRecord(qu->slot[s].ev, qu->stream), "cudaEventRecord (staging buffer)");
     qu->slot[s].recorded = true;
@@ -86,6 +86,8 @@ int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const vo
                              dst_off, dst ? dst->bytes : (size_t)0);
         return TDM_EINVAL;
     }
+    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_WRITE, detail, len)) < 0)
+        return rc;
     if (n == 0)
         return 0;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
@@ -103,12 +105,12 @@ int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const vo
         size_t c = n - off < TDM__CUDA_STAGE_CHUNK ? n - off : TDM__CUDA_STAGE_CHUNK;
         int s = qu->next_slot;
         qu->next_slot = (s + 1) % TDM__CUDA_STAGE_SLOTS;
-        if ((rc = slot_acquire(qu, s, detail, len)) < 0)
+        if ((rc = slot_acquire(d, qu, s, detail, len)) < 0)
             return rc;
         memcpy(qu->slot[s].host, (const char *)src + off, c);
         CUDA_TRY(cudaMemcpyAsync(dp + off, qu->slot[s].host, c, cudaMemcpyHostToDevice, qu->stream),
                  "cudaMemcpyAsync H2D (staged)");
-        if ((rc = slot_release(qu, s, detail, len)) < 0)
+        if ((rc = slot_release(d, qu, s, detail, len)) < 0)
             return rc;
     }
     return 0;
@@ -116,17 +118,10 @@ int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const vo
 
 /* A host function enqueued after a staged D2H chunk: copies it out of the staging slot. Runs on
  * a CUDA runtime thread, in stream order; makes no CUDA call. */
-typedef struct copy_out {
-    void *dst;
-    const void *src;
-    size_t n;
-} copy_out;
-
 static void CUDART_CB copy_out_fn(void *arg)
 {
     copy_out *c = arg;
-    memcpy(c->dst, c->src, c->n);
-    free(c);
+    memcpy(c->dst, c->src, c->n); /* (freed at the queue's finish or close) */
 }
 
 int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t src_off, size_t n,
@@ -141,6 +136,8 @@ int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t s
                              src_off, src ? src->bytes : (size_t)0);
         return TDM_EINVAL;
     }
+    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_READ, detail, len)) < 0)
+        return rc;
     if (n == 0)
         return 0;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
@@ -160,7 +157,7 @@ int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t s
         int s = qu->next_slot;
         qu->next_slot = (s + 1) % TDM__CUDA_STAGE_SLOTS;
         stage_slot *sl = &qu->slot[s];
-        if (!sl->host && (rc = slot_acquire(qu, s, detail, len)) < 0)
+        if (!sl->host && (rc = slot_acquire(d, qu, s, detail, len)) < 0)
             return rc;
         /* (a slot last used by a write is reused in stream order too: no wait needed) */
         copy_out *co = malloc(sizeof *co);
@@ -176,9 +173,11 @@ int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t s
             e = cudaLaunchHostFunc(qu->stream, copy_out_fn, co);
         if (e != cudaSuccess) {
             free(co);
-            return tdm__cuda_fail(e, "cudaMemcpyAsync D2H (staged)", detail, len);
+            return tdm__cuda_dev_fail(d, e, "cudaMemcpyAsync D2H (staged)", detail, len);
         }
-        if ((rc = slot_release(qu, s, detail, len)) < 0)
+        co->next = qu->outs;
+        qu->outs = co;
+        if ((rc = slot_release(d, qu, s, detail, len)) < 0)
             return rc;
     }
     return 0;

@@ -34,11 +34,18 @@ int tdm__cuda_map_error(cudaError_t e);
  * the runtime's last error so a non-sticky one does not resurface on a later call. */
 int tdm__cuda_fail(cudaError_t e, const char *what, char *detail, size_t len);
 
+/* Whether e leaves the context dead (a kernel fault: every later call fails the same way) or
+ * the device gone. */
+bool tdm__cuda_error_is_sticky(cudaError_t e);
+/* As tdm__cuda_fail, for a call on device d: an error that is not the call's own fault (sticky,
+ * or any other driver failure) marks d lost and is TDM_EDEVLOST. */
+int tdm__cuda_dev_fail(tdm__dev *d, cudaError_t e, const char *what, char *detail, size_t len);
+
 #define CUDA_TRY(call, what)                                                                       \
     do {                                                                                           \
         cudaError_t e_ = (call);                                                                   \
         if (e_ != cudaSuccess)                                                                     \
-            return tdm__cuda_fail(e_, what, detail, len);                                          \
+            return tdm__cuda_dev_fail(d, e_, what, detail, len);                                   \
     } while (0)
 
 /* ---- device state ---------------------------------------------------------------------------- */
@@ -82,8 +89,19 @@ typedef struct stage_slot {
     bool recorded;
 } stage_slot;
 
+/* A staged D2H chunk to copy out of its slot, by a host function in stream order. Kept on its
+ * queue's list until the queue's finish() (or close()): after a fault the host function never
+ * runs, so it cannot be what frees it. */
+typedef struct copy_out {
+    struct copy_out *next;
+    void *dst;
+    const void *src;
+    size_t n;
+} copy_out;
+
 typedef struct queue {
     cudaStream_t stream;
+    copy_out *outs; /* since the last finish() */
     stage_slot slot[TDM__CUDA_STAGE_SLOTS];
     int next_slot;
 } queue;
@@ -93,6 +111,7 @@ struct tdm__dev {
     int index;
     int arch; /* major * 10 + minor */
     int sms;
+    uint64_t total_mem; /* cudaMemGetInfo's total at open */
     queue q[TDM__CUDA_QUEUES];
 
     pthread_mutex_t mu; /* the pool and the program cache */
@@ -100,7 +119,9 @@ struct tdm__dev {
     tdm__cuda_pool_stats st;
 
     kinfo builtin[TDM__CUDA_N_BUILTINS];
+    int builtin_path; /* TDM__CUDA_BUILTIN_*: how the built-ins run here (found at open) */
     program *programs;
+    tdm__devhealth health; /* lost once for good; TDM_DEVICE_FAULT injection */
 };
 
 /* cudaSetDevice(d->index), or the error (device.c). */
@@ -113,6 +134,8 @@ int tdm__cuda_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, si
 void tdm__cuda_free(tdm__dev *d, tdm__dbuf *b);
 /* Empties the cache (caller holds d->mu). */
 void tdm__cuda_pool_trim(tdm__dev *d);
+/* Gives back a large cache when the device is idle (tdm__dev_ops.idle). */
+void tdm__cuda_pool_idle(tdm__dev *d);
 
 /* ---- copies (copy.c) ------------------------------------------------------------------------- */
 int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const void *src, size_t n,
@@ -120,9 +143,16 @@ int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const vo
 int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t src_off, size_t n,
                    char *detail, size_t len);
 
-/* ---- kernels (launch.c) ---------------------------------------------------------------------- */
+/* ---- the built-ins (builtins.c) -------------------------------------------------------------- */
 /* Fills d->builtin with the built-ins' handles (at open). */
 void tdm__cuda_builtins_init(tdm__dev *d);
+/* Index of the built-in entry, or -1. */
+int tdm__cuda_builtin_find(const char *entry);
+/* At open (the device current): which path the built-ins take on d (d->builtin_path), found by
+ * loading them; a line for the log in note. 0, or the error of a device that fails there. */
+int tdm__cuda_builtins_check(tdm__dev *d, char *note, size_t len);
+
+/* ---- kernels (launch.c) ---------------------------------------------------------------------- */
 void tdm__cuda_program_free(program *p);
 int tdm__cuda_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                      const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len);

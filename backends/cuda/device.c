@@ -51,17 +51,50 @@ void tdm__cuda_set_detail(char *detail, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+bool tdm__cuda_error_is_sticky(cudaError_t e)
+{
+    switch (e) {
+    /* The context is dead: every later call of the process on it fails the same way. */
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorAssert:
+    case cudaErrorContextIsDestroyed:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorNvlinkUncorrectable:
+    case cudaErrorUnknown:
+    /* The device is gone or unusable. */
+    case cudaErrorDevicesUnavailable:
+    case cudaErrorNoDevice:
+    case cudaErrorDeviceUninitialized:
+    case cudaErrorCudartUnloading:
+        return true;
+    default:
+        return false;
+    }
+}
+
 int tdm__cuda_map_error(cudaError_t e)
 {
+    if (tdm__cuda_error_is_sticky(e))
+        return TDM_EDEVLOST;
     switch (e) {
     case cudaSuccess:
         return 0;
     case cudaErrorMemoryAllocation:
         return TDM_ENOMEM;
-    case cudaErrorNoDevice:
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidConfiguration:
+    case cudaErrorLaunchOutOfResources:
+    case cudaErrorInvalidDevicePointer:
+        return TDM_EINVAL; /* the call's own fault, not the device's */
     case cudaErrorInsufficientDriver:
     case cudaErrorInvalidDevice:
-    case cudaErrorDevicesUnavailable:
         return TDM_ENODEV;
     case cudaErrorInvalidPtx:
     case cudaErrorUnsupportedPtxVersion:
@@ -83,6 +116,14 @@ int tdm__cuda_fail(cudaError_t e, const char *what, char *detail, size_t len)
                          cudaGetErrorString(e));
     (void)cudaGetLastError();
     return tdm__cuda_map_error(e);
+}
+
+int tdm__cuda_dev_fail(tdm__dev *d, cudaError_t e, const char *what, char *detail, size_t len)
+{
+    int rc = tdm__cuda_fail(e, what, detail, len);
+    if (rc == TDM_EDEVLOST || rc == TDM_ESYS || rc == TDM_ENODEV)
+        return tdm__devhealth_lose(&d->health, detail, len);
+    return rc;
 }
 
 int tdm__cuda_device_count(char *why, size_t len)
@@ -116,32 +157,8 @@ int tdm__cuda_set_device(const tdm__dev *d, char *detail, size_t len)
 
 /* ---- open / close ---------------------------------------------------------------------------- */
 
-/* TDM_DEVICE_MEM_CAP: bytes, with an optional k/m/g/t suffix (powers of 1024). */
-static int parse_cap(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || s[0] == '-')
-        return -1;
-    unsigned shift = 0;
-    const char *units = "kmgt";
-    const char *u = *end ? strchr(units, *end | 0x20) : NULL;
-    if (u) {
-        shift = 10u * (unsigned)(u - units + 1);
-        end++;
-        if (*end == 'i') /* "MiB" */
-            end++;
-        if (*end == 'B' || *end == 'b')
-            end++;
-    }
-    if (*end != 0 || (shift && v > (~0ull >> shift)))
-        return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 static void cuda_close(tdm__dev *d);
+static void free_copy_outs(queue *qu);
 
 static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, size_t len)
 {
@@ -156,12 +173,10 @@ static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, s
         tdm__cuda_set_detail(detail, len, "CUDA device %d does not exist (%d found)", index, count);
         return TDM_ENOTFOUND;
     }
-    uint64_t cap = rt ? rt->cfg.device_mem_cap : 0;
-    const char *env = !rt || rt->cfg.use_env ? getenv("TDM_DEVICE_MEM_CAP") : NULL;
-    if (env && *env && parse_cap(env, &cap) != 0) {
-        tdm__cuda_set_detail(detail, len, "TDM_DEVICE_MEM_CAP=%s is not a byte count", env);
-        return TDM_EINVAL;
-    }
+    uint64_t cap = 0;
+    int rc = tdm__device_mem_cap(rt, "cuda", &cap, detail, len);
+    if (rc != 0)
+        return rc;
     tdm__dev *d = calloc(1, sizeof *d);
     if (!d) {
         tdm__cuda_set_detail(detail, len, "cuda open: out of memory");
@@ -170,13 +185,18 @@ static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, s
     d->rt = rt;
     d->index = index;
     d->st.cap_bytes = cap;
+    char hname[64];
+    snprintf(hname, sizeof hname, "cuda device %d", index);
+    if ((rc = tdm__devhealth_init(&d->health, hname, detail, len)) != 0) {
+        free(d);
+        return rc;
+    }
     if (pthread_mutex_init(&d->mu, NULL) != 0) {
         free(d);
         tdm__cuda_set_detail(detail, len, "cuda open: pthread_mutex_init failed");
         return TDM_ESYS;
     }
     tdm__cuda_builtins_init(d);
-    int rc = 0;
     cudaError_t e = cudaSetDevice(index);
     if (e == cudaSuccess)
         e = cudaFree(NULL); /* creates the primary context now, not in the first batch */
@@ -191,6 +211,10 @@ static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, s
     d->arch = major * 10 + minor;
     if (d->sms <= 0)
         d->sms = 1;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+        d->total_mem = total_b;
+    (void)cudaGetLastError();
     for (int q = 0; q < TDM__CUDA_QUEUES; q++) {
         e = cudaStreamCreateWithFlags(&d->q[q].stream, cudaStreamNonBlocking);
         if (e != cudaSuccess) {
@@ -199,6 +223,13 @@ static int cuda_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, s
             goto fail;
         }
     }
+    char note[256];
+    if ((rc = tdm__cuda_builtins_check(d, note, sizeof note)) < 0) {
+        tdm__cuda_set_detail(detail, len, "cuda open: %s", note);
+        goto fail;
+    }
+    tdm__log(rt, TDM_DEBUG_RUNTIME, "cuda device %d (sm_%d, %d SMs): %s", index, d->arch, d->sms,
+             note);
     *out = d;
     return 0;
 fail:
@@ -233,10 +264,16 @@ static void cuda_close(tdm__dev *d)
         }
         if (d->q[q].stream)
             cudaStreamDestroy(d->q[q].stream);
+        free_copy_outs(&d->q[q]); /* after the synchronisation above */
     }
     (void)cudaGetLastError();
     pthread_mutex_destroy(&d->mu);
     free(d);
+}
+
+int tdm__cuda_dev_builtin_path(const tdm__dev *d)
+{
+    return d->builtin_path;
 }
 
 static int cuda_n_queues(const tdm__dev *d)
@@ -245,21 +282,41 @@ static int cuda_n_queues(const tdm__dev *d)
     return TDM__CUDA_QUEUES;
 }
 
+/* Frees the copy-out records of queue q: their host functions ran (the stream is idle), or never
+ * will (the context is dead). */
+static void free_copy_outs(queue *qu)
+{
+    while (qu->outs) {
+        copy_out *c = qu->outs;
+        qu->outs = c->next;
+        free(c);
+    }
+}
+
 static int cuda_finish(tdm__dev *d, int q, char *detail, size_t len)
 {
     int rc = tdm__cuda_check_queue(d, q, detail, len);
     if (rc < 0)
         return rc;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
-        return rc;
+        return tdm__devhealth_lost(&d->health) ? TDM_EDEVLOST : rc;
+    /* Waited for even when the device is lost: nothing may land in host memory afterwards. A
+     * dead context returns at once, and its host functions never run. */
     cudaError_t e = cudaStreamSynchronize(d->q[q].stream);
+    if (e == cudaSuccess) {
+        free_copy_outs(&d->q[q]);
+        for (int s = 0; s < TDM__CUDA_STAGE_SLOTS; s++)
+            d->q[q].slot[s].recorded = false; /* the stream is idle: every slot is free */
+    }
+    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_FINISH, detail, len)) < 0) {
+        (void)cudaGetLastError();
+        return rc;
+    }
     if (e != cudaSuccess) {
         char what[64];
         snprintf(what, sizeof what, "cuda device %d, queue %d", d->index, q);
-        return tdm__cuda_fail(e, what, detail, len);
+        return tdm__cuda_dev_fail(d, e, what, detail, len);
     }
-    for (int s = 0; s < TDM__CUDA_STAGE_SLOTS; s++)
-        d->q[q].slot[s].recorded = false; /* the stream is idle: every slot is free */
     return 0;
 }
 
@@ -275,6 +332,8 @@ int tdm__cuda_host_register(void *p, size_t n)
     (void)cudaGetLastError();
     if (e == cudaErrorHostMemoryAlreadyRegistered)
         return TDM_EEXIST;
+    if (e == cudaErrorNoDevice)
+        return TDM_ENODEV;
     return tdm__cuda_map_error(e);
 }
 
@@ -284,33 +343,149 @@ void tdm__cuda_host_unregister(void *p)
         (void)cudaGetLastError();
 }
 
+/* TDM_EEXIST when the range (or part of it) is registered already, by someone else: it is
+ * DMA-able, and not ours to unregister (device.h). */
 static int cuda_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t len)
 {
-    int rc = tdm__cuda_host_register(p, n);
-    if (rc == TDM_EEXIST)
-        return 0; /* registered already (portable: for every device) */
+    int rc = tdm__devhealth_enter(&d->health, TDM__FAULT_NONE, detail, len);
     if (rc != 0)
-        snprintf(detail, len, "cudaHostRegister of %zu bytes failed", n);
+        return rc;
+    rc = tdm__cuda_host_register(p, n);
+    if (rc == TDM_EEXIST)
+        tdm__cuda_set_detail(detail, len, "%zu bytes at %p: registered already, by someone else", n,
+                             p);
+    else if (rc != 0)
+        tdm__cuda_set_detail(detail, len, "cudaHostRegister of %zu bytes failed", n);
     return rc;
 }
 
+/* Copies on this device's streams may still read or write the range: they finish first (a
+ * page-locked range unregistered under a DMA is undefined behaviour). */
 static void cuda_host_unregister(tdm__dev *d, void *p)
 {
+    if (!p)
+        return;
+    cudaSetDevice(d->index);
+    for (int q = 0; q < TDM__CUDA_QUEUES; q++)
+        if (d->q[q].stream)
+            cudaStreamSynchronize(d->q[q].stream);
+    (void)cudaGetLastError();
     tdm__cuda_host_unregister(p);
 }
 
+/* ---- the table: every entry leaves the calling thread's current device as it found it ----------
+ * The entries make their device current (cudaSetDevice), and may run on the application's own
+ * threads (tdm_tensor_to_host, the devices' opening in the first map, tdm_runtime_close): a
+ * program that uses CUDA itself keeps its current device across tandem's calls. */
+static int current_device(void)
+{
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return cur;
+}
+
+static void restore_device(int prev)
+{
+    int cur = current_device();
+    if (prev >= 0 && cur != prev && cudaSetDevice(prev) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
+#define KEEP_DEVICE(call)                                                                          \
+    int prev_ = current_device();                                                                  \
+    int rc_ = (call);                                                                              \
+    restore_device(prev_);                                                                         \
+    return rc_
+
+static int op_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, size_t len)
+{
+    KEEP_DEVICE(cuda_open(rt, index, out, detail, len));
+}
+
+static void op_close(tdm__dev *d)
+{
+    int prev = current_device();
+    cuda_close(d);
+    restore_device(prev);
+}
+
+static int op_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, size_t len)
+{
+    KEEP_DEVICE(tdm__cuda_alloc(d, bytes, out, detail, len));
+}
+
+static void op_free(tdm__dev *d, tdm__dbuf *b)
+{
+    int prev = current_device();
+    tdm__cuda_free(d, b);
+    restore_device(prev);
+}
+
+static int op_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const void *src, size_t n,
+                    char *detail, size_t len)
+{
+    KEEP_DEVICE(tdm__cuda_write(d, q, dst, dst_off, src, n, detail, len));
+}
+
+static int op_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t src_off, size_t n,
+                   char *detail, size_t len)
+{
+    KEEP_DEVICE(tdm__cuda_read(d, q, dst, src, src_off, n, detail, len));
+}
+
+static int op_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                     const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+{
+    KEEP_DEVICE(tdm__cuda_launch(d, q, key, source, entry, args, n_args, global, detail, len));
+}
+
+static int op_launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                        const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
+                        size_t len)
+{
+    KEEP_DEVICE(tdm__cuda_launch_2d(d, q, key, source, entry, args, n_args, r, detail, len));
+}
+
+static int op_finish(tdm__dev *d, int q, char *detail, size_t len)
+{
+    KEEP_DEVICE(cuda_finish(d, q, detail, len));
+}
+
+static int op_host_register(tdm__dev *d, void *p, size_t n, char *detail, size_t len)
+{
+    KEEP_DEVICE(cuda_host_register(d, p, n, detail, len));
+}
+
+static void op_host_unregister(tdm__dev *d, void *p)
+{
+    int prev = current_device();
+    cuda_host_unregister(d, p);
+    restore_device(prev);
+}
+
+static void op_idle(tdm__dev *d)
+{
+    int prev = current_device();
+    tdm__cuda_pool_idle(d);
+    restore_device(prev);
+}
+
 const tdm__dev_ops tdm__cuda_dev_ops = {
-    .host_register = cuda_host_register,
-    .host_unregister = cuda_host_unregister,
+    .host_register = op_host_register,
+    .host_unregister = op_host_unregister,
     .kind = TDM_BACKEND_CUDA,
-    .open = cuda_open,
-    .close = cuda_close,
+    .open = op_open,
+    .close = op_close,
     .n_queues = cuda_n_queues,
-    .alloc = tdm__cuda_alloc,
-    .free = tdm__cuda_free,
-    .write = tdm__cuda_write,
-    .read = tdm__cuda_read,
-    .launch = tdm__cuda_launch,
-    .launch_2d = tdm__cuda_launch_2d,
-    .finish = cuda_finish,
+    .alloc = op_alloc,
+    .free = op_free,
+    .write = op_write,
+    .read = op_read,
+    .launch = op_launch,
+    .launch_2d = op_launch_2d,
+    .finish = op_finish,
+    .idle = op_idle,
 };

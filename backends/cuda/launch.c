@@ -9,72 +9,7 @@
 
 #include "cuda_dev.h"
 
-/* ---- the built-in entry points (kernels/builtin_kernels.cu, compiled by nvcc) ----------------
- * Their host stubs, declared with the signatures nvcc gave them (extern "C", so unmangled;
- * tdm_idx / tdm_i64 are long long in the CUDA dialect). Only their addresses are used: they are
- * the handles cudaLaunchKernel takes for kernels compiled into the program. */
-#include "builtin_kernels.h" /* tdm_k_normalize_params (its helpers are unused static inlines) */
-
-void tdm_exp_sinh_f32(const float *, float *, long long, long long);
-void tdm_exp_sinh_f64(const double *, double *, long long, long long);
-void tdm_axpy_f32(const float *, const float *, float *, float, long long, long long);
-void tdm_axpy_f64(const double *, const double *, double *, double, long long, long long);
-void tdm_scale_shift_f32(const float *, float *, float, float, long long, long long);
-void tdm_scale_shift_f64(const double *, double *, double, double, long long, long long);
-void tdm_normalize_u8(const unsigned char *, const unsigned char *, float *, tdm_k_normalize_params,
-                      long long, long long, int, long long, long long);
-void tdm_sum_f32(const float *, float *, long long, long long, long long);
-void tdm_sum_f64(const double *, double *, long long, long long, long long);
-void tdm_mean_f32(const float *, float *, long long, long long, long long);
-void tdm_mean_f64(const double *, double *, long long, long long, long long);
-void tdm_sumsq_f32(const float *, float *, long long, long long, long long);
-void tdm_sumsq_f64(const double *, double *, long long, long long, long long);
-void tdm_pi_leibniz(const long long *, double *, long long, long long, long long);
-/* kernels/train_kernels.h (tdm_linear_f32 and the two gradients are tiled: 2-D launches) */
-void tdm_linear_f32(const float *, const float *, const float *, float *, long long, long long, int,
-                    long long, long long);
-void tdm_linear_grad_x_f32(const float *, const float *, const float *, float *, long long,
-                           long long, long long, long long);
-void tdm_linear_grad_w_f32(const float *, const float *, float *, long long, long long, long long,
-                           long long, long long, long long);
-void tdm_colsum_f32(const float *, float *, long long, long long, long long, long long, long long);
-void tdm_softmax_xent_f32(const float *, const int *, float *, float *, int *, long long, float,
-                          long long, long long);
-void tdm_sgd_momentum_f32(const float *, const float *, const float *, float *, float *, float,
-                          float, float, long long, long long);
-void tdm_adam_f32(const float *, const float *, const float *, const float *, float *, float *,
-                  float *, float, float, float, float, float, float, float, long long, long long);
-
-typedef struct builtin_entry {
-    const char *name;
-    const void *stub;
-} builtin_entry;
-
-/* clang-format off */
-#define BUILTIN(f) {#f, (const void *)f}
-static const builtin_entry g_builtins[] = {
-    BUILTIN(tdm_exp_sinh_f32), BUILTIN(tdm_exp_sinh_f64),    BUILTIN(tdm_axpy_f32),
-    BUILTIN(tdm_axpy_f64),     BUILTIN(tdm_scale_shift_f32), BUILTIN(tdm_scale_shift_f64),
-    BUILTIN(tdm_normalize_u8), BUILTIN(tdm_sum_f32),         BUILTIN(tdm_sum_f64),
-    BUILTIN(tdm_mean_f32),     BUILTIN(tdm_mean_f64),        BUILTIN(tdm_sumsq_f32),
-    BUILTIN(tdm_sumsq_f64),    BUILTIN(tdm_pi_leibniz),
-    BUILTIN(tdm_linear_f32),   BUILTIN(tdm_linear_grad_x_f32), BUILTIN(tdm_linear_grad_w_f32),
-    BUILTIN(tdm_colsum_f32),   BUILTIN(tdm_softmax_xent_f32),  BUILTIN(tdm_sgd_momentum_f32),
-    BUILTIN(tdm_adam_f32),
-};
-#undef BUILTIN
-/* clang-format on */
-#define N_BUILTINS ((int)(sizeof g_builtins / sizeof g_builtins[0]))
-_Static_assert(sizeof g_builtins / sizeof g_builtins[0] == TDM__CUDA_N_BUILTINS,
-               "TDM__CUDA_N_BUILTINS (cuda_dev.h) is the size of g_builtins");
-
-void tdm__cuda_builtins_init(tdm__dev *d)
-{
-    for (int i = 0; i < N_BUILTINS; i++) {
-        d->builtin[i].fn = g_builtins[i].stub;
-        d->builtin[i].n_params = -1;
-    }
-}
+extern const char tdm__builtin_kernel_source[]; /* generated from kernels/ by CMakeLists.txt */
 
 void tdm__cuda_program_free(program *p)
 {
@@ -104,10 +39,13 @@ static void kinfo_learn(kinfo *k)
         cudaError_t e = cudaFuncGetParamInfo(k->fn, (size_t)n, &off, &size);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
-            if (n == 0) {
-                /* No parameter, or a driver that cannot tell: launched unchecked either way
-                 * (every built-in has parameters). */
-                k->n_params = -2;
+            /* cudaErrorInvalidValue: index n is past the last parameter (n == 0: the entry has
+             * none), so launches are checked against n. Any other error (no image for the
+             * device, a dead context) is not a parameter list: the launch itself reports it.
+             * The static runtime this is built with needs a driver that has this call, so
+             * "cannot tell" is not a case. */
+            if (e != cudaErrorInvalidValue) {
+                k->n_params = -1; /* asked again at the next launch */
                 return;
             }
             break;
@@ -258,18 +196,22 @@ static int cuda_bind(tdm__dev *d, int q, const char *key, const char *source, co
         return rc;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
         return rc;
+    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_LAUNCH, detail, len)) < 0)
+        return rc;
     kinfo *k = NULL;
     pthread_mutex_lock(&d->mu);
     if (strcmp(key, "builtin") == 0) {
-        for (int i = 0; i < N_BUILTINS; i++) {
-            if (strcmp(g_builtins[i].name, entry) == 0) {
-                k = &d->builtin[i];
-                break;
-            }
-        }
-        if (!k) {
+        int i = tdm__cuda_builtin_find(entry);
+        if (i < 0) {
             tdm__cuda_set_detail(detail, len, "cuda launch: no built-in entry point %s", entry);
             rc = TDM_ENOTFOUND;
+        } else if (d->builtin_path == TDM__CUDA_BUILTIN_NVRTC) {
+            /* No image of the library's loads on this device: the same source through NVRTC,
+             * built once per device. */
+            k = user_kernel(d, "builtin (NVRTC)", tdm__builtin_kernel_source, entry, &rc, detail,
+                            len);
+        } else {
+            k = &d->builtin[i];
         }
     } else {
         k = user_kernel(d, key, source, entry, &rc, detail, len);
@@ -322,7 +264,7 @@ static int cuda_enqueue(tdm__dev *d, int q, const kinfo *k, const char *entry,
     if (e != cudaSuccess) {
         char what[96];
         snprintf(what, sizeof what, "cudaLaunchKernel(%.64s)", entry);
-        return tdm__cuda_fail(e, what, detail, len);
+        return tdm__cuda_dev_fail(d, e, what, detail, len);
     }
     for (int i = 0; i < n_args; i++) {
         if (args[i].kind == TDM__KARG_BUF)
@@ -331,7 +273,22 @@ static int cuda_enqueue(tdm__dev *d, int q, const kinfo *k, const char *entry,
     return 0;
 }
 
-int tdm__cuda_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+/* A built-in found to have no image for the device only at its launch (TDM_EKERNEL: no kernel
+ * image, a PTX the driver cannot JIT): the built-ins of d go to NVRTC from now on, and the
+ * launch is tried again, once. */
+static bool builtins_to_nvrtc(tdm__dev *d, const char *key, int rc)
+{
+    char why[160];
+    if (rc != TDM_EKERNEL || strcmp(key, "builtin") != 0 ||
+        d->builtin_path == TDM__CUDA_BUILTIN_NVRTC || !tdm__cuda_nvrtc_available(why, sizeof why))
+        return false;
+    pthread_mutex_lock(&d->mu);
+    d->builtin_path = TDM__CUDA_BUILTIN_NVRTC;
+    pthread_mutex_unlock(&d->mu);
+    return true;
+}
+
+static int launch_1d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                      const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
 {
     if (!key || !entry || n_args < 0 || n_args > TDM__CUDA_MAX_ARGS || (n_args && !args) ||
@@ -364,9 +321,9 @@ int tdm__cuda_launch(tdm__dev *d, int q, const char *key, const char *source, co
  * at most TDM__CUDA_GRID_CAP per dimension (gridDim.y's limit; the tiled entries loop over
  * their tiles by block index). A block larger than the entry allows (__launch_bounds__, its
  * registers: cudaFuncGetAttributes) is TDM_EINVAL with the reason. */
-int tdm__cuda_launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
-                        const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
-                        size_t len)
+static int launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                     const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
+                     size_t len)
 {
     if (!key || !entry || n_args < 0 || n_args > TDM__CUDA_MAX_ARGS || (n_args && !args) || !r ||
         r->size[0] < 0 || r->size[1] < 0 || r->local[0] < 1 || r->local[1] < 1 ||
@@ -400,4 +357,23 @@ int tdm__cuda_launch_2d(tdm__dev *d, int q, const char *key, const char *source,
     dim3 grid = {g[0], g[1], 1};
     dim3 block = {r->local[0], r->local[1], 1};
     return cuda_enqueue(d, q, k, entry, args, n_args, params, grid, block, detail, len);
+}
+
+int tdm__cuda_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                     const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
+{
+    int rc = launch_1d(d, q, key, source, entry, args, n_args, global, detail, len);
+    if (builtins_to_nvrtc(d, key, rc))
+        rc = launch_1d(d, q, key, source, entry, args, n_args, global, detail, len);
+    return rc;
+}
+
+int tdm__cuda_launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
+                        const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
+                        size_t len)
+{
+    int rc = launch_2d(d, q, key, source, entry, args, n_args, r, detail, len);
+    if (builtins_to_nvrtc(d, key, rc))
+        rc = launch_2d(d, q, key, source, entry, args, n_args, r, detail, len);
+    return rc;
 }

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nvrtc.h> /* types only: the functions are resolved with dlsym */
+#include <cuda_runtime_api.h> /* CUDART_VERSION */
+#include <nvrtc.h>            /* types only: the functions are resolved with dlsym */
 
 #include "cuda_dev.h"
 
@@ -29,6 +30,7 @@ static struct {
     pthread_once_t once;
     bool ok;
     char why[256];
+    char lib[128]; /* the library loaded */
     int major, minor;
     int archs[64];
     int n_archs;
@@ -43,15 +45,49 @@ static struct {
     nvrtc_errstr_fn errstr;
 } g_nvrtc = {.once = PTHREAD_ONCE_INIT};
 
+/* The sonames to try, best first: the one of the toolkit the library was built with
+ * (CUDART_VERSION), then the other majors NVRTC is known to be used from (every NVRTC from
+ * 11.2 on has each function used here), newest first, then the development link. */
+int tdm__cuda_nvrtc_candidates(int built_major, const char **out, int max)
+{
+    static const struct {
+        int major;
+        const char *soname;
+    } known[] = {{13, "libnvrtc.so.13"}, {12, "libnvrtc.so.12"}, {11, "libnvrtc.so.11.2"}};
+    int n = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0] && n < max; i++)
+        if (known[i].major == built_major)
+            out[n++] = known[i].soname;
+    for (size_t i = 0; i < sizeof known / sizeof known[0] && n < max; i++)
+        if (known[i].major != built_major)
+            out[n++] = known[i].soname;
+    if (n < max)
+        out[n++] = "libnvrtc.so";
+    return n;
+}
+
 static void nvrtc_load(void)
 {
-    /* The handle is kept for the life of the process: NVRTC does not support being unloaded. */
-    void *h = dlopen("libnvrtc.so.13", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *e = dlerror();
-        snprintf(g_nvrtc.why, sizeof g_nvrtc.why, "dlopen(libnvrtc.so.13): %s", e ? e : "failed");
-        return;
+    /* TDM_NVRTC_LIBRARY names one library to load instead (a path or a soname). The handle is
+     * kept for the life of the process: NVRTC does not support being unloaded. */
+    const char *names[8];
+    const char *forced = getenv("TDM_NVRTC_LIBRARY");
+    int n_names = forced && *forced ? (names[0] = forced, 1)
+                                    : tdm__cuda_nvrtc_candidates(CUDART_VERSION / 1000, names, 8);
+    void *h = NULL;
+    size_t off = 0;
+    for (int i = 0; i < n_names && !h; i++) {
+        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (h) {
+            snprintf(g_nvrtc.lib, sizeof g_nvrtc.lib, "%s", names[i]);
+        } else if (off < sizeof g_nvrtc.why) {
+            int w = snprintf(g_nvrtc.why + off, sizeof g_nvrtc.why - off, "%s%s not found",
+                             i ? ", " : "no NVRTC: ", names[i]);
+            off += w > 0 ? (size_t)w : 0;
+        }
     }
+    if (!h)
+        return;
     struct {
         const char *name;
         void **slot;
@@ -73,7 +109,7 @@ static void nvrtc_load(void)
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         void *p = dlsym(h, syms[i].name);
         if (!p) {
-            snprintf(g_nvrtc.why, sizeof g_nvrtc.why, "libnvrtc.so.13 has no %s", syms[i].name);
+            snprintf(g_nvrtc.why, sizeof g_nvrtc.why, "%s has no %s", g_nvrtc.lib, syms[i].name);
             return;
         }
         *syms[i].slot = p;
@@ -86,7 +122,8 @@ static void nvrtc_load(void)
     if (g_nvrtc.num_archs(&n) == NVRTC_SUCCESS && n > 0 && n <= 64 &&
         g_nvrtc.get_archs(g_nvrtc.archs) == NVRTC_SUCCESS)
         g_nvrtc.n_archs = n;
-    snprintf(g_nvrtc.why, sizeof g_nvrtc.why, "NVRTC %d.%d", g_nvrtc.major, g_nvrtc.minor);
+    snprintf(g_nvrtc.why, sizeof g_nvrtc.why, "NVRTC %d.%d (%s)", g_nvrtc.major, g_nvrtc.minor,
+             g_nvrtc.lib);
     g_nvrtc.ok = true;
 }
 

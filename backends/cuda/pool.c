@@ -78,7 +78,10 @@ int tdm__cuda_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, si
                              bytes);
         return TDM_ENOMEM;
     }
-    int rc = tdm__cuda_set_device(d, detail, len);
+    int rc = tdm__devhealth_enter(&d->health, TDM__FAULT_ALLOC, detail, len);
+    if (rc < 0)
+        return rc;
+    rc = tdm__cuda_set_device(d, detail, len);
     if (rc < 0)
         return rc;
     size_t cls_bytes;
@@ -130,15 +133,15 @@ int tdm__cuda_alloc(tdm__dev *d, size_t bytes, tdm__dbuf **out, char *detail, si
         free(b);
         uint64_t reserved = d->st.reserved_bytes, cap = d->st.cap_bytes;
         pthread_mutex_unlock(&d->mu);
-        if (e == cudaErrorMemoryAllocation && cap && reserved + cls_bytes > cap)
+        if (e == cudaErrorMemoryAllocation && cap && reserved + cls_bytes > cap) {
             tdm__cuda_set_detail(
                 detail, len,
                 "cuda device %d: %zu bytes (class %zu) over the memory cap: %llu of %llu "
                 "bytes held (TDM_DEVICE_MEM_CAP)",
                 d->index, bytes, cls_bytes, (unsigned long long)reserved, (unsigned long long)cap);
-        else
-            tdm__cuda_fail(e, "cudaMalloc", detail, len);
-        return tdm__cuda_map_error(e);
+            return TDM_ENOMEM;
+        }
+        return tdm__cuda_dev_fail(d, e, "cudaMalloc", detail, len);
     }
     b->bytes = bytes;
     b->cls = cls;
@@ -183,6 +186,20 @@ void tdm__cuda_free(tdm__dev *d, tdm__dbuf *b)
         d->free_list[b->cls] = b;
         d->st.cached_bytes += b->cls_bytes;
     }
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* When the device has nothing in flight (a job left it): a cache larger than an eighth of the
+ * device's memory is given back, so that memory one large map needed does not stay held for
+ * good. Done here, not in the pipeline, because cudaFree synchronises the whole device. */
+void tdm__cuda_pool_idle(tdm__dev *d)
+{
+    if (tdm__devhealth_lost(&d->health))
+        return;
+    cudaSetDevice(d->index);
+    pthread_mutex_lock(&d->mu);
+    if (d->st.cached_bytes > d->total_mem / 8)
+        tdm__cuda_pool_trim(d);
     pthread_mutex_unlock(&d->mu);
 }
 
