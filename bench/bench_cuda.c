@@ -174,7 +174,10 @@ static void bench_kernel(tdm__dev *d, const char *entry, size_t elem, size_t n)
     tdm__dbuf *bx, *by;
     DEV_CHECK(ops->alloc(d, bytes, &bx, D));
     DEV_CHECK(ops->alloc(d, bytes, &by, D));
+    /* The memset runs on the legacy stream, which does not order with the backend's non-blocking
+     * streams: it must be complete before the first kernel reads bx. */
     CU_CHECK(cudaMemset(tdm__cuda_dbuf_ptr(bx), 0, bytes));
+    CU_CHECK(cudaDeviceSynchronize());
     tdm__karg a[4] = {karg_buf(bx), karg_buf(by), karg_i64(0), karg_i64((long long)n)};
     double tk[64], tc[64];
     int reps = g_reps < 64 ? g_reps : 64;
