@@ -47,12 +47,13 @@ fi
 
 # ---- 2. build ----------------------------------------------------------------------------------
 step "2. build (CUDA ON, lean) into build-gpu/"
+mkdir -p build-gpu build-gpu-asan
 LEAN=(-DTDM_WITH_CUDA=ON -DTDM_WITH_OPENCL=OFF -DTDM_WITH_JPEG=OFF -DTDM_WITH_MPI=OFF)
 GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=ON "${LEAN[@]}" \
-    >build-gpu.configure.log 2>&1 || { tail -30 build-gpu.configure.log; die "configure"; }
+    >build-gpu/configure.log 2>&1 || { tail -30 build-gpu/configure.log; die "configure"; }
 B0=$(date +%s)
-cmake --build build-gpu -j "$JOBS" >build-gpu.build.log 2>&1 || { tail -40 build-gpu.build.log; die "build"; }
+cmake --build build-gpu -j "$JOBS" >build-gpu/build.log 2>&1 || { tail -40 build-gpu/build.log; die "build"; }
 echo "built in $(($(date +%s) - B0)) s"
 TANDEM=build-gpu/tools/tandem
 "$TANDEM" info | sed -n '1,/^devices/p'
@@ -97,8 +98,8 @@ if [ "${GPU_CHECK_SKIP_ASAN:-0}" != 1 ]; then
     step "5. the CUDA tests under ASan+UBSan (protect_shadow_gap=0)"
     cmake -S . -B build-gpu-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=ON \
         -DTDM_SANITIZE=address,undefined -DTDM_BUILD_BENCH=OFF "${LEAN[@]}" >/dev/null 2>&1 &&
-        cmake --build build-gpu-asan -j "$JOBS" >build-gpu-asan.build.log 2>&1 ||
-        fail "ASan build (build-gpu-asan.build.log)"
+        cmake --build build-gpu-asan -j "$JOBS" >build-gpu-asan/build.log 2>&1 ||
+        fail "ASan build (build-gpu-asan/build.log)"
     export ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:intercept_tls_get_addr=0
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     [ -d build-gpu-asan/tests ] && run_tests build-gpu-asan "ASan tests"
