@@ -2,7 +2,7 @@
  * tests/test_cuda.c and bench/bench_cuda.c. Not API.
  *
  * Everything here is linked from the static CUDA runtime (cudart_static) only; NVRTC is loaded
- * with dlopen("libnvrtc.so.13") on first use; the driver library is never linked (a program
+ * with dlopen on first use (by soname, see below); the driver library is never linked (a program
  * linked to -lcuda does not start where no driver is installed). Kernels built at run time are
  * loaded with the runtime API's cudaLibraryLoadData (CUDA >= 12.0), so no driver-API call is
  * needed at all.

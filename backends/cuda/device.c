@@ -19,9 +19,11 @@
  *     copies it out, in stream order, so the driver thread never waits for a read. Host memory
  *     that is pinned or registered (cudaPointerGetAttributes says cudaMemoryTypeHost at both
  *     ends) is copied directly with cudaMemcpyAsync;
- *   - kernels: key "builtin" launches the ahead-of-time compiled entry points of
- *     kernels/builtin_kernels.cu (linked into the library; their host stubs are the launch
- *     handles); any other key compiles `source` once with NVRTC (dlopen'ed) to a CUBIN for the
+ *   - kernels (launch.c, builtins.c): key "builtin" launches the ahead-of-time compiled entry
+ *     points of kernels/builtin_kernels.cu (linked into the library; their host stubs are the
+ *     launch handles; SASS for sm_80/86/89/90 + PTX by default), or, on a device none of their
+ *     images loads on (found at open, or at a launch), the same built-in source compiled once
+ *     with NVRTC; any other key compiles `source` once with NVRTC (dlopen'ed) to a CUBIN for the
  *     device's architecture (PTX for the newest one NVRTC knows when the device is newer), loads
  *     it with cudaLibraryLoadData and caches it on the device under the key. Arguments are
  *     checked against the entry's parameter list (cudaFuncGetParamInfo) before launching: a
@@ -29,7 +31,17 @@
  *     threads per block, as many blocks as items need up to 32 per SM. 2-D launches (the tiled
  *     matrix products): blocks of the size the kernel asks for, enough to cover the range, at
  *     most 65535 per dimension.
- * Every entry calls cudaSetDevice first: the driver thread may switch between devices.
+ *   - health (runtime/sched/device_health.c): a sticky error (a kernel fault kills the
+ *     context: cudaErrorIllegalAddress and the 700-719 family, ECC, a device gone) or any
+ *     other driver failure in an entry marks the device lost once; every later entry returns
+ *     TDM_EDEVLOST, finish() still synchronises its stream first. The staged copy-out records
+ *     are kept on their queue until finish()/close(), since a dead context never runs their
+ *     host functions.
+ * Every entry calls cudaSetDevice first (the driver thread may switch between devices), and
+ * the table's wrappers (below) put the calling thread's current device back afterwards: the
+ * entries may run on the application's threads.
+ * Files: device.c (this: open/close, errors, finish, host registration, the table), copy.c,
+ * pool.c, launch.c, builtins.c, nvrtc.c; cuda_dev.h holds what they share.
  */
 #include <errno.h>
 #include <stdbool.h>

@@ -19,6 +19,14 @@
  * without it. A build failure is cached with its log (building again gives the same log), so a
  * map over a bad user kernel fails every batch quickly instead of recompiling per batch.
  *
+ * A driver failure at an allocation, a copy, a launch or a queue's completion (TDM_ESYS: not
+ * the call's fault, not memory) marks the device lost once (runtime/sched/device_health.c):
+ * every later entry returns TDM_EDEVLOST; finish() still waits for its queue first.
+ *
+ * Files: device.c (this: open/close, queues, copies, finish, messages), memory.c (buffers and
+ * registered host memory), program.c (programs, kernels, launches), errors.c (status names);
+ * ocl_internal.h holds what they share.
+ *
  * Thread-safety: as device.h says, one driver thread uses a device at a time (cl_kernel objects
  * are not safe for concurrent clSetKernelArg); different devices are independent. Nothing here
  * prints or aborts: every message goes into `detail`.
