@@ -709,6 +709,75 @@ static void test_tiled_matmuls_match_c(void **state)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ops->free(d, all[i]);
 }
+/* A real kernel fault: a user kernel's out-of-bounds store kills the context (sticky
+ * cudaErrorIllegalAddress). The queue's finish reports TDM_EDEVLOST, and every later entry of
+ * the device returns it at once, naming the fault; close releases what it can. */
+static void test_sticky_fault_loses_the_device(void **state)
+{
+    fixture *f = *state;
+    tdm__dev *d = f->d;
+    char detail[8192];
+    static const char src[] =
+        "extern \"C\" __global__ void tdm_oob(float *y, long long n)\n"
+        "{\n"
+        "    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
+        "    if (i < n)\n"
+        "        y[i + (1LL << 40)] = 1.0f;\n"
+        "}\n";
+    tdm__dbuf *b = NULL, *b2 = (tdm__dbuf *)0x1;
+    EXPECT_OK(ops->alloc(d, 4096, &b, detail, sizeof detail));
+    tdm__karg a[2] = {karg_buf(b), karg_i64(1024)};
+    EXPECT_OK(ops->launch(d, 0, "oob", src, "tdm_oob", a, 2, 1024, detail, sizeof detail));
+    assert_int_equal(ops->finish(d, 0, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "cudaError"));
+    float host[16];
+    assert_int_equal(ops->read(d, 1, host, b, 0, sizeof host, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "lost earlier"));
+    assert_int_equal(ops->alloc(d, 64, &b2, detail, sizeof detail), TDM_EDEVLOST);
+    assert_null(b2);
+    assert_int_equal(ops->finish(d, 1, detail, sizeof detail), TDM_EDEVLOST);
+    ops->free(d, b);
+}
+
+/* The same for an injected loss (TDM_DEVICE_FAULT=alloc:2) on a healthy device. */
+static void test_lost_device_refuses_every_entry(void **state)
+{
+    fixture *f = *state;
+    char detail[512];
+    setenv("TDM_DEVICE_FAULT", "alloc:2", 1);
+    tdm__dev *d = NULL;
+    EXPECT_OK(ops->open(f->rt, 0, &d, detail, sizeof detail));
+    unsetenv("TDM_DEVICE_FAULT");
+    tdm__dbuf *b = NULL, *b2 = (tdm__dbuf *)0x1;
+    double x[64] = {0};
+    EXPECT_OK(ops->alloc(d, sizeof x, &b, detail, sizeof detail));
+    assert_int_equal(ops->alloc(d, sizeof x, &b2, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "TDM_DEVICE_FAULT=alloc:2"));
+    assert_null(b2);
+    assert_int_equal(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->read(d, 0, x, b, 0, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(8)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", NULL, "tdm_exp_sinh_f64", a, 4, 8, detail, sizeof detail),
+        TDM_EDEVLOST);
+    assert_int_equal(ops->finish(d, 0, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->host_register(d, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    ops->free(d, b);
+    ops->close(d);
+    /* the caller's current device is where it was (every entry restores it): with two GPUs,
+     * device 1 stays current across an open and a use of device 0 */
+    int n = 0, cur = -1;
+    assert_int_equal(cudaGetDeviceCount(&n), cudaSuccess);
+    int mine = n >= 2 ? 1 : 0;
+    assert_int_equal(cudaSetDevice(mine), cudaSuccess);
+    tdm__dev *d3 = NULL;
+    EXPECT_OK(ops->open(f->rt, 0, &d3, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d3, 64, &b, detail, sizeof detail));
+    ops->free(d3, b);
+    assert_int_equal(cudaGetDevice(&cur), cudaSuccess);
+    assert_int_equal(cur, mine);
+    ops->close(d3);
+}
 #endif /* TDM_HAVE_CUDA */
 
 int main(int argc, char **argv)
@@ -742,6 +811,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_launches_are_refused, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_user_kernel_through_nvrtc, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_tiled_matmuls_match_c, dev_setup, dev_teardown),
+        cmocka_unit_test_setup_teardown(test_sticky_fault_loses_the_device, dev_setup,
+                                        dev_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_device_refuses_every_entry, dev_setup,
+                                        dev_teardown),
     };
     /* clang-format on */
     const char *only = argc > 1 ? argv[1] : NULL;

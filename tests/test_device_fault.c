@@ -158,18 +158,42 @@ static void bad_fault_spec(tdm_backend_kind kind)
 }
 
 #define FAULT_TESTS(be, KIND)                                                                      \
-    static void test_at_alloc_##be(void **state) { fault_map_completes(KIND, "alloc:3"); }        \
-    static void test_at_write_##be(void **state) { fault_map_completes(KIND, "write:3"); }        \
-    static void test_at_read_##be(void **state) { fault_map_completes(KIND, "read:3"); }          \
-    static void test_at_launch_##be(void **state) { fault_map_completes(KIND, "launch:3"); }      \
-    static void test_at_finish_##be(void **state) { fault_map_completes(KIND, "finish:3"); }      \
-    static void test_sticky_context_##be(void **state) { fault_map_completes(KIND, "sticky:3"); } \
-    static void test_device_gone_##be(void **state) { fault_map_completes(KIND, "lost:12"); }     \
-    static void test_no_cpu_fallback_is_edevlost_##be(void **state)                               \
+    static void test_at_alloc_##be(void **state)                                                   \
+    {                                                                                              \
+        fault_map_completes(KIND, "alloc:3");                                                      \
+    }                                                                                              \
+    static void test_at_write_##be(void **state)                                                   \
+    {                                                                                              \
+        fault_map_completes(KIND, "write:3");                                                      \
+    }                                                                                              \
+    static void test_at_read_##be(void **state)                                                    \
+    {                                                                                              \
+        fault_map_completes(KIND, "read:3");                                                       \
+    }                                                                                              \
+    static void test_at_launch_##be(void **state)                                                  \
+    {                                                                                              \
+        fault_map_completes(KIND, "launch:3");                                                     \
+    }                                                                                              \
+    static void test_at_finish_##be(void **state)                                                  \
+    {                                                                                              \
+        fault_map_completes(KIND, "finish:3");                                                     \
+    }                                                                                              \
+    static void test_sticky_context_##be(void **state)                                             \
+    {                                                                                              \
+        fault_map_completes(KIND, "sticky:3");                                                     \
+    }                                                                                              \
+    static void test_device_gone_##be(void **state)                                                \
+    {                                                                                              \
+        fault_map_completes(KIND, "lost:12");                                                      \
+    }                                                                                              \
+    static void test_no_cpu_fallback_is_edevlost_##be(void **state)                                \
     {                                                                                              \
         fault_map_fails_without_fallback(KIND);                                                    \
     }                                                                                              \
-    static void test_bad_fault_spec_##be(void **state) { bad_fault_spec(KIND); }
+    static void test_bad_fault_spec_##be(void **state)                                             \
+    {                                                                                              \
+        bad_fault_spec(KIND);                                                                      \
+    }
 
 FAULT_TESTS(opencl, TDM_BACKEND_OPENCL)
 FAULT_TESTS(cuda, TDM_BACKEND_CUDA)

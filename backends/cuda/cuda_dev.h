@@ -124,8 +124,8 @@ struct tdm__dev {
     tdm__devhealth health; /* lost once for good; TDM_DEVICE_FAULT injection */
 };
 
-/* cudaSetDevice(d->index), or the error (device.c). */
-int tdm__cuda_set_device(const tdm__dev *d, char *detail, size_t len);
+/* cudaSetDevice(d->index), or the error (the device is then lost: TDM_EDEVLOST) (device.c). */
+int tdm__cuda_set_device(tdm__dev *d, char *detail, size_t len);
 /* TDM_EINVAL unless 0 <= q < TDM__CUDA_QUEUES (copy.c). */
 int tdm__cuda_check_queue(const tdm__dev *d, int q, char *detail, size_t len);
 

@@ -156,13 +156,13 @@ int tdm__cuda_device_count(char *why, size_t len)
     return n;
 }
 
-int tdm__cuda_set_device(const tdm__dev *d, char *detail, size_t len)
+int tdm__cuda_set_device(tdm__dev *d, char *detail, size_t len)
 {
     cudaError_t e = cudaSetDevice(d->index);
     if (e != cudaSuccess) {
         char what[48];
         snprintf(what, sizeof what, "cudaSetDevice(%d)", d->index);
-        return tdm__cuda_fail(e, what, detail, len);
+        return tdm__cuda_dev_fail(d, e, what, detail, len); /* the device is gone */
     }
     return 0;
 }
@@ -311,7 +311,7 @@ static int cuda_finish(tdm__dev *d, int q, char *detail, size_t len)
     if (rc < 0)
         return rc;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
-        return tdm__devhealth_lost(&d->health) ? TDM_EDEVLOST : rc;
+        return rc;
     /* Waited for even when the device is lost: nothing may land in host memory afterwards. A
      * dead context returns at once, and its host functions never run. */
     cudaError_t e = cudaStreamSynchronize(d->q[q].stream);

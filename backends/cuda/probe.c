@@ -53,8 +53,8 @@ static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *not
         if (path == TDM__CUDA_BUILTIN_NVRTC && !have_nvrtc)
             path = TDM__CUDA_BUILTIN_NONE;
         int w = snprintf(paths + off, sizeof paths - off, "%s%d:%s", i ? " " : "", i,
-                         path == TDM__CUDA_BUILTIN_SASS  ? "sass"
-                         : path == TDM__CUDA_BUILTIN_PTX ? "ptx-jit"
+                         path == TDM__CUDA_BUILTIN_SASS    ? "sass"
+                         : path == TDM__CUDA_BUILTIN_PTX   ? "ptx-jit"
                          : path == TDM__CUDA_BUILTIN_NVRTC ? "nvrtc"
                                                            : "none");
         off += w > 0 ? (size_t)w : 0;
