@@ -74,23 +74,34 @@ static int slot_release(tdm__dev *d, queue *qu, int s, char *detail, size_t len)
     return 0;
 }
 
-int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const void *src, size_t n,
-                    char *detail, size_t len)
+/* What both copies check first: the queue, the range, the device's health. 1 when there is
+ * something to copy (the device is then current), 0 when n is 0, or the error. */
+static int copy_begin(tdm__dev *d, int q, const tdm__dbuf *b, size_t off, const void *host,
+                      size_t n, tdm__fault_point p, char *detail, size_t len)
 {
     int rc = tdm__cuda_check_queue(d, q, detail, len);
     if (rc < 0)
         return rc;
-    if (!dst || (n && !src) || dst_off > dst->bytes || n > dst->bytes - dst_off) {
-        tdm__cuda_set_detail(detail, len,
-                             "cuda write: %zu bytes at offset %zu do not fit a %zu-byte buffer", n,
-                             dst_off, dst ? dst->bytes : (size_t)0);
+    if (!b || (n && !host) || off > b->bytes || n > b->bytes - off) {
+        tdm__cuda_set_detail(
+            detail, len, "cuda %s: %zu bytes at offset %zu do not fit a %zu-byte buffer",
+            p == TDM__FAULT_WRITE ? "write" : "read", n, off, b ? b->bytes : (size_t)0);
         return TDM_EINVAL;
     }
-    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_WRITE, detail, len)) < 0)
+    if ((rc = tdm__devhealth_enter(&d->health, p, detail, len)) < 0)
         return rc;
     if (n == 0)
         return 0;
     if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
+        return rc;
+    return 1;
+}
+
+int tdm__cuda_write(tdm__dev *d, int q, tdm__dbuf *dst, size_t dst_off, const void *src, size_t n,
+                    char *detail, size_t len)
+{
+    int rc = copy_begin(d, q, dst, dst_off, src, n, TDM__FAULT_WRITE, detail, len);
+    if (rc != 1)
         return rc;
     queue *qu = &d->q[q];
     char *dp = (char *)dst->ptr + dst_off;
@@ -127,20 +138,8 @@ static void CUDART_CB copy_out_fn(void *arg)
 int tdm__cuda_read(tdm__dev *d, int q, void *dst, const tdm__dbuf *src, size_t src_off, size_t n,
                    char *detail, size_t len)
 {
-    int rc = tdm__cuda_check_queue(d, q, detail, len);
-    if (rc < 0)
-        return rc;
-    if (!src || (n && !dst) || src_off > src->bytes || n > src->bytes - src_off) {
-        tdm__cuda_set_detail(detail, len,
-                             "cuda read: %zu bytes at offset %zu do not fit a %zu-byte buffer", n,
-                             src_off, src ? src->bytes : (size_t)0);
-        return TDM_EINVAL;
-    }
-    if ((rc = tdm__devhealth_enter(&d->health, TDM__FAULT_READ, detail, len)) < 0)
-        return rc;
-    if (n == 0)
-        return 0;
-    if ((rc = tdm__cuda_set_device(d, detail, len)) < 0)
+    int rc = copy_begin(d, q, src, src_off, dst, n, TDM__FAULT_READ, detail, len);
+    if (rc != 1)
         return rc;
     queue *qu = &d->q[q];
     const char *sp = (const char *)src->ptr + src_off;
