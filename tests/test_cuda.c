@@ -197,7 +197,6 @@ static void test_nvrtc_sonames_toolkit_first(void **state)
 static void test_builtin_image_per_arch(void **state)
 {
     const char *built = tdm__cuda_archs_built();
-    /* this build's default (tests run with it): every GPU from sm_80 up has SASS or PTX */
     static const struct {
         const char *archs;
         int arch, path, image;
@@ -223,7 +222,8 @@ static void test_builtin_image_per_arch(void **state)
                      tdm__cuda_builtin_path_name(path), image,
                      tdm__cuda_builtin_path_name(cases[i].path), cases[i].image);
     }
-    for (int arch = 80; arch <= 121; arch++) {
+    /* the default architectures (a build may choose fewer: CMAKE_CUDA_ARCHITECTURES) */
+    for (int arch = 80; strstr(built, "80-real") && arch <= 121; arch++) {
         int image = 0;
         int path = tdm__cuda_builtin_image(built, arch, &image);
         if (arch < 90 && arch / 10 == 8 && path != TDM__CUDA_BUILTIN_SASS)
