@@ -34,7 +34,11 @@ step "1. versions"
 [ -x "$CUDACXX" ] || die "no nvcc at $CUDACXX (set CUDA_HOME)"
 "$CUDACXX" --version | tail -2
 for t in cmake cc; do command -v $t >/dev/null || die "$t is missing (apt-get install cmake gcc)"; done
-[ -f /usr/include/cmocka.h ] || die "cmocka is missing (apt-get install libcmocka-dev)"
+if [ ! -f /usr/include/cmocka.h ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing cmocka (apt-get)"; apt-get install -y -q libcmocka-dev >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libcmocka-dev >/dev/null 2>&1; }
+fi
+[ -f /usr/include/cmocka.h ] || die "cmocka is missing (apt-get install libcmocka-dev; the tests need it)"
 ls "$CUDA_HOME"/lib64/libnvrtc.so.* 2>/dev/null | head -3 || echo "no NVRTC in $CUDA_HOME/lib64"
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
     NO_GPU=1
@@ -50,7 +54,9 @@ step "2. build (CUDA ON, lean) into build-gpu/"
 mkdir -p build-gpu build-gpu-asan
 LEAN=(-DTDM_WITH_CUDA=ON -DTDM_WITH_OPENCL=OFF -DTDM_WITH_JPEG=OFF -DTDM_WITH_MPI=OFF)
 GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
-cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=ON "${LEAN[@]}" \
+# Warnings are not errors here: a GPU host's compiler may warn where CI's (which keeps -Werror)
+# does not, and this check is about the GPU.
+cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=OFF "${LEAN[@]}" \
     >build-gpu/configure.log 2>&1 || { tail -30 build-gpu/configure.log; die "configure"; }
 B0=$(date +%s)
 cmake --build build-gpu -j "$JOBS" >build-gpu/build.log 2>&1 || { tail -40 build-gpu/build.log; die "build"; }
@@ -96,10 +102,12 @@ run_tests build-gpu "tests"
 # ---- 5. the same under ASan + UBSan ---------------------------------------------------------------
 if [ "${GPU_CHECK_SKIP_ASAN:-0}" != 1 ]; then
     step "5. the CUDA tests under ASan+UBSan (protect_shadow_gap=0)"
-    cmake -S . -B build-gpu-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=ON \
+    cmake -S . -B build-gpu-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTDM_WERROR=OFF \
         -DTDM_SANITIZE=address,undefined -DTDM_BUILD_BENCH=OFF "${LEAN[@]}" >/dev/null 2>&1 &&
         cmake --build build-gpu-asan -j "$JOBS" >build-gpu-asan/build.log 2>&1 ||
         fail "ASan build (build-gpu-asan/build.log)"
+    # (the driver's, NVRTC's and cudart's allocations kept until exit: tests/lsan.supp, which
+    # CTest gives every test)
     export ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:intercept_tls_get_addr=0
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     [ -d build-gpu-asan/tests ] && run_tests build-gpu-asan "ASan tests"
@@ -113,7 +121,8 @@ if [ -x "$CS" ]; then
     for tool in memcheck racecheck synccheck; do
         for t in tiled_matmuls_match_c three_queue_pipeline; do
             out=build-gpu/cs-$tool-$t.log
-            "$CS" --tool "$tool" --error-exitcode 99 build-gpu/tests/test_cuda "test_$t" >"$out" 2>&1
+            timeout 240 "$CS" --tool "$tool" --error-exitcode 99 build-gpu/tests/test_cuda "test_$t" \
+                >"$out" 2>&1
             rc=$?
             printf '%-10s %-26s rc %d  %s\n' "$tool" "$t" $rc "$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY|No (errors|hazards)' "$out")"
             [ $rc -eq 0 ] || fail "compute-sanitizer $tool on $t ($out)"
@@ -125,11 +134,11 @@ fi
 
 # ---- 7. a sticky fault, for real ----------------------------------------------------------------
 step "7. sticky-fault probe: an out-of-bounds store in a user kernel, the map completes on the CPU"
-build-gpu/bench/bench_cuda --sticky-probe || fail "sticky-fault probe"
+timeout 120 build-gpu/bench/bench_cuda --sticky-probe || fail "sticky-fault probe"
 
 # ---- 8. benchmarks ------------------------------------------------------------------------------
 step "8. bench_cuda (every figure)"
-build-gpu/bench/bench_cuda || fail "bench_cuda"
+timeout 300 build-gpu/bench/bench_cuda || fail "bench_cuda"
 
 step "done in $(($(date +%s) - T0)) s"
 if [ ${#FAILED[@]} -gt 0 ]; then
