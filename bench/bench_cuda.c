@@ -174,7 +174,10 @@ static void bench_kernel(tdm__dev *d, const char *entry, size_t elem, size_t n)
     tdm__dbuf *bx, *by;
     DEV_CHECK(ops->alloc(d, bytes, &bx, D));
     DEV_CHECK(ops->alloc(d, bytes, &by, D));
+    /* The memset runs on the legacy stream, which does not order with the backend's non-blocking
+     * streams: it must be complete before the first kernel reads bx. */
     CU_CHECK(cudaMemset(tdm__cuda_dbuf_ptr(bx), 0, bytes));
+    CU_CHECK(cudaDeviceSynchronize());
     tdm__karg a[4] = {karg_buf(bx), karg_buf(by), karg_i64(0), karg_i64((long long)n)};
     double tk[64], tc[64];
     int reps = g_reps < 64 ? g_reps : 64;
@@ -327,10 +330,85 @@ static void bench_offload(tdm__dev *d, double gb, size_t batch_bytes)
     free(y);
 }
 
+/* ---- --sticky-probe: a real kernel fault ----------------------------------------------------
+ * A user kernel whose store lands far outside its buffer kills the CUDA context
+ * (cudaErrorIllegalAddress, sticky: every later call fails the same way). The map must still
+ * complete, on the CPU, with correct results; the device is lost for good. Exit status 0 when it
+ * does. */
+static const char probe_src[] =
+    "TDM_KERNEL tdm_probe_oob(TDM_GLOBAL const float *x, TDM_GLOBAL float *y, tdm_idx begin,\n"
+    "                         tdm_idx end)\n"
+    "{\n"
+    "    for (tdm_idx i = begin + TDM_GLOBAL_ID(); i < end; i += TDM_GLOBAL_SIZE())\n"
+    "        y[i + ((tdm_idx)1 << 40)] = x[i]; /* out of bounds, on purpose */\n"
+    "}\n";
+
+static int probe_dev(const tdm_tensor *const *in, int n_in, const void *params, size_t ps,
+                     tdm_dev_launch *l, char *msg, size_t len)
+{
+    snprintf(l->entry, sizeof l->entry, "tdm_probe_oob");
+    l->n_args = 4;
+    l->args[0].kind = TDM_DEV_ARG_INPUT;
+    l->args[1].kind = TDM_DEV_ARG_OUTPUT;
+    l->args[2].kind = TDM_DEV_ARG_BEGIN;
+    l->args[3].kind = TDM_DEV_ARG_END;
+    l->items_per_row = 1;
+    return 0;
+}
+
+static int probe_cpu(const tdm_kernel_args *a)
+{
+    memcpy(a->out[0], a->in[0], (size_t)(a->end - a->begin) * sizeof(float));
+    return 0;
+}
+
+static int sticky_probe(void)
+{
+    tdm_runtime *rt;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 2;
+    BENCH_CHECK(NULL, tdm_runtime_open(&rt, &cfg));
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "probe_oob";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.source = probe_src;
+    def.dev = probe_dev;
+    def.cpu = probe_cpu;
+    BENCH_CHECK(rt, tdm_kernel_register(rt, &def));
+    int64_t n = 1 << 20;
+    tdm_tensor *x, *y;
+    BENCH_CHECK(rt, tdm_tensor_empty(rt, TDM_F32, 1, &n, TDM_MEM_HOST, &x));
+    BENCH_CHECK(rt, tdm_tensor_zeros(rt, TDM_F32, 1, &n, 0, &y));
+    float *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (float)i;
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_CUDA;
+    o.batch_size = n / 16;
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "probe_oob", &x, 1, &y, 1, NULL, 0, &o, &r);
+    const float *yd = tdm_tensor_data(y);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; i++)
+        wrong += yd[i] != xd[i];
+    int rc2 = tdm_map(rt, "probe_oob", &x, 1, &y, 1, NULL, 0, &o, NULL);
+    printf("sticky probe: map %s, %lld batches, %lld run on the CPU, %lld wrong values; the next "
+           "CUDA map: %s (%s)\n",
+           tdm_status_name(rc), (long long)r.batches, (long long)r.fallback_batches,
+           (long long)wrong, tdm_status_name(rc2), tdm_errmsg(rt));
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_runtime_close(rt);
+    return rc == 0 && wrong == 0 && r.fallback_batches > 0 && rc2 == TDM_ENODEV ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     double gb = 4.0;
     size_t batch_mb = 64;
+    int sticky = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--gb") == 0 && i + 1 < argc)
             gb = atof(argv[++i]);
@@ -338,6 +416,8 @@ int main(int argc, char **argv)
             g_reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--batch-mb") == 0 && i + 1 < argc)
             batch_mb = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--sticky-probe") == 0)
+            sticky = 1;
         else /* bench/run_all.sh passes every benchmark the same options */
             fprintf(stderr, "bench_cuda: ignoring %s (options: --gb N --reps N --batch-mb N)\n",
                     argv[i]);
@@ -349,8 +429,10 @@ int main(int argc, char **argv)
     char why[256];
     if (tdm__cuda_device_count(why, sizeof why) == 0) {
         printf("bench_cuda: no CUDA device (%s): nothing measured\n", why);
-        return 0;
+        return sticky; /* the probe needs a device */
     }
+    if (sticky)
+        return sticky_probe();
     tdm_runtime *rt;
     tdm_config cfg = TDM_CONFIG_INIT;
     cfg.threads = 1;

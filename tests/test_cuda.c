@@ -156,7 +156,108 @@ static void test_nvrtc_syntax_error_is_ekernel(void **state)
     assert_non_null(strstr(detail, "(3)"));
 }
 
+/* The NVRTC loaded is named, and is the one of the toolkit the library was built with (here:
+ * libnvrtc.so.13 from /usr/local/cuda). */
+static void test_nvrtc_names_the_library_loaded(void **state)
+{
+    char why[256] = "";
+    assert_int_equal(tdm__cuda_nvrtc_available(why, sizeof why), 1);
+    char want[32];
+    snprintf(want, sizeof want, "(libnvrtc.so.%d)", CUDART_VERSION / 1000);
+    if (!strstr(why, want))
+        fail_msg("NVRTC: %s (want %s)", why, want);
+    int major = 0, minor = -1;
+    assert_int_equal(tdm__cuda_nvrtc_version(&major, &minor), 0);
+    assert_int_equal(major, CUDART_VERSION / 1000);
+}
+
 /* ---- host (every CUDA build) ---------------------------------------------------------------- */
+
+/* NVRTC is looked for by soname: the build's toolkit first, then the others, newest first. */
+static void test_nvrtc_sonames_toolkit_first(void **state)
+{
+    const char *names[8];
+    int n = tdm__cuda_nvrtc_candidates(13, names, 8);
+    assert_int_equal(n, 4);
+    assert_string_equal(names[0], "libnvrtc.so.13");
+    assert_string_equal(names[1], "libnvrtc.so.12");
+    assert_string_equal(names[2], "libnvrtc.so.11.2");
+    assert_string_equal(names[3], "libnvrtc.so");
+    n = tdm__cuda_nvrtc_candidates(12, names, 8);
+    assert_int_equal(n, 4);
+    assert_string_equal(names[0], "libnvrtc.so.12");
+    assert_string_equal(names[1], "libnvrtc.so.13");
+    assert_int_equal(tdm__cuda_nvrtc_candidates(12, names, 2), 2); /* bounded */
+    assert_int_equal(tdm__cuda_nvrtc_candidates(99, names, 8), 4); /* unknown: all known */
+    assert_string_equal(names[0], "libnvrtc.so.13");
+}
+
+/* Which image of the built-ins each GPU generation runs: SASS of its major version and a minor
+ * at most its own, else the newest PTX at most its architecture, else NVRTC. */
+static void test_builtin_image_per_arch(void **state)
+{
+    const char *built = tdm__cuda_archs_built();
+    static const struct {
+        const char *archs;
+        int arch, path, image;
+    } cases[] = {
+        {"80-real,86-real,89-real,90-real,90-virtual", 80, TDM__CUDA_BUILTIN_SASS, 80},
+        {"80-real,86-real,89-real,90-real,90-virtual", 86, TDM__CUDA_BUILTIN_SASS, 86},
+        {"80-real,86-real,89-real,90-real,90-virtual", 87, TDM__CUDA_BUILTIN_SASS, 86},
+        {"80-real,86-real,89-real,90-real,90-virtual", 89, TDM__CUDA_BUILTIN_SASS, 89},
+        {"80-real,86-real,89-real,90-real,90-virtual", 90, TDM__CUDA_BUILTIN_SASS, 90},
+        {"80-real,86-real,89-real,90-real,90-virtual", 100, TDM__CUDA_BUILTIN_PTX, 90},
+        {"80-real,86-real,89-real,90-real,90-virtual", 120, TDM__CUDA_BUILTIN_PTX, 90},
+        {"80-real,86-real,89-real,90-real,90-virtual", 75, TDM__CUDA_BUILTIN_NVRTC, 0},
+        {"90-real,90-virtual", 86, TDM__CUDA_BUILTIN_NVRTC, 0}, /* the old default on an A10 */
+        {"90", 90, TDM__CUDA_BUILTIN_SASS, 90},                 /* bare: both */
+        {"90", 103, TDM__CUDA_BUILTIN_PTX, 90},
+        {"", 90, TDM__CUDA_BUILTIN_NVRTC, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int image = -1;
+        int path = tdm__cuda_builtin_image(cases[i].archs, cases[i].arch, &image);
+        if (path != cases[i].path || image != cases[i].image)
+            fail_msg("archs '%s', sm_%d: %s %d, want %s %d", cases[i].archs, cases[i].arch,
+                     tdm__cuda_builtin_path_name(path), image,
+                     tdm__cuda_builtin_path_name(cases[i].path), cases[i].image);
+    }
+    /* the default architectures (a build may choose fewer: CMAKE_CUDA_ARCHITECTURES) */
+    for (int arch = 80; strstr(built, "80-real") && arch <= 121; arch++) {
+        int image = 0;
+        int path = tdm__cuda_builtin_image(built, arch, &image);
+        if (arch < 90 && arch / 10 == 8 && path != TDM__CUDA_BUILTIN_SASS)
+            fail_msg("built for '%s': sm_%d has no SASS", built, arch);
+        if (path == TDM__CUDA_BUILTIN_NVRTC)
+            fail_msg("built for '%s': sm_%d has no image", built, arch);
+    }
+}
+
+/* The byte sizes both device backends read from TDM_DEVICE_MEM_CAP (runtime/sched). */
+static void test_mem_cap_sizes_parse(void **state)
+{
+    uint64_t v = 0;
+    assert_int_equal(tdm__parse_bytes("1048576", &v), 0);
+    assert_int_equal(v, 1048576);
+    assert_int_equal(tdm__parse_bytes("64M", &v), 0);
+    assert_int_equal(v, 64u << 20);
+    assert_int_equal(tdm__parse_bytes("2GiB", &v), 0);
+    assert_int_equal(v, (uint64_t)2 << 30);
+    assert_int_equal(tdm__parse_bytes(" 512 kb ", &v), 0);
+    assert_int_equal(v, 512u << 10);
+    assert_int_equal(tdm__parse_bytes("lots", &v), -1);
+    assert_int_equal(tdm__parse_bytes("-1", &v), -1);
+    assert_int_equal(tdm__parse_bytes("3X", &v), -1);
+    assert_int_equal(tdm__parse_bytes("99999999999T", &v), -1); /* over 2^64 */
+    char detail[256] = "";
+    setenv("TDM_DEVICE_MEM_CAP", "lots", 1);
+    assert_int_equal(tdm__device_mem_cap(NULL, "cuda", &v, detail, sizeof detail), TDM_EINVAL);
+    assert_non_null(strstr(detail, "TDM_DEVICE_MEM_CAP"));
+    setenv("TDM_DEVICE_MEM_CAP", "3m", 1);
+    assert_int_equal(tdm__device_mem_cap(NULL, "cuda", &v, detail, sizeof detail), 0);
+    assert_int_equal(v, 3u << 20);
+    unsetenv("TDM_DEVICE_MEM_CAP");
+}
 
 static void test_no_driver_is_zero_devices(void **state)
 {
@@ -371,10 +472,18 @@ static void test_memory_cap_is_enomem(void **state)
     EXPECT_OK(ops->alloc(d, 1024, &a, detail, sizeof detail));
     ops->free(d, a);
 
-    /* the cap from the environment, read at open: bytes with an optional k/m/g/t suffix */
+    /* the cap from the environment, read at open: bytes with an optional k/m/g/t suffix. The
+     * environment counts for a device opened with no runtime, or on one with use_env (the
+     * fixture's runtime has use_env = 0, as every test runtime: it ignores the variable) */
     setenv("TDM_DEVICE_MEM_CAP", "2MiB", 1);
     tdm__dev *d2 = NULL;
     EXPECT_OK(ops->open(f->rt, 0, &d2, detail, sizeof detail));
+    tdm__cuda_pool_stats st0;
+    tdm__cuda_pool_stats_get(d2, &st0);
+    assert_int_equal(st0.cap_bytes, 0);
+    ops->close(d2);
+    d2 = NULL;
+    EXPECT_OK(ops->open(NULL, 0, &d2, detail, sizeof detail));
     tdm__cuda_pool_stats st2;
     tdm__cuda_pool_stats_get(d2, &st2);
     assert_int_equal(st2.cap_bytes, 2u << 20);
@@ -382,7 +491,7 @@ static void test_memory_cap_is_enomem(void **state)
     ops->close(d2);
     setenv("TDM_DEVICE_MEM_CAP", "lots", 1);
     d2 = (tdm__dev *)0x1;
-    assert_int_equal(ops->open(f->rt, 0, &d2, detail, sizeof detail), TDM_EINVAL);
+    assert_int_equal(ops->open(NULL, 0, &d2, detail, sizeof detail), TDM_EINVAL);
     assert_null(d2);
     assert_non_null(strstr(detail, "TDM_DEVICE_MEM_CAP"));
     unsetenv("TDM_DEVICE_MEM_CAP");
@@ -600,6 +709,75 @@ static void test_tiled_matmuls_match_c(void **state)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ops->free(d, all[i]);
 }
+/* A real kernel fault: a user kernel's out-of-bounds store kills the context (sticky
+ * cudaErrorIllegalAddress). The queue's finish reports TDM_EDEVLOST, and every later entry of
+ * the device returns it at once, naming the fault; close releases what it can. */
+static void test_sticky_fault_loses_the_device(void **state)
+{
+    fixture *f = *state;
+    tdm__dev *d = f->d;
+    char detail[8192];
+    static const char src[] =
+        "extern \"C\" __global__ void tdm_oob(float *y, long long n)\n"
+        "{\n"
+        "    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
+        "    if (i < n)\n"
+        "        y[i + (1LL << 40)] = 1.0f;\n"
+        "}\n";
+    tdm__dbuf *b = NULL, *b2 = (tdm__dbuf *)0x1;
+    EXPECT_OK(ops->alloc(d, 4096, &b, detail, sizeof detail));
+    tdm__karg a[2] = {karg_buf(b), karg_i64(1024)};
+    EXPECT_OK(ops->launch(d, 0, "oob", src, "tdm_oob", a, 2, 1024, detail, sizeof detail));
+    assert_int_equal(ops->finish(d, 0, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "cudaError"));
+    float host[16];
+    assert_int_equal(ops->read(d, 1, host, b, 0, sizeof host, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "lost earlier"));
+    assert_int_equal(ops->alloc(d, 64, &b2, detail, sizeof detail), TDM_EDEVLOST);
+    assert_null(b2);
+    assert_int_equal(ops->finish(d, 1, detail, sizeof detail), TDM_EDEVLOST);
+    ops->free(d, b);
+}
+
+/* The same for an injected loss (TDM_DEVICE_FAULT=alloc:2) on a healthy device. */
+static void test_lost_device_refuses_every_entry(void **state)
+{
+    fixture *f = *state;
+    char detail[512];
+    setenv("TDM_DEVICE_FAULT", "alloc:2", 1);
+    tdm__dev *d = NULL;
+    EXPECT_OK(ops->open(f->rt, 0, &d, detail, sizeof detail));
+    unsetenv("TDM_DEVICE_FAULT");
+    tdm__dbuf *b = NULL, *b2 = (tdm__dbuf *)0x1;
+    double x[64] = {0};
+    EXPECT_OK(ops->alloc(d, sizeof x, &b, detail, sizeof detail));
+    assert_int_equal(ops->alloc(d, sizeof x, &b2, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "TDM_DEVICE_FAULT=alloc:2"));
+    assert_null(b2);
+    assert_int_equal(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->read(d, 0, x, b, 0, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(8)};
+    assert_int_equal(
+        ops->launch(d, 0, "builtin", NULL, "tdm_exp_sinh_f64", a, 4, 8, detail, sizeof detail),
+        TDM_EDEVLOST);
+    assert_int_equal(ops->finish(d, 0, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->host_register(d, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    ops->free(d, b);
+    ops->close(d);
+    /* the caller's current device is where it was (every entry restores it): with two GPUs,
+     * device 1 stays current across an open and a use of device 0 */
+    int n = 0, cur = -1;
+    assert_int_equal(cudaGetDeviceCount(&n), cudaSuccess);
+    int mine = n >= 2 ? 1 : 0;
+    assert_int_equal(cudaSetDevice(mine), cudaSuccess);
+    tdm__dev *d3 = NULL;
+    EXPECT_OK(ops->open(f->rt, 0, &d3, detail, sizeof detail));
+    EXPECT_OK(ops->alloc(d3, 64, &b, detail, sizeof detail));
+    ops->free(d3, b);
+    assert_int_equal(cudaGetDevice(&cur), cudaSuccess);
+    assert_int_equal(cur, mine);
+    ops->close(d3);
+}
 #endif /* TDM_HAVE_CUDA */
 
 int main(int argc, char **argv)
@@ -615,9 +793,13 @@ int main(int argc, char **argv)
     const struct CMUnitTest nvrtc_tests[] = {
         cmocka_unit_test(test_nvrtc_builds_builtin_source),
         cmocka_unit_test(test_nvrtc_syntax_error_is_ekernel),
+        cmocka_unit_test(test_nvrtc_names_the_library_loaded),
     };
     const struct CMUnitTest host_tests[] = {
         cmocka_unit_test(test_no_driver_is_zero_devices),
+        cmocka_unit_test(test_nvrtc_sonames_toolkit_first),
+        cmocka_unit_test(test_builtin_image_per_arch),
+        cmocka_unit_test(test_mem_cap_sizes_parse),
     };
     const struct CMUnitTest device_tests[] = {
         cmocka_unit_test_setup_teardown(test_open_has_queues, dev_setup, dev_teardown),
@@ -629,6 +811,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_launches_are_refused, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_user_kernel_through_nvrtc, dev_setup, dev_teardown),
         cmocka_unit_test_setup_teardown(test_tiled_matmuls_match_c, dev_setup, dev_teardown),
+        cmocka_unit_test_setup_teardown(test_sticky_fault_loses_the_device, dev_setup,
+                                        dev_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_device_refuses_every_entry, dev_setup,
+                                        dev_teardown),
     };
     /* clang-format on */
     const char *only = argc > 1 ? argv[1] : NULL;

@@ -759,6 +759,47 @@ static void test_registered_shared_memory_processes(void **state)
     munlock(p, n);
     munmap(p, n);
 }
+/* A device lost (here: TDM_DEVICE_FAULT=write:2, its second copy in failing as a driver error
+ * would) answers every later entry with TDM_EDEVLOST at once, naming the first cause; finish
+ * still drains its queue; close releases everything. */
+static void test_lost_device_refuses_every_entry(void **state)
+{
+    setenv("TDM_DEVICE_FAULT", "write:2", 1);
+    tdm__dev *d = open0();
+    unsetenv("TDM_DEVICE_FAULT");
+    double x[64] = {0}, y[64];
+    tdm__dbuf *b = NULL, *b2 = (tdm__dbuf *)0x1;
+    OK(ops->alloc(d, sizeof x, &b, detail, sizeof detail));
+    OK(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail));
+    assert_int_equal(ops->write(d, 1, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    assert_non_null(strstr(detail, "TDM_DEVICE_FAULT=write:2"));
+    assert_int_equal(ops->finish(d, 0, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->alloc(d, 64, &b2, detail, sizeof detail), TDM_EDEVLOST);
+    assert_null(b2);
+    assert_non_null(strstr(detail, "lost earlier"));
+    assert_non_null(strstr(detail, "write 2"));
+    assert_int_equal(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
+    assert_int_equal(ops->read(d, 0, y, b, 0, sizeof y, detail, sizeof detail), TDM_EDEVLOST);
+    tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(8)};
+    assert_int_equal(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64",
+                                 a, 4, 8, detail, sizeof detail),
+                     TDM_EDEVLOST);
+    assert_int_equal(ops->finish(d, 2, detail, sizeof detail), TDM_EDEVLOST);
+    void *page = NULL;
+    assert_int_equal(posix_memalign(&page, 4096, 4096), 0);
+    assert_int_equal(ops->host_register(d, page, 4096, detail, sizeof detail), TDM_EDEVLOST);
+    ops->free(d, b);
+    ops->close(d);
+    free(page);
+    /* a malformed value keeps the device from opening */
+    setenv("TDM_DEVICE_FAULT", "copy:1", 1);
+    tdm__dev *d2 = (tdm__dev *)0x1;
+    assert_int_equal(ops->open(NULL, 0, &d2, detail, sizeof detail), TDM_EINVAL);
+    unsetenv("TDM_DEVICE_FAULT");
+    assert_null(d2);
+    assert_non_null(strstr(detail, "TDM_DEVICE_FAULT"));
+}
+
 #endif /* TDM_HAVE_OPENCL */
 
 int main(int argc, char **argv)
@@ -797,6 +838,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_close_releases_everything),
         cmocka_unit_test(test_registered_host_memory),
         cmocka_unit_test(test_registered_shared_memory_processes),
+        cmocka_unit_test(test_lost_device_refuses_every_entry),
     };
     /* clang-format on */
     return TDM_TEST_MAIN("opencl", tests);

@@ -6,7 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "sched/device.h"
+#include "cuda_internal.h"
 
 static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t len)
 {
@@ -36,12 +36,34 @@ static int cuda_probe(tdm_runtime *rt, tdm_device_info **devs, int *n, char *not
         snprintf(di->vendor, sizeof di->vendor, "NVIDIA");
         di->pinned = 1; /* cudaHostRegister */
     }
-    int rv = 0;
+    int rv = 0, dv = 0;
     cudaRuntimeGetVersion(&rv);
+    cudaDriverGetVersion(&dv);
+    char nvrtc[160];
+    int have_nvrtc = tdm__cuda_nvrtc_available(nvrtc, sizeof nvrtc);
+    /* Which image of the built-ins each device runs, from its architecture and the ones built
+     * (the device's open checks it by loading them; TDM_DEBUG=runtime logs what it found). */
+    char paths[96] = "";
+    size_t off = 0;
+    for (int i = 0; i < count && off < sizeof paths; i++) {
+        int major = 0, minor = 0, image = 0;
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
+        int path = tdm__cuda_builtin_image(tdm__cuda_archs_built(), major * 10 + minor, &image);
+        if (path == TDM__CUDA_BUILTIN_NVRTC && !have_nvrtc)
+            path = TDM__CUDA_BUILTIN_NONE;
+        int w = snprintf(paths + off, sizeof paths - off, "%s%d:%s", i ? " " : "", i,
+                         path == TDM__CUDA_BUILTIN_SASS    ? "sass"
+                         : path == TDM__CUDA_BUILTIN_PTX   ? "ptx-jit"
+                         : path == TDM__CUDA_BUILTIN_NVRTC ? "nvrtc"
+                                                           : "none");
+        off += w > 0 ? (size_t)w : 0;
+    }
+    (void)cudaGetLastError();
     *devs = out;
     *n = count;
-    snprintf(note, len, "CUDA runtime %d.%d; built-in kernels for sm_90 + PTX, NVRTC for others",
-             rv / 1000, (rv % 1000) / 10);
+    snprintf(note, len, "CUDA %d.%d, driver %d.%d; %s; built-ins %s", rv / 1000, (rv % 1000) / 10,
+             dv / 1000, (dv % 1000) / 10, have_nvrtc ? nvrtc : "no NVRTC", paths);
     return 0;
 }
 

@@ -90,7 +90,7 @@ typedef struct tdm_map_opts {
                                  *  all of it (else TDM_EINVAL). */
     int no_cpu_fallback;        /**< devices: a batch whose device runs out of memory (at
                                  *  allocation, launch or completion) or is lost fails with
-                                 *  TDM_ENOMEM / TDM_ESYS instead of running again on the CPU;
+                                 *  TDM_ENOMEM / TDM_EDEVLOST instead of running again on the CPU;
                                  *  0 = it runs there when the kernel has a CPU implementation
                                  *  (counted in tdm_report.fallback_batches) */
 } tdm_map_opts;

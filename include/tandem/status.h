@@ -33,9 +33,10 @@
     X(EFORMAT, -19, "not a valid file of the expected format (magic, header, truncation)")         \
     X(ECORRUPT, -20, "checksum mismatch: the data is corrupted")                                   \
     X(ETIMEDOUT, -30, "a batch overran its deadline (its worker was killed)")                      \
-    X(EWORKER, -31, "a worker process died while running the batch")                             \
-    X(ECOMM, -32, "communication between ranks failed (MPI)")                                \
-    X(EFORKED, -33, "the runtime was opened by the parent process: a forked child cannot use it")
+    X(EWORKER, -31, "a worker process died while running the batch")                               \
+    X(ECOMM, -32, "communication between ranks failed (MPI)")                                      \
+    X(EFORKED, -33, "the runtime was opened by the parent process: a forked child cannot use it")  \
+    X(EDEVLOST, -34, "the device was lost (a driver error or a dead context)")
 
 /** Status codes. TDM_OK is 0, every error is negative. */
 typedef enum tdm_status {

@@ -11,7 +11,14 @@
  * Thread-safety: one driver thread uses a device at a time; different devices in parallel.
  * Errors: 0 or a negative TDM_E* code, with a one-line explanation in `detail` where given
  * (TDM_ENOMEM: device memory exhausted or over the configured cap; TDM_EKERNEL: the program
- * did not build — the build log is in detail; TDM_ESYS: any other driver error, named).
+ * did not build — the build log is in detail; TDM_EINVAL: the call's own fault, e.g. a launch
+ * the kernel cannot take; TDM_EDEVLOST: the device is lost — see "device health" below).
+ *
+ * Device loss: a driver error that is not the call's own fault (a dead context after a kernel
+ * fault, a device gone, an allocation, copy, launch or finish failing for the driver's reasons)
+ * marks the device lost, once; from then on every entry returns TDM_EDEVLOST at once, except
+ * that finish() still waits for what its queue has in flight (so no copy lands in host memory
+ * later) and close() releases everything. The core then runs the device's batches elsewhere.
  */
 #ifndef TANDEM_DEVICE_H
 #define TANDEM_DEVICE_H
@@ -19,6 +26,58 @@
 #include "internal.h"
 
 typedef struct tdm__dev tdm__dev;   /* one open device: context, queues, program cache */
+
+/* ---- device health, shared by the device backends (runtime/sched/device_health.c) ----------
+ * Fault injection for tests, TDM_DEVICE_FAULT=<point>:<n> (read at each device's open):
+ *   alloc, write, read, launch, finish: the device's nth call of that entry fails as a driver
+ *     error would (the device is lost there);
+ *   sticky: the nth launch "faults on the device": it returns 0, and the context is dead from
+ *     then on, as after cudaErrorIllegalAddress: the next entry, whichever, finds it so;
+ *   lost: the device is gone at its nth entry of any kind. */
+typedef enum {
+    TDM__FAULT_NONE,
+    TDM__FAULT_ALLOC,
+    TDM__FAULT_WRITE,
+    TDM__FAULT_READ,
+    TDM__FAULT_LAUNCH,
+    TDM__FAULT_FINISH,
+    TDM__FAULT_STICKY, /* (counted on launches) */
+    TDM__FAULT_LOST,   /* (counted on every entry) */
+    TDM__FAULT_N
+} tdm__fault_point;
+
+/* Embedded in each backend's tdm__dev; used under the device's one-caller rule, except
+ * tdm__devhealth_lost(), which any thread may call. */
+typedef struct tdm__devhealth {
+    atomic_int state; /* 0 live, 1 being marked lost, 2 lost (why is set) */
+    char why[256];
+    char name[64]; /* "opencl device 0" (for messages) */
+    int point;     /* TDM_DEVICE_FAULT: tdm__fault_point, or TDM__FAULT_NONE */
+    int at;        /* ... its n */
+    int seen;      /* calls of that point so far */
+    bool sticky;   /* an injected device fault waits to be found */
+} tdm__devhealth;
+
+/* Sets up h for a device named `name`, with TDM_DEVICE_FAULT from the environment. TDM_EINVAL
+ * with detail when that variable is malformed. */
+int tdm__devhealth_init(tdm__devhealth *h, const char *name, char *detail, size_t len);
+/* At the start of every entry of a device: TDM_EDEVLOST (detail: since when and why) when the
+ * device is lost, or is found lost now by an injected fault; else 0. */
+int tdm__devhealth_enter(tdm__devhealth *h, tdm__fault_point p, char *detail, size_t len);
+/* Marks the device lost (the first caller's reason is kept: `detail`, which says what failed) and
+ * returns TDM_EDEVLOST; detail gets " (device lost)" appended. */
+int tdm__devhealth_lose(tdm__devhealth *h, char *detail, size_t len);
+/* Whether the device is lost. Thread-safe. */
+bool tdm__devhealth_lost(const tdm__devhealth *h);
+
+/* Bytes from "123", "64M", "64MiB", "2g", "512 KB" (K/M/G/T: powers of 1024): 0 and *out, or -1
+ * when malformed or over 2^64. */
+int tdm__parse_bytes(const char *s, uint64_t *out);
+/* The device-memory cap for a device opened on rt (NULL: no runtime): config.device_mem_cap,
+ * replaced by TDM_DEVICE_MEM_CAP when the environment counts (no runtime, or config.use_env).
+ * 0 and *cap (0 = none), or TDM_EINVAL with detail when the variable is not a size. */
+int tdm__device_mem_cap(const tdm_runtime *rt, const char *who, uint64_t *cap, char *detail,
+                        size_t len);
 typedef struct tdm__dbuf tdm__dbuf; /* a device buffer */
 
 typedef enum { TDM__KARG_BUF, TDM__KARG_NULL, TDM__KARG_VALUE } tdm__karg_kind;
@@ -68,12 +127,18 @@ typedef struct tdm__dev_ops {
     int (*launch_2d)(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                      const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
                      size_t len);
-    /* Waits for everything enqueued on q; returns the first error of those operations. */
+    /* Waits for everything enqueued on q; returns the first error of those operations
+     * (TDM_EDEVLOST when the device is lost, after waiting all the same). */
     int (*finish)(tdm__dev *d, int q, char *detail, size_t len);
     /* Optional (NULL: not needed or not possible): page-locked host memory registered with the
-     * device, so copies from and to it are DMA with no staging (cudaHostRegister). */
+     * device, so copies from and to it are DMA with no staging (cudaHostRegister). TDM_EEXIST:
+     * the range is registered already by someone else — DMA-able, but not to be unregistered.
+     * host_unregister waits for the device's queues first. */
     int (*host_register)(tdm__dev *d, void *p, size_t n, char *detail, size_t len);
     void (*host_unregister)(tdm__dev *d, void *p);
+    /* Optional: the driver thread has nothing in flight on the device (a job left it): the
+     * backend may give back cached memory, where doing so would stall a running pipeline. */
+    void (*idle)(tdm__dev *d);
 } tdm__dev_ops;
 
 /* The backends' tables (NULL-free only for those compiled in). */

@@ -227,10 +227,11 @@ static int64_t auto_rows(const tdm__job *job)
 }
 
 /* A device error that is not the batch's own fault (the kernel, its arguments, memory): the
- * device is treated as lost. */
+ * device is lost (the backend says so with TDM_EDEVLOST; TDM_ESYS is any other driver failure,
+ * or TDM_DEVICE_FAIL_AFTER's simulation). */
 static bool device_fault(int rc)
 {
-    return rc == TDM_ESYS;
+    return rc == TDM_ESYS || rc == TDM_EDEVLOST;
 }
 
 /* Whether a batch the device could not run may run on the host instead: the kernel has a CPU
@@ -272,19 +273,29 @@ static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64
     return tdm__run_batch(job->d, begin, end, task);
 }
 
-/* The device is gone: the batch runs on the host instead, when its inputs are there. */
+/* The device is gone (found at the batch's submission or completion, or earlier): it is marked
+ * lost once, and the batch runs on the host instead, when its inputs are there; else the batch
+ * fails with TDM_EDEVLOST, saying why it did not run on the host. */
 static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
                          int64_t end, bool resident, int rc, char *detail, size_t len)
 {
+    (void)rc;
     if (atomic_exchange(&ds->lost, 1) == 0)
         tdm__log(job->rt, TDM_DEBUG_SCHED, "device %s lost (%s): its batches run on the CPU",
                  ds->info.name, detail);
-    if (!host_fallback_ok(job, resident))
-        return rc;
+    if (!host_fallback_ok(job, resident)) {
+        size_t n = strlen(detail);
+        if (n + 1 < len && !strstr(detail, "lost"))
+            snprintf(detail + n, len - n, "%sdevice %s lost", n ? ": " : "", ds->info.name);
+        note_no_fallback(job, resident, detail, len);
+        return TDM_EDEVLOST;
+    }
+    tdm__log(job->rt, TDM_DEBUG_SCHED,
+             "%s: batch %lld (items %lld..%lld) runs on the CPU: %s is lost", job->what,
+             (long long)task->batch, (long long)begin, (long long)end, ds->info.name);
     atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
     task->reported = 0;
     detail[0] = '\0';
-    (void)len;
     return tdm__run_batch(job->d, begin, end, task);
 }
 
@@ -437,10 +448,10 @@ void tdm__job_run_device(tdm__job *job, int w)
         if (atomic_load(&ds->lost)) {
             /* Lost during this job: the rest of what this driver claims runs on the host
              * (other devices, if any, go on on their own). */
-            char why[] = "the device was lost";
+            char why[256] = "the device was lost";
             uint64_t t0 = tdm__now_ns();
-            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_ESYS, why,
-                                   sizeof why);
+            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_EDEVLOST,
+                                   why, sizeof why);
             ws->busy_ns += tdm__now_ns() - t0;
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, why);
             continue;
@@ -469,7 +480,14 @@ void tdm__job_run_device(tdm__job *job, int w)
         }
         if (--in_flight == 0)
             ws->busy_ns += tdm__now_ns() - busy_since;
-        if (rc == TDM_ENOMEM) {
+        if (device_fault(rc)) {
+            /* Lost at submission (a dead context is usually found here first, by the next copy
+             * or launch): this batch, and those still in flight, run elsewhere. */
+            uint64_t t0 = tdm__now_ns();
+            rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, rc, detail,
+                               sizeof detail);
+            ws->busy_ns += tdm__now_ns() - t0;
+        } else if (rc == TDM_ENOMEM) {
             /* No device memory for this batch (its buffers, or its launch): on the host. */
             uint64_t t0 = tdm__now_ns();
             rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc,
@@ -492,5 +510,7 @@ void tdm__job_run_device(tdm__job *job, int w)
                 ds->ops->free(ds->dev, qs[q].out[k]);
         }
     }
+    if (ds->ops->idle && !atomic_load(&ds->lost))
+        ds->ops->idle(ds->dev); /* nothing in flight: cached memory may go back */
     pthread_mutex_unlock(&ds->mu);
 }

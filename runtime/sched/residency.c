@@ -81,7 +81,10 @@ void tdm__storage_register_pinned(tdm__devslot *ds, tdm__storage *s)
             s->registered = ds;
             tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor memory (%zu bytes) registered with %s",
                      s->map_bytes, ds->info.name);
-        } else
+        } else if (rc == TDM_EEXIST) /* someone else's registration: used, never undone here */
+            tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor memory already registered with %s: %s",
+                     ds->info.name, detail);
+        else
             tdm__log(s->rt, TDM_DEBUG_SCHED, "pinned tensor not registered with %s: %s",
                      ds->info.name, detail);
     }
