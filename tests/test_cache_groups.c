@@ -413,6 +413,118 @@ static void test_async_cancel_and_errors(void **state)
     rm_tmpdir();
 }
 
+/* ---- processes --------------------------------------------------------------------------- */
+
+/* The misses run on worker processes too (shared tensors, policy PROCS): the same entries. */
+static void test_run_on_worker_processes(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 1;
+    cfg.procs = 2;
+    cfg.use_env = 0;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    tdm_cache *c = open_cache(rt, NULL);
+    const int64_t n = 6000;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    for (int64_t i = 0; i < n; i++) /* (distinct groups: equal ones would share an entry) */
+        ((double *)tdm_tensor_data(x))[i] = (double)i * 1e-4;
+    tdm_map_opts mo = quiet();
+    mo.policy = TDM_POLICY_PROCS;
+    for (int round = 0; round < 2; round++) {
+        zero(y);
+        tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
+        assert_int_equal(
+            tdm_cache_map_groups(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 6, &mo, &rep), 0);
+        expect_exp_sinh(x, y);
+        assert_int_equal(rep.hits, round ? 6 : 0);
+        assert_int_equal(rep.misses, round ? 0 : 6);
+    }
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
+/* Two processes run the same groups at once, three times each: every result right, nothing
+ * corrupt, one whole entry per group, no temporary left. */
+static int racer(void)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 2;
+    cfg.use_env = 0;
+    tdm_runtime *rt;
+    if (tdm_runtime_open(&rt, &cfg) != 0)
+        return 10;
+    tdm_cache *c;
+    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
+        return 11;
+    const int64_t n = 8000;
+    tdm_tensor *x, *y;
+    tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
+    tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y);
+    for (int64_t i = 0; i < n; i++)
+        ((double *)tdm_tensor_data(x))[i] = (double)i * 1e-4;
+    int code = 0;
+    tdm_map_opts mo = quiet();
+    for (int round = 0; round < 3 && !code; round++) {
+        memset(tdm_tensor_data(y), 0, (size_t)n * 8);
+        tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
+        if (tdm_cache_map_groups(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 8, &mo, &rep) != 0)
+            code = 12;
+        else if (rep.corrupt != 0 || rep.store_failures != 0 || rep.hits + rep.misses != 8)
+            code = 13;
+        for (int64_t i = 0; i < n && !code; i++) {
+            double v = ((double *)tdm_tensor_data(x))[i], e = exp(v) * sinh(v);
+            if (fabs(((double *)tdm_tensor_data(y))[i] - e) > 1e-12 * (1 + fabs(e)))
+                code = 14;
+        }
+    }
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_runtime_close(rt);
+    return code;
+}
+
+static void test_two_processes_run_the_same_groups(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    pid_t pid[2];
+    for (int k = 0; k < 2; k++) {
+        pid[k] = fork();
+        assert_true(pid[k] >= 0);
+        if (pid[k] == 0)
+            _exit(racer());
+    }
+    for (int k = 0; k < 2; k++) {
+        int st;
+        assert_int_equal(waitpid(pid[k], &st, 0), pid[k]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    tdm_runtime *rt = tdm_test_open(1);
+    tdm_cache *c = open_cache(rt, NULL);
+    int64_t entries;
+    assert_int_equal(tdm_cache_usage(c, NULL, &entries), 0);
+    assert_int_equal(entries, 8);
+    DIR *d = opendir(P("cache"));
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        assert_true(strncmp(e->d_name, ".tmp-", 5) != 0);
+    closedir(d);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -422,6 +534,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_store_failure_still_returns_the_results),
         cmocka_unit_test(test_async_streams_cached_and_computed_groups),
         cmocka_unit_test(test_async_cancel_and_errors),
+        cmocka_unit_test(test_run_on_worker_processes),
+        cmocka_unit_test(test_two_processes_run_the_same_groups),
     };
     return TDM_TEST_MAIN("cache_groups", tests);
 }

@@ -490,6 +490,55 @@ static void test_map_between_mapped_files(void **state)
     rm_tmpdir();
 }
 
+/* What worker processes see of mapped files: a READ or READWRITE mapping is in the shared arena
+ * (the same pages: a map on processes reads it, writes through a READWRITE one reach the file);
+ * a COPY mapping is private to this process: refused until tdm_tensor_share() copies it. */
+static void test_mapped_tensors_on_worker_processes(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = 1;
+    cfg.procs = 2;
+    cfg.use_env = 0;
+    tdm_runtime *rt;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    int64_t n = 50000;
+    tdm_tensor *x = ramp(rt, n), *xm, *xc, *ym;
+    assert_int_equal(tdm_save(x, P("x.npy"), NULL), 0);
+    tdm_map_opts mo = quiet(0);
+    mo.policy = TDM_POLICY_PROCS;
+    tdm_load_opts lo = TDM_LOAD_OPTS_INIT;
+    lo.mmap = TDM_MMAP_READ;
+    assert_int_equal(tdm_load(rt, P("x.npy"), &lo, &xm), 0);
+    assert_true(tdm_tensor_mem(xm) & TDM_MEM_MAPPED);
+    assert_int_equal(tdm_npy_create(rt, P("y.npy"), TDM_F64, 1, &n, &ym), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &xm, 1, &ym, 1, NULL, 0, &mo, NULL), 0);
+    expect_exp_sinh(x, ym); /* written by the workers into the parent's mapping of y.npy */
+    tdm_tensor_release(ym);
+    tdm_tensor *y;
+    assert_int_equal(tdm_load(rt, P("y.npy"), NULL, &y), 0);
+    expect_exp_sinh(x, y); /* and into the file */
+    tdm_tensor_release(y);
+    /* COPY: private pages, changed here, which the workers could not see. */
+    lo.mmap = TDM_MMAP_COPY;
+    assert_int_equal(tdm_load(rt, P("x.npy"), &lo, &xc), 0);
+    ((double *)tdm_tensor_data(xc))[0] = 0.5;
+    ((double *)tdm_tensor_data(x))[0] = 0.5;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &xc, 1, &y, 1, NULL, 0, &mo, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "shared memory"));
+    assert_int_equal(tdm_tensor_share(xc), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &xc, 1, &y, 1, NULL, 0, &mo, NULL), 0);
+    expect_exp_sinh(x, y); /* the changed element included */
+    tdm_tensor_release(y);
+    tdm_tensor_release(xc);
+    tdm_tensor_release(xm);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+    rm_tmpdir();
+}
+
 /* ---- NumPy interop ---------------------------------------------------------------------- */
 
 static const char *find_python(void)
@@ -788,6 +837,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_dtype_and_order_round_trips),
         cmocka_unit_test(test_job_save_streams_a_map_to_disk),
         cmocka_unit_test(test_map_between_mapped_files),
+        cmocka_unit_test(test_mapped_tensors_on_worker_processes),
         cmocka_unit_test(test_numpy_interop_both_ways),
     };
     return TDM_TEST_MAIN("io", tests);

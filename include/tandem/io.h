@@ -141,9 +141,14 @@ TDM_EXTERN int tdm_save(const tdm_tensor *t, const char *path, const tdm_save_op
 
 /** Loads a .npy or compressed tensor file (the kind is found from the magic bytes). With a
  *  mmap mode (.npy only, little-endian, data aligned to the element size) the tensor's storage
- *  is the mapped file (tdm_tensor_mem() has TDM_MEM_MAPPED): nothing is read until touched,
- *  and worker processes are handed the file rather than a copy. The file must then not be
- *  truncated while mapped. The caller releases *out.
+ *  is the mapped file (tdm_tensor_mem() has TDM_MEM_MAPPED): nothing is read until touched.
+ *  Worker processes: a READ or READWRITE mapping is shared, and placed in the runtime's shared
+ *  arena while it has a free slot (256 mapped files and imports at most), so maps on worker
+ *  processes read (and through READWRITE write) the same pages, with nothing copied; a COPY
+ *  mapping is private to this process (its changes are not in the file), so a map on worker
+ *  processes refuses it (TDM_EINVAL, "not in shared memory") until tdm_tensor_share() copies
+ *  it into shared memory, as it does a shared mapping that found no free slot. The file must
+ *  not be truncated while mapped. The caller releases *out.
  *  Returns 0; TDM_EINVAL (NULL, bad opts, a mmap mode for a compressed file or with c_order,
  *  a .npz archive: use tdm_npz_open()); TDM_EIO (cannot open / read; READWRITE on a read-only
  *  file); TDM_EFORMAT (wrong magic, bad or truncated header, data shorter than the header
