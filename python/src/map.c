@@ -1,12 +1,14 @@
 /* rt.map and rt.map_async: arguments to tensors (no copy), options, the wait with the GIL
  * released, Ctrl-C and progress from the calling thread, reports as dicts, streaming jobs.
  *
- * A small map runs through tdm_map() with the GIL released: nothing to interrupt, and the
- * lowest overhead. A large one (>= 8 MiB moved), or one with a Python progress callback,
- * runs as tdm_map_async() whose progress callback (on the runtime's progress thread) only
- * copies a snapshot and signals a condition variable: the calling thread waits on it with a
- * short timeout, takes the GIL between waits to run signal handlers (Ctrl-C -> tdm_job_cancel)
- * and the user's callback, and so never runs Python on a runtime thread. */
+ * A small map (under 8 MiB moved and 65536 rows) runs through tdm_map() with the GIL
+ * released: the lowest overhead, but Ctrl-C waits for its end. A larger one, or one with
+ * progress,
+ * runs as tdm_map_async(): the calling thread consumes its batches as they finish (GIL
+ * released) and, every 20 ms at most, takes the GIL to run signal handlers (Ctrl-C ->
+ * tdm_job_cancel: no new batch starts, running ones finish) and the user's progress callback
+ * with the latest snapshot, which the runtime's progress thread only copies into a struct:
+ * Python never runs on a runtime thread. */
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include "module.h"
 
 #define ASYNC_BYTES (8u << 20)
+#define ASYNC_ROWS 65536
 #define MAX_ARGS 16
 
 static PyTypeObject ProgressType, BatchType, MapJobType;
@@ -435,6 +438,20 @@ fail:
     return -1;
 }
 
+static int force_async; /* tandem._tandem._set_async(True): every map takes the async path */
+
+static int64_t call_rows(const call *c)
+{
+    int64_t r = 0;
+    for (int i = 0; i < c->n_in; i++)
+        if (tdm_tensor_ndim(c->ins[i]) > 0 && tdm_tensor_dim(c->ins[i], 0) > r)
+            r = tdm_tensor_dim(c->ins[i], 0);
+    for (int i = 0; i < c->n_out; i++)
+        if (tdm_tensor_ndim(c->outs[i]) > 0 && tdm_tensor_dim(c->outs[i], 0) > r)
+            r = tdm_tensor_dim(c->outs[i], 0);
+    return r;
+}
+
 static size_t call_bytes(const call *c)
 {
     size_t b = 0;
@@ -449,7 +466,6 @@ static size_t call_bytes(const call *c)
 
 typedef struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     int fresh, final;
     tdm_progress p;
     int64_t per_worker[TDM_REPORT_MAX_WORKERS];
@@ -468,7 +484,6 @@ static void beat_fn(const tdm_progress *p, void *user)
     b->fresh = 1;
     if (p->final)
         b->final = 1;
-    pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -536,7 +551,8 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
     const void *pp = c->params ? PyBytes_AS_STRING(c->params) : NULL;
     size_t ps = c->params ? (size_t)PyBytes_GET_SIZE(c->params) : 0;
     int rc;
-    if (!c->progress_cb && !c->progress_bar && call_bytes(c) < ASYNC_BYTES) {
+    if (!c->progress_cb && !c->progress_bar && !force_async && call_bytes(c) < ASYNC_BYTES &&
+        call_rows(c) < ASYNC_ROWS) {
         Py_BEGIN_ALLOW_THREADS
         rc = tdm_map(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out, pp, ps, &c->opts,
                      report);
@@ -546,42 +562,43 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
     beat b;
     memset(&b, 0, sizeof b);
     pthread_mutex_init(&b.mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b.cv, &ca);
-    pthread_condattr_destroy(&ca);
     tdm_map_opts o = c->opts;
-    o.progress = TDM_PROGRESS_CALLBACK;
-    o.progress_fn = beat_fn;
-    o.progress_user = &b;
-    /* The callback is the heartbeat: at most 50 ms between signal checks. */
+    if (c->progress_cb || c->progress_bar) {
+        o.progress = TDM_PROGRESS_CALLBACK;
+        o.progress_fn = beat_fn;
+        o.progress_user = &b;
+    }
+    /* The calling thread consumes the batches as they finish (a job holds at most
+     * max_in_flight unconsumed ones) and, every 20 ms at most, takes the GIL to run signal
+     * handlers and deliver the latest progress snapshot. */
+    o.order = TDM_ORDER_COMPLETION;
     double user_iv = c->opts.progress_interval_s > 0 ? c->opts.progress_interval_s : 0.1;
-    o.progress_interval_s = user_iv < 0.05 ? user_iv : 0.05;
     tdm_job *job = NULL;
     int interrupted = 0;
     double next_deliver = 0;
+    struct timespec last;
+    clock_gettime(CLOCK_MONOTONIC, &last);
     PyThreadState *ts = PyEval_SaveThread();
     rc = tdm_map_async(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out, pp, ps, &o,
                        &job);
     if (rc == 0) {
-        pthread_mutex_lock(&b.mu);
-        while (!b.final) {
-            struct timespec ts_;
-            clock_gettime(CLOCK_MONOTONIC, &ts_);
-            ts_.tv_nsec += 50 * 1000000L;
-            if (ts_.tv_nsec >= 1000000000L) {
-                ts_.tv_sec++;
-                ts_.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&b.cv, &b.mu, &ts_);
-            if (b.final || interrupted)
+        tdm_batch_result br;
+        while (tdm_job_next(job, &br) == 0) {
+            if (interrupted)
+                continue; /* drain what still runs */
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((double)(now.tv_sec - last.tv_sec) + (double)(now.tv_nsec - last.tv_nsec) * 1e-9 <
+                0.02)
                 continue;
+            last = now;
+            pthread_mutex_lock(&b.mu);
             tdm_progress snap = b.p;
             int64_t pw[TDM_REPORT_MAX_WORKERS];
-            memcpy(pw, b.per_worker, sizeof(int64_t) * (size_t)snap.n_workers);
+            if (snap.n_workers > 0)
+                memcpy(pw, b.per_worker, sizeof(int64_t) * (size_t)snap.n_workers);
             snap.per_worker = pw;
-            int fresh = b.fresh && snap.elapsed_s >= next_deliver;
+            int fresh = b.fresh && !b.final && snap.elapsed_s >= next_deliver;
             if (fresh)
                 b.fresh = 0;
             pthread_mutex_unlock(&b.mu);
@@ -593,9 +610,7 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
             if (fresh)
                 next_deliver = snap.elapsed_s + user_iv * 0.999;
             ts = PyEval_SaveThread();
-            pthread_mutex_lock(&b.mu);
         }
-        pthread_mutex_unlock(&b.mu);
         rc = tdm_job_wait(job, report);
         tdm_job_free(job);
     }
@@ -605,7 +620,6 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
         if (deliver(c, &b.p) < 0)
             interrupted = 1;
     }
-    pthread_cond_destroy(&b.cv);
     pthread_mutex_destroy(&b.mu);
     return interrupted ? 1 : rc;
 }
@@ -965,7 +979,18 @@ out:
     return res;
 }
 
+static PyObject *set_async(PyObject *mod, PyObject *arg)
+{
+    int v = PyObject_IsTrue(arg);
+    if (v < 0)
+        return NULL;
+    force_async = v;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef map_functions[] = {
+    {"_set_async", set_async, METH_O,
+     "_set_async(flag): every map takes the interruptible path (tests, benchmarks)."},
     {"_bench_c_map", bench_c_map, METH_VARARGS,
      "_bench_c_map(rt, kernel, x, y, n, policy='auto') -> seconds for n tdm_map calls made "
      "from C on the same tensors (the baseline of bench/python/bench_map.py)."},

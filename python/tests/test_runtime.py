@@ -1,0 +1,84 @@
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import tandem
+
+
+def test_info_is_a_dict_of_the_build_and_machine():
+    info = tandem.info()
+    assert info["version"] == tandem.__version__
+    assert info["threads"] >= 1
+    assert info["system"]["online_cores"] >= 1
+    names = [b["name"] for b in info["backends"]]
+    assert "cpu" in names
+    assert "exp_sinh" in info["kernels"]
+    assert info["devices"][0]["backend"] == "cpu"
+
+
+def test_runtime_config_and_queries(rt):
+    assert rt.threads == 2
+    assert not rt.closed
+    devs = rt.devices()
+    assert devs and devs[0]["backend"] == "cpu"
+    assert "axpy" in rt.kernels()
+    assert "enabled" in rt.backends()[0]
+    assert rt.shm_info()["allowed_bytes"] > 0
+    assert "threads=2" in repr(rt)
+
+
+def test_backends_as_list():
+    with tandem.Runtime(threads=1, backends=["cpu"], use_env=False) as rt:
+        enabled = [b["name"] for b in rt.backends() if b["enabled"]]
+        assert enabled == ["cpu"]
+
+
+def test_bad_config_raises_value_errors():
+    with pytest.raises(ValueError):
+        tandem.Runtime(threads=-1)
+    with pytest.raises(tandem.InvalidArgument) as e:
+        tandem.Runtime(backends="no_such_backend", use_env=False)
+    assert e.value.code == -1 and e.value.status == "TDM_EINVAL"
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(TypeError):
+        tandem.Runtime(debug="yes")
+    with pytest.raises(TypeError):
+        tandem.Runtime(nonsense=1)
+
+
+def test_closed_runtime_refuses_work():
+    rt = tandem.Runtime(threads=1, use_env=False)
+    rt.close()
+    assert rt.closed
+    assert "closed" in repr(rt)
+    with pytest.raises(tandem.Error, match="closed"):
+        rt.empty(3)
+    with pytest.raises(tandem.Error):
+        rt.map("exp_sinh", np.zeros(3))
+    rt.close()  # twice is fine
+
+
+def test_arrays_outlive_the_with_block():
+    with tandem.Runtime(threads=1, use_env=False) as rt:
+        x = rt.zeros((4, 3), "f32", memory="shared")
+        ref = weakref.ref(rt)
+    del rt
+    gc.collect()
+    # The runtime is closed for new work but its memory stays valid under the array.
+    x += 1
+    assert x.sum() == 12
+    assert ref() is not None
+    del x
+    gc.collect()
+    assert ref() is None  # the last array freed it
+
+
+def test_error_classes_carry_codes():
+    assert issubclass(tandem.ShapeError, tandem.Error)
+    assert issubclass(tandem.ShapeError, ValueError)
+    assert issubclass(tandem.DTypeError, TypeError)
+    assert issubclass(tandem.IOError_, OSError)
+    assert issubclass(tandem.NotFoundError, LookupError)
+    assert tandem.strerror(-8) == ("TDM_ESHAPE", "shape mismatch")
