@@ -78,7 +78,24 @@ static PyObject *py_kernel_exists(PyObject *mod, PyObject *args)
     return PyBool_FromLong(rt->rt && tdm_kernel_exists(rt->rt, name));
 }
 
+/* Loads the shared object now (tandem.kernel() calls it at definition): a runtime opened
+ * afterwards forks its worker processes with the code already mapped at the same address. */
+static PyObject *py_load_kernel(PyObject *mod, PyObject *arg)
+{
+    PyObject *pb = NULL;
+    if (!PyUnicode_FSConverter(arg, &pb))
+        return NULL;
+    void *h = dlopen(PyBytes_AS_STRING(pb), RTLD_NOW | RTLD_LOCAL);
+    Py_DECREF(pb);
+    if (!h) {
+        const char *e = dlerror();
+        return tdm_py_raise_msg(TDM_EIO, "cannot load the kernel: %s", e ? e : "?");
+    }
+    Py_RETURN_NONE; /* never closed: kernels are never unregistered */
+}
+
 static PyMethodDef kernel_functions[] = {
+    {"_load_kernel", py_load_kernel, METH_O, "_load_kernel(so_path): dlopen it for good."},
     {"_register_kernel", (PyCFunction)(void (*)(void))py_register_kernel,
      METH_VARARGS | METH_KEYWORDS,
      "_register_kernel(rt, so_path, name, n_in, n_out, params_size, source=None): loads a "

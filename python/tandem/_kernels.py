@@ -199,7 +199,7 @@ def _include_dirs() -> List[str]:
     if os.path.exists(os.path.join(inc, "tdm_dialect.h")):
         return [inc]
     # Running from the source tree (python/tandem): the repository's headers.
-    root = os.path.dirname(os.path.dirname(here))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     return [os.path.join(root, "include"), os.path.join(root, "kernels")]
 
 
@@ -243,6 +243,7 @@ class Kernel:
         self.c_source = self._c_source()
         self.device_source = self._device_source() if device else None
         self.so_path = self._compile(cc, cflags)
+        _tandem._load_kernel(self.so_path)
 
     def __repr__(self) -> str:
         return (f"tandem.Kernel({self.name!r}, inputs={self.inputs}, outputs={self.outputs}, "
@@ -275,6 +276,7 @@ class Kernel:
             "#include <stdio.h>",
             "#include <string.h>",
             '#include "tdm_dialect.h"',
+            "#include <tandem/status.h>",
             "#include <tandem/kernel.h>",
             "typedef struct {",
             "    tdm_dtype (*dtype)(const tdm_tensor *);",
