@@ -20,8 +20,8 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade "scikit-build-core>=0.8" pytest
 ARGS=(--no-build-isolation --config-settings=cmake.define.TDM_PY_WERROR=ON)
 if [ $ASAN = 1 ]; then
-    ARGS+=(--config-settings=cmake.define.TDM_SANITIZE=address,undefined --config-settings=build-dir=build/asan
-           --config-settings=cmake.build-type=Debug)
+    ARGS+=(--config-settings=cmake.define.TDM_SANITIZE=address,undefined
+           --config-settings=build-dir=build/asan)
 fi
 # --no-build-isolation: the venv's scikit-build-core builds (no download per install).
 "$VENV/bin/python" -m pip install -q "${ARGS[@]}" ./python

@@ -7,6 +7,8 @@
 
 #include "module.h"
 
+atomic_long tdm_py_seq;
+
 /* Mirrored in tandem/_kernels.py's generated C (struct tdm_py_kernel_api). */
 typedef struct {
     tdm_dtype (*dtype)(const tdm_tensor *);
@@ -69,6 +71,14 @@ static PyObject *py_register_kernel(PyObject *mod, PyObject *args, PyObject *kw)
     return r;
 }
 
+static PyObject *py_open_seq(PyObject *mod, PyObject *arg)
+{
+    if (!PyObject_TypeCheck(arg, &RuntimeType))
+        return PyErr_Format(PyExc_TypeError, "expected a tandem.Runtime");
+    RuntimeObject *rt = (RuntimeObject *)arg;
+    return Py_BuildValue("(li)", rt->open_seq, rt->procs);
+}
+
 static PyObject *py_kernel_exists(PyObject *mod, PyObject *args)
 {
     RuntimeObject *rt;
@@ -91,7 +101,9 @@ static PyObject *py_load_kernel(PyObject *mod, PyObject *arg)
         const char *e = dlerror();
         return tdm_py_raise_msg(TDM_EIO, "cannot load the kernel: %s", e ? e : "?");
     }
-    Py_RETURN_NONE; /* never closed: kernels are never unregistered */
+    /* never closed: kernels are never unregistered. The sequence number tells which
+     * runtimes were opened (their worker processes forked) before the code was loaded. */
+    return PyLong_FromLong(atomic_fetch_add(&tdm_py_seq, 1) + 1);
 }
 
 static PyMethodDef kernel_functions[] = {
@@ -100,6 +112,8 @@ static PyMethodDef kernel_functions[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_register_kernel(rt, so_path, name, n_in, n_out, params_size, source=None): loads a "
      "compiled user kernel and registers it (tdm_kernel_register)."},
+    {"_open_seq", py_open_seq, METH_O,
+     "_open_seq(rt) -> (sequence number at open, worker processes)"},
     {"_kernel_exists", py_kernel_exists, METH_VARARGS, "_kernel_exists(rt, name) -> bool"},
     {NULL}};
 

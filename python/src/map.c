@@ -166,7 +166,9 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
         Py_INCREF(kernel);
     } else {
         /* A tandem.Kernel (user kernel): registered with this runtime on first use. */
-        c->kernel_name = PyObject_CallMethod(kernel, "_ensure", "O", (PyObject *)self);
+        PyObject *policy_o = kw ? PyDict_GetItemString(kw, "policy") : NULL;
+        c->kernel_name = PyObject_CallMethod(kernel, "_ensure", "OO", (PyObject *)self,
+                                             policy_o ? policy_o : Py_None);
         if (!c->kernel_name) {
             if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
                 PyErr_Clear();

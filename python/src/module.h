@@ -28,6 +28,7 @@ typedef struct {
     atomic_int closing; /* close() asked: no new calls; closed when the last array goes */
     PyObject *kernels;  /* dict name -> tandem.Kernel registered here (user kernels) */
     int procs;          /* worker processes running (outputs then go to shared memory) */
+    long open_seq;      /* tdm_py_seq when it opened (user kernels loaded later: no procs) */
     PyObject *weakreflist;
 } RuntimeObject;
 
@@ -111,6 +112,9 @@ PyObject *tdm_py_tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
 PyObject *tdm_py_tensor_dlpack_device(TensorObject *self, PyObject *unused);
 
 /* ---- kernel.c -------------------------------------------------------------------------- */
+/* A counter of runtime opens and user-kernel loads: a kernel loaded after a runtime with
+ * worker processes opened cannot run on them (they are forked at open). */
+extern atomic_long tdm_py_seq;
 int tdm_py_kernel_init(PyObject *m);
 
 /* ---- module.c -------------------------------------------------------------------------- */

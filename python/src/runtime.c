@@ -109,6 +109,7 @@ static int runtime_init(RuntimeObject *self, PyObject *args, PyObject *kw)
         goto out;
     }
     self->rt = rt;
+    self->open_seq = atomic_fetch_add(&tdm_py_seq, 1) + 1;
     for (int i = 0; i < tdm_backend_count(); i++) {
         tdm_backend_info bi;
         if (tdm_runtime_backend(rt, i, &bi) == 0 && bi.kind == TDM_BACKEND_CPU_PROCS &&

@@ -137,3 +137,6 @@ class Cache(_tandem._Cache):
                  verify: bool = True, rt: Optional[Runtime] = None):
         super().__init__(rt or default_runtime(), os.fspath(dir), bytes_limit, mmap, codec, level,
                          memory, verify)
+
+
+del Any, Dict, Optional  # typing names are not part of the package's namespace

@@ -243,7 +243,7 @@ class Kernel:
         self.c_source = self._c_source()
         self.device_source = self._device_source() if device else None
         self.so_path = self._compile(cc, cflags)
-        _tandem._load_kernel(self.so_path)
+        self._seq = _tandem._load_kernel(self.so_path)
 
     def __repr__(self) -> str:
         return (f"tandem.Kernel({self.name!r}, inputs={self.inputs}, outputs={self.outputs}, "
@@ -405,8 +405,14 @@ class Kernel:
         return so
 
     # ---- used by rt.map ----------------------------------------------------------------------
-    def _ensure(self, rt: Any) -> str:
+    def _ensure(self, rt: Any, policy: Any = None) -> str:
         """Registers the kernel with `rt` on first use; returns its name (rt.map calls it)."""
+        opened, procs = _tandem._open_seq(rt)
+        if procs and opened < self._seq and policy not in ("threads", "gpu", "opencl", "cuda"):
+            raise _tandem.InvalidArgument(
+                f"kernel {self.name!r} was defined after this runtime forked its worker "
+                f"processes, which cannot load it: define it before opening the Runtime, or "
+                f"pass policy='threads' (or a device policy)")
         if rt in self._runtimes:
             return self.name
         with self._lock:

@@ -91,3 +91,13 @@ def test_kernel_defined_before_open_runs_on_worker_processes():
         y, rep = rt.map(k, x, policy="procs", report=True)
         np.testing.assert_array_equal(y, 1.0)
         assert any(w["backend"] == "procs" and w["items"] == 1000 for w in rep["workers"])
+
+
+def test_kernel_defined_after_open_is_refused_on_worker_processes():
+    with tandem.Runtime(threads=1, procs=1, backends="cpu,procs", sched_model_dir="off",
+                        use_env=False) as rt:
+        k = tandem.kernel("late", "TDM_DEVICE_FN void late(tdm_idx i, TDM_GLOBAL double *y)"
+                          " { y[i] = 3.0; }", outputs=[("y", "f64")])
+        with pytest.raises(tandem.InvalidArgument, match="before opening"):
+            rt.map(k, rows=10)
+        np.testing.assert_array_equal(rt.map(k, rows=10, policy="threads"), 3.0)
