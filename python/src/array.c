@@ -110,11 +110,14 @@ int tdm_py_dtype_parse(PyObject *obj, tdm_dtype *out)
             else
                 rc = -1;
         }
-        if (rc < 0 && !PyErr_Occurred())
+        if (rc < 0 && !PyErr_Occurred()) {
+            PyObject *str = PyObject_Str(dt);
             tdm_py_raise_msg(TDM_EDTYPE,
                              "dtype %s is not one of tandem's (uint8, int32, int64, float16, "
                              "float32, float64, bfloat16)",
-                             PyUnicode_AsUTF8(PyObject_Str(dt)));
+                             str ? PyUnicode_AsUTF8(str) : "?");
+            Py_XDECREF(str);
+        }
     }
     Py_XDECREF(kind);
     Py_XDECREF(isz);
@@ -423,7 +426,12 @@ TensorObject *tdm_py_owner_of(PyObject *obj)
             obj = PyMemoryView_GET_BUFFER(obj)->obj;
             continue;
         }
-        PyObject *base = PyObject_GetAttrString(obj, "base");
+        static PyObject *base_str;
+        if (!base_str && !(base_str = PyUnicode_InternFromString("base"))) {
+            PyErr_Clear();
+            return NULL;
+        }
+        PyObject *base = PyObject_GetAttr(obj, base_str);
         if (!base) {
             PyErr_Clear();
             return NULL;

@@ -258,6 +258,10 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
     }
     if (keep && (c->opts.keep_on_device = PyObject_IsTrue(keep)) < 0)
         goto fail;
+    if (async && c->opts.keep_on_device) {
+        PyErr_SetString(PyExc_ValueError, "map_async: keep_on_device is not supported");
+        goto fail;
+    }
     if (report && (c->want_report = PyObject_IsTrue(report)) < 0)
         goto fail;
     if (on_error && on_error != Py_None) {
@@ -349,7 +353,32 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
             /* a single array: returned as it was given */
         }
     } else {
-        /* Outputs from the kernel's description (tandem._kernels.describe_outputs). */
+        /* Outputs from the kernel's description: in C for the elementwise built-ins (an output
+         * like input 0), else tandem._kernels.describe_outputs. */
+        if (alloc && c->n_in >= 1 &&
+            (strcmp(c->kernel, "exp_sinh") == 0 || strcmp(c->kernel, "scale_shift") == 0 ||
+             strcmp(c->kernel, "axpy") == 0)) {
+            tdm_tensor *in0 = c->ins[0], *t = NULL;
+            unsigned mem = self->procs > 0 ? TDM_MEM_SHARED : TDM_MEM_HOST;
+            int rc = tdm_tensor_empty(self->rt, tdm_tensor_dtype(in0), tdm_tensor_ndim(in0),
+                                      tdm_tensor_shape(in0), mem, &t);
+            if (rc < 0) {
+                tdm_py_raise(rc, self->rt);
+                goto fail;
+            }
+            PyObject *arr = c->opts.keep_on_device
+                                ? tdm_py_tensor_new(self, tdm_tensor_retain(t), 0)
+                                : tdm_py_ndarray_from_tensor(self, tdm_tensor_retain(t), 0);
+            c->out[0].t = t;
+            c->out[0].has_view = 0;
+            c->outs[0] = t;
+            c->n_out = 1;
+            c->out_arrays = arr ? PyTuple_Pack(1, arr) : NULL;
+            Py_XDECREF(arr);
+            if (!c->out_arrays)
+                goto fail;
+            return 0;
+        }
         PyObject *describe = tdm_py_helper("describe_outputs");
         if (!describe)
             goto fail;
@@ -420,7 +449,11 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
                 tdm_py_raise(rc, self->rt);
                 goto fail;
             }
-            PyObject *arr = tdm_py_ndarray_from_tensor(self, tdm_tensor_retain(t), 0);
+            /* keep_on_device: tandem.Tensor handles (an ndarray would hold a host pointer the
+             * device copy makes stale; a Tensor fetches the bytes when exported). */
+            PyObject *arr = c->opts.keep_on_device
+                                ? tdm_py_tensor_new(self, tdm_tensor_retain(t), 0)
+                                : tdm_py_ndarray_from_tensor(self, tdm_tensor_retain(t), 0);
             if (!arr) {
                 tdm_tensor_release(t);
                 Py_DECREF(seq);
@@ -660,6 +693,20 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
     if (rc < 0) {
         tdm_py_raise(rc, self->rt);
         goto done;
+    }
+    if (c.out_given && c.opts.keep_on_device) {
+        /* Arrays given as out hold host pointers: bring newer device bytes back. */
+        for (int i = 0; i < c.n_out; i++)
+            if (c.out[i].has_view && tdm_tensor_on_device(c.outs[i])) {
+                int r2;
+                Py_BEGIN_ALLOW_THREADS
+                r2 = tdm_tensor_to_host(c.outs[i]);
+                Py_END_ALLOW_THREADS
+                if (r2 < 0) {
+                    tdm_py_raise(r2, self->rt);
+                    goto done;
+                }
+            }
     }
     PyObject *given = kw ? PyDict_GetItemString(kw, "out") : NULL;
     PyObject *outs = outputs_result(&c, given);

@@ -1,18 +1,29 @@
 /* tandem._tandem: module definition (multi-phase init; free-threading ready), system facts,
  * and the lookup of the package's Python helpers. */
+#include <string.h>
+
 #include "module.h"
 
 PyObject *tdm_py_np_asarray;
 
 PyObject *tdm_py_helper(const char *name)
 {
-    /* tandem._kernels is imported by tandem/__init__.py before anything can call a map. */
+    /* tandem._kernels is imported by tandem/__init__.py before anything can call a map; its
+     * two helpers are looked up once (a module's functions live as long as it). */
+    static PyObject *describe, *pack;
+    PyObject **slot = strcmp(name, "describe_outputs") == 0 ? &describe
+                      : strcmp(name, "pack_params") == 0    ? &pack
+                                                            : NULL;
+    if (slot && *slot)
+        return *slot;
     PyObject *mod = PyImport_ImportModule("tandem._kernels");
     if (!mod)
         return NULL;
     PyObject *f = PyObject_GetAttrString(mod, name);
     Py_DECREF(mod);
-    if (f)
+    if (f && slot)
+        *slot = f; /* kept: one reference for the process's life */
+    else if (f)
         Py_DECREF(f); /* the module keeps it alive */
     return f;
 }

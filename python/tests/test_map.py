@@ -248,3 +248,16 @@ def test_worker_processes_see_shared_arrays():
         np.testing.assert_allclose(y, expected(x))
         assert "shared" in tandem.tensor_of(y).memory
         assert any(w["backend"] == "procs" and w["items"] > 0 for w in rep["workers"])
+
+
+def test_keep_on_device_returns_tensors(rt):
+    # Without devices the outputs stay on the host, but the API is the same: Tensor handles
+    # that chain into the next map and export on demand.
+    x = np.linspace(0, 1, 100)
+    y = rt.map("exp_sinh", x, keep_on_device=True)
+    assert isinstance(y, tandem.Tensor) and y.shape == (100,) and y.dtype == "f64"
+    z = rt.map("scale_shift", y, params={"scale": 2.0}, keep_on_device=True)
+    np.testing.assert_allclose(z.numpy(), 2 * np.exp(x) * np.sinh(x))
+    np.testing.assert_allclose(np.asarray(y), np.exp(x) * np.sinh(x))
+    with pytest.raises(ValueError):
+        rt.map_async("exp_sinh", x, keep_on_device=True)

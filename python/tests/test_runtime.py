@@ -82,3 +82,20 @@ def test_error_classes_carry_codes():
     assert issubclass(tandem.IOError_, OSError)
     assert issubclass(tandem.NotFoundError, LookupError)
     assert tandem.strerror(-8) == ("TDM_ESHAPE", "shape mismatch")
+
+
+def test_trace_file_written_at_close(tmp_path):
+    p = tmp_path / "trace.json"
+    with tandem.Runtime(threads=1, trace=str(p), use_env=False) as rt:
+        rt.map("exp_sinh", np.ones(1000))
+    import json
+    events = json.loads(p.read_text())
+    assert events  # Chrome trace events of the batch
+
+
+def test_procs_runtime_outputs_are_shared():
+    with tandem.Runtime(threads=1, procs=1, backends="cpu,procs", use_env=False,
+                        sched_model_dir="off") as rt:
+        y = rt.map("exp_sinh", np.ones(10))
+        assert "shared" in tandem.tensor_of(y).memory
+        assert rt.map("sum", np.ones((3, 4)), policy="procs").tolist() == [4.0] * 3
