@@ -98,4 +98,6 @@ def test_procs_runtime_outputs_are_shared():
                         sched_model_dir="off") as rt:
         y = rt.map("exp_sinh", np.ones(10))
         assert "shared" in tandem.tensor_of(y).memory
-        assert rt.map("sum", np.ones((3, 4)), policy="procs").tolist() == [4.0] * 3
+        with pytest.raises(tandem.InvalidArgument, match="shared memory"):
+            rt.map("sum", np.ones((3, 4)), policy="procs")  # private memory: not for procs
+        assert rt.map("sum", rt.share(np.ones((3, 4))), policy="procs").tolist() == [4.0] * 3
