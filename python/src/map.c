@@ -108,7 +108,6 @@ PyObject *tdm_py_report_dict(const tdm_report *r)
 typedef struct {
     const char *kernel;
     PyObject *kernel_name; /* owned str */
-    tdm_py_arg in[MAX_ARGS], out[MAX_ARGS];
     tdm_tensor *ins[MAX_ARGS], *outs[MAX_ARGS];
     int n_in, n_out;
     PyObject *out_arrays; /* tuple of ndarrays (created or given), owned */
@@ -118,6 +117,8 @@ typedef struct {
     PyObject *progress_cb; /* borrowed callable, or NULL */
     int progress_bar;
     int want_report;
+    /* Last: only the first n_in / n_out entries are ever set (not zeroed per call). */
+    tdm_py_arg in[MAX_ARGS], out[MAX_ARGS];
 } call;
 
 static void call_release(call *c)
@@ -152,7 +153,7 @@ static int opt_int64(PyObject *o, const char *name, int64_t *out)
 static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int async, int alloc,
                       call *c)
 {
-    memset(c, 0, sizeof *c);
+    memset(c, 0, offsetof(call, in));
     tdm_map_opts_init(&c->opts);
     c->opts.progress = TDM_PROGRESS_OFF;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
@@ -415,6 +416,10 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
             if (n > MAX_ARGS) {
                 PyErr_Format(PyExc_TypeError, "map: at most %d outputs", MAX_ARGS);
                 goto fail;
+            }
+            for (int i = 0; i < (int)n; i++) {
+                c->out[i].t = NULL;
+                c->out[i].has_view = 0;
             }
             c->n_out = (int)n;
             return 0;
@@ -686,7 +691,11 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
     call c;
     if (call_parse(self, args, kw, 0, 1, &c) < 0)
         goto out;
-    tdm_report rep = TDM_REPORT_INIT;
+    tdm_report rep; /* 14 KiB: zeroed only when asked for */
+    if (c.want_report) {
+        memset(&rep, 0, sizeof rep);
+        rep.size = sizeof rep;
+    }
     int rc = call_run(self, &c, c.want_report ? &rep : NULL);
     if (rc == 1)
         goto done; /* the Python exception stands (KeyboardInterrupt...) */
@@ -935,7 +944,11 @@ PyObject *tdm_py_cache_map(CacheObject *self, PyObject *args, PyObject *kw)
     }
     const void *pp = c.params ? PyBytes_AS_STRING(c.params) : NULL;
     size_t ps = c.params ? (size_t)PyBytes_GET_SIZE(c.params) : 0;
-    tdm_report rep = TDM_REPORT_INIT;
+    tdm_report rep;
+    if (c.want_report) {
+        memset(&rep, 0, sizeof rep);
+        rep.size = sizeof rep;
+    }
     int rc, hit = 0;
     Py_BEGIN_ALLOW_THREADS
     rc = tdm_cache_map(self->c, c.kernel, c.ins, c.n_in, c.outs, c.n_out, pp, ps, &c.opts,
