@@ -37,8 +37,6 @@ int tdm_py_runtime_init(PyObject *m);
 /* Checks that the runtime is open and counts a call in flight (release with rt_leave). */
 int tdm_py_rt_enter(RuntimeObject *self);
 void tdm_py_rt_leave(RuntimeObject *self);
-/* Registers the user kernels known to the module with this runtime if not yet there. */
-int tdm_py_rt_ensure_kernel(RuntimeObject *self, const char *name);
 
 /* ---- array.c --------------------------------------------------------------------------- */
 /* tandem.Tensor: owns one reference to a tdm_tensor and exports its bytes (buffer protocol,
@@ -89,8 +87,9 @@ int tdm_py_mem_parse(PyObject *obj, unsigned *out);
 int tdm_py_map_init(PyObject *m);
 PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw);
 PyObject *tdm_py_rt_map_async(RuntimeObject *self, PyObject *args, PyObject *kw);
+/* The run report as a dict (workers as a list of dicts). */
 PyObject *tdm_py_report_dict(const tdm_report *r);
-/* Parses the options shared by map, map_async and cache.map into *o. */
+/* "auto", "cpu", "threads"... -> tdm_policy. Returns 0 or -1 with ValueError. */
 int tdm_py_policy_parse(PyObject *obj, tdm_policy *out);
 
 /* ---- io.c ------------------------------------------------------------------------------ */
@@ -120,8 +119,8 @@ int tdm_py_kernel_init(PyObject *m);
 /* ---- module.c -------------------------------------------------------------------------- */
 /* numpy.asarray, imported once at module exec. */
 extern PyObject *tdm_py_np_asarray;
-/* tandem._describe_outputs / _pack_params (Python helpers in tandem/_kernels.py), looked up
- * lazily. Borrowed from the tandem package module; NULL if not importable. */
+/* tandem._kernels.describe_outputs / pack_params (the Python helpers), looked up once.
+ * Borrowed; NULL with an exception if not importable. */
 PyObject *tdm_py_helper(const char *name);
 
 #endif
