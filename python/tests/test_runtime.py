@@ -101,3 +101,26 @@ def test_procs_runtime_outputs_are_shared():
         with pytest.raises(tandem.InvalidArgument, match="shared memory"):
             rt.map("sum", np.ones((3, 4)), policy="procs")  # private memory: not for procs
         assert rt.map("sum", rt.share(np.ones((3, 4))), policy="procs").tolist() == [4.0] * 3
+
+
+def test_init_twice_and_repr_of_tensor(rt):
+    with pytest.raises(RuntimeError):
+        rt.__init__(threads=1)
+    t = tandem.tensor_of(rt.zeros((2, 3), "i32", memory="shared"))
+    assert repr(t) == "tandem.Tensor(shape=(2, 3), dtype='i32', memory='shared')"
+    assert t.shape == (2, 3) and t.dtype == "i32" and not t.on_device
+
+
+def test_cache_and_job_keep_the_runtime_until_they_go(tmp_path):
+    rt = tandem.Runtime(threads=1, use_env=False)
+    cache = tandem.Cache(tmp_path / "c", rt=rt)
+    job = rt.map_async("exp_sinh", np.ones(1000), batch_size=100)
+    rt.close()  # deferred: the cache and the job still use it
+    assert rt.closed
+    assert job.result().shape == (1000,)  # a started job runs to its end
+    with pytest.raises(tandem.Error, match="closed"):
+        cache.map("exp_sinh", np.ones(10))  # but nothing new starts
+    with pytest.raises(tandem.Error, match="closed"):
+        rt.map("exp_sinh", np.ones(3))
+    cache.close()
+    del job
