@@ -107,13 +107,36 @@ def io(rt, n, reps, d):
     return ratios
 
 
+def loop_only(kind, calls):
+    """Just `calls` map calls, untimed: for bench/python/overhead_instructions.sh, which
+    counts instructions under callgrind (independent of the machine's load)."""
+    with tandem.Runtime(threads=1, backends="cpu", sched_model_dir="off", use_env=False) as rt:
+        x = np.linspace(0, 1, 1000)
+        y = np.empty_like(x)
+        for _ in range(50):
+            rt.map("exp_sinh", x, out=y, policy="threads")
+        if kind == "py":
+            for _ in range(calls):
+                rt.map("exp_sinh", x, out=y, policy="threads")
+        elif kind == "alloc":
+            for _ in range(calls):
+                rt.map("exp_sinh", x, policy="threads")
+        else:
+            _tandem._bench_c_map(rt, "exp_sinh", x, y, calls, "threads")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--loop-only", choices=("py", "alloc", "c"), default=None,
+                    help="run only a loop of --calls maps (for callgrind), no timing")
     ap.add_argument("--n", type=int, default=50_000_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--dir", default=None, help="where the I/O files go (default: a temp dir)")
     args = ap.parse_args()
+    if args.loop_only:
+        loop_only(args.loop_only, args.calls)
+        return
     with tandem.Runtime() as rt:
         info = tandem.system_info()
         load = os.getloadavg()[0]

@@ -455,9 +455,20 @@ void tdm_py_arg_release(tdm_py_arg *arg)
     arg->has_view = 0;
 }
 
-int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *what,
+/* The argument's name for messages: "input 2" is formatted only when an error needs it. */
+static const char *arg_name(const char *what, int index, char *buf, size_t len)
+{
+    if (index < 0)
+        return what;
+    snprintf(buf, len, "%s %d", what, index);
+    return buf;
+}
+
+int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *what_, int index,
                    tdm_py_arg *arg)
 {
+    char wbuf[64];
+#define what arg_name(what_, index, wbuf, sizeof wbuf)
     arg->t = NULL;
     arg->has_view = 0;
     if (Py_TYPE(obj) == &TensorType) {
@@ -546,6 +557,7 @@ int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *w
 fail:
     tdm_py_arg_release(arg);
     return -1;
+#undef what
 }
 
 int tdm_py_array_init(PyObject *m)

@@ -108,7 +108,7 @@ static PyObject *py_save(PyObject *mod, PyObject *args, PyObject *kw)
     }
     PyObject *r = NULL;
     tdm_py_arg a;
-    if (tdm_py_arg_get(rt, arr, 0, "save: the array", &a) == 0) {
+    if (tdm_py_arg_get(rt, arr, 0, "save: the array", -1, &a) == 0) {
         int rc;
         const char *p = PyBytes_AS_STRING(pb);
         Py_BEGIN_ALLOW_THREADS
@@ -161,7 +161,7 @@ static PyObject *py_savez(PyObject *mod, PyObject *args, PyObject *kw)
             goto out;
         }
         names[got] = PyUnicode_AsUTF8(k);
-        if (!names[got] || tdm_py_arg_get(rt, v, 0, names[got], &a[got]) < 0)
+        if (!names[got] || tdm_py_arg_get(rt, v, 0, names[got], -1, &a[got]) < 0)
             goto out;
         ts[got] = a[got].t;
         got++;

@@ -112,6 +112,7 @@ typedef struct {
     int n_in, n_out;
     PyObject *out_arrays; /* tuple of ndarrays (created or given), owned */
     int out_given;
+    PyObject *out_obj; /* the out= argument as given (borrowed from the call's kwargs) */
     PyObject *params; /* owned bytes, or NULL */
     tdm_map_opts opts;
     PyObject *progress_cb; /* borrowed callable, or NULL */
@@ -323,10 +324,9 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
             goto fail;
     }
 
-    char what[48];
     for (Py_ssize_t i = 1; i < nargs; i++) {
-        snprintf(what, sizeof what, "input %d", (int)(i - 1));
-        if (tdm_py_arg_get(self, PyTuple_GET_ITEM(args, i), 0, what, &c->in[c->n_in]) < 0)
+        if (tdm_py_arg_get(self, PyTuple_GET_ITEM(args, i), 0, "input", (int)(i - 1),
+                           &c->in[c->n_in]) < 0)
             goto fail;
         c->ins[c->n_in] = c->in[c->n_in].t;
         c->n_in++;
@@ -334,6 +334,7 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
 
     if (out && out != Py_None) {
         c->out_given = 1;
+        c->out_obj = out;
         PyObject *seq = (PyTuple_Check(out) || PyList_Check(out)) ? PySequence_Tuple(out)
                                                                    : PyTuple_Pack(1, out);
         if (!seq)
@@ -344,8 +345,8 @@ static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int asy
             goto fail;
         }
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
-            snprintf(what, sizeof what, "output %d", (int)i);
-            if (tdm_py_arg_get(self, PyTuple_GET_ITEM(seq, i), 1, what, &c->out[c->n_out]) < 0)
+            if (tdm_py_arg_get(self, PyTuple_GET_ITEM(seq, i), 1, "output", (int)i,
+                               &c->out[c->n_out]) < 0)
                 goto fail;
             c->outs[c->n_out] = c->out[c->n_out].t;
             c->n_out++;
@@ -717,8 +718,7 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
                 }
             }
     }
-    PyObject *given = kw ? PyDict_GetItemString(kw, "out") : NULL;
-    PyObject *outs = outputs_result(&c, given);
+    PyObject *outs = outputs_result(&c, c.out_obj);
     if (outs && c.want_report) {
         PyObject *r = tdm_py_report_dict(&rep);
         result = r ? PyTuple_Pack(2, outs, r) : NULL;
@@ -961,7 +961,7 @@ PyObject *tdm_py_cache_map(CacheObject *self, PyObject *args, PyObject *kw)
     self->last_hit = hit;
     PyObject *outs;
     if (c.out_given) {
-        outs = outputs_result(&c, PyDict_GetItemString(kw, "out"));
+        outs = outputs_result(&c, c.out_obj);
     } else {
         outs = PyTuple_New(c.n_out);
         for (int i = 0; i < c.n_out; i++) {
@@ -1017,9 +1017,9 @@ static PyObject *bench_c_map(PyObject *mod, PyObject *args)
         return NULL;
     tdm_py_arg a, b;
     PyObject *res = NULL;
-    if (tdm_py_arg_get(rt, x, 0, "x", &a) < 0)
+    if (tdm_py_arg_get(rt, x, 0, "x", -1, &a) < 0)
         goto out;
-    if (tdm_py_arg_get(rt, y, 1, "y", &b) < 0) {
+    if (tdm_py_arg_get(rt, y, 1, "y", -1, &b) < 0) {
         tdm_py_arg_release(&a);
         goto out;
     }

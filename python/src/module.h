@@ -67,9 +67,10 @@ typedef struct {
 
 /* Turns any buffer-protocol object (C-contiguous) into a tensor of `rt` without copying: the
  * tensor itself when the buffer is a tandem array (or a row range of one), else a tensor
- * wrapping the buffer's memory. `what` names the argument in messages ("input 0"). Returns 0,
+ * wrapping the buffer's memory. `what` (and `index` when >= 0: "input 0") names the argument
+ * in messages. Returns 0,
  * or -1 with an exception set (TypeError, DTypeError, LayoutError...). */
-int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *what,
+int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *what, int index,
                    tdm_py_arg *arg);
 void tdm_py_arg_release(tdm_py_arg *arg);
 

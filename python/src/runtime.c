@@ -344,7 +344,7 @@ static PyObject *runtime_share(RuntimeObject *self, PyObject *obj)
         return NULL;
     PyObject *r = NULL;
     tdm_py_arg a;
-    if (tdm_py_arg_get(self, obj, 0, "rt.share: the array", &a) < 0)
+    if (tdm_py_arg_get(self, obj, 0, "rt.share: the array", -1, &a) < 0)
         goto out;
     tdm_tensor *t = NULL;
     int rc;
