@@ -613,6 +613,9 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
      * max_in_flight unconsumed ones) and, every 20 ms at most, takes the GIL to run signal
      * handlers and deliver the latest progress snapshot. */
     o.order = TDM_ORDER_COMPLETION;
+    /* Workers must not wait for this thread (descheduled on a busy machine, or running a
+     * progress callback) to free in-flight slots: a deep window, slots are only counters. */
+    o.max_in_flight = 1024;
     double user_iv = c->opts.progress_interval_s > 0 ? c->opts.progress_interval_s : 0.1;
     tdm_job *job = NULL;
     int interrupted = 0;
