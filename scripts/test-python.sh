@@ -2,22 +2,27 @@
 # Builds the Python package (python/, which builds libtandem with it) into a venv and runs its
 # tests with pytest. Debian's interpreter (/usr/bin/python3, with python3-numpy) is used, not
 # whatever `python3` is first on PATH; the venv keeps its site-packages (NumPy from apt).
-# Usage: scripts/test-python.sh [--asan] [pytest args...]
+# Usage: scripts/test-python.sh [--asan | --numpy2] [pytest args...]
 #   TDM_PY_VENV   the venv (default build-python/venv; created when absent)
 #   PYTHON        the interpreter that makes the venv (default /usr/bin/python3)
 # --asan builds the extension and libtandem with AddressSanitizer + UBSan and runs pytest with
 # libasan preloaded (leak checking off: CPython's own allocations are not freed at exit).
+# --numpy2 tests against a current NumPy from PyPI (>= 2.1: DLPack 1.x versioned capsules) in
+# a venv without Debian's site-packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ASAN=0
+ASAN=0 NP2=0
 if [ "${1:-}" = "--asan" ]; then ASAN=1; shift; fi
+if [ "${1:-}" = "--numpy2" ]; then NP2=1; shift; fi
 PY=${PYTHON:-/usr/bin/python3}
 VENV=${TDM_PY_VENV:-build-python/venv}
 if [ $ASAN = 1 ]; then VENV=${TDM_PY_VENV:-build-python/venv-asan}; fi
+if [ $NP2 = 1 ]; then VENV=${TDM_PY_VENV:-build-python/venv-np2}; fi
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv --system-site-packages "$VENV"
+    if [ $NP2 = 1 ]; then "$PY" -m venv "$VENV"; else "$PY" -m venv --system-site-packages "$VENV"; fi
 fi
 "$VENV/bin/python" -m pip install -q --upgrade "scikit-build-core>=0.8" pytest
+if [ $NP2 = 1 ]; then "$VENV/bin/python" -m pip install -q "numpy>=2.1"; fi
 ARGS=(--no-build-isolation --config-settings=cmake.define.TDM_PY_WERROR=ON)
 if [ $ASAN = 1 ]; then
     ARGS+=(--config-settings=cmake.define.TDM_SANITIZE=address,undefined

@@ -113,3 +113,26 @@ def test_imported_arrays_feed_maps_without_copies(rt):
     out = np.empty_like(a)
     rt.map("exp_sinh", b, out=out)
     np.testing.assert_allclose(out, np.exp(a) * np.sinh(a))
+
+
+NP2 = tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 1)
+
+
+@pytest.mark.skipif(not NP2, reason="numpy >= 2.1 speaks DLPack 1.x (versioned capsules)")
+def test_versioned_interop_with_numpy2(rt):
+    x = rt.zeros(8, "f32")
+    t = tandem.tensor_of(x)
+    y = np.from_dlpack(t)  # numpy asks for max_version=(1, x): a versioned capsule
+    assert y.ctypes.data == x.ctypes.data
+    c = np.from_dlpack(t, copy=True)
+    assert c.ctypes.data != x.ctypes.data
+    a = np.arange(6.0)
+    cap = a.__dlpack__(max_version=(1, 0))
+    assert "dltensor_versioned" in repr(cap)
+    b = tandem.from_dlpack(a)
+    assert b.ctypes.data == a.ctypes.data
+    ro = np.arange(3.0)
+    ro.flags.writeable = False
+    r = tandem.from_dlpack(ro)  # the read-only flag travels in a versioned capsule
+    assert not r.flags.writeable and r.ctypes.data == ro.ctypes.data
+    assert tandem.from_dlpack(a, copy=True).ctypes.data != a.ctypes.data
