@@ -12,6 +12,8 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 # for the fuzz targets, joblib for bench/bench_io.py.
 $SUDO apt-get install -y -qq --no-install-recommends \
     libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev python3-numpy python3-joblib clang
+# The Python package (python/, scripts/test-python.sh): headers and venv for Debian's python3.
+$SUDO apt-get install -y -qq --no-install-recommends python3-dev python3-venv
 # JPEG decoding (tandem/image.h). (bench/bench_dataloader.py also wants python3-torch
 # python3-torchvision python3-pil, large and not needed to build or test.)
 $SUDO apt-get install -y -qq --no-install-recommends libjpeg62-turbo-dev
