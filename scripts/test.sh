@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Builds tandem (if needed) and runs the whole test suite with CTest.
+# Builds tandem (if needed) and runs the whole test suite: the C tests with CTest, then the
+# Python package's tests (scripts/test-python.sh: a venv in build-python/, pip install ./python,
+# pytest).
 # Usage: scripts/test.sh [--sanitize address,undefined|thread] [ctest args...]
+# With --sanitize (or ctest arguments, or TDM_SKIP_PYTHON=1) only the C tests run; the Python
+# tests under ASan are scripts/test-python.sh --asan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAN=""
 if [ "${1:-}" = "--sanitize" ]; then SAN=$2; shift 2; fi
 if [ -n "$SAN" ]; then
     export TDM_BUILD_DIR=${TDM_BUILD_DIR:-build-${SAN//,/-}}
+    # Sanitizer builds never run CUDA code here: one GPU architecture is enough to keep the
+    # CUDA sources compiling (CUDAARCHS is read when the build directory is first configured).
+    export CUDAARCHS=${CUDAARCHS:-90}
     scripts/build.sh -DTDM_SANITIZE="$SAN" -DTDM_BUILD_BENCH=OFF
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     # intercept_tls_get_addr=0: up to GCC 13, the runtime's __tls_get_addr interceptor can take
@@ -18,5 +25,8 @@ if [ -n "$SAN" ]; then
 else
     scripts/build.sh
 fi
-cd "${TDM_BUILD_DIR:-build}"
-ctest --output-on-failure -j "$(nproc)" "$@"
+(cd "${TDM_BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" "$@")
+if [ -z "$SAN" ] && [ $# -eq 0 ] && [ "${TDM_SKIP_PYTHON:-0}" != 1 ]; then
+    echo "=== the Python package (scripts/test-python.sh) ==="
+    scripts/test-python.sh
+fi
