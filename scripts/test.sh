@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds tandem (if needed) and runs the whole test suite with CTest.
+# Builds tandem (if needed) and runs the whole test suite with CTest, then the Python tests.
 # Usage: scripts/test.sh [--sanitize address,undefined|thread] [ctest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 SAN=""
 if [ "${1:-}" = "--sanitize" ]; then SAN=$2; shift 2; fi
 if [ -n "$SAN" ]; then
@@ -20,3 +21,8 @@ else
 fi
 cd "${TDM_BUILD_DIR:-build}"
 ctest --output-on-failure -j "$(nproc)" "$@"
+# Then the Python package's tests (pip install ./python into build-python/venv, pytest), unless
+# TDM_TEST_PYTHON=0. Sanitizer builds leave them to scripts/test-python.sh --asan.
+if [ -z "$SAN" ] && [ "${TDM_TEST_PYTHON:-1}" != 0 ]; then
+    "$ROOT/scripts/test-python.sh"
+fi
