@@ -3,10 +3,11 @@
 # Python package's tests (scripts/test-python.sh: a venv in build-python/, pip install ./python,
 # pytest).
 # Usage: scripts/test.sh [--sanitize address,undefined|thread] [ctest args...]
-# With --sanitize (or ctest arguments, or TDM_SKIP_PYTHON=1) only the C tests run; the Python
+# With --sanitize (or ctest arguments, or TDM_TEST_PYTHON=0) only the C tests run; the Python
 # tests under ASan are scripts/test-python.sh --asan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 SAN=""
 if [ "${1:-}" = "--sanitize" ]; then SAN=$2; shift 2; fi
 if [ -n "$SAN" ]; then
@@ -26,7 +27,7 @@ else
     scripts/build.sh
 fi
 (cd "${TDM_BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" "$@")
-if [ -z "$SAN" ] && [ $# -eq 0 ] && [ "${TDM_SKIP_PYTHON:-0}" != 1 ]; then
+if [ -z "$SAN" ] && [ $# -eq 0 ] && [ "${TDM_TEST_PYTHON:-1}" != 0 ]; then
     echo "=== the Python package (scripts/test-python.sh) ==="
     scripts/test-python.sh
 fi

@@ -744,6 +744,7 @@ typedef struct {
     call c;
     tdm_job *job;
     int done, waited, status;
+    atomic_int busy; /* a thread is in tdm_job_next / tdm_job_wait (one at a time) */
     tdm_report report;
 } MapJobObject;
 
@@ -760,6 +761,7 @@ PyObject *tdm_py_rt_map_async(RuntimeObject *self, PyObject *args, PyObject *kw)
     Py_INCREF(self);
     j->job = NULL;
     j->done = j->waited = j->status = 0;
+    atomic_init(&j->busy, 0);
     memset(&j->report, 0, sizeof j->report);
     j->report.size = sizeof j->report;
     if (call_parse(self, args, kw, 1, 1, &j->c) < 0) {
@@ -805,11 +807,16 @@ static PyObject *mapjob_next(MapJobObject *self)
     if (!self->job || self->done)
         return NULL;
     tdm_batch_result r;
-    int rc;
+    int rc, idle = 0;
     tdm_job *job = self->job;
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        PyErr_SetString(PyExc_RuntimeError, "MapJob: another thread is iterating this job");
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     rc = tdm_job_next(job, &r);
     Py_END_ALLOW_THREADS
+    atomic_store(&self->busy, 0);
     if (rc == TDM_EDONE) {
         self->done = 1;
         return NULL;
@@ -848,9 +855,16 @@ static PyObject *mapjob_next(MapJobObject *self)
     return b;
 }
 
+/* Waits once; returns the job's status, or 1 with RuntimeError when another thread is in
+ * the job. */
 static int mapjob_wait(MapJobObject *self)
 {
     if (!self->waited && self->job) {
+        int idle = 0;
+        if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+            PyErr_SetString(PyExc_RuntimeError, "MapJob: another thread is iterating this job");
+            return 1;
+        }
         tdm_job *job = self->job;
         int rc;
         Py_BEGIN_ALLOW_THREADS
@@ -858,6 +872,7 @@ static int mapjob_wait(MapJobObject *self)
         Py_END_ALLOW_THREADS
         self->status = rc;
         self->waited = 1;
+        atomic_store(&self->busy, 0);
     }
     return self->status;
 }
@@ -865,6 +880,8 @@ static int mapjob_wait(MapJobObject *self)
 static PyObject *mapjob_result(MapJobObject *self, PyObject *unused)
 {
     int rc = mapjob_wait(self);
+    if (rc == 1)
+        return NULL;
     if (rc < 0)
         return tdm_py_raise_msg(rc, "map_async(%s): %s", self->c.kernel,
                                 self->report.first_error ? tdm_strerror(self->report.first_error)
@@ -887,7 +904,8 @@ static PyObject *mapjob_cancel(MapJobObject *self, PyObject *unused)
 
 static PyObject *mapjob_get_report(MapJobObject *self, PyObject *unused)
 {
-    mapjob_wait(self);
+    if (mapjob_wait(self) == 1)
+        return NULL;
     return tdm_py_report_dict(&self->report);
 }
 
@@ -901,7 +919,8 @@ static PyObject *mapjob_exit(MapJobObject *self, PyObject *args)
 {
     if (self->job && !self->waited)
         tdm_job_cancel(self->job);
-    mapjob_wait(self);
+    if (mapjob_wait(self) == 1)
+        return NULL;
     Py_RETURN_FALSE;
 }
 

@@ -410,8 +410,10 @@ static PyMethodDef runtime_methods[] = {
      "report) with report=True. `params` is a dict of the kernel's parameters or a bytes-like "
      "parameter block. policy: 'auto', 'cpu', 'threads', 'procs', 'gpu', 'opencl', 'cuda', "
      "'round_robin'. progress: True (a bar on stderr), 'per_worker', or a callable receiving "
-     "a tandem.Progress in this thread, with the GIL, every progress_interval seconds. Ctrl-C "
-     "cancels the job (running batches finish) and raises KeyboardInterrupt. Errors raise "
+     "a tandem.Progress in this thread, with the GIL, at most every progress_interval seconds "
+     "as batches finish. A map moving 8 MiB or more (or of 65,536 rows or more, or with "
+     "progress) can be interrupted: Ctrl-C cancels the job (running batches finish) and "
+     "raises KeyboardInterrupt; smaller ones run to their end first. Errors raise "
      "tandem.Error subclasses (ShapeError, DTypeError, ...)."},
     {"map_async", (PyCFunction)(void (*)(void))tdm_py_rt_map_async,
      METH_VARARGS | METH_KEYWORDS,

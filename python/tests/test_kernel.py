@@ -101,3 +101,21 @@ def test_kernel_defined_after_open_is_refused_on_worker_processes():
         with pytest.raises(tandem.InvalidArgument, match="before opening"):
             rt.map(k, rows=10)
         np.testing.assert_array_equal(rt.map(k, rows=10, policy="threads"), 3.0)
+
+
+def test_user_kernel_runs_on_an_opencl_device():
+    k = tandem.kernel("saxpb_f32", """
+TDM_DEVICE_FN void saxpb_f32(tdm_idx i, TDM_GLOBAL const float *x, TDM_GLOBAL float *y,
+                             float a, float b)
+{
+    y[i] = a * x[i] + b;
+}
+""", inputs=[("x", "f32")], outputs=[("y", "f32")], params=[("a", "f32"), ("b", "f32")])
+    with tandem.Runtime(threads=1, backends="cpu,opencl", sched_model_dir="off",
+                        use_env=False) as rt:
+        if not any(d["backend"] == "opencl" for d in rt.devices()):
+            pytest.skip("no OpenCL device")
+        x = np.arange(20000, dtype=np.float32).reshape(200, 100)
+        y, rep = rt.map(k, x, params={"a": 2.0, "b": 1.0}, policy="opencl", report=True)
+        np.testing.assert_allclose(y, 2 * x + 1)
+        assert [w["backend"] for w in rep["workers"] if w["items"]] == ["opencl"]
