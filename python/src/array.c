@@ -6,9 +6,12 @@
 
 /* ---- dtypes ---------------------------------------------------------------------------- */
 
-/* Buffer formats as NumPy writes and reads them. bf16 has no NumPy dtype: exported as raw
- * uint16 words. */
-static const char *const formats[TDM_DTYPE_COUNT] = {"B", "i", "l", "f", "d", "e", "H"};
+/* Buffer formats as NumPy writes and reads them, by tdm_dtype value. bf16 has no NumPy dtype:
+ * exported as raw uint16 words. */
+static const char *const formats[TDM_DTYPE_COUNT] = {
+    [TDM_U8] = "B",  [TDM_I32] = "i",  [TDM_I64] = "l",  [TDM_F32] = "f", [TDM_F64] = "d",
+    [TDM_F16] = "e", [TDM_BF16] = "H", [TDM_BOOL] = "?", [TDM_I8] = "b",  [TDM_I16] = "h",
+    [TDM_U16] = "H", [TDM_U32] = "I",  [TDM_U64] = "L"};
 
 const char *tdm_py_dtype_format(tdm_dtype d)
 {
@@ -29,6 +32,30 @@ int tdm_py_dtype_from_format(const char *fmt, Py_ssize_t itemsize, tdm_dtype *ou
     case 'B':
         *out = TDM_U8;
         return 0;
+    case '?':
+        *out = TDM_BOOL;
+        return 0;
+    case 'b':
+        *out = TDM_I8;
+        return 0;
+    case 'h':
+        *out = TDM_I16;
+        return 0;
+    case 'H':
+        *out = TDM_U16;
+        return 0;
+    case 'I':
+    case 'L':
+    case 'Q':
+        if (itemsize == 4) {
+            *out = TDM_U32;
+            return 0;
+        }
+        if (itemsize == 8) {
+            *out = TDM_U64;
+            return 0;
+        }
+        return -1;
     case 'i':
     case 'l':
     case 'q':
@@ -64,11 +91,14 @@ int tdm_py_dtype_parse(PyObject *obj, tdm_dtype *out)
         static const struct {
             const char *name;
             tdm_dtype d;
-        } names[] = {{"u8", TDM_U8},      {"uint8", TDM_U8},     {"i32", TDM_I32},
-                     {"int32", TDM_I32},  {"i64", TDM_I64},      {"int64", TDM_I64},
-                     {"f32", TDM_F32},    {"float32", TDM_F32},  {"f64", TDM_F64},
-                     {"float64", TDM_F64}, {"f16", TDM_F16},     {"float16", TDM_F16},
-                     {"bf16", TDM_BF16},  {"bfloat16", TDM_BF16}};
+        } names[] = {
+            {"u8", TDM_U8},      {"uint8", TDM_U8},      {"i32", TDM_I32},    {"int32", TDM_I32},
+            {"i64", TDM_I64},    {"int64", TDM_I64},     {"f32", TDM_F32},    {"float32", TDM_F32},
+            {"f64", TDM_F64},    {"float64", TDM_F64},   {"f16", TDM_F16},    {"float16", TDM_F16},
+            {"bf16", TDM_BF16},  {"bfloat16", TDM_BF16}, {"bool", TDM_BOOL},  {"i8", TDM_I8},
+            {"int8", TDM_I8},    {"i16", TDM_I16},       {"int16", TDM_I16},  {"u16", TDM_U16},
+            {"uint16", TDM_U16}, {"u32", TDM_U32},       {"uint32", TDM_U32}, {"u64", TDM_U64},
+            {"uint64", TDM_U64}};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strcmp(s, names[i].name) == 0) {
                 *out = names[i].d;
@@ -97,6 +127,18 @@ int tdm_py_dtype_parse(PyObject *obj, tdm_dtype *out)
             rc = 0;
             if (k[0] == 'u' && n == 1)
                 *out = TDM_U8;
+            else if (k[0] == 'b' && n == 1)
+                *out = TDM_BOOL;
+            else if (k[0] == 'i' && n == 1)
+                *out = TDM_I8;
+            else if (k[0] == 'i' && n == 2)
+                *out = TDM_I16;
+            else if (k[0] == 'u' && n == 2)
+                *out = TDM_U16;
+            else if (k[0] == 'u' && n == 4)
+                *out = TDM_U32;
+            else if (k[0] == 'u' && n == 8)
+                *out = TDM_U64;
             else if (k[0] == 'i' && n == 4)
                 *out = TDM_I32;
             else if (k[0] == 'i' && n == 8)
@@ -113,8 +155,9 @@ int tdm_py_dtype_parse(PyObject *obj, tdm_dtype *out)
         if (rc < 0 && !PyErr_Occurred()) {
             PyObject *str = PyObject_Str(dt);
             tdm_py_raise_msg(TDM_EDTYPE,
-                             "dtype %s is not one of tandem's (uint8, int32, int64, float16, "
-                             "float32, float64, bfloat16)",
+                             "dtype %s is not one of tandem's (bool, int8, int16, int32, int64, "
+                             "uint8, uint16, uint32, uint64, float16, float32, float64, "
+                             "bfloat16)",
                              str ? PyUnicode_AsUTF8(str) : "?");
             Py_XDECREF(str);
         }
@@ -145,8 +188,7 @@ int tdm_py_shape_parse(PyObject *obj, int64_t shape[TDM_MAX_DIMS])
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n > TDM_MAX_DIMS) {
         Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "at most %d dimensions (tandem), got %zd", TDM_MAX_DIMS,
-                     n);
+        PyErr_Format(PyExc_ValueError, "at most %d dimensions (tandem), got %zd", TDM_MAX_DIMS, n);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -389,8 +431,7 @@ static PyGetSetDef tensor_getset[] = {
 static PyMethodDef tensor_methods[] = {
     {"numpy", (PyCFunction)tensor_numpy, METH_NOARGS,
      "numpy.ndarray over the tensor's memory (no copy; the array keeps the tensor alive)."},
-    {"__dlpack__", (PyCFunction)(void (*)(void))tdm_py_tensor_dlpack,
-     METH_VARARGS | METH_KEYWORDS,
+    {"__dlpack__", (PyCFunction)(void (*)(void))tdm_py_tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
      "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None): a DLPack "
      "capsule over the tensor's memory (versioned when max_version >= (1, 0))."},
     {"__dlpack_device__", (PyCFunction)tdm_py_tensor_dlpack_device, METH_NOARGS,
@@ -482,15 +523,14 @@ int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *w
     }
     int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, &arg->view, flags) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError) && writable &&
-            PyObject_CheckBuffer(obj)) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError) && writable && PyObject_CheckBuffer(obj)) {
             PyErr_Clear();
             PyErr_Format(PyExc_ValueError, "%s is read-only", what);
         } else if (!PyObject_CheckBuffer(obj)) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError,
-                         "%s: expected a numpy array or a buffer-protocol object, got %.100s",
-                         what, Py_TYPE(obj)->tp_name);
+                         "%s: expected a numpy array or a buffer-protocol object, got %.100s", what,
+                         Py_TYPE(obj)->tp_name);
         }
         return -1;
     }
@@ -512,8 +552,8 @@ int tdm_py_arg_get(RuntimeObject *rt, PyObject *obj, int writable, const char *w
         goto fail;
     }
     if (v->ndim > TDM_MAX_DIMS) {
-        tdm_py_raise_msg(TDM_ESHAPE, "%s has %d dimensions, tandem takes at most %d", what,
-                         v->ndim, TDM_MAX_DIMS);
+        tdm_py_raise_msg(TDM_ESHAPE, "%s has %d dimensions, tandem takes at most %d", what, v->ndim,
+                         TDM_MAX_DIMS);
         goto fail;
     }
     int64_t shape[TDM_MAX_DIMS];

@@ -68,8 +68,13 @@ static void capsule_versioned_destructor(PyObject *cap)
 static int dl_dtype(tdm_dtype d, DLDataType *out)
 {
     static const DLDataType map[TDM_DTYPE_COUNT] = {
-        {kDLUInt, 8, 1},   {kDLInt, 32, 1},   {kDLInt, 64, 1},    {kDLFloat, 32, 1},
-        {kDLFloat, 64, 1}, {kDLFloat, 16, 1}, {kDLBfloat, 16, 1}};
+        [TDM_U8] = {kDLUInt, 8, 1},      [TDM_I32] = {kDLInt, 32, 1},
+        [TDM_I64] = {kDLInt, 64, 1},     [TDM_F32] = {kDLFloat, 32, 1},
+        [TDM_F64] = {kDLFloat, 64, 1},   [TDM_F16] = {kDLFloat, 16, 1},
+        [TDM_BF16] = {kDLBfloat, 16, 1}, [TDM_BOOL] = {kDLBool, 8, 1},
+        [TDM_I8] = {kDLInt, 8, 1},       [TDM_I16] = {kDLInt, 16, 1},
+        [TDM_U16] = {kDLUInt, 16, 1},    [TDM_U32] = {kDLUInt, 32, 1},
+        [TDM_U64] = {kDLUInt, 64, 1}};
     if ((unsigned)d >= TDM_DTYPE_COUNT)
         return -1;
     *out = map[d];
@@ -104,8 +109,8 @@ PyObject *tdm_py_tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"stream", "max_version", "dl_device", "copy", NULL};
     PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOO", kwlist, &stream, &max_version,
-                                     &dl_device, &copy))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOO", kwlist, &stream, &max_version, &dl_device,
+                                     &copy))
         return NULL;
     DLDevice dev = tensor_device(self);
     if (stream != Py_None && dev.device_type == kDLCPU) {
@@ -142,9 +147,8 @@ PyObject *tdm_py_tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
     PyObject *copied = NULL;
     if (do_copy) {
         tdm_tensor *t = NULL;
-        int rc = tdm_tensor_empty(self->rt->rt, tdm_tensor_dtype(self->t),
-                                  tdm_tensor_ndim(self->t), tdm_tensor_shape(self->t),
-                                  TDM_MEM_HOST, &t);
+        int rc = tdm_tensor_empty(self->rt->rt, tdm_tensor_dtype(self->t), tdm_tensor_ndim(self->t),
+                                  tdm_tensor_shape(self->t), TDM_MEM_HOST, &t);
         if (rc < 0)
             return tdm_py_raise(rc, self->rt->rt);
         if (!tdm_tensor_is_contiguous(self->t)) {
@@ -208,8 +212,7 @@ PyObject *tdm_py_tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
 /* ---- import --------------------------------------------------------------------------------- */
 
 typedef struct {
-    PyObject_HEAD
-    DLManagedTensor *legacy;
+    PyObject_HEAD DLManagedTensor *legacy;
     DLManagedTensorVersioned *versioned;
     DLTensor *dl;
     int readonly;
@@ -270,9 +273,17 @@ static const char *import_format(DLDataType t)
         return NULL;
     switch (t.code) {
     case kDLUInt:
-        return t.bits == 8 ? "B" : t.bits == 16 ? "H" : t.bits == 32 ? "I" : t.bits == 64 ? "L" : NULL;
+        return t.bits == 8    ? "B"
+               : t.bits == 16 ? "H"
+               : t.bits == 32 ? "I"
+               : t.bits == 64 ? "L"
+                              : NULL;
     case kDLInt:
-        return t.bits == 8 ? "b" : t.bits == 16 ? "h" : t.bits == 32 ? "i" : t.bits == 64 ? "l" : NULL;
+        return t.bits == 8    ? "b"
+               : t.bits == 16 ? "h"
+               : t.bits == 32 ? "i"
+               : t.bits == 64 ? "l"
+                              : NULL;
     case kDLFloat:
         return t.bits == 16 ? "e" : t.bits == 32 ? "f" : t.bits == 64 ? "d" : NULL;
     case kDLBool:
@@ -330,8 +341,9 @@ static PyObject *import_capsule(PyObject *cap)
     }
     const char *f = import_format(dl->dtype);
     if (!f) {
-        tdm_py_raise_msg(TDM_EDTYPE, "from_dlpack: unsupported DLPack dtype (code %d, %d bits, "
-                                     "%d lanes)",
+        tdm_py_raise_msg(TDM_EDTYPE,
+                         "from_dlpack: unsupported DLPack dtype (code %d, %d bits, "
+                         "%d lanes)",
                          dl->dtype.code, dl->dtype.bits, dl->dtype.lanes);
         goto fail;
     }
