@@ -708,7 +708,7 @@ typedef struct {
 static int ptr_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
 {
     const ptr_params *p = pv;
-    for (int64_t i = begin; i < end; i++)
+    for (int64_t i = begin; i < end && p->k; i++) /* (k 0: the pointer is only looked at) */
         p->where[i] = p->k;
     (void)task;
     return 0;
@@ -726,12 +726,13 @@ static void test_debug_warns_of_private_pointer_in_params(void **state)
     assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
     int64_t n = 16;
     int64_t *priv = calloc((size_t)n, sizeof *priv);
-    ptr_params p = {priv, 5};
+    /* (no write through it: in a worker the address may not even be mapped) */
+    ptr_params p = {priv, 0};
     tdm_map_opts o = popts(4, 0);
     g_log[0] = '\0';
     assert_int_equal(tdm_parallel_for(rt, n, ptr_body, &p, sizeof p, &o, NULL), 0);
     assert_non_null(strstr(g_log, "params byte 0 holds"));
-    assert_int_equal(priv[0], 0); /* the trap itself: the worker wrote its own copy */
+    p.k = 5;
     tdm_tensor *t;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n, TDM_MEM_SHARED, &t), 0);
     p.where = tdm_tensor_data(t);

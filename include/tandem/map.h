@@ -153,9 +153,10 @@ TDM_EXTERN int tdm_map(tdm_runtime *rt, const char *kernel, tdm_tensor *const *i
  *  Worker processes (policy PROCS only: AUTO keeps this form on threads): a batch runs in
  *  another process, which has its own copy of this process's memory as it was at
  *  tdm_runtime_open(). A pointer in `params` to memory allocated here (malloc, the stack, a
- *  global, a TDM_MEM_HOST tensor) is valid there but points into the worker's private copy:
- *  writes through it are lost and the call still returns 0. Point only into TDM_MEM_SHARED
- *  tensors — or use tdm_parallel_for_tensors(), which hands each batch pointers that are valid
+ *  global, a TDM_MEM_HOST tensor) points into the worker's private copy — or, for memory
+ *  allocated after open, into nothing there: writes through it are lost (the call still
+ *  returns 0) or crash the worker. Point only into TDM_MEM_SHARED tensors — or use
+ *  tdm_parallel_for_tensors(), which hands each batch pointers that are valid
  *  wherever it runs. With TDM_DEBUG=map (or pool) each call checks the parameter block's
  *  pointer-sized values and logs those that point into this process's private writable memory.
  *  Returns 0; TDM_EINVAL (NULL rt/fn, negative n_items, params NULL with
