@@ -57,3 +57,11 @@ if(CMAKE_CXX_COMPILER)
 else()
   message(STATUS "tandem: no C++ compiler: the C++ header checks and test_cxx are not built")
 endif()
+
+# libtandem.so loads the OpenCL ICD loader and libjpeg with dlopen: it must not NEED them (the
+# consumer matrix, scripts/check-install.sh, checks libmpi too once the MPI layer is its own
+# library).
+add_test(NAME package_no_optional_needed
+         COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:tandem_shared> "-DFORBIDDEN=libOpenCL;libjpeg"
+                 -P ${PROJECT_SOURCE_DIR}/cmake/check_needed.cmake)
+set_tests_properties(package_no_optional_needed PROPERTIES TIMEOUT 30 LABELS package)
