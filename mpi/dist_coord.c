@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "dist_run.h"
 
@@ -254,7 +253,7 @@ void tdm__dcoord_draw(run *s, bool final)
     coord *k = &s->k;
     int mode = c->opts.progress;
     if (mode == TDM_PROGRESS_AUTO)
-        mode = isatty(STDERR_FILENO) ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
+        mode = tdm__progress_auto_on() ? TDM_PROGRESS_BAR : TDM_PROGRESS_OFF;
     if (mode == TDM_PROGRESS_OFF)
         return;
     k->prog[0] = tdm__drun_items_done(s);

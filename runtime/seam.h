@@ -93,8 +93,10 @@ TDM__SEAM bool tdm__job_finished(const tdm__job *job);
  * ending with a newline when p->final. Used by jobs and by distributed maps (mpi/). */
 TDM__SEAM void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
                                     const char *lane, int width, int *lines_drawn);
-/* The terminal's width in columns (80 when stderr is not a terminal), at most 200. */
+/* The terminal's width in columns now (80 when stderr is not a terminal), at most 400. */
 TDM__SEAM int tdm__progress_width(void);
+/* Whether TDM_PROGRESS_AUTO draws a bar: only when the environment asks (TDM_PROGRESS). */
+TDM__SEAM bool tdm__progress_auto_on(void);
 
 /* The lane of a rank's distributed chunks (mpi/dist_run.c). */
 #define TDM__TRACE_DIST_LANE 100000
