@@ -280,6 +280,6 @@ void tdm__dcoord_draw(run *s, bool final)
     }
     char desc[96];
     snprintf(desc, sizeof desc, "%s x%d ranks", c->opts.desc ? c->opts.desc : c->what, s->d->size);
-    tdm__progress_render(&p, desc, mode == TDM_PROGRESS_PER_WORKER, "rank", tdm__progress_width(),
-                         &k->lines);
+    tdm__progress_render(&p, desc, mode == TDM_PROGRESS_PER_WORKER, "rank", NULL,
+                         tdm__progress_width(), &k->lines);
 }

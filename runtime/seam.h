@@ -88,14 +88,19 @@ TDM__SEAM bool tdm__job_finished(const tdm__job *job);
 
 /* ---- progress and trace (runtime/observe/) ------------------------------------------------- */
 
-/* Draws a bar (and, with per_lane, one bar per lane of p->per_worker, labelled "<lane> i") on
- * stderr, redrawing over the `*lines_drawn` lines of the previous frame (0 at first), and
- * ending with a newline when p->final. Used by jobs and by distributed maps (mpi/). */
+/* Draws a bar (and, with per_lane, one bar per lane of p->per_worker, labelled "<lane> i" with
+ * i = lane_ids[k], or k when lane_ids is NULL) on stderr, redrawing over the `*lines_drawn`
+ * lines of the previous frame (0 at first), and ending with a newline when p->final. Every
+ * line is at most width - 1 columns (no wrap): below 21 columns a plain line without a bar.
+ * Pass tdm__progress_width() at each frame. Used by jobs and by distributed maps (mpi/). */
 TDM__SEAM void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
-                                    const char *lane, int width, int *lines_drawn);
+                                    const char *lane, const int *lane_ids, int width,
+                                    int *lines_drawn);
 /* The terminal's width in columns now (80 when stderr is not a terminal), at most 400. */
 TDM__SEAM int tdm__progress_width(void);
-/* Whether TDM_PROGRESS_AUTO draws a bar: only when the environment asks (TDM_PROGRESS). */
+/* What TDM_PROGRESS_AUTO means: true when env TDM_PROGRESS asks for progress ("1", "on", any
+ * value but "0"/"off"/"no"/"false") and stderr is a terminal, or TDM_PROGRESS=always. Unset:
+ * false (a library prints nothing unless asked). */
 TDM__SEAM bool tdm__progress_auto_on(void);
 
 /* The lane of a rank's distributed chunks (mpi/dist_run.c). */

@@ -26,7 +26,8 @@ static void test_format_fills_width(void **state)
     tdm_progress p = {450, 1000, 2.0, 225.0, 2.44, 0, NULL, 0};
     char buf[2048];
     for (int w = 20; w <= 400; w += 7) {
-        int n = tdm_progress_format(&p, "a rather long description of the work", w, buf, sizeof buf);
+        int n =
+            tdm_progress_format(&p, "a rather long description of the work", w, buf, sizeof buf);
         assert_true(n > 0);
         assert_int_equal((size_t)n, strlen(buf));
         assert_true(cols(buf, strlen(buf)) <= w);
@@ -60,8 +61,8 @@ static void test_format_narrow_is_plain(void **state)
 /* ---- on a pseudo-terminal ------------------------------------------------------------------ */
 
 typedef struct {
-    int resize_at;  /* item at which the body narrows the terminal (-1: never) */
-    int resize_to;  /* its new width */
+    int resize_at; /* item at which the body narrows the terminal (-1: never) */
+    int resize_to; /* its new width */
 } slow_params;
 
 static int slow(const void *params, int64_t b, int64_t e, tdm_task *task)
@@ -214,6 +215,74 @@ static void test_auto_silent_unless_asked(void **state)
     assert_non_null(strstr(g_out, "pty-test: 100%|"));
 }
 
+/* Runs a 40-item parallel_for with one bar per worker in a child (2 threads, 2 worker
+ * processes, stderr a pipe) under `policy`; returns what it drew. */
+static size_t run_per_worker(tdm_policy policy, char *out, size_t cap)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        tdm_config cfg = TDM_CONFIG_INIT;
+        cfg.threads = 2;
+        cfg.procs = 2;
+        cfg.use_env = 0;
+        cfg.sched_model_dir = "off";
+        tdm_runtime *rt = NULL;
+        if (tdm_runtime_open(&rt, &cfg) != 0)
+            _exit(10);
+        tdm_map_opts o = TDM_MAP_OPTS_INIT;
+        o.policy = policy;
+        o.batch_size = 1;
+        o.progress = TDM_PROGRESS_PER_WORKER;
+        o.progress_interval_s = 0.005;
+        o.desc = "lanes";
+        slow_params sp = {-1, 0};
+        int rc = tdm_parallel_for(rt, 40, slow, &sp, sizeof sp, &o, NULL);
+        _exit(rc == 0 && tdm_runtime_close(rt) == 0 ? 0 : 11);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        ssize_t k = read(fds[0], out + len, cap - 1 - len);
+        if (k > 0) {
+            len += (size_t)k;
+            continue;
+        }
+        if (k < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    out[len] = '\0';
+    close(fds[0]);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    return len;
+}
+
+/* One bar per worker only for the workers the policy may use: a PROCS call draws the two
+ * worker processes (workers 2 and 3), not the idle threads; a THREADS call the threads. */
+static void test_per_worker_bars_only_for_usable_workers(void **state)
+{
+    run_per_worker(TDM_POLICY_PROCS, g_out, sizeof g_out);
+    assert_non_null(strstr(g_out, "worker 2"));
+    assert_non_null(strstr(g_out, "worker 3"));
+    assert_null(strstr(g_out, "worker 0"));
+    assert_null(strstr(g_out, "worker 1"));
+    run_per_worker(TDM_POLICY_THREADS, g_out, sizeof g_out);
+    assert_non_null(strstr(g_out, "worker 0"));
+    assert_non_null(strstr(g_out, "worker 1"));
+    assert_null(strstr(g_out, "worker 2"));
+    assert_null(strstr(g_out, "worker 3"));
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -224,6 +293,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bar_follows_resize),
         cmocka_unit_test(test_narrow_terminal_plain_line),
         cmocka_unit_test(test_auto_silent_unless_asked),
+        cmocka_unit_test(test_per_worker_bars_only_for_usable_workers),
     };
     return TDM_TEST_MAIN("progress", tests);
 }

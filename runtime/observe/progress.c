@@ -139,6 +139,8 @@ typedef struct {
     tdm__job *job;
     int mode; /* TDM_PROGRESS_BAR / _PER_WORKER / _CALLBACK */
     int64_t *per_worker;
+    int64_t *lane_done; /* per_worker of the workers the policy may use, in order */
+    int *lane_ids;      /* their worker indices */
     double ema_rate;
     int64_t last_done;
     double last_t;
@@ -164,8 +166,7 @@ bool tdm__progress_auto_on(void)
 
 /* One line of at most width - 1 columns (a line as wide as the terminal would wrap on some
  * terminals): the bar from tdm_progress_format, or below its minimum width a plain line. */
-static size_t format_line(const tdm_progress *p, const char *desc, int width, char *out,
-                          size_t cap)
+static size_t format_line(const tdm_progress *p, const char *desc, int width, char *out, size_t cap)
 {
     int w = width - 1;
     if (w >= 20) {
@@ -211,8 +212,8 @@ static void snapshot(tdm__prog *pg, tdm_progress *p, bool final)
     p->final = final;
 }
 
-void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
-                          const char *lane, int width, int *lines_drawn)
+void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane, const char *lane,
+                          const int *lane_ids, int width, int *lines_drawn)
 {
     int n = per_lane ? p->n_workers : 0;
     size_t cap = (size_t)(n + 1) * 1400 + 64, len = 0;
@@ -225,7 +226,7 @@ void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane
     len += format_line(p, desc, width, out + len, cap - len);
     for (int i = 0; i < n && len < cap - 1300; i++) {
         char wdesc[48];
-        snprintf(wdesc, sizeof wdesc, "  %s %d", lane, i);
+        snprintf(wdesc, sizeof wdesc, "  %s %d", lane, lane_ids ? lane_ids[i] : i);
         tdm_progress wp = *p;
         wp.done = p->per_worker[i];
         /* Each lane's share is not known in advance: show it against the total. */
@@ -253,8 +254,18 @@ static void draw(tdm__prog *pg, bool final)
         return;
     }
     const char *desc = job->opts.desc ? job->opts.desc : job->what;
+    /* One bar per worker the job's policy may use (a PROCS map draws no idle threads' bars),
+     * each labelled with its worker index. */
+    int n = 0;
+    for (int w = 0; w < job->n_workers; w++)
+        if (job->on & tdm__worker_kind(job, w)) {
+            pg->lane_ids[n] = w;
+            pg->lane_done[n++] = pg->per_worker[w];
+        }
+    p.n_workers = n;
+    p.per_worker = pg->lane_done;
     /* The width is asked at every frame: a resized terminal gets lines that fit at once. */
-    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker",
+    tdm__progress_render(&p, desc, pg->mode == TDM_PROGRESS_PER_WORKER, "worker", pg->lane_ids,
                          tdm__progress_width(), &pg->lines_drawn);
 }
 
@@ -281,6 +292,8 @@ static void *progress_main(void *arg)
     pthread_mutex_unlock(mu);
     draw(pg, true);
     free(pg->per_worker);
+    free(pg->lane_done);
+    free(pg->lane_ids);
     free(pg);
     return NULL;
 }
@@ -295,18 +308,26 @@ int tdm__progress_start(tdm__job *job)
     if (mode == TDM_PROGRESS_OFF)
         return 0;
     tdm__prog *pg = calloc(1, sizeof *pg);
-    int64_t *pw = calloc((size_t)job->n_workers, sizeof *pw);
-    if (!pg || !pw) {
+    size_t nw = job->n_workers > 0 ? (size_t)job->n_workers : 1;
+    int64_t *pw = calloc(nw, sizeof *pw), *ld = calloc(nw, sizeof *ld);
+    int *ids = calloc(nw, sizeof *ids);
+    if (!pg || !pw || !ld || !ids) {
         free(pg);
         free(pw);
+        free(ld);
+        free(ids);
         return tdm__err(job->rt, TDM_ENOMEM, "%s: out of memory (progress)", job->what);
     }
     pg->job = job;
     pg->mode = mode;
     pg->per_worker = pw;
+    pg->lane_done = ld;
+    pg->lane_ids = ids;
     int rc = pthread_create(&job->progress_thread, NULL, progress_main, pg);
     if (rc != 0) {
         free(pw);
+        free(ld);
+        free(ids);
         free(pg);
         return tdm__err(job->rt, TDM_ESYS, "%s: cannot start the progress thread: %s", job->what,
                         strerror(rc));

@@ -10,18 +10,7 @@ int tdm__progress_start(tdm__job *job);
 /* Draws the final state and joins the thread; no-op if none was started. */
 void tdm__progress_stop(tdm__job *job);
 
-/* Draws a bar (and, with per_lane, one bar per lane of p->per_worker, labelled "<lane> i") on
- * stderr, redrawing over the `*lines_drawn` lines of the previous frame (0 at first), and
- * ending with a newline when p->final. Every line is at most width - 1 columns (no wrap):
- * below 21 columns a plain line without a bar. Pass tdm__progress_width() at each frame.
- * Used by jobs and by distributed maps (mpi/). */
-void tdm__progress_render(const tdm_progress *p, const char *desc, bool per_lane,
-                          const char *lane, int width, int *lines_drawn);
-/* The terminal's width in columns now (80 when stderr is not a terminal), at most 400. */
-int tdm__progress_width(void);
-/* What TDM_PROGRESS_AUTO means: true when env TDM_PROGRESS asks for progress ("1", "on", any
- * value but "0"/"off"/"no"/"false") and stderr is a terminal, or TDM_PROGRESS=always. Unset:
- * false (a library prints nothing unless asked). */
-bool tdm__progress_auto_on(void);
+/* tdm__progress_render, tdm__progress_width and tdm__progress_auto_on are declared in
+ * runtime/seam.h (libtandem-mpi draws its bars with them too). */
 
 #endif
