@@ -49,7 +49,7 @@ static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
     }
     if (r) {
         long v = PyLong_AsLong(r);
-        st = v == -1 && PyErr_Occurred() ? TDM_EKERNEL : (int)v;
+        st = v == 0 ? 0 : TDM_EKERNEL; /* fn raised: its exception is in the batch's slot */
         Py_DECREF(r);
     }
     PyErr_Clear(); /* _run_batch records fn's errors itself; this is the last resort */

@@ -223,7 +223,10 @@ class _Call:
                 self.keep += [buf, off]
                 desc = ("pickled", _addr(buf), _addr(off), len(offs) - 1)
         self.ring = rt.zeros(n_slots * (_HDR + slot_cap), "u8", memory="shared")
-        ctrl = _dumps((fn, args, desc, _addr(self.ring), n_slots, slot_cap), self)
+        # a plain header (where results go) then the pickle: a worker that cannot unpickle
+        # the call (a module it cannot import) still reports why through its slot
+        ctrl = struct.pack("QQQ", _addr(self.ring), n_slots, slot_cap) + \
+            _dumps((fn, args, desc), self)
         self.ctrl = rt.empty(len(ctrl), "u8", memory="shared")
         self.ctrl[:] = np.frombuffer(ctrl, dtype=np.uint8)
 
@@ -233,6 +236,9 @@ class _Call:
             return self.local.pop(slot)
         base = slot * (_HDR + self.slot_cap)
         kind, length, _ = struct.unpack_from("qqq", self.ring, base)
+        if kind not in (_OK, _OK_FILE, _ERR, _ERR_FILE):
+            raise LookupError("no result in the slot")  # the worker died before writing it
+        struct.pack_into("qqq", self.ring, base, 0, 0, 0)  # read once: never stale
         data = self.ring[base + _HDR: base + _HDR + length]
         if kind in (_OK_FILE, _ERR_FILE):
             path = bytes(data).decode()
@@ -266,10 +272,17 @@ class _Remote:
     """A worker's view of one call, unpickled once per call."""
 
     def __init__(self, ctrl: int, ctrl_len: int):
-        fn, args, desc, ring, n_slots, cap = pickle.loads(_tandem._mem(ctrl, ctrl_len, False))
-        self.fn, self.args, self.desc = fn, args, desc
+        ring, n_slots, cap = struct.unpack_from("QQQ", _tandem._mem(ctrl, 24, False))
         self.ring = _tandem._mem(ring, n_slots * (_HDR + cap), True)
         self.cap = cap
+        self.fn = None
+        try:
+            fn, args, desc = pickle.loads(_tandem._mem(ctrl + 24, ctrl_len - 24, False))
+        except BaseException as e:  # noqa: BLE001  (reported to the caller by run())
+            self.load_error = (e, traceback.format_exc())
+            return
+        self.load_error = None
+        self.fn, self.args, self.desc = fn, args, desc
         if desc[0] == "pickled":
             _, buf, off, n = desc
             self.offs = np.frombuffer(_tandem._mem(off, 8 * (n + 1), False), dtype=np.int64)
@@ -285,12 +298,18 @@ class _Remote:
                 for i in range(begin, end))
 
     def run(self, begin: int, end: int, slot: int) -> int:
-        ok, val = _run_items(self.fn, self.args, self.items(begin, end), begin)
+        if self.load_error is not None:
+            e, tb = self.load_error
+            ok, val = False, (begin, e, "while unpickling the call's function and arguments "
+                              "in the worker:\n" + tb, os.getpid())
+        else:
+            ok, val = _run_items(self.fn, self.args, self.items(begin, end), begin)
         if not ok:
             i, e, tb, pid = val
             try:
                 payload = pickle.dumps((i, e, tb, pid), protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001  (an unpicklable exception: send its text)
+                pickle.loads(payload)  # an exception that cannot be rebuilt: send its text
+            except Exception:  # noqa: BLE001
                 payload = pickle.dumps((i, RuntimeError(f"{type(e).__name__}: {e}"), tb, pid))
         else:
             payload = pickle.dumps(val, protocol=pickle.HIGHEST_PROTOCOL)
@@ -363,10 +382,12 @@ def _batches(call: _Call, job) -> Iterator:
             ok, val = call.take(slot)
             yield b, val
             continue
-        try:
-            ok, val = call.take(slot)
-        except Exception:  # noqa: BLE001  (the worker died before writing its slot)
-            ok, val = True, None
+        ok, val = True, None
+        if _tandem.strerror(status)[0] == "TDM_EKERNEL":  # fn raised (else: the worker died)
+            try:
+                ok, val = call.take(slot)
+            except LookupError:
+                ok, val = True, None
         job.cancel()
         if not ok:
             job.close()

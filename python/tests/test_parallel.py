@@ -267,3 +267,28 @@ def test_results_bigger_than_slot(prt):
     assert [float(a[0]) for a in out] == [0.0, 1.0, 2.0, 3.0]
     leftovers = [f for f in set(os.listdir("/dev/shm")) - before if "tandem-result" in f]
     assert leftovers == []
+
+
+def test_worker_cannot_import_fn(prt, tmp_path, monkeypatch):
+    # a module the parent imports after the workers were forked, from a path they lack
+    (tmp_path / "tdm_late_mod.py").write_text("def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tdm_late_mod
+    with pytest.raises(ModuleNotFoundError) as ei:
+        prt.parallel(tdm_late_mod.f, range(4))
+    assert "while unpickling" in str(ei.value.__cause__)
+    assert prt.parallel(square, range(3)) == [0, 1, 4]
+
+
+class OddError(Exception):
+    def __init__(self, a, b):  # pickle cannot rebuild it from its args
+        super().__init__(f"{a}/{b}")
+
+
+def raise_odd(i):
+    raise OddError(i, "x")
+
+
+def test_unpicklable_exception_comes_back_as_text(prt):
+    with pytest.raises(RuntimeError, match="OddError: 0/x"):
+        prt.parallel(raise_odd, range(2), batch_size=1)
