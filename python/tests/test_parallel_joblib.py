@@ -69,3 +69,20 @@ def test_tandem_parallel_delayed_aliases():
     out = tandem.Parallel(backend="threads")(tandem.delayed(lambda x: x + 1)(i) for i in range(5))
     assert out == [1, 2, 3, 4, 5]
     assert tandem.delayed(pow)(2, 3) == (pow, (2, 3), {})
+
+
+@pytest.mark.skipif(tuple(int(x) for x in joblib.__version__.split(".")[:2]) < (1, 3),
+                    reason="Parallel(return_as=...) is joblib >= 1.3")
+@pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
+def test_joblib_backend_return_as(return_as):
+    try:
+        p = joblib.Parallel(return_as=return_as)
+    except (TypeError, ValueError):
+        pytest.skip(f"this joblib has no return_as={return_as!r}")
+    with joblib.parallel_backend("tandem", n_jobs=2):
+        g = p(joblib.delayed(pow)(i, 2) for i in range(30))
+        assert not isinstance(g, list)
+        out = list(g)
+    assert sorted(out) == [i * i for i in range(30)]
+    if return_as == "generator":
+        assert out == [i * i for i in range(30)]
