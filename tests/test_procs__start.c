@@ -16,10 +16,10 @@ enum { MAX_WORKERS = 4, MAX_CALLS = 16 };
  * server and every worker (forked from it) write into the test's own pages. */
 typedef struct {
     atomic_int calls;
-    pid_t pid[MAX_CALLS];       /* the process of call i */
-    int worker[MAX_CALLS];      /* the index it was given */
+    pid_t pid[MAX_CALLS];  /* the process of call i */
+    int worker[MAX_CALLS]; /* the index it was given */
     unsigned long arg[MAX_CALLS];
-    atomic_int batches_before;  /* batches that ran in a process whose hook had not run */
+    atomic_int batches_before; /* batches that ran in a process whose hook had not run */
 } hook_log;
 
 static hook_log *g_log;
@@ -38,8 +38,8 @@ static void start_hook(void *arg, int worker)
 
 static hook_log *log_map(void)
 {
-    void *m = mmap(NULL, sizeof(hook_log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+    void *m =
+        mmap(NULL, sizeof(hook_log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(m != MAP_FAILED);
     memset(m, 0, sizeof(hook_log));
     return m;
@@ -113,8 +113,7 @@ static void test_worker_start_runs_in_each_worker(void **state)
     tdm_tensor *pids, *workers;
     const int64_t n = 64;
     assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &pids), 0);
-    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers),
-                     0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers), 0);
     assert_int_equal(run_items(rt, n, pids, workers, -1, NULL, 0), 0);
     /* once per worker, never in this process */
     assert_int_equal(atomic_load(&g_log->calls), 2);
@@ -144,16 +143,15 @@ static void test_worker_start_runs_in_replacement(void **state)
 {
     (void)state;
     g_log = log_map();
-    atomic_int *tries = mmap(NULL, sizeof(atomic_int), PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    atomic_int *tries =
+        mmap(NULL, sizeof(atomic_int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(tries != MAP_FAILED);
     atomic_init(tries, 0);
     tdm_runtime *rt = open_hooked(1, 0, NULL);
     tdm_tensor *pids, *workers;
     const int64_t n = 8;
     assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &pids), 0);
-    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers),
-                     0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers), 0);
     assert_int_equal(run_items(rt, n, pids, workers, 3, tries, 1), 0);
     assert_int_equal(atomic_load(tries), 2);
     assert_int_equal(atomic_load(&g_log->calls), 2); /* the first worker, its replacement */
@@ -179,8 +177,7 @@ static void test_worker_start_absent_in_older_config(void **state)
     tdm_runtime *rt = open_hooked(1, (uint32_t)offsetof(tdm_config, worker_start), NULL);
     tdm_tensor *pids, *workers;
     assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){4}, TDM_MEM_SHARED, &pids), 0);
-    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){4}, TDM_MEM_SHARED, &workers),
-                     0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){4}, TDM_MEM_SHARED, &workers), 0);
     assert_int_equal(run_items(rt, 4, pids, workers, -1, NULL, 0), 0);
     assert_int_equal(atomic_load(&g_log->calls), 0);
     tdm_tensor_release(pids);

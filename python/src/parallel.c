@@ -28,11 +28,12 @@ void tdm_py_worker_start(void *arg, int worker)
 }
 
 typedef struct {
-    uint64_t ctrl;    /* the call's description in shared memory (tandem/parallel.py) */
+    uint64_t ctrl; /* the call's description in shared memory (tandem/parallel.py) */
     uint64_t ctrl_len;
     int64_t call_id;
 } pf_params;
 
+/* The batch's items are counted when it returns (shared counters: the bar moves per batch). */
 static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
 {
     const pf_params *p = pv;
@@ -54,7 +55,6 @@ static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
     }
     PyErr_Clear(); /* _run_batch records fn's errors itself; this is the last resort */
     PyGILState_Release(g);
-    tdm_task_progress(task, 0);
     return st;
 }
 

@@ -37,7 +37,7 @@ import struct
 import tempfile
 import threading
 import traceback
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -399,7 +399,7 @@ def _batches(call: _Call, job) -> Iterator:
         raise _worker_error(st, msg, None, 0, 0)
 
 
-def _gen(call: _Call, job, ordered_items: bool):
+def _gen(call: _Call, job):
     try:
         for _, val in _batches(call, job):
             yield from val
@@ -467,7 +467,7 @@ def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
     except BaseException:
         _live.pop(call.id, None)
         raise
-    g = _gen(call, job, return_as != "generator_unordered")
+    g = _gen(call, job)
     if return_as == "list":
         return list(g)
     return g
