@@ -123,7 +123,8 @@ class Runtime:
                  batch_size: Union[Literal["auto"], int] = "auto",
                  return_as: Literal["list", "generator", "generator_unordered"] = "list",
                  max_in_flight: Optional[int] = None, timeout: Optional[float] = None,
-                 retries: int = 0, progress: Optional[bool] = None,
+                 retries: int = 0,
+                 progress: Union[None, bool, Literal["per_worker"]] = None,
                  backend: Literal["procs", "threads"] = "procs",
                  max_nbytes: Union[int, str] = "1M", slot_bytes: Union[int, str] = "1M") -> Any: ...
     def map_async(self, kernel: Union[str, "Kernel"], *inputs: _Array,

@@ -366,6 +366,11 @@ def _worker_error(status: int, msg: str, batch, begin, end):
     if m:
         import signal as _signal
         e.signal = getattr(_signal, m.group(1), None)
+    m = re.search(r"exited with status (\d+)", text)
+    e.exit_status = int(m.group(1)) if m else None
+    # the cgroup's OOM-kill count, read at the death (None: not a SIGKILL, or unreadable)
+    e.oom = True if "killed for memory" in text else \
+        False if "no OOM kill recorded" in text else None
     return e
 
 
@@ -424,13 +429,14 @@ def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
     ``timeout``: seconds a batch may run before its worker is killed (TimeoutError_).
     ``retries``: times a batch whose worker died or timed out runs again on a fresh worker
     (at least once: its items may run twice). ``progress``: None (the TDM_PROGRESS
-    environment decides), True (a bar on stderr) or False. ``max_nbytes``: arrays larger than
+    environment decides), True (a bar on stderr), "per_worker" (a bar per worker and the
+    total) or False; counted per batch in shared memory. ``max_nbytes``: arrays larger than
     this (not already in tandem shared memory) are moved to shared memory once per call.
     ``slot_bytes``: bytes of shared memory per in-flight batch for its pickled results.
 
     Raises what ``fn`` raised (same type; ``__cause__`` holds the remote traceback),
     tandem.WorkerError (a worker died: ``.batch``, ``.begin``, ``.end``, ``.pid``,
-    ``.signal``), tandem.TimeoutError_, TypeError (``fn`` cannot be pickled and cloudpickle is
+    ``.signal``, ``.exit_status``, ``.oom``: True when its cgroup recorded an OOM kill), tandem.TimeoutError_, TypeError (``fn`` cannot be pickled and cloudpickle is
     missing), ValueError (bad options). The GIL is released while waiting."""
     if backend not in ("procs", "threads"):
         raise ValueError(f"backend={backend!r}: expected 'procs' or 'threads'")
@@ -453,7 +459,10 @@ def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
         raise ValueError("max_in_flight must be > 0")
     if retries < 0 or (timeout is not None and timeout < 0):
         raise ValueError("retries and timeout must be >= 0")
-    prog = 0 if progress is None else (2 if progress else 1)
+    if progress == "per_worker":
+        prog = 3  # TDM_PROGRESS_PER_WORKER: a bar per worker and the total
+    else:
+        prog = 0 if progress is None else (2 if progress else 1)
     call = _Call(rt, fn, items, args, _nbytes(max_nbytes), threads, n_slots,
                  _nbytes(slot_bytes), _moved)
     ctrl = call.ctrl

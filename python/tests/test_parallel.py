@@ -142,7 +142,9 @@ def test_worker_crash_raises_worker_error(prt, how):
     assert e.begin <= 5 < e.end and e.batch is not None
     assert e.pid and e.pid != os.getpid()
     if how == "kill":
-        assert e.signal == signal.SIGKILL
+        assert e.signal == signal.SIGKILL and e.exit_status is None
+    else:
+        assert e.exit_status == 3 and e.signal is None and e.oom is None
     assert prt.parallel(square, range(5)) == [0, 1, 4, 9, 16]  # replaced worker
 
 
