@@ -39,15 +39,20 @@ static int pf_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
     const pf_params *p = pv;
     int st = TDM_EKERNEL;
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *mod = PyImport_ImportModule("tandem.parallel");
-    PyObject *r = NULL;
-    if (mod) {
-        r = PyObject_CallMethod(mod, "_run_batch", "KKLLLiii", (unsigned long long)p->ctrl,
-                                (unsigned long long)p->ctrl_len, (long long)p->call_id,
-                                (long long)begin, (long long)end, tdm_task_slot(task),
-                                tdm_task_worker(task), worker_ready);
-        Py_DECREF(mod);
+    /* Looked up once per process (a worker inherits the parent's if it was set before open;
+     * the function lives as long as its module). Read and written with the GIL. */
+    static PyObject *run_batch;
+    if (!run_batch) {
+        PyObject *mod = PyImport_ImportModule("tandem.parallel");
+        run_batch = mod ? PyObject_GetAttrString(mod, "_run_batch") : NULL;
+        Py_XDECREF(mod);
     }
+    PyObject *r = NULL;
+    if (run_batch)
+        r = PyObject_CallFunction(run_batch, "KKLLLiii", (unsigned long long)p->ctrl,
+                                  (unsigned long long)p->ctrl_len, (long long)p->call_id,
+                                  (long long)begin, (long long)end, tdm_task_slot(task),
+                                  tdm_task_worker(task), worker_ready);
     if (r) {
         long v = PyLong_AsLong(r);
         st = v == 0 ? 0 : TDM_EKERNEL; /* fn raised: its exception is in the batch's slot */
