@@ -36,6 +36,7 @@ import re
 import struct
 import tempfile
 import threading
+import weakref
 import traceback
 from typing import Any, Iterable, Iterator, Optional
 
@@ -48,7 +49,9 @@ __all__ = ["parallel", "RemoteTraceback", "Parallel", "delayed"]
 _HDR = 64  # slot header: kind, length, count (int64 each), padding
 _OK, _OK_FILE, _ERR, _ERR_FILE = 1, 2, 3, 4
 _ids = itertools.count(1)
-_live: dict = {}  # call id -> _Call, in the calling process (backend="threads")
+# call id -> _Call, in the calling process (backend="threads"); weak: a call dropped unread
+# goes, and its batches still running then fail (its job is being cancelled anyway)
+_live = weakref.WeakValueDictionary()
 _cache: dict = {}  # in a worker process: call id -> _Remote (the current call only)
 
 
@@ -188,6 +191,7 @@ class _Call:
         self.keep: list = []
         self.id = next(_ids)
         self.local: dict = {}
+        self.job = None
         self.n_slots, self.slot_cap = n_slots, slot_cap
         if isinstance(items, int):
             items = range(items)
@@ -248,6 +252,33 @@ class _Call:
         else:
             payload = data
         return (kind in (_OK, _OK_FILE)), pickle.loads(payload)
+
+    def close(self) -> None:
+        """Ends the call: stops and frees its job (waiting for running batches), removes the
+        result files of batches nobody read, forgets the live objects. Idempotent; also run
+        when the call is freed (a generator dropped before it was exhausted, or never
+        started)."""
+        job, self.job = getattr(self, "job", None), None
+        if job is not None:
+            job.close()
+        _live.pop(self.id, None)
+        ring, self.ring = getattr(self, "ring", None), None
+        if ring is None:
+            return
+        for slot in range(self.n_slots):
+            base = slot * (_HDR + self.slot_cap)
+            kind, length, _ = struct.unpack_from("qqq", ring, base)
+            if kind in (_OK_FILE, _ERR_FILE):
+                try:
+                    os.unlink(bytes(ring[base + _HDR: base + _HDR + length]).decode())
+                except OSError:
+                    pass
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (at interpreter exit: nothing to report to)
+            pass
 
     def run_local(self, begin: int, end: int, slot: int) -> int:
         ok, val = _run_items(self.fn, self.args, (self.items[i] for i in range(begin, end)),
@@ -404,13 +435,12 @@ def _batches(call: _Call, job) -> Iterator:
         raise _worker_error(st, msg, None, 0, 0)
 
 
-def _gen(call: _Call, job):
+def _gen(call: _Call):
     try:
-        for _, val in _batches(call, job):
+        for _, val in _batches(call, call.job):
             yield from val
     finally:
-        job.close()
-        _live.pop(call.id, None)
+        call.close()
 
 
 def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
@@ -476,7 +506,8 @@ def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
     except BaseException:
         _live.pop(call.id, None)
         raise
-    g = _gen(call, job)
+    call.job = job
+    g = _gen(call)
     if return_as == "list":
         return list(g)
     return g

@@ -294,3 +294,20 @@ def raise_odd(i):
 def test_unpicklable_exception_comes_back_as_text(prt):
     with pytest.raises(RuntimeError, match="OddError: 0/x"):
         prt.parallel(raise_odd, range(2), batch_size=1)
+
+
+def test_dropped_generators_leave_no_result_files(prt):
+    import gc
+    before = {f for f in os.listdir("/dev/shm") if "tandem-result" in f}
+    g = prt.parallel(big_result, range(12), batch_size=1, slot_bytes="64K",
+                     return_as="generator", max_in_flight=4)
+    assert float(next(g)[0]) == 0.0
+    del g  # results of finished, unread batches were in files
+    g2 = prt.parallel(big_result, range(12), batch_size=1, slot_bytes="64K",
+                      return_as="generator_unordered", max_in_flight=4)
+    time.sleep(0.3)  # (not needed for the check: only gives batches time to finish)
+    del g2  # never started
+    gc.collect()
+    after = {f for f in os.listdir("/dev/shm") if "tandem-result" in f}
+    assert after - before == set()
+    assert prt.parallel(square, range(3)) == [0, 1, 4]
