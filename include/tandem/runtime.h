@@ -47,7 +47,9 @@ typedef void (*tdm_log_fn)(void *user, unsigned flag, const char *line);
  *  and GIL), per-process seeds, thread pools. It must not call the runtime's functions (the
  *  worker has none of its threads). If it does not return (exit, a crash), the worker is lost
  *  as after a crash: tdm_runtime_open() fails with TDM_ESYS naming the worker when it sees
- *  the death, else the batches that need the worker fail with TDM_EWORKER (or are retried). Never called in the calling process nor in the fork server. */
+ *  the death, else the batches that need the worker fail with TDM_EWORKER (or are retried).
+ *  Never called in the calling process nor in the fork server. Thread safety: the workers
+ *  call it in parallel, each in its own process; within a worker nothing else runs then. */
 typedef void (*tdm_worker_start_fn)(void *arg, int worker);
 
 /** Runtime configuration. Start from TDM_CONFIG_INIT (or tdm_config_init()): every field then
