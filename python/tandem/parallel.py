@@ -467,7 +467,9 @@ def parallel(rt, fn, items, *args, batch_size="auto", return_as="list",
     Raises what ``fn`` raised (same type; ``__cause__`` holds the remote traceback),
     tandem.WorkerError (a worker died: ``.batch``, ``.begin``, ``.end``, ``.pid``,
     ``.signal``, ``.exit_status``, ``.oom``: True when its cgroup recorded an OOM kill), tandem.TimeoutError_, TypeError (``fn`` cannot be pickled and cloudpickle is
-    missing), ValueError (bad options). The GIL is released while waiting."""
+    missing), ValueError (bad options). The GIL is released while waiting. Ctrl-C in the
+    caller raises KeyboardInterrupt when the next batch finishes; the call then starts no new
+    batch, waits for the running ones and returns (a generator: when it is closed or freed)."""
     if backend not in ("procs", "threads"):
         raise ValueError(f"backend={backend!r}: expected 'procs' or 'threads'")
     if return_as not in ("list", "generator", "generator_unordered"):

@@ -311,3 +311,25 @@ def test_dropped_generators_leave_no_result_files(prt):
     after = {f for f in os.listdir("/dev/shm") if "tandem-result" in f}
     assert after - before == set()
     assert prt.parallel(square, range(3)) == [0, 1, 4]
+
+
+def sleep_count(i, done):
+    time.sleep(0.02)
+    done[0] += 1  # (races between the two workers only undercount)
+    return i
+
+
+def test_ctrl_c_cancels_the_call(prt):
+    done = prt.zeros(1, "i8", memory="shared")
+    t = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prt.parallel(sleep_count, range(1000), done, batch_size=1)
+    finally:
+        t.cancel()
+    ran = int(done[0])
+    assert 0 < ran < 1000  # stopped early: no new batch after the interrupt
+    time.sleep(0.1)
+    assert int(done[0]) == ran  # and nothing runs on after the call returned
+    assert prt.parallel(square, range(3)) == [0, 1, 4]
