@@ -121,6 +121,8 @@ static void spawn(tdm__procs *p, int k, pid_t server)
             close(p->server_pidfd);
         reset_signals(false);
         on_exit(worker_on_exit, NULL); /* registered last: runs first, skips the program's */
+        if (p->rt->cfg.worker_start) /* tdm_config.worker_start: see runtime.h */
+            p->rt->cfg.worker_start(p->rt->cfg.worker_start_arg, k);
         worker_main(s, p->rt->arena);
     }
     if (pid < 0) {

@@ -37,6 +37,21 @@ typedef void (*tdm_log_fn)(void *user, unsigned flag, const char *line);
 
 #define TDM_CONFIG_VERSION 1u
 
+/** A worker-process start hook (tdm_config.worker_start): called once in each worker process
+ *  (tdm_config.procs), the first ones and every replacement, right after it is forked and
+ *  before its first batch, with tdm_config.worker_start_arg and the worker's index k
+ *  (0..procs-1, as tdm_task_worker() numbers it minus tdm_runtime_threads()). It runs on the
+ *  worker's only thread, which later runs its batches; the process is a fork of the program as
+ *  it was at tdm_runtime_open() (signal dispositions reset, see tdm_runtime_open()). Use it to
+ *  re-initialise what a fork breaks: an embedded interpreter (CPython's PyOS_AfterFork_Child()
+ *  and GIL), per-process seeds, thread pools. It must not call the runtime's functions (the
+ *  worker has none of its threads). If it does not return (exit, a crash), the worker is lost
+ *  as after a crash: tdm_runtime_open() fails with TDM_ESYS naming the worker when it sees
+ *  the death, else the batches that need the worker fail with TDM_EWORKER (or are retried).
+ *  Never called in the calling process nor in the fork server. Thread safety: the workers
+ *  call it in parallel, each in its own process; within a worker nothing else runs then. */
+typedef void (*tdm_worker_start_fn)(void *arg, int worker);
+
 /** Runtime configuration. Start from TDM_CONFIG_INIT (or tdm_config_init()): every field then
  *  has a usable default, and `size`/`version` let later releases grow the struct without
  *  breaking callers built against this one. */
@@ -66,11 +81,18 @@ typedef struct tdm_config {
                                   *  between runs (one file per machine); NULL =
                                   *  $XDG_CACHE_HOME/tandem (else ~/.cache/tandem); "off" =
                                   *  learn in memory only. Env TDM_SCHED_MODEL. Copied. */
+    tdm_worker_start_fn worker_start; /**< called in each worker process after its fork, before
+                                       *  its first batch (see tdm_worker_start_fn); NULL = none.
+                                       *  Appended: a config built before it (smaller `size`)
+                                       *  opens with no hook. */
+    void *worker_start_arg;           /**< passed to worker_start; the worker reads its own copy
+                                       *  of what it points to, as it was at open */
 } tdm_config;
 
 #define TDM_CONFIG_INIT                                                                            \
     {                                                                                              \
-        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u, NULL, NULL  \
+        sizeof(tdm_config), TDM_CONFIG_VERSION, 0, 0, NULL, 0u, NULL, NULL, 0u, 1, 0u, NULL, NULL, \
+            NULL, NULL                                                                             \
     }
 
 TDM_BEGIN_DECLS

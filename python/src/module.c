@@ -81,7 +81,7 @@ static int module_exec(PyObject *m)
     Py_XSETREF(tdm_py_np_asarray, asarray);
     if (tdm_py_errors_init(m) < 0 || tdm_py_array_init(m) < 0 || tdm_py_runtime_init(m) < 0 ||
         tdm_py_map_init(m) < 0 || tdm_py_io_init(m) < 0 || tdm_py_dlpack_init(m) < 0 ||
-        tdm_py_kernel_init(m) < 0)
+        tdm_py_kernel_init(m) < 0 || tdm_py_parallel_init(m) < 0)
         return -1;
     if (PyModule_AddStringConstant(m, "__version__", TDM_VERSION_STRING) < 0 ||
         PyModule_AddIntConstant(m, "HAVE_CUDA", TDM_PY_HAVE_CUDA) < 0 ||

@@ -117,6 +117,13 @@ PyObject *tdm_py_tensor_dlpack_device(TensorObject *self, PyObject *unused);
 extern atomic_long tdm_py_seq;
 int tdm_py_kernel_init(PyObject *m);
 
+/* ---- parallel.c ------------------------------------------------------------------------ */
+/* Python callables on the workers: Runtime.parallel, the worker-start hook it needs. */
+int tdm_py_parallel_init(PyObject *m);
+PyObject *tdm_py_rt_parallel(RuntimeObject *self, PyObject *args, PyObject *kw);
+void tdm_py_worker_start(void *arg, int worker);
+PyObject *tdm_py_rt_get_procs(RuntimeObject *self, void *closure);
+
 /* ---- module.c -------------------------------------------------------------------------- */
 /* numpy.asarray, imported once at module exec. */
 extern PyObject *tdm_py_np_asarray;

@@ -101,9 +101,19 @@ static int runtime_init(RuntimeObject *self, PyObject *args, PyObject *kw)
     cfg.use_env = use_env;
     tdm_runtime *rt = NULL;
     int st;
-    Py_BEGIN_ALLOW_THREADS
-    st = tdm_runtime_open(&rt, &cfg);
-    Py_END_ALLOW_THREADS
+    /* Worker processes run Python (rt.parallel): they are forked inside open with the GIL
+     * held and the import lock taken, as os.fork() does, and re-initialise the interpreter
+     * in tdm_py_worker_start (parallel.c). */
+    cfg.worker_start = tdm_py_worker_start;
+    if (cfg.procs > 0 || (cfg.use_env && getenv("TDM_NUM_PROCS"))) {
+        PyOS_BeforeFork();
+        st = tdm_runtime_open(&rt, &cfg);
+        PyOS_AfterFork_Parent();
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        st = tdm_runtime_open(&rt, &cfg);
+        Py_END_ALLOW_THREADS
+    }
     if (st < 0) {
         tdm_py_raise(st, NULL);
         goto out;
@@ -415,6 +425,10 @@ static PyMethodDef runtime_methods[] = {
      "progress) can be interrupted: Ctrl-C cancels the job (running batches finish) and "
      "raises KeyboardInterrupt; smaller ones run to their end first. Errors raise "
      "tandem.Error subclasses (ShapeError, DTypeError, ...)."},
+    {"parallel", (PyCFunction)(void (*)(void))tdm_py_rt_parallel, METH_VARARGS | METH_KEYWORDS,
+     "parallel(fn, items, *args, batch_size='auto', return_as='list', max_in_flight=None, "
+     "timeout=None, retries=0, progress=None, backend='procs', max_nbytes='1M')\n\nCalls "
+     "fn(item, *args) for each item on the worker processes (see tandem.parallel)."},
     {"map_async", (PyCFunction)(void (*)(void))tdm_py_rt_map_async,
      METH_VARARGS | METH_KEYWORDS,
      "map_async(kernel, *inputs, out=None, params=None, policy='auto', batch_size=None, "
@@ -428,6 +442,7 @@ static PyMethodDef runtime_methods[] = {
 static PyGetSetDef runtime_getset[] = {
     {"closed", (getter)runtime_get_closed, NULL, "True once close() was called.", NULL},
     {"threads", (getter)runtime_get_threads, NULL, "CPU worker threads of the pool.", NULL},
+    {"procs", (getter)tdm_py_rt_get_procs, NULL, "Worker processes running (0: none).", NULL},
     {NULL}};
 
 PyTypeObject RuntimeType = {

@@ -26,6 +26,7 @@ from ._tandem import (  # noqa: F401
     from_dlpack, strerror, system_info, tensor_of,
 )
 from ._kernels import Kernel, kernel  # noqa: F401
+from .parallel import Parallel, RemoteTraceback, delayed  # noqa: F401
 
 __version__ = _tandem.__version__
 

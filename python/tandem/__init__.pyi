@@ -117,6 +117,16 @@ class Runtime:
             keep_on_device: bool = False, on_error: Literal["stop", "continue"] = "stop",
             timeout: Optional[float] = None, retries: int = 0, rows: Optional[int] = None,
             report: bool = False) -> Any: ...
+    @property
+    def procs(self) -> int: ...
+    def parallel(self, fn: Callable[..., Any], items: Any, *args: Any,
+                 batch_size: Union[Literal["auto"], int] = "auto",
+                 return_as: Literal["list", "generator", "generator_unordered"] = "list",
+                 max_in_flight: Optional[int] = None, timeout: Optional[float] = None,
+                 retries: int = 0,
+                 progress: Union[None, bool, Literal["per_worker"]] = None,
+                 backend: Literal["procs", "threads"] = "procs",
+                 max_nbytes: Union[int, str] = "1M", slot_bytes: Union[int, str] = "1M") -> Any: ...
     def map_async(self, kernel: Union[str, "Kernel"], *inputs: _Array,
                   out: Union[None, _Array, Sequence[_Array]] = None, params: _Params = None,
                   policy: _Policy = "auto", batch_size: Optional[int] = None,
@@ -171,3 +181,16 @@ def savez(path: _Path, *args: _Array, compressed: bool = False, rt: Optional[Run
 def savez_compressed(path: _Path, *args: _Array, rt: Optional[Runtime] = None,
                      **kwds: _Array) -> None: ...
 def file_info(path: _Path, *, rt: Optional[Runtime] = None) -> Dict[str, Any]: ...
+
+class RemoteTraceback(Exception): ...
+
+def delayed(function: Callable[..., Any]) -> Callable[..., Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]]: ...
+
+class Parallel:
+    def __init__(self, n_jobs: Optional[int] = None,
+                 backend: Literal["procs", "threads"] = "procs",
+                 return_as: Literal["list", "generator", "generator_unordered"] = "list",
+                 batch_size: Union[Literal["auto"], int] = "auto", timeout: Optional[float] = None,
+                 retries: int = 0, progress: Optional[bool] = None,
+                 max_nbytes: Union[int, str] = "1M", rt: Optional[Runtime] = None) -> None: ...
+    def __call__(self, iterable: Any) -> Any: ...
