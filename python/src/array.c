@@ -88,17 +88,21 @@ int tdm_py_dtype_parse(PyObject *obj, tdm_dtype *out)
         const char *s = PyUnicode_AsUTF8(obj);
         if (!s)
             return -1;
+        /* tandem's short names count bits ("u8" is uint8, as in tandem's C API), NumPy's count
+         * bytes ("i8" is int64): the new dtypes are named here only by their NumPy names, so
+         * "i8", "u2"... keep NumPy's meaning (numpy.dtype() below). */
         static const struct {
             const char *name;
             tdm_dtype d;
+            /* tandem's short names count bits ("u8" is uint8, as in tandem's C API), NumPy's count
+             * bytes ("i8" is int64): the new dtypes are named here only by their NumPy names, so
+             * "i8", "u2"... keep NumPy's meaning (numpy.dtype() below). */
         } names[] = {
-            {"u8", TDM_U8},      {"uint8", TDM_U8},      {"i32", TDM_I32},    {"int32", TDM_I32},
-            {"i64", TDM_I64},    {"int64", TDM_I64},     {"f32", TDM_F32},    {"float32", TDM_F32},
-            {"f64", TDM_F64},    {"float64", TDM_F64},   {"f16", TDM_F16},    {"float16", TDM_F16},
-            {"bf16", TDM_BF16},  {"bfloat16", TDM_BF16}, {"bool", TDM_BOOL},  {"i8", TDM_I8},
-            {"int8", TDM_I8},    {"i16", TDM_I16},       {"int16", TDM_I16},  {"u16", TDM_U16},
-            {"uint16", TDM_U16}, {"u32", TDM_U32},       {"uint32", TDM_U32}, {"u64", TDM_U64},
-            {"uint64", TDM_U64}};
+            {"u8", TDM_U8},     {"uint8", TDM_U8},      {"i32", TDM_I32},    {"int32", TDM_I32},
+            {"i64", TDM_I64},   {"int64", TDM_I64},     {"f32", TDM_F32},    {"float32", TDM_F32},
+            {"f64", TDM_F64},   {"float64", TDM_F64},   {"f16", TDM_F16},    {"float16", TDM_F16},
+            {"bf16", TDM_BF16}, {"bfloat16", TDM_BF16}, {"bool", TDM_BOOL},  {"int8", TDM_I8},
+            {"int16", TDM_I16}, {"uint16", TDM_U16},    {"uint32", TDM_U32}, {"uint64", TDM_U64}};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strcmp(s, names[i].name) == 0) {
                 *out = names[i].d;
