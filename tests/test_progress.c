@@ -79,6 +79,30 @@ static int slow(const void *params, int64_t b, int64_t e, tdm_task *task)
     return 0;
 }
 
+/* Reads everything the child writes to `fd` until it closes its side (EOF, or EIO on a pty),
+ * closes fd, and checks that the child exited 0. Returns the bytes read (out is terminated). */
+static size_t drain_and_reap(int fd, pid_t pid, char *out, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t k = read(fd, out + len, cap - 1 - len);
+        if (k > 0) {
+            len += (size_t)k;
+            continue;
+        }
+        if (k < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    out[len] = '\0';
+    close(fd);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    return len;
+}
+
 /* Runs a 100-item map in a child whose stderr is a pty of `width` columns, with `mode` and
  * TDM_PROGRESS set to `env` (NULL: unset); returns what the terminal received. */
 static size_t run_on_pty(int width, int mode, const char *env, int resize_at, int resize_to,
@@ -111,24 +135,7 @@ static size_t run_on_pty(int width, int mode, const char *env, int resize_at, in
         int rc = tdm_parallel_for(rt, 100, slow, &sp, sizeof sp, &o, NULL);
         _exit(rc == 0 && tdm_runtime_close(rt) == 0 ? 0 : 11);
     }
-    size_t len = 0;
-    for (;;) {
-        ssize_t k = read(master, out + len, cap - 1 - len);
-        if (k > 0) {
-            len += (size_t)k;
-            continue;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        break; /* EIO: the child closed its side */
-    }
-    out[len] = '\0';
-    close(master);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-    return len;
+    return drain_and_reap(master, pid, out, cap);
 }
 
 /* Splits the terminal's input into the lines it drew (between \r / \n, escape sequences
@@ -247,24 +254,7 @@ static size_t run_per_worker(tdm_policy policy, char *out, size_t cap)
         _exit(rc == 0 && tdm_runtime_close(rt) == 0 ? 0 : 11);
     }
     close(fds[1]);
-    size_t len = 0;
-    for (;;) {
-        ssize_t k = read(fds[0], out + len, cap - 1 - len);
-        if (k > 0) {
-            len += (size_t)k;
-            continue;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        break;
-    }
-    out[len] = '\0';
-    close(fds[0]);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-    return len;
+    return drain_and_reap(fds[0], pid, out, cap);
 }
 
 /* One bar per worker only for the workers the policy may use: a PROCS call draws the two
