@@ -229,13 +229,15 @@ static int side_of(const tdm__jsched *s, const tdm__jlane *l)
  * With a stored model every side is calibrated from the start and the choice is immediate.
  * Marks the lanes that must wait ineligible in v; true if it did; *run gets the side that
  * runs and *decided whether it runs for being the fastest (else it is being measured). */
-static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, int n,
-                         int *run_out, bool *decided)
+static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole,
+                         int n, int *run_out, bool *decided, bool *run_inside)
 {
     double rate[SIDE_N] = {0};
     bool any[SIDE_N] = {false}, ready[SIDE_N] = {true, true, true}, here[SIDE_N] = {false};
+    bool inside[SIDE_N] = {false};
     int lanes[SIDE_N] = {0};
     *run_out = -1;
+    *run_inside = false;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
@@ -248,7 +250,8 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
         lanes[g]++;
         ready[g] &= r;
         rate[g] += r ? 1.0 / v[j].tpi : 0;
-        here[g] |= present[j];
+        here[g] |= present[j] || sole;
+        inside[g] |= present[j];
     }
     if (any[SIDE_THREADS] + any[SIDE_PROCS] + any[SIDE_DEVICE] < 2)
         return false;
@@ -264,8 +267,11 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
             run = g;
     *run_out = run;
     *decided = deciding;
-    /* A side waits only for the one that runs being inside the job now: waiting for one busy
-     * in another job could leave this one with nobody working on it. */
+    *run_inside = inside[run];
+    /* A side waits only for the one that runs being inside the job now, or on its way (the
+     * runtime's only job: its workers have nothing else to do; one that stood down is called
+     * back by the caller): waiting for one busy in another job could leave this one with
+     * nobody working on it. */
     if (!here[run])
         return false;
     /* Cores the running CPU side leaves free, for the other CPU side's first workers. */
@@ -296,6 +302,20 @@ bool tdm__jsched_exploring(tdm__job *job, int w)
     return atomic_load_explicit(&job->sched->lanes[w].explore, memory_order_relaxed) > 0;
 }
 
+/* Which side of the shared cores runs may change now (a lane is calibrated), or the side that
+ * runs is not inside the job: the workers that stood down are offered the job again at once
+ * (a completion offers it only every few batches). */
+static void offer_again(tdm__job *job)
+{
+    if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel);
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    pthread_mutex_lock(mu);
+    tdm__pool_kick(job->rt->pool);
+    pthread_mutex_unlock(mu);
+}
+
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
 {
     tdm__jsched *s = job->sched;
@@ -323,9 +343,12 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     bool present[256];
     for (int j = 0; j < n; j++)
         present[j] = j == w || atomic_load_explicit(&s->lanes[j].in_job, memory_order_relaxed);
+    bool sole = atomic_load_explicit(&job->rt->jobs_in_flight, memory_order_relaxed) <= 1;
     int run = -1;
-    bool decided = false;
-    bool lost_cores = shared_cores(s, v, present, n, &run, &decided);
+    bool decided = false, run_inside = false;
+    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &decided, &run_inside);
+    if (lost_cores && !v[w].eligible && !run_inside)
+        offer_again(job); /* the side that runs stood down earlier: call it back */
     for (int j = 0; j < n; j++)
         if (!present[j])
             v[j].eligible = false;
@@ -384,6 +407,31 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns)
     l->items_est += n;
 }
 
+/* Exploring a side of the shared cores runs it alone (the others wait): the time its
+ * exploration batches take is capped at this share of what the calibrated CPU threads need
+ * for the whole map, so a device much slower than the CPU costs a few percent of a cold run.
+ * A lane stopped by the cap keeps the estimate it has (latency-heavy batches overstate its
+ * time per item, which errs towards the CPU). */
+#define TDM__EXPLORE_BUDGET 0.02
+
+static bool over_explore_budget(const tdm__job *job, int w)
+{
+    const tdm__jsched *s = job->sched;
+    int me = side_of(s, &s->lanes[w]);
+    if (me != SIDE_DEVICE && me != SIDE_PROCS)
+        return false; /* threads explore first, side by side; a GPU explores alongside */
+    double rate = 0;
+    for (int j = 0; j < s->n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        double tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed);
+        if (l->eligible && side_of(s, l) == SIDE_THREADS && tpi > 0 &&
+            atomic_load_explicit(&l->explore, memory_order_relaxed) == 0)
+            rate += 1.0 / tpi;
+    }
+    return rate > 0 &&
+           s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
+}
+
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 {
     tdm__jsched *s = job->sched;
@@ -394,10 +442,23 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
     }
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
-    if (e > 0 && n > 0)
-        atomic_store_explicit(&l->explore,
-                              tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill),
-                              memory_order_relaxed);
+    if (e > 0 && n > 0) {
+        long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
+        l->explored_ns += dur_ns;
+        if (next > 0 && over_explore_budget(job, w)) {
+            next = 0;
+            if (job->rt->debug & TDM_DEBUG_SCHED)
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) ends its exploration at %.3g ns/item: its "
+                         "batches alone took %.1f us, %.0f%% of what the CPU needs for the "
+                         "whole map",
+                         job->what, l->key, w, l->est.tpi, l->explored_ns * 1e-3,
+                         100 * TDM__EXPLORE_BUDGET);
+        }
+        atomic_store_explicit(&l->explore, next, memory_order_relaxed);
+        if (next == 0)
+            offer_again(job);
+    }
     if (idle)
         atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
 }

@@ -25,6 +25,7 @@ typedef struct tdm__jlane {
     double est_sum_ns;  /* the estimates of the batches it took */
     int64_t items_est;  /* items of those batches */
     bool declining;     /* for logging transitions only */
+    double explored_ns; /* time its exploration batches took */
     uint64_t last_done; /* device lanes: when its previous batch completed */
 } tdm__jlane;
 
