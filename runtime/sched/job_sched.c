@@ -181,6 +181,11 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
 {
     if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
         return false;
+    pthread_mutex_lock(&rt->dev_mu);
+    bool open = rt->devices != NULL;
+    pthread_mutex_unlock(&rt->dev_mu);
+    if (open)
+        return false; /* opened already (the scheduler then keeps a slower one waiting) */
     char key[80], why[256];
     snprintf(key, sizeof key, "%s.v%u", k->def.name, k->def.kernel_version);
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
