@@ -8,7 +8,10 @@
  * (pi moves 16 KB: AUTO would not open them), so the cold run times the model, not the driver.
  * Every result is checked against a serial loop. With PoCL on the host's cores (host_cpu = 1)
  * threads and device share them: AUTO should match the better one alone, not their sum.
- * Part 2: ns per tdm__sched_decide (internal: links tandem_static), 16 / 64 / 256 lanes.
+ * Part 2: one CPU budget: the same two workloads on a runtime with one thread AND one worker
+ * process per core (as `tandem demo` opens it), policies THREADS, PROCS and AUTO (warm medians
+ * and one cold run): AUTO should match the better side alone (issue 16).
+ * Part 3: ns per tdm__sched_decide (internal: links tandem_static), 16 / 64 / 256 lanes.
  * Nothing about time is asserted: exit 1 only when a tandem call fails or a result is wrong.
  * Options: --elems, --pi-items, --pi-terms (0 = sized), --reps, --decisions (1e7 at 16 lanes).
  */
@@ -308,6 +311,98 @@ static void bench_workload(const wl *w, int reps)
     free(rauto);
 }
 
+/* ---- one CPU budget: AUTO over threads + worker processes, as many of each as cores -------- */
+
+/* One map of workload w (exp_sinh over shared x -> y, or pi into y) under policy p; seconds.
+ * Checks the result against the serial reference. */
+static double budget_once(tdm_runtime *rt, const wl *w, tdm_tensor *x, tdm_tensor *y,
+                          tdm_policy p, const double *ref)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = p;
+    double *yd = tdm_tensor_data(y);
+    memset(yd, 0, (size_t)w->n * sizeof *yd);
+    double t0 = bench_now();
+    if (w->is_pi)
+        BENCH_CHECK(rt, tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &w->pi, sizeof w->pi, &o, NULL));
+    else
+        BENCH_CHECK(rt, tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL));
+    double t = bench_now() - t0;
+    for (int64_t i = 0; i < w->n; i++) {
+        double want = w->is_pi ? w->pi_ref : ref[i];
+        if (!(fabs(yd[i] - want) <= 1e-12 * (1 + fabs(want)))) {
+            fprintf(stderr, "%s: item %" PRId64 " differs from the serial loop\n", w->name, i);
+            g_bad = 1;
+            break;
+        }
+    }
+    return t;
+}
+
+/* A runtime with one thread and one worker process per core (what `tandem demo` opens): the
+ * two sides are twice the cores, so AUTO must run the better side alone, not both at once.
+ * THREADS, PROCS and AUTO interleaved (medians of reps), after ONE cold AUTO run on an empty
+ * model. */
+static void budget_workload(const wl *w, const double *ref, int reps, int cores)
+{
+    char dir[] = "/tmp/bench-budget-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    tdm_runtime *rt = NULL;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.threads = cores;
+    cfg.procs = cores;
+    cfg.backends = "cpu,procs";
+    cfg.sched_model_dir = dir;
+    BENCH_CHECK(NULL, tdm_runtime_open(&rt, &cfg));
+    tdm_tensor *x = NULL, *y = NULL;
+    BENCH_CHECK(rt, tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){w->n}, TDM_MEM_SHARED, &y));
+    if (!w->is_pi) {
+        BENCH_CHECK(rt, tdm_tensor_empty(rt, TDM_F64, 1, (int64_t[]){w->n}, TDM_MEM_SHARED, &x));
+        double *xd = tdm_tensor_data(x);
+        for (int64_t i = 0; i < w->n; i++)
+            xd[i] = (double)(i % 1000) * 1e-3;
+    }
+    enum { B_THR, B_PROCS, B_AUTO, NB };
+    static const char *const bname[NB] = {"threads only", "processes only", "AUTO, warm model"};
+    static const tdm_policy bpol[NB] = {TDM_POLICY_THREADS, TDM_POLICY_PROCS, TDM_POLICY_AUTO};
+    double t_cold = budget_once(rt, w, x, y, TDM_POLICY_AUTO, ref);
+    double *t[NB];
+    for (int v = 0; v < NB; v++)
+        t[v] = xcalloc((size_t)reps, sizeof(double));
+    for (int r = 0; r < reps; r++)
+        for (int v = 0; v < NB; v++)
+            t[v][r] = budget_once(rt, w, x, y, bpol[v], ref);
+    double m[NB];
+    printf("\n-- one CPU budget, %s: %d threads + %d worker processes on %d cores (shared "
+           "tensors)\n",
+           w->name, cores, cores, cores);
+    for (int v = 0; v < NB; v++) {
+        m[v] = bench_median(t[v], reps);
+        printf("   %-22s %8.3f s\n", bname[v], m[v]);
+    }
+    printf("   %-22s %8.3f s (one run)\n", "AUTO, cold model", t_cold);
+    double best = m[B_THR] < m[B_PROCS] ? m[B_THR] : m[B_PROCS];
+    printf("   AUTO warm / better one alone = %.3f; AUTO cold / better one alone = %.3f\n",
+           best / m[B_AUTO], best / t_cold);
+    char line[160];
+    snprintf(line, sizeof line, "%s: auto (threads + procs) warm >= 0.97x the better one alone",
+             w->name);
+    bench_target(line, best / m[B_AUTO], m[B_AUTO] * 0.97 <= best);
+    snprintf(line, sizeof line, "%s: auto (threads + procs) cold >= 0.97x the better one alone",
+             w->name);
+    bench_target(line, best / t_cold, t_cold * 0.97 <= best);
+    for (int v = 0; v < NB; v++)
+        free(t[v]);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    bench_close(rt);
+    model_files(dir, 0, 1);
+}
+
 /* ns per tdm__sched_decide with n calibrated lanes (threads, processes, devices mixed). */
 static double decide_ns(int n, int64_t iters, int reps)
 {
@@ -377,7 +472,6 @@ int main(int argc, char **argv)
         ref[i] = exp((double)(i % 1000) * 1e-3) * sinh((double)(i % 1000) * 1e-3);
     wl es = {"exp_sinh", "Melem/s", 0, n, 1e6, {0}, 0.0, ref};
     bench_workload(&es, reps);
-    free(ref);
 
     if (pi_terms == 0) { /* ~0.5 s on the pool: time 4M terms serially */
         double t0 = bench_now();
@@ -389,6 +483,12 @@ int main(int argc, char **argv)
     }
     wl pw = {"pi_leibniz", "items/s", 1, pi_items, 1.0, {pi_terms}, leibniz_pi(pi_terms), NULL};
     bench_workload(&pw, reps);
+
+    tdm_system_info si;
+    BENCH_CHECK(NULL, tdm_system_info_get(&si));
+    budget_workload(&es, ref, reps, si.usable_cores);
+    budget_workload(&pw, NULL, reps, si.usable_cores);
+    free(ref);
 
     printf("\n-- decision cost: tdm__sched_decide, calibrated lanes (threads, processes, devices "
            "mixed)\n");

@@ -380,6 +380,12 @@ static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, con
     return 0;
 }
 
+/* The work-group size of 1-D launches (at most), and the groups a launch is cut into at least
+ * (while its groups are larger than the preferred multiple) so every compute unit of a
+ * many-core host gets some; see tdm__ocl_launch. */
+#define OCL_LOCAL_1D ((size_t)256)
+#define OCL_GROUPS_1D ((size_t)16)
+
 int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                     const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
 {
@@ -396,13 +402,21 @@ int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, con
     if (global <= 0)
         return 0; /* no items: nothing to run */
     size_t g = (uint64_t)global > OCL_GLOBAL_CAP ? OCL_GLOBAL_CAP : (size_t)global;
-    /* A multiple of the preferred work-group multiple, so the driver can pick a good local size
-     * (the extra work items find no item in the grid-stride loop). */
-    g = (g + k->multiple - 1) / k->multiple * k->multiple;
+    /* The work-group size is ours, one of a few: the preferred multiple times a power of two,
+     * at most OCL_LOCAL_1D, the largest that still makes OCL_GROUPS_1D groups; the global size
+     * is a multiple of it (the extra work items find no item in the grid-stride loop). Left to
+     * the driver, the local size follows the global one, and PoCL compiles a new work-group
+     * function for each (100-400 ms apiece): batches of changing sizes, as the scheduler's
+     * exploration makes, would each pay a compile. */
+    size_t l = k->multiple;
+    while (l * 2 <= OCL_LOCAL_1D && (k->max_group == 0 || l * 2 <= k->max_group) &&
+           g >= l * 2 * OCL_GROUPS_1D)
+        l *= 2;
+    g = (g + l - 1) / l * l;
     if ((rc = tdm__ocl_reserve_op(d, q, detail, len)) != 0)
         return rc;
     cl_event ev = NULL;
-    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 1, NULL, &g, NULL, 0, NULL, &ev);
+    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 1, NULL, &g, &l, 0, NULL, &ev);
     if (e != CL_SUCCESS)
         return tdm__ocl_lost_if_driver(
             d,

@@ -25,9 +25,16 @@
  *  each worker's estimated against measured time.
  *  AUTO uses devices for a map whose kernel has a device version when they are open (an
  *  earlier map with a device policy opened them) or when the map moves at least 16 MiB (it
- *  opens them then). A device that computes on the host's cores (tdm_device_info.host_cpu,
- *  e.g. PoCL) shares them with the CPU threads: once both are calibrated only the faster
- *  of the two goes on. With a fixed batch_size, AUTO still chooses where each batch runs. */
+ *  opens them then, unless the stored model already says no device beats the CPU threads
+ *  for that kernel). One CPU budget: a device that computes on the host's cores
+ *  (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so do worker
+ *  processes when threads and processes together are more workers than the process's cores
+ *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
+ *  (a side other than the threads for at most about 2% of the CPU's time for the map), then
+ *  only the fastest goes on (the others stand down; when the threads or the processes win
+ *  with fewer workers than cores, the other CPU side keeps the cores left). Threads and
+ *  processes that fit the cores together both run. With a fixed batch_size, AUTO still
+ *  chooses where each batch runs. */
 typedef enum tdm_policy {
     TDM_POLICY_AUTO = 0,    /**< the scheduler chooses per batch */
     TDM_POLICY_CPU = 1,     /**< CPU backends only (threads, processes) */

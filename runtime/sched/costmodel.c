@@ -289,6 +289,44 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
     pthread_mutex_unlock(&cm->mu);
 }
 
+/* The entry with the most samples for (kernel, lane); caller holds cm->mu. */
+static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, const char *lane)
+{
+    const cm_entry *b = NULL;
+    for (int i = 0; i < cm->n; i++)
+        if ((!b || cm->e[i].n > b->n) && !strcmp(cm->e[i].kernel, kernel) &&
+            !strcmp(cm->e[i].lane, lane))
+            b = &cm->e[i];
+    return b;
+}
+
+bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
+                            size_t len)
+{
+    if (!cm || !kernel || cpu_lanes < 1)
+        return false;
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *cpu = best_entry(cm, kernel, "cpu");
+    bool slower = cpu != NULL, any = false;
+    for (int i = 0; slower && i < cm->n; i++) {
+        const cm_entry *e = &cm->e[i];
+        if (strcmp(e->kernel, kernel) ||
+            (strncmp(e->lane, "opencl:", 7) && strncmp(e->lane, "cuda:", 5)) ||
+            best_entry(cm, kernel, e->lane) != e)
+            continue;
+        any = true;
+        /* items per ns: the device's against every CPU thread's together */
+        double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
+        if (dev > 1.05 * host)
+            slower = false;
+        else if (why)
+            snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",
+                     e->lane, e->tpi, cpu_lanes, cpu->tpi / cpu_lanes);
+    }
+    pthread_mutex_unlock(&cm->mu);
+    return slower && any;
+}
+
 const char *tdm__cm_path(const tdm__costmodel *cm)
 {
     return cm ? cm->path : "";

@@ -4,6 +4,7 @@
 #ifndef TANDEM_COSTMODEL_H
 #define TANDEM_COSTMODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct tdm_runtime tdm_runtime;
@@ -31,6 +32,13 @@ double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, dou
  * odd run does not replace a calibrated model. Thread-safe. */
 void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
                  double ns_per_item, double lat_ns, int samples);
+/* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
+ * least one device entry ("opencl:..." or "cuda:...") for it, and no device's time per item
+ * (from each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads
+ * together. On true, `why` (len bytes, may be NULL) says which device and by how much.
+ * Thread-safe. */
+bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
+                            size_t len);
 /* The file it reads and writes ("" when in memory only). */
 const char *tdm__cm_path(const tdm__costmodel *cm);
 

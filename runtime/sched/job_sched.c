@@ -3,9 +3,11 @@
 
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sched/costmodel.h"
 #include "sched/device.h"
@@ -17,6 +19,16 @@
 #define TDM__TARGET_THREAD 100000.0
 #define TDM__TARGET_PROC 1000000.0
 #define TDM__TARGET_DEVICE 4000000.0
+
+/* The CPU budget: the cores this process may run on (its affinity mask). */
+static int cpu_budget(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
 
 static double since(const tdm__jsched *s)
 {
@@ -98,6 +110,20 @@ int tdm__jsched_create(tdm__job *job)
         /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
         atomic_init(&l->explore, stored > 0 ? 0 : 1);
     }
+    /* One CPU budget: threads and worker processes that together are more workers than cores
+     * take turns like a host-CPU device (shared_cores()). */
+    int cpu_lanes[2] = {0, 0};
+    for (int w = 0; w < s->n; w++)
+        if (lanes[w].eligible && (lanes[w].kind == TDM_BACKEND_CPU_THREADS ||
+                                  lanes[w].kind == TDM_BACKEND_CPU_PROCS))
+            cpu_lanes[lanes[w].kind == TDM_BACKEND_CPU_PROCS]++;
+    s->cores = cpu_budget();
+    s->split_cpu = cpu_lanes[0] > 0 && cpu_lanes[1] > 0 && cpu_lanes[0] + cpu_lanes[1] > s->cores;
+    if (s->split_cpu && (rt->debug & TDM_DEBUG_SCHED))
+        tdm__log(rt, TDM_DEBUG_SCHED,
+                 "sched %s: %d threads + %d worker processes > %d cores (one CPU budget): "
+                 "they take turns, the faster side runs the map",
+                 job->what, cpu_lanes[0], cpu_lanes[1], s->cores);
     job->declined_gen = malloc(sizeof *job->declined_gen * (size_t)job->n_workers);
     if (!job->declined_gen) {
         free(lanes);
@@ -151,6 +177,26 @@ void tdm__jsched_destroy(tdm__job *job)
     job->sched = NULL;
 }
 
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
+{
+    if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
+        return false;
+    pthread_mutex_lock(&rt->dev_mu);
+    bool open = rt->devices != NULL;
+    pthread_mutex_unlock(&rt->dev_mu);
+    if (open)
+        return false; /* opened already (the scheduler then keeps a slower one waiting) */
+    char key[80], why[256];
+    snprintf(key, sizeof key, "%s.v%u", k->def.name, k->def.kernel_version);
+    tdm__costmodel *cm = tdm__runtime_costmodel(rt);
+    if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
+        return false;
+    tdm__log(rt, TDM_DEBUG_SCHED,
+             "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
+             key, why);
+    return true;
+}
+
 /* A device lost during the run takes no more work. */
 static bool lane_alive(tdm__job *job, int w)
 {
@@ -160,61 +206,94 @@ static bool lane_alive(tdm__job *job, int w)
     return ds && !atomic_load_explicit(&ds->lost, memory_order_relaxed);
 }
 
-/* A device computing on the host's cores and the CPU threads share those cores: their
- * throughputs do not add up, and measured side by side each would see the other's load, not
- * its own speed. So they take turns: the threads calibrate first (the device waits), then the
- * device explores alone (the threads wait), then the faster side runs the rest of the map and
- * the other stands down (the device must be 5% faster to displace the threads). With a stored
- * model both are calibrated from the start and the choice is immediate. Marks the lanes that
- * must wait ineligible in v; true if it did. */
-static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, int n)
+/* Sides that compute on the same CPU cores. */
+enum { SIDE_THREADS, SIDE_PROCS, SIDE_DEVICE, SIDE_N };
+static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes",
+                                              "host-CPU device"};
+
+/* Lane l's side of the shared cores, -1 for a lane on cores of its own (a GPU). Worker
+ * processes are a side of their own only when threads and processes together are more than
+ * the cores (s->split_cpu); otherwise they add up with the threads and count as one side. */
+static int side_of(const tdm__jsched *s, const tdm__jlane *l)
 {
-    double thr = 0, dev = 0;
-    bool any_dev = false, thr_ready = true, dev_ready = true, thr_here = false, dev_here = false;
+    if (l->kind == TDM_BACKEND_CPU_THREADS)
+        return SIDE_THREADS;
+    if (l->kind == TDM_BACKEND_CPU_PROCS)
+        return s->split_cpu ? SIDE_PROCS : SIDE_THREADS;
+    return l->host_cpu ? SIDE_DEVICE : -1;
+}
+
+/* One CPU budget. A device computing on the host's cores, the CPU threads and (when the two
+ * together are more workers than cores) the worker processes share those cores: their
+ * throughputs do not add up, and measured side by side each would see the others' load, not
+ * its own speed. So they take turns: the threads calibrate first (the others wait), then the
+ * processes alone, then the device alone, then the fastest side runs the rest of the map and
+ * the others stand down (a side must be 5% faster than the one before it in that order to
+ * displace it, so the threads keep a tie). When the threads or the processes win and have
+ * fewer workers than the budget, the other CPU side keeps as many workers as cores are left.
+ * With a stored model every side is calibrated from the start and the choice is immediate.
+ * Marks the lanes that must wait ineligible in v; true if it did; *run gets the side that
+ * runs and *decided whether it runs for being the fastest (else it is being measured). */
+static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole,
+                         int n, int *run_out, bool *decided, bool *run_inside)
+{
+    double rate[SIDE_N] = {0};
+    bool any[SIDE_N] = {false}, ready[SIDE_N] = {true, true, true}, here[SIDE_N] = {false};
+    bool inside[SIDE_N] = {false};
+    int lanes[SIDE_N] = {0};
+    *run_out = -1;
+    *run_inside = false;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
     for (int j = 0; j < n; j++) {
-        const tdm__jlane *l = &s->lanes[j];
-        /* (worker processes compute on the same cores as the threads) */
-        bool threads = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
-        if (!v[j].eligible || (!threads && !l->host_cpu))
+        int g = side_of(s, &s->lanes[j]);
+        if (!v[j].eligible || g < 0)
             continue;
-        bool ready = v[j].tpi > 0 && v[j].explore == 0;
-        any_dev |= l->host_cpu;
-        if (threads) {
-            thr_ready &= ready;
-            thr += ready ? 1.0 / v[j].tpi : 0;
-            thr_here |= present[j];
-        } else {
-            dev_ready &= ready;
-            dev += ready ? 1.0 / v[j].tpi : 0;
-            dev_here |= present[j];
-        }
+        bool r = v[j].tpi > 0 && v[j].explore == 0;
+        any[g] = true;
+        lanes[g]++;
+        ready[g] &= r;
+        rate[g] += r ? 1.0 / v[j].tpi : 0;
+        here[g] |= present[j] || sole;
+        inside[g] |= present[j];
     }
-    if (!any_dev)
+    if (any[SIDE_THREADS] + any[SIDE_PROCS] + any[SIDE_DEVICE] < 2)
         return false;
-    /* A side waits only for the other side being inside the job now: waiting for one busy
-     * in another job could leave this one with nobody working on it. */
-    bool threads_wait, dev_wait;
-    if (!thr_ready) { /* the threads calibrate first */
-        threads_wait = false;
-        dev_wait = thr_here;
-    } else if (!dev_ready) { /* then the device, alone */
-        threads_wait = dev_here;
-        dev_wait = false;
-    } else {
-        bool dev_wins = dev > 1.05 * thr;
-        dev_wait = !dev_wins && thr_here;
-        threads_wait = dev_wins && dev_here;
-    }
+    int run = -1;
+    bool deciding = true;
+    for (int g = 0; g < SIDE_N && run < 0; g++)
+        if (any[g] && !ready[g]) { /* the first side not calibrated yet measures alone */
+            run = g;
+            deciding = false;
+        }
+    for (int g = 0; deciding && g < SIDE_N; g++)
+        if (any[g] && (run < 0 || rate[g] > 1.05 * rate[run]))
+            run = g;
+    *run_out = run;
+    *decided = deciding;
+    *run_inside = inside[run];
+    /* A side waits only for the one that runs being inside the job now, or on its way (the
+     * runtime's only job: its workers have nothing else to do; one that stood down is called
+     * back by the caller): waiting for one busy in another job could leave this one with
+     * nobody working on it. */
+    if (!here[run])
+        return false;
+    /* Cores the running CPU side leaves free, for the other CPU side's first workers. */
+    int spare = deciding && run != SIDE_DEVICE ? s->cores - lanes[run] : 0;
+    bool waited = false;
     for (int j = 0; j < n; j++) {
-        const tdm__jlane *l = &s->lanes[j];
-        bool cpu = l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS;
-        if (cpu ? threads_wait : (l->host_cpu && dev_wait))
-            v[j].eligible = false;
+        int g = side_of(s, &s->lanes[j]);
+        if (!v[j].eligible || g < 0 || g == run)
+            continue;
+        if (g != SIDE_DEVICE && spare > 0) {
+            spare--;
+            continue;
+        }
+        v[j].eligible = false;
+        waited = true;
     }
-    return threads_wait || dev_wait;
+    return waited;
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -226,6 +305,20 @@ void tdm__jsched_presence(tdm__job *job, int w, int in)
 bool tdm__jsched_exploring(tdm__job *job, int w)
 {
     return atomic_load_explicit(&job->sched->lanes[w].explore, memory_order_relaxed) > 0;
+}
+
+/* Which side of the shared cores runs may change now (a lane is calibrated), or the side that
+ * runs is not inside the job: the workers that stood down are offered the job again at once
+ * (a completion offers it only every few batches). */
+static void offer_again(tdm__job *job)
+{
+    if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel);
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    pthread_mutex_lock(mu);
+    tdm__pool_kick(job->rt->pool);
+    pthread_mutex_unlock(mu);
 }
 
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
@@ -255,7 +348,12 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     bool present[256];
     for (int j = 0; j < n; j++)
         present[j] = j == w || atomic_load_explicit(&s->lanes[j].in_job, memory_order_relaxed);
-    bool lost_cores = shared_cores(s, v, present, n);
+    bool sole = atomic_load_explicit(&job->rt->jobs_in_flight, memory_order_relaxed) <= 1;
+    int run = -1;
+    bool decided = false, run_inside = false;
+    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &decided, &run_inside);
+    if (lost_cores && !v[w].eligible && !run_inside)
+        offer_again(job); /* the side that runs stood down earlier: call it back */
     for (int j = 0; j < n; j++)
         if (!present[j])
             v[j].eligible = false;
@@ -263,11 +361,10 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     if (!v[w].eligible) {
         if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "sched %s: %s (worker %d) waits: it shares the CPU cores with the %s, "
-                     "which %s",
-                     job->what, me->key, w, me->host_cpu ? "CPU threads" : "host-CPU device",
-                     v[w].tpi > 0 && v[w].explore == 0 ? "are faster for this kernel"
-                                                       : "are being measured alone first");
+                     "sched %s: %s (worker %d) waits: it shares the CPU cores (%d) with the "
+                     "%s, which %s",
+                     job->what, me->key, w, s->cores, run >= 0 ? side_name[run] : "others",
+                     decided ? "are faster for this kernel" : "are being measured alone first");
         me->declining = true;
         return 0;
     }
@@ -315,6 +412,31 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns)
     l->items_est += n;
 }
 
+/* Exploring a side of the shared cores runs it alone (the others wait): the time its
+ * exploration batches take is capped at this share of what the calibrated CPU threads need
+ * for the whole map, so a device much slower than the CPU costs a few percent of a cold run.
+ * A lane stopped by the cap keeps the estimate it has (latency-heavy batches overstate its
+ * time per item, which errs towards the CPU). */
+#define TDM__EXPLORE_BUDGET 0.02
+
+static bool over_explore_budget(const tdm__job *job, int w)
+{
+    const tdm__jsched *s = job->sched;
+    int me = side_of(s, &s->lanes[w]);
+    if (me != SIDE_DEVICE && me != SIDE_PROCS)
+        return false; /* threads explore first, side by side; a GPU explores alongside */
+    double rate = 0;
+    for (int j = 0; j < s->n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        double tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed);
+        if (l->eligible && side_of(s, l) == SIDE_THREADS && tpi > 0 &&
+            atomic_load_explicit(&l->explore, memory_order_relaxed) == 0)
+            rate += 1.0 / tpi;
+    }
+    return rate > 0 &&
+           s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
+}
+
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 {
     tdm__jsched *s = job->sched;
@@ -325,10 +447,23 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
     }
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
-    if (e > 0 && n > 0)
-        atomic_store_explicit(&l->explore,
-                              tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill),
-                              memory_order_relaxed);
+    if (e > 0 && n > 0) {
+        long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
+        l->explored_ns += dur_ns;
+        if (next > 0 && over_explore_budget(job, w)) {
+            next = 0;
+            if (job->rt->debug & TDM_DEBUG_SCHED)
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) ends its exploration at %.3g ns/item: its "
+                         "batches alone took %.1f us, %.0f%% of what the CPU needs for the "
+                         "whole map",
+                         job->what, l->key, w, l->est.tpi, l->explored_ns * 1e-3,
+                         100 * TDM__EXPLORE_BUDGET);
+        }
+        atomic_store_explicit(&l->explore, next, memory_order_relaxed);
+        if (next == 0)
+            offer_again(job);
+    }
     if (idle)
         atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
 }

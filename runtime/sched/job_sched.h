@@ -25,6 +25,7 @@ typedef struct tdm__jlane {
     double est_sum_ns;  /* the estimates of the batches it took */
     int64_t items_est;  /* items of those batches */
     bool declining;     /* for logging transitions only */
+    double explored_ns; /* time its exploration batches took */
     uint64_t last_done; /* device lanes: when its previous batch completed */
 } tdm__jlane;
 
@@ -35,6 +36,8 @@ typedef struct tdm__jsched {
     int64_t cap[TDM_BACKEND_KIND_COUNT]; /* items a kind may take; INT64_MAX: no cap */
     atomic_llong used[TDM_BACKEND_KIND_COUNT];
     char kernel[80]; /* key in the stored model */
+    int cores;       /* the CPU budget: cores this process may run on */
+    bool split_cpu;  /* threads + worker processes are more than the cores: they take turns */
 } tdm__jsched;
 
 /* Gives the job a scheduler when it mixes kinds of worker or caps a kind's share; lanes start
@@ -56,6 +59,11 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 /* Whether lane w is still exploring (a device then keeps one batch in flight, so each
  * exploration batch is measured before the next is sized). */
 bool tdm__jsched_exploring(tdm__job *job, int w);
+
+/* Whether an AUTO map of kernel k should leave the devices closed: the stored model already
+ * says none of them beats the runtime's CPU threads for it (logged under TDM_DEBUG=sched).
+ * Opens the stored model if needed. Thread-safe. */
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k);
 
 /* Lane w's worker enters (1) or leaves (0) the job. */
 void tdm__jsched_presence(tdm__job *job, int w, int in);

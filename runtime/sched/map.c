@@ -260,7 +260,9 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
         if (t)
             bytes += tdm_tensor_nbytes(t);
     }
-    return bytes >= TDM__AUTO_DEVICE_BYTES;
+    /* (under AUTO, not when the stored model already says every device is slower) */
+    return bytes >= TDM__AUTO_DEVICE_BYTES &&
+           (p != TDM_POLICY_AUTO || !tdm__jsched_skip_devices(rt, k));
 }
 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,

@@ -1,0 +1,340 @@
+/* The scheduler's one CPU budget and its stored-model shortcuts (issue 16): CPU threads and
+ * worker processes that together are more workers than the cores take turns, the faster side
+ * (by the stored model) running the map; and an AUTO map leaves the devices closed when the
+ * stored model already says none beats the CPU. The CPU budget is the process's affinity mask:
+ * the tests pin themselves to one core for real, so the rule holds on any machine. */
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+typedef struct {
+    int budget, waits, left_closed, explore_cut;
+} budget_log;
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_log(void *user, unsigned flag, const char *line)
+{
+    budget_log *l = user;
+    if (flag != TDM_DEBUG_SCHED)
+        return;
+    pthread_mutex_lock(&log_mu);
+    l->budget += strstr(line, "(one CPU budget)") != NULL;
+    l->waits += strstr(line, "waits: it shares the CPU cores") != NULL;
+    l->left_closed += strstr(line, "devices left closed") != NULL;
+    l->explore_cut += strstr(line, "ends its exploration") != NULL;
+    pthread_mutex_unlock(&log_mu);
+}
+
+static char *model_dir(void)
+{
+    char *d = strdup("/tmp/tdm-budget-XXXXXX");
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void rm_dir(char *d)
+{
+    DIR *h = opendir(d);
+    struct dirent *e;
+    char p[512];
+    while (h && (e = readdir(h))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+        unlink(p);
+    }
+    if (h)
+        closedir(h);
+    rmdir(d);
+    free(d);
+}
+
+static tdm_runtime *open_rt(const char *dir, budget_log *log, const char *backends, int threads,
+                            int procs)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = threads;
+    cfg.procs = procs;
+    cfg.sched_model_dir = dir;
+    cfg.backends = backends;
+    if (log) {
+        cfg.debug = TDM_DEBUG_SCHED;
+        cfg.log_fn = on_log;
+        cfg.log_user = log;
+    }
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+static tdm_map_opts opts(tdm_policy p)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = p;
+    return o;
+}
+
+/* An exp_sinh map over n items in `mem` storage; checks the result; fills r. */
+static void run_exp_sinh(tdm_runtime *rt, int64_t n, unsigned mem, tdm_report *r)
+{
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, mem, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, mem, &y), 0);
+    double *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (double)(i % 1000) * 1e-3;
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, r), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i += 997) {
+        double want = exp(xd[i]) * sinh(xd[i]);
+        assert_true(fabs(yd[i] - want) <= 1e-12 * (1 + fabs(want)));
+    }
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+}
+
+/* Writes a stored model into dir: a CPU-only map makes the runtime write its file (whose name
+ * is the machine's), which is then replaced by `lines`. */
+static void seed_model(const char *dir, const char *lines)
+{
+    tdm_runtime *rt = open_rt(dir, NULL, "cpu", 2, 0);
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 18, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    char path[600] = "";
+    DIR *h = opendir(dir);
+    struct dirent *e;
+    while (h && (e = readdir(h)))
+        if (!strncmp(e->d_name, "costmodel-", 10) && strstr(e->d_name, ".tsv"))
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (h)
+        closedir(h);
+    assert_true(path[0] != '\0');
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(lines, f);
+    fclose(f);
+}
+
+static int64_t items_of(const tdm_report *r, tdm_backend_kind k)
+{
+    int64_t n = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        n += r->workers[w].kind == k ? r->workers[w].items : 0;
+    return n;
+}
+
+static bool workers_of(const tdm_report *r, tdm_backend_kind k)
+{
+    for (int w = 0; w < r->n_workers; w++)
+        if (r->workers[w].kind == k)
+            return true;
+    return false;
+}
+
+/* Pins this process (and the worker processes it forks next) to one core: a CPU budget of 1.
+ * *old gets the mask to restore. */
+static void pin_one_core(cpu_set_t *old)
+{
+    assert_int_equal(sched_getaffinity(0, sizeof *old, old), 0);
+    int first = 0;
+    while (!CPU_ISSET(first, old))
+        first++;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+}
+
+/* One core, one thread and one worker process: two CPU workers on one core. With the stored
+ * model saying which side is faster (by far more than any real measurement could move it:
+ * the side that runs keeps learning its true speed, the waiting side keeps the stored one),
+ * that side runs the map and the other waits: the runtime's only job, so the faster side is on
+ * its way even before it enters, and the slower one takes no batch at all. */
+static void check_budget_winner(const char *lines, tdm_backend_kind winner, tdm_backend_kind loser)
+{
+    char *d = model_dir();
+    seed_model(d, lines);
+    cpu_set_t old;
+    pin_one_core(&old);
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, "cpu,procs", 1, 1);
+    int64_t n = 1 << 21;
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, n, TDM_MEM_SHARED, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+    assert_true(log.budget >= 1);
+    assert_true(log.waits >= 1);
+    assert_int_equal(items_of(&r, winner), n);
+    assert_int_equal(items_of(&r, loser), 0);
+    rm_dir(d);
+}
+
+static void test_cpu_budget_threads_win_over_slower_processes(void **state)
+{
+    check_budget_winner("exp_sinh.v1\tcpu\t6\t10\t200\t100\n"
+                        "exp_sinh.v1\tprocs\t8\t5000\t5000\t100\n",
+                        TDM_BACKEND_CPU_THREADS, TDM_BACKEND_CPU_PROCS);
+}
+
+static void test_cpu_budget_faster_processes_run_the_map(void **state)
+{
+    check_budget_winner("exp_sinh.v1\tcpu\t6\t5000\t200\t100\n"
+                        "exp_sinh.v1\tprocs\t8\t10\t5000\t100\n",
+                        TDM_BACKEND_CPU_PROCS, TDM_BACKEND_CPU_THREADS);
+}
+
+/* Threads and processes that fit the cores together add up: no turns, no budget log line. */
+static void test_cpu_budget_threads_and_processes_within_cores_add_up(void **state)
+{
+    cpu_set_t cur;
+    assert_int_equal(sched_getaffinity(0, sizeof cur, &cur), 0);
+    if (CPU_COUNT(&cur) < 2)
+        skip();
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt("off", &log, "cpu,procs", 1, 1);
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 16, TDM_MEM_SHARED, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(log.budget, 0);
+}
+
+/* A stored model that says the device is slower than the CPU threads: an AUTO map large
+ * enough to open the devices leaves them closed (no device worker in the job at all). */
+static void test_devices_left_closed_when_model_says_slower(void **state)
+{
+    char *d = model_dir();
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t10\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t30\t50000\t100\n");
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r); /* 32 MiB moved: enough to open devices */
+    assert_true(log.left_closed >= 1);
+    assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
+    assert_false(workers_of(&r, TDM_BACKEND_CUDA));
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
+/* ... but a stored device that beats the CPU is opened (PoCL in CI; skipped without one). */
+static void test_devices_opened_when_model_says_faster(void **state)
+{
+    char *d = model_dir();
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t40\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t1\t50000\t100\n");
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(log.left_closed, 0);
+    bool dev = workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
+    rm_dir(d);
+    if (!dev)
+        skip(); /* no device on this machine: nothing was there to open */
+}
+
+/* The stored-model key of the first open OpenCL device on the host's cores ("opencl:<name>"),
+ * after opening the devices with a small GPU map; false when there is none. */
+static bool host_cpu_device(tdm_runtime *rt, char *key, size_t len)
+{
+    int64_t n = 1000;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_map_opts o = opts(TDM_POLICY_OPENCL);
+    int rc = tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    if (rc == TDM_ENODEV)
+        return false;
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == TDM_BACKEND_OPENCL && di.host_cpu) {
+            snprintf(key, len, "opencl:%s", di.name);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Devices already open and a stored model that says the host-CPU device is slower: AUTO hands
+ * it no batch at all (issue 16: "none once its model says slower"). */
+static void test_slower_device_gets_no_batch(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+    char key[200];
+    bool dev = host_cpu_device(rt, key, sizeof key);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    if (!dev) {
+        rm_dir(d);
+        skip();
+    }
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "exp_sinh.v1\tcpu\t6\t1\t200\t100\nexp_sinh.v1\t%s\t9\t5000\t50000\t100\n", key);
+    seed_model(d, lines);
+    rt = open_rt(d, NULL, NULL, 2, 0);
+    assert_true(host_cpu_device(rt, key, sizeof key));
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(workers_of(&r, TDM_BACKEND_OPENCL));
+    assert_int_equal(items_of(&r, TDM_BACKEND_OPENCL), 0);
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
+    rm_dir(d);
+}
+
+/* A cold host-CPU device explores alone while the threads wait: its exploration stops once
+ * its batches took 2% of what the calibrated threads need for the whole map. With the threads
+ * stored as absurdly fast, that is after its first measured batch: one item (the first batch
+ * of a device, which pays its warm-up, is not measured), two in all. */
+static void test_exploration_capped_by_cpu_time(void **state)
+{
+    char *d = model_dir();
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t0.001\t0\t100\n");
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    char key[200];
+    if (!host_cpu_device(rt, key, sizeof key)) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip();
+    }
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(log.explore_cut, 1);
+    assert_true(items_of(&r, TDM_BACKEND_OPENCL) <= 2);
+    rm_dir(d);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cpu_budget_threads_win_over_slower_processes),
+        cmocka_unit_test(test_cpu_budget_faster_processes_run_the_map),
+        cmocka_unit_test(test_cpu_budget_threads_and_processes_within_cores_add_up),
+        cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
+        cmocka_unit_test(test_devices_opened_when_model_says_faster),
+        cmocka_unit_test(test_slower_device_gets_no_batch),
+        cmocka_unit_test(test_exploration_capped_by_cpu_time),
+    };
+    return TDM_TEST_MAIN("sched", tests);
+}
