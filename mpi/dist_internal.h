@@ -29,7 +29,7 @@ struct tdm_dist {
     int n_rates;
 };
 
-/* ---- communication (runtime/dist_comm.c): every function is collective unless it says
+/* ---- communication (mpi/dist_comm.c): every function is collective unless it says
  * otherwise, returns 0 or TDM_ECOMM with the message set on d->rt, and works for a single
  * rank without MPI. Byte counts may exceed INT_MAX (sent in pieces). */
 int tdm__dcomm_open(tdm_dist *d, const tdm_dist_config *cfg);
@@ -46,18 +46,18 @@ int tdm__dcomm_barrier(tdm_dist *d);
 int tdm__mpi_err(tdm_dist *d, int mpi_rc, const char *what);
 #endif
 
-/* ---- agreement (runtime/dist.c) --------------------------------------------------------
+/* ---- agreement (mpi/dist.c) --------------------------------------------------------
  * Every rank brings its local status and message; every rank returns the same verdict: 0
  * when all are 0, else its own error, or the first failing rank's code with "rank R: msg". */
 int tdm__dist_agree(tdm_dist *d, int rc, const char *where);
 
-/* ---- learned rates (runtime/dist.c) ---------------------------------------------------- */
+/* ---- learned rates (mpi/dist.c) ---------------------------------------------------- */
 /* The rates of `what` ([size] items/s, 0 = unknown), or NULL. Not collective. */
 const double *tdm__dist_rates(const tdm_dist *d, const char *what);
 /* Records measured rates (zeros keep the old value). Returns 0 or TDM_ENOMEM. */
 int tdm__dist_rates_set(tdm_dist *d, const char *what, const double *rate);
 
-/* ---- one distributed map (runtime/dist_run.c) ------------------------------------------ */
+/* ---- one distributed map (mpi/dist_run.c) ------------------------------------------ */
 typedef struct tdm__dcall {
     bool pfor;
     const char *what; /* kernel name or the parallel_for desc */

@@ -1,5 +1,5 @@
-/* tandem — one distributed map's state, shared by the rank's loop (runtime/dist_run.c) and
- * rank 0's coordinator (runtime/dist_coord.c). Not API. Built only with MPI. */
+/* tandem — one distributed map's state, shared by the rank's loop (mpi/dist_run.c) and
+ * rank 0's coordinator (mpi/dist_coord.c). Not API. Built only with MPI. */
 #ifndef TANDEM_DIST_RUN_H
 #define TANDEM_DIST_RUN_H
 

@@ -41,7 +41,7 @@ static inline bool tdm__add_ovf(int64_t a, int64_t b, int64_t *r)
     return __builtin_add_overflow(a, b, r);
 }
 
-/* ---- tensors and storage (runtime/tensor.c, runtime/storage.c) --------------------------- */
+/* ---- tensors and storage (runtime/core/tensor.c, runtime/core/storage.c) --------------------------- */
 
 typedef struct tdm__storage {
     atomic_long refs;
@@ -55,7 +55,7 @@ typedef struct tdm__storage {
     bool in_arena;    /* a range of the runtime's shared arena (visible to worker processes) */
     bool arena_file;  /* in_arena, but a file mapped there (tdm__arena_map_file) */
     int fd;           /* a descriptor the storage owns (e.g. an imported tensor's), or -1 */
-    /* Device residency (runtime/residency.c), guarded by the runtime's dev_mu: a copy of the
+    /* Device residency (runtime/sched/residency.c), guarded by the runtime's dev_mu: a copy of the
      * whole storage on one device, and which side holds the newest bytes. */
     struct tdm__mirror *mirror;
     bool host_stale;                 /* the device copy is newer: read it back before host use */
@@ -91,7 +91,7 @@ static inline void *tdm__tensor_ptr(const tdm_tensor *t)
  * overflows, even if a dim is 0, since its row-major strides would overflow. */
 int tdm__shape_numel(int ndim, const int64_t *shape, int64_t *n);
 
-/* ---- kernels (runtime/kernel_registry.c, kernels/builtin.c) ------------------------------ */
+/* ---- kernels (runtime/core/kernel_registry.c, kernels/builtin.c) ------------------------------ */
 
 typedef struct tdm__kernel {
     tdm_kernel_def def; /* strings point into name_buf / source_copy */
@@ -102,21 +102,21 @@ typedef struct tdm__kernel {
 
 /* Looks a kernel up; returns NULL if absent. The pointer stays valid until the runtime closes. */
 const tdm__kernel *tdm__kernel_find(const tdm_runtime *rt, const char *name);
-/* ---- backends (runtime/backend_table.c) -------------------------------------------------- */
+/* ---- backends (runtime/core/backend_table.c) -------------------------------------------------- */
 
 /* One backend of the build. A NULL function means "not supported"; the core checks. */
 typedef struct tdm__backend_ops {
     const char *name;
     tdm_backend_kind kind;
     int runs_kernels; /* 0: discovery only in this build */
-    /* Device backends: the device layer (runtime/device.h), NULL for CPU backends. */
+    /* Device backends: the device layer (runtime/sched/device.h), NULL for CPU backends. */
     const struct tdm__dev_ops *dev;
     /* Finds devices: sets *devs (malloc'd array, owned by the runtime afterwards; NULL when
      * *n is 0), *n (0 is fine: no driver or no device is not an error) and a short note. */
     int (*probe)(tdm_runtime *rt, tdm_device_info **devs, int *n, char *note, size_t note_len);
 } tdm__backend_ops;
 
-/* The backends compiled into this build (runtime/backend_table.c); NULL-terminated. */
+/* The backends compiled into this build (runtime/core/backend_table.c); NULL-terminated. */
 extern const tdm__backend_ops *const tdm__backend_table[];
 
 typedef struct tdm__backend_state {
@@ -157,7 +157,7 @@ bool tdm__procs_broken(const tdm__procs *p);
 int tdm__procs_why_broken(tdm__procs *p, char *buf, size_t len);
 
 /* Creates dir and its parents (mode 0700) and checks it is a readable, writable directory.
- * 0, TDM_ENOMEM or TDM_EIO (message "who: ..."). runtime/cache.c. */
+ * 0, TDM_ENOMEM or TDM_EIO (message "who: ..."). runtime/io/cache.c. */
 int tdm__mkdir_p(tdm_runtime *rt, const char *who, const char *dir);
 
 /* The scheduler's stored model, opened on first use (NULL only when out of memory). */
@@ -184,7 +184,7 @@ struct tdm_runtime {
     tdm__pool *pool;
     tdm__arena *arena;                /* every TDM_MEM_SHARED tensor lives here */
     tdm__procs *procs;                /* worker processes, NULL when config.procs is 0 */
-    struct tdm__devices *devices;     /* opened device backends' devices (runtime/devices.c) */
+    struct tdm__devices *devices;     /* opened device backends' devices (runtime/sched/devices.c) */
     pthread_mutex_t dev_mu;           /* guards opening them */
     struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */

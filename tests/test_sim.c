@@ -1,5 +1,5 @@
 /* Simulated backends and the scheduler's decisions on a virtual clock (backends/sim/,
- * runtime/sched_model.c): deterministic checks of the makespan against the ideal, the best
+ * runtime/sched/sched_model.c): deterministic checks of the makespan against the ideal, the best
  * single backend, outliers, exploration, and the spec parser's errors; simulated clusters
  * (the distributed map's protocol over N nodes) and their errors. */
 #include <math.h>

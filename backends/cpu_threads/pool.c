@@ -1,7 +1,7 @@
 /* The CPU thread backend: a fixed pool of workers that pull batches from the jobs in flight.
  *
  * Workers sleep on a condition variable when no job is runnable (an idle runtime uses no CPU).
- * Inside a job, a worker claims batches with one atomic operation each (runtime/job.c), so
+ * Inside a job, a worker claims batches with one atomic operation each (runtime/sched/job.c), so
  * load balancing is dynamic self-scheduling: a worker that finishes early simply claims more,
  * and batches shrink towards the end of the range so no core waits on a straggler. */
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* OpenCL backend, execution part: the device layer of runtime/device.h on the ICD loader.
+/* OpenCL backend, execution part: the device layer of runtime/sched/device.h on the ICD loader.
  *
  * One tdm__dev per opened device: one context, OCL_QUEUES in-order command queues (the depth of
  * the pipeline: batch k+1 copies in while batch k computes and batch k-1 copies out), a cache of

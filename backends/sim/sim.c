@@ -1,5 +1,5 @@
 /* Simulated backends on a virtual clock: a discrete-event run of the scheduler's decision code
- * (runtime/sched.c) over modelled lanes. Deterministic: no threads, no real clock inside the
+ * (runtime/sched/sched_model.c) over modelled lanes. Deterministic: no threads, no real clock inside the
  * simulation, noise from a seeded generator. */
 #include <math.h>
 #include <stdio.h>

@@ -457,7 +457,7 @@ int tdm__arena_worker_sync(tdm__arena *a, char *detail, size_t dlen)
     return 0;
 }
 
-/* For tdm_runtime_shm_info() (runtime/storage.c): the reserved size and the largest free range
+/* For tdm_runtime_shm_info() (runtime/core/storage.c): the reserved size and the largest free range
  * (the biggest shared tensor that can still be placed). Thread-safe. */
 void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free)
 {

@@ -6,14 +6,14 @@
 
 #include "internal.h"
 
-/* Residency (runtime/residency.c). Brings a storage's bytes back from its device copy if that
+/* Residency (runtime/sched/residency.c). Brings a storage's bytes back from its device copy if that
  * is newer; with `for_write`, also forgets the device copy (the host is about to change).
  * 0 or an error (message set). Thread-safe. */
 int tdm__storage_sync_host(tdm__storage *s, bool for_write);
 /* Frees the storage's device copy (at release). */
 void tdm__storage_drop_mirror(tdm__storage *s);
 
-/* Storage (runtime/storage.c). `who` names the public function for error messages.
+/* Storage (runtime/core/storage.c). `who` names the public function for error messages.
  * Creates storage of `bytes` as `mem` asks (TDM_MEM_SHARED / _PINNED / _STRICT, already
  * validated); s->mem says what it really got. 0 and *out with refcount 1, or an error code
  * (message set) and *out NULL. */
@@ -22,7 +22,7 @@ int tdm__storage_create(tdm_runtime *rt, size_t bytes, unsigned mem, const char 
 /* Storage over user memory (may be NULL when bytes is 0); never freed by tandem. */
 int tdm__storage_wrap(tdm_runtime *rt, void *data, size_t bytes, const char *who,
                       tdm__storage **out);
-/* ---- mapped files (runtime/storage_file.c; used by runtime/io_*.c) ---- */
+/* ---- mapped files (runtime/io/storage_file.c; used by runtime/io_*.c) ---- */
 /* Storage over bytes [offset, offset + bytes) of the open file `fd`, mapped with `prot`
  * (PROT_READ, or PROT_READ | PROT_WRITE) and `flags` (MAP_SHARED, or MAP_PRIVATE for
  * copy-on-write). The mapping starts at the page below `offset`; s->base points at `offset`.
@@ -45,10 +45,10 @@ void tdm__storage_release(tdm__storage *s);
 int tdm__storage_make_shared(tdm__storage *s, const char *who);
 
 /* Memory the system can still give (MemAvailable, or less under a memory cgroup), and which of
- * the two it is; false when unknown (runtime/storage.c). */
+ * the two it is; false when unknown (runtime/core/storage.c). */
 bool tdm__memory_available(uint64_t *bytes, const char **source);
 
-/* ---- the shared arena (runtime/arena.c) --------------------------------------------------- */
+/* ---- the shared arena (runtime/core/arena.c) --------------------------------------------------- */
 
 /* Creates the arena: the memfd mapped over a large reserved range (sparse: costs nothing but
  * address space), sized by TDM_SHM_REGION_GB or 2 x RAM and fitted under RLIMIT_AS. `lazy`

@@ -316,7 +316,7 @@ static int check_available(tdm__storage *s, size_t n, const char *who)
     return 0;
 }
 
-/* Takes `n` bytes (a page multiple) of the runtime's shared arena (runtime/arena.c) into s,
+/* Takes `n` bytes (a page multiple) of the runtime's shared arena (runtime/core/arena.c) into s,
  * pages reserved; the caller accounts them. */
 static int map_shared(tdm__storage *s, size_t n, unsigned mem, const void *init, size_t init_n,
                       const char *who)

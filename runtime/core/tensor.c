@@ -1,4 +1,4 @@
-/* Tensors: validation, creation, views, sharing and accessors, over runtime/storage.c. */
+/* Tensors: validation, creation, views, sharing and accessors, over runtime/core/storage.c. */
 #include <stdlib.h>
 #include <string.h>
 

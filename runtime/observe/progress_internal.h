@@ -1,4 +1,4 @@
-/* tandem — the progress display of a job (runtime/progress.c). Not API. */
+/* tandem — the progress display of a job (runtime/observe/progress.c). Not API. */
 #ifndef TANDEM_PROGRESS_INTERNAL_H
 #define TANDEM_PROGRESS_INTERNAL_H
 

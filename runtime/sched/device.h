@@ -145,7 +145,7 @@ typedef struct tdm__dev_ops {
 extern const tdm__dev_ops tdm__opencl_dev_ops;
 extern const tdm__dev_ops tdm__cuda_dev_ops;
 
-/* ---- the runtime's opened devices (runtime/devices.c) -------------------------------------- */
+/* ---- the runtime's opened devices (runtime/sched/devices.c) -------------------------------------- */
 
 typedef struct tdm__devslot {
     const tdm__dev_ops *ops;
@@ -161,7 +161,7 @@ typedef struct tdm__devslot {
                          * TDM_ENOMEM, as a lazy device allocation failing there would (tests) */
 } tdm__devslot;
 
-/* A storage's copy in device memory (runtime/residency.c); guarded by rt->dev_mu. */
+/* A storage's copy in device memory (runtime/sched/residency.c); guarded by rt->dev_mu. */
 struct tdm__mirror {
     tdm__devslot *dev;
     tdm__dbuf *buf;
@@ -197,7 +197,7 @@ static inline tdm__devslot *tdm__device_of_worker(tdm_runtime *rt, int w)
         return NULL;
     return &ds->slots[w - ds->first_worker];
 }
-/* ---- devices (runtime/devices.c) ----------------------------------------------------------- */
+/* ---- devices (runtime/sched/devices.c) ----------------------------------------------------------- */
 
 /* Opens every device of the enabled device backends once (lazily: the first map that may run
  * on a device), each with a driver thread in the pool. Returns the number of devices (0 is

@@ -1,4 +1,4 @@
-/* tandem — a job: one map or parallel_for in flight. Shared by runtime/map.c (creation,
+/* tandem — a job: one map or parallel_for in flight. Shared by runtime/sched/map.c (creation,
  * validation, results) and backends/cpu_threads/pool.c (execution). Not API. */
 #ifndef TANDEM_JOB_H
 #define TANDEM_JOB_H
@@ -141,7 +141,7 @@ typedef struct tdm__job {
     void *on_finish_arg;
 
     /* scheduling */
-    struct tdm__jsched *sched; /* per-batch decisions (runtime/job_sched.c), or NULL */
+    struct tdm__jsched *sched; /* per-batch decisions (runtime/sched/job_sched.c), or NULL */
     /* A worker that declines leaves the job (so the pool can give it another job: a worker
      * waiting inside one job for a lane busy in another could wait forever) and is not given
      * it again until one of its batches completes: declined_gen[w] == done_gen. */
@@ -169,7 +169,7 @@ static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
                                                : TDM__ON_DEVICES;
 }
 /* Whether device driver w may take the job's batches: its device is of the kind the policy
- * names, and not lost (unless the job is bound to it). runtime/job_device.c. */
+ * names, and not lost (unless the job is bound to it). runtime/sched/job_device.c. */
 bool tdm__job_device_ok(tdm__job *job, int w);
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
@@ -202,7 +202,7 @@ int tdm__map_async_hook(tdm_runtime *rt, const char *fn, const char *kernel,
 int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm_range_fn fn,
                          const void *params, size_t params_size, const tdm_map_opts *opts,
                          void (*hook)(void *), void *hook_arg, tdm__job **job);
-/* Frees a finished job and everything it holds (runtime/map.c). */
+/* Frees a finished job and everything it holds (runtime/sched/map.c). */
 void tdm__job_destroy(tdm__job *job);
 
 /* Accounts a finished batch of worker w: counters, progress (the items the task did not report
@@ -215,7 +215,7 @@ bool tdm__job_claim(tdm__job *job, int64_t want, int64_t *begin, int64_t *end);
  * or it stopped. */
 bool tdm__job_claim_exact(tdm__job *job, int64_t want, int64_t *begin, int64_t *end);
 
-/* Devices (runtime/job_device.c): runs batches of `job` on the device driven by worker w,
+/* Devices (runtime/sched/job_device.c): runs batches of `job` on the device driven by worker w,
  * pipelined over the device's queues, until none can be claimed. */
 void tdm__job_run_device(tdm__job *job, int w);
 

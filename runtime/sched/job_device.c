@@ -63,7 +63,7 @@ static void drop_bufs(tdm__devslot *ds, tdm__qslot *s)
     }
 }
 
-/* Device copies of whole tensors, when the job runs resident (runtime/residency.c). */
+/* Device copies of whole tensors, when the job runs resident (runtime/sched/residency.c). */
 typedef struct {
     tdm__dbuf *in[16], *out[16];
 } tdm__resident;

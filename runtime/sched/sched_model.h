@@ -1,5 +1,5 @@
 /* tandem — the per-batch scheduler's pure parts: the robust per-lane estimator and the
- * decision. Shared by the real runtime (runtime/job.c, runtime/job_device.c) and the simulator
+ * decision. Shared by the real runtime (runtime/sched/job.c, runtime/sched/job_device.c) and the simulator
  * (backends/sim/), so what `tandem simulate` predicts is what a run decides. Not API.
  *
  * Model. A lane is one thing that runs one batch at a time from the scheduler's view: a CPU
