@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_autobatch — automatic batching of tdm_parallel_for on uneven task durations.
  *
  * A port of the scenarios of joblib's benchmarks/bench_auto_batching.py (which checks that

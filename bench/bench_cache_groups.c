@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_cache_groups: joblib's "Memory inside Parallel" seed (SEEDS.md, joblib in depth): the 4
  * columns of a 1000 x 4 matrix, each through a costly step (a 1 s sleep, then its mean), with 2
  * workers and each column cached on its own, run twice, each run in a new process: the first

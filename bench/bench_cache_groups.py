@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench_cache_groups.py: joblib's Memory inside Parallel against tdm_cache_map_groups, same run.
 
 The seed (SEEDS.md, "joblib in depth"): the 4 columns of a 1000 x 4 matrix, each through a costly

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the benchmarks: clocks, medians, option parsing, error exits.
  *
  * A benchmark prints its figures and the ratio to a baseline measured in the same run, repeats

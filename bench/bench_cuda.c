@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_cuda: the CUDA device layer (backends/cuda/device.c) on a real GPU.
  *
  * On a machine with an NVIDIA GPU, from the repository root:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench_dataloader.py: the PyTorch side of the image preprocessing benchmark.
 
 Measures torch.utils.data.DataLoader throughput (images/s: median of timed epochs after one

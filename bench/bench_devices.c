@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_devices: every built-in kernel on the device backends (OpenCL here on PoCL; CUDA where
  * a GPU is) against the CPU thread pool, in the same run, through the public API — the
  * figures a per-batch scheduler needs. Device runs keep their data on the device

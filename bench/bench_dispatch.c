@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_dispatch — what a batch costs: the thread pool's dispatch overhead.
  *
  *  1. empty batches: tdm_parallel_for over N items with batch_size = 1 and an empty body:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_dist — the seed workloads across MPI ranks. Run it under mpirun with 1, 2, 4 ranks
  * (bench/bench_dist.sh does, and computes the efficiency against one rank); rank 0 prints one
  * line per workload: the median wall time of --reps runs, items/s, and the per-rank split.

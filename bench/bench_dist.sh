@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The distributed benchmark at 1, 2 and 4 ranks on this machine (loopback), with the efficiency
 # of each rank count against one rank (T1 / (N * TN) for the same total work), then the
 # predicted efficiency at 8-64 nodes from `tandem simulate`, fed with the per-rank rates

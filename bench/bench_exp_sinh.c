@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_exp_sinh — y = exp(x) * sinh(x) over 50M f64: tdm_map vs a hand-written pthread loop.
  *
  * The pthread baseline uses the same thread count as the runtime's pool, gives each thread one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_idle — CPU an open but idle runtime burns (StarPU's idle workers spin at ~1 core).
  *
  * Measures this process's CPU time (all threads, CLOCK_PROCESS_CPUTIME_ID) over a sleep of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_io: tensor files and the result cache.
  *
  *  1. Save and load of a large f32 tensor (1 GiB by default) as .npy (raw), zstd-1 and lz4

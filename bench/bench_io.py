@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench_io.py: tandem's tensor files against numpy.save/load and joblib.dump/load, same run.
 
 Runs build/bench/bench_io (tandem: .npy raw, zstd-1, lz4; mmap; the result cache), then times

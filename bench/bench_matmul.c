@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_matmul — the training kernels' matrix products (linear, linear_grad_x, linear_grad_w)
  * on OpenCL device 0 (PoCL here), tiled vs untiled, and on the CPU.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_opencl — the OpenCL device layer (backends/opencl/device.c) on device 0 (PoCL here).
  *
  * 1. Host->device and device->host bandwidth by transfer size, 4 KiB ... 256 MiB, through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_pi — the seed's pi batch (joblib + tqdm_batch): serial C vs tandem on every core.
  *
  * Items are independent and CPU-bound (the Leibniz series), so the ideal speedup is the number

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_procs — the worker-process backend: shared payloads, sharing cost, round trip, speedup,
  * cold start. Every figure comes with its baseline measured in the same run.
  *

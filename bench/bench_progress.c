@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_progress — what progress reporting costs a run.
  *
  * tqdm_batch sends one queue message per item to a consumer thread; tandem counts finished

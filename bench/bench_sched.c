@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_sched — tandem's per-batch scheduler (policy AUTO) on this machine.
  *
  * Part 1: exp_sinh over --elems f64 (2e7, host tensors) and pi_leibniz over --pi-items (2000,

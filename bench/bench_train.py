@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench_train.py: training steps/s of the digits MLP, PyTorch on the CPU vs tandem.
 
 The same model and data on both sides: the MLP 64 -> 128 -> 10 (ReLU, softmax cross-entropy)

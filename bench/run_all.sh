@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs every benchmark from a build directory and prints everything. Builds nothing.
 #   bench/run_all.sh <build dir> [extra options passed to every benchmark]
 # Each benchmark repeats its measurements and quotes medians; expect a few minutes in all.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # cmake -DLIB=<libtandem.so> -DFORBIDDEN="libOpenCL;libjpeg" -P check_needed.cmake
 # Fails when the library's dynamic section NEEDs one of FORBIDDEN (readelf -d).
 find_program(READELF readelf REQUIRED)

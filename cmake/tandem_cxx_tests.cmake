@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Public headers as C and C++, and a C++ consumer (included from the top-level CMakeLists.txt
 # when tests are built).
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — run numeric batch work on every CPU thread, worker process and device of a machine.
  *
  * This umbrella header is the whole public API: what is not reachable from here is not API.

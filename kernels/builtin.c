@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the built-in kernels on the CPU: argument checks (infer), batch loops, registration.
  *
  * The arithmetic lives in builtin_kernels.h, written in the single-source dialect; this file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* How the built-in kernels launch on a device: entry point, arguments, items per row (the
  * argument conventions are those documented at the top of builtin_kernels.h). */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the built-in kernels compiled by nvcc.
  *
  * builtin_kernels.h defines its TDM_KERNEL entry points (extern "C" __global__) whenever it is

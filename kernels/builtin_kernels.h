@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem - the built-in kernels, in the single-source dialect (kernels/tdm_dialect.h).
  *
  * This file is read by three compilers: as C by kernels/builtin.c (the CPU backends), as

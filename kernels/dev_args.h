@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — building a tdm_dev_launch: the argument helpers shared by the built-in kernels'
  * device descriptions (builtin_dev.c, train_dev.c). Not API. */
 #ifndef TANDEM_DEV_ARGS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem - the kernel dialect: one kernel body for three compilers.
  *
  * tandem's built-in kernels are written once, in the part of C that is also OpenCL C 1.2 and

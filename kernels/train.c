@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the training kernels on the CPU: argument checks (infer), batch loops, registration.
  * The arithmetic is train_kernels.h's, in the single-source dialect; the dense layer's CPU loop
  * runs a row of x against W row by row of W (contiguous, vectorised) instead of one dot

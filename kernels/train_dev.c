@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* How the training kernels launch on a device (argument order as documented at the top of
  * train_kernels.h). The three matrix products are tiled: 2-D launches in work-groups of
  * TDM_K_TILE x TDM_K_TILE, the size their entries are written for. */

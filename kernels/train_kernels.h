@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem - training kernels in the single-source dialect: a dense layer forward and backward,
  * softmax cross-entropy, SGD with momentum and Adam. Read as C by kernels/train.c (the CPU
  * backends call the bodies below), built at run time by OpenCL and NVRTC, and compiled by nvcc

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The distributed runtime's public face: opening and closing, the merged trace, the
  * accessors, learned rates and the split of rows. The tensor collectives are in dist_tensors.c,
  * distributed maps in dist_call.c, the run itself in dist_run.c, the transport in dist_comm.c. */

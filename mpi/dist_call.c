@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Distributed maps and parallel_for: checking that every rank makes the same call, running it
  * (on one rank, or through dist_run.c), and the report. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The chunks of a distributed map on one rank (dist_run.c runs the loop): small helpers for
  * requests and tags, starting a chunk as a local asynchronous map, receiving granted and
  * lent rows, and polling running chunks until their results are sent. */

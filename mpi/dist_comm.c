@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The distributed runtime's communication: joining the ranks (MPI or a single rank) and the
  * few collectives and point-to-point transfers the rest is built from. tandem's traffic goes
  * over two duplicates of MPI_COMM_WORLD with MPI_ERRORS_RETURN, so it never mixes with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Rank 0's side of a distributed map: the ranges of items each rank owns, split in proportion
  * to the ranks' rates; the chunks it grants (a sixteenth of the rank's share of what is left
  * while its rate is unknown, then a quarter; at least 2 ms of its work, capped by its range);

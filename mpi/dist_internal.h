@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the distributed runtime's internals (runtime/dist*.c). Not API. */
 #ifndef TANDEM_DIST_INTERNAL_H
 #define TANDEM_DIST_INTERNAL_H

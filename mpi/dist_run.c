@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One distributed map over two or more MPI ranks.
  *
  * Rank 0 coordinates; every rank (rank 0 too) computes. The calling thread of each rank runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — one distributed map's state, shared by the rank's loop (mpi/dist_run.c) and
  * rank 0's coordinator (mpi/dist_coord.c). Not API. Built only with MPI. */
 #ifndef TANDEM_DIST_RUN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The tensor collectives of the distributed runtime: broadcast, scatter, gather. */
 #include <math.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — internal declarations shared by runtime/, backends/ and kernels/. Not API. */
 #ifndef TANDEM_INTERNAL_H
 #define TANDEM_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the seam between libtandem and libtandem-mpi (mpi/). Not API.
  *
  * libtandem-mpi is built on the public API (include/tandem.h) plus exactly what this header

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cache — joblib's Memory in C: tdm_cache_map() is tdm_map() through a result cache on disk.
  * The first call computes exp(x)*sinh(x) and stores it; the second, with the same kernel,
  * parameters and input bytes, loads (or maps) the stored result instead of computing; a

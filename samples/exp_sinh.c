@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* exp_sinh — an elementwise kernel over a large tensor, and what an error looks like.
  *
  * The seed "complex_operation": y = exp(x) * sinh(x) over many doubles. tdm_map() cuts the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hogwild — PyTorch's torch.multiprocessing "Hogwild!" example in C with tandem: P worker
  * processes train ONE model together, lock-free.
  *

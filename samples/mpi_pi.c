@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpi_pi — the pi batch across MPI ranks: one program, any number of machines.
  *
  * The seeds' first workload (1,000 items, each pi from 10^6 Leibniz terms) over every rank of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* npy_io — tensor files with tandem: NumPy's .npy and .npz (numpy.save / load / savez), memory
  * mapping (numpy.load(mmap_mode='r')), compressed tensor files (joblib's compress=('zstd', 3))
  * and a streaming writer with flat memory.

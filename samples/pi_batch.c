@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_batch — a batch of independent items on every core, with a progress bar.
  *
  * The first workload tandem was built for (joblib + tqdm_batch): 1,000 items, each computing

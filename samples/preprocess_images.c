@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* preprocess_images — an image input pipeline (torch's DataLoader / DALI) with tandem:
  *
  *   stage "decode" (worker processes): read a JPEG (libjpeg-turbo), RandomResizedCrop to

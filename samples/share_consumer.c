@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* share_consumer — receive a tensor from another program and write into it, without a copy.
  *
  * The other half of share_producer.c. This program listens on a Unix-domain socket, accepts one

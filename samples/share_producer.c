@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* share_producer — hand a shared tensor to another program and see its writes, without a copy.
  *
  * Creates a 1000 x 1000 f64 tensor in shared memory (TDM_MEM_SHARED), fills it, connects to

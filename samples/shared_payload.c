@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* shared_payload — the seed experiment: a 200 MB payload read by every item, on worker processes.
  *
  * joblib users pass a big array to every call; loky pickles it for every item and the run gets

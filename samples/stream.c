@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stream — an asynchronous map whose results stream back batch by batch, with a bounded
  * number in flight (joblib's return_as="generator_unordered"): the outputs are not allocated
  * whole; each finished batch arrives as a view of a ring slot, is consumed (here: summed), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* train_mlp — an MLP (64 -> 128 -> 10, ReLU, softmax cross-entropy, Adam or SGD with momentum)
  * trained on the digits data set (1797 8x8 images, stratified 80/20 split), every step a chain
  * of tandem maps over the mini-batch: linear, softmax_xent, the backward kernels and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* user_kernel — your own kernel, one body for the CPU and for devices (OpenCL, CUDA).
  *
  * The body is written once in tandem's kernel dialect (<tandem/dialect.h>: the part of C that

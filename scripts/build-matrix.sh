@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Configures and builds tandem with gcc and clang in every CMake build type (Debug, Release,
 # RelWithDebInfo, MinSizeRel), warnings as errors, benchmarks, samples and tests included (the
 # tests are built, not run), into build-matrix/<cc>-<type>.

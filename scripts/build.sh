@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Configures and builds tandem into build/ (or $TDM_BUILD_DIR), warnings as errors.
 # CUDA code is compiled when nvcc is found (/usr/local/cuda/bin/nvcc is looked for too).
 # Extra arguments go to CMake, e.g. scripts/build.sh -DTDM_SANITIZE=thread

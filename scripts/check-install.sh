@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The consumer matrix: installs a build into a temporary prefix, checks what was installed
 # (no libmpi, libOpenCL or libjpeg NEEDED by libtandem; the SONAME; licence, dialect header,
 # man page), then builds and runs a small outside program against it, in C and in C++ (C++17,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The first run of tandem's CUDA backend on a GPU, in one command (target: under 10 minutes on
 # an H100/H200), from the repository root, on a machine with only the CUDA toolkit and a
 # driver. Lean build: CUDA ON, OpenCL, JPEG and MPI OFF, so only cmake, a C compiler and

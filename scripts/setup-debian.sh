@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what tandem needs to build and test on Debian 12 (run as root, or with sudo).
 set -euo pipefail
 SUDO=""

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs the Python-callable tests (python/tests/test_parallel*.py: rt.parallel, the joblib
 # backend) against the current joblib from PyPI, in a venv of its own (Debian's joblib 1.2 is
 # what scripts/test-python.sh tests with). Usage: scripts/test-python-joblib.sh [pytest args]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the Python package (python/, which builds libtandem with it) into a venv and runs its
 # tests with pytest. Debian's interpreter (/usr/bin/python3, with python3-numpy) is used, not
 # whatever `python3` is first on PATH; the venv keeps its site-packages (NumPy from apt).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds tandem (if needed) and runs the whole test suite: the C tests with CTest, then the
 # Python package's tests (scripts/test-python.sh: a venv in build-python/, pip install ./python,
 # pytest).

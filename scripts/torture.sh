@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs the worker-process torture suite (CTest label "torture") in a build directory and sums
 # what it injected and found. Fails if any case failed.
 # Usage: scripts/torture.sh [build-dir] [extra ctest args...]

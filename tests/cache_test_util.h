@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers of the cache tests (test_cache.c): a temporary directory, inputs and the exp_sinh
  * check, entry paths, and the tools that damage an entry (its data, its size, its manifest,
  * its .npy header) the way a disk or another program could. */

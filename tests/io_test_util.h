@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the io tests (test_io*.c): a temporary directory, file bytes, tensors
  * filled with a pattern and compared, hand-made .npy files. */
 #ifndef TDM_IO_TEST_UTIL_H

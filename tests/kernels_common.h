@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kernels tests: the helpers shared by test_kernels.c (results) and test_kernels__errors.c
  * (error paths, registration). Static helpers: each file uses some of them. */
 #ifndef TDM_KERNELS_COMMON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers for the worker-process tests (test_procfault.c, test_torture.c): the processes of
  * a runtime, descriptors, a watchdog. */
 #ifndef TDM_PROCS_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared helpers for tandem's cmocka tests. */
 #ifndef TDM_TEST_H
 #define TDM_TEST_H

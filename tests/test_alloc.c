@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Allocation-failure injection (SQLite's malloc-fault tests, in small): the test is linked with
  * -Wl,--wrap for the allocator, so every allocation the library makes can be made to fail.
  * For each entry point, the k-th allocation fails for k = 0, 1, 2, ... until the call succeeds:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache: hits and misses, keys, mapped and compressed entries, corrupted and
  * truncated entries, LRU eviction, clear, concurrent writers (threads and processes), errors. */
 #include "cache_test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache group by group (tdm_cache_map_groups): each group of rows its own entry,
  * hits loaded into place, misses run concurrently and stored as they finish; the report. */
 #include <stdatomic.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cuda: the CUDA backend's device layer (backends/cuda/device.c) through its tdm__dev_ops table,
  * its NVRTC loader, and the "no driver" path.
  *

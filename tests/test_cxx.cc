@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The public headers from C++: every *_INIT macro, C linkage, and a map run from a C++ program
  * linked to the shared library as a user's would be. Built when CMake finds a C++ compiler
  * (cmake/tandem_cxx_tests.cmake); the headers are also compiled one by one as C++11, 17 and 20

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Maps on device backends (OpenCL on PoCL in CI, CUDA where a GPU is): every built-in kernel
  * against the CPU, pipelined batches, out-of-memory fallback to the CPU (at allocation and at
  * completion), lost devices, user kernels in the dialect, compile errors with the build log.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* device_fault: a device lost at any point of a map — at an allocation, a copy in, a copy out, a
  * launch, a queue's completion, a context that dies in a kernel and is found by whatever call
  * comes next (sticky), or a device gone at any call — is marked lost once, its batches run on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Distributed maps across MPI ranks. The same executable runs as one rank (plain CTest) and
  * under `mpirun -np 2` and `-np 4` (the dist2_* and dist4_* tests): every test is collective
  * and checks what holds for any number of ranks. Each rank opens one runtime (one CPU thread,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Image preprocessing (tandem/image.h): JPEG decoding of the shared photographs and of damaged
  * copies, the splitmix64 generator, RandomResizedCrop parameters (attempts and torchvision's
  * fallback), the bilinear crop-resize with flip, u8 HWC -> f32 CHW normalisation, and every

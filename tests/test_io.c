@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor files: the public entry points' argument and failure handling, every dtype and order
  * through every container, maps between files, NumPy interop. The formats have their own files:
  * test_io_npy.c, test_io_npz.c, test_io_tdz.c, test_io_writer.c, test_io_streaming.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npy files: round trips, versions, orders, mappings, byte order, bad files. CTest names
  * io_npy_<behaviour>. */
 #include "io_test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npz archives: stored and deflated round trips, save errors, hostile archives. CTest names
  * io_npz_<behaviour>. */
 #include "io_test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Flat memory: results larger than the memory they pass through. CTest names
  * io_streaming_<behaviour>. */
 #include "io_test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compressed tensor files (.tdz): every codec, corrupt and truncated files. CTest names
  * io_tdz_<behaviour>. */
 #include "io_test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Streaming writers (tdm_writer). CTest names io_writer_<behaviour>. */
 #include "io_test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kernels: every built-in kernel through the public tdm_map(), against a plain C reference
  * written here, with 1, 2 and 3 threads and batch sizes 1, 7 and automatic. Their error paths
  * and kernel registration are in test_kernels__errors.c. */

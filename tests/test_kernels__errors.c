@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kernels: every error path of the built-ins (each leaving the output untouched), unknown
  * kernels, user kernels and their registration, kernel names and lookups. */
 #include "kernels_common.h"

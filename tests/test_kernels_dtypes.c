@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The built-in kernels and the storage-only dtypes (bool, i8, i16, u16, u32, u64): the kernels
  * that make sense for them accept them (normalize_u8's flip flags as bool), every other one
  * refuses them with TDM_EDTYPE and a message naming the dtype, before anything runs. */

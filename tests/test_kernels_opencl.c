@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kernels_opencl: the built-in kernels' single source (tdm__builtin_kernel_source) built by a
  * real OpenCL driver (PoCL in CI) and run, compared with a plain C reference.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Batched map and parallel_for: coverage, batching, errors, streaming, progress, reports,
  * concurrency. The built-in kernels' numerics are in test_kernels.c. */
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Streaming maps whose row count the caller gives (tdm_map_async_rows): a kernel without
  * row-carrying inputs ("pi_leibniz" without its terms input) streams into ring buffers. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* opencl: the OpenCL device layer (backends/opencl/device.c) driven directly through
  * tdm__opencl_dev_ops, on a real driver (PoCL in CI): open/close, buffers, copies, launches of
  * the built-in kernels, pipelining over the queues, build errors, the memory cap, bad input,

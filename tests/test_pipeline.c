@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pipelines: stages chained per batch (stage s+1 of batch k starts while stage s still runs
  * later batches), batches in order, ring slots reused, row failures (marked, returned errors,
  * a worker process that dies) skipped by later stages and reported, seeds independent of the

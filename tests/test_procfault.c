@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Worker processes under faults found from outside (issue 15): deaths between batches, the
  * fork server dead or stopped, hostile signal dispositions, huge batch sizes, export then
  * release, exit() in a body, fork after open. Each test failed (hung, killed the caller or

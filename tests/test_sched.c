@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The scheduler in the runtime: AUTO over CPU threads + the OpenCL device (PoCL in CI), the
  * stored cost model (saved at close, a second run starts calibrated, garbage lines dropped,
  * an unwritable directory harmless), share caps, named and round-robin policies, the

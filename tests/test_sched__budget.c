@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The scheduler's one CPU budget and its stored-model shortcuts (issue 16): CPU threads and
  * worker processes that together are more workers than the cores take turns, the faster side
  * (by the stored model) running the map; and an AUTO map leaves the devices closed when the

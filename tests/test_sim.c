@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated backends and the scheduler's decisions on a virtual clock (backends/sim/,
  * runtime/sched/sched_model.c): deterministic checks of the makespan against the ideal, the best
  * single backend, outliers, exploration, and the spec parser's errors; simulated clusters

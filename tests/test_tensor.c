@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensors and storage: creation, validation, memory kinds, views, sharing, wrapping. */
 #include <errno.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The torture suite for worker processes (CTest label "torture"): faults from outside, counted.
  *
  * Storms. Each case runs in a child that leads its own session, beside a canary process in

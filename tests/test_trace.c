@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Traces: a Chrome trace-event file with one span per batch on its worker's lane. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Training kernels (kernels/train_kernels.h): dense layer forward/backward, softmax
  * cross-entropy, SGD with momentum, Adam — against plain C references on the CPU and on the
  * OpenCL device (PoCL in CI; skipped without one), gradients against finite differences, and

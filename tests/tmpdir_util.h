@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A private temporary directory for the tests of one executable: mk_tmpdir() makes
  * /tmp/<TDM_TMPDIR_PREFIX>-XXXXXX (the includer may define the prefix), P(name) is a path in it
  * (eight rotating buffers per thread), rm_tmpdir() removes it with everything inside. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # cmake -DCMD=<program> -DARGS=<arg|arg|...> -DEXPECT=<code> -P expect_exit.cmake
 # Runs the program and fails unless it exits with EXPECT and writes a usage line on stderr.
 string(REPLACE "|" ";" ARG "${ARGS}")

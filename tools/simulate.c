@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `tandem simulate`: what-if questions answered on simulated backends (tandem/sim.h).
  *
  *   tandem simulate --items 1e9 --backend cpu*32:tpi=200ns \

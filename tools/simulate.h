@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem CLI: the `simulate` command (tools/simulate.c). */
 #ifndef TANDEM_TOOLS_SIMULATE_H
 #define TANDEM_TOOLS_SIMULATE_H

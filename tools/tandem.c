@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the command line: `tandem info`, `tandem demo`, `tandem simulate`, `tandem --version`,
  * `tandem help`.
  *

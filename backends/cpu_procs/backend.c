@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The worker-process backend's entry in the backend table: one device, the process pool. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The worker-process backend, parent side: a persistent pool of forked workers that run batches
  * from job descriptors in the shared arena.
  *

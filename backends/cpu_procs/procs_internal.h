@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the worker-process backend's private interface: the slot shared by the parent, the
  * fork server and one worker, and the pool object. Not API.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Evidence for how a worker process died: the OOM-kill count of its memory cgroup, and the
  * message that names the death. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fork server and the worker processes' main loop.
  *
  * The fork server is forked by tdm_runtime_open while the runtime has no thread yet and stays

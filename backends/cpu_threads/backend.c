@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CPU thread backend's entry in the backend table: one device, the pool. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CPU thread backend: a fixed pool of workers that pull batches from the jobs in flight.
  *
  * Workers sleep on a condition variable when no job is runnable (an idle runtime uses no CPU).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, the built-in kernels: the entry points nvcc compiled into the library
  * (kernels/builtin_kernels.cu), and which of their images a device runs — SASS for its
  * architecture, PTX the driver JIT-compiles, or, when the library has no image the device can

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, copies between host and device memory on a queue's stream: direct DMA from and
  * to pinned or registered memory, pageable memory staged through the queue's pinned slots. See
  * the comment at the top of device.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — CUDA backend, shared between its files (device.c: open/close, errors, finish, host
  * registration; copy.c: copies; pool.c: device memory; launch.c: kernels; nvrtc.c: NVRTC).
  * Not API; tests and benchmarks use cuda_internal.h. */

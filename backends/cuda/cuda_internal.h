@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — CUDA backend internals shared by backends/cuda/, the core's later integration steps,
  * tests/test_cuda.c and bench/bench_cuda.c. Not API.
  *

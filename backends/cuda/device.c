@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, device part: the tdm__dev_ops table (runtime/sched/device.h) over the static CUDA
  * runtime. Nothing here links the driver library (-lcuda): the library must load and run where
  * no driver is installed, and there every entry fails cleanly (open: no device).

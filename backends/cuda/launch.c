@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, kernels: the built-in entry points compiled by nvcc, programs built at run time
  * with NVRTC and cached per device, argument checks, 1-D and 2-D launches. See the comment at
  * the top of device.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, NVRTC part: libnvrtc loaded with dlopen on first use (never linked: a program
  * linked to it does not start where it is absent), user kernels and the dialect compiled to a
  * CUBIN or PTX for a device's architecture. See cuda_internal.h. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, device memory: the caching pool (size classes, blocks reused once the work
  * recorded on them is done, a cap). See the comment at the top of device.c. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA backend, discovery part, through the static CUDA runtime (never -lcuda: the library
  * must load where no driver is installed). No driver, or no device, is "zero devices". */
 #include <stdio.h>

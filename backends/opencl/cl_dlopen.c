@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL backend: the ICD loader (libOpenCL.so.1) is loaded with dlopen on first use, so that
  * libtandem does not NEED it: a program that never opens a runtime, or a machine without the
  * loader, does not load it, and the backend then reports zero devices, as with no platform.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL backend, execution part: the device layer of runtime/sched/device.h on the ICD loader.
  *
  * One tdm__dev per opened device: one context, OCL_QUEUES in-order command queues (the depth of

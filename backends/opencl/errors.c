@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL status codes by name, for error messages (the 1.2 core set plus the ICD loader's). */
 #include "ocl_internal.h"
 

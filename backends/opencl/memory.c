@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL backend, device memory: buffers accounted against the device's limits and the cap, and
  * page-locked host ranges registered with the device. See the comment at the top of device.c. */
 #include <stddef.h>

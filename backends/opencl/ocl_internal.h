@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — OpenCL backend, shared between its files (device.c: open/close, queues, copies,
  * finish; memory.c: buffers and registered host memory; program.c: programs, kernels,
  * launches; errors.c: status names). Not API. */

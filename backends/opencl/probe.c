@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL backend, discovery part: platforms and devices through the ICD loader (the device
  * layer is backends/opencl/device.c). Finding no platform or no device is "zero devices",
  * never an error. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* OpenCL backend, programs and launches: programs built from source and cached per key (a
  * failed build with its log), kernels with their argument info, 1-D and 2-D launches. See the
  * comment at the top of device.c. */

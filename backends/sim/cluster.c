@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated clusters: the distributed map's protocol (tandem/dist.h, described in tandem/sim.h)
  * over N simulated nodes on a virtual clock. A discrete-event run whose events are few — a
  * request reaching rank 0, a grant reaching a rank, a chunk ending — because chunks are large:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated backends on a virtual clock: a discrete-event run of the scheduler's decision code
  * (runtime/sched/sched_model.c) over modelled lanes. Deterministic: no threads, no real clock inside the
  * simulation, noise from a seeded generator. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Simulated backends described in text ("gpu*8:tpi=10ns:lat=20us:bw=25G:bytes=8"), and the
  * text of a simulation's result. */
 #include <errno.h>

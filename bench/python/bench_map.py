@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """tandem's Python door against its baselines, measured in the same run (issue 17).
 
   1. per-call overhead of rt.map on a 1,000-element array vs the same tdm_map call made from C

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Per-call cost of rt.map above the same tdm_map call made from C, in instructions counted by
 # callgrind (the whole process, every thread): independent of how busy the machine is, unlike
 # bench_map.py's timings. Each variant runs N1 and N2 calls; the difference / (N2 - N1) is the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Python callables on worker processes (issue 18): tandem's rt.parallel against joblib and
 multiprocessing, measured in the same run.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — a result cache for maps (joblib's Memory for tandem's kernels).
  *
  * A map run through the cache is keyed by the kernel's name and kernel_version, its code, its

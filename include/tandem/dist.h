@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the same maps across MPI ranks (Open MPI).
  *
  * A program started with `mpirun -np N` opens its runtime as usual, then a distributed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — symbol export macro. */
 #ifndef TANDEM_EXPORT_H
 #define TANDEM_EXPORT_H

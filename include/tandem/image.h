@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — image preprocessing for ML input pipelines: JPEG decoding, a seeded random number
  * generator, torchvision's RandomResizedCrop, a bilinear crop-resize with horizontal flip, and
  * u8 HWC -> normalised f32 CHW.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — tensor files: .npy / .npz (NumPy's formats), compressed tensor files (zstd, lz4,
  * deflate), memory-mapped loads, and a streaming writer for results larger than memory.
  *

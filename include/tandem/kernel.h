@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — kernels: named operations with an implementation per backend kind. */
 #ifndef TANDEM_KERNEL_H
 #define TANDEM_KERNEL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — batched map over tensor rows, parallel_for over items, and streaming jobs. */
 #ifndef TANDEM_MAP_H
 #define TANDEM_MAP_H

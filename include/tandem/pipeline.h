@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — pipelines: stages chained batch by batch (a DataLoader / DALI pipeline in C).
  *
  * A pipeline runs n_items rows through stages in batches of batch_rows rows. Stage s+1 of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — progress: counters in shared memory, a tqdm-style bar, or a callback. */
 #ifndef TANDEM_PROGRESS_H
 #define TANDEM_PROGRESS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — run reports: what ran where, for how long. */
 #ifndef TANDEM_REPORT_H
 #define TANDEM_REPORT_H

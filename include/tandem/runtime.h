@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — runtime: open/close, configuration, backends and devices, last-error message. */
 #ifndef TANDEM_RUNTIME_H
 #define TANDEM_RUNTIME_H

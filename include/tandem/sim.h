@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — simulated backends on a virtual clock: what-if questions for the scheduler.
  *
  * A simulation runs the scheduler's own decision code (the one tdm_map uses per batch) over

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — status codes.
  *
  * Every function of the library that can fail returns an int: 0 (TDM_OK) on success or one of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — tensors: dtype, shape, strides, storage kinds, views, sharing. */
 #ifndef TANDEM_TENSOR_H
 #define TANDEM_TENSOR_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem.Tensor (the handle that owns a tdm_tensor and exports its bytes) and the conversions
  * between NumPy-side objects and tensors: dtypes, shapes, storage names, map arguments. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DLPack 1.1 both ways.
  *
  * Export: tandem.Tensor.__dlpack__ / __dlpack_device__ hand out the tensor's host memory

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DLPack 1.1's ABI (https://dmlc.github.io/dlpack/latest/c_api.html): the few declarations
  * the extension needs, as the specification defines them. */
 #ifndef TDM_PY_DLPACK_H

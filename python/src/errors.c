@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem.Error and one subclass per TDM_E* code. Each subclass also derives from the built-in
  * exception a Python user would catch for that failure (ShapeError is a ValueError, DTypeError
  * a TypeError, IOError_ an OSError...), so `except ValueError` works as with NumPy. Every

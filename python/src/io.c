@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor files: tandem.load / save / savez / load_npz / file_info (tandem/io.h). The Python
  * wrappers in tandem/__init__.py pass the runtime (the default one when none is given). */
 #include <string.h>

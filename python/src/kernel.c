@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* User kernels from Python (tandem.kernel): the shared object tandem/_kernels.py compiled from
  * the dialect source exports <name>_cpu, <name>_infer and <name>_dev (tandem/kernel.h's
  * function types); this file loads it and registers the kernel with a runtime. The shared

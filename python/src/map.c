@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* rt.map and rt.map_async: arguments to tensors (no copy), options, the wait with the GIL
  * released, Ctrl-C and progress from the calling thread, reports as dicts, streaming jobs.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem._tandem: module definition (multi-phase init; free-threading ready), system facts,
  * and the lookup of the package's Python helpers. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem._tandem — what the extension's files share. Written against tandem's public C API
  * (tandem.h) and the CPython C API only; NumPy is reached through the buffer protocol and by
  * calling numpy.asarray, so the build needs no NumPy headers. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem._tandem: Python callables on tandem's workers (rt.parallel, tandem.parallel).
  *
  * The C side is small: a parallel_for body that takes the GIL and hands its batch to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem.Runtime: one tdm_runtime, its devices and kernels, and tandem-backed arrays.
  *
  * Lifetime: every array over tandem storage holds its tandem.Tensor, which holds the Runtime

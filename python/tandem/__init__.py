@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """tandem: NumPy arrays on tandem's shared and pinned memory, kernels run on CPU threads,
 worker processes and devices with the GIL released, tensor files, a result cache, DLPack.
 

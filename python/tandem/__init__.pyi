@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Type stubs of the tandem package (the C extension tandem._tandem and its Python layer)."""
 from os import PathLike
 from typing import (Any, Callable, Dict, Iterator, List, Literal, Mapping, NamedTuple, Optional,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Kernel descriptions the C API does not expose, and user kernels compiled from Python.
 
 * ``describe_outputs``: the dtype and shape of a kernel's outputs, so ``rt.map`` can allocate

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A joblib backend on tandem's worker processes: ``import tandem.joblib`` registers "tandem".
 
     import tandem.joblib

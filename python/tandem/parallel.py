@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python callables on tandem's workers: ``rt.parallel(fn, items, *args, ...)``.
 
 How a call travels (nothing is sent per item):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The README's Python example runs; every public name has a docstring and a stub."""
 import ast
 import inspect

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """rt.parallel: Python callables on tandem's worker processes (and threads)."""
 import os
 import signal

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The joblib backend (import tandem.joblib) and tandem.Parallel / tandem.delayed."""
 import os
 

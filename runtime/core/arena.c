@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The shared-memory arena: one memfd, mapped once over a large reserved address range when the
  * runtime opens, from which every shared tensor is sub-allocated.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The table of backends compiled into this build. Adding a backend = one line here plus its
  * folder under backends/. */
 #include "internal.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the core's internal interface (runtime/core/): storage and the shared arena, the
  * kernel registry's set-up, shared-memory accounting. What other areas may call of the core
  * beyond the shared base in runtime/internal.h. Not API. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Last-error messages (per thread, per runtime) and debug logging. */
 #include <stdio.h>
 #include <string.h>

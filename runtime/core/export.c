@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sharing a tensor with an unrelated process: its memory's file descriptor travels over a Unix
  * socket (SCM_RIGHTS) with a small header; the receiver maps the same pages. torch's
  * "file_descriptor" sharing strategy, without a per-tensor segment. */

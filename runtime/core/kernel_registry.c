@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The per-runtime registry of named kernels. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Runtime open/close, configuration and environment overrides, backend and device listing. */
 #include <errno.h>
 #include <limits.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the seam functions that exist only for libtandem-mpi (runtime/seam.h): small
  * accessors over internal structures, so the MPI layer needs none of their definitions. */
 #include "core/core.h"

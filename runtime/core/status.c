@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Status names and descriptions, generated from TDM_STATUS_MAP. */
 #include "internal.h"
 

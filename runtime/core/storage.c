@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor storage: host, shared (the runtime's memfd arena), pinned (mlock) and wrapped user
  * memory, refcounted.
  *

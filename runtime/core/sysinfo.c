@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Facts about the machine: cores, memory, /dev/shm, the page-lock limit. */
 #include <sched.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensors: validation, creation, views, sharing and accessors, over runtime/core/storage.c. */
 #include <stdlib.h>
 #include <string.h>

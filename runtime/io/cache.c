@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache (joblib's Memory): maps keyed by kernel, version, parameters, output
  * descriptions and input bytes (xxh3-128), entries stored as directories renamed into place.
  *

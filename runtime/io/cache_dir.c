@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache: its directory - paths, removal through the trash, listing, LRU eviction,
  * clear and usage. */
 #include <dirent.h>

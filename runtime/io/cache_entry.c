@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache: one entry - its manifest, the checks a hit passes, and the store of a new
  * entry (built in a temporary directory, renamed into place). Layout in cache.c. */
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache group by group (tdm_cache_map_groups and its streaming form): each group of
  * rows is its own entry, keyed as tdm_cache_map() keys a map of those rows alone. Hits are
  * loaded into their rows; the misses run as concurrent maps (a finish hook wakes the job's

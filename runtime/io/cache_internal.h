@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the result cache's internal pieces, shared by runtime/io/cache*.c. Not API.
  * cache.c: the handle and tdm_cache_map; cache_key.c: keys; cache_entry.c: one entry (its
  * manifest, hits, stores); cache_dir.c: the directory (paths, removal, listing, eviction). */

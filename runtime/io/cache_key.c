@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The result cache: keys (xxh3-128 over the kernel, its version, the parameters, the output
  * descriptions and the inputs' dtype, shape and bytes) and their hex form. */
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor files: the public entry points that dispatch on the file kind (tdm_save, tdm_load,
  * tdm_load_into, tdm_file_info_get, tdm_npy_create). */
 #include <errno.h>

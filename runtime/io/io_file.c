@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor files: options, file helpers (atomic writes, checked reads). The layout helpers are in
  * io_layout.c, the public entry points that dispatch on the file kind in io_api.c. */
 #include <errno.h>

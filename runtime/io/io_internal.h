@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — internal helpers shared by the tensor-file code (runtime/io/io_*.c and cache*.c).
  * A format with more than one file has its own header besides: npz_internal.h,
  * tdz_internal.h, cache_internal.h. Not API. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor files: layout helpers (Fortran order, strided copies, byte swaps) and the tensors a
  * load creates. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npy files: loading (read in steps on several threads, or memory-mapped) and the element
  * stream a writer emits. The header is parsed and formatted in io_npy_header.c. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npy files (NumPy's format, versions 1.0 to 3.0): the header, parsed and formatted.
  *
  * The header is a Python dict literal; only what numpy.save writes is accepted (the keys

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npz archives: a zip of .npy members, stored or deflated, with zip64 (numpy.savez,
  * numpy.savez_compressed, numpy.load of an .npz).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npz archives: writing (tdm_npz_save): zip64 local headers as numpy writes them, stored
  * members padded to 64-byte aligned data, deflated members streamed through zlib. */
 #include <errno.h>

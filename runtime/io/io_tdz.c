@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compressed tensor files (".tdz"): the tensor's bytes (C order) in independent chunks, each
  * compressed with zstd, lz4 or deflate and checksummed, compressed and decompressed in
  * parallel on the runtime's threads a group at a time, so memory stays bounded and a file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compressed tensor files: the per-chunk work (compress or decompress, checksum), run on the
  * runtime's threads a group at a time, and the header a writer puts first. Format in io_tdz.c. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compressed tensor files: writing - the streaming writer (tdm_writer's compressed form) and
  * tdm_save of a whole tensor. Format in io_tdz.c. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Streaming writers: a tensor file written block of rows by block of rows (.npy written
  * through, compressed files a group of chunks at a time), and tdm_job_save(), which drains a
  * streaming map into writers so results larger than memory go to disk with flat memory. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* .npz archives: reading a zip's central directory (zip64 included) and checking it against
  * the file before anything uses it. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — .npz internals shared by runtime/io/io_npz*.c and io_zip_read.c. Not API. */
 #ifndef TANDEM_IO_NPZ_INTERNAL_H
 #define TANDEM_IO_NPZ_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Storage over a memory-mapped file (tdm_load() with a mmap mode, tdm_npy_create()).
  *
  * The storage owns the mapping (s->mmapped: tdm__storage_release() munmaps it) and, for a

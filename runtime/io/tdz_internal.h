@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — compressed tensor file internals shared by runtime/io/io_tdz*.c. Not API. */
 #ifndef TANDEM_IO_TDZ_INTERNAL_H
 #define TANDEM_IO_TDZ_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Progress: a thread per job (only when a display is asked for) that reads the workers'
  * counters about ten times a second and draws a tqdm-style bar on stderr or calls the user's
  * callback. Workers only add to their own counter once per batch: no message per item. */

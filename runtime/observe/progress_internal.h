@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the progress display of a job (runtime/observe/progress.c). Not API. */
 #ifndef TANDEM_PROGRESS_INTERNAL_H
 #define TANDEM_PROGRESS_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Formatting a run report as a table. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tracing: every batch becomes a span on its worker's lane (threads, process drivers, device
  * queues), written as a Chrome trace-event file that Perfetto and chrome://tracing open. Off
  * unless asked for (config.trace_path / TDM_TRACE): then one short mutex-protected append per

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — tracing (runtime/observe/trace.c): what other areas may call (the spans and the
  * distributed run's calls are in seam.h). Not API. */
 #ifndef TANDEM_TRACE_H

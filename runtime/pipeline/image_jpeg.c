@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* JPEG decoding (tandem/image.h) with libjpeg's decompressor (libjpeg-turbo on Debian).
  *
  * libjpeg reports fatal errors through error_exit, which by default prints and calls exit():

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Image operations for input pipelines (tandem/image.h): the splitmix64 generator,
  * torchvision's RandomResizedCrop parameters, the bilinear crop-resize with flip, and u8 HWC
  * -> normalised f32 CHW. Pure C on caller buffers: no allocation, no global state. */

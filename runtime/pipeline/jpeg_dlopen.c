@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libjpeg loaded with dlopen on first use (see jpeg_dlopen.h): a program that decodes no JPEG
  * never loads it, and libtandem runs where libjpeg is not installed (the decoders then return
  * TDM_ENODEV with the loader's message). The soname follows the ABI of the headers tandem was

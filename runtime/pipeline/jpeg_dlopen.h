@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — libjpeg loaded at run time (runtime/pipeline/jpeg_dlopen.c). Not API.
  *
  * libtandem does not NEED libjpeg: the decoder (image_jpeg.c) is compiled against jpeglib.h and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pipelines (see include/tandem/pipeline.h): a driver thread moves each batch from stage to
  * stage as its stage maps finish (a finish hook on the job wakes it: no polling), a ring of
  * `depth` slots per stage carries the rows, and the consumer takes batches in order.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stored cost models (see costmodel.h). */
 #include "sched/costmodel.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the scheduler's stored cost models: time per item and fixed cost per batch for each (kernel,
  * backend lane, size class), kept between runs in $XDG_CACHE_HOME/tandem/costmodel-<machine>.tsv so a
  * second run starts calibrated. Not API. */

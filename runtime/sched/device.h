@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the device-backend interface (OpenCL, CUDA). Not API.
  *
  * The core drives a device through this table of functions: one driver thread per device

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the device backends (OpenCL, CUDA) share: a device lost once and for good, the fault
  * injection that tests use to lose one at any point, and the device-memory cap from the
  * configuration or the environment. See sched/device.h. */

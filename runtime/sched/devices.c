@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Opening the devices of the device backends (OpenCL, CUDA), lazily, each with a driver thread
  * in the pool. Opening a device costs what loading its driver costs (tens of milliseconds for
  * PoCL), so it happens at the first map that asks for devices, not when the runtime opens. */

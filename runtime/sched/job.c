@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Running a job's batches on a worker, streaming finished batches, waiting, reporting. */
 #include <limits.h>
 #include <stdio.h>

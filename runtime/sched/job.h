@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — a job: one map or parallel_for in flight. Shared by runtime/sched/map.c (creation,
  * validation, results) and backends/cpu_threads/pool.c (execution). Not API. */
 #ifndef TANDEM_JOB_H

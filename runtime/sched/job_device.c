@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Running a map's batches on a device: the driver thread of one device claims batches and
  * pipelines them over the device's queues — batch k+1 copies in while batch k computes and
  * batch k-1 copies out — each queue in order, round-robin, so at most n_queues batches are in

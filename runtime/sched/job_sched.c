@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The scheduler inside a job (see job_sched.h). */
 #include "sched/job_sched.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the per-batch scheduler inside a job: one lane per worker (thread, process driver,
  * device driver), each learning its time per item; every batch of a job that mixes backends
  * is placed by tdm__sched_decide() (runtime/sched/sched_model.c). Not API. */

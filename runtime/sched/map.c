@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tdm_map / tdm_parallel_for and their asynchronous forms: validation, job set-up, teardown. */
 #include <limits.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — what the map files share (runtime/sched/map.c: validation and entry points;
  * map_place.c: options and placement; map_job.c: a job's allocation, descriptor, start and
  * teardown). Not API. */

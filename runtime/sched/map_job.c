@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A job's life: allocation, the descriptor workers read (on the heap or in the shared arena),
  * streaming ring buffers, start and teardown. */
 #include <limits.h>

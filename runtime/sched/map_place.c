@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Map and parallel_for set-up: options, where a job's batches may run (policy, worker
  * processes, devices), where its bytes must be. */
 #include <limits.h>

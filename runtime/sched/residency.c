@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device residency: a storage may keep a copy of its bytes in one device's memory, so a chain
  * of maps on that device moves nothing between them (tdm_map_opts.keep_on_device). Which copy
  * is current is tracked per storage; the host copy is brought back when the host needs it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The scheduler's estimator and decision (see sched_model.h). No state, no locks, no clock. */
 #include "sched/sched_model.h"
 

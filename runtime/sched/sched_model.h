@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — the per-batch scheduler's pure parts: the robust per-lane estimator and the
  * decision. Shared by the real runtime (runtime/sched/job.c, runtime/sched/job_device.c) and the simulator
  * (backends/sim/), so what `tandem simulate` predicts is what a run decides. Not API.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tandem — bounded spinning before blocking. Not API. */
 #ifndef TANDEM_SPIN_H
 #define TANDEM_SPIN_H

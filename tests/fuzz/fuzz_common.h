@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared set-up of the tensor-file fuzz targets (libFuzzer): one runtime for the process, and a
  * memfd that holds the current input, opened by path (/proc/self/fd/N) so the readers run
  * exactly as on a real file. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the .npy reader (header parser, loads with and without mmap). */
 #include "fuzz_common.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the .npz reader (zip directory, zip64, stored and deflated members). */
 #include "fuzz_common.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the compressed tensor-file reader (header, index, zstd / lz4 / deflate
  * chunks, checksums), into a new tensor and into an existing one. */
 #include "fuzz_common.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Writes the seed corpus of the fuzz targets into <dir>/{npy,npz,tdz}/: small valid files of
  * every kind the readers accept (the committed corpus under tests/fuzz/corpus was made by it).
  *   fuzz_gen_seeds <dir> */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tensor tests: shared memory (the arena, its limits, across fork), pinned memory,
  * tdm_tensor_share() and what shared tensors may take. Listed in test_tensor.c's main. */
 #include "tensor/tensor_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the tensor tests (tests/test_tensor.c and the files in tests/tensor/: one
  * executable, test_tensor, whose test list stays in test_tensor.c). */
 #ifndef TDM_TENSOR_UTIL_H
