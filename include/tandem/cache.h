@@ -174,7 +174,8 @@ typedef struct tdm_cache_job tdm_cache_job;
 /** One settled group of a tdm_cache_map_groups_async() job. */
 typedef struct tdm_cache_group_result {
     int64_t group;      /**< its index */
-    int64_t begin, end; /**< its rows */
+    int64_t begin;      /**< its first row */
+    int64_t end;        /**< one past its last row */
     int hit;            /**< 1: loaded from the cache; 0: computed (then stored) */
     int status;         /**< 0, or the error its map failed with */
 } tdm_cache_group_result;
