@@ -14,13 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "module.h"
+#include "map_internal.h"
 
 #define ASYNC_BYTES (8u << 20)
 #define ASYNC_ROWS 65536
-#define MAX_ARGS 16
 
-static PyTypeObject ProgressType, BatchType, MapJobType;
+static PyTypeObject ProgressType;
+PyTypeObject tdm_py_BatchType;
 
 static PyStructSequence_Field progress_fields[] = {
     {"done", "items finished"},
@@ -32,8 +32,8 @@ static PyStructSequence_Field progress_fields[] = {
     {"final", "True for the last call of the run"},
     {NULL}};
 static PyStructSequence_Desc progress_desc = {
-    "tandem.Progress", "A progress snapshot handed to a map's progress callback.",
-    progress_fields, 7};
+    "tandem.Progress", "A progress snapshot handed to a map's progress callback.", progress_fields,
+    7};
 
 static PyStructSequence_Field batch_fields[] = {
     {"index", "batch index"},
@@ -51,10 +51,10 @@ int tdm_py_policy_parse(PyObject *obj, tdm_policy *out)
     static const struct {
         const char *name;
         tdm_policy p;
-    } names[] = {{"auto", TDM_POLICY_AUTO},     {"cpu", TDM_POLICY_CPU},
+    } names[] = {{"auto", TDM_POLICY_AUTO},       {"cpu", TDM_POLICY_CPU},
                  {"threads", TDM_POLICY_THREADS}, {"procs", TDM_POLICY_PROCS},
-                 {"gpu", TDM_POLICY_GPU},       {"opencl", TDM_POLICY_OPENCL},
-                 {"cuda", TDM_POLICY_CUDA},     {"round_robin", TDM_POLICY_ROUND_ROBIN}};
+                 {"gpu", TDM_POLICY_GPU},         {"opencl", TDM_POLICY_OPENCL},
+                 {"cuda", TDM_POLICY_CUDA},       {"round_robin", TDM_POLICY_ROUND_ROBIN}};
     if (!obj || obj == Py_None) {
         *out = TDM_POLICY_AUTO;
         return 0;
@@ -84,9 +84,8 @@ PyObject *tdm_py_report_dict(const tdm_report *r)
         const tdm_report_worker *w = &r->workers[i];
         PyObject *d = Py_BuildValue("{s:s,s:i,s:L,s:L,s:d,s:d,s:L}", "backend",
                                     tdm_backend_kind_name(w->kind), "index", w->index, "items",
-                                    (long long)w->items, "batches", (long long)w->batches,
-                                    "busy_s", w->busy_s, "est_s", w->est_s, "bytes",
-                                    (long long)w->bytes);
+                                    (long long)w->items, "batches", (long long)w->batches, "busy_s",
+                                    w->busy_s, "est_s", w->est_s, "bytes", (long long)w->bytes);
         if (!d) {
             Py_DECREF(workers);
             return NULL;
@@ -99,409 +98,9 @@ PyObject *tdm_py_report_dict(const tdm_report *r)
         (long long)r->items_total, "batches", (long long)r->batches, "failed_batches",
         (long long)r->failed_batches, "fallback_batches", (long long)r->fallback_batches,
         "bytes_to_device", (long long)r->bytes_to_device, "bytes_from_device",
-        (long long)r->bytes_from_device, "batch_size", (long long)r->batch_size,
-        "batch_size_min", (long long)r->batch_size_min, "first_error", r->first_error,
-        "first_error_batch", (long long)r->first_error_batch, "workers", workers);
-}
-
-/* ---- a call's arguments ------------------------------------------------------------------ */
-
-typedef struct {
-    const char *kernel;
-    PyObject *kernel_name; /* owned str */
-    tdm_tensor *ins[MAX_ARGS], *outs[MAX_ARGS];
-    int n_in, n_out;
-    PyObject *out_arrays; /* tuple of ndarrays (created or given), owned */
-    int out_given;
-    PyObject *out_obj; /* the out= argument as given (borrowed from the call's kwargs) */
-    PyObject *params; /* owned bytes, or NULL */
-    tdm_map_opts opts;
-    PyObject *progress_cb; /* borrowed callable, or NULL */
-    int progress_bar;
-    int want_report;
-    /* Last: only the first n_in / n_out entries are ever set (not zeroed per call). */
-    tdm_py_arg in[MAX_ARGS], out[MAX_ARGS];
-} call;
-
-static void call_release(call *c)
-{
-    for (int i = 0; i < c->n_in; i++)
-        tdm_py_arg_release(&c->in[i]);
-    for (int i = 0; i < c->n_out; i++)
-        tdm_py_arg_release(&c->out[i]);
-    c->n_in = c->n_out = 0;
-    Py_CLEAR(c->out_arrays);
-    Py_CLEAR(c->params);
-    Py_CLEAR(c->kernel_name);
-}
-
-static int opt_int64(PyObject *o, const char *name, int64_t *out)
-{
-    if (!o || o == Py_None)
-        return 0;
-    long long v = PyLong_AsLongLong(o);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0", name);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Parses map's arguments (positional: kernel, *inputs) into *c. `async` accepts order= and
- * window=. Returns 0 or -1 with an exception (everything acquired is released). */
-static int call_parse(RuntimeObject *self, PyObject *args, PyObject *kw, int async, int alloc,
-                      call *c)
-{
-    memset(c, 0, offsetof(call, in));
-    tdm_map_opts_init(&c->opts);
-    c->opts.progress = TDM_PROGRESS_OFF;
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "map() missing the kernel argument");
-        return -1;
-    }
-    PyObject *kernel = PyTuple_GET_ITEM(args, 0);
-    if (PyUnicode_Check(kernel)) {
-        c->kernel_name = kernel;
-        Py_INCREF(kernel);
-    } else {
-        /* A tandem.Kernel (user kernel): registered with this runtime on first use. */
-        PyObject *policy_o = kw ? PyDict_GetItemString(kw, "policy") : NULL;
-        c->kernel_name = PyObject_CallMethod(kernel, "_ensure", "OO", (PyObject *)self,
-                                             policy_o ? policy_o : Py_None);
-        if (!c->kernel_name) {
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError,
-                             "kernel: expected a name or a tandem.Kernel, got %.100s",
-                             Py_TYPE(kernel)->tp_name);
-            }
-            return -1;
-        }
-    }
-    c->kernel = PyUnicode_AsUTF8(c->kernel_name);
-    if (!c->kernel)
-        goto fail;
-    if (nargs - 1 > MAX_ARGS) {
-        PyErr_Format(PyExc_TypeError, "map: at most %d inputs", MAX_ARGS);
-        goto fail;
-    }
-
-    PyObject *out = NULL, *params = NULL, *policy = NULL, *batch = NULL, *progress = NULL,
-             *interval = NULL, *keep = NULL, *on_error = NULL, *timeout = NULL,
-             *retries = NULL, *rows = NULL, *report = NULL, *order = NULL, *window = NULL,
-             *desc = NULL;
-    if (kw) {
-        PyObject *k, *v;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(kw, &pos, &k, &v)) {
-            const char *n = PyUnicode_AsUTF8(k);
-            if (!n)
-                goto fail;
-#define KW(name)                                                                                   \
-    if (strcmp(n, #name) == 0) {                                                                   \
-        name = v;                                                                                  \
-        continue;                                                                                  \
-    }
-            KW(out) KW(params) KW(policy) KW(progress) KW(keep) KW(on_error) KW(timeout)
-            KW(retries) KW(rows) KW(report) KW(desc)
-#undef KW
-            if (strcmp(n, "batch_size") == 0) {
-                batch = v;
-                continue;
-            }
-            if (strcmp(n, "progress_interval") == 0) {
-                interval = v;
-                continue;
-            }
-            if (strcmp(n, "keep_on_device") == 0) {
-                keep = v;
-                continue;
-            }
-            if (async && strcmp(n, "order") == 0) {
-                order = v;
-                continue;
-            }
-            if (async && strcmp(n, "window") == 0) {
-                window = v;
-                continue;
-            }
-            PyErr_Format(PyExc_TypeError, "map() got an unexpected keyword argument '%s'", n);
-            goto fail;
-        }
-    }
-    if (tdm_py_policy_parse(policy, &c->opts.policy) < 0 ||
-        opt_int64(batch, "batch_size", &c->opts.batch_size) < 0)
-        goto fail;
-    if (interval && interval != Py_None) {
-        c->opts.progress_interval_s = PyFloat_AsDouble(interval);
-        if (PyErr_Occurred())
-            goto fail;
-        if (!(c->opts.progress_interval_s > 0)) {
-            PyErr_SetString(PyExc_ValueError, "progress_interval must be > 0");
-            goto fail;
-        }
-    }
-    if (progress && progress != Py_None && progress != Py_False) {
-        if (progress == Py_True)
-            c->progress_bar = 1;
-        else if (PyUnicode_Check(progress) &&
-                 PyUnicode_CompareWithASCIIString(progress, "per_worker") == 0)
-            c->progress_bar = 2;
-        else if (PyCallable_Check(progress))
-            c->progress_cb = progress;
-        else {
-            PyErr_SetString(PyExc_TypeError,
-                            "progress: expected None, True, 'per_worker' or a callable");
-            goto fail;
-        }
-    }
-    if (keep && (c->opts.keep_on_device = PyObject_IsTrue(keep)) < 0)
-        goto fail;
-    if (async && c->opts.keep_on_device) {
-        PyErr_SetString(PyExc_ValueError, "map_async: keep_on_device is not supported");
-        goto fail;
-    }
-    if (report && (c->want_report = PyObject_IsTrue(report)) < 0)
-        goto fail;
-    if (on_error && on_error != Py_None) {
-        if (PyUnicode_Check(on_error) && PyUnicode_CompareWithASCIIString(on_error, "stop") == 0)
-            c->opts.on_error = TDM_ON_ERROR_STOP;
-        else if (PyUnicode_Check(on_error) &&
-                 PyUnicode_CompareWithASCIIString(on_error, "continue") == 0)
-            c->opts.on_error = TDM_ON_ERROR_CONTINUE;
-        else {
-            PyErr_SetString(PyExc_ValueError, "on_error: expected 'stop' or 'continue'");
-            goto fail;
-        }
-    }
-    if (timeout && timeout != Py_None) {
-        c->opts.timeout_s = PyFloat_AsDouble(timeout);
-        if (PyErr_Occurred())
-            goto fail;
-    }
-    if (retries && retries != Py_None) {
-        int64_t r = 0;
-        if (opt_int64(retries, "retries", &r) < 0)
-            goto fail;
-        c->opts.retries = (int)r;
-    }
-    if (order && order != Py_None) {
-        if (PyUnicode_Check(order) && PyUnicode_CompareWithASCIIString(order, "submission") == 0)
-            c->opts.order = TDM_ORDER_SUBMISSION;
-        else if (PyUnicode_Check(order) &&
-                 PyUnicode_CompareWithASCIIString(order, "completion") == 0)
-            c->opts.order = TDM_ORDER_COMPLETION;
-        else {
-            PyErr_SetString(PyExc_ValueError, "order: expected 'submission' or 'completion'");
-            goto fail;
-        }
-    }
-    if (window && window != Py_None) {
-        int64_t w = 0;
-        if (opt_int64(window, "window", &w) < 0)
-            goto fail;
-        c->opts.max_in_flight = (int)w;
-    }
-    if (desc && desc != Py_None && !(c->opts.desc = PyUnicode_AsUTF8(desc)))
-        goto fail;
-
-    /* params: a bytes-like block as is, or a dict packed by tandem._kernels.pack_params. */
-    if (params && params != Py_None) {
-        if (PyBytes_Check(params)) {
-            c->params = params;
-            Py_INCREF(params);
-        } else if (PyObject_CheckBuffer(params)) {
-            c->params = PyBytes_FromObject(params);
-        } else {
-            PyObject *pack = tdm_py_helper("pack_params");
-            c->params = pack ? PyObject_CallFunctionObjArgs(pack, c->kernel_name, params, NULL)
-                             : NULL;
-        }
-        if (!c->params)
-            goto fail;
-    }
-
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        if (tdm_py_arg_get(self, PyTuple_GET_ITEM(args, i), 0, "input", (int)(i - 1),
-                           &c->in[c->n_in]) < 0)
-            goto fail;
-        c->ins[c->n_in] = c->in[c->n_in].t;
-        c->n_in++;
-    }
-
-    if (out && out != Py_None) {
-        c->out_given = 1;
-        c->out_obj = out;
-        PyObject *seq = (PyTuple_Check(out) || PyList_Check(out)) ? PySequence_Tuple(out)
-                                                                   : PyTuple_Pack(1, out);
-        if (!seq)
-            goto fail;
-        c->out_arrays = seq;
-        if (PyTuple_GET_SIZE(seq) > MAX_ARGS) {
-            PyErr_Format(PyExc_TypeError, "map: at most %d outputs", MAX_ARGS);
-            goto fail;
-        }
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
-            if (tdm_py_arg_get(self, PyTuple_GET_ITEM(seq, i), 1, "output", (int)i,
-                               &c->out[c->n_out]) < 0)
-                goto fail;
-            c->outs[c->n_out] = c->out[c->n_out].t;
-            c->n_out++;
-        }
-        if (out != c->out_arrays && !PyTuple_Check(out) && !PyList_Check(out)) {
-            /* a single array: returned as it was given */
-        }
-    } else {
-        /* Outputs from the kernel's description: in C for the elementwise built-ins (an output
-         * like input 0), else tandem._kernels.describe_outputs. */
-        if (alloc && c->n_in >= 1 &&
-            (strcmp(c->kernel, "exp_sinh") == 0 || strcmp(c->kernel, "scale_shift") == 0 ||
-             strcmp(c->kernel, "axpy") == 0)) {
-            tdm_tensor *in0 = c->ins[0], *t = NULL;
-            unsigned mem = self->procs > 0 ? TDM_MEM_SHARED : TDM_MEM_HOST;
-            int rc = tdm_tensor_empty(self->rt, tdm_tensor_dtype(in0), tdm_tensor_ndim(in0),
-                                      tdm_tensor_shape(in0), mem, &t);
-            if (rc < 0) {
-                tdm_py_raise(rc, self->rt);
-                goto fail;
-            }
-            PyObject *arr = c->opts.keep_on_device
-                                ? tdm_py_tensor_new(self, tdm_tensor_retain(t), 0)
-                                : tdm_py_ndarray_from_tensor(self, tdm_tensor_retain(t), 0);
-            c->out[0].t = t;
-            c->out[0].has_view = 0;
-            c->outs[0] = t;
-            c->n_out = 1;
-            c->out_arrays = arr ? PyTuple_Pack(1, arr) : NULL;
-            Py_XDECREF(arr);
-            if (!c->out_arrays)
-                goto fail;
-            return 0;
-        }
-        PyObject *describe = tdm_py_helper("describe_outputs");
-        if (!describe)
-            goto fail;
-        PyObject *specs = PyList_New(c->n_in);
-        if (!specs)
-            goto fail;
-        for (int i = 0; i < c->n_in; i++) {
-            tdm_tensor *t = c->ins[i];
-            int nd = tdm_tensor_ndim(t);
-            PyObject *shape = PyTuple_New(nd);
-            for (int d = 0; shape && d < nd; d++)
-                PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(tdm_tensor_dim(t, d)));
-            PyObject *spec =
-                shape ? Py_BuildValue("(sN)", tdm_dtype_name(tdm_tensor_dtype(t)), shape) : NULL;
-            if (!spec) {
-                Py_DECREF(specs);
-                goto fail;
-            }
-            PyList_SET_ITEM(specs, i, spec);
-        }
-        PyObject *descs = PyObject_CallFunctionObjArgs(describe, c->kernel_name, specs,
-                                                       params ? params : Py_None,
-                                                       rows ? rows : Py_None, NULL);
-        Py_DECREF(specs);
-        if (!descs)
-            goto fail;
-        PyObject *seq = PySequence_Fast(descs, "describe_outputs must return a sequence");
-        Py_DECREF(descs);
-        if (!seq)
-            goto fail;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-        if (!alloc) { /* the cache creates them: only the count matters */
-            Py_DECREF(seq);
-            if (n > MAX_ARGS) {
-                PyErr_Format(PyExc_TypeError, "map: at most %d outputs", MAX_ARGS);
-                goto fail;
-            }
-            for (int i = 0; i < (int)n; i++) {
-                c->out[i].t = NULL;
-                c->out[i].has_view = 0;
-            }
-            c->n_out = (int)n;
-            return 0;
-        }
-        c->out_arrays = PyTuple_New(n);
-        if (!c->out_arrays || n > MAX_ARGS) {
-            Py_DECREF(seq);
-            goto fail;
-        }
-        unsigned mem = self->procs > 0 ? TDM_MEM_SHARED : TDM_MEM_HOST;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const char *dn;
-            PyObject *shape_o;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "sO", &dn, &shape_o)) {
-                Py_DECREF(seq);
-                goto fail;
-            }
-            PyObject *dno = PyUnicode_FromString(dn);
-            tdm_dtype dt;
-            int64_t shape[TDM_MAX_DIMS];
-            int nd = tdm_py_shape_parse(shape_o, shape);
-            int bad = !dno || nd < 0 || tdm_py_dtype_parse(dno, &dt) < 0;
-            Py_XDECREF(dno);
-            if (bad) {
-                Py_DECREF(seq);
-                goto fail;
-            }
-            tdm_tensor *t = NULL;
-            int rc = tdm_tensor_empty(self->rt, dt, nd, shape, mem, &t);
-            if (rc < 0) {
-                Py_DECREF(seq);
-                tdm_py_raise(rc, self->rt);
-                goto fail;
-            }
-            /* keep_on_device: tandem.Tensor handles (an ndarray would hold a host pointer the
-             * device copy makes stale; a Tensor fetches the bytes when exported). */
-            PyObject *arr = c->opts.keep_on_device
-                                ? tdm_py_tensor_new(self, tdm_tensor_retain(t), 0)
-                                : tdm_py_ndarray_from_tensor(self, tdm_tensor_retain(t), 0);
-            if (!arr) {
-                tdm_tensor_release(t);
-                Py_DECREF(seq);
-                goto fail;
-            }
-            PyTuple_SET_ITEM(c->out_arrays, i, arr);
-            c->out[c->n_out].t = t;
-            c->out[c->n_out].has_view = 0;
-            c->outs[c->n_out] = t;
-            c->n_out++;
-        }
-        Py_DECREF(seq);
-    }
-    return 0;
-fail:
-    call_release(c);
-    return -1;
-}
-
-static int force_async; /* tandem._tandem._set_async(True): every map takes the async path */
-
-static int64_t call_rows(const call *c)
-{
-    int64_t r = 0;
-    for (int i = 0; i < c->n_in; i++)
-        if (tdm_tensor_ndim(c->ins[i]) > 0 && tdm_tensor_dim(c->ins[i], 0) > r)
-            r = tdm_tensor_dim(c->ins[i], 0);
-    for (int i = 0; i < c->n_out; i++)
-        if (tdm_tensor_ndim(c->outs[i]) > 0 && tdm_tensor_dim(c->outs[i], 0) > r)
-            r = tdm_tensor_dim(c->outs[i], 0);
-    return r;
-}
-
-static size_t call_bytes(const call *c)
-{
-    size_t b = 0;
-    for (int i = 0; i < c->n_in; i++)
-        b += tdm_tensor_nbytes(c->ins[i]);
-    for (int i = 0; i < c->n_out; i++)
-        b += tdm_tensor_nbytes(c->outs[i]);
-    return b;
+        (long long)r->bytes_from_device, "batch_size", (long long)r->batch_size, "batch_size_min",
+        (long long)r->batch_size_min, "first_error", r->first_error, "first_error_batch",
+        (long long)r->first_error_batch, "workers", workers);
 }
 
 /* ---- waiting with the GIL released ------------------------------------------------------- */
@@ -593,13 +192,11 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
     const void *pp = c->params ? PyBytes_AS_STRING(c->params) : NULL;
     size_t ps = c->params ? (size_t)PyBytes_GET_SIZE(c->params) : 0;
     int rc;
-    if (!c->progress_cb && !c->progress_bar && !force_async && call_bytes(c) < ASYNC_BYTES &&
-        call_rows(c) < ASYNC_ROWS) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = tdm_map(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out, pp, ps, &c->opts,
-                     report);
-        Py_END_ALLOW_THREADS
-        return rc;
+    if (!c->progress_cb && !c->progress_bar && !tdm_py_force_async &&
+        tdm_py_call_bytes(c) < ASYNC_BYTES && tdm_py_call_rows(c) < ASYNC_ROWS) {
+        Py_BEGIN_ALLOW_THREADS rc = tdm_map(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out,
+                                            pp, ps, &c->opts, report);
+        Py_END_ALLOW_THREADS return rc;
     }
     beat b;
     memset(&b, 0, sizeof b);
@@ -624,8 +221,7 @@ static int call_run(RuntimeObject *self, call *c, tdm_report *report)
     struct timespec last;
     clock_gettime(CLOCK_MONOTONIC, &last);
     PyThreadState *ts = PyEval_SaveThread();
-    rc = tdm_map_async(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out, pp, ps, &o,
-                       &job);
+    rc = tdm_map_async(self->rt, c->kernel, c->ins, c->n_in, c->outs, c->n_out, pp, ps, &o, &job);
     if (rc == 0) {
         tdm_batch_result br;
         while (tdm_job_next(job, &br) == 0) {
@@ -694,7 +290,7 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
         return NULL;
     PyObject *result = NULL;
     call c;
-    if (call_parse(self, args, kw, 0, 1, &c) < 0)
+    if (tdm_py_call_parse(self, args, kw, 0, 1, &c) < 0)
         goto out;
     tdm_report rep; /* 14 KiB: zeroed only when asked for */
     if (c.want_report) {
@@ -713,10 +309,9 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
         for (int i = 0; i < c.n_out; i++)
             if (c.out[i].has_view && tdm_tensor_on_device(c.outs[i])) {
                 int r2;
-                Py_BEGIN_ALLOW_THREADS
-                r2 = tdm_tensor_to_host(c.outs[i]);
-                Py_END_ALLOW_THREADS
-                if (r2 < 0) {
+                Py_BEGIN_ALLOW_THREADS r2 = tdm_tensor_to_host(c.outs[i]);
+                Py_END_ALLOW_THREADS if (r2 < 0)
+                {
                     tdm_py_raise(r2, self->rt);
                     goto done;
                 }
@@ -731,222 +326,11 @@ PyObject *tdm_py_rt_map(RuntimeObject *self, PyObject *args, PyObject *kw)
     } else
         result = outs;
 done:
-    call_release(&c);
+    tdm_py_call_release(&c);
 out:
     tdm_py_rt_leave(self);
     return result;
 }
-
-/* ---- map_async: tandem.MapJob ------------------------------------------------------------ */
-
-typedef struct {
-    PyObject_HEAD
-    RuntimeObject *rt;
-    call c;
-    tdm_job *job;
-    int done, waited, status;
-    atomic_int busy; /* a thread is in tdm_job_next / tdm_job_wait (one at a time) */
-    tdm_report report;
-} MapJobObject;
-
-PyObject *tdm_py_rt_map_async(RuntimeObject *self, PyObject *args, PyObject *kw)
-{
-    if (tdm_py_rt_enter(self) < 0)
-        return NULL;
-    MapJobObject *j = PyObject_New(MapJobObject, &MapJobType);
-    if (!j) {
-        tdm_py_rt_leave(self);
-        return NULL;
-    }
-    j->rt = self;
-    Py_INCREF(self);
-    j->job = NULL;
-    j->done = j->waited = j->status = 0;
-    atomic_init(&j->busy, 0);
-    memset(&j->report, 0, sizeof j->report);
-    j->report.size = sizeof j->report;
-    if (call_parse(self, args, kw, 1, 1, &j->c) < 0) {
-        memset(&j->c, 0, sizeof j->c);
-        Py_DECREF(j);
-        return NULL; /* dealloc leaves the runtime */
-    }
-    const void *pp = j->c.params ? PyBytes_AS_STRING(j->c.params) : NULL;
-    size_t ps = j->c.params ? (size_t)PyBytes_GET_SIZE(j->c.params) : 0;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = tdm_map_async(self->rt, j->c.kernel, j->c.ins, j->c.n_in, j->c.outs, j->c.n_out, pp, ps,
-                       &j->c.opts, &j->job);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        tdm_py_raise(rc, self->rt);
-        Py_DECREF(j);
-        return NULL;
-    }
-    return (PyObject *)j;
-}
-
-static void mapjob_dealloc(MapJobObject *self)
-{
-    if (self->job) {
-        tdm_job *job = self->job;
-        self->job = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        tdm_job_cancel(job);
-        tdm_job_free(job);
-        Py_END_ALLOW_THREADS
-    }
-    call_release(&self->c);
-    if (self->rt) {
-        tdm_py_rt_leave(self->rt);
-        Py_CLEAR(self->rt);
-    }
-    PyObject_Free(self);
-}
-
-static PyObject *mapjob_next(MapJobObject *self)
-{
-    if (!self->job || self->done)
-        return NULL;
-    tdm_batch_result r;
-    int rc, idle = 0;
-    tdm_job *job = self->job;
-    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
-        PyErr_SetString(PyExc_RuntimeError, "MapJob: another thread is iterating this job");
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    rc = tdm_job_next(job, &r);
-    Py_END_ALLOW_THREADS
-    atomic_store(&self->busy, 0);
-    if (rc == TDM_EDONE) {
-        self->done = 1;
-        return NULL;
-    }
-    if (rc < 0)
-        return tdm_py_raise(rc, self->rt->rt);
-    PyObject *views = PyTuple_New(PyTuple_GET_SIZE(self->c.out_arrays));
-    if (!views)
-        return NULL;
-    PyObject *lo = PyLong_FromLongLong(r.begin), *hi = PyLong_FromLongLong(r.end);
-    PyObject *slice = lo && hi ? PySlice_New(lo, hi, NULL) : NULL;
-    Py_XDECREF(lo);
-    Py_XDECREF(hi);
-    for (Py_ssize_t i = 0; slice && i < PyTuple_GET_SIZE(self->c.out_arrays); i++) {
-        PyObject *v = PyObject_GetItem(PyTuple_GET_ITEM(self->c.out_arrays, i), slice);
-        if (!v) {
-            Py_CLEAR(views);
-            break;
-        }
-        PyTuple_SET_ITEM(views, i, v);
-    }
-    Py_XDECREF(slice);
-    if (!views)
-        return NULL;
-    PyObject *b = PyStructSequence_New(&BatchType);
-    if (!b) {
-        Py_DECREF(views);
-        return NULL;
-    }
-    PyStructSequence_SET_ITEM(b, 0, PyLong_FromLongLong(r.batch));
-    PyStructSequence_SET_ITEM(b, 1, PyLong_FromLongLong(r.begin));
-    PyStructSequence_SET_ITEM(b, 2, PyLong_FromLongLong(r.end));
-    PyStructSequence_SET_ITEM(b, 3, PyLong_FromLong(r.worker));
-    PyStructSequence_SET_ITEM(b, 4, PyLong_FromLong(r.status));
-    PyStructSequence_SET_ITEM(b, 5, views);
-    return b;
-}
-
-/* Waits once; returns the job's status, or 1 with RuntimeError when another thread is in
- * the job. */
-static int mapjob_wait(MapJobObject *self)
-{
-    if (!self->waited && self->job) {
-        int idle = 0;
-        if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
-            PyErr_SetString(PyExc_RuntimeError, "MapJob: another thread is iterating this job");
-            return 1;
-        }
-        tdm_job *job = self->job;
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = tdm_job_wait(job, &self->report);
-        Py_END_ALLOW_THREADS
-        self->status = rc;
-        self->waited = 1;
-        atomic_store(&self->busy, 0);
-    }
-    return self->status;
-}
-
-static PyObject *mapjob_result(MapJobObject *self, PyObject *unused)
-{
-    int rc = mapjob_wait(self);
-    if (rc == 1)
-        return NULL;
-    if (rc < 0)
-        return tdm_py_raise_msg(rc, "map_async(%s): %s", self->c.kernel,
-                                self->report.first_error ? tdm_strerror(self->report.first_error)
-                                                         : tdm_strerror(rc));
-    if (PyTuple_GET_SIZE(self->c.out_arrays) == 1) {
-        PyObject *a = PyTuple_GET_ITEM(self->c.out_arrays, 0);
-        Py_INCREF(a);
-        return a;
-    }
-    Py_INCREF(self->c.out_arrays);
-    return self->c.out_arrays;
-}
-
-static PyObject *mapjob_cancel(MapJobObject *self, PyObject *unused)
-{
-    if (self->job)
-        tdm_job_cancel(self->job);
-    Py_RETURN_NONE;
-}
-
-static PyObject *mapjob_get_report(MapJobObject *self, PyObject *unused)
-{
-    if (mapjob_wait(self) == 1)
-        return NULL;
-    return tdm_py_report_dict(&self->report);
-}
-
-static PyObject *mapjob_enter(MapJobObject *self, PyObject *unused)
-{
-    Py_INCREF(self);
-    return (PyObject *)self;
-}
-
-static PyObject *mapjob_exit(MapJobObject *self, PyObject *args)
-{
-    if (self->job && !self->waited)
-        tdm_job_cancel(self->job);
-    if (mapjob_wait(self) == 1)
-        return NULL;
-    Py_RETURN_FALSE;
-}
-
-static PyMethodDef mapjob_methods[] = {
-    {"result", (PyCFunction)mapjob_result, METH_NOARGS,
-     "result() -> outputs\n\nWaits for the job (unconsumed batches are dropped) and returns "
-     "the outputs; raises the job's error (CancelledError after cancel())."},
-    {"cancel", (PyCFunction)mapjob_cancel, METH_NOARGS,
-     "cancel()\n\nNo new batch starts; running ones finish."},
-    {"report", (PyCFunction)mapjob_get_report, METH_NOARGS,
-     "report() -> dict\n\nWaits for the job and returns its run report."},
-    {"__enter__", (PyCFunction)mapjob_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)mapjob_exit, METH_VARARGS, NULL},
-    {NULL}};
-
-static PyTypeObject MapJobType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tandem.MapJob",
-    .tp_basicsize = sizeof(MapJobObject),
-    .tp_dealloc = (destructor)mapjob_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A running map (rt.map_async): iterate for its finished batches (tandem.Batch).",
-    .tp_iter = PyObject_SelfIter,
-    .tp_iternext = (iternextfunc)mapjob_next,
-    .tp_methods = mapjob_methods,
-};
 
 /* ---- Cache.map ------------------------------------------------------------------------------ */
 
@@ -959,7 +343,7 @@ PyObject *tdm_py_cache_map(CacheObject *self, PyObject *args, PyObject *kw)
         return NULL;
     PyObject *result = NULL;
     call c;
-    if (call_parse(rt, args, kw, 0, 0, &c) < 0)
+    if (tdm_py_call_parse(rt, args, kw, 0, 0, &c) < 0)
         goto out;
     if (c.progress_cb || c.progress_bar) {
         PyErr_SetString(PyExc_TypeError, "Cache.map: progress is not supported");
@@ -973,11 +357,10 @@ PyObject *tdm_py_cache_map(CacheObject *self, PyObject *args, PyObject *kw)
         rep.size = sizeof rep;
     }
     int rc, hit = 0;
-    Py_BEGIN_ALLOW_THREADS
-    rc = tdm_cache_map(self->c, c.kernel, c.ins, c.n_in, c.outs, c.n_out, pp, ps, &c.opts,
-                       c.want_report ? &rep : NULL, &hit);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
+    Py_BEGIN_ALLOW_THREADS rc = tdm_cache_map(self->c, c.kernel, c.ins, c.n_in, c.outs, c.n_out, pp,
+                                              ps, &c.opts, c.want_report ? &rep : NULL, &hit);
+    Py_END_ALLOW_THREADS if (rc < 0)
+    {
         tdm_py_raise(rc, rt->rt);
         goto done;
     }
@@ -1013,7 +396,7 @@ PyObject *tdm_py_cache_map(CacheObject *self, PyObject *args, PyObject *kw)
     } else
         result = outs;
 done:
-    call_release(&c);
+    tdm_py_call_release(&c);
 out:
     tdm_py_rt_leave(rt);
     return result;
@@ -1048,13 +431,11 @@ static PyObject *bench_c_map(PyObject *mod, PyObject *args)
     }
     struct timespec t0, t1;
     int rc = 0;
-    Py_BEGIN_ALLOW_THREADS
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    Py_BEGIN_ALLOW_THREADS clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n && rc == 0; i++)
         rc = tdm_map(rt->rt, kernel, &a.t, 1, &b.t, 1, NULL, 0, &o, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    Py_END_ALLOW_THREADS
-    tdm_py_arg_release(&a);
+    Py_END_ALLOW_THREADS tdm_py_arg_release(&a);
     tdm_py_arg_release(&b);
     res = rc < 0 ? tdm_py_raise(rc, rt->rt)
                  : PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) +
@@ -1069,7 +450,7 @@ static PyObject *set_async(PyObject *mod, PyObject *arg)
     int v = PyObject_IsTrue(arg);
     if (v < 0)
         return NULL;
-    force_async = v;
+    tdm_py_force_async = v;
     Py_RETURN_NONE;
 }
 
@@ -1085,13 +466,13 @@ int tdm_py_map_init(PyObject *m)
 {
     if (!ProgressType.tp_name && PyStructSequence_InitType2(&ProgressType, &progress_desc) < 0)
         return -1;
-    if (!BatchType.tp_name && PyStructSequence_InitType2(&BatchType, &batch_desc) < 0)
+    if (!tdm_py_BatchType.tp_name && PyStructSequence_InitType2(&tdm_py_BatchType, &batch_desc) < 0)
         return -1;
-    if (PyType_Ready(&MapJobType) < 0)
+    if (PyType_Ready(&tdm_py_MapJobType) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "Progress", (PyObject *)&ProgressType) < 0 ||
-        PyModule_AddObjectRef(m, "Batch", (PyObject *)&BatchType) < 0 ||
-        PyModule_AddObjectRef(m, "MapJob", (PyObject *)&MapJobType) < 0)
+        PyModule_AddObjectRef(m, "Batch", (PyObject *)&tdm_py_BatchType) < 0 ||
+        PyModule_AddObjectRef(m, "MapJob", (PyObject *)&tdm_py_MapJobType) < 0)
         return -1;
     return PyModule_AddFunctions(m, map_functions);
 }
