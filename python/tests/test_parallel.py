@@ -197,9 +197,10 @@ def test_generators_order_and_bounded_window(prt):
 
 
 def test_lambda_needs_cloudpickle(prt, monkeypatch):
-    assert prt.parallel(lambda x: x + 1, range(3)) == [1, 2, 3]  # cloudpickle (or joblib's)
-    k = 5
-    assert prt.parallel(lambda x: x * k, range(3)) == [0, 5, 10]
+    if par._cloud_pickler() is not None:  # cloudpickle, or joblib's copy, is importable here
+        assert prt.parallel(lambda x: x + 1, range(3)) == [1, 2, 3]
+        k = 5
+        assert prt.parallel(lambda x: x * k, range(3)) == [0, 5, 10]
     monkeypatch.setattr(par, "_cloud_pickler", lambda: None)
     with pytest.raises(TypeError, match="cloudpickle"):
         prt.parallel(lambda x: x, range(3))
