@@ -1,7 +1,19 @@
 # SPDX-License-Identifier: MIT
+import signal
+
 import pytest
 
 import tandem
+
+
+@pytest.fixture
+def sigint():
+    # Python raises KeyboardInterrupt on SIGINT only when it installed its handler, which it
+    # does not when SIGINT was ignored at start (a program started in the background by a
+    # non-interactive shell, as CI may be): the Ctrl-C tests install it themselves.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture

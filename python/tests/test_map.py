@@ -162,7 +162,7 @@ def test_progress_bar_on_stderr(rt, capfd):
     assert "bar-test" in err and "1000/1000" in err
 
 
-def test_ctrl_c_cancels_the_job(rt):
+def test_ctrl_c_cancels_the_job(rt, sigint):
     # A map long enough to be interrupted: SIGINT arrives while it runs.
     x = np.ones(40_000_000)
     timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT))

@@ -321,7 +321,7 @@ def sleep_count(i, done):
     return i
 
 
-def test_ctrl_c_cancels_the_call(prt):
+def test_ctrl_c_cancels_the_call(prt, sigint):
     done = prt.zeros(1, "i8", memory="shared")
     t = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     t.start()
