@@ -466,6 +466,7 @@ const tdm__dev_ops tdm__opencl_dev_ops = {
     .write = ocl_write,
     .read = ocl_read,
     .launch = tdm__ocl_launch,
+    .prepare = tdm__ocl_prepare,
     .launch_2d = tdm__ocl_launch_2d,
     .finish = ocl_finish,
 };

@@ -142,6 +142,9 @@ void tdm__ocl_host_unregister(tdm__dev *d, void *p);
 void tdm__ocl_programs_free(tdm__dev *d);
 int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                     const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len);
+/* tdm__dev_ops.prepare: builds (or finds) the program and its kernel `entry`. */
+int tdm__ocl_prepare(tdm__dev *d, const char *key, const char *source, const char *entry,
+                     char *detail, size_t len);
 int tdm__ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                        const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
                        size_t len);

@@ -387,6 +387,20 @@ static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, con
 #define OCL_LOCAL_1D ((size_t)256)
 #define OCL_GROUPS_1D ((size_t)16)
 
+int tdm__ocl_prepare(tdm__dev *d, const char *key, const char *source, const char *entry,
+                     char *detail, size_t len)
+{
+    if (!key || !source || !entry)
+        return tdm__ocl_fail(detail, len, TDM_EINVAL,
+                             "opencl device %d: prepare: NULL key, source or entry", d->index);
+    if (tdm__devhealth_lost(&d->health))
+        return tdm__ocl_fail(detail, len, TDM_EDEVLOST, "opencl device %d is lost", d->index);
+    ocl_prog *p = NULL;
+    ocl_kernel *k = NULL;
+    int rc = get_program(d, key, source, &p, detail, len);
+    return rc ? rc : get_kernel(d, p, entry, &k, detail, len);
+}
+
 int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                     const tdm__karg *args, int n_args, int64_t global, char *detail, size_t len)
 {

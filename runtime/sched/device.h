@@ -128,6 +128,14 @@ typedef struct tdm__dev_ops {
     int (*launch_2d)(tdm__dev *d, int q, const char *key, const char *source, const char *entry,
                      const tdm__karg *args, int n_args, const tdm__range2 *r, char *detail,
                      size_t len);
+    /* Optional (NULL: the program is built at its first launch): builds program `source` under
+     * `key` and finds its kernel `entry`, as a launch would, without launching anything; a
+     * program built already costs a lookup. The scheduler calls it before a device's first
+     * batch of a map, so that a program build does not count as the device's time (and the CPU
+     * workers go on meanwhile). Errors as launch's; a failed build is reported again by the
+     * launch. */
+    int (*prepare)(tdm__dev *d, const char *key, const char *source, const char *entry,
+                   char *detail, size_t len);
     /* Waits for everything enqueued on q; returns the first error of those operations
      * (TDM_EDEVLOST when the device is lost, after waiting all the same). */
     int (*finish)(tdm__dev *d, int q, char *detail, size_t len);

@@ -214,9 +214,11 @@ void tdm__job_run(tdm__job *job, int w)
                     tdm__job_decline(job, w);
                 break;
             }
-            if (!tdm__job_claim_exact(job, b, &begin, &end))
+            if (!tdm__job_claim_exact(job, b, &begin, &end)) {
+                tdm__jsched_claimed(job, w, b, 0, est);
                 break;
-            tdm__jsched_claimed(job, w, end - begin, est);
+            }
+            tdm__jsched_claimed(job, w, b, end - begin, est);
         } else if (job->streaming) {
             pthread_mutex_lock(mu);
             bool ok = job->n_free > 0 && claim(job, want, &begin, &end);

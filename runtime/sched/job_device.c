@@ -354,6 +354,21 @@ void tdm__job_run_device(tdm__job *job, int w)
         atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
         job->ws[w].bytes += moved;
     }
+    if (job->sched && ds->ops->prepare && !host_only && !atomic_load(&ds->lost)) {
+        /* Build the program before the first batch, while the CPU workers go on with the map
+         * (the lane is not counted on until then): its build is not its time per item. */
+        uint64_t t0 = tdm__now_ns();
+        char why[512] = "";
+        pthread_mutex_lock(&ds->mu);
+        int rc = ds->ops->prepare(ds->dev, job->dev_key, job->dev_source, job->launch.entry, why,
+                                  sizeof why);
+        pthread_mutex_unlock(&ds->mu);
+        if (rc != 0 || tdm__now_ns() - t0 > 1000000)
+            tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s prepared its program in %.1f ms%s%.300s",
+                     job->what, ds->info.name, (double)(tdm__now_ns() - t0) * 1e-6,
+                     rc ? ": " : "", rc ? why : "");
+    }
+    tdm__jsched_prepared(job, w);
     int in_flight = 0;
     uint64_t busy_since = 0, last_done = 0, grp_from = 0;
     int64_t grp_n = 0;
@@ -426,8 +441,7 @@ void tdm__job_run_device(tdm__job *job, int w)
             int64_t b = tdm__jsched_want(job, w, &est);
             if (b > 0) {
                 got = tdm__job_claim_exact(job, b, &s->begin, &s->end);
-                if (got)
-                    tdm__jsched_claimed(job, w, s->end - s->begin, est);
+                tdm__jsched_claimed(job, w, b, got ? s->end - s->begin : 0, est);
             } else if (!tdm__job_exhausted(job)) {
                 /* Declined: a faster worker finishes it sooner. Drain what is in flight, then
                  * leave the job until one of its batches completes. */

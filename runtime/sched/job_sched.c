@@ -105,6 +105,12 @@ int tdm__jsched_create(tdm__job *job)
             l->lat = l->est.lat;
         }
         atomic_init(&l->in_job, 0);
+        /* A device with a prepare step builds its program before it takes part: until then
+         * nobody waits for it (the program build would otherwise count as its time, and a
+         * device on the host's cores would keep the threads waiting through it). */
+        atomic_init(&l->preparing, on == TDM__ON_DEVICES && l->eligible &&
+                                       tdm__device_of_worker(rt, w) &&
+                                       tdm__device_of_worker(rt, w)->ops->prepare);
         atomic_init(&l->tpi, l->est.tpi);
         atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
         atomic_init(&l->free_at, 0.0);
@@ -297,6 +303,12 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
     return waited;
 }
 
+void tdm__jsched_prepared(tdm__job *job, int w)
+{
+    if (job->sched && w < job->sched->n)
+        atomic_store_explicit(&job->sched->lanes[w].preparing, 0, memory_order_relaxed);
+}
+
 void tdm__jsched_presence(tdm__job *job, int w, int in)
 {
     if (job->sched && w < job->sched->n)
@@ -322,6 +334,35 @@ static void offer_again(tdm__job *job)
     pthread_mutex_unlock(mu);
 }
 
+/* Takes up to n items from kind k's cap (s->cap[k] finite): how many it got (0: the cap is
+ * used up). tdm__jsched_claimed() gives back what the claim did not get. */
+static int64_t reserve_capped(tdm__jsched *s, int k, int64_t n)
+{
+    int64_t used = atomic_load_explicit(&s->used[k], memory_order_relaxed);
+    for (;;) {
+        int64_t left = s->cap[k] - used;
+        int64_t take = n < left ? n : left;
+        if (take <= 0)
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&s->used[k], &used, used + take,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return take;
+    }
+}
+
+/* The estimate's window is full of batches of about one size (none 1.5x another). */
+static bool sizes_alike(const tdm__est *e)
+{
+    if (e->count < TDM__EST_WIN)
+        return false;
+    double lo = e->n[0], hi = e->n[0];
+    for (int i = 1; i < e->count; i++) {
+        lo = e->n[i] < lo ? e->n[i] : lo;
+        hi = e->n[i] > hi ? e->n[i] : hi;
+    }
+    return hi < 1.5 * lo;
+}
+
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
 {
     tdm__jsched *s = job->sched;
@@ -338,7 +379,8 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             .target_ns = l->target_ns,
             .cap_left = s->cap[l->kind] == INT64_MAX ? INT64_MAX : s->cap[l->kind] - used,
             .explore = atomic_load_explicit(&l->explore, memory_order_relaxed),
-            .eligible = l->eligible && lane_alive(job, j),
+            .eligible = l->eligible && lane_alive(job, j) &&
+                        !atomic_load_explicit(&l->preparing, memory_order_relaxed),
         };
     }
     if (w >= n)
@@ -386,11 +428,34 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
         me->declining = true;
         return 0;
     }
-    me->declining = false;
+    if (!d.explore && job->opts.batch_size <= 0 && sizes_alike(&me->est) &&
+        d.items <= remaining / (8 * (int64_t)n)) {
+        /* Batches all of about one size cannot tell the fixed cost per batch from the time per
+         * item: a hand-off slower than thought then reads as a slower item, the next batches
+         * come out smaller, and the estimate runs away (seen under TSan on one busy core: 10
+         * to 2,000 ns per item in 180 batches). One batch twice the size gives the fit its
+         * slope back; only while much is left, so the end of the map stays balanced. */
+        d.items *= 2;
+        d.est_ns = v[w].lat + (double)d.items * v[w].tpi;
+        *est_ns = d.est_ns;
+    }
     if (job->opts.batch_size > 0) { /* the caller fixed the size: only the placement is ours */
         d.items = job->opts.batch_size < remaining ? job->opts.batch_size : remaining;
         *est_ns = v[w].lat + (double)d.items * v[w].tpi;
     }
+    if (s->cap[me->kind] != INT64_MAX) {
+        /* A capped kind reserves its items here, atomically: lanes of that kind asking at the
+         * same moment all saw the same cap_left above, and would overrun the cap together. */
+        int64_t want = d.items;
+        d.items = reserve_capped(s, me->kind, want);
+        if (d.items == 0) {
+            me->declining = true;
+            return 0;
+        }
+        if (d.items < want)
+            *est_ns = v[w].lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0);
+    }
+    me->declining = false;
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
                  "sched %s: %s (worker %d) takes %lld of %lld items%s: est %.1f us at %.3g "
@@ -401,14 +466,23 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     return d.items;
 }
 
-void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns)
+void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double est_ns)
 {
     tdm__jsched *s = job->sched;
     tdm__jlane *l = &s->lanes[w];
+    if (s->cap[l->kind] != INT64_MAX) {
+        if (asked > n) /* reserved by tdm__jsched_want(): give back what the claim did not get */
+            atomic_fetch_sub_explicit(&s->used[l->kind], asked - n, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&s->used[l->kind], n, memory_order_relaxed);
+    }
+    if (n <= 0)
+        return;
+    if (n < asked && asked > 0)
+        est_ns *= (double)n / (double)asked;
     double now = since(s);
     double f = atomic_load_explicit(&l->free_at, memory_order_relaxed);
     atomic_store_explicit(&l->free_at, (f > now ? f : now) + est_ns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->used[l->kind], n, memory_order_relaxed);
     l->est_sum_ns += est_ns;
     l->items_est += n;
 }

@@ -15,6 +15,8 @@ typedef struct tdm__jlane {
     atomic_int in_job; /* its worker is inside the job now: only such lanes are counted on
                         * (one busy in another job, or gone after declining, is not) */
     atomic_llong explore;                        /* exploration ladder (0: calibrated) */
+    atomic_int preparing; /* a device building its program for the job: counted on by no one
+                           * until tdm__jsched_prepared() (the CPU workers go on meanwhile) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -51,8 +53,10 @@ void tdm__jsched_destroy(tdm__job *job);
  * until one of its batches completes, tdm__job_decline()). *est_ns gets the batch's
  * estimated duration. */
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns);
-/* Lane w claimed n items [begin, end) estimated at est_ns. */
-void tdm__jsched_claimed(tdm__job *job, int w, int64_t n, double est_ns);
+/* Lane w asked for `asked` items (what tdm__jsched_want() returned, estimated at est_ns) and
+ * claimed n of them (0: the claim failed, the job is done). Call it either way: a kind with a
+ * share cap reserved `asked` items of its cap in tdm__jsched_want(). */
+void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double est_ns);
 /* Lane w finished a batch of n items that took dur_ns (for a device, since the later of its
  * submission and the previous completion); `idle` says the lane has nothing else in flight. */
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle);
@@ -65,6 +69,10 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
  * says none of them beats the runtime's CPU threads for it (logged under TDM_DEBUG=sched).
  * Opens the stored model if needed. Thread-safe. */
 bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k);
+
+/* Device lane w has its program for the job built (or its build failed: the launch says so):
+ * from now on it takes part in the job's scheduling. */
+void tdm__jsched_prepared(tdm__job *job, int w);
 
 /* Lane w's worker enters (1) or leaves (0) the job. */
 void tdm__jsched_presence(tdm__job *job, int w, int in);
