@@ -254,6 +254,46 @@ static void test_devices_opened_when_model_says_faster(void **state)
         skip(); /* no device on this machine: nothing was there to open */
 }
 
+/* An AUTO pi map over 64 items moves 512 bytes, far below what opens the devices; but when the
+ * stored model says the CPU threads need long for it (5 ms an item here), the devices open
+ * all the same: a map that computes long is worth a driver's start-up. Without the model, the
+ * same map leaves them closed. (Skipped without a device.) */
+static bool pi_map_opens_devices(const char *lines)
+{
+    char *d = model_dir();
+    if (lines)
+        seed_model(d, lines);
+    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+    int64_t n = 64;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_pi_params p = {1000};
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, &r), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159) < 2e-3);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    return workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
+}
+
+static void test_devices_opened_for_a_map_that_computes_long(void **state)
+{
+    bool opened = pi_map_opens_devices("pi_leibniz.v1\tcpu\t0\t5000000\t200\t100\n");
+    if (!opened) {
+        /* no device here, or it was not opened: tell which */
+        tdm_runtime *rt = tdm_test_open(1);
+        int n = tdm_runtime_device_count(rt);
+        tdm_runtime_close(rt);
+        assert_int_equal(n, 0);
+        skip();
+    }
+    assert_false(pi_map_opens_devices(NULL));
+}
+
 /* The stored-model key of the first open OpenCL device on the host's cores ("opencl:<name>"),
  * after opening the devices with a small GPU map; false when there is none. */
 static bool host_cpu_device(tdm_runtime *rt, char *key, size_t len)
@@ -339,6 +379,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_budget_threads_and_processes_within_cores_add_up),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
+        cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_exploration_capped_by_cpu_time),
     };
