@@ -66,6 +66,16 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
+/* A fresh, empty model dir from tmpl ("...XXXXXX", rewritten in place); exits on failure. */
+static char *model_dir_new(char *tmpl)
+{
+    if (!mkdtemp(tmpl)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return tmpl;
+}
+
 static tdm_runtime *open_rt(const char *model_dir)
 {
     tdm_runtime *rt = NULL;
@@ -209,10 +219,8 @@ static void print_load(const char *when) /* other work on these cores slows ever
 static void cold_once(const wl *w, const char *dir, double *t, tdm_report *rep, double *err)
 {
     char tmp[] = "/tmp/tdm_bench_sched.XXXXXX";
-    if (!dir && !mkdtemp(tmp)) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    if (!dir)
+        model_dir_new(tmp);
     tdm_runtime *rt = open_rt(dir ? dir : tmp);
     open_devices(rt, w);
     tdm_tensor *x, *y;
@@ -232,10 +240,7 @@ static void cold_once(const wl *w, const char *dir, double *t, tdm_report *rep, 
 static double first_once(const wl *w, int v, double *err, double *second)
 {
     char tmp[] = "/tmp/tdm_bench_sched.XXXXXX";
-    if (!mkdtemp(tmp)) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    model_dir_new(tmp);
     tdm_runtime *rt = open_rt(tmp);
     tdm_tensor *x, *y;
     alloc_io(rt, w, w->n, &x, &y);
@@ -252,10 +257,7 @@ static double first_once(const wl *w, int v, double *err, double *second)
 static void bench_workload(const wl *w, int reps)
 {
     char dir[] = "/tmp/tdm_bench_sched.XXXXXX";
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    model_dir_new(dir);
     printf("\n-- %s: %" PRId64 " items %s %" PRId64 "%s\n", w->name, w->n,
            w->is_pi ? "of" : "(MB in and out:", w->is_pi ? w->pi.terms : w->n * 8 / 1000000,
            w->is_pi ? " terms" : ", host tensors)");
@@ -461,12 +463,8 @@ static tdm_runtime *budget_rt(const wl *w, const char *dir, int cores, tdm_tenso
 static double budget_cold(const wl *w, const double *ref, int cores, double *first)
 {
     char dir[] = "/tmp/bench-budget-XXXXXX";
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
     tdm_tensor *x, *y;
-    tdm_runtime *rt = budget_rt(w, dir, cores, &x, &y);
+    tdm_runtime *rt = budget_rt(w, model_dir_new(dir), cores, &x, &y);
     *first = budget_once(rt, w, x, y, TDM_POLICY_PROCS, ref);
     double t = budget_once(rt, w, x, y, TDM_POLICY_AUTO, ref);
     tdm_tensor_release(x);
@@ -483,12 +481,8 @@ static double budget_cold(const wl *w, const double *ref, int cores, double *fir
 static void budget_workload(const wl *w, const double *ref, int reps, int cores)
 {
     char dir[] = "/tmp/bench-budget-XXXXXX";
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
     tdm_tensor *x, *y;
-    tdm_runtime *rt = budget_rt(w, dir, cores, &x, &y);
+    tdm_runtime *rt = budget_rt(w, model_dir_new(dir), cores, &x, &y);
     enum { B_THR, B_PROCS, B_AUTO, B_COLD, B_FIRST, NB };
     static const char *const bname[NB] = {"threads only", "processes only", "AUTO, warm model",
                                           "AUTO, cold model", "processes, first map"};
