@@ -338,9 +338,9 @@ static void offer_again(tdm__job *job)
  * used up). tdm__jsched_claimed() gives back what the claim did not get. */
 static int64_t reserve_capped(tdm__jsched *s, int k, int64_t n)
 {
-    int64_t used = atomic_load_explicit(&s->used[k], memory_order_relaxed);
+    long long used = atomic_load_explicit(&s->used[k], memory_order_relaxed);
     for (;;) {
-        int64_t left = s->cap[k] - used;
+        int64_t left = s->cap[k] - (int64_t)used;
         int64_t take = n < left ? n : left;
         if (take <= 0)
             return 0;
