@@ -26,6 +26,8 @@
 #define TDM_TMPDIR_PREFIX "tdm-cache"
 #include "tmpdir_util.h"
 
+#include "child_test_util.h"
+
 static inline tdm_map_opts quiet(void)
 {
     tdm_map_opts o = TDM_MAP_OPTS_INIT;
@@ -58,6 +60,28 @@ static inline tdm_cache *open_cache(tdm_runtime *rt, const tdm_cache_opts *o)
     tdm_cache *c;
     assert_int_equal(tdm_cache_open(rt, P("cache"), o, &c), 0);
     return c;
+}
+
+/* In a forked child (no assertions there): a runtime of `threads` threads and the cache in the
+ * test's directory; 10 if the runtime does not open, 11 if the cache does not, else 0. */
+static inline int child_open_cache(int threads, tdm_runtime **rt, tdm_cache **c)
+{
+    if (!(*rt = child_open(threads)))
+        return 10;
+    if (tdm_cache_open(*rt, P("cache"), NULL, c) != 0)
+        return 11;
+    return 0;
+}
+
+/* A child's end: releases x and y, closes c and rt; returns code (the child's exit code). */
+static inline int child_close_cache(tdm_runtime *rt, tdm_cache *c, tdm_tensor *x, tdm_tensor *y,
+                                    int code)
+{
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_runtime_close(rt);
+    return code;
 }
 
 /* Path of output 0 of the only entry in the cache. */

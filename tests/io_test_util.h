@@ -25,6 +25,8 @@
 #define TDM_TMPDIR_PREFIX "tdm-io"
 #include "tmpdir_util.h"
 
+#include "child_test_util.h"
+
 #include "internal.h" /* storage fd / flags of mapped tensors */
 
 /* ---- helpers ---------------------------------------------------------------------------- */

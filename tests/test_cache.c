@@ -657,23 +657,17 @@ static void test_argument_errors(void **state)
 /* A result that cannot be stored is still returned; the failure is counted. */
 static int store_failure_child(void)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.use_env = 0;
     tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
     tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
+    int code = child_open_cache(1, &rt, &c);
+    if (code)
+        return code;
     int64_t n = 100000;
     tdm_tensor *x, *y = NULL;
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
     memset(tdm_tensor_data(x), 0, (size_t)n * 8);
-    struct rlimit rl = {10000, 10000};
-    setrlimit(RLIMIT_FSIZE, &rl);
-    int hit = -1, code = 0;
+    child_limit_file_size(10000);
+    int hit = -1;
     if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit) != 0 || hit != 0)
         code = 12;
     tdm_cache_stats st;
@@ -686,25 +680,14 @@ static int store_failure_child(void)
     tdm_cache_usage(c, NULL, &entries);
     if (!code && entries != 0)
         code = 15;
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
-    return code;
+    return child_close_cache(rt, c, x, y, code);
 }
 
 static void test_store_failure_still_returns_the_result(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(store_failure_child());
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_in_children(1, store_failure_child);
     rm_tmpdir();
 }
 
@@ -778,11 +761,8 @@ static void test_two_processes_share_one_directory(void **state)
             pids[p] = fork();
             assert_true(pids[p] >= 0);
             if (pids[p] == 0) {
-                tdm_config cfg = TDM_CONFIG_INIT;
-                cfg.threads = 1;
-                cfg.use_env = 0;
-                tdm_runtime *rt;
-                if (tdm_runtime_open(&rt, &cfg) != 0)
+                tdm_runtime *rt = child_open(1);
+                if (!rt)
                     _exit(1);
                 /* With a limit of about 4 entries, entries are evicted under the other
                  * process's feet all the time. */

@@ -221,25 +221,18 @@ static void test_argument_errors_and_a_failing_group(void **state)
 /* In a child limited to small files: the groups are computed and returned, none stored. */
 static int groups_store_failure_child(void)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.use_env = 0;
     tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
     tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
+    int code = child_open_cache(1, &rt, &c);
+    if (code)
+        return code;
     int64_t n = 100000;
     tdm_tensor *x, *y;
     tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &x);
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y);
     memset(tdm_tensor_data(y), 0xff, (size_t)n * 8);
-    struct rlimit rl = {10000, 10000};
-    setrlimit(RLIMIT_FSIZE, &rl);
+    child_limit_file_size(10000);
     tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
-    int code = 0;
     if (tdm_cache_map_groups(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 2, NULL, &rep) != 0)
         code = 12;
     if (!code && (rep.store_failures != 2 || rep.stores != 0 || rep.misses != 2))
@@ -253,25 +246,14 @@ static int groups_store_failure_child(void)
     tdm_cache_usage(c, NULL, &entries);
     if (!code && (entries != 0 || st.store_failures != 2))
         code = 15;
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
-    return code;
+    return child_close_cache(rt, c, x, y, code);
 }
 
 static void test_store_failure_still_returns_the_results(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(groups_store_failure_child());
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_in_children(1, groups_store_failure_child);
     rm_tmpdir();
 }
 
@@ -421,12 +403,7 @@ static void test_run_on_worker_processes(void **state)
 {
     (void)state;
     mk_tmpdir();
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.procs = 2;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    tdm_runtime *rt = tdm_test_open_procs(1, 2);
     tdm_cache *c = open_cache(rt, NULL);
     const int64_t n = 6000;
     tdm_tensor *x, *y;
@@ -456,22 +433,17 @@ static void test_run_on_worker_processes(void **state)
  * corrupt, one whole entry per group, no temporary left. */
 static int racer(void)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 2;
-    cfg.use_env = 0;
     tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
     tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
+    int code = child_open_cache(2, &rt, &c);
+    if (code)
+        return code;
     const int64_t n = 8000;
     tdm_tensor *x, *y;
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y);
     for (int64_t i = 0; i < n; i++)
         ((double *)tdm_tensor_data(x))[i] = (double)i * 1e-4;
-    int code = 0;
     tdm_map_opts mo = quiet();
     for (int round = 0; round < 3 && !code; round++) {
         memset(tdm_tensor_data(y), 0, (size_t)n * 8);
@@ -486,30 +458,14 @@ static int racer(void)
                 code = 14;
         }
     }
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
-    return code;
+    return child_close_cache(rt, c, x, y, code);
 }
 
 static void test_two_processes_run_the_same_groups(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid[2];
-    for (int k = 0; k < 2; k++) {
-        pid[k] = fork();
-        assert_true(pid[k] >= 0);
-        if (pid[k] == 0)
-            _exit(racer());
-    }
-    for (int k = 0; k < 2; k++) {
-        int st;
-        assert_int_equal(waitpid(pid[k], &st, 0), pid[k]);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
-    }
+    run_in_children(2, racer);
     tdm_runtime *rt = tdm_test_open(1);
     tdm_cache *c = open_cache(rt, NULL);
     int64_t entries;
