@@ -30,9 +30,7 @@
 
 static inline tdm_map_opts quiet(void)
 {
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
-    return o;
+    return tdm_test_quiet_opts();
 }
 
 static inline tdm_tensor *input(tdm_runtime *rt, int64_t n, double scale)

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Helpers of the scheduler tests (test_sched.c, test_sched__budget.c): a fresh directory for
- * the stored cost model (/tmp/<TDM_SCHED_DIR_PREFIX>-XXXXXX, the includer may define the
- * prefix) and its model file, a runtime that uses it, quiet map options, the items a report
- * gives one backend kind. */
+/* Helpers of the scheduler tests (test_sched.c, test_sched__budget.c; test_device_fault.c for
+ * its logged runtime): a fresh directory for the stored cost model
+ * (/tmp/<TDM_SCHED_DIR_PREFIX>-XXXXXX, the includer may define the prefix) and its model file,
+ * a runtime that uses it, quiet map options, the items a report gives one backend kind. */
 #ifndef TDM_SCHED_TEST_UTIL_H
 #define TDM_SCHED_TEST_UTIL_H
 
@@ -79,8 +79,7 @@ static inline tdm_runtime *sched_open(const char *dir, const char *backends, int
 
 static inline tdm_map_opts opts(tdm_policy p)
 {
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
+    tdm_map_opts o = tdm_test_quiet_opts();
     o.policy = p;
     return o;
 }

@@ -53,4 +53,13 @@ static inline void tdm_test_close(tdm_runtime *rt)
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
+/* Map options with the progress display off, for the tests' map-option helpers to start from
+ * (the display would write to the test's output). */
+static inline tdm_map_opts tdm_test_quiet_opts(void)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    return o;
+}
+
 #endif
