@@ -34,8 +34,9 @@ static inline void child_limit_file_size(rlim_t bytes)
     setrlimit(RLIMIT_FSIZE, &rl);
 }
 
-/* Runs fn in n forked children at once; asserts that each one exits with 0 (fn's result). */
-static inline void run_in_children(int n, int (*fn)(void))
+/* Runs fn(arg) in n forked children at once; asserts that each one exits with 0 (fn's
+ * result). */
+static inline void run_in_children(int n, int (*fn)(void *arg), void *arg)
 {
     pid_t pid[8];
     assert_true(n >= 1 && n <= 8);
@@ -43,7 +44,7 @@ static inline void run_in_children(int n, int (*fn)(void))
         pid[k] = fork();
         assert_true(pid[k] >= 0);
         if (pid[k] == 0)
-            _exit(fn());
+            _exit(fn(arg));
     }
     for (int k = 0; k < n; k++) {
         int st;

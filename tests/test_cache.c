@@ -544,10 +544,7 @@ static void test_directory_is_private_and_keys_are_names(void **state)
     assert_int_equal(tdm_cache_contains(c, "0123"), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdeF"), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdef"), 0);
-    tdm_tensor_release(x);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, NULL);
 }
 
 /* ---- errors ----------------------------------------------------------------------------- */
@@ -648,26 +645,18 @@ static void test_argument_errors(void **state)
     assert_int_equal(tdm_cache_stats_get(NULL, NULL), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(NULL, key), TDM_EINVAL);
     tdm_cache_close(NULL);
-    tdm_tensor_release(x);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, NULL);
 }
 
 /* A result that cannot be stored is still returned; the failure is counted. */
-static int store_failure_child(void)
+static int store_failure_child(tdm_runtime *rt, tdm_cache *c)
 {
-    tdm_runtime *rt;
-    tdm_cache *c;
-    int code = child_open_cache(1, &rt, &c);
-    if (code)
-        return code;
     int64_t n = 100000;
     tdm_tensor *x, *y = NULL;
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
     memset(tdm_tensor_data(x), 0, (size_t)n * 8);
     child_limit_file_size(10000);
-    int hit = -1;
+    int hit = -1, code = 0;
     if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit) != 0 || hit != 0)
         code = 12;
     tdm_cache_stats st;
@@ -680,14 +669,16 @@ static int store_failure_child(void)
     tdm_cache_usage(c, NULL, &entries);
     if (!code && entries != 0)
         code = 15;
-    return child_close_cache(rt, c, x, y, code);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    return code;
 }
 
 static void test_store_failure_still_returns_the_result(void **state)
 {
     (void)state;
     mk_tmpdir();
-    run_in_children(1, store_failure_child);
+    run_cache_children(1, 1, store_failure_child);
     rm_tmpdir();
 }
 

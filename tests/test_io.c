@@ -122,8 +122,9 @@ static void test_save_argument_errors(void **state)
 
 /* In a child limited to `limit` bytes per file: a save that does not fit fails with TDM_EIO,
  * leaves the previous file intact and no temporary behind. */
-static int full_disk_child(void)
+static int full_disk_child(void *arg)
 {
+    (void)arg;
     tdm_runtime *rt = child_open(1);
     if (!rt)
         return 10;
@@ -189,7 +190,7 @@ static void test_save_failure_keeps_previous_file(void **state)
 {
     (void)state;
     mk_tmpdir();
-    run_in_children(1, full_disk_child);
+    run_in_children(1, full_disk_child, NULL);
     rm_tmpdir();
 }
 
