@@ -26,11 +26,11 @@
 #define TDM_TMPDIR_PREFIX "tdm-cache"
 #include "tmpdir_util.h"
 
+#include "child_test_util.h"
+
 static inline tdm_map_opts quiet(void)
 {
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
-    return o;
+    return tdm_test_quiet_opts();
 }
 
 static inline tdm_tensor *input(tdm_runtime *rt, int64_t n, double scale)
@@ -58,6 +58,50 @@ static inline tdm_cache *open_cache(tdm_runtime *rt, const tdm_cache_opts *o)
     tdm_cache *c;
     assert_int_equal(tdm_cache_open(rt, P("cache"), o, &c), 0);
     return c;
+}
+
+/* The body of a forked child of the cache tests: its result is the child's exit code. */
+typedef int (*cache_child_fn)(tdm_runtime *rt, tdm_cache *c);
+
+typedef struct {
+    int threads;
+    cache_child_fn fn;
+} cache_child;
+
+/* In the child: a runtime of k->threads threads and the cache in the test's directory (10 if
+ * the runtime does not open, 11 if the cache does not), k->fn on them, then both closed. */
+static inline int cache_child_main(void *arg)
+{
+    const cache_child *k = arg;
+    tdm_runtime *rt = child_open(k->threads);
+    if (!rt)
+        return 10;
+    tdm_cache *c;
+    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
+        return 11;
+    int code = k->fn(rt, c);
+    tdm_cache_close(c);
+    tdm_runtime_close(rt);
+    return code;
+}
+
+/* Runs fn in n forked children at once, each with its own runtime of `threads` threads and the
+ * cache; asserts that each one's result is 0. */
+static inline void run_cache_children(int n, int threads, cache_child_fn fn)
+{
+    cache_child k = {threads, fn};
+    run_in_children(n, cache_child_main, &k);
+}
+
+/* A test's end: releases x and y (either may be NULL), closes c and rt, removes the test's
+ * directory. */
+static inline void end_cache_test(tdm_runtime *rt, tdm_cache *c, tdm_tensor *x, tdm_tensor *y)
+{
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_cache_close(c);
+    tdm_test_close(rt);
+    rm_tmpdir();
 }
 
 /* Path of output 0 of the only entry in the cache. */

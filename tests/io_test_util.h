@@ -25,6 +25,8 @@
 #define TDM_TMPDIR_PREFIX "tdm-io"
 #include "tmpdir_util.h"
 
+#include "child_test_util.h"
+
 #include "internal.h" /* storage fd / flags of mapped tensors */
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -146,8 +148,7 @@ static inline int load_code(tdm_runtime *rt, const char *path, const tdm_load_op
 
 static inline tdm_map_opts quiet(int64_t batch)
 {
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
+    tdm_map_opts o = tdm_test_quiet_opts();
     o.batch_size = batch;
     return o;
 }

@@ -27,11 +27,13 @@ static inline int tdm_test_run(const char *group, const struct CMUnitTest *tests
 #define TDM_TEST_MAIN(group, tests)                                                                \
     tdm_test_run(group, tests, sizeof(tests) / sizeof(tests[0]), argc, argv)
 
-/* Opens a runtime with `threads` workers and no environment overrides; asserts success. */
-static inline tdm_runtime *tdm_test_open(int threads)
+/* Opens a runtime with `threads` worker threads, `procs` worker processes and no environment
+ * overrides; asserts success. */
+static inline tdm_runtime *tdm_test_open_procs(int threads, int procs)
 {
     tdm_config cfg = TDM_CONFIG_INIT;
     cfg.threads = threads;
+    cfg.procs = procs;
     cfg.use_env = 0;
     tdm_runtime *rt = NULL;
     int rc = tdm_runtime_open(&rt, &cfg);
@@ -40,9 +42,24 @@ static inline tdm_runtime *tdm_test_open(int threads)
     return rt;
 }
 
+/* The same with threads only. */
+static inline tdm_runtime *tdm_test_open(int threads)
+{
+    return tdm_test_open_procs(threads, 0);
+}
+
 static inline void tdm_test_close(tdm_runtime *rt)
 {
     assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
+/* Map options with the progress display off, for the tests' map-option helpers to start from
+ * (the display would write to the test's output). */
+static inline tdm_map_opts tdm_test_quiet_opts(void)
+{
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    return o;
 }
 
 #endif

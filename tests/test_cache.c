@@ -544,10 +544,7 @@ static void test_directory_is_private_and_keys_are_names(void **state)
     assert_int_equal(tdm_cache_contains(c, "0123"), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdeF"), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(c, "0123456789abcdef0123456789abcdef"), 0);
-    tdm_tensor_release(x);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, NULL);
 }
 
 /* ---- errors ----------------------------------------------------------------------------- */
@@ -648,38 +645,26 @@ static void test_argument_errors(void **state)
     assert_int_equal(tdm_cache_stats_get(NULL, NULL), TDM_EINVAL);
     assert_int_equal(tdm_cache_contains(NULL, key), TDM_EINVAL);
     tdm_cache_close(NULL);
-    tdm_tensor_release(x);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, NULL);
 }
 
 /* A result that cannot be stored is still returned; the failure is counted. */
-static int store_failure_child(void)
+static int store_failure_child(tdm_runtime *rt, tdm_cache *c)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.use_env = 0;
-    /* CPU only: devices are not what this test is about, and a stored model that says this
-     * map is long now opens them (it failed once under TSan in CI after that change, where the
-     * stored CPU figures are slow, in this process with its 10,000-byte file size limit; the
-     * cause was not pinned down) */
-    cfg.backends = "cpu";
-    tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
-    tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
     int64_t n = 100000;
     tdm_tensor *x, *y = NULL;
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
     memset(tdm_tensor_data(x), 0, (size_t)n * 8);
-    struct rlimit rl = {10000, 10000};
-    setrlimit(RLIMIT_FSIZE, &rl);
+    child_limit_file_size(10000);
     int hit = -1, code = 0;
-    if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, NULL, &hit) != 0 || hit != 0)
+    /* On the CPU: devices are not what this test is about, and a stored model that says this
+     * map is long now opens them (it failed once under TSan in CI after that change, where the
+     * stored CPU figures are slow, in this process with its 10,000-byte file size limit; the
+     * cause was not pinned down) */
+    tdm_map_opts o = TDM_MAP_OPTS_INIT;
+    o.progress = TDM_PROGRESS_OFF;
+    o.policy = TDM_POLICY_CPU;
+    if (tdm_cache_map(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL, &hit) != 0 || hit != 0)
         code = 12;
     tdm_cache_stats st;
     tdm_cache_stats_get(c, &st);
@@ -693,8 +678,6 @@ static int store_failure_child(void)
         code = 15;
     tdm_tensor_release(x);
     tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
     return code;
 }
 
@@ -702,14 +685,7 @@ static void test_store_failure_still_returns_the_result(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(store_failure_child());
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_cache_children(1, 1, store_failure_child);
     rm_tmpdir();
 }
 
@@ -783,11 +759,8 @@ static void test_two_processes_share_one_directory(void **state)
             pids[p] = fork();
             assert_true(pids[p] >= 0);
             if (pids[p] == 0) {
-                tdm_config cfg = TDM_CONFIG_INIT;
-                cfg.threads = 1;
-                cfg.use_env = 0;
-                tdm_runtime *rt;
-                if (tdm_runtime_open(&rt, &cfg) != 0)
+                tdm_runtime *rt = child_open(1);
+                if (!rt)
                     _exit(1);
                 /* With a limit of about 4 entries, entries are evicted under the other
                  * process's feet all the time. */

@@ -79,11 +79,7 @@ static void test_miss_then_hit_and_share_entries_with_cache_map(void **state)
     assert_int_equal(tdm_cache_stats_get(c, &st), 0);
     assert_int_equal(st.hits, 4 + 3 + 1 + 3);
     assert_int_equal(st.misses, 4 + 1 + 3);
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 /* ---- misses run concurrently ----------------------------------------------------------------
@@ -133,11 +129,7 @@ static void test_misses_run_concurrently(void **state)
     assert_int_equal(atomic_load(&g_met), 4);
     for (int i = 0; i < 4; i++)
         assert_true(((double *)tdm_tensor_data(y))[i] == ((double *)tdm_tensor_data(x))[i] + 1);
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -211,33 +203,18 @@ static void test_argument_errors_and_a_failing_group(void **state)
     int64_t entries;
     assert_int_equal(tdm_cache_usage(c, NULL, &entries), 0);
     assert_int_equal(entries, 1);
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 /* In a child limited to small files: the groups are computed and returned, none stored. */
-static int groups_store_failure_child(void)
+static int groups_store_failure_child(tdm_runtime *rt, tdm_cache *c)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
-    tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
     int64_t n = 100000;
     tdm_tensor *x, *y;
     tdm_tensor_zeros(rt, TDM_F64, 1, &n, 0, &x);
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &y);
     memset(tdm_tensor_data(y), 0xff, (size_t)n * 8);
-    struct rlimit rl = {10000, 10000};
-    setrlimit(RLIMIT_FSIZE, &rl);
+    child_limit_file_size(10000);
     tdm_cache_groups_report rep = TDM_CACHE_GROUPS_REPORT_INIT;
     int code = 0;
     if (tdm_cache_map_groups(c, "exp_sinh", &x, 1, &y, 1, NULL, 0, NULL, 2, NULL, &rep) != 0)
@@ -255,8 +232,6 @@ static int groups_store_failure_child(void)
         code = 15;
     tdm_tensor_release(x);
     tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
     return code;
 }
 
@@ -264,14 +239,7 @@ static void test_store_failure_still_returns_the_results(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(groups_store_failure_child());
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_cache_children(1, 1, groups_store_failure_child);
     rm_tmpdir();
 }
 
@@ -333,11 +301,7 @@ static void test_async_streams_cached_and_computed_groups(void **state)
     assert_int_equal(tdm_cache_job_finish(j, &rep), 0);
     assert_int_equal(rep.hits, 4);
     expect_exp_sinh(x, y);
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 static atomic_int g_gate;
@@ -407,11 +371,7 @@ static void test_async_cancel_and_errors(void **state)
     assert_int_equal(failed, 1);
     assert_int_equal(tdm_cache_job_finish(j, NULL), TDM_EKERNEL);
     assert_non_null(strstr(tdm_errmsg(rt), "fail_row_7"));
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 /* ---- processes --------------------------------------------------------------------------- */
@@ -421,12 +381,7 @@ static void test_run_on_worker_processes(void **state)
 {
     (void)state;
     mk_tmpdir();
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.procs = 2;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    tdm_runtime *rt = tdm_test_open_procs(1, 2);
     tdm_cache *c = open_cache(rt, NULL);
     const int64_t n = 6000;
     tdm_tensor *x, *y;
@@ -445,26 +400,13 @@ static void test_run_on_worker_processes(void **state)
         assert_int_equal(rep.hits, round ? 6 : 0);
         assert_int_equal(rep.misses, round ? 0 : 6);
     }
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_test_close(rt);
-    rm_tmpdir();
+    end_cache_test(rt, c, x, y);
 }
 
 /* Two processes run the same groups at once, three times each: every result right, nothing
  * corrupt, one whole entry per group, no temporary left. */
-static int racer(void)
+static int racer(tdm_runtime *rt, tdm_cache *c)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 2;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
-        return 10;
-    tdm_cache *c;
-    if (tdm_cache_open(rt, P("cache"), NULL, &c) != 0)
-        return 11;
     const int64_t n = 8000;
     tdm_tensor *x, *y;
     tdm_tensor_empty(rt, TDM_F64, 1, &n, 0, &x);
@@ -488,8 +430,6 @@ static int racer(void)
     }
     tdm_tensor_release(x);
     tdm_tensor_release(y);
-    tdm_cache_close(c);
-    tdm_runtime_close(rt);
     return code;
 }
 
@@ -497,19 +437,7 @@ static void test_two_processes_run_the_same_groups(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid[2];
-    for (int k = 0; k < 2; k++) {
-        pid[k] = fork();
-        assert_true(pid[k] >= 0);
-        if (pid[k] == 0)
-            _exit(racer());
-    }
-    for (int k = 0; k < 2; k++) {
-        int st;
-        assert_int_equal(waitpid(pid[k], &st, 0), pid[k]);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
-    }
+    run_cache_children(2, 2, racer);
     tdm_runtime *rt = tdm_test_open(1);
     tdm_cache *c = open_cache(rt, NULL);
     int64_t entries;

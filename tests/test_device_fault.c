@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tdm_test.h"
+#include "sched_test_util.h"
 
 typedef struct {
     int lost_lines;  /* "device ... lost" lines */
@@ -33,17 +33,10 @@ static void on_log(void *user, unsigned flag, const char *line)
     }
 }
 
+/* (The default model directory and backends, as a plain runtime's.) */
 static tdm_runtime *open_logged(fault_log *log)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = 2;
-    cfg.debug = TDM_DEBUG_SCHED;
-    cfg.log_fn = on_log;
-    cfg.log_user = log;
-    tdm_runtime *rt = NULL;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
-    return rt;
+    return sched_open(NULL, NULL, 2, 0, on_log, log);
 }
 
 static int devices_of(tdm_runtime *rt, tdm_backend_kind kind)

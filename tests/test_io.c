@@ -125,12 +125,8 @@ static void test_save_argument_errors(void **state)
 static int full_disk_child(void *arg)
 {
     (void)arg;
-    signal(SIGXFSZ, SIG_IGN);
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    if (tdm_runtime_open(&rt, &cfg) != 0)
+    tdm_runtime *rt = child_open(1);
+    if (!rt)
         return 10;
     int64_t small[1] = {16}, big[1] = {1 << 16};
     tdm_tensor *a, *b;
@@ -140,8 +136,7 @@ static int full_disk_child(void *arg)
     fill(b, 2);
     if (tdm_save(a, P("keep.npy"), NULL) != 0)
         return 11;
-    struct rlimit rl = {100000, 100000};
-    setrlimit(RLIMIT_FSIZE, &rl);
+    child_limit_file_size(100000);
     int code = 0;
     if (tdm_save(b, P("keep.npy"), NULL) != TDM_EIO)
         code = 12;
@@ -195,14 +190,7 @@ static void test_save_failure_keeps_previous_file(void **state)
 {
     (void)state;
     mk_tmpdir();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(full_disk_child(NULL));
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_in_children(1, full_disk_child, NULL);
     rm_tmpdir();
 }
 
@@ -498,12 +486,7 @@ static void test_mapped_tensors_on_worker_processes(void **state)
 {
     (void)state;
     mk_tmpdir();
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.procs = 2;
-    cfg.use_env = 0;
-    tdm_runtime *rt;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    tdm_runtime *rt = tdm_test_open_procs(1, 2);
     int64_t n = 50000;
     tdm_tensor *x = ramp(rt, n), *xm, *xc, *ym;
     assert_int_equal(tdm_save(x, P("x.npy"), NULL), 0);

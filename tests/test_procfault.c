@@ -19,12 +19,20 @@
 #include "procs_util.h"
 #include "tdm_test.h"
 
-static tdm_runtime *open_rt(int threads, int procs)
+/* A runtime's config: `threads` threads, `procs` worker processes, no environment overrides.
+ * The tests' children open their runtimes from it too (they report by exit code, not assert). */
+static tdm_config procs_config(int threads, int procs)
 {
     tdm_config cfg = TDM_CONFIG_INIT;
     cfg.use_env = 0;
     cfg.threads = threads;
     cfg.procs = procs;
+    return cfg;
+}
+
+static tdm_runtime *open_rt(int threads, int procs)
+{
+    tdm_config cfg = procs_config(threads, procs);
     tdm_runtime *rt = NULL;
     int rc = tdm_runtime_open(&rt, &cfg);
     if (rc != 0)
@@ -156,10 +164,7 @@ static void test_deadline_kill_spares_the_process_group(void **state)
                 pause();
         }
         alarm(120);
-        tdm_config cfg = TDM_CONFIG_INIT;
-        cfg.use_env = 0;
-        cfg.threads = 1;
-        cfg.procs = 4;
+        tdm_config cfg = procs_config(1, 4);
         tdm_runtime *rt = NULL;
         if (tdm_runtime_open(&rt, &cfg) != 0)
             _exit(20);
@@ -189,6 +194,32 @@ static void test_deadline_kill_spares_the_process_group(void **state)
 
 static int64_t n_small = 32;
 
+/* The start of a fork-server test: a watchdog (a hang fails the test), then a runtime of one
+ * thread and `procs` worker processes. Returns how many children this process had before it,
+ * for end_server_test(). */
+static int start_server_test(int procs, tdm_runtime **rt)
+{
+    alarm(60);
+    int kids = pu_children(getpid(), NULL, NULL, 64);
+    *rt = open_rt(1, procs);
+    return kids;
+}
+
+/* After the runtime is closed: no child of this process left behind, the watchdog off. */
+static void end_server_test(int kids)
+{
+    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
+    alarm(0);
+}
+
+/* The fork server of a runtime with two worker processes; the workers in workers[]. */
+static pid_t server_and_two_workers(pid_t workers[4])
+{
+    pid_t server = pu_server();
+    assert_int_equal(pu_children(server, workers, NULL, 4), 2);
+    return server;
+}
+
 static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
 {
     body_params p = {tdm_tensor_data(t), -1, 0, 0};
@@ -203,15 +234,13 @@ static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
 
 static void test_server_killed_later_calls_eworker(void **state)
 {
-    alarm(60);
-    int kids = pu_children(getpid(), NULL, NULL, 64);
-    tdm_runtime *rt = open_rt(1, 2);
+    tdm_runtime *rt;
+    int kids = start_server_test(2, &rt);
     tdm_tensor *t;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
     assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), 0);
-    pid_t server = pu_server();
     pid_t workers[4];
-    assert_int_equal(pu_children(server, workers, NULL, 4), 2);
+    pid_t server = server_and_two_workers(workers);
     assert_int_equal(kill(server, SIGKILL), 0);
     assert_true(pu_wait_ended(server, 5000));
     for (int i = 0; i < 2; i++)
@@ -222,20 +251,17 @@ static void test_server_killed_later_calls_eworker(void **state)
     assert_int_equal(run_small(rt, TDM_POLICY_AUTO, t), 0);            /* threads go on */
     tdm_tensor_release(t);
     tdm_test_close(rt);
-    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
-    alarm(0);
+    end_server_test(kids);
 }
 
 static void test_server_stopped_worker_death_is_eworker(void **state)
 {
-    alarm(60);
-    int kids = pu_children(getpid(), NULL, NULL, 64);
-    tdm_runtime *rt = open_rt(1, 2);
+    tdm_runtime *rt;
+    int kids = start_server_test(2, &rt);
     tdm_tensor *t;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_I64, 1, &n_small, TDM_MEM_SHARED, &t), 0);
-    pid_t server = pu_server();
     pid_t workers[4];
-    assert_int_equal(pu_children(server, workers, NULL, 4), 2);
+    pid_t server = server_and_two_workers(workers);
     assert_int_equal(kill(server, SIGSTOP), 0);
     assert_true(pu_wait_stopped(server, 5000));
     /* while nothing needs it, a stopped server changes nothing */
@@ -247,15 +273,13 @@ static void test_server_stopped_worker_death_is_eworker(void **state)
     assert_true(pu_wait_ended(workers[1], 5000));
     tdm_tensor_release(t);
     tdm_test_close(rt);
-    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
-    alarm(0);
+    end_server_test(kids);
 }
 
 static void test_server_stopped_close_does_not_hang(void **state)
 {
-    alarm(60);
-    int kids = pu_children(getpid(), NULL, NULL, 64);
-    tdm_runtime *rt = open_rt(1, 1);
+    tdm_runtime *rt;
+    int kids = start_server_test(1, &rt);
     pid_t server = pu_server();
     pid_t worker;
     assert_int_equal(pu_children(server, &worker, NULL, 1), 1);
@@ -263,8 +287,7 @@ static void test_server_stopped_close_does_not_hang(void **state)
     assert_true(pu_wait_stopped(server, 5000));
     tdm_test_close(rt);
     assert_true(pu_wait_ended(worker, 5000));
-    assert_int_equal(pu_children(getpid(), NULL, NULL, 64), kids);
-    alarm(0);
+    end_server_test(kids);
 }
 
 /* A program that dies (without closing) while its fork server is stopped leaves nothing. */
@@ -276,10 +299,7 @@ static void test_parent_death_with_stopped_server_leaves_nothing(void **state)
     assert_true(child >= 0);
     if (child == 0) {
         alarm(30);
-        tdm_config cfg = TDM_CONFIG_INIT;
-        cfg.use_env = 0;
-        cfg.threads = 1;
-        cfg.procs = 2;
+        tdm_config cfg = procs_config(1, 2);
         tdm_runtime *rt = NULL;
         if (tdm_runtime_open(&rt, &cfg) != 0)
             _exit(1);
@@ -339,10 +359,7 @@ static int crash_under(void (*setup)(void))
     if (child == 0) {
         alarm(60);
         setup();
-        tdm_config cfg = TDM_CONFIG_INIT;
-        cfg.use_env = 0;
-        cfg.threads = 1;
-        cfg.procs = 2;
+        tdm_config cfg = procs_config(1, 2);
         tdm_runtime *rt = NULL;
         if (tdm_runtime_open(&rt, &cfg) != 0)
             _exit(10);
@@ -717,10 +734,7 @@ static int ptr_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
 
 static void test_debug_warns_of_private_pointer_in_params(void **state)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = 1;
-    cfg.procs = 1;
+    tdm_config cfg = procs_config(1, 1);
     cfg.debug = TDM_DEBUG_MAP;
     cfg.log_fn = capture_log;
     tdm_runtime *rt = NULL;
@@ -878,10 +892,7 @@ static int child_arena_fits(void)
     unsetenv("TDM_SHM_REGION_GB");
     if (limit_as(3ull << 30) != 0)
         return 1;
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = 1;
-    cfg.procs = 1;
+    tdm_config cfg = procs_config(1, 1);
     tdm_runtime *rt = NULL;
     if (tdm_runtime_open(&rt, &cfg) != 0)
         return 2;
@@ -912,10 +923,7 @@ static int child_arena_too_small(void)
     unsetenv("TDM_SHM_REGION_GB");
     if (limit_as(64ull << 20) != 0)
         return 1;
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = 1;
-    cfg.procs = 1;
+    tdm_config cfg = procs_config(1, 1);
     tdm_runtime *rt = (tdm_runtime *)1;
     if (tdm_runtime_open(&rt, &cfg) != TDM_ESYS || rt != NULL)
         return 2;
@@ -946,9 +954,8 @@ static int child_explicit_region_too_big(void)
     setenv("TDM_SHM_REGION_GB", "64", 1);
     if (limit_as(2ull << 30) != 0)
         return 1;
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.threads = 1;
-    cfg.procs = 1;
+    tdm_config cfg = procs_config(1, 1);
+    cfg.use_env = 1; /* for the TDM_SHM_REGION_GB set above */
     tdm_runtime *rt = NULL;
     if (tdm_runtime_open(&rt, &cfg) != TDM_ESYS)
         return 2;

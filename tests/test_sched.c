@@ -3,7 +3,6 @@
  * stored cost model (saved at close, a second run starts calibrated, garbage lines dropped,
  * an unwritable directory harmless), share caps, named and round-robin policies, the
  * TDM_DEBUG=sched log, and the errors of bad options. Device tests skip (77) without one. */
-#include <dirent.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdbool.h>
@@ -11,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tdm_test.h"
+#include "sched_test_util.h"
 
 typedef struct {
     int lines, takes, exploring, cpu_exploring, declines;
@@ -23,6 +22,8 @@ static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static void on_log(void *user, unsigned flag, const char *line)
 {
     sched_log *l = user;
+    if (getenv("TDM_TEST_SHOWLOG")) /* the scheduler's log on stderr, to see a failure */
+        fprintf(stderr, "%s\n", line);
     if (flag != TDM_DEBUG_SCHED || !strstr(line, "sched "))
         return;
     pthread_mutex_lock(&log_mu);
@@ -32,44 +33,6 @@ static void on_log(void *user, unsigned flag, const char *line)
     l->cpu_exploring += strstr(line, "(exploring)") && strstr(line, ": cpu (worker");
     l->declines += strstr(line, "declines") != NULL || strstr(line, "waits:") != NULL;
     pthread_mutex_unlock(&log_mu);
-}
-
-/* A fresh directory for the stored model. */
-static char *model_dir(void)
-{
-    char *d = strdup("/tmp/tdm-sched-XXXXXX");
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_dir(char *d)
-{
-    DIR *h = opendir(d);
-    struct dirent *e;
-    char p[512];
-    while (h && (e = readdir(h))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        unlink(p);
-    }
-    if (h)
-        closedir(h);
-    rmdir(d);
-    free(d);
-}
-
-/* The model file in d (there is one per machine), or "" if none. */
-static void model_file(const char *d, char *out, size_t len)
-{
-    out[0] = '\0';
-    DIR *h = opendir(d);
-    struct dirent *e;
-    while (h && (e = readdir(h)))
-        if (!strncmp(e->d_name, "costmodel-", 10) && strstr(e->d_name, ".tsv"))
-            snprintf(out, len, "%s/%s", d, e->d_name);
-    if (h)
-        closedir(h);
 }
 
 static char *slurp(const char *path)
@@ -86,27 +49,7 @@ static char *slurp(const char *path)
 
 static tdm_runtime *open_rt(const char *dir, sched_log *log, const char *backends)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = 2;
-    cfg.sched_model_dir = dir;
-    cfg.backends = backends;
-    if (log) {
-        cfg.debug = TDM_DEBUG_SCHED;
-        cfg.log_fn = on_log;
-        cfg.log_user = log;
-    }
-    tdm_runtime *rt = NULL;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
-    return rt;
-}
-
-static tdm_map_opts opts(tdm_policy p)
-{
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
-    o.policy = p;
-    return o;
+    return sched_open(dir, backends, 2, 0, on_log, log);
 }
 
 typedef struct {
@@ -154,14 +97,6 @@ static bool open_devices(tdm_runtime *rt)
     return true;
 }
 
-static int64_t items_of(const tdm_report *r, tdm_backend_kind k)
-{
-    int64_t n = 0;
-    for (int w = 0; w < r->n_workers; w++)
-        n += r->workers[w].kind == k ? r->workers[w].items : 0;
-    return n;
-}
-
 static void test_auto_mixes_cpu_and_device(void **state)
 {
     char *d = model_dir();
@@ -181,8 +116,11 @@ static void test_auto_mixes_cpu_and_device(void **state)
     assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
                          items_of(&r, TDM_BACKEND_CUDA),
                      t.n);
-    /* every batch was decided: explorations first, then estimates the report compares */
-    assert_true(log.takes > 0 && log.exploring >= 2);
+    /* every batch was decided: explorations first, then estimates the report compares (one
+     * exploration batch may be all: on vector exp and sinh the threads do this map in ~4 ms,
+     * before PoCL has built its program, and a thread's first item, slow with its first-call
+     * costs, can end its ladder at once) */
+    assert_true(log.takes > 0 && log.exploring >= 1);
     double est = 0;
     for (int w = 0; w < r.n_workers; w++)
         est += r.workers[w].est_s;

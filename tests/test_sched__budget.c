@@ -4,7 +4,6 @@
  * (by the stored model) running the map; and an AUTO map leaves the devices closed when the
  * stored model already says none beats the CPU. The CPU budget is the process's affinity mask:
  * the tests pin themselves to one core for real, so the rule holds on any machine. */
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -14,7 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tdm_test.h"
+#define TDM_SCHED_DIR_PREFIX "tdm-budget"
+#include "sched_test_util.h"
 
 typedef struct {
     int budget, waits, left_closed, explore_cut;
@@ -37,55 +37,10 @@ static void on_log(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-static char *model_dir(void)
-{
-    char *d = strdup("/tmp/tdm-budget-XXXXXX");
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_dir(char *d)
-{
-    DIR *h = opendir(d);
-    struct dirent *e;
-    char p[512];
-    while (h && (e = readdir(h))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        unlink(p);
-    }
-    if (h)
-        closedir(h);
-    rmdir(d);
-    free(d);
-}
-
 static tdm_runtime *open_rt(const char *dir, budget_log *log, const char *backends, int threads,
                             int procs)
 {
-    tdm_config cfg = TDM_CONFIG_INIT;
-    cfg.use_env = 0;
-    cfg.threads = threads;
-    cfg.procs = procs;
-    cfg.sched_model_dir = dir;
-    cfg.backends = backends;
-    if (log) {
-        cfg.debug = TDM_DEBUG_SCHED;
-        cfg.log_fn = on_log;
-        cfg.log_user = log;
-    }
-    tdm_runtime *rt = NULL;
-    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
-    return rt;
-}
-
-static tdm_map_opts opts(tdm_policy p)
-{
-    tdm_map_opts o = TDM_MAP_OPTS_INIT;
-    o.progress = TDM_PROGRESS_OFF;
-    o.policy = p;
-    return o;
+    return sched_open(dir, backends, threads, procs, on_log, log);
 }
 
 /* An exp_sinh map over n items in `mem` storage; checks the result; fills r. */
@@ -116,27 +71,13 @@ static void seed_model(const char *dir, const char *lines)
     tdm_report r = TDM_REPORT_INIT;
     run_exp_sinh(rt, 1 << 18, TDM_MEM_HOST, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
-    char path[600] = "";
-    DIR *h = opendir(dir);
-    struct dirent *e;
-    while (h && (e = readdir(h)))
-        if (!strncmp(e->d_name, "costmodel-", 10) && strstr(e->d_name, ".tsv"))
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (h)
-        closedir(h);
+    char path[600];
+    model_file(dir, path, sizeof path);
     assert_true(path[0] != '\0');
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(lines, f);
     fclose(f);
-}
-
-static int64_t items_of(const tdm_report *r, tdm_backend_kind k)
-{
-    int64_t n = 0;
-    for (int w = 0; w < r->n_workers; w++)
-        n += r->workers[w].kind == k ? r->workers[w].items : 0;
-    return n;
 }
 
 static bool workers_of(const tdm_report *r, tdm_backend_kind k)

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers of the scheduler tests (test_sched.c, test_sched__budget.c; test_device_fault.c for
+ * its logged runtime): a fresh directory for the stored cost model
+ * (/tmp/<TDM_SCHED_DIR_PREFIX>-XXXXXX, the includer may define the prefix) and its model file,
+ * a runtime that uses it, quiet map options, the items a report gives one backend kind. */
+#ifndef TDM_SCHED_TEST_UTIL_H
+#define TDM_SCHED_TEST_UTIL_H
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tdm_test.h"
+
+#ifndef TDM_SCHED_DIR_PREFIX
+#define TDM_SCHED_DIR_PREFIX "tdm-sched"
+#endif
+
+/* A fresh directory for the stored model; rm_dir() removes it and frees the name. */
+static inline char *model_dir(void)
+{
+    char *d = strdup("/tmp/" TDM_SCHED_DIR_PREFIX "-XXXXXX");
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static inline void rm_dir(char *d)
+{
+    DIR *h = opendir(d);
+    struct dirent *e;
+    char p[512];
+    while (h && (e = readdir(h))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+        unlink(p);
+    }
+    if (h)
+        closedir(h);
+    rmdir(d);
+    free(d);
+}
+
+/* The model file in d (there is one per machine), or "" if none. */
+static inline void model_file(const char *d, char *out, size_t len)
+{
+    out[0] = '\0';
+    DIR *h = opendir(d);
+    struct dirent *e;
+    while (h && (e = readdir(h)))
+        if (!strncmp(e->d_name, "costmodel-", 10) && strstr(e->d_name, ".tsv"))
+            snprintf(out, len, "%s/%s", d, e->d_name);
+    if (h)
+        closedir(h);
+}
+
+/* A runtime with its stored model in dir and the given backends (no environment overrides);
+ * its scheduler log (TDM_DEBUG_SCHED) goes to log_fn(log_user) when log_user is given. */
+static inline tdm_runtime *sched_open(const char *dir, const char *backends, int threads, int procs,
+                                      tdm_log_fn log_fn, void *log_user)
+{
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = threads;
+    cfg.procs = procs;
+    cfg.sched_model_dir = dir;
+    cfg.backends = backends;
+    if (log_user) {
+        cfg.debug = TDM_DEBUG_SCHED;
+        cfg.log_fn = log_fn;
+        cfg.log_user = log_user;
+    }
+    tdm_runtime *rt = NULL;
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+static inline tdm_map_opts opts(tdm_policy p)
+{
+    tdm_map_opts o = tdm_test_quiet_opts();
+    o.policy = p;
+    return o;
+}
+
+/* The items the workers of kind k ran, all together. */
+static inline int64_t items_of(const tdm_report *r, tdm_backend_kind k)
+{
+    int64_t n = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        n += r->workers[w].kind == k ? r->workers[w].items : 0;
+    return n;
+}
+
+#endif
