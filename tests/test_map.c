@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Batched map and parallel_for: coverage, batching, errors, streaming, progress, reports,
  * concurrency. The built-in kernels' numerics are in test_kernels.c. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -490,6 +491,39 @@ static void test_cancel_stops_new_batches(void **state)
     tdm_test_close(rt);
 }
 
+/* tdm_job_wait_for: 0 while the job runs (each batch sleeps 1 ms: 40 batches on 2 threads
+ * take about 20 ms), 1 once it has finished and from then on, also after tdm_job_wait();
+ * errors for a NULL job and a bad timeout. */
+static void test_job_wait_for_times_out_then_finishes(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 40;
+    visit_params vp = {new_hits(n), -1, 1000};
+    tdm_map_opts o = quiet_opts(1);
+    tdm_job *job;
+    assert_int_equal(tdm_parallel_for_async(rt, n, visit, &vp, sizeof vp, &o, &job), 0);
+    assert_int_equal(tdm_job_wait_for(job, 0.0), 0);
+    assert_int_equal(tdm_job_wait_for(job, 0.001), 0);
+    int rounds = 0, r;
+    while ((r = tdm_job_wait_for(job, 0.002)) == 0)
+        rounds++;
+    assert_int_equal(r, 1);
+    assert_true(rounds >= 1 && rounds < 10000);
+    for (int64_t i = 0; i < n; i++) /* finished: every item ran */
+        assert_int_equal(atomic_load(&vp.hits[i]), 1);
+    assert_int_equal(tdm_job_wait_for(job, 0.0), 1);
+    tdm_report rep = TDM_REPORT_INIT;
+    assert_int_equal(tdm_job_wait(job, &rep), 0);
+    assert_int_equal(rep.items, n);
+    assert_int_equal(tdm_job_wait_for(job, 1e300), 1); /* (a huge timeout, job done) */
+    assert_int_equal(tdm_job_wait_for(job, -1.0), TDM_EINVAL);
+    assert_int_equal(tdm_job_wait_for(job, NAN), TDM_EINVAL);
+    assert_int_equal(tdm_job_wait_for(NULL, 1.0), TDM_EINVAL);
+    tdm_job_free(job);
+    free(vp.hits);
+    tdm_test_close(rt);
+}
+
 static void test_job_null_args(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
@@ -938,6 +972,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_error_reported_in_result),
         cmocka_unit_test(test_stream_wait_without_consuming),
         cmocka_unit_test(test_cancel_stops_new_batches),
+        cmocka_unit_test(test_job_wait_for_times_out_then_finishes),
         cmocka_unit_test(test_job_null_args),
         cmocka_unit_test(test_task_accessors_in_parallel_for),
         cmocka_unit_test(test_task_accessors_in_stream),

@@ -227,6 +227,16 @@ TDM_EXTERN int tdm_job_next(tdm_job *job, tdm_batch_result *r);
  *  batch error, or TDM_ECANCELED. May be called once per job. */
 TDM_EXTERN int tdm_job_wait(tdm_job *job, tdm_report *report);
 
+/** Waits at most `timeout_s` seconds (0: does not wait) for the job to finish, without ending
+ *  it: a caller that must do something now and then while a job runs (check for signals,
+ *  draw progress) sleeps here instead of consuming every batch with tdm_job_next(). Returns 1
+ *  when the job has finished (tdm_job_wait() then returns at once), 0 when the time ran out,
+ *  TDM_EINVAL (NULL job, timeout negative or not a number). Like tdm_job_wait(), it drops the
+ *  results tdm_job_next() has not returned yet (so that the job can go on): use one or the
+ *  other on a job. May be called any number of times, also after tdm_job_wait(); one thread
+ *  at a time per job, as tdm_job_next(). */
+TDM_EXTERN int tdm_job_wait_for(tdm_job *job, double timeout_s);
+
 /** Asks the job to stop: no new batch starts; running batches finish. Returns 0 or
  *  TDM_EINVAL. Thread-safe. */
 TDM_EXTERN int tdm_job_cancel(tdm_job *job);

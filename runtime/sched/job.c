@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Running a job's batches on a worker, streaming finished batches, waiting, reporting. */
+#include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sched/device.h"
 #include "sched/job.h"
@@ -136,8 +139,16 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
     if (job->streaming) {
         pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
         pthread_mutex_lock(mu);
-        job->done[job->n_done++] = (tdm__done){task->batch, begin, end, rc, w, task->slot};
-        pthread_cond_broadcast(&job->cv);
+        if (job->waited) {
+            /* Its waiter reads no results (tdm_job_wait, tdm_job_wait_for): the slot is free
+             * at once, and nobody is woken for it (the job's end wakes the waiter). */
+            if (job->n_free++ == 0) /* (a worker may be waiting for a slot) */
+                tdm__pool_kick(job->rt->pool);
+            job->free_slots[job->n_free - 1] = task->slot;
+        } else {
+            job->done[job->n_done++] = (tdm__done){task->batch, begin, end, rc, w, task->slot};
+            pthread_cond_broadcast(&job->cv);
+        }
         pthread_mutex_unlock(mu);
     }
     if (job->declined_gen) {
@@ -407,28 +418,39 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
     rep->bytes_from_device = atomic_load(&job->bytes_from_device);
 }
 
-int tdm__job_wait(tdm__job *job, tdm_report *report)
+/* Waits for the job to finish, until `until` (CLOCK_MONOTONIC, job->cv's clock) or without a
+ * limit (NULL); the results of a streaming job nobody has read are dropped, which frees their
+ * slots so that the job can go on. Pool mutex held. True when the job has finished. */
+static bool wait_finished_locked(tdm__job *job, const struct timespec *until)
 {
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
-    if (!job->streaming) /* a short job is often done within microseconds: skip the sleep */
-        tdm__spin_until_set(&job->done_flag, TDM__SPIN_NS);
-    pthread_mutex_lock(mu);
     if (job->streaming) {
         job->waited = true;
         release_held_locked(job);
     }
     for (;;) {
         if (job->streaming && job->n_done > 0) {
-            /* Results nobody will read: free their slots so the job can go on. */
             for (int i = 0; i < job->n_done; i++)
                 job->free_slots[job->n_free++] = job->done[i].slot;
             job->n_done = 0;
             tdm__pool_kick(job->rt->pool);
         }
         if (job->finished || tdm__pool_try_finish_locked(job->rt->pool, job))
-            break;
-        pthread_cond_wait(&job->cv, mu);
+            return true;
+        if (!until)
+            pthread_cond_wait(&job->cv, mu);
+        else if (pthread_cond_timedwait(&job->cv, mu, until) == ETIMEDOUT)
+            return job->finished || tdm__pool_try_finish_locked(job->rt->pool, job);
     }
+}
+
+int tdm__job_wait(tdm__job *job, tdm_report *report)
+{
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    if (!job->streaming) /* a short job is often done within microseconds: skip the sleep */
+        tdm__spin_until_set(&job->done_flag, TDM__SPIN_NS);
+    pthread_mutex_lock(mu);
+    wait_finished_locked(job, NULL);
     pthread_mutex_unlock(mu);
     tdm__progress_stop(job);
     release_views(job);
@@ -476,6 +498,35 @@ int tdm_job_wait(tdm_job *j, tdm_report *report)
     job->wait_status = tdm__job_wait(job, report);
     job->wait_status_valid = true;
     return job->wait_status;
+}
+
+int tdm_job_wait_for(tdm_job *j, double timeout_s)
+{
+    tdm__job *job = (tdm__job *)j;
+    if (!job)
+        return tdm__err(NULL, TDM_EINVAL, "tdm_job_wait_for: job is NULL");
+    if (!(timeout_s >= 0))
+        return tdm__err(job->rt, TDM_EINVAL, "tdm_job_wait_for: timeout %g s is not >= 0",
+                        timeout_s);
+    int frc = tdm__check_fork(job->rt, "tdm_job_wait_for");
+    if (frc < 0)
+        return frc;
+    if (timeout_s > 1e9)
+        timeout_s = 1e9; /* (a deadline that still fits a timespec) */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the clock of job->cv */
+    double whole = floor(timeout_s);
+    until.tv_sec += (time_t)whole;
+    until.tv_nsec += (long)((timeout_s - whole) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    pthread_mutex_lock(mu);
+    bool done = wait_finished_locked(job, &until);
+    pthread_mutex_unlock(mu);
+    return done ? 1 : 0;
 }
 
 int tdm_job_cancel(tdm_job *j)
