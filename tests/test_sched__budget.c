@@ -163,18 +163,40 @@ static void test_cpu_budget_threads_and_processes_within_cores_add_up(void **sta
 static void test_devices_left_closed_when_model_says_slower(void **state)
 {
     char *d = model_dir();
-    seed_model(d, "exp_sinh.v1\tcpu\t6\t10\t200\t100\n"
-                  "exp_sinh.v1\topencl:any\t9\t30\t50000\t100\n");
+    /* (the stored CPU figure says the map takes 1 s: long enough to open devices for) */
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t3000\t50000\t100\n");
     budget_log log = {0};
     tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
     tdm_report r = TDM_REPORT_INIT;
-    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r); /* 32 MiB moved: enough to open devices */
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
     assert_true(log.left_closed >= 1);
     assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
     assert_false(workers_of(&r, TDM_BACKEND_CUDA));
     assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
+}
+
+/* A map of 32 MiB whose CPU time nothing says is long leaves the devices closed: with no
+ * stored model (under 1 GiB moved, the CPU may well need milliseconds: exp_sinh does), and
+ * with one that says the CPU threads need 3 ns an item (6 ms for this map). */
+static void test_devices_left_closed_for_a_short_map(void **state)
+{
+    static const char *const models[2] = {NULL, "exp_sinh.v1\tcpu\t6\t3\t200\t100\n"};
+    for (int m = 0; m < 2; m++) {
+        char *d = model_dir();
+        if (models[m])
+            seed_model(d, models[m]);
+        tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+        tdm_report r = TDM_REPORT_INIT;
+        run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
+        assert_false(workers_of(&r, TDM_BACKEND_CUDA));
+        assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
+        rm_dir(d);
+    }
 }
 
 /* ... but a stored device that beats the CPU is opened (PoCL in CI; skipped without one). */
@@ -319,6 +341,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_budget_faster_processes_run_the_map),
         cmocka_unit_test(test_cpu_budget_threads_and_processes_within_cores_add_up),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
+        cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),
         cmocka_unit_test(test_slower_device_gets_no_batch),

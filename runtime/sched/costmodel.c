@@ -328,6 +328,25 @@ bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lane
     return slower && any;
 }
 
+bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes)
+{
+    if (!cm || !kernel || cpu_lanes < 1)
+        return false;
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *cpu = best_entry(cm, kernel, "cpu");
+    bool faster = false;
+    for (int i = 0; cpu && !faster && i < cm->n; i++) {
+        const cm_entry *e = &cm->e[i];
+        if (strcmp(e->kernel, kernel) ||
+            (strncmp(e->lane, "opencl:", 7) && strncmp(e->lane, "cuda:", 5)) ||
+            best_entry(cm, kernel, e->lane) != e)
+            continue;
+        faster = 1.0 / e->tpi > 1.05 * (double)cpu_lanes / cpu->tpi;
+    }
+    pthread_mutex_unlock(&cm->mu);
+    return faster;
+}
+
 const char *tdm__cm_path(const tdm__costmodel *cm)
 {
     return cm ? cm->path : "";

@@ -40,6 +40,10 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int s
  * Thread-safe. */
 bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
                             size_t len);
+/* Whether the model holds a "cpu" entry for `kernel` and a device entry that is more than 5%
+ * faster than `cpu_lanes` CPU threads together (the reverse of tdm__cm_devices_slower()).
+ * Thread-safe. */
+bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes);
 /* The file it reads and writes ("" when in memory only). */
 const char *tdm__cm_path(const tdm__costmodel *cm);
 

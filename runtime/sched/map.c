@@ -238,27 +238,26 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 }
 
 /* Whether a map should open the devices first: a device policy always; AUTO and round-robin
- * when the kernel has a device version and the map moves at least TDM__AUTO_DEVICE_BYTES, or
- * the stored model says its CPU threads need at least TDM__AUTO_DEVICE_CPU_NS for it (opening a
- * driver and building a program cost tens of milliseconds, more than a small map takes; a map
- * that moves little but computes long, pi over a few thousand items say, is worth them). */
+ * when the kernel has a device version and opening is likely to pay (opening a driver and
+ * building a program cost tens of milliseconds: ~25 + 55 ms for PoCL here):
+ *  - the stored model says a device beats the CPU threads for this kernel, and the map moves
+ *    at least TDM__AUTO_DEVICE_BYTES;
+ *  - or it says the CPU threads need at least TDM__AUTO_DEVICE_CPU_NS for this map (a map
+ *    that moves little but computes long, pi over a few thousand items say);
+ *  - or it knows nothing of the kernel's CPU speed and the map moves at least
+ *    TDM__AUTO_DEVICE_BYTES_COLD: even at memory speed (~10 GB/s) the CPU then needs 100 ms.
+ * And never when the model says every device is slower. A map that opens nothing runs on the
+ * CPU, which teaches the model its CPU speed for the next one. */
 #define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
+#define TDM__AUTO_DEVICE_BYTES_COLD ((uint64_t)1 << 30)
 #define TDM__AUTO_DEVICE_CPU_NS 1e8
 
-/* What the stored model says the runtime's CPU threads need for n_items of kernel k, in ns
- * (0: it does not know). */
-static double cpu_ns_stored(tdm_runtime *rt, const tdm__kernel *k, int64_t n_items)
+/* The kernel's key in the stored model ("name.v<version>"). */
+static void model_key(const tdm__kernel *k, char *key, size_t len)
 {
-    if (rt->threads < 1 || n_items < 1)
-        return 0;
-    tdm__costmodel *cm = tdm__runtime_costmodel(rt);
-    char key[80];
-    snprintf(key, sizeof key, "%s.v%u", k->def.name, k->def.kernel_version);
-    double lat = 0;
-    int samples = 0;
-    double tpi = cm ? tdm__cm_get(cm, key, "cpu", &lat, &samples) : 0;
-    return tpi > 0 ? tpi * (double)n_items / rt->threads : 0;
+    snprintf(key, len, "%s.v%u", k->def.name, k->def.kernel_version);
 }
+
 static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char *kernel,
                           tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
                           int n_out)
@@ -279,13 +278,24 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
         if (t)
             bytes += tdm_tensor_nbytes(t);
     }
+    if (p == TDM_POLICY_ROUND_ROBIN)
+        return bytes >= TDM__AUTO_DEVICE_BYTES;
+    tdm__costmodel *cm = tdm__runtime_costmodel(rt);
+    char key[80];
+    model_key(k, key, sizeof key);
+    double lat = 0;
+    int samples = 0;
+    double tpi = cm && rt->threads > 0 ? tdm__cm_get(cm, key, "cpu", &lat, &samples) : 0;
     /* (items: the first output's first dimension, which a map's items are at least) */
     const tdm_tensor *o0 = outputs[0];
     int64_t items = o0 && tdm_tensor_ndim(o0) > 0 ? tdm_tensor_shape(o0)[0] : 0;
-    bool big = bytes >= TDM__AUTO_DEVICE_BYTES ||
-               cpu_ns_stored(rt, k, items) >= TDM__AUTO_DEVICE_CPU_NS;
-    /* (under AUTO, not when the stored model already says every device is slower) */
-    return big && (p != TDM_POLICY_AUTO || !tdm__jsched_skip_devices(rt, k));
+    bool worth;
+    if (tpi > 0)
+        worth = tpi * (double)items / rt->threads >= TDM__AUTO_DEVICE_CPU_NS ||
+                (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads));
+    else
+        worth = bytes >= TDM__AUTO_DEVICE_BYTES_COLD;
+    return worth && !tdm__jsched_skip_devices(rt, k);
 }
 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
