@@ -86,10 +86,11 @@ int tdm__jsched_create(tdm__job *job)
             l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
             l->lat = TDM__LAT_DEVICE;
             l->target_ns = TDM__TARGET_DEVICE;
-            /* (a long device name is cut: the result is looked at so GCC knows it is meant) */
+            /* (a long device name is cut: the result is tested so GCC knows it is meant) */
             int kl = snprintf(l->key, sizeof l->key, "%s:%s", tdm_backend_kind_name(l->kind),
                               ds ? ds->info.name : "?");
-            (void)kl;
+            if (kl < 0 || (size_t)kl >= sizeof l->key)
+                l->key[sizeof l->key - 1] = '\0';
             if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
                 l->eligible = false;
             l->host_cpu = ds && ds->info.host_cpu;
