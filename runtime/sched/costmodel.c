@@ -301,35 +301,14 @@ static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, 
     return b;
 }
 
-bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
-                            size_t len)
+/* The stored devices for `kernel` against `cpu_lanes` CPU threads together: whether the model
+ * has a "cpu" entry and a device entry for it at all (*any), and whether one device (from each
+ * lane's entry with the most samples) is more than 5% faster. While none is, `why` (may be
+ * NULL) names the last device compared and its time. */
+static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lanes, bool *any,
+                             char *why, size_t len)
 {
-    if (!cm || !kernel || cpu_lanes < 1)
-        return false;
-    pthread_mutex_lock(&cm->mu);
-    const cm_entry *cpu = best_entry(cm, kernel, "cpu");
-    bool slower = cpu != NULL, any = false;
-    for (int i = 0; slower && i < cm->n; i++) {
-        const cm_entry *e = &cm->e[i];
-        if (strcmp(e->kernel, kernel) ||
-            (strncmp(e->lane, "opencl:", 7) && strncmp(e->lane, "cuda:", 5)) ||
-            best_entry(cm, kernel, e->lane) != e)
-            continue;
-        any = true;
-        /* items per ns: the device's against every CPU thread's together */
-        double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
-        if (dev > 1.05 * host)
-            slower = false;
-        else if (why)
-            snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",
-                     e->lane, e->tpi, cpu_lanes, cpu->tpi / cpu_lanes);
-    }
-    pthread_mutex_unlock(&cm->mu);
-    return slower && any;
-}
-
-bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes)
-{
+    *any = false;
     if (!cm || !kernel || cpu_lanes < 1)
         return false;
     pthread_mutex_lock(&cm->mu);
@@ -341,10 +320,30 @@ bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes
             (strncmp(e->lane, "opencl:", 7) && strncmp(e->lane, "cuda:", 5)) ||
             best_entry(cm, kernel, e->lane) != e)
             continue;
-        faster = 1.0 / e->tpi > 1.05 * (double)cpu_lanes / cpu->tpi;
+        *any = true;
+        /* items per ns: the device's against every CPU thread's together */
+        double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
+        if (dev > 1.05 * host)
+            faster = true;
+        else if (why)
+            snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",
+                     e->lane, e->tpi, cpu_lanes, cpu->tpi / cpu_lanes);
     }
     pthread_mutex_unlock(&cm->mu);
     return faster;
+}
+
+bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
+                            size_t len)
+{
+    bool any;
+    return !device_beats_cpu(cm, kernel, cpu_lanes, &any, why, len) && any;
+}
+
+bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes)
+{
+    bool any;
+    return device_beats_cpu(cm, kernel, cpu_lanes, &any, NULL, 0);
 }
 
 const char *tdm__cm_path(const tdm__costmodel *cm)

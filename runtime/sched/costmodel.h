@@ -7,9 +7,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct tdm_runtime tdm_runtime;
 typedef struct tdm__costmodel tdm__costmodel;
+
+/* A kernel's key in the model: "<name>.v<version>" (a new version starts afresh). */
+static inline void tdm__cm_kernel_key(char *key, size_t len, const char *name, unsigned version)
+{
+    snprintf(key, len, "%s.v%u", name, version);
+}
 
 /* Opens the model of this machine under `dir` (NULL: $XDG_CACHE_HOME/tandem, else
  * ~/.cache/tandem; "" or "off": in memory only, nothing read or written). A missing or

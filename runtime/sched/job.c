@@ -2,7 +2,6 @@
 /* Running a job's batches on a worker, streaming finished batches, waiting, reporting. */
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,17 +510,9 @@ int tdm_job_wait_for(tdm_job *j, double timeout_s)
     int frc = tdm__check_fork(job->rt, "tdm_job_wait_for");
     if (frc < 0)
         return frc;
-    if (timeout_s > 1e9)
-        timeout_s = 1e9; /* (a deadline that still fits a timespec) */
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until); /* the clock of job->cv */
-    double whole = floor(timeout_s);
-    until.tv_sec += (time_t)whole;
-    until.tv_nsec += (long)((timeout_s - whole) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    /* (job->cv runs on CLOCK_MONOTONIC, tdm__now_ns()'s clock; at most ~31 years ahead) */
+    uint64_t at = tdm__now_ns() + (uint64_t)((timeout_s < 1e9 ? timeout_s : 1e9) * 1e9);
+    struct timespec until = {(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
     pthread_mutex_lock(mu);
     bool done = wait_finished_locked(job, &until);

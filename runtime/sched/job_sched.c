@@ -58,8 +58,8 @@ int tdm__jsched_create(tdm__job *job)
     s->n = job->n_workers;
     s->lanes = lanes;
     if (job->kernel)
-        snprintf(s->kernel, sizeof s->kernel, "%s.v%u", job->kernel->def.name,
-                 job->kernel->def.kernel_version);
+        tdm__cm_kernel_key(s->kernel, sizeof s->kernel, job->kernel->def.name,
+                           job->kernel->def.kernel_version);
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         double c = job->opts.share_cap[k];
         s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
@@ -69,6 +69,7 @@ int tdm__jsched_create(tdm__job *job)
     for (int w = 0; w < s->n; w++) {
         tdm__jlane *l = &lanes[w];
         unsigned on = tdm__worker_kind(job, w);
+        bool preparing = false;
         l->eligible = (job->on & on) != 0;
         l->fill = 1;
         if (on == TDM__ON_THREADS) {
@@ -96,6 +97,10 @@ int tdm__jsched_create(tdm__job *job)
             l->host_cpu = ds && ds->info.host_cpu;
             /* a batch fills the device when each compute unit has a few dozen items */
             l->fill = ds && ds->info.compute_units > 0 ? 64 * (int64_t)ds->info.compute_units : 64;
+            /* A device with a prepare step builds its program before it takes part: until
+             * then nobody waits for it (the program build would otherwise count as its time,
+             * and a device on the host's cores would keep the threads waiting through it). */
+            preparing = l->eligible && ds->ops->prepare != NULL;
         }
         int samples = 0;
         double stored_lat = 0;
@@ -106,12 +111,7 @@ int tdm__jsched_create(tdm__job *job)
             l->lat = l->est.lat;
         }
         atomic_init(&l->in_job, 0);
-        /* A device with a prepare step builds its program before it takes part: until then
-         * nobody waits for it (the program build would otherwise count as its time, and a
-         * device on the host's cores would keep the threads waiting through it). */
-        atomic_init(&l->preparing, on == TDM__ON_DEVICES && l->eligible &&
-                                       tdm__device_of_worker(rt, w) &&
-                                       tdm__device_of_worker(rt, w)->ops->prepare);
+        atomic_init(&l->preparing, preparing);
         atomic_init(&l->tpi, l->est.tpi);
         atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
         atomic_init(&l->free_at, 0.0);
@@ -195,7 +195,7 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     if (open)
         return false; /* opened already (the scheduler then keeps a slower one waiting) */
     char key[80], why[256];
-    snprintf(key, sizeof key, "%s.v%u", k->def.name, k->def.kernel_version);
+    tdm__cm_kernel_key(key, sizeof key, k->def.name, k->def.kernel_version);
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;

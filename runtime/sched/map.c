@@ -252,12 +252,6 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 #define TDM__AUTO_DEVICE_BYTES_COLD ((uint64_t)1 << 30)
 #define TDM__AUTO_DEVICE_CPU_NS 1e8
 
-/* The kernel's key in the stored model ("name.v<version>"). */
-static void model_key(const tdm__kernel *k, char *key, size_t len)
-{
-    snprintf(key, len, "%s.v%u", k->def.name, k->def.kernel_version);
-}
-
 static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char *kernel,
                           tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
                           int n_out)
@@ -282,7 +276,7 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
         return bytes >= TDM__AUTO_DEVICE_BYTES;
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     char key[80];
-    model_key(k, key, sizeof key);
+    tdm__cm_kernel_key(key, sizeof key, k->def.name, k->def.kernel_version);
     double lat = 0;
     int samples = 0;
     double tpi = cm && rt->threads > 0 ? tdm__cm_get(cm, key, "cpu", &lat, &samples) : 0;

@@ -75,7 +75,7 @@ static void learn_cpu(tdm__job *job)
     if (!cm)
         return;
     char key[80];
-    snprintf(key, sizeof key, "%s.v%u", job->kernel->def.name, job->kernel->def.kernel_version);
+    tdm__cm_kernel_key(key, sizeof key, job->kernel->def.name, job->kernel->def.kernel_version);
     /* (busy time folds the small fixed cost of a thread's batch in) */
     tdm__cm_put(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
                 batches > 1000000 ? 1000000 : (int)batches);
