@@ -86,21 +86,6 @@ static void write_bytes(const char *path, const void *p, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
 /* Mean of channel c of an RGB u8 HWC image. */
 static double channel_mean(const uint8_t *px, size_t n_pixels, int c)
 {

@@ -39,21 +39,6 @@ static inline void write_bytes(const char *path, const void *p, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
-static inline unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
 static inline bool exists(const char *path)
 {
     return access(path, F_OK) == 0;

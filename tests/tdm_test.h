@@ -53,6 +53,23 @@ static inline void tdm_test_close(tdm_runtime *rt)
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
+/* The whole file at path, in a malloc'd buffer the caller frees (one spare byte at the end);
+ * *n gets its size. Asserts that it can be read. */
+static inline unsigned char *read_bytes(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc((size_t)len + 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
 /* Map options with the progress display off, for the tests' map-option helpers to start from
  * (the display would write to the test's output). */
 static inline tdm_map_opts tdm_test_quiet_opts(void)

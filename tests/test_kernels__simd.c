@@ -9,12 +9,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+#include "child_test_util.h"
 #include "simd_math.h"
-#include "tdm_test.h"
 
 #define N 1021 /* a prime: every batch size below leaves a tail */
 
@@ -47,10 +43,11 @@ static int same_class(double a, double b)
     return 1;
 }
 
-/* In a child, with TDM_SIMD=isa: 0 when every check holds, else the number of the one that
- * failed. */
-static int child_checks(const char *isa)
+/* In a child, with TDM_SIMD=isa (a string; "": unset): 0 when every check holds, else the
+ * number of the one that failed. */
+static int child_checks(void *arg)
 {
+    const char *isa = arg;
     if (isa[0])
         setenv("TDM_SIMD", isa, 1);
     else
@@ -112,34 +109,25 @@ static void test_simd_exp_sinh_batches_ulps_and_special_values(void **state)
 {
     (void)state;
     for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0)
-            _exit(child_checks(isas[k]));
-        int st = 0;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        assert_true(WIFEXITED(st));
-        if (WEXITSTATUS(st) != 0)
-            fail_msg("TDM_SIMD=%s: check %d failed", isas[k][0] ? isas[k] : "(widest)",
-                     WEXITSTATUS(st));
+        /* (a failure's exit code is the number of the check in child_checks) */
+        print_message("TDM_SIMD=%s\n", isas[k][0] ? isas[k] : "(unset: the widest)");
+        run_in_children(1, child_checks, (void *)isas[k]);
     }
 }
 
 /* The instruction set in use is named, and TDM_SIMD caps it. */
+static int child_isa_capped(void *arg)
+{
+    (void)arg;
+    setenv("TDM_SIMD", "sse2", 1);
+    const char *isa = tdm__simd_math_isa();
+    return strcmp(isa, "sse2") == 0 || strcmp(isa, "scalar") == 0 ? 0 : 1;
+}
+
 static void test_simd_isa_named_and_capped(void **state)
 {
     (void)state;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setenv("TDM_SIMD", "sse2", 1);
-        const char *isa = tdm__simd_math_isa();
-        _exit(strcmp(isa, "sse2") == 0 || strcmp(isa, "scalar") == 0 ? 0 : 1);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    run_in_children(1, child_isa_capped, NULL);
 }
 
 int main(int argc, char **argv)

@@ -158,24 +158,34 @@ static void test_cpu_budget_threads_and_processes_within_cores_add_up(void **sta
     assert_int_equal(log.budget, 0);
 }
 
+/* An AUTO exp_sinh map of 2^21 items (32 MiB moved) on a runtime with 2 threads and every
+ * device backend, over a model dir seeded with `lines` (NULL: an empty model); r gets its
+ * report, log (may be NULL) the scheduler's log lines. */
+static void map_on_model(const char *lines, budget_log *log, tdm_report *r)
+{
+    char *d = model_dir();
+    if (lines)
+        seed_model(d, lines);
+    tdm_runtime *rt = open_rt(d, log, NULL, 2, 0);
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
 /* A stored model that says the device is slower than the CPU threads: an AUTO map large
  * enough to open the devices leaves them closed (no device worker in the job at all). */
 static void test_devices_left_closed_when_model_says_slower(void **state)
 {
-    char *d = model_dir();
-    /* (the stored CPU figure says the map takes 1 s: long enough to open devices for) */
-    seed_model(d, "exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
-                  "exp_sinh.v1\topencl:any\t9\t3000\t50000\t100\n");
     budget_log log = {0};
-    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
     tdm_report r = TDM_REPORT_INIT;
-    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    /* (the stored CPU figure says the map takes 1 s: long enough to open devices for) */
+    map_on_model("exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                 "exp_sinh.v1\topencl:any\t9\t3000\t50000\t100\n",
+                 &log, &r);
     assert_true(log.left_closed >= 1);
     assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
     assert_false(workers_of(&r, TDM_BACKEND_CUDA));
     assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
-    assert_int_equal(tdm_runtime_close(rt), 0);
-    rm_dir(d);
 }
 
 /* A map of 32 MiB whose CPU time nothing says is long leaves the devices closed: with no
@@ -185,34 +195,24 @@ static void test_devices_left_closed_for_a_short_map(void **state)
 {
     static const char *const models[2] = {NULL, "exp_sinh.v1\tcpu\t6\t3\t200\t100\n"};
     for (int m = 0; m < 2; m++) {
-        char *d = model_dir();
-        if (models[m])
-            seed_model(d, models[m]);
-        tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
         tdm_report r = TDM_REPORT_INIT;
-        run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
-        assert_int_equal(tdm_runtime_close(rt), 0);
+        map_on_model(models[m], NULL, &r);
         assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
         assert_false(workers_of(&r, TDM_BACKEND_CUDA));
         assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), 1 << 21);
-        rm_dir(d);
     }
 }
 
 /* ... but a stored device that beats the CPU is opened (PoCL in CI; skipped without one). */
 static void test_devices_opened_when_model_says_faster(void **state)
 {
-    char *d = model_dir();
-    seed_model(d, "exp_sinh.v1\tcpu\t6\t40\t200\t100\n"
-                  "exp_sinh.v1\topencl:any\t9\t1\t50000\t100\n");
     budget_log log = {0};
-    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
     tdm_report r = TDM_REPORT_INIT;
-    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
-    assert_int_equal(tdm_runtime_close(rt), 0);
+    map_on_model("exp_sinh.v1\tcpu\t6\t40\t200\t100\n"
+                 "exp_sinh.v1\topencl:any\t9\t1\t50000\t100\n",
+                 &log, &r);
     assert_int_equal(log.left_closed, 0);
     bool dev = workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
-    rm_dir(d);
     if (!dev)
         skip(); /* no device on this machine: nothing was there to open */
 }
