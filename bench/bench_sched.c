@@ -213,44 +213,35 @@ static void print_load(const char *when) /* other work on these cores slows ever
         fclose(f);
 }
 
-/* One AUTO run on a cold model: a runtime on an empty model dir (dir, or a fresh one removed
- * after), its devices opened untimed, one map timed (*t, *rep), closed (which saves the
- * model). The cold run times the scheduler's exploration, not the driver. */
-static void cold_once(const wl *w, const char *dir, double *t, tdm_report *rep, double *err)
+/* One map of variant v on a fresh runtime over an empty model dir (`dir`, or a fresh one
+ * removed after), closed after it (which saves the model); its seconds (-1 when OPENCL finds
+ * no device), its report in rep (may be NULL), and with `second` the same map timed again (what
+ * the first one taught the runtime). Two uses:
+ *  - a cold AUTO run (V_COLD, devices_first): the devices opened by an untimed map first, so
+ *    it times the scheduler's exploration, not the driver;
+ *  - a user's very first run (CPU, OPENCL or AUTO, no devices_first): devices opened and
+ *    programs built inside it. */
+static double fresh_run(const wl *w, int v, const char *dir, int devices_first, tdm_report *rep,
+                        double *err, double *second)
 {
     char tmp[] = "/tmp/tdm_bench_sched.XXXXXX";
     if (!dir)
-        model_dir_new(tmp);
-    tdm_runtime *rt = open_rt(dir ? dir : tmp);
-    open_devices(rt, w);
+        dir = model_dir_new(tmp);
+    tdm_runtime *rt = open_rt(dir);
+    if (devices_first)
+        open_devices(rt, w);
     tdm_tensor *x, *y;
     alloc_io(rt, w, w->n, &x, &y);
-    rep->size = sizeof *rep;
-    *t = timed(rt, w, x, y, V_COLD, rep, err);
-    tdm_tensor_release(x);
-    tdm_tensor_release(y);
-    bench_close(rt);
-    if (!dir)
-        model_files(tmp, 0, 1);
-}
-
-/* The first map of a fresh runtime on a fresh model, variant v (V_CPU, V_OCL or V_COLD, which
- * is AUTO): what a user's first run costs, devices opened and programs built inside it (no
- * untimed opening). Seconds, or -1 when OPENCL finds no device. */
-static double first_once(const wl *w, int v, double *err, double *second)
-{
-    char tmp[] = "/tmp/tdm_bench_sched.XXXXXX";
-    model_dir_new(tmp);
-    tdm_runtime *rt = open_rt(tmp);
-    tdm_tensor *x, *y;
-    alloc_io(rt, w, w->n, &x, &y);
-    double t = timed(rt, w, x, y, v, NULL, err);
-    if (second) /* the same map again: what the first one taught the runtime */
+    if (rep)
+        rep->size = sizeof *rep;
+    double t = timed(rt, w, x, y, v, rep, err);
+    if (second)
         *second = timed(rt, w, x, y, v, NULL, err);
     tdm_tensor_release(x);
     tdm_tensor_release(y);
     bench_close(rt);
-    model_files(tmp, 0, 1);
+    if (dir == tmp)
+        model_files(tmp, 0, 1);
     return t;
 }
 
@@ -273,7 +264,7 @@ static void bench_workload(const wl *w, int reps)
     double *tf[NF], *t2 = xcalloc((size_t)reps, sizeof(double));
     for (int f = 0; f < NF; f++)
         tf[f] = xcalloc((size_t)reps, sizeof(double));
-    cold_once(w, dir, &tc[0], &rcold[0], &err[V_COLD]);
+    tc[0] = fresh_run(w, V_COLD, dir, 1, &rcold[0], &err[V_COLD], NULL);
     printf("   model saved by the cold run (kernel, lane, size class, ns/item, ns/batch, n):\n");
     model_files(dir, 1, 0);
 
@@ -299,10 +290,11 @@ static void bench_workload(const wl *w, int reps)
             sh[v][r] = dev_share(rep);
         }
         if (r + 1 < reps)
-            cold_once(w, NULL, &tc[r + 1], &rcold[r + 1], &err[V_COLD]);
+            tc[r + 1] = fresh_run(w, V_COLD, NULL, 1, &rcold[r + 1], &err[V_COLD], NULL);
         for (int f = 0; f < NF; f++)
             tf[f][r] = (f != 1 || have_ocl)
-                           ? first_once(w, fvar[f], &err[fvar[f]], f == 2 ? &t2[r] : NULL)
+                           ? fresh_run(w, fvar[f], NULL, 0, NULL, &err[fvar[f]],
+                                       f == 2 ? &t2[r] : NULL)
                            : -1;
     }
 
