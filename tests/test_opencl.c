@@ -232,6 +232,52 @@ static void test_pipeline_queues(void **state)
     free(y);
 }
 
+/* One entry launched round-robin on every queue, in work-groups of 256 items, each launch with a
+ * wider grid than any before it. PoCL (3.1) keys its cache of loaded work-group functions by
+ * entry, group size and grid width, but a finished kernel gives its handle back by entry and
+ * group size alone: while kernels of several queues ran at once, a kernel that made a new, wider
+ * entry gave back the count of one still running, and the process aborted
+ * ("pocl_release_dlhandle_cache: Assertion found->ref_count > 0"). The layer now runs one
+ * kernel at a time per device; the copies still overlap. Every result is checked. */
+static void test_kernels_of_many_queues_with_growing_sizes(void **state)
+{
+    (void)state;
+    enum { N = 1 << 15, LAUNCHES = 360, QMAX = 8 };
+    double *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int64_t i = 0; i < N; i++)
+        x[i] = cos((double)i * 1e-4) * 3.0;
+    tdm__dev *d = open0();
+    int nq = ops->n_queues(d);
+    assert_true(nq >= 2 && nq <= QMAX);
+    tdm__dbuf *bx, *by[QMAX];
+    OK(ops->alloc(d, N * sizeof(double), &bx, detail, sizeof detail));
+    OK(ops->write(d, 0, bx, 0, x, N * sizeof(double), detail, sizeof detail));
+    OK(ops->finish(d, 0, detail, sizeof detail));
+    for (int q = 0; q < nq; q++)
+        OK(ops->alloc(d, N * sizeof(double), &by[q], detail, sizeof detail));
+    for (int i = 0; i < LAUNCHES; i++) {
+        int q = i % nq;
+        launch_exp_sinh(d, q, bx, by[q], 0, N, 4096 + (int64_t)256 * i);
+        if (i % (4 * nq) != 4 * nq - 1 && i != LAUNCHES - 1)
+            continue;
+        for (q = 0; q < nq; q++) {
+            memset(y, 0, N * sizeof *y);
+            OK(ops->read(d, q, y, by[q], 0, N * sizeof(double), detail, sizeof detail));
+            OK(ops->finish(d, q, detail, sizeof detail));
+            for (int64_t j = 0; j < N; j += 997)
+                check_near("exp_sinh_f64", (long)j, y[j], exp(x[j]) * sinh(x[j]), 1e-13, 1e-300);
+        }
+    }
+    ops->free(d, bx);
+    for (int q = 0; q < nq; q++)
+        ops->free(d, by[q]);
+    ops->close(d);
+    free(x);
+    free(y);
+}
+
 /* A NULL buffer argument and a scalar: pi_leibniz(NULL terms_in, y, terms, begin, end). */
 static void test_null_and_value_args(void **state)
 {
@@ -782,8 +828,8 @@ static void test_lost_device_refuses_every_entry(void **state)
     assert_int_equal(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
     assert_int_equal(ops->read(d, 0, y, b, 0, sizeof y, detail, sizeof detail), TDM_EDEVLOST);
     tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(8)};
-    assert_int_equal(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64",
-                                 a, 4, 8, detail, sizeof detail),
+    assert_int_equal(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64", a,
+                                 4, 8, detail, sizeof detail),
                      TDM_EDEVLOST);
     assert_int_equal(ops->finish(d, 2, detail, sizeof detail), TDM_EDEVLOST);
     void *page = NULL;
@@ -828,6 +874,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_device_index),
         cmocka_unit_test(test_exp_sinh_round_trip),
         cmocka_unit_test(test_pipeline_queues),
+        cmocka_unit_test(test_kernels_of_many_queues_with_growing_sizes),
         cmocka_unit_test(test_null_and_value_args),
         cmocka_unit_test(test_struct_by_value),
         cmocka_unit_test(test_compile_error_gives_log),

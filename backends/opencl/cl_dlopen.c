@@ -111,6 +111,7 @@
     X(cl_int, clReleaseContext, (cl_context context), (context))                                   \
     X(cl_int, clReleaseEvent, (cl_event event), (event))                                           \
     X(cl_int, clReleaseKernel, (cl_kernel kernel), (kernel))                                       \
+    X(cl_int, clRetainEvent, (cl_event event), (event))                                            \
     X(cl_int, clReleaseMemObject, (cl_mem memobj), (memobj))                                       \
     X(cl_int, clReleaseProgram, (cl_program program), (program))                                   \
     X(cl_int, clSetKernelArg,                                                                      \
@@ -389,6 +390,13 @@ cl_int CL_API_CALL clReleaseEvent(cl_event event)
     if (tdm__cl_load_error())
         return CL_INVALID_PLATFORM;
     return p_clReleaseEvent(event);
+}
+
+cl_int CL_API_CALL clRetainEvent(cl_event event)
+{
+    if (tdm__cl_load_error())
+        return CL_INVALID_PLATFORM;
+    return p_clRetainEvent(event);
 }
 
 cl_int CL_API_CALL clReleaseKernel(cl_kernel kernel)

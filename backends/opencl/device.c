@@ -2,7 +2,8 @@
 /* OpenCL backend, execution part: the device layer of runtime/sched/device.h on the ICD loader.
  *
  * One tdm__dev per opened device: one context, OCL_QUEUES in-order command queues (the depth of
- * the pipeline: batch k+1 copies in while batch k computes and batch k-1 copies out), a cache of
+ * the pipeline: batch k+1 copies in while batch k computes and batch k-1 copies out; kernels run
+ * one at a time, see enqueue_kernel in program.c for the PoCL abort this avoids), a cache of
  * built programs keyed by the caller's key, and per program the kernels created so far. Every
  * enqueued command gets an event, kept until finish() of its queue, which then reports the
  * first command that failed, by name ("kernel tdm_exp_sinh_f64: CL_OUT_OF_RESOURCES (-5)").
@@ -226,6 +227,8 @@ static void ocl_close(tdm__dev *d)
             clReleaseMemObject(b->mem);
         free(b);
     }
+    if (d->last_kernel)
+        clReleaseEvent(d->last_kernel);
     tdm__ocl_programs_free(d);
     for (int i = 0; i < OCL_QUEUES; i++)
         if (d->q[i].q)

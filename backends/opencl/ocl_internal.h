@@ -91,6 +91,11 @@ struct tdm__dev {
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
     ocl_prog *progs;
+    /* The last kernel launched (retained; NULL before the first) and its queue. A kernel waits
+     * for it when it goes to another queue, so the device runs one kernel at a time while the
+     * copies of the other queues still overlap it: see the launches in program.c for why. */
+    cl_event last_kernel;
+    int last_kernel_q;
     tdm__devhealth health; /* lost once for good; TDM_DEVICE_FAULT injection */
     /* Page-locked host ranges registered with the device (see "registered host memory"
      * below): a CL_MEM_USE_HOST_PTR buffer over each, mapped for the host from registration to

@@ -381,6 +381,45 @@ static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, con
     return 0;
 }
 
+/* Enqueues kernel k on queue q over `dims` dimensions and records it; on a driver failure,
+ * the message names `what` and the device is marked lost.
+ *
+ * The device runs one kernel at a time: a kernel launched on another queue than the previous
+ * one waits for that one's event (the copies of every queue still overlap the kernel). PoCL
+ * (3.1 on Debian 12, its CPU device) needs this: it keeps the compiled work-group functions in
+ * a cache of handles counted per (kernel, local size, grid width), but releases a finished
+ * command's handle by (kernel, local size) alone, the first match in most-recent-first order.
+ * Two launches of one kernel with one local size and different global sizes running at once
+ * on two queues then release each other's handle, and the second release aborts the process
+ * ("pocl_release_dlhandle_cache: Assertion found->ref_count > 0"; seen about 4 runs in 10 of
+ * device_elementwise_kernels_match_cpu with three queues). With one kernel in flight, every
+ * handle is released before the next kernel takes one. On a GPU, a batch's kernel fills the
+ * device, so running two at once would gain little. */
+static int enqueue_kernel(tdm__dev *d, int q, const ocl_kernel *k, cl_uint dims, const size_t *g,
+                          const size_t *l, const char *what, char *detail, size_t len)
+{
+    int rc = tdm__ocl_reserve_op(d, q, detail, len);
+    if (rc != 0)
+        return rc;
+    cl_uint n_wait = d->last_kernel && d->last_kernel_q != q ? 1 : 0;
+    cl_event ev = NULL;
+    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, dims, NULL, g, l, n_wait,
+                                      n_wait ? &d->last_kernel : NULL, &ev);
+    if (e != CL_SUCCESS)
+        return tdm__ocl_lost_if_driver(
+            d,
+            tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueNDRangeKernel(%s) on queue %d", what, q),
+            detail, len);
+    tdm__ocl_record_op(d, q, ev, "kernel %.40s", k->name);
+    if (clRetainEvent(ev) == CL_SUCCESS) {
+        if (d->last_kernel)
+            clReleaseEvent(d->last_kernel);
+        d->last_kernel = ev;
+        d->last_kernel_q = q;
+    }
+    return 0;
+}
+
 /* The work-group size of 1-D launches (at most), and the groups a launch is cut into at least
  * (while its groups are larger than the preferred multiple) so every compute unit of a
  * many-core host gets some; see tdm__ocl_launch. */
@@ -428,18 +467,9 @@ int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, con
            g >= l * 2 * OCL_GROUPS_1D)
         l *= 2;
     g = (g + l - 1) / l * l;
-    if ((rc = tdm__ocl_reserve_op(d, q, detail, len)) != 0)
-        return rc;
-    cl_event ev = NULL;
-    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 1, NULL, &g, &l, 0, NULL, &ev);
-    if (e != CL_SUCCESS)
-        return tdm__ocl_lost_if_driver(
-            d,
-            tdm__ocl_cl_fail(d, detail, len, e,
-                             "clEnqueueNDRangeKernel(%s, %zu work items) on queue %d", entry, g, q),
-            detail, len);
-    tdm__ocl_record_op(d, q, ev, "kernel %.40s", entry);
-    return 0;
+    char what[96];
+    snprintf(what, sizeof what, "%.40s, %zu work items", entry, g);
+    return enqueue_kernel(d, q, k, 1, &g, &l, what, detail, len);
 }
 
 /* A 2-D launch in work-groups of exactly r->local (clEnqueueNDRangeKernel with work_dim 2 and
@@ -481,20 +511,10 @@ int tdm__ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source, 
         uint64_t groups = ((uint64_t)r->size[i] + local[i] - 1) / local[i];
         g[i] = (groups > OCL_GROUPS_CAP ? OCL_GROUPS_CAP : (size_t)groups) * local[i];
     }
-    if ((rc = tdm__ocl_reserve_op(d, q, detail, len)) != 0)
-        return rc;
-    cl_event ev = NULL;
-    cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, 2, NULL, g, local, 0, NULL, &ev);
-    if (e != CL_SUCCESS)
-        return tdm__ocl_lost_if_driver(
-            d,
-            tdm__ocl_cl_fail(d, detail, len, e,
-                             "clEnqueueNDRangeKernel(%s, %zux%zu work items in groups of "
-                             "%zux%zu) on queue %d",
-                             entry, g[0], g[1], local[0], local[1], q),
-            detail, len);
-    tdm__ocl_record_op(d, q, ev, "kernel %.40s", entry);
-    return 0;
+    char what[128];
+    snprintf(what, sizeof what, "%.40s, %zux%zu work items in groups of %zux%zu", entry, g[0], g[1],
+             local[0], local[1]);
+    return enqueue_kernel(d, q, k, 2, g, local, what, detail, len);
 }
 
 void tdm__ocl_programs_free(tdm__dev *d)
