@@ -2,8 +2,9 @@
 /* OpenCL backend, execution part: the device layer of runtime/sched/device.h on the ICD loader.
  *
  * One tdm__dev per opened device: one context, OCL_QUEUES in-order command queues (the depth of
- * the pipeline: batch k+1 copies in while batch k computes and batch k-1 copies out; kernels run
- * one at a time, see enqueue_kernel in program.c for the PoCL abort this avoids), a cache of
+ * the pipeline: batch k+1 copies in while batch k computes and batch k-1 copies out; launches
+ * of one entry run at once only when they have the same sizes, see enqueue_kernel in program.c
+ * for the PoCL abort this avoids), a cache of
  * built programs keyed by the caller's key, and per program the kernels created so far. Every
  * enqueued command gets an event, kept until finish() of its queue, which then reports the
  * first command that failed, by name ("kernel tdm_exp_sinh_f64: CL_OUT_OF_RESOURCES (-5)").
@@ -35,6 +36,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +207,32 @@ void tdm__ocl_release_pinned(tdm__dev *d, int i)
     clReleaseMemObject(d->pinned[i].mem);
 }
 
+/* The slots of the open devices (tdm__dev.slot): bit i set while slot i is taken. */
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t slots_taken;
+
+static int take_slot(void)
+{
+    pthread_mutex_lock(&slot_mu);
+    int slot = -1;
+    for (int i = 0; i < 64 && slot < 0; i++)
+        if (!(slots_taken >> i & 1u)) {
+            slots_taken |= (uint64_t)1 << i;
+            slot = i;
+        }
+    pthread_mutex_unlock(&slot_mu);
+    return slot; /* (-1 with 64 devices open: built like slot 0, and may share its kernels) */
+}
+
+static void give_slot(int slot)
+{
+    if (slot < 0)
+        return;
+    pthread_mutex_lock(&slot_mu);
+    slots_taken &= ~((uint64_t)1 << slot);
+    pthread_mutex_unlock(&slot_mu);
+}
+
 static void ocl_close(tdm__dev *d)
 {
     if (!d)
@@ -227,14 +255,13 @@ static void ocl_close(tdm__dev *d)
             clReleaseMemObject(b->mem);
         free(b);
     }
-    if (d->last_kernel)
-        clReleaseEvent(d->last_kernel);
     tdm__ocl_programs_free(d);
     for (int i = 0; i < OCL_QUEUES; i++)
         if (d->q[i].q)
             clReleaseCommandQueue(d->q[i].q);
     if (d->ctx)
         clReleaseContext(d->ctx);
+    give_slot(d->slot);
     free(d);
 }
 
@@ -265,6 +292,7 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
                              "opencl: out of host memory opening device %d", index);
     d->rt = rt;
     d->index = index;
+    d->slot = take_slot();
     d->dev = dev;
     d->cap = cap;
     d->live.next = d->live.prev = &d->live;

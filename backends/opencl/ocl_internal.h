@@ -46,6 +46,11 @@ typedef struct ocl_kernel {
     size_t max_group; /* CL_KERNEL_WORK_GROUP_SIZE: most work items per group (0 = unknown) */
     size_t reqd[3];   /* CL_KERNEL_COMPILE_WORK_GROUP_SIZE: the entry's required group, or 0s */
     ocl_param *param; /* n_args entries, or NULL when the driver gives no argument info */
+    /* Its launches that may still run: the last one per queue (retained events, NULL for
+     * none), all of one size, `sizes` (dims, local and global sizes). A launch of other sizes
+     * waits for them: see enqueue_kernel in program.c for why. */
+    cl_event inflight[OCL_QUEUES];
+    size_t sizes[5];
     char name[];
 } ocl_kernel;
 
@@ -91,11 +96,11 @@ struct tdm__dev {
     uint64_t used;       /* bytes in live buffers */
     tdm__dbuf live;      /* sentinel of the live-buffer ring */
     ocl_prog *progs;
-    /* The last kernel launched (retained; NULL before the first) and its queue. A kernel waits
-     * for it when it goes to another queue, so the device runs one kernel at a time while the
-     * copies of the other queues still overlap it: see the launches in program.c for why. */
-    cl_event last_kernel;
-    int last_kernel_q;
+    /* Which of the process's open OpenCL devices this is (0 for the first; numbers are reused
+     * after a close), -1 for none: programs of the devices after the first are built with
+     * -DTDM_OCL_SLOT=<slot>, so that two open at once never share a driver's cached kernels
+     * (see enqueue_kernel in program.c). */
+    int slot;
     tdm__devhealth health; /* lost once for good; TDM_DEVICE_FAULT injection */
     /* Page-locked host ranges registered with the device (see "registered host memory"
      * below): a CL_MEM_USE_HOST_PTR buffer over each, mapped for the host from registration to

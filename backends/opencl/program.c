@@ -67,6 +67,15 @@ static void log_one_line(const char *log, char *out, size_t len)
 
 #define OCL_BUILD_OPTIONS "-cl-std=CL1.2 -cl-kernel-arg-info"
 
+/* The build options of d's programs: OCL_BUILD_OPTIONS, and its slot after the first. */
+static void build_options(const tdm__dev *d, char *out, size_t len)
+{
+    if (d->slot > 0)
+        snprintf(out, len, "%s -DTDM_OCL_SLOT=%d", OCL_BUILD_OPTIONS, d->slot);
+    else
+        snprintf(out, len, "%s", OCL_BUILD_OPTIONS);
+}
+
 /* Builds `source` under `key` (or finds it): 0 and *out, or an error (a failed build is cached
  * and reported again as it was). */
 static int get_program(tdm__dev *d, const char *key, const char *source, ocl_prog **out,
@@ -111,7 +120,9 @@ static int get_program(tdm__dev *d, const char *key, const char *source, ocl_pro
         free(p);
         return tdm__ocl_cl_fail(d, detail, len, e, "clCreateProgramWithSource for '%s'", key);
     }
-    e = clBuildProgram(prog, 1, &d->dev, OCL_BUILD_OPTIONS, NULL, NULL);
+    char options[96];
+    build_options(d, options, sizeof options);
+    e = clBuildProgram(prog, 1, &d->dev, options, NULL, NULL);
     if (e == CL_SUCCESS) {
         p->p = prog;
         tdm__log(d->rt, TDM_DEBUG_RUNTIME, "opencl device %d (%s): built program '%s' in %.1f ms",
@@ -384,40 +395,68 @@ static int ocl_bind(tdm__dev *d, int q, const char *key, const char *source, con
 /* Enqueues kernel k on queue q over `dims` dimensions and records it; on a driver failure,
  * the message names `what` and the device is marked lost.
  *
- * The device runs one kernel at a time: a kernel launched on another queue than the previous
- * one waits for that one's event (the copies of every queue still overlap the kernel). PoCL
- * (3.1 on Debian 12, its CPU device) needs this: it keeps the compiled work-group functions in
- * a cache of handles counted per (kernel, local size, grid width), but releases a finished
- * command's handle by (kernel, local size) alone, the first match in most-recent-first order.
- * Two launches of one kernel with one local size and different global sizes running at once
- * on two queues then release each other's handle, and the second release aborts the process
- * ("pocl_release_dlhandle_cache: Assertion found->ref_count > 0"; seen about 4 runs in 10 of
- * device_elementwise_kernels_match_cpu with three queues). With one kernel in flight, every
- * handle is released before the next kernel takes one. On a GPU, a batch's kernel fills the
- * device, so running two at once would gain little. */
-static int enqueue_kernel(tdm__dev *d, int q, const ocl_kernel *k, cl_uint dims, const size_t *g,
+ * Launches of one entry run at once (on different queues) only when they have the same sizes;
+ * a launch of other sizes waits for those still running. PoCL (3.1 on Debian 12, its CPU
+ * device) needs this: it caches the loaded work-group functions by (kernel, local size, grid
+ * width) but gives a finished launch's back by (kernel, local size) alone, the most recently
+ * used first. Two launches of one entry and local size with different global sizes running at
+ * once could then take two cache entries and give one of them back twice, and the process
+ * aborted ("pocl_release_dlhandle_cache: Assertion found->ref_count > 0"; 3 runs in 10 of
+ * device_elementwise_kernels_match_cpu, 10 in 10 of opencl_kernels_of_many_queues_with_growing_
+ * sizes). Launches of the same sizes all take the one entry found first. The launches round
+ * their group counts up to powers of two so that batches of about one size share their sizes
+ * and still overlap: running one kernel at a time made AUTO's pi map on PoCL 20% slower (its
+ * batches of a few dozen heavy items do not fill the cores alone). */
+static int enqueue_kernel(tdm__dev *d, int q, ocl_kernel *k, cl_uint dims, const size_t *g,
                           const size_t *l, const char *what, char *detail, size_t len)
 {
     int rc = tdm__ocl_reserve_op(d, q, detail, len);
     if (rc != 0)
         return rc;
-    cl_uint n_wait = d->last_kernel && d->last_kernel_q != q ? 1 : 0;
+    size_t sizes[5] = {dims, l[0], g[0], dims > 1 ? l[1] : 0, dims > 1 ? g[1] : 0};
+    cl_event wait[OCL_QUEUES];
+    cl_uint n_wait = 0;
+    if (memcmp(sizes, k->sizes, sizeof sizes) != 0)
+        for (int i = 0; i < OCL_QUEUES; i++)
+            if (k->inflight[i] && i != q) /* (the same queue runs in order) */
+                wait[n_wait++] = k->inflight[i];
     cl_event ev = NULL;
     cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, dims, NULL, g, l, n_wait,
-                                      n_wait ? &d->last_kernel : NULL, &ev);
+                                      n_wait ? wait : NULL, &ev);
     if (e != CL_SUCCESS)
         return tdm__ocl_lost_if_driver(
             d,
             tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueNDRangeKernel(%s) on queue %d", what, q),
             detail, len);
     tdm__ocl_record_op(d, q, ev, "kernel %.40s", k->name);
-    if (clRetainEvent(ev) == CL_SUCCESS) {
-        if (d->last_kernel)
-            clReleaseEvent(d->last_kernel);
-        d->last_kernel = ev;
-        d->last_kernel_q = q;
+    if (memcmp(sizes, k->sizes, sizeof sizes) != 0) {
+        /* the launches of the old sizes are waited for: none of them counts any more */
+        for (int i = 0; i < OCL_QUEUES; i++)
+            if (k->inflight[i]) {
+                clReleaseEvent(k->inflight[i]);
+                k->inflight[i] = NULL;
+            }
+        memcpy(k->sizes, sizes, sizeof sizes);
     }
+    if (k->inflight[q]) {
+        clReleaseEvent(k->inflight[q]);
+        k->inflight[q] = NULL;
+    }
+    if (clRetainEvent(ev) == CL_SUCCESS)
+        k->inflight[q] = ev;
+    else
+        memset(k->sizes, 0, sizeof k->sizes); /* not tracked: the next launch waits for none,
+                                                 but has other sizes than these zeros */
     return 0;
+}
+
+/* n rounded up to a power of two, at most cap (n >= 1). */
+static size_t pow2_at_most(size_t n, size_t cap)
+{
+    size_t p = 1;
+    while (p < n && p <= cap / 2)
+        p *= 2;
+    return p < n ? cap : p;
 }
 
 /* The work-group size of 1-D launches (at most), and the groups a launch is cut into at least
@@ -466,7 +505,8 @@ int tdm__ocl_launch(tdm__dev *d, int q, const char *key, const char *source, con
     while (l * 2 <= OCL_LOCAL_1D && (k->max_group == 0 || l * 2 <= k->max_group) &&
            g >= l * 2 * OCL_GROUPS_1D)
         l *= 2;
-    g = (g + l - 1) / l * l;
+    /* (a power of two of groups: see enqueue_kernel; at most OCL_GLOBAL_CAP, a power of two) */
+    g = pow2_at_most((g + l - 1) / l, OCL_GLOBAL_CAP / l) * l;
     char what[96];
     snprintf(what, sizeof what, "%.40s, %zu work items", entry, g);
     return enqueue_kernel(d, q, k, 1, &g, &l, what, detail, len);
@@ -509,7 +549,9 @@ int tdm__ocl_launch_2d(tdm__dev *d, int q, const char *key, const char *source, 
     size_t g[2];
     for (int i = 0; i < 2; i++) {
         uint64_t groups = ((uint64_t)r->size[i] + local[i] - 1) / local[i];
-        g[i] = (groups > OCL_GROUPS_CAP ? OCL_GROUPS_CAP : (size_t)groups) * local[i];
+        g[i] = pow2_at_most(groups > OCL_GROUPS_CAP ? OCL_GROUPS_CAP : (size_t)groups,
+                            OCL_GROUPS_CAP) *
+               local[i];
     }
     char what[128];
     snprintf(what, sizeof what, "%.40s, %zux%zu work items in groups of %zux%zu", entry, g[0], g[1],
@@ -523,6 +565,9 @@ void tdm__ocl_programs_free(tdm__dev *d)
         pn = p->next;
         for (ocl_kernel *k = p->kernels, *kn; k; k = kn) {
             kn = k->next;
+            for (int i = 0; i < OCL_QUEUES; i++)
+                if (k->inflight[i])
+                    clReleaseEvent(k->inflight[i]);
             clReleaseKernel(k->k);
             free(k->param);
             free(k);
