@@ -180,9 +180,13 @@ void tdm__pool_destroy(tdm__pool *pool)
     free(pool);
 }
 
-int tdm__pool_threads(const tdm__pool *pool)
+int tdm__pool_threads(tdm__pool *pool)
 {
-    return pool->n;
+    /* (under the mutex: device drivers may be added by a background open meanwhile) */
+    pthread_mutex_lock(&pool->mu);
+    int n = pool->n;
+    pthread_mutex_unlock(&pool->mu);
+    return n;
 }
 
 int tdm__pool_add_worker(tdm__pool *pool, int *index)

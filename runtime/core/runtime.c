@@ -413,6 +413,7 @@ int tdm_runtime_close(tdm_runtime *rt)
                         "tdm_runtime_close: %ld tensor(s) still alive (release "
                         "them first)",
                         tensors);
+    tdm__devices_join_async(rt); /* a map may have started opening the devices */
     tdm__pool_destroy(rt->pool);
     tdm__trace_close(rt); /* names device lanes: before the devices close */
     tdm__devices_close(rt);

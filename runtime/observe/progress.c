@@ -208,7 +208,7 @@ static void snapshot(tdm__prog *pg, tdm_progress *p, bool final)
     p->eta_s = rate > 0 ? (double)(job->n_items - done) / rate : -1.0;
     if (final)
         p->eta_s = 0;
-    p->n_workers = job->n_workers;
+    p->n_workers = tdm__job_workers(job);
     p->per_worker = pg->per_worker;
     p->final = final;
 }
@@ -257,8 +257,8 @@ static void draw(tdm__prog *pg, bool final)
     const char *desc = job->opts.desc ? job->opts.desc : job->what;
     /* One bar per worker the job's policy may use (a PROCS map draws no idle threads' bars),
      * each labelled with its worker index. */
-    int n = 0;
-    for (int w = 0; w < job->n_workers; w++)
+    int n = 0, nw = tdm__job_workers(job);
+    for (int w = 0; w < nw; w++)
         if (job->on & tdm__worker_kind(job, w)) {
             pg->lane_ids[n] = w;
             pg->lane_done[n++] = pg->per_worker[w];

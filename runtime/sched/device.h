@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-typedef struct tdm__dev tdm__dev;   /* one open device: context, queues, program cache */
+typedef struct tdm__dev tdm__dev; /* one open device: context, queues, program cache */
 
 /* ---- device health, shared by the device backends (runtime/sched/device_health.c) ----------
  * Fault injection for tests, TDM_DEVICE_FAULT=<point>:<n> (read at each device's open):
@@ -154,7 +154,8 @@ typedef struct tdm__dev_ops {
 extern const tdm__dev_ops tdm__opencl_dev_ops;
 extern const tdm__dev_ops tdm__cuda_dev_ops;
 
-/* ---- the runtime's opened devices (runtime/sched/devices.c) -------------------------------------- */
+/* ---- the runtime's opened devices (runtime/sched/devices.c)
+ * -------------------------------------- */
 
 typedef struct tdm__devslot {
     const tdm__dev_ops *ops;
@@ -206,12 +207,20 @@ static inline tdm__devslot *tdm__device_of_worker(tdm_runtime *rt, int w)
         return NULL;
     return &ds->slots[w - ds->first_worker];
 }
-/* ---- devices (runtime/sched/devices.c) ----------------------------------------------------------- */
+/* ---- devices (runtime/sched/devices.c)
+ * ----------------------------------------------------------- */
 
 /* Opens every device of the enabled device backends once (lazily: the first map that may run
  * on a device), each with a driver thread in the pool. Returns the number of devices (0 is
  * fine) or an error. Thread-safe. */
 int tdm__devices_ensure(tdm_runtime *rt);
+/* Starts tdm__devices_ensure() on a thread of its own, once per runtime, and returns at once;
+ * when it is done the pool's workers look at the jobs again, so a map already running on the
+ * CPU takes the new drivers in (its lazy device lanes, runtime/sched/job_sched.c). A no-op
+ * once the devices are open or being opened. Thread-safe. */
+void tdm__devices_open_async(tdm_runtime *rt);
+/* Waits for a background open to end (the runtime's close, before it stops the pool). */
+void tdm__devices_join_async(tdm_runtime *rt);
 /* Closes them (the pool must be stopped first). */
 void tdm__devices_close(tdm_runtime *rt);
 /* Number of devices opened so far, and the pool worker index of the first driver. */

@@ -2,11 +2,13 @@
 /* Opening the devices of the device backends (OpenCL, CUDA), lazily, each with a driver thread
  * in the pool. Opening a device costs what loading its driver costs (tens of milliseconds for
  * PoCL), so it happens at the first map that asks for devices, not when the runtime opens. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sched/device.h"
+#include "sched/job.h"
 
 int tdm__devices_count(const tdm_runtime *rt)
 {
@@ -87,6 +89,49 @@ int tdm__devices_ensure(tdm_runtime *rt)
     int n = ds->n;
     pthread_mutex_unlock(&rt->dev_mu);
     return n;
+}
+
+static void *open_in_background(void *arg)
+{
+    tdm_runtime *rt = arg;
+    int n = tdm__devices_ensure(rt);
+    tdm__log(rt, TDM_DEBUG_SCHED, "devices opened in the background: %d", n < 0 ? 0 : n);
+    /* Their drivers look at the jobs again: a map already running takes them in. */
+    pthread_mutex_t *mu = tdm__pool_mutex(rt->pool);
+    pthread_mutex_lock(mu);
+    tdm__pool_kick(rt->pool);
+    pthread_mutex_unlock(mu);
+    return NULL;
+}
+
+void tdm__devices_open_async(tdm_runtime *rt)
+{
+    if (rt->devices)
+        return;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&rt->dev_bg, &expected, 1))
+        return;
+    int rc = pthread_create(&rt->dev_bg_thread, NULL, open_in_background, rt);
+    if (rc != 0) {
+        /* No thread: the devices stay closed for this map; a later one may try again. */
+        tdm__log(rt, TDM_DEBUG_SCHED, "devices: no thread to open them in the background: %s",
+                 strerror(rc));
+        atomic_store(&rt->dev_bg, 0);
+    } else {
+        atomic_store(&rt->dev_bg, 2);
+    }
+}
+
+void tdm__devices_join_async(tdm_runtime *rt)
+{
+    /* (1: being started by a map's worker, which sets 2 or 0 right after) */
+    int st;
+    while ((st = atomic_load(&rt->dev_bg)) == 1)
+        sched_yield();
+    if (st == 2) {
+        pthread_join(rt->dev_bg_thread, NULL);
+        atomic_store(&rt->dev_bg, 3);
+    }
 }
 
 void tdm__devices_close(tdm_runtime *rt)

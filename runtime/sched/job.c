@@ -381,9 +381,10 @@ static void fill_report(tdm__job *job, int status, tdm_report *rep)
     rep->first_error_batch = rep->first_error ? job->err_batch : -1;
     rep->first_error_begin = rep->first_error ? job->err_begin : -1;
     rep->first_error_end = rep->first_error ? job->err_end : -1;
-    int shown = job->n_workers < TDM_REPORT_MAX_WORKERS ? job->n_workers : TDM_REPORT_MAX_WORKERS;
+    int nw = tdm__job_workers(job);
+    int shown = nw < TDM_REPORT_MAX_WORKERS ? nw : TDM_REPORT_MAX_WORKERS;
     rep->n_workers = shown;
-    for (int w = 0; w < job->n_workers; w++) {
+    for (int w = 0; w < nw; w++) {
         const tdm__wstat *ws = &job->ws[w];
         tdm_report_worker *row = &rep->workers[w < shown ? w : shown - 1];
         unsigned kind = tdm__worker_kind(job, w);
@@ -469,6 +470,15 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
                         (long long)job->err_end, job->err_worker, tdm_status_name(status),
                         tdm_strerror(status), job->err_detail[0] ? ": " : "", job->err_detail);
     return 0;
+}
+
+int tdm__job_workers(tdm__job *job)
+{
+    int n = job->n_workers;
+    while (job->lazy_devices && n > job->n_threads + job->n_procs &&
+           !tdm__device_of_worker(job->rt, n - 1))
+        n--;
+    return n;
 }
 
 int64_t tdm__job_items_done(tdm__job *job)

@@ -14,8 +14,8 @@ typedef struct tdm__wstat {
     int64_t batches;
     uint64_t busy_ns;
     int64_t bs_min, bs_max;
-    int64_t bytes;   /* bytes this worker moved to and from a device */
-    double tpi;      /* its last estimate of ns per item (auto batching), 0 if none */
+    int64_t bytes; /* bytes this worker moved to and from a device */
+    double tpi;    /* its last estimate of ns per item (auto batching), 0 if none */
 } tdm__wstat;
 
 /* A finished batch waiting to be streamed to the consumer. */
@@ -133,6 +133,8 @@ typedef struct tdm__job {
     const char *dev_source; /* the kernel's dialect source */
     bool resident;          /* batches run on device copies of whole tensors (residency) */
     int only_worker;        /* >= 0: only this worker may run the job (the resident device) */
+    bool lazy_devices;      /* devices still closed at creation may join (workers past the pool's
+                             * kept for their drivers; see tdm__map_job_lazy_devices) */
     atomic_llong bytes_to_device, bytes_from_device;
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;
@@ -149,7 +151,7 @@ typedef struct tdm__job {
     _Alignas(TDM__CACHELINE) atomic_uint done_gen;
     atomic_int n_declined;
     unsigned *declined_gen; /* [n_workers], UINT_MAX: not declined */
-    int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
+    int dev_kind;           /* >= 0: only devices of this backend kind (named policy) */
 } tdm__job;
 
 /* The pool's side: run batches of `job` as worker `w` until none can be claimed. Called with
@@ -189,6 +191,9 @@ void tdm__job_decline(tdm__job *job, int w);
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
  * display, fills the report; returns the job's status with its message recorded. */
 int tdm__job_wait(tdm__job *job, tdm_report *report);
+/* The job's workers that exist: n_workers, less a lazy job's lanes kept for devices that did
+ * not open (or not yet). Reports and progress bars show these. */
+int tdm__job_workers(tdm__job *job);
 /* Items finished so far (sum of the workers' progress counters). */
 int64_t tdm__job_items_done(tdm__job *job);
 /* Asynchronous map / parallel_for with a finish hook (may be NULL) set before the job is

@@ -36,6 +36,77 @@ static double since(const tdm__jsched *s)
     return (double)(tdm__now_ns() - s->t0);
 }
 
+/* Sets lane w up from its kind, its device (if it has one yet) and the stored model: calibrated
+ * from the model when it knows the lane, else exploring. Its worker's presence is not touched. */
+static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w)
+{
+    tdm_runtime *rt = job->rt;
+    tdm__jlane *l = &s->lanes[w];
+    unsigned on = tdm__worker_kind(job, w);
+    bool preparing = false;
+    l->eligible = (job->on & on) != 0;
+    l->fill = 1;
+    if (on == TDM__ON_THREADS) {
+        l->kind = TDM_BACKEND_CPU_THREADS;
+        l->lat = TDM__LAT_THREAD;
+        l->target_ns = TDM__TARGET_THREAD;
+        snprintf(l->key, sizeof l->key, "cpu");
+    } else if (on == TDM__ON_PROCS) {
+        l->kind = TDM_BACKEND_CPU_PROCS;
+        l->lat = TDM__LAT_PROC;
+        l->target_ns = TDM__TARGET_PROC;
+        snprintf(l->key, sizeof l->key, "procs");
+    } else {
+        const tdm__devslot *ds = tdm__device_of_worker(rt, w);
+        l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
+        l->lat = TDM__LAT_DEVICE;
+        l->target_ns = TDM__TARGET_DEVICE;
+        /* (a long device name is cut: the result is tested so GCC knows it is meant) */
+        int kl = snprintf(l->key, sizeof l->key, "%s:%s", tdm_backend_kind_name(l->kind),
+                          ds ? ds->info.name : "?");
+        if (kl < 0 || (size_t)kl >= sizeof l->key)
+            l->key[sizeof l->key - 1] = '\0';
+        if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
+            l->eligible = false;
+        l->host_cpu = ds && ds->info.host_cpu;
+        /* a batch fills the device when each compute unit has a few dozen items */
+        l->fill = ds && ds->info.compute_units > 0 ? 64 * (int64_t)ds->info.compute_units : 64;
+        /* A device with a prepare step builds its program before it takes part: until then
+         * nobody waits for it (the program build would otherwise count as its time, and a
+         * device on the host's cores would keep the threads waiting through it). */
+        preparing = l->eligible && ds->ops->prepare != NULL;
+    }
+    int samples = 0;
+    double stored_lat = 0;
+    double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
+    tdm__est_init(&l->est, l->lat);
+    if (stored > 0) {
+        tdm__est_seed(&l->est, stored, stored_lat, 4);
+        l->lat = l->est.lat;
+    }
+    /* (stores, not atomic_init: a lane that joins late is set up while the job runs; no one
+     * reads these before its `joined` is released) */
+    atomic_store_explicit(&l->preparing, preparing, memory_order_relaxed);
+    atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
+    atomic_store_explicit(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat, memory_order_relaxed);
+    atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
+    /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
+    atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
+}
+
+void tdm__jsched_join(tdm__job *job, int w)
+{
+    tdm__jsched *s = job->sched;
+    if (!s || w >= s->n || atomic_load_explicit(&s->lanes[w].joined, memory_order_relaxed))
+        return;
+    tdm__jlane *l = &s->lanes[w];
+    lane_init(job, s, s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL, w);
+    atomic_store_explicit(&l->joined, 1, memory_order_release);
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED, "sched %s: %s (worker %d) joins the map at %.1f ms%s",
+                 job->what, l->key, w, since(s) * 1e-6, l->eligible ? "" : " (not eligible)");
+}
+
 int tdm__jsched_create(tdm__job *job)
 {
     tdm_runtime *rt = job->rt;
@@ -66,64 +137,24 @@ int tdm__jsched_create(tdm__job *job)
         atomic_init(&s->used[k], 0);
     }
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(rt) : NULL;
+    s->t0 = tdm__now_ns();
     for (int w = 0; w < s->n; w++) {
         tdm__jlane *l = &lanes[w];
-        unsigned on = tdm__worker_kind(job, w);
-        bool preparing = false;
-        l->eligible = (job->on & on) != 0;
-        l->fill = 1;
-        if (on == TDM__ON_THREADS) {
-            l->kind = TDM_BACKEND_CPU_THREADS;
-            l->lat = TDM__LAT_THREAD;
-            l->target_ns = TDM__TARGET_THREAD;
-            snprintf(l->key, sizeof l->key, "cpu");
-        } else if (on == TDM__ON_PROCS) {
-            l->kind = TDM_BACKEND_CPU_PROCS;
-            l->lat = TDM__LAT_PROC;
-            l->target_ns = TDM__TARGET_PROC;
-            snprintf(l->key, sizeof l->key, "procs");
-        } else {
-            const tdm__devslot *ds = tdm__device_of_worker(rt, w);
-            l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
-            l->lat = TDM__LAT_DEVICE;
-            l->target_ns = TDM__TARGET_DEVICE;
-            /* (a long device name is cut: the result is tested so GCC knows it is meant) */
-            int kl = snprintf(l->key, sizeof l->key, "%s:%s", tdm_backend_kind_name(l->kind),
-                              ds ? ds->info.name : "?");
-            if (kl < 0 || (size_t)kl >= sizeof l->key)
-                l->key[sizeof l->key - 1] = '\0';
-            if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
-                l->eligible = false;
-            l->host_cpu = ds && ds->info.host_cpu;
-            /* a batch fills the device when each compute unit has a few dozen items */
-            l->fill = ds && ds->info.compute_units > 0 ? 64 * (int64_t)ds->info.compute_units : 64;
-            /* A device with a prepare step builds its program before it takes part: until
-             * then nobody waits for it (the program build would otherwise count as its time,
-             * and a device on the host's cores would keep the threads waiting through it). */
-            preparing = l->eligible && ds->ops->prepare != NULL;
-        }
-        int samples = 0;
-        double stored_lat = 0;
-        double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
-        tdm__est_init(&l->est, l->lat);
-        if (stored > 0) {
-            tdm__est_seed(&l->est, stored, stored_lat, 4);
-            l->lat = l->est.lat;
-        }
         atomic_init(&l->in_job, 0);
-        atomic_init(&l->preparing, preparing);
-        atomic_init(&l->tpi, l->est.tpi);
-        atomic_init(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat);
-        atomic_init(&l->free_at, 0.0);
-        /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
-        atomic_init(&l->explore, stored > 0 ? 0 : 1);
+        lane_init(job, s, cm, w);
+        /* A lazy job's lane for a device not open yet: set up again when its driver joins. */
+        bool waits = tdm__worker_kind(job, w) == TDM__ON_DEVICES && job->lazy_devices &&
+                     !tdm__device_of_worker(rt, w);
+        atomic_init(&l->joined, waits ? 0 : 1);
+        s->lazy |= waits;
     }
+    atomic_init(&s->lazy_asked, 0);
     /* One CPU budget: threads and worker processes that together are more workers than cores
      * take turns like a host-CPU device (shared_cores()). */
     int cpu_lanes[2] = {0, 0};
     for (int w = 0; w < s->n; w++)
-        if (lanes[w].eligible && (lanes[w].kind == TDM_BACKEND_CPU_THREADS ||
-                                  lanes[w].kind == TDM_BACKEND_CPU_PROCS))
+        if (lanes[w].eligible &&
+            (lanes[w].kind == TDM_BACKEND_CPU_THREADS || lanes[w].kind == TDM_BACKEND_CPU_PROCS))
             cpu_lanes[lanes[w].kind == TDM_BACKEND_CPU_PROCS]++;
     s->cores = cpu_budget();
     s->split_cpu = cpu_lanes[0] > 0 && cpu_lanes[1] > 0 && cpu_lanes[0] + cpu_lanes[1] > s->cores;
@@ -140,7 +171,6 @@ int tdm__jsched_create(tdm__job *job)
     }
     for (int w = 0; w < job->n_workers; w++)
         job->declined_gen[w] = UINT_MAX;
-    s->t0 = tdm__now_ns();
     job->sched = s;
     return 0;
 }
@@ -200,8 +230,8 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;
     tdm__log(rt, TDM_DEBUG_SCHED,
-             "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
-             key, why);
+             "sched %s: devices left closed: the stored model says none beats the CPU (%s)", key,
+             why);
     return true;
 }
 
@@ -216,8 +246,7 @@ static bool lane_alive(tdm__job *job, int w)
 
 /* Sides that compute on the same CPU cores. */
 enum { SIDE_THREADS, SIDE_PROCS, SIDE_DEVICE, SIDE_N };
-static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes",
-                                              "host-CPU device"};
+static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes", "host-CPU device"};
 
 /* Lane l's side of the shared cores, -1 for a lane on cores of its own (a GPU). Worker
  * processes are a side of their own only when threads and processes together are more than
@@ -255,8 +284,8 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
     for (int j = 0; j < n; j++) {
-        int g = side_of(s, &s->lanes[j]);
-        if (!v[j].eligible || g < 0)
+        int g = v[j].eligible ? side_of(s, &s->lanes[j]) : -1; /* (an unjoined lane: not read) */
+        if (g < 0)
             continue;
         bool r = v[j].tpi > 0 && v[j].explore == 0;
         any[g] = true;
@@ -291,8 +320,8 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
     int spare = deciding && run != SIDE_DEVICE ? s->cores - lanes[run] : 0;
     bool waited = false;
     for (int j = 0; j < n; j++) {
-        int g = side_of(s, &s->lanes[j]);
-        if (!v[j].eligible || g < 0 || g == run)
+        int g = v[j].eligible ? side_of(s, &s->lanes[j]) : -1;
+        if (g < 0 || g == run)
             continue;
         if (g != SIDE_DEVICE && spare > 0) {
             spare--;
@@ -364,6 +393,53 @@ static bool sizes_alike(const tdm__est *e)
     return hi < 1.5 * lo;
 }
 
+#define TDM__LAZY_MIN_BATCHES 8
+
+/* A lazy job (devices closed when it was made) asks for them once its CPU lanes are
+ * calibrated, when they would need TDM__AUTO_DEVICE_CPU_NS or more for the items left: the
+ * devices then open in the background and their drivers join (tdm__jsched_join). A map shorter
+ * than that never opens them: their start-up would cost more than it could save. */
+static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, int n)
+{
+    tdm__jsched *s = job->sched;
+    if (!s->lazy || atomic_load_explicit(&s->lazy_asked, memory_order_relaxed) != 0)
+        return;
+    /* Decided by a CPU lane with a few batches measured: the first ones, a few items each,
+     * carry their fixed cost in the time per item (under TSan on a busy core, ten times the
+     * true one), which would open the devices for a map of milliseconds. */
+    tdm_backend_kind mine = s->lanes[w].kind;
+    if ((mine != TDM_BACKEND_CPU_THREADS && mine != TDM_BACKEND_CPU_PROCS) ||
+        s->lanes[w].est.count < TDM__LAZY_MIN_BATCHES)
+        return;
+    double rate[2] = {0, 0}; /* items per ns of the threads, of the worker processes */
+    for (int j = 0; j < n; j++) {
+        if (!v[j].eligible)
+            continue;
+        tdm_backend_kind k = s->lanes[j].kind;
+        if (k != TDM_BACKEND_CPU_THREADS && k != TDM_BACKEND_CPU_PROCS)
+            continue;
+        if (v[j].tpi <= 0 || v[j].explore != 0)
+            return; /* not calibrated yet: ask again at a later batch */
+        rate[k == TDM_BACKEND_CPU_PROCS] += 1.0 / v[j].tpi;
+    }
+    double r = s->split_cpu ? (rate[0] > rate[1] ? rate[0] : rate[1]) : rate[0] + rate[1];
+    if (r <= 0)
+        return;
+    int64_t left = job->n_items - atomic_load_explicit(&job->cursor, memory_order_relaxed);
+    double cpu_ns = (double)left / r;
+    int expected = 0;
+    int decision = cpu_ns >= TDM__AUTO_DEVICE_CPU_NS ? 1 : 2;
+    if (!atomic_compare_exchange_strong(&s->lazy_asked, &expected, decision))
+        return;
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: the CPU needs about %.1f ms for the %lld items left: %s", job->what,
+                 cpu_ns * 1e-6, (long long)left,
+                 decision == 1 ? "the devices open in the background" : "the devices stay closed");
+    if (decision == 1)
+        tdm__devices_open_async(job->rt);
+}
+
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
 {
     tdm__jsched *s = job->sched;
@@ -372,6 +448,10 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     double now = since(s);
     for (int j = 0; j < n; j++) {
         tdm__jlane *l = &s->lanes[j];
+        if (!atomic_load_explicit(&l->joined, memory_order_acquire)) {
+            v[j] = (tdm__lane_view){.eligible = false}; /* a device not open yet */
+            continue;
+        }
         int64_t used = atomic_load_explicit(&s->used[l->kind], memory_order_relaxed);
         v[j] = (tdm__lane_view){
             .tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed),
@@ -386,6 +466,7 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     }
     if (w >= n)
         return 0;
+    maybe_open_devices(job, w, v, n);
     /* Which side of shared cores runs is chosen from every lane of the job; then only the
      * lanes inside the job now are counted on (one busy in another job, or gone after
      * declining, might not come back in time). */
@@ -504,13 +585,14 @@ static bool over_explore_budget(const tdm__job *job, int w)
     double rate = 0;
     for (int j = 0; j < s->n; j++) {
         const tdm__jlane *l = &s->lanes[j];
+        if (!atomic_load_explicit(&l->joined, memory_order_acquire))
+            continue;
         double tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed);
         if (l->eligible && side_of(s, l) == SIDE_THREADS && tpi > 0 &&
             atomic_load_explicit(&l->explore, memory_order_relaxed) == 0)
             rate += 1.0 / tpi;
     }
-    return rate > 0 &&
-           s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
+    return rate > 0 && s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
 }
 
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)

@@ -12,11 +12,13 @@ typedef struct tdm__jlane {
     _Alignas(TDM__CACHELINE) _Atomic double tpi; /* published estimate, ns per item */
     _Atomic double free_at;                      /* ns since the job started */
     _Atomic double lat_fit;                      /* published fixed cost per batch, ns */
-    atomic_int in_job; /* its worker is inside the job now: only such lanes are counted on
-                        * (one busy in another job, or gone after declining, is not) */
-    atomic_llong explore;                        /* exploration ladder (0: calibrated) */
+    atomic_int in_job;    /* its worker is inside the job now: only such lanes are counted on
+                           * (one busy in another job, or gone after declining, is not) */
+    atomic_llong explore; /* exploration ladder (0: calibrated) */
     atomic_int preparing; /* a device building its program for the job: counted on by no one
                            * until tdm__jsched_prepared() (the CPU workers go on meanwhile) */
+    atomic_int joined;    /* 0: a lazy job's lane for a device not open yet; no one reads its
+                           * other fields until its driver joins (tdm__jsched_join, release) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -38,14 +40,23 @@ typedef struct tdm__jsched {
     uint64_t t0;
     int64_t cap[TDM_BACKEND_KIND_COUNT]; /* items a kind may take; INT64_MAX: no cap */
     atomic_llong used[TDM_BACKEND_KIND_COUNT];
-    char kernel[80]; /* key in the stored model */
-    int cores;       /* the CPU budget: cores this process may run on */
-    bool split_cpu;  /* threads + worker processes are more than the cores: they take turns */
+    char kernel[80];       /* key in the stored model */
+    int cores;             /* the CPU budget: cores this process may run on */
+    bool split_cpu;        /* threads + worker processes are more than the cores: they take turns */
+    bool lazy;             /* some lanes wait for devices still closed (a lazy job) */
+    atomic_int lazy_asked; /* 0: not yet decided whether to open them; 1: asked; 2: not worth */
 } tdm__jsched;
+
+/* A map whose CPU threads need at least this long (ns) is worth opening the devices for. */
+#define TDM__AUTO_DEVICE_CPU_NS 1e8
 
 /* Gives the job a scheduler when it mixes kinds of worker or caps a kind's share; lanes start
  * from the stored model (calibrated) or explore. 0 or TDM_ENOMEM. */
 int tdm__jsched_create(tdm__job *job);
+/* Device driver w enters the job: a lane kept for a device that was closed when the job was
+ * made (a lazy job) takes the device's figures now, then counts like any other. Called by the
+ * driver itself, before its presence; a no-op for a lane set up at creation. */
+void tdm__jsched_join(tdm__job *job, int w);
 /* Merges what the lanes learned into the runtime's model and frees the scheduler. */
 void tdm__jsched_destroy(tdm__job *job);
 

@@ -247,25 +247,32 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
  *  - or it knows nothing of the kernel's CPU speed and the map moves at least
  *    TDM__AUTO_DEVICE_BYTES_COLD: even at memory speed (~10 GB/s) the CPU then needs 100 ms.
  * And never when the model says every device is slower. A map that opens nothing runs on the
- * CPU, which teaches the model its CPU speed for the next one. */
+ * CPU, which teaches the model its CPU speed for the next one.
+ *
+ * An AUTO map that knows nothing of the kernel's CPU speed and opens nothing (DEV_LAZY) starts
+ * on the CPU with lanes kept for the devices: when its first batches show that the CPU needs
+ * TDM__AUTO_DEVICE_CPU_NS or more for the rest, the devices open in the background and join
+ * the map as they come (runtime/sched/job_sched.c). So a runtime's very first map of a long
+ * kernel does not run on the CPU alone, and a short one pays nothing for devices. */
 #define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
 #define TDM__AUTO_DEVICE_BYTES_COLD ((uint64_t)1 << 30)
-#define TDM__AUTO_DEVICE_CPU_NS 1e8
 
-static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char *kernel,
-                          tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs,
-                          int n_out)
+enum { DEV_NO, DEV_OPEN, DEV_LAZY };
+
+static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streaming,
+                         const char *kernel, tdm_tensor *const *inputs, int n_in,
+                         tdm_tensor *const *outputs, int n_out)
 {
     tdm_policy p = opts && opts->size >= sizeof *opts ? opts->policy : TDM_POLICY_AUTO;
     if (p == TDM_POLICY_GPU || p == TDM_POLICY_OPENCL || p == TDM_POLICY_CUDA)
-        return true;
+        return DEV_OPEN;
     if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !kernel || !outputs ||
         (!rt->backends[TDM_BACKEND_OPENCL].enabled && !rt->backends[TDM_BACKEND_CUDA].enabled))
-        return false;
+        return DEV_NO;
     const tdm__kernel *k = tdm__kernel_find(rt, kernel);
     if (!k || !k->def.dev || !k->def.source || !k->def.cpu || n_in < k->def.n_in_min ||
         n_in > k->def.n_in_max || n_out != k->def.n_out)
-        return false; /* (wrong counts are reported by the validation that follows) */
+        return DEV_NO; /* (wrong counts are reported by the validation that follows) */
     uint64_t bytes = 0;
     for (int i = 0; i < n_in + n_out; i++) {
         const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];
@@ -273,7 +280,7 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
             bytes += tdm_tensor_nbytes(t);
     }
     if (p == TDM_POLICY_ROUND_ROBIN)
-        return bytes >= TDM__AUTO_DEVICE_BYTES;
+        return bytes >= TDM__AUTO_DEVICE_BYTES ? DEV_OPEN : DEV_NO;
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     char key[80];
     tdm__cm_kernel_key(key, sizeof key, k->def.name, k->def.kernel_version);
@@ -283,13 +290,27 @@ static bool wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, const char 
     /* (items: the first output's first dimension, which a map's items are at least) */
     const tdm_tensor *o0 = outputs[0];
     int64_t items = o0 && tdm_tensor_ndim(o0) > 0 ? tdm_tensor_shape(o0)[0] : 0;
-    bool worth;
+    int want;
     if (tpi > 0)
-        worth = tpi * (double)items / rt->threads >= TDM__AUTO_DEVICE_CPU_NS ||
-                (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads));
-    else
-        worth = bytes >= TDM__AUTO_DEVICE_BYTES_COLD;
-    return worth && !tdm__jsched_skip_devices(rt, k);
+        want =
+            tpi * (double)items / rt->threads >= TDM__AUTO_DEVICE_CPU_NS ||
+                    (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads))
+                ? DEV_OPEN
+                : DEV_NO;
+    else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD)
+        want = DEV_OPEN;
+    else {
+        /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
+         * not kept on a device) and no share caps (they are checked against open devices). */
+        bool capped = false;
+        for (int c = 0; c < TDM_BACKEND_KIND_COUNT; c++)
+            capped |= opts && opts->share_cap[c] > 0 && opts->share_cap[c] < 1;
+        want = !streaming && !capped && !(opts && opts->keep_on_device) && rt->threads > 0 &&
+                       !rt->devices
+                   ? DEV_LAZY
+                   : DEV_NO;
+    }
+    return want != DEV_NO && tdm__jsched_skip_devices(rt, k) ? DEV_NO : want;
 }
 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
@@ -309,7 +330,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (!outputs && n_out > 0 && !streaming)
         return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
     /* Devices open on first use, before the job counts its workers. */
-    if (wants_devices(rt, opts, kernel, inputs, n_in, outputs, n_out)) {
+    int dev = wants_devices(rt, opts, streaming, kernel, inputs, n_in, outputs, n_out);
+    if (dev == DEV_OPEN) {
         int rc = tdm__devices_ensure(rt);
         if (rc < 0)
             return rc;
@@ -317,13 +339,15 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     tdm__job *job = tdm__map_job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
+    if (dev == DEV_LAZY)
+        tdm__map_job_lazy_devices(job);
     job->streaming = streaming;
     tdm_tensor_desc descs[16];
     memset(descs, 0, sizeof descs);
     int rc = tdm__map_check_opts(rt, fn, opts, &job->opts, streaming);
     if (rc == 0)
-        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size,
-                       n_rows, descs);
+        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size, n_rows,
+                       descs);
     if (rc == 0 && streaming)
         rc = tdm__map_setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
@@ -433,8 +457,8 @@ int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const vo
     int rc = check_report(rt, "tdm_parallel_for", report);
     tdm__job *job;
     if (rc == 0)
-        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, NULL, 0, params, params_size, opts,
-                          NULL, &job);
+        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, NULL, 0, params, params_size,
+                          opts, NULL, &job);
     return rc < 0 ? rc : finish_sync(job, report);
 }
 
@@ -476,8 +500,7 @@ int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, co
         return tdm__err(rt, TDM_EINVAL, "tdm_parallel_for_async: job is NULL");
     tdm__job *j;
     int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, NULL, 0, params,
-                          params_size,
-                          opts, NULL, &j);
+                          params_size, opts, NULL, &j);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
 }
@@ -497,8 +520,7 @@ int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm
                          void (*hook)(void *), void *hook_arg, tdm__job **job)
 {
     tdm__hook h = {hook, hook_arg};
-    return prepare_pfor(rt, name, false, n_items, fn, NULL, 0, params, params_size, opts, &h,
-                        job);
+    return prepare_pfor(rt, name, false, n_items, fn, NULL, 0, params, params_size, opts, &h, job);
 }
 
 int tdm_parallel_for_tensors(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,

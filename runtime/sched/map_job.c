@@ -49,6 +49,31 @@ tdm__job *tdm__map_job_alloc(tdm_runtime *rt, const char *fn)
     return job;
 }
 
+/* Lanes a lazy job keeps for devices not yet opened when the runtime has not probed its
+ * device backends (probing is most of opening them): devices past these do not join it. */
+#define TDM__LAZY_DEVICE_LANES 8
+
+void tdm__map_job_lazy_devices(tdm__job *job)
+{
+    tdm_runtime *rt = job->rt;
+    int n = TDM__LAZY_DEVICE_LANES;
+    if (atomic_load_explicit(&rt->probed, memory_order_acquire)) {
+        n = 0;
+        for (int k = TDM_BACKEND_OPENCL; k <= TDM_BACKEND_CUDA; k++)
+            if (rt->backends[k].enabled)
+                n += rt->backends[k].n_devices;
+        if (n == 0)
+            return; /* probed, and there is nothing to open */
+    }
+    if (n > TDM__MAX_DEVICES)
+        n = TDM__MAX_DEVICES;
+    /* Drivers are added to the pool after its threads and process drivers, by the one open. */
+    int need = job->n_threads + job->n_procs + n;
+    job->lazy_devices = true;
+    if (job->n_workers < need)
+        job->n_workers = need;
+}
+
 /* A CPU-only map of a named kernel teaches the stored model the CPU threads' time per item
  * (the median over the threads of busy time / items), so a later map that mixes in a device
  * starts with the CPU calibrated. Maps of a few batches say too little and are skipped. (Not

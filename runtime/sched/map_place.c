@@ -99,8 +99,14 @@ int tdm__map_place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
                         "%s(%s): kernel has no CPU implementation (use policy GPU for its "
                         "device version)",
                         fn, what);
-    /* Devices take part in AUTO when they are open and the kernel runs there. */
-    bool dev_ok = !why_no_dev && !job->streaming && tdm__devices_live(rt) > 0;
+    /* Devices take part in AUTO when they are open (or may open while it runs: a lazy job)
+     * and the kernel runs there. */
+    bool dev_ok = !why_no_dev && !job->streaming &&
+                  (tdm__devices_live(rt) > 0 || (job->lazy_devices && !rt->devices));
+    if (job->lazy_devices && !(dev_ok && job->opts.policy == TDM_POLICY_AUTO)) {
+        job->lazy_devices = false; /* no lanes kept for devices after all */
+        job->n_workers = tdm__pool_threads(rt->pool);
+    }
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
     case TDM_POLICY_CPU:
