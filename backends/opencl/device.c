@@ -301,6 +301,7 @@ static int ocl_open(tdm_runtime *rt, int index, tdm__dev **out, char *detail, si
     char hname[64];
     snprintf(hname, sizeof hname, "opencl device %d", index);
     if ((rc = tdm__devhealth_init(&d->health, hname, detail, len)) != 0) {
+        give_slot(d->slot);
         free(d);
         return rc;
     }

@@ -46,11 +46,14 @@ typedef struct ocl_kernel {
     size_t max_group; /* CL_KERNEL_WORK_GROUP_SIZE: most work items per group (0 = unknown) */
     size_t reqd[3];   /* CL_KERNEL_COMPILE_WORK_GROUP_SIZE: the entry's required group, or 0s */
     ocl_param *param; /* n_args entries, or NULL when the driver gives no argument info */
-    /* Its launches that may still run: the last one per queue (retained events, NULL for
-     * none), all of one size, `sizes` (dims, local and global sizes). A launch of other sizes
-     * waits for them: see enqueue_kernel in program.c for why. */
-    cl_event inflight[OCL_QUEUES];
-    size_t sizes[5];
+    /* Per queue, its launches that may still run there: the last one (its event, retained,
+     * NULL for none, and its sizes: dims, local and global sizes) and the last one before it
+     * with other sizes than those (or NULL). A launch waits for every other queue's latest
+     * launch of other sizes than its own: see enqueue_kernel in program.c for why. */
+    struct {
+        cl_event last, other;
+        size_t sizes[5];
+    } inflight[OCL_QUEUES];
     char name[];
 } ocl_kernel;
 

@@ -414,12 +414,20 @@ static int enqueue_kernel(tdm__dev *d, int q, ocl_kernel *k, cl_uint dims, const
     if (rc != 0)
         return rc;
     size_t sizes[5] = {dims, l[0], g[0], dims > 1 ? l[1] : 0, dims > 1 ? g[1] : 0};
+    /* On another queue, a queue runs in order: of its launches that may still run, the latest
+     * one of other sizes than ours is the one to wait for (what came before it there ends
+     * before it starts). That is its last launch, or else the one before its run of launches
+     * of our sizes. */
     cl_event wait[OCL_QUEUES];
     cl_uint n_wait = 0;
-    if (memcmp(sizes, k->sizes, sizeof sizes) != 0)
-        for (int i = 0; i < OCL_QUEUES; i++)
-            if (k->inflight[i] && i != q) /* (the same queue runs in order) */
-                wait[n_wait++] = k->inflight[i];
+    for (int i = 0; i < OCL_QUEUES; i++) {
+        if (i == q)
+            continue;
+        if (k->inflight[i].last && memcmp(k->inflight[i].sizes, sizes, sizeof sizes) != 0)
+            wait[n_wait++] = k->inflight[i].last;
+        else if (k->inflight[i].other)
+            wait[n_wait++] = k->inflight[i].other;
+    }
     cl_event ev = NULL;
     cl_int e = clEnqueueNDRangeKernel(d->q[q].q, k->k, dims, NULL, g, l, n_wait,
                                       n_wait ? wait : NULL, &ev);
@@ -429,24 +437,21 @@ static int enqueue_kernel(tdm__dev *d, int q, ocl_kernel *k, cl_uint dims, const
             tdm__ocl_cl_fail(d, detail, len, e, "clEnqueueNDRangeKernel(%s) on queue %d", what, q),
             detail, len);
     tdm__ocl_record_op(d, q, ev, "kernel %.40s", k->name);
-    if (memcmp(sizes, k->sizes, sizeof sizes) != 0) {
-        /* the launches of the old sizes are waited for: none of them counts any more */
-        for (int i = 0; i < OCL_QUEUES; i++)
-            if (k->inflight[i]) {
-                clReleaseEvent(k->inflight[i]);
-                k->inflight[i] = NULL;
-            }
-        memcpy(k->sizes, sizes, sizeof sizes);
+    if (clRetainEvent(ev) != CL_SUCCESS) {
+        /* Not tracked, it cannot be waited for: this queue's launches until the next one are
+         * finished here and now, as a device that cannot retain an event may well be lost. */
+        clFinish(d->q[q].q);
+        ev = NULL;
     }
-    if (k->inflight[q]) {
-        clReleaseEvent(k->inflight[q]);
-        k->inflight[q] = NULL;
+    if (k->inflight[q].last && memcmp(k->inflight[q].sizes, sizes, sizeof sizes) == 0) {
+        clReleaseEvent(k->inflight[q].last); /* (same sizes: `other` stays what it was) */
+    } else {
+        if (k->inflight[q].other)
+            clReleaseEvent(k->inflight[q].other);
+        k->inflight[q].other = k->inflight[q].last;
+        memcpy(k->inflight[q].sizes, sizes, sizeof sizes);
     }
-    if (clRetainEvent(ev) == CL_SUCCESS)
-        k->inflight[q] = ev;
-    else
-        memset(k->sizes, 0, sizeof k->sizes); /* not tracked: the next launch waits for none,
-                                                 but has other sizes than these zeros */
+    k->inflight[q].last = ev;
     return 0;
 }
 
@@ -565,9 +570,12 @@ void tdm__ocl_programs_free(tdm__dev *d)
         pn = p->next;
         for (ocl_kernel *k = p->kernels, *kn; k; k = kn) {
             kn = k->next;
-            for (int i = 0; i < OCL_QUEUES; i++)
-                if (k->inflight[i])
-                    clReleaseEvent(k->inflight[i]);
+            for (int i = 0; i < OCL_QUEUES; i++) {
+                if (k->inflight[i].last)
+                    clReleaseEvent(k->inflight[i].last);
+                if (k->inflight[i].other)
+                    clReleaseEvent(k->inflight[i].other);
+            }
             clReleaseKernel(k->k);
             free(k->param);
             free(k);
