@@ -95,7 +95,11 @@ static void *open_in_background(void *arg)
 {
     tdm_runtime *rt = arg;
     int n = tdm__devices_ensure(rt);
-    tdm__log(rt, TDM_DEBUG_SCHED, "devices opened in the background: %d", n < 0 ? 0 : n);
+    if (n < 0) /* (its message is this thread's: said here, or nowhere) */
+        tdm__log(rt, TDM_DEBUG_SCHED, "devices not opened in the background: %s",
+                 tdm_errmsg(rt));
+    else
+        tdm__log(rt, TDM_DEBUG_SCHED, "devices opened in the background: %d", n);
     /* Their drivers look at the jobs again: a map already running takes them in. */
     pthread_mutex_t *mu = tdm__pool_mutex(rt->pool);
     pthread_mutex_lock(mu);

@@ -475,8 +475,10 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
 int tdm__job_workers(tdm__job *job)
 {
     int n = job->n_workers;
+    const tdm__jsched *s = job->sched;
     while (job->lazy_devices && n > job->n_threads + job->n_procs &&
-           !tdm__device_of_worker(job->rt, n - 1))
+           (s ? n - 1 < s->n && !atomic_load(&s->lanes[n - 1].joined)
+              : !tdm__device_of_worker(job->rt, n - 1)))
         n--;
     return n;
 }

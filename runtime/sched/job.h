@@ -191,8 +191,8 @@ void tdm__job_decline(tdm__job *job, int w);
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress
  * display, fills the report; returns the job's status with its message recorded. */
 int tdm__job_wait(tdm__job *job, tdm_report *report);
-/* The job's workers that exist: n_workers, less a lazy job's lanes kept for devices that did
- * not open (or not yet). Reports and progress bars show these. */
+/* The job's workers that took part: n_workers, less a lazy job's lanes kept for devices that
+ * did not join it (not opened, or opened too late). Reports and progress bars show these. */
 int tdm__job_workers(tdm__job *job);
 /* Items finished so far (sum of the workers' progress counters). */
 int64_t tdm__job_items_done(tdm__job *job);

@@ -38,9 +38,9 @@ static double since(const tdm__jsched *s)
 
 /* Sets lane w up from its kind, its device (if it has one yet) and the stored model: calibrated
  * from the model when it knows the lane, else exploring. Its worker's presence is not touched. */
-static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w)
+static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
+                      const tdm__devslot *ds)
 {
-    tdm_runtime *rt = job->rt;
     tdm__jlane *l = &s->lanes[w];
     unsigned on = tdm__worker_kind(job, w);
     bool preparing = false;
@@ -57,7 +57,6 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w)
         l->target_ns = TDM__TARGET_PROC;
         snprintf(l->key, sizeof l->key, "procs");
     } else {
-        const tdm__devslot *ds = tdm__device_of_worker(rt, w);
         l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
         l->lat = TDM__LAT_DEVICE;
         l->target_ns = TDM__TARGET_DEVICE;
@@ -100,7 +99,8 @@ void tdm__jsched_join(tdm__job *job, int w)
     if (!s || w >= s->n || atomic_load_explicit(&s->lanes[w].joined, memory_order_relaxed))
         return;
     tdm__jlane *l = &s->lanes[w];
-    lane_init(job, s, s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL, w);
+    lane_init(job, s, s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL, w,
+              tdm__device_of_worker(job->rt, w));
     atomic_store_explicit(&l->joined, 1, memory_order_release);
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED, "sched %s: %s (worker %d) joins the map at %.1f ms%s",
@@ -141,10 +141,12 @@ int tdm__jsched_create(tdm__job *job)
     for (int w = 0; w < s->n; w++) {
         tdm__jlane *l = &lanes[w];
         atomic_init(&l->in_job, 0);
-        lane_init(job, s, cm, w);
+        /* (the devices read once: a background open may publish them meanwhile) */
+        bool dev = tdm__worker_kind(job, w) == TDM__ON_DEVICES;
+        const tdm__devslot *ds = dev ? tdm__device_of_worker(rt, w) : NULL;
+        lane_init(job, s, cm, w, ds);
         /* A lazy job's lane for a device not open yet: set up again when its driver joins. */
-        bool waits = tdm__worker_kind(job, w) == TDM__ON_DEVICES && job->lazy_devices &&
-                     !tdm__device_of_worker(rt, w);
+        bool waits = dev && job->lazy_devices && !ds;
         atomic_init(&l->joined, waits ? 0 : 1);
         s->lazy |= waits;
     }
@@ -219,10 +221,7 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
 {
     if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
         return false;
-    pthread_mutex_lock(&rt->dev_mu);
-    bool open = rt->devices != NULL;
-    pthread_mutex_unlock(&rt->dev_mu);
-    if (open)
+    if (rt->devices) /* (atomic; no lock: a background open holds dev_mu while it works) */
         return false; /* opened already (the scheduler then keeps a slower one waiting) */
     char key[80], why[256];
     tdm__cm_kernel_key(key, sizeof key, k->def.name, k->def.kernel_version);
@@ -418,9 +417,8 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
         tdm_backend_kind k = s->lanes[j].kind;
         if (k != TDM_BACKEND_CPU_THREADS && k != TDM_BACKEND_CPU_PROCS)
             continue;
-        if (v[j].tpi <= 0 || v[j].explore != 0)
-            return; /* not calibrated yet: ask again at a later batch */
-        rate[k == TDM_BACKEND_CPU_PROCS] += 1.0 / v[j].tpi;
+        if (v[j].tpi > 0 && v[j].explore == 0) /* (one not calibrated yet is left out) */
+            rate[k == TDM_BACKEND_CPU_PROCS] += 1.0 / v[j].tpi;
     }
     double r = s->split_cpu ? (rate[0] > rate[1] ? rate[0] : rate[1]) : rate[0] + rate[1];
     if (r <= 0)

@@ -198,7 +198,9 @@ int tdm__map_place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
                         tdm_tensor *const *outputs, int n_out)
 {
     tdm_runtime *rt = job->rt;
-    if ((job->on & TDM__ON_DEVICES) && outputs) {
+    /* (no devices yet, a lazy job: no device copy can exist; dev_mu is not taken, as a
+     * background open holds it) */
+    if ((job->on & TDM__ON_DEVICES) && outputs && rt->devices) {
         bool whole = true, on_dev = false;
         tdm__devslot *where = NULL;
         pthread_mutex_lock(&rt->dev_mu);
