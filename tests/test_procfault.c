@@ -220,9 +220,10 @@ static pid_t server_and_two_workers(pid_t workers[4])
     return server;
 }
 
-static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
+/* ... each batch sleeping sleep_us after its items. */
+static int run_small_sleeping(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t, int sleep_us)
 {
-    body_params p = {tdm_tensor_data(t), -1, 0, 0};
+    body_params p = {tdm_tensor_data(t), -1, 0, sleep_us};
     tdm_map_opts o = popts(1, 3);
     o.policy = policy;
     memset(p.out, 0, (size_t)n_small * sizeof(int64_t));
@@ -230,6 +231,11 @@ static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
     if (rc == 0 && check_out(p.out, n_small) != 0)
         return 1000;
     return rc;
+}
+
+static int run_small(tdm_runtime *rt, tdm_policy policy, tdm_tensor *t)
+{
+    return run_small_sleeping(rt, policy, t, 0);
 }
 
 static void test_server_killed_later_calls_eworker(void **state)
@@ -271,7 +277,9 @@ static void test_server_stopped_worker_death_is_eworker(void **state)
     /* while nothing needs it, a stopped server changes nothing */
     assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), 0);
     assert_int_equal(kill(workers[0], SIGKILL), 0);
-    assert_int_equal(run_small(rt, TDM_POLICY_PROCS, t), TDM_EWORKER);
+    /* (batches of 2 ms: both drivers take some, so the dead worker's is sure to find it dead;
+     * with none, one driver took all 32 items first, 2 runs in about 50 under load) */
+    assert_int_equal(run_small_sleeping(rt, TDM_POLICY_PROCS, t, 2000), TDM_EWORKER);
     assert_non_null(strstr(tdm_errmsg(rt), "stopped"));
     assert_true(pu_wait_ended(server, 5000)); /* it was killed, its workers with it */
     assert_true(pu_wait_ended(workers[1], 5000));

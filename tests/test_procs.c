@@ -200,7 +200,9 @@ static void test_auto_uses_threads_and_processes(void **state)
     int kinds = 0;
     for (int w = 0; w < r.n_workers; w++)
         kinds |= r.workers[w].items > 0 ? (1 << r.workers[w].kind) : 0;
-    assert_int_equal(kinds, (1 << TDM_BACKEND_CPU_THREADS) | (1 << TDM_BACKEND_CPU_PROCS));
+    /* (a device may join too: the map computes long enough to open the devices for it) */
+    int cpu = (1 << TDM_BACKEND_CPU_THREADS) | (1 << TDM_BACKEND_CPU_PROCS);
+    assert_int_equal(kinds & cpu, cpu);
     const double *yd = tdm_tensor_data(y);
     for (int64_t i = 0; i < n; i++)
         assert_true(fabs(yd[i] - M_PI) < 1e-5);
