@@ -36,7 +36,7 @@
  *
  *   sample_hogwild [--procs 2] [--epochs 30] [--lr 0.25] [--momentum 0.9]
  *                  [--weight-decay 0.001] [--seed 0] [--data digits.csv.gz]
- *                  [--min-acc 0.965] [--quiet]
+ *                  [--min-acc 0.955] [--quiet]
  *
  * Exit code: 0; 1 when a tandem call fails or the P-process test accuracy is below
  * --min-acc; 2 usage. */
