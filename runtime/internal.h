@@ -42,8 +42,7 @@ static inline bool tdm__add_ovf(int64_t a, int64_t b, int64_t *r)
     return __builtin_add_overflow(a, b, r);
 }
 
-/* ---- tensors and storage (runtime/core/tensor.c, runtime/core/storage.c)
- * --------------------------- */
+/* ---- tensors and storage (runtime/core/tensor.c, runtime/core/storage.c) --------------------------- */
 
 typedef struct tdm__storage {
     atomic_long refs;
@@ -93,8 +92,7 @@ static inline void *tdm__tensor_ptr(const tdm_tensor *t)
  * overflows, even if a dim is 0, since its row-major strides would overflow. */
 int tdm__shape_numel(int ndim, const int64_t *shape, int64_t *n);
 
-/* ---- kernels (runtime/core/kernel_registry.c, kernels/builtin.c) ------------------------------
- */
+/* ---- kernels (runtime/core/kernel_registry.c, kernels/builtin.c) ------------------------------ */
 
 typedef struct tdm__kernel {
     tdm_kernel_def def; /* strings point into name_buf / source_copy */
@@ -105,8 +103,7 @@ typedef struct tdm__kernel {
 
 /* Looks a kernel up; returns NULL if absent. The pointer stays valid until the runtime closes. */
 const tdm__kernel *tdm__kernel_find(const tdm_runtime *rt, const char *name);
-/* ---- backends (runtime/core/backend_table.c) --------------------------------------------------
- */
+/* ---- backends (runtime/core/backend_table.c) -------------------------------------------------- */
 
 /* One backend of the build. A NULL function means "not supported"; the core checks. */
 typedef struct tdm__backend_ops {
@@ -186,13 +183,15 @@ struct tdm_runtime {
     atomic_int probed;        /* 1 once they have been probed */
 
     tdm__pool *pool;
-    tdm__arena *arena; /* every TDM_MEM_SHARED tensor lives here */
-    tdm__procs *procs; /* worker processes, NULL when config.procs is 0 */
+    tdm__arena *arena;                /* every TDM_MEM_SHARED tensor lives here */
+    tdm__procs *procs;                /* worker processes, NULL when config.procs is 0 */
     /* Opened device backends' devices (runtime/sched/devices.c): NULL until opened, then
      * published once, whole (atomic: a map running on the CPU may see them arrive). */
     struct tdm__devices *_Atomic devices;
-    pthread_mutex_t dev_mu; /* guards opening them */
-    atomic_int dev_bg;      /* 1 once a background open was started (tdm__devices_open_async) */
+    pthread_mutex_t dev_mu;           /* guards opening them */
+    /* A background open (tdm__devices_open_async): 0 none, 1 being started, 2 running or
+     * done (dev_bg_thread to join), 3 joined. */
+    atomic_int dev_bg;
     pthread_t dev_bg_thread;
     struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */

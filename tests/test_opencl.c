@@ -890,8 +890,8 @@ static void test_lost_device_refuses_every_entry(void **state)
     assert_int_equal(ops->write(d, 0, b, 0, x, sizeof x, detail, sizeof detail), TDM_EDEVLOST);
     assert_int_equal(ops->read(d, 0, y, b, 0, sizeof y, detail, sizeof detail), TDM_EDEVLOST);
     tdm__karg a[4] = {karg_buf(b), karg_buf(b), karg_i64(0), karg_i64(8)};
-    assert_int_equal(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64", a,
-                                 4, 8, detail, sizeof detail),
+    assert_int_equal(ops->launch(d, 0, "builtin", tdm__builtin_kernel_source, "tdm_exp_sinh_f64",
+                                 a, 4, 8, detail, sizeof detail),
                      TDM_EDEVLOST);
     assert_int_equal(ops->finish(d, 2, detail, sizeof detail), TDM_EDEVLOST);
     void *page = NULL;

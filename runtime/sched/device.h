@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-typedef struct tdm__dev tdm__dev; /* one open device: context, queues, program cache */
+typedef struct tdm__dev tdm__dev;   /* one open device: context, queues, program cache */
 
 /* ---- device health, shared by the device backends (runtime/sched/device_health.c) ----------
  * Fault injection for tests, TDM_DEVICE_FAULT=<point>:<n> (read at each device's open):
@@ -154,8 +154,7 @@ typedef struct tdm__dev_ops {
 extern const tdm__dev_ops tdm__opencl_dev_ops;
 extern const tdm__dev_ops tdm__cuda_dev_ops;
 
-/* ---- the runtime's opened devices (runtime/sched/devices.c)
- * -------------------------------------- */
+/* ---- the runtime's opened devices (runtime/sched/devices.c) -------------------------------------- */
 
 typedef struct tdm__devslot {
     const tdm__dev_ops *ops;
@@ -207,8 +206,7 @@ static inline tdm__devslot *tdm__device_of_worker(tdm_runtime *rt, int w)
         return NULL;
     return &ds->slots[w - ds->first_worker];
 }
-/* ---- devices (runtime/sched/devices.c)
- * ----------------------------------------------------------- */
+/* ---- devices (runtime/sched/devices.c) ----------------------------------------------------------- */
 
 /* Opens every device of the enabled device backends once (lazily: the first map that may run
  * on a device), each with a driver thread in the pool. Returns the number of devices (0 is

@@ -14,8 +14,8 @@ typedef struct tdm__wstat {
     int64_t batches;
     uint64_t busy_ns;
     int64_t bs_min, bs_max;
-    int64_t bytes; /* bytes this worker moved to and from a device */
-    double tpi;    /* its last estimate of ns per item (auto batching), 0 if none */
+    int64_t bytes;   /* bytes this worker moved to and from a device */
+    double tpi;      /* its last estimate of ns per item (auto batching), 0 if none */
 } tdm__wstat;
 
 /* A finished batch waiting to be streamed to the consumer. */
@@ -151,7 +151,7 @@ typedef struct tdm__job {
     _Alignas(TDM__CACHELINE) atomic_uint done_gen;
     atomic_int n_declined;
     unsigned *declined_gen; /* [n_workers], UINT_MAX: not declined */
-    int dev_kind;           /* >= 0: only devices of this backend kind (named policy) */
+    int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
 } tdm__job;
 
 /* The pool's side: run batches of `job` as worker `w` until none can be claimed. Called with

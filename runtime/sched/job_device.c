@@ -345,10 +345,8 @@ void tdm__job_run_device(tdm__job *job, int w)
         char why[256];
         if (tdm__mirror_acquire(ds, job->tin[k]->storage, false, false, &whole[k], &moved, why,
                                 sizeof why) != 0) {
-            tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "%s: input %d not on %s (%s): its batches run on "
-                     "the CPU",
-                     job->what, k, ds->info.name, why);
+            tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: input %d not on %s (%s): its batches run on "
+                     "the CPU", job->what, k, ds->info.name, why);
             snprintf(host_why, sizeof host_why, "input %d (given whole) not on the device: %.200s",
                      k, why);
             host_only = true;
@@ -368,8 +366,8 @@ void tdm__job_run_device(tdm__job *job, int w)
         pthread_mutex_unlock(&ds->mu);
         if (rc != 0 || tdm__now_ns() - t0 > 1000000)
             tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s prepared its program in %.1f ms%s%.300s",
-                     job->what, ds->info.name, (double)(tdm__now_ns() - t0) * 1e-6, rc ? ": " : "",
-                     rc ? why : "");
+                     job->what, ds->info.name, (double)(tdm__now_ns() - t0) * 1e-6,
+                     rc ? ": " : "", rc ? why : "");
     }
     tdm__jsched_prepared(job, w);
     int in_flight = 0;
@@ -468,8 +466,8 @@ void tdm__job_run_device(tdm__job *job, int w)
              * (other devices, if any, go on on their own). */
             char why[256] = "the device was lost";
             uint64_t t0 = tdm__now_ns();
-            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_EDEVLOST, why,
-                                   sizeof why);
+            int rc = rerun_on_host(job, ds, &s->task, s->begin, s->end, resident, TDM_EDEVLOST,
+                                   why, sizeof why);
             ws->busy_ns += tdm__now_ns() - t0;
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, why);
             continue;

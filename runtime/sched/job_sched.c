@@ -155,8 +155,8 @@ int tdm__jsched_create(tdm__job *job)
      * take turns like a host-CPU device (shared_cores()). */
     int cpu_lanes[2] = {0, 0};
     for (int w = 0; w < s->n; w++)
-        if (lanes[w].eligible &&
-            (lanes[w].kind == TDM_BACKEND_CPU_THREADS || lanes[w].kind == TDM_BACKEND_CPU_PROCS))
+        if (lanes[w].eligible && (lanes[w].kind == TDM_BACKEND_CPU_THREADS ||
+                                  lanes[w].kind == TDM_BACKEND_CPU_PROCS))
             cpu_lanes[lanes[w].kind == TDM_BACKEND_CPU_PROCS]++;
     s->cores = cpu_budget();
     s->split_cpu = cpu_lanes[0] > 0 && cpu_lanes[1] > 0 && cpu_lanes[0] + cpu_lanes[1] > s->cores;
@@ -229,8 +229,8 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;
     tdm__log(rt, TDM_DEBUG_SCHED,
-             "sched %s: devices left closed: the stored model says none beats the CPU (%s)", key,
-             why);
+             "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
+             key, why);
     return true;
 }
 
@@ -245,7 +245,8 @@ static bool lane_alive(tdm__job *job, int w)
 
 /* Sides that compute on the same CPU cores. */
 enum { SIDE_THREADS, SIDE_PROCS, SIDE_DEVICE, SIDE_N };
-static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes", "host-CPU device"};
+static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes",
+                                              "host-CPU device"};
 
 /* Lane l's side of the shared cores, -1 for a lane on cores of its own (a GPU). Worker
  * processes are a side of their own only when threads and processes together are more than
@@ -590,7 +591,8 @@ static bool over_explore_budget(const tdm__job *job, int w)
             atomic_load_explicit(&l->explore, memory_order_relaxed) == 0)
             rate += 1.0 / tpi;
     }
-    return rate > 0 && s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
+    return rate > 0 &&
+           s->lanes[w].explored_ns >= TDM__EXPLORE_BUDGET * (double)job->n_items / rate;
 }
 
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)

@@ -12,9 +12,9 @@ typedef struct tdm__jlane {
     _Alignas(TDM__CACHELINE) _Atomic double tpi; /* published estimate, ns per item */
     _Atomic double free_at;                      /* ns since the job started */
     _Atomic double lat_fit;                      /* published fixed cost per batch, ns */
-    atomic_int in_job;    /* its worker is inside the job now: only such lanes are counted on
-                           * (one busy in another job, or gone after declining, is not) */
-    atomic_llong explore; /* exploration ladder (0: calibrated) */
+    atomic_int in_job; /* its worker is inside the job now: only such lanes are counted on
+                        * (one busy in another job, or gone after declining, is not) */
+    atomic_llong explore;                        /* exploration ladder (0: calibrated) */
     atomic_int preparing; /* a device building its program for the job: counted on by no one
                            * until tdm__jsched_prepared() (the CPU workers go on meanwhile) */
     atomic_int joined;    /* 0: a lazy job's lane for a device not open yet; no one reads its

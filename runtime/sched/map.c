@@ -346,8 +346,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     memset(descs, 0, sizeof descs);
     int rc = tdm__map_check_opts(rt, fn, opts, &job->opts, streaming);
     if (rc == 0)
-        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size, n_rows,
-                       descs);
+        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size,
+                       n_rows, descs);
     if (rc == 0 && streaming)
         rc = tdm__map_setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
@@ -457,8 +457,8 @@ int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, const vo
     int rc = check_report(rt, "tdm_parallel_for", report);
     tdm__job *job;
     if (rc == 0)
-        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, NULL, 0, params, params_size,
-                          opts, NULL, &job);
+        rc = prepare_pfor(rt, "tdm_parallel_for", false, n_items, fn, NULL, 0, params, params_size, opts,
+                          NULL, &job);
     return rc < 0 ? rc : finish_sync(job, report);
 }
 
@@ -500,7 +500,8 @@ int tdm_parallel_for_async(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn, co
         return tdm__err(rt, TDM_EINVAL, "tdm_parallel_for_async: job is NULL");
     tdm__job *j;
     int rc = prepare_pfor(rt, "tdm_parallel_for_async", true, n_items, fn, NULL, 0, params,
-                          params_size, opts, NULL, &j);
+                          params_size,
+                          opts, NULL, &j);
     *job = rc < 0 ? NULL : (tdm_job *)j;
     return rc;
 }
@@ -520,7 +521,8 @@ int tdm__pfor_async_hook(tdm_runtime *rt, const char *name, int64_t n_items, tdm
                          void (*hook)(void *), void *hook_arg, tdm__job **job)
 {
     tdm__hook h = {hook, hook_arg};
-    return prepare_pfor(rt, name, false, n_items, fn, NULL, 0, params, params_size, opts, &h, job);
+    return prepare_pfor(rt, name, false, n_items, fn, NULL, 0, params, params_size, opts, &h,
+                        job);
 }
 
 int tdm_parallel_for_tensors(tdm_runtime *rt, int64_t n_items, tdm_range_fn fn,
