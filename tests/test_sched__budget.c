@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define TDM_SCHED_DIR_PREFIX "tdm-budget"
@@ -411,6 +413,37 @@ static void test_close_waits_for_a_background_open(void **state)
     rm_dir(d);
 }
 
+/* Options shorter than tdm_map_opts (an older caller's) are refused with TDM_EINVAL, and
+ * nothing reads past them first: here they end right before a page the process may not read,
+ * so a read of a field they do not have (the share caps, keep_on_device, which the device
+ * decision of an AUTO map on an empty model looks at) is a SIGSEGV, not a wrong value. */
+static void test_short_opts_not_read_past(void **state)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    char *mem = mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    assert_true(mem != MAP_FAILED);
+    assert_int_equal(mprotect(mem + page, (size_t)page, PROT_NONE), 0);
+    size_t short_size = offsetof(tdm_map_opts, batch_size); /* size, version and policy */
+    tdm_map_opts *o = (tdm_map_opts *)(mem + page - short_size);
+    o->size = (uint32_t)short_size;
+    o->version = TDM_MAP_OPTS_VERSION;
+    o->policy = TDM_POLICY_AUTO;
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+    int64_t n = 1 << 16;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, o, NULL), TDM_EINVAL);
+    assert_non_null(strstr(tdm_errmsg(rt), "opts size"));
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    munmap(mem, (size_t)page * 2);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +458,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exploration_capped_by_cpu_time),
         cmocka_unit_test(test_devices_join_a_long_first_map),
         cmocka_unit_test(test_close_waits_for_a_background_open),
+        cmocka_unit_test(test_short_opts_not_read_past),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

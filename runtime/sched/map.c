@@ -263,7 +263,10 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
                          const char *kernel, tdm_tensor *const *inputs, int n_in,
                          tdm_tensor *const *outputs, int n_out)
 {
-    tdm_policy p = opts && opts->size >= sizeof *opts ? opts->policy : TDM_POLICY_AUTO;
+    /* (options are read only when they are the whole struct: the checks that follow report a
+     * short one) */
+    const tdm_map_opts *o = opts && opts->size >= sizeof *opts ? opts : NULL;
+    tdm_policy p = o ? o->policy : TDM_POLICY_AUTO;
     if (p == TDM_POLICY_GPU || p == TDM_POLICY_OPENCL || p == TDM_POLICY_CUDA)
         return DEV_OPEN;
     if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !kernel || !outputs ||
@@ -304,8 +307,8 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
          * not kept on a device) and no share caps (they are checked against open devices). */
         bool capped = false;
         for (int c = 0; c < TDM_BACKEND_KIND_COUNT; c++)
-            capped |= opts && opts->share_cap[c] > 0 && opts->share_cap[c] < 1;
-        want = !streaming && !capped && !(opts && opts->keep_on_device) && rt->threads > 0 &&
+            capped |= o && o->share_cap[c] > 0 && o->share_cap[c] < 1;
+        want = !streaming && !capped && !(o && o->keep_on_device) && rt->threads > 0 &&
                        !rt->devices
                    ? DEV_LAZY
                    : DEV_NO;
