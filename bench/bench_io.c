@@ -57,17 +57,21 @@ static void fill_signal(float *d, int64_t n)
     }
 }
 
-static double touch_sum(const tdm_tensor *t)
+/* Reads one float per 4 KiB page of d[0..n) (every page of a mapping touched). */
+static double touch_pages(const float *d, int64_t n)
 {
-    const float *d = tdm_tensor_data(t);
     double s = 0;
-    int64_t n = tdm_tensor_numel(t);
     for (int64_t i = 0; i < n; i += 1024)
         s += d[i];
     return s;
 }
 
-/* mmap(PROT_READ, MAP_SHARED) of a .npy file by hand, then the same touch as touch_sum over
+static double touch_sum(const tdm_tensor *t)
+{
+    return touch_pages(tdm_tensor_data(t), tdm_tensor_numel(t));
+}
+
+/* mmap(PROT_READ, MAP_SHARED) of a .npy file by hand, then the same touch (touch_pages) over
  * its n f32 after the header (128 bytes, as tdm_save writes it). */
 static double plain_mmap_touch(const char *path, int64_t n, void **map, size_t *map_len)
 {
@@ -83,10 +87,7 @@ static double plain_mmap_touch(const char *path, int64_t n, void **map, size_t *
         fprintf(stderr, "bench_io: cannot map %s\n", path);
         exit(1);
     }
-    const float *d = (const float *)(m + (st.st_size - n * 4));
-    double s = 0;
-    for (int64_t i = 0; i < n; i += 1024)
-        s += d[i];
+    double s = touch_pages((const float *)(m + (st.st_size - n * 4)), n);
     *map = m; /* unmapped by the caller, untimed, as tandem's tensor is released untimed */
     *map_len = (size_t)st.st_size;
     return s;

@@ -475,10 +475,9 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
 int tdm__job_workers(tdm__job *job)
 {
     int n = job->n_workers;
-    const tdm__jsched *s = job->sched;
-    while (job->lazy_devices && n > job->n_threads + job->n_procs &&
-           (s ? n - 1 < s->n && !atomic_load(&s->lanes[n - 1].joined)
-              : !tdm__device_of_worker(job->rt, n - 1)))
+    const tdm__jsched *s = job->sched; /* (a lazy job always has one: it mixes kinds) */
+    while (job->lazy_devices && s && n > job->n_threads + job->n_procs && n - 1 < s->n &&
+           !atomic_load(&s->lanes[n - 1].joined))
         n--;
     return n;
 }

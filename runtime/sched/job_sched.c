@@ -113,10 +113,7 @@ int tdm__jsched_create(tdm__job *job)
     unsigned kinds = 0;
     for (unsigned k = job->on; k; k &= k - 1)
         kinds++;
-    bool capped = false;
-    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
-        capped |= job->opts.share_cap[k] > 0 && job->opts.share_cap[k] < 1;
-    if (kinds < 2 && !capped)
+    if (kinds < 2 && !tdm__share_capped(&job->opts))
         return 0;
     tdm__jsched *s = calloc(1, sizeof *s);
     tdm__jlane *lanes = aligned_alloc(TDM__CACHELINE, sizeof *lanes * (size_t)job->n_workers);

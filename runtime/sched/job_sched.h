@@ -47,6 +47,15 @@ typedef struct tdm__jsched {
     atomic_int lazy_asked; /* 0: not yet decided whether to open them; 1: asked; 2: not worth */
 } tdm__jsched;
 
+/* Whether the options cap some backend kind's share of the items (a share_cap in (0, 1)). */
+static inline bool tdm__share_capped(const tdm_map_opts *o)
+{
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (o->share_cap[k] > 0 && o->share_cap[k] < 1)
+            return true;
+    return false;
+}
+
 /* A map whose CPU threads need at least this long (ns) is worth opening the devices for. */
 #define TDM__AUTO_DEVICE_CPU_NS 1e8
 

@@ -305,10 +305,8 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
          * not kept on a device) and no share caps (they are checked against open devices). */
-        bool capped = false;
-        for (int c = 0; c < TDM_BACKEND_KIND_COUNT; c++)
-            capped |= o && o->share_cap[c] > 0 && o->share_cap[c] < 1;
-        want = !streaming && !capped && !(o && o->keep_on_device) && rt->threads > 0 &&
+        want = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
+                       rt->threads > 0 &&
                        !rt->devices
                    ? DEV_LAZY
                    : DEV_NO;
@@ -342,8 +340,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     tdm__job *job = tdm__map_job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
-    if (dev == DEV_LAZY)
-        tdm__map_job_lazy_devices(job);
+    job->lazy_devices = dev == DEV_LAZY; /* (asked for; tdm__map_place decides) */
     job->streaming = streaming;
     tdm_tensor_desc descs[16];
     memset(descs, 0, sizeof descs);

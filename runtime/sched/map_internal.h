@@ -25,10 +25,10 @@ int tdm__map_place_data(tdm__job *job, tdm_tensor *const *inputs, int n_in,
 void tdm__map_check_params(tdm__job *job, const char *fn, const void *params, size_t size);
 
 tdm__job *tdm__map_job_alloc(tdm_runtime *rt, const char *fn);
-/* Makes a freshly allocated AUTO map a lazy one: it keeps lanes for the devices, still closed,
- * that a background open may bring while it runs (see wants_devices() in map.c). A no-op when
- * the runtime knows it has no device. */
-void tdm__map_job_lazy_devices(tdm__job *job);
+/* Gives an AUTO map lanes for the devices, still closed, that a background open may bring
+ * while it runs (a lazy job, see wants_devices() in map.c): true; false, and nothing kept,
+ * when the runtime knows it has no device. */
+bool tdm__map_job_lazy_devices(tdm__job *job);
 /* Gives the job its private copy of params and its counters and publishes the descriptor. */
 int tdm__map_finalize(tdm__job *job, const char *fn, const void *params, size_t psize);
 /* Ring buffers for a streaming map with NULL outputs. */

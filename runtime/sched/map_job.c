@@ -53,7 +53,7 @@ tdm__job *tdm__map_job_alloc(tdm_runtime *rt, const char *fn)
  * device backends (probing is most of opening them): devices past these do not join it. */
 #define TDM__LAZY_DEVICE_LANES 8
 
-void tdm__map_job_lazy_devices(tdm__job *job)
+bool tdm__map_job_lazy_devices(tdm__job *job)
 {
     tdm_runtime *rt = job->rt;
     int n = TDM__LAZY_DEVICE_LANES;
@@ -63,15 +63,15 @@ void tdm__map_job_lazy_devices(tdm__job *job)
             if (rt->backends[k].enabled)
                 n += rt->backends[k].n_devices;
         if (n == 0)
-            return; /* probed, and there is nothing to open */
+            return false; /* probed, and there is nothing to open */
     }
     if (n > TDM__MAX_DEVICES)
         n = TDM__MAX_DEVICES;
     /* Drivers are added to the pool after its threads and process drivers, by the one open. */
     int need = job->n_threads + job->n_procs + n;
-    job->lazy_devices = true;
     if (job->n_workers < need)
         job->n_workers = need;
+    return true;
 }
 
 /* A CPU-only map of a named kernel teaches the stored model the CPU threads' time per item

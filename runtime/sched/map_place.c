@@ -99,14 +99,12 @@ int tdm__map_place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
                         "%s(%s): kernel has no CPU implementation (use policy GPU for its "
                         "device version)",
                         fn, what);
-    /* Devices take part in AUTO when they are open (or may open while it runs: a lazy job)
-     * and the kernel runs there. */
-    bool dev_ok = !why_no_dev && !job->streaming &&
-                  (tdm__devices_live(rt) > 0 || (job->lazy_devices && !rt->devices));
-    if (job->lazy_devices && !(dev_ok && job->opts.policy == TDM_POLICY_AUTO)) {
-        job->lazy_devices = false; /* no lanes kept for devices after all */
-        job->n_workers = tdm__pool_threads(rt->pool);
-    }
+    /* Devices take part in AUTO when they are open, or may open while it runs (a lazy job,
+     * asked for by the map's set-up: it keeps lanes for them), and the kernel runs there. */
+    bool dev_ok = !why_no_dev && !job->streaming;
+    job->lazy_devices = job->lazy_devices && dev_ok && job->opts.policy == TDM_POLICY_AUTO &&
+                        !rt->devices && tdm__map_job_lazy_devices(job);
+    dev_ok = dev_ok && (tdm__devices_live(rt) > 0 || job->lazy_devices);
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
     case TDM_POLICY_CPU:
