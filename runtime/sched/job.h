@@ -35,6 +35,7 @@ typedef struct tdm__jdesc {
     int n_in, n_out;
     int n_workers;          /* size of ws[] */
     unsigned whole;         /* bit k: input k is given whole to every batch */
+    unsigned shared_out;    /* bit k: output k is in the shared arena (memfd): prefaulted */
     tdm_range_fn fn;        /* PFOR */
     tdm_kernel_cpu_fn kcpu; /* MAP */
     const void *params;

@@ -207,6 +207,8 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
         dl->out_base[o] = tdm__tensor_ptr(t);
         dl->out_row_elems[o] = rows ? tdm_tensor_numel(t) / rows : 0;
         dl->out_row_bytes[o] = dl->out_row_elems[o] * (int64_t)tdm_dtype_size(tdm_tensor_dtype(t));
+        if (tdm_tensor_mem(t) & TDM_MEM_SHARED)
+            dl->shared_out |= 1u << o;
     }
     return tdm__map_place_data(job, inputs, n_in, outputs, n_out);
 }
