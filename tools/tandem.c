@@ -411,7 +411,7 @@ static void print_row(const char *workload, const char *where, double wall, doub
         snprintf(t, sizeof t, "%.3f s", wall);
     else
         snprintf(t, sizeof t, "%.1f ms", wall * 1e3);
-    printf("%-32s %-34s %10s %8.2fx  %s\n", workload, where, t, serial_wall / wall, check);
+    printf("%-32s %-40s %10s %8.2fx  %s\n", workload, where, t, serial_wall / wall, check);
     fflush(stdout);
 }
 
@@ -537,7 +537,16 @@ static int find_runners(tdm_runtime *rt, runner *r, int *n_runners, int *any_pro
     if (n > 1) {
         r[n].kind = TDM_BACKEND_KIND_COUNT;
         r[n].policy = TDM_POLICY_AUTO;
-        snprintf(r[n].label, sizeof r[n].label, "auto (threads + procs)");
+        /* "auto (threads + procs + opencl)": what AUTO chooses from */
+        size_t len = (size_t)snprintf(r[n].label, sizeof r[n].label, "auto (");
+        for (int i = 0; i < n && len < sizeof r[n].label; i++)
+            len += (size_t)snprintf(r[n].label + len, sizeof r[n].label - len, "%s%s",
+                                    i ? " + " : "",
+                                    r[i].kind == TDM_BACKEND_CPU_THREADS ? "threads"
+                                    : r[i].kind == TDM_BACKEND_CPU_PROCS ? "procs"
+                                                                         : tdm_backend_kind_name(r[i].kind));
+        if (len < sizeof r[n].label)
+            snprintf(r[n].label + len, sizeof r[n].label - len, ")");
         n++;
     }
     *n_runners = n;
@@ -723,7 +732,7 @@ static int cmd_demo(int argc, char **argv)
     /* worker processes only see shared storage; threads are fine with private memory */
     unsigned mem = any_procs ? TDM_MEM_SHARED : TDM_MEM_HOST;
 
-    printf("\n%-32s %-34s %10s %9s  %s\n", "workload", "where", "wall", "speedup",
+    printf("\n%-32s %-40s %10s %9s  %s\n", "workload", "where", "wall", "speedup",
            "check vs serial");
     if (demo_pi(rt, &o, runners, n_runners, mem, &mismatch) != 0)
         goto done;
