@@ -17,6 +17,7 @@
 
 #define TDM_SCHED_DIR_PREFIX "tdm-budget"
 #include "sched_test_util.h"
+#include "sched/sched_model.h"
 
 typedef struct {
     int budget, waits, left_closed, explore_cut, bg_asked, bg_closed;
@@ -353,6 +354,22 @@ static void test_exploration_capped_by_cpu_time(void **state)
     rm_dir(d);
 }
 
+/* The cap is met before a batch would pass it, not after: the next batch is reckoned at the
+ * last one's time per item. The ladder of exp_sinh on PoCL in a 22 ms map (a 440 us cap):
+ * after 1, 4, 16, 64 and 256 items (about 130 us in all, the 256 taking 75 us), the next 1024
+ * would take about 300 us more: it runs (the old rule, "stop once past the cap", ran it too);
+ * after it (450 us in all) the cap is past. With a 300 us cap it does not run. */
+static void test_exploration_stops_before_passing_its_cap(void **state)
+{
+    (void)state;
+    assert_false(tdm__explore_stops(130e3, 256, 75e3, 1024, 440e3)); /* 130 + 300 < 440 */
+    assert_true(tdm__explore_stops(130e3, 256, 75e3, 1024, 300e3));  /* 130 + 300 >= 300 */
+    assert_true(tdm__explore_stops(450e3, 1024, 320e3, 4096, 440e3)); /* past it already */
+    assert_false(tdm__explore_stops(450e3, 1024, 320e3, 0, 440e3));   /* calibrated: no next */
+    assert_false(tdm__explore_stops(0, 1, 50e3, 4, INFINITY));        /* no cap (threads, GPUs) */
+    assert_false(tdm__explore_stops(0, 0, 0, 4, 1.0));                /* nothing measured */
+}
+
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device
  * backend, nothing stored in dir); checks the result, fills r. Returns the devices the runtime
  * has (probed after the map). */
@@ -456,6 +473,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_exploration_capped_by_cpu_time),
+        cmocka_unit_test(test_exploration_stops_before_passing_its_cap),
         cmocka_unit_test(test_devices_join_a_long_first_map),
         cmocka_unit_test(test_close_waits_for_a_background_open),
         cmocka_unit_test(test_short_opts_not_read_past),

@@ -154,6 +154,14 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
     return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;
 }
 
+bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t next,
+                        double budget_ns)
+{
+    if (next <= 0 || n <= 0)
+        return false;
+    return explored_ns + dur_ns * (double)next / (double)n >= budget_ns;
+}
+
 void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, int64_t remaining,
                        tdm__decision *out)
 {

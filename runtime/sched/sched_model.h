@@ -82,6 +82,14 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill);
 
+/* Whether a lane whose exploration batches have taken explored_ns (its last: n items in
+ * dur_ns) stops exploring instead of running its next batch of `next` items, with budget_ns
+ * the most its exploration may take: the next batch is reckoned at the last one's time per
+ * item, latency included (more than it will take), and is not started when it would bring the
+ * total to the budget. next 0 (calibrated): false. */
+bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t next,
+                        double budget_ns);
+
 /* Median of v[0..n-1] (reorders v); 0 when n is 0. */
 double tdm__median(double *v, int n);
 
