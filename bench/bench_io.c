@@ -14,13 +14,12 @@
  * loads FILE.npy (untimed), answers "READY <bytes>", then runs commands from stdin, one a line,
  * each answered by "T <seconds>" (or "ERR <message>"): "save PATH" (unlink PATH, then a timed
  * tdm_save with default options: no fsync), "fsave PATH" (the same with opts.fsync = 1),
- * "load PATH" (a timed tdm_load into new memory, then
- * an untimed check against the tensor and a release), "mmap PATH" (a timed tdm_load with
- * TDM_MMAP_READ and a read of one float per page, then an untimed release), "quit". bench_io.py uses it to interleave
- * tandem's raw .npy save / load with numpy.save / numpy.load rep by rep, so both sides meet the
- * same memory and page-cache state (on a VM that hands freed memory back to the host, memory
- * freed seconds earlier costs several times more to touch again than memory freed just
- * before). */
+ * "load PATH" (a timed tdm_load into new memory, then an untimed check against the tensor and
+ * a release), "mmap PATH" (a timed tdm_load with TDM_MMAP_READ and a read of one float per
+ * page, then an untimed release), "quit". bench_io.py uses it to interleave tandem's raw .npy
+ * save / load / mapped load with numpy's rep by rep, so both sides meet the same memory and
+ * page-cache state (on a VM that hands freed memory back to the host, memory freed seconds
+ * earlier costs several times more to touch again than memory freed just before). */
 #include <fcntl.h>
 #include <math.h>
 #include <sys/mman.h>

@@ -539,12 +539,13 @@ static int find_runners(tdm_runtime *rt, runner *r, int *n_runners, int *any_pro
         r[n].policy = TDM_POLICY_AUTO;
         /* "auto (threads + procs + opencl)": what AUTO chooses from */
         size_t len = (size_t)snprintf(r[n].label, sizeof r[n].label, "auto (");
-        for (int i = 0; i < n && len < sizeof r[n].label; i++)
+        for (int i = 0; i < n && len < sizeof r[n].label; i++) {
+            const char *name = tdm_backend_kind_name(r[i].kind);
+            if (r[i].kind == TDM_BACKEND_CPU_THREADS)
+                name = "threads";
             len += (size_t)snprintf(r[n].label + len, sizeof r[n].label - len, "%s%s",
-                                    i ? " + " : "",
-                                    r[i].kind == TDM_BACKEND_CPU_THREADS ? "threads"
-                                    : r[i].kind == TDM_BACKEND_CPU_PROCS ? "procs"
-                                                                         : tdm_backend_kind_name(r[i].kind));
+                                    i ? " + " : "", name);
+        }
         if (len < sizeof r[n].label)
             snprintf(r[n].label + len, sizeof r[n].label - len, ")");
         n++;
