@@ -330,28 +330,46 @@ static void test_slower_device_gets_no_batch(void **state)
     rm_dir(d);
 }
 
+static int64_t batches_of(const tdm_report *r, tdm_backend_kind k)
+{
+    int64_t n = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        n += r->workers[w].kind == k ? r->workers[w].batches : 0;
+    return n;
+}
+
 /* A cold host-CPU device explores alone while the threads wait: its exploration stops once
  * its batches took 2% of what the calibrated threads need for the whole map. With the threads
  * stored as absurdly fast, that is after its first measured batch: one item (the first batch
- * of a device, which pays its warm-up, is not measured), two in all. */
+ * of a device, which pays its warm-up, is not measured), two in all. The threads, so stored,
+ * take half the map per batch: on a loaded machine the device's driver sometimes came in
+ * after the map's last batch (1 run in 20 and 1 in 33 under a local CI run), and such a run
+ * says nothing of the cap. So a run counts only when the device got past its warm-up batch;
+ * up to 5 runs. */
 static void test_exploration_capped_by_cpu_time(void **state)
 {
-    char *d = model_dir();
-    seed_model(d, "exp_sinh.v1\tcpu\t6\t0.001\t0\t100\n");
-    budget_log log = {0};
-    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
-    char key[200];
-    if (!host_cpu_device(rt, key, sizeof key)) {
-        tdm_runtime_close(rt);
+    budget_log log;
+    tdm_report r;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        char *d = model_dir();
+        seed_model(d, "exp_sinh.v1\tcpu\t6\t0.001\t0\t100\n");
+        log = (budget_log){0};
+        tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+        char key[200];
+        if (!host_cpu_device(rt, key, sizeof key)) {
+            tdm_runtime_close(rt);
+            rm_dir(d);
+            skip();
+        }
+        r = (tdm_report)TDM_REPORT_INIT;
+        run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+        assert_int_equal(tdm_runtime_close(rt), 0);
         rm_dir(d);
-        skip();
+        if (log.explore_cut > 0 || batches_of(&r, TDM_BACKEND_OPENCL) >= 2)
+            break;
     }
-    tdm_report r = TDM_REPORT_INIT;
-    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
-    assert_int_equal(tdm_runtime_close(rt), 0);
     assert_int_equal(log.explore_cut, 1);
     assert_true(items_of(&r, TDM_BACKEND_OPENCL) <= 2);
-    rm_dir(d);
 }
 
 /* The cap is met before a batch would pass it, not after: the next batch is reckoned at the
