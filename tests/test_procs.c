@@ -192,7 +192,9 @@ static bool fault_around_works(void)
 static void test_outputs_written_elsewhere_fault_once_per_64k(void **state)
 {
     (void)state;
-    if (!TDM_TEST_SANITIZED && !fault_around_works())
+    /* (the probe saw 12-14 faults in 1-2% of fresh processes: asked up to three times) */
+    if (!TDM_TEST_SANITIZED && !fault_around_works() && !fault_around_works() &&
+        !fault_around_works())
         skip(); /* fault-around is off in this kernel: nothing to gain */
     tdm_runtime *rt = open_procs(2, 2);
     int64_t n = (64 << 20) / 8; /* 64 MiB of f64: 16384 pages */

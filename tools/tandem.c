@@ -411,7 +411,7 @@ static void print_row(const char *workload, const char *where, double wall, doub
         snprintf(t, sizeof t, "%.3f s", wall);
     else
         snprintf(t, sizeof t, "%.1f ms", wall * 1e3);
-    printf("%-32s %-40s %10s %8.2fx  %s\n", workload, where, t, serial_wall / wall, check);
+    printf("%-32s %-47s %10s %8.2fx  %s\n", workload, where, t, serial_wall / wall, check);
     fflush(stdout);
 }
 
@@ -733,7 +733,7 @@ static int cmd_demo(int argc, char **argv)
     /* worker processes only see shared storage; threads are fine with private memory */
     unsigned mem = any_procs ? TDM_MEM_SHARED : TDM_MEM_HOST;
 
-    printf("\n%-32s %-40s %10s %9s  %s\n", "workload", "where", "wall", "speedup",
+    printf("\n%-32s %-47s %10s %9s  %s\n", "workload", "where", "wall", "speedup",
            "check vs serial");
     if (demo_pi(rt, &o, runners, n_runners, mem, &mismatch) != 0)
         goto done;
