@@ -15,6 +15,20 @@
 
 #include "tandem.h"
 
+/* 1 in a build with AddressSanitizer, ThreadSanitizer or MemorySanitizer: their shadow memory
+ * inflates RSS, address space and page-fault counts, so tests skip assertions on those. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TDM_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer)
+#define TDM_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef TDM_TEST_SANITIZED
+#define TDM_TEST_SANITIZED 0
+#endif
+
 /* Runs the group; argv[1], when given, is the name of the single test to run (CTest runs each
  * test on its own this way). */
 static inline int tdm_test_run(const char *group, const struct CMUnitTest *tests, size_t n,

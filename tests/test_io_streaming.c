@@ -5,18 +5,6 @@
 
 /* ---- flat memory: results larger than the memory they pass through ----------------------- */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TDM_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
-    __has_feature(memory_sanitizer)
-#define TDM_TEST_SANITIZED 1
-#endif
-#endif
-#ifndef TDM_TEST_SANITIZED
-#define TDM_TEST_SANITIZED 0 /* sanitizers inflate RSS: only the memory assertions are skipped */
-#endif
-
 /* "flat_gen": u8 x [N] -> f64 y [N, 16], y[r][c] = r * 16 + c + x[r] / 4: 128 output bytes per
  * input byte, so a small input makes a large result. */
 #define FLAT_COLS 16

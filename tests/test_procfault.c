@@ -633,7 +633,6 @@ static void test_fork_after_open_child_gets_eforked(void **state)
     tdm_test_close(rt);
 }
 
-
 /* ---- the pointer trap: tensors as arguments, and the debug check ----------------------------- */
 
 static int tensors_body(const void *pv, int64_t begin, int64_t end, tdm_task *task)
@@ -855,17 +854,6 @@ static void test_nested_cgroup_limit_bounds_shared_memory(void **state)
 
 /* ---- the arena's reservation under RLIMIT_AS (issue 13, item 6) ------------------------------ */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PF_SANITIZED 1 /* their shadow memory already takes terabytes of address space */
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define PF_SANITIZED 1
-#endif
-#endif
-#ifndef PF_SANITIZED
-#define PF_SANITIZED 0
-#endif
-
 static uint64_t vm_size(void)
 {
     unsigned long long pages = 0;
@@ -925,7 +913,7 @@ static int child_arena_fits(void)
 
 static void test_arena_fits_under_rlimit_as(void **state)
 {
-    if (PF_SANITIZED)
+    if (TDM_TEST_SANITIZED)
         skip();
     assert_int_equal(in_child(child_arena_fits), 0);
 }
@@ -956,7 +944,7 @@ static int child_arena_too_small(void)
 
 static void test_arena_too_small_names_the_knob_and_limit(void **state)
 {
-    if (PF_SANITIZED)
+    if (TDM_TEST_SANITIZED)
         skip();
     assert_int_equal(in_child(child_arena_too_small), 0);
 }
@@ -976,7 +964,7 @@ static int child_explicit_region_too_big(void)
 
 static void test_arena_explicit_region_over_rlimit_as_fails(void **state)
 {
-    if (PF_SANITIZED)
+    if (TDM_TEST_SANITIZED)
         skip();
     assert_int_equal(in_child(child_explicit_region_too_big), 0);
 }

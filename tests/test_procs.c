@@ -20,17 +20,6 @@
 
 #include "tdm_test.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TDM_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TDM_TEST_SANITIZED 1
-#endif
-#endif
-#ifndef TDM_TEST_SANITIZED
-#define TDM_TEST_SANITIZED 0 /* sanitizers fault in shadow memory too: fault counts not asserted */
-#endif
-
 static tdm_runtime *open_procs(int threads, int procs)
 {
     tdm_config cfg = TDM_CONFIG_INIT;

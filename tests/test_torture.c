@@ -152,22 +152,11 @@ static long disarm(int w)
 
 /* ---- scale ----------------------------------------------------------------------------------- */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TT_SANITIZED 1
-#endif
-#endif
-#ifndef TT_SANITIZED
-#define TT_SANITIZED 0
-#endif
-
 static double scale(void)
 {
     const char *v = getenv("TDM_TORTURE_SCALE");
     double s = v && *v ? atof(v) : 0;
-    return s > 0 ? s : TT_SANITIZED ? 0.25 : 1.0;
+    return s > 0 ? s : TDM_TEST_SANITIZED ? 0.25 : 1.0;
 }
 
 /* ---- what a case counts (shared with its child) -------------------------------------------- */
