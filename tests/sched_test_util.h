@@ -93,4 +93,13 @@ static inline int64_t items_of(const tdm_report *r, tdm_backend_kind k)
     return n;
 }
 
+/* Batches run by the workers of kind k in r. */
+static inline int64_t batches_of(const tdm_report *r, tdm_backend_kind k)
+{
+    int64_t n = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        n += r->workers[w].kind == k ? r->workers[w].batches : 0;
+    return n;
+}
+
 #endif

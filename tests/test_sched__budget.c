@@ -330,14 +330,6 @@ static void test_slower_device_gets_no_batch(void **state)
     rm_dir(d);
 }
 
-static int64_t batches_of(const tdm_report *r, tdm_backend_kind k)
-{
-    int64_t n = 0;
-    for (int w = 0; w < r->n_workers; w++)
-        n += r->workers[w].kind == k ? r->workers[w].batches : 0;
-    return n;
-}
-
 /* A cold host-CPU device explores alone while the threads wait: its exploration stops once
  * its batches took 2% of what the calibrated threads need for the whole map. With the threads
  * stored as absurdly fast, that is after its first measured batch: one item (the first batch

@@ -307,11 +307,9 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
          * not kept on a device) and no share caps (they are checked against open devices). */
-        want = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
-                       rt->threads > 0 &&
-                       !rt->devices
-                   ? DEV_LAZY
-                   : DEV_NO;
+        bool lazy = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
+                    rt->threads > 0 && !rt->devices;
+        want = lazy ? DEV_LAZY : DEV_NO;
     }
     return want != DEV_NO && tdm__jsched_skip_devices(rt, k) ? DEV_NO : want;
 }
