@@ -140,6 +140,8 @@ double tdm__waterfill(const double *a, const double *rate, int n, double items)
     return t;
 }
 
+#define TDM__EXPLORE_MIN_ITEMS 64
+
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill)
 {
@@ -148,7 +150,12 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
     double enough = 16.0 * lat;
     if (enough > target_ns)
         enough = target_ns;
-    if ((dur_ns >= enough && n >= fill) || n < explore)
+    /* A batch of a few items that lasts long enough is more likely slowed than long: a first
+     * item on cold caches, a worker woken late (a single exp_sinh item took 21 us on a CPU
+     * thread, against 2 ns once warm, and read as 20000 ns per item, which made a map's
+     * threads lose to its worker processes). It ends the ladder only if it lasted a target. */
+    bool many = n >= TDM__EXPLORE_MIN_ITEMS || dur_ns >= target_ns;
+    if ((dur_ns >= enough && n >= fill && many) || n < explore)
         return 0;
     int64_t base = n > explore ? n : explore;
     return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;

@@ -74,7 +74,9 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
 
 /* Exploration: an uncalibrated lane takes 1 item, then 4x more each batch, until a batch lasts
  * at least its target or 16 latencies (so the sample is not just latency) and has at least
- * `fill` items (a device with many compute units runs a small batch on a few of them): a
+ * `fill` items (a device with many compute units runs a small batch on a few of them) and,
+ * unless it lasted a whole target, at least 64 items (a few items that last long were more
+ * likely slowed, by cold caches or a late wake-up, than long): a
  * lane 10000x slower than the rest costs the run about one target's time, never a straggling
  * slice. A batch cut below the ladder's size (the run's end was near) ends the exploration
  * too. Returns the next `explore` value after a batch of n items that took dur_ns: 0 when the
