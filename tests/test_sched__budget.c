@@ -167,6 +167,108 @@ static void test_cpu_budget_threads_and_processes_within_cores_add_up(void **sta
     assert_int_equal(log.budget, 0);
 }
 
+/* The order in which CPU lanes were first given batches, from the scheduler's log. */
+typedef struct {
+    int n;
+    char kind[4096]; /* 't' CPU thread, 'p' worker process */
+    int worker[4096];
+} takes_log;
+
+static void on_takes(void *user, unsigned flag, const char *line)
+{
+    takes_log *l = user;
+    int w;
+    const char *at;
+    if (flag != TDM_DEBUG_SCHED)
+        return;
+    if (getenv("TDM_TEST_SHOWLOG"))
+        fprintf(stderr, "%s\n", line);
+    char kind = (at = strstr(line, ": cpu (worker ")) ? 't'
+                : (at = strstr(line, ": procs (worker ")) ? 'p'
+                                                            : 0;
+    if (!kind || !strstr(line, ") takes ") || sscanf(strstr(at, "(worker "), "(worker %d)", &w) != 1)
+        return;
+    pthread_mutex_lock(&log_mu);
+    if (l->n < 4096) {
+        l->kind[l->n] = kind;
+        l->worker[l->n++] = w;
+    }
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* Pins this process (and the worker processes it forks next) to its first two cores: a CPU
+ * budget of 2. False (nothing changed) when it has fewer. *old gets the mask to restore. */
+static bool pin_two_cores(cpu_set_t *old)
+{
+    assert_int_equal(sched_getaffinity(0, sizeof *old, old), 0);
+    if (CPU_COUNT(old) < 2)
+        return false;
+    cpu_set_t two;
+    CPU_ZERO(&two);
+    for (int c = 0, got = 0; got < 2; c++)
+        if (CPU_ISSET(c, old)) {
+            CPU_SET(c, &two);
+            got++;
+        }
+    assert_int_equal(sched_setaffinity(0, sizeof two, &two), 0);
+    return true;
+}
+
+/* Two threads and two worker processes on two cores, nothing stored: the two sides are measured
+ * side by side, a thread and a process at once, before either runs the map with both its
+ * workers. Measured one after the other (threads first), the threads' figure took the map's
+ * cold start; and a core idled while a side of one lane was measured. So a process is given a
+ * batch before the second thread has its second one (its first may slip in while the two
+ * threads ask at the same moment); under the old turns both threads ran their exploration
+ * ladder (1, 4, 16, 64... items) before any process was given a batch. */
+static void test_cpu_budget_sides_measured_side_by_side(void **state)
+{
+    (void)state;
+    cpu_set_t old;
+    if (!pin_two_cores(&old))
+        skip();
+    char *d = model_dir();
+    takes_log *log = calloc(1, sizeof *log);
+    assert_non_null(log);
+    tdm_runtime *rt = sched_open(d, "cpu,procs", 2, 2, on_takes, log);
+    tdm_report r = TDM_REPORT_INIT;
+    run_exp_sinh(rt, 1 << 22, TDM_MEM_SHARED, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+    int first_thread = -1, second_thread_batches = 0, procs_before = 0;
+    for (int i = 0; i < log->n && second_thread_batches < 2; i++) {
+        if (log->kind[i] == 'p') {
+            procs_before++;
+            continue;
+        }
+        if (first_thread < 0)
+            first_thread = log->worker[i];
+        else if (log->worker[i] != first_thread)
+            second_thread_batches++;
+    }
+    assert_true(log->n > 0);
+    assert_true(procs_before > 0);
+    free(log);
+    rm_dir(d);
+}
+
+/* Exploration does not end on a batch of a few items just for lasting long: a first exp_sinh
+ * item on a cold CPU thread took 21 us (2 ns once warm) and, read as 20000 ns per item, lost
+ * the map to the worker processes. One item ends the ladder only when it lasts a target batch
+ * (a kernel that slow needs no ladder); 64 or more items when they last 16 latencies. */
+static void test_exploration_ladder_not_ended_by_a_slow_first_item(void **state)
+{
+    (void)state;
+    /* (explore, items, took ns, target ns, latency ns, fill) */
+    assert_int_equal(tdm__explore_next(1, 1, 21e3, 100e3, 200, 1), 4);      /* slowed, not long */
+    assert_int_equal(tdm__explore_next(16, 16, 21e3, 100e3, 200, 1), 64);   /* still a few */
+    assert_int_equal(tdm__explore_next(64, 64, 3.2e3, 100e3, 200, 1), 0);   /* enough of both */
+    assert_int_equal(tdm__explore_next(64, 64, 3.1e3, 100e3, 200, 1), 256); /* too short */
+    assert_int_equal(tdm__explore_next(1, 1, 150e3, 100e3, 200, 1), 0);     /* one long item */
+    assert_int_equal(tdm__explore_next(1024, 100, 1e3, 100e3, 200, 1), 0);  /* cut by the end */
+    assert_int_equal(tdm__explore_next(4096, 4096, 60e3, 4e6, 50e3, 8192), 16384); /* fill */
+}
+
 /* An AUTO exp_sinh map of n items on a runtime with 2 threads and every device backend, over a
  * model dir seeded with `lines` (NULL: an empty model); r gets its report, log (may be NULL)
  * the scheduler's log lines. */
@@ -477,6 +579,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_budget_threads_win_over_slower_processes),
         cmocka_unit_test(test_cpu_budget_faster_processes_run_the_map),
         cmocka_unit_test(test_cpu_budget_threads_and_processes_within_cores_add_up),
+        cmocka_unit_test(test_cpu_budget_sides_measured_side_by_side),
+        cmocka_unit_test(test_exploration_ladder_not_ended_by_a_slow_first_item),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),

@@ -89,6 +89,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
     atomic_store_explicit(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
+    atomic_store_explicit(&l->started, 0, memory_order_relaxed);
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
 }
@@ -257,25 +258,70 @@ static int side_of(const tdm__jsched *s, const tdm__jlane *l)
     return l->host_cpu ? SIDE_DEVICE : -1;
 }
 
+/* What shared_cores() makes of the sides of the shared cores now. */
+enum { TURN_NONE, TURN_ALONE, TURN_PAIRED, TURN_DECIDED };
+
+/* The CPU threads and the worker processes measured side by side: how many lanes of each run
+ * (the rest of both sides, and a host-CPU device, wait). Half the cores, at least one, for
+ * the processes, the rest for the threads, so each measured lane has a core of its own. */
+static void pair_quota(const tdm__jsched *s, const int *lanes, int *quota)
+{
+    int half = s->cores / 2;
+    quota[SIDE_PROCS] = lanes[SIDE_PROCS] < half ? lanes[SIDE_PROCS] : half;
+    int rest = s->cores - quota[SIDE_PROCS];
+    quota[SIDE_THREADS] = lanes[SIDE_THREADS] < rest ? lanes[SIDE_THREADS] : rest;
+    quota[SIDE_DEVICE] = 0;
+}
+
+/* Marks in keep[] which lanes of side g run while the two CPU sides are measured side by side:
+ * quota of them, first those that took a batch already (they keep going), then those inside
+ * the job now, then by index. True if one of them is inside the job now. */
+static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const bool *present,
+                        int n, int g, int quota, bool *keep)
+{
+    bool inside = false;
+    for (int pass = 0; pass < 3; pass++)
+        for (int j = 0; j < n && quota > 0; j++) {
+            if (keep[j] || !v[j].eligible || side_of(s, &s->lanes[j]) != g)
+                continue;
+            bool started = atomic_load_explicit(&s->lanes[j].started, memory_order_relaxed);
+            if ((pass == 0 && !started) || (pass == 1 && !present[j]))
+                continue;
+            keep[j] = true;
+            inside |= present[j];
+            quota--;
+        }
+    return inside;
+}
+
 /* One CPU budget. A device computing on the host's cores, the CPU threads and (when the two
  * together are more workers than cores) the worker processes share those cores: their
- * throughputs do not add up, and measured side by side each would see the others' load, not
- * its own speed. So they take turns: the threads calibrate first (the others wait), then the
- * processes alone, then the device alone, then the fastest side runs the rest of the map and
- * the others stand down (a side must be 5% faster than the one before it in that order to
- * displace it, so the threads keep a tie). When the threads or the processes win and have
- * fewer workers than the budget, the other CPU side keeps as many workers as cores are left.
- * With a stored model every side is calibrated from the start and the choice is immediate.
+ * throughputs do not add up, and measured side by side on the same cores each would see the
+ * others' load, not its own speed.
+ *  - The threads and the processes are measured first, side by side, on half the cores each
+ *    (pair_quota): a core each, no core idle, and both through the same first milliseconds of
+ *    the map. Measured one after the other, threads first, the threads' figure took the map's
+ *    start (a pool thread woken late, queued behind the other on one core, or the cores
+ *    still slow from idling) and read 30-100% slower than their true speed, so processes
+ *    measured later won maps they lose.
+ *  - Then a host-CPU device alone (the CPU sides wait).
+ *  - Then the fastest side runs the rest of the map and the others stand down (a side must be
+ *    5% faster than the one before it in that order to displace it, so the threads keep a
+ *    tie). When the threads or the processes win and have fewer workers than the budget, the
+ *    other CPU side keeps as many workers as cores are left.
+ * A side's speed is its calibrated lanes' mean times its lanes. With a stored model every side
+ * is calibrated from the start and the choice is immediate.
  * Marks the lanes that must wait ineligible in v; true if it did; *run gets the side that
- * runs and *decided whether it runs for being the fastest (else it is being measured). */
+ * runs (-1 when the two CPU sides run side by side), *turn what the turn is, *run_inside
+ * whether a lane that runs is inside the job now. */
 static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole,
-                         int n, int *run_out, bool *decided, bool *run_inside)
+                         int n, int *run_out, int *turn, bool *run_inside)
 {
     double rate[SIDE_N] = {0};
-    bool any[SIDE_N] = {false}, ready[SIDE_N] = {true, true, true}, here[SIDE_N] = {false};
-    bool inside[SIDE_N] = {false};
-    int lanes[SIDE_N] = {0};
+    bool any[SIDE_N] = {false}, here[SIDE_N] = {false}, inside[SIDE_N] = {false};
+    int lanes[SIDE_N] = {0}, calibrated[SIDE_N] = {0};
     *run_out = -1;
+    *turn = TURN_NONE;
     *run_inside = false;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
@@ -287,13 +333,40 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
         bool r = v[j].tpi > 0 && v[j].explore == 0;
         any[g] = true;
         lanes[g]++;
-        ready[g] &= r;
+        calibrated[g] += r;
         rate[g] += r ? 1.0 / v[j].tpi : 0;
         here[g] |= present[j] || sole;
         inside[g] |= present[j];
     }
     if (any[SIDE_THREADS] + any[SIDE_PROCS] + any[SIDE_DEVICE] < 2)
         return false;
+    /* Calibrated: every lane, or for the two CPU sides of a split budget, as many as ran side
+     * by side (the others may never run). */
+    int quota[SIDE_N];
+    pair_quota(s, lanes, quota);
+    bool paired = s->split_cpu && quota[SIDE_PROCS] > 0 && quota[SIDE_THREADS] > 0;
+    bool ready[SIDE_N];
+    for (int g = 0; g < SIDE_N; g++) {
+        int need = paired && g != SIDE_DEVICE ? quota[g] : lanes[g];
+        ready[g] = calibrated[g] >= need;
+        if (calibrated[g] > 0)
+            rate[g] *= (double)lanes[g] / (double)calibrated[g];
+    }
+    bool keep[256] = {false};
+    if (paired && (!ready[SIDE_THREADS] || !ready[SIDE_PROCS]) && here[SIDE_THREADS] &&
+        here[SIDE_PROCS]) {
+        bool in = pick_paired(s, v, present, n, SIDE_THREADS, quota[SIDE_THREADS], keep);
+        in |= pick_paired(s, v, present, n, SIDE_PROCS, quota[SIDE_PROCS], keep);
+        *turn = TURN_PAIRED;
+        *run_inside = in;
+        bool waited = false;
+        for (int j = 0; j < n; j++)
+            if (v[j].eligible && side_of(s, &s->lanes[j]) >= 0 && !keep[j]) {
+                v[j].eligible = false;
+                waited = true;
+            }
+        return waited;
+    }
     int run = -1;
     bool deciding = true;
     for (int g = 0; g < SIDE_N && run < 0; g++)
@@ -305,7 +378,7 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
         if (any[g] && (run < 0 || rate[g] > 1.05 * rate[run]))
             run = g;
     *run_out = run;
-    *decided = deciding;
+    *turn = deciding ? TURN_DECIDED : TURN_ALONE;
     *run_inside = inside[run];
     /* A side waits only for the one that runs being inside the job now, or on its way (the
      * runtime's only job: its workers have nothing else to do; one that stood down is called
@@ -482,9 +555,9 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     for (int j = 0; j < n; j++)
         present[j] = j == w || atomic_load_explicit(&s->lanes[j].in_job, memory_order_relaxed);
     bool sole = atomic_load_explicit(&job->rt->jobs_in_flight, memory_order_relaxed) <= 1;
-    int run = -1;
-    bool decided = false, run_inside = false;
-    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &decided, &run_inside);
+    int run = -1, turn = TURN_NONE;
+    bool run_inside = false;
+    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &turn, &run_inside);
     if (lost_cores && !v[w].eligible && !run_inside)
         offer_again(job); /* the side that runs stood down earlier: call it back */
     for (int j = 0; j < n; j++)
@@ -492,12 +565,21 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             v[j].eligible = false;
     tdm__jlane *me = &s->lanes[w];
     if (!v[w].eligible) {
-        if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
-            tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "sched %s: %s (worker %d) waits: it shares the CPU cores (%d) with the "
-                     "%s, which %s",
-                     job->what, me->key, w, s->cores, run >= 0 ? side_name[run] : "others",
-                     decided ? "are faster for this kernel" : "are being measured alone first");
+        if (lost_cores && !me->declining && (job->rt->debug & TDM_DEBUG_SCHED)) {
+            if (turn == TURN_PAIRED)
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) waits: it shares the CPU cores (%d) with "
+                         "the CPU threads and the worker processes, which are being measured "
+                         "side by side first",
+                         job->what, me->key, w, s->cores);
+            else
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) waits: it shares the CPU cores (%d) with "
+                         "the %s, which %s",
+                         job->what, me->key, w, s->cores, run >= 0 ? side_name[run] : "others",
+                         turn == TURN_DECIDED ? "are faster for this kernel"
+                                              : "are being measured alone first");
+        }
         me->declining = true;
         return 0;
     }
@@ -546,6 +628,7 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             *est_ns = v[w].lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0);
     }
     me->declining = false;
+    atomic_store_explicit(&me->started, 1, memory_order_relaxed); /* (see pick_paired) */
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
                  "sched %s: %s (worker %d) takes %lld of %lld items%s: est %.1f us at %.3g "

@@ -19,6 +19,7 @@ typedef struct tdm__jlane {
                            * until tdm__jsched_prepared() (the CPU workers go on meanwhile) */
     atomic_int joined;    /* 0: a lazy job's lane for a device not open yet; no one reads its
                            * other fields until its driver joins (tdm__jsched_join, release) */
+    atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
