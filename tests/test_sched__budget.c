@@ -269,6 +269,66 @@ static void test_exploration_ladder_not_ended_by_a_slow_first_item(void **state)
     assert_int_equal(tdm__explore_next(4096, 4096, 60e3, 4e6, 50e3, 8192), 16384); /* fill */
 }
 
+/* The largest batch a CPU thread was given, and whether a stored figure was found stale. */
+typedef struct {
+    int64_t cpu_max;
+    int stale;
+} stale_log;
+
+static void on_stale(void *user, unsigned flag, const char *line)
+{
+    stale_log *l = user;
+    long long n;
+    const char *at = strstr(line, ": cpu (worker ");
+    if (flag != TDM_DEBUG_SCHED)
+        return;
+    if (getenv("TDM_TEST_SHOWLOG"))
+        fprintf(stderr, "%s\n", line);
+    pthread_mutex_lock(&log_mu);
+    if (at && (at = strstr(at, ") takes ")) && sscanf(at, ") takes %lld", &n) == 1 &&
+        n > l->cpu_max)
+        l->cpu_max = n;
+    l->stale += strstr(line, "is stale") != NULL;
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* A stored figure far off what the map measures (stored for other parameters: pi_leibniz of a
+ * few terms per item, 4.56 ns per item, the entry a user's model really held, against items
+ * of 20000 terms): the threads' batches stay small while the stored figure is not borne out
+ * (at most an eighth of a fair share: 1024 items, 2 lanes, 64), two batches show it stale, the
+ * map measures afresh, and the entry is forgotten at close. Trusted, the stored figure gave a
+ * thread half its share (256 items) in its first batch, and kept seeding later maps. */
+static void test_stale_stored_model_measured_afresh_and_forgotten(void **state)
+{
+    (void)state;
+    char *d = model_dir();
+    seed_model(d, "pi_leibniz.v1\tcpu\t7\t4.56392\t31.3627\t16024\n");
+    stale_log log = {0};
+    tdm_runtime *rt = sched_open(d, "cpu,procs", 1, 1, on_stale, &log);
+    int64_t n = 1024;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_pi_params p = {20000};
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159265) < 1e-3);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(log.stale >= 1);
+    assert_true(log.cpu_max > 0 && log.cpu_max <= 64);
+    char path[4096];
+    model_file(d, path, sizeof path);
+    size_t len;
+    unsigned char *text = read_bytes(path, &len);
+    text[len] = 0;
+    assert_null(strstr((char *)text, "\t4.56392\t"));
+    assert_non_null(strstr((char *)text, "pi_leibniz.v1\tcpu\t")); /* what it measured */
+    free(text);
+    rm_dir(d);
+}
+
 /* An AUTO exp_sinh map of n items on a runtime with 2 threads and every device backend, over a
  * model dir seeded with `lines` (NULL: an empty model); r gets its report, log (may be NULL)
  * the scheduler's log lines. */
@@ -581,6 +641,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_budget_threads_and_processes_within_cores_add_up),
         cmocka_unit_test(test_cpu_budget_sides_measured_side_by_side),
         cmocka_unit_test(test_exploration_ladder_not_ended_by_a_slow_first_item),
+        cmocka_unit_test(test_stale_stored_model_measured_afresh_and_forgotten),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),

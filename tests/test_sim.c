@@ -247,11 +247,33 @@ static void test_estimator_is_robust(void **state)
     for (int i = 0; i < 5; i++)
         tdm__est_add(&e, 100, 1000 + 100 * 7.0);
     assert_true(fabs(e.tpi - 7) < 1e-9 && e.lat == 1000);
-    /* a stored model: exactly its values, and a few new batches do not move it */
+    /* a stored model: exactly its values, and one batch far off does not move it */
     tdm__est_seed(&e, 20.0, 300.0, 9);
-    assert_true(e.tpi == 20.0 && e.lat == 300.0);
-    tdm__est_add(&e, 1000, 1e9);
+    assert_true(e.tpi == 20.0 && e.lat == 300.0 && e.seeded);
+    assert_false(tdm__est_add(&e, 1000, 1e9));
     assert_true(fabs(e.tpi - 20.0) < 1e-6);
+    /* a second in a row shows it stale: measured afresh from those two alone */
+    assert_true(tdm__est_add(&e, 2000, 2e9));
+    assert_false(e.seeded);
+    assert_int_equal(e.count, 2);
+    assert_true(fabs(e.tpi - 1e6) < 1);
+    /* a batch within 8x bears it out: no later batch is checked against it */
+    tdm__est_seed(&e, 20.0, 300.0, 4);
+    assert_false(tdm__est_add(&e, 1000, 300 + 1000 * 30.0));
+    assert_false(e.seeded);
+    assert_false(tdm__est_add(&e, 1000, 1e9));
+    assert_false(tdm__est_add(&e, 1000, 1e9));
+    /* far faster than stored shows it stale at any size (nothing makes a batch faster) ... */
+    tdm__est_seed(&e, 1e6, 300.0, 4);
+    assert_false(tdm__est_add(&e, 2, 1e3));
+    assert_true(tdm__est_add(&e, 1, 1e3));
+    /* ... far slower only with 16 items or more (a few items are slowed by a late wake-up) */
+    tdm__est_seed(&e, 2.0, 300.0, 4);
+    assert_false(tdm__est_add(&e, 1, 21e3));
+    assert_false(tdm__est_add(&e, 4, 30e3));
+    assert_true(e.seeded);
+    assert_false(tdm__est_add(&e, 64, 64 * 100.0));
+    assert_true(tdm__est_add(&e, 64, 64 * 100.0));
     assert_true(isinf(tdm__waterfill((double[]){0}, (double[]){0}, 1, 10)));
     double v[5] = {5, 1, 4, 2, 3};
     assert_true(tdm__median(v, 5) == 3 && tdm__median(v, 0) == 0);

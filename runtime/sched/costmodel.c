@@ -290,6 +290,25 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
     pthread_mutex_unlock(&cm->mu);
 }
 
+void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,
+                        double ns_per_item)
+{
+    if (!cm || !(ns_per_item > 0) || !isfinite(ns_per_item))
+        return;
+    pthread_mutex_lock(&cm->mu);
+    for (int i = 0; i < cm->n;) {
+        const cm_entry *e = &cm->e[i];
+        double r = e->tpi / ns_per_item;
+        if ((r >= 8 || r <= 0.125) && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+            cm->e[i] = cm->e[--cm->n]; /* (order does not matter) */
+            cm->dirty = true;
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&cm->mu);
+}
+
 /* The entry with the most samples for (kernel, lane); caller holds cm->mu. */
 static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, const char *lane)
 {

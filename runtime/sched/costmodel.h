@@ -40,6 +40,11 @@ double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, dou
  * odd run does not replace a calibrated model. Thread-safe. */
 void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
                  double ns_per_item, double lat_ns, int samples);
+/* Forgets every entry of `kernel` on `lane` whose time per item is 8x or more off `ns_per_item`,
+ * what a map has just measured after finding the stored figure stale (tdm__est_add): kept, it
+ * would seed every later map with it again. Thread-safe. */
+void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,
+                        double ns_per_item);
 /* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
  * least one device entry ("opencl:..." or "cuda:...") for it, and no device's time per item
  * (from each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads

@@ -181,6 +181,10 @@ void tdm__jsched_destroy(tdm__job *job)
     if (!s)
         return;
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL;
+    /* Stored figures this map found stale go first (the map's own are stored below). */
+    for (int w = 0; cm && w < s->n; w++)
+        if (s->lanes[w].seed_stale && !s->lanes[w].est.seeded)
+            tdm__cm_drop_stale(cm, s->kernel, s->lanes[w].key, s->lanes[w].est.tpi);
     /* One value per kind of lane: the median of its lanes' estimates (for CPU threads, all
      * threads count as one model). */
     for (int w = 0; cm && w < s->n; w++) {
@@ -611,6 +615,19 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
         d.est_ns = v[w].lat + (double)d.items * v[w].tpi;
         *est_ns = d.est_ns;
     }
+    if (!d.explore && me->est.seeded && job->opts.batch_size <= 0) {
+        /* A stored model not yet borne out by this map's batches (tdm__est_add) takes at most
+         * an eighth of a fair share: one stored for other parameters (pi_leibniz of a few
+         * terms, 4.56 ns per item, against 1 ms items) handed a thread half a map in one
+         * batch. */
+        int64_t cap = remaining / (8 * (int64_t)n);
+        cap = cap > 1 ? cap : 1;
+        if (d.items > cap) {
+            d.items = cap;
+            d.est_ns = v[w].lat + (double)d.items * v[w].tpi;
+            *est_ns = d.est_ns;
+        }
+    }
     if (job->opts.batch_size > 0) { /* the caller fixed the size: only the placement is ours */
         d.items = job->opts.batch_size < remaining ? job->opts.batch_size : remaining;
         *est_ns = v[w].lat + (double)d.items * v[w].tpi;
@@ -674,16 +691,24 @@ static double explore_budget_ns(const tdm__job *job, int w)
     int me = side_of(s, &s->lanes[w]);
     if (me != SIDE_DEVICE && me != SIDE_PROCS)
         return INFINITY; /* threads explore first, side by side; a GPU explores alongside */
+    /* (the threads' calibrated lanes' mean times their lanes: while the threads and the
+     * processes are measured side by side, only some threads have run) */
     double rate = 0;
+    int lanes = 0, calibrated = 0;
     for (int j = 0; j < s->n; j++) {
         const tdm__jlane *l = &s->lanes[j];
-        if (!atomic_load_explicit(&l->joined, memory_order_acquire))
+        if (!atomic_load_explicit(&l->joined, memory_order_acquire) || !l->eligible ||
+            side_of(s, l) != SIDE_THREADS)
             continue;
+        lanes++;
         double tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed);
-        if (l->eligible && side_of(s, l) == SIDE_THREADS && tpi > 0 &&
-            atomic_load_explicit(&l->explore, memory_order_relaxed) == 0)
+        if (tpi > 0 && atomic_load_explicit(&l->explore, memory_order_relaxed) == 0) {
             rate += 1.0 / tpi;
+            calibrated++;
+        }
     }
+    if (calibrated > 0)
+        rate *= (double)lanes / (double)calibrated;
     return rate > 0 ? TDM__EXPLORE_BUDGET * (double)job->n_items / rate : INFINITY;
 }
 
@@ -692,7 +717,15 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
     tdm__jsched *s = job->sched;
     tdm__jlane *l = &s->lanes[w];
     if (n > 0) {
-        tdm__est_add(&l->est, (double)n, dur_ns);
+        double stored = l->est.seed_tpi;
+        bool stale = tdm__est_add(&l->est, (double)n, dur_ns);
+        l->seed_stale |= stale;
+        if (stale && (job->rt->debug & TDM_DEBUG_SCHED))
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: %s (worker %d): the stored model's %.3g ns/item is stale (two "
+                     "batches 8x or more off it, the last %lld items in %.1f us): measured "
+                     "afresh, %.3g ns/item",
+                     job->what, l->key, w, stored, (long long)n, dur_ns * 1e-3, l->est.tpi);
         atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
     }

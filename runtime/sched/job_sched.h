@@ -32,6 +32,7 @@ typedef struct tdm__jlane {
     int64_t items_est;  /* items of those batches */
     bool declining;     /* for logging transitions only */
     double explored_ns; /* time its exploration batches took */
+    bool seed_stale;    /* this map showed the stored model it started from stale */
     uint64_t last_done; /* device lanes: when its previous batch completed */
 } tdm__jlane;
 

@@ -71,16 +71,56 @@ void tdm__est_init(tdm__est *e, double lat0)
     e->lat0 = lat0 > 0 && isfinite(lat0) ? lat0 : 0;
 }
 
-void tdm__est_add(tdm__est *e, double n, double dur)
+static void push(tdm__est *e, double n, double dur)
 {
-    if (!(n > 0) || !(dur > 0) || !isfinite(dur) || !isfinite(n))
-        return;
     e->n[e->next] = n;
     e->t[e->next] = dur;
     e->next = (e->next + 1) % TDM__EST_WIN;
     if (e->count < TDM__EST_WIN)
         e->count++;
+}
+
+#define TDM__STALE_FACTOR 8.0
+#define TDM__STALE_MIN_ITEMS 16
+
+/* Checks a measured batch against a stored model not yet borne out (see tdm__est_add); true
+ * when the model is to be dropped. */
+static bool seed_stale(tdm__est *e, double n, double dur)
+{
+    double own = (dur > 2 * e->lat ? dur - e->lat : dur / 2) / n;
+    double ratio = own / e->seed_tpi;
+    bool slower = ratio >= TDM__STALE_FACTOR && n >= TDM__STALE_MIN_ITEMS;
+    if (slower || ratio <= 1 / TDM__STALE_FACTOR)
+        return ++e->off >= 2;
+    if (ratio < TDM__STALE_FACTOR)
+        e->seeded = false; /* borne out */
+    else
+        e->off = 0; /* slower, but too few items to tell */
+    return false;
+}
+
+bool tdm__est_add(tdm__est *e, double n, double dur)
+{
+    if (!(n > 0) || !(dur > 0) || !isfinite(dur) || !isfinite(n))
+        return false;
+    bool stale = e->seeded && seed_stale(e, n, dur);
+    push(e, n, dur);
+    if (e->seeded)
+        e->real++;
+    if (stale) { /* start again from the batches measured since the seed */
+        int real = e->real < TDM__EST_WIN ? e->real : TDM__EST_WIN;
+        double rn[TDM__EST_WIN], rt[TDM__EST_WIN];
+        for (int i = 0; i < real; i++) { /* the last `real` pushed, oldest first */
+            int at = ((e->next - real + i) % TDM__EST_WIN + TDM__EST_WIN) % TDM__EST_WIN;
+            rn[i] = e->n[at];
+            rt[i] = e->t[at];
+        }
+        tdm__est_init(e, e->lat0);
+        for (int i = 0; i < real; i++)
+            push(e, rn[i], rt[i]);
+    }
     fit(e);
+    return stale;
 }
 
 void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
@@ -105,6 +145,8 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
     }
     e->tpi = tpi; /* exactly what was stored */
     e->lat = lat;
+    e->seeded = true;
+    e->seed_tpi = tpi;
 }
 
 double tdm__waterfill(const double *a, const double *rate, int n, double items)

@@ -35,14 +35,25 @@ typedef struct tdm__est {
     double lat0; /* prior fixed cost per batch, ns */
     double tpi;  /* fitted ns per item; 0 = no sample yet */
     double lat;  /* fitted fixed cost per batch, ns */
+    /* A stored model not yet borne out: the seed's figures (tdm__est_seed), the measured
+     * batches since, and how many of those in a row were far off it. */
+    bool seeded;
+    double seed_tpi;
+    int real, off;
 } tdm__est;
 
 /* Starts an empty estimate with a prior fixed cost per batch. */
 void tdm__est_init(tdm__est *e, double lat0);
-/* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. */
-void tdm__est_add(tdm__est *e, double n, double dur_ns);
+/* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. While a stored model is not
+ * yet borne out (e->seeded), each batch is checked against it: one within 8x of its time per
+ * item bears it out; two in a row 8x or more off it (slower ones only with 16 items or more: a
+ * batch of a few items is slowed by a late wake-up or cold caches) show it stale, and the
+ * estimate starts again from the measured batches alone: a pi_leibniz figure stored for items
+ * of a few terms (4.56 ns per item) otherwise held against 1 ms items for a whole map. Returns
+ * true when it dropped the stored figures. */
+bool tdm__est_add(tdm__est *e, double n, double dur_ns);
 /* Starts from a stored model (tpi, lat) counting as `weight` batches of spread sizes, so as
- * many new batches are needed to move it. */
+ * many new batches are needed to move it (unless they show it stale, see tdm__est_add). */
 void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
 
 /* One lane as the decision sees it. */
