@@ -329,6 +329,50 @@ static void test_stale_stored_model_measured_afresh_and_forgotten(void **state)
     rm_dir(d);
 }
 
+/* A stored figure far too slow for a CPU lane (1e12 ns per item for the worker processes,
+ * against about 15 us): the lane would decline every batch and never show it wrong, leaving
+ * a core idle in every map. It takes one item once per map to check it; that item, 8x or more
+ * faster than the figure, shows it stale at once, and the process takes its part of the map.
+ * One thread and one process on two cores (they add up); five maps, the figure stored afresh
+ * before each: without the check the process got an item only when it asked before the
+ * thread did. */
+static void test_cpu_lane_held_back_by_a_stale_figure_checks_it(void **state)
+{
+    (void)state;
+    cpu_set_t old;
+    if (!pin_two_cores(&old))
+        skip();
+    char *d = model_dir();
+    for (int rep = 0; rep < 5; rep++) {
+        seed_model(d, "pi_leibniz.v1\tprocs\t3\t1e12\t39\t1000\n");
+        stale_log log = {0};
+        tdm_runtime *rt = sched_open(d, "cpu,procs", 1, 1, on_stale, &log);
+        int64_t n = 3000;
+        tdm_tensor *y;
+        assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+        tdm_pi_params p = {10000};
+        tdm_map_opts o = opts(TDM_POLICY_AUTO);
+        tdm_report r = TDM_REPORT_INIT;
+        assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, &r), 0);
+        const double *yd = tdm_tensor_data(y);
+        for (int64_t i = 0; i < n; i++)
+            assert_true(fabs(yd[i] - 3.14159265) < 1e-3);
+        tdm_tensor_release(y);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        assert_true(log.stale >= 1);
+        assert_true(items_of(&r, TDM_BACKEND_CPU_PROCS) > 1);
+        char path[600];
+        model_file(d, path, sizeof path);
+        size_t len;
+        unsigned char *text = read_bytes(path, &len);
+        text[len] = 0;
+        assert_null(strstr((char *)text, "e+12"));
+        free(text);
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+    rm_dir(d);
+}
+
 /* An AUTO exp_sinh map of n items on a runtime with 2 threads and every device backend, over a
  * model dir seeded with `lines` (NULL: an empty model); r gets its report, log (may be NULL)
  * the scheduler's log lines. */
@@ -642,6 +686,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_budget_sides_measured_side_by_side),
         cmocka_unit_test(test_exploration_ladder_not_ended_by_a_slow_first_item),
         cmocka_unit_test(test_stale_stored_model_measured_afresh_and_forgotten),
+        cmocka_unit_test(test_cpu_lane_held_back_by_a_stale_figure_checks_it),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),

@@ -90,6 +90,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     atomic_store_explicit(&l->lat_fit, l->est.tpi > 0 ? l->est.lat : l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
     atomic_store_explicit(&l->started, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->drop_seed, 0, memory_order_relaxed);
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
 }
@@ -266,8 +267,9 @@ static int side_of(const tdm__jsched *s, const tdm__jlane *l)
 enum { TURN_NONE, TURN_ALONE, TURN_PAIRED, TURN_DECIDED };
 
 /* The CPU threads and the worker processes measured side by side: how many lanes of each run
- * (the rest of both sides, and a host-CPU device, wait). Half the cores, at least one, for
- * the processes, the rest for the threads, so each measured lane has a core of its own. */
+ * (the rest of both sides, and a host-CPU device, wait). Half the cores for the processes,
+ * the rest for the threads, so each measured lane has a core of its own. With one core there
+ * is no pair (0 processes): the sides are measured one after the other. */
 static void pair_quota(const tdm__jsched *s, const int *lanes, int *quota)
 {
     int half = s->cores / 2;
@@ -525,11 +527,33 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
         tdm__devices_open_async(job->rt);
 }
 
+/* Another lane of lane w's kind found the stored figure they both started from stale
+ * (tdm__jsched_done): lane w, on its own worker, drops it too and explores afresh. A lane held
+ * back by a figure far too slow would otherwise never take the batches that show it. */
+static void drop_seed(tdm__job *job, int w)
+{
+    tdm__jlane *l = &job->sched->lanes[w];
+    if (!atomic_exchange_explicit(&l->drop_seed, 0, memory_order_relaxed) || !l->est.seeded)
+        return;
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: %s (worker %d): drops the stored model's %.3g ns/item, found stale "
+                 "by another worker of its kind, and explores",
+                 job->what, l->key, w, l->est.seed_tpi);
+    tdm__est_init(&l->est, l->est.lat0);
+    l->seed_stale = true;
+    atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
+    atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
+    atomic_store_explicit(&l->explore, 1, memory_order_relaxed);
+}
+
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
 {
     tdm__jsched *s = job->sched;
     tdm__lane_view v[256];
     int n = s->n < 256 ? s->n : 256;
+    if (w < s->n)
+        drop_seed(job, w);
     double now = since(s);
     for (int j = 0; j < n; j++) {
         tdm__jlane *l = &s->lanes[j];
@@ -592,6 +616,17 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
         return 0;
     tdm__decision d;
     tdm__sched_decide(v, n, w, now, remaining, &d);
+    bool cpu = me->kind == TDM_BACKEND_CPU_THREADS || me->kind == TDM_BACKEND_CPU_PROCS;
+    if (d.items == 0 && cpu && me->est.seeded && me->est.real == 0 && !me->probed &&
+        job->opts.batch_size <= 0 && s->cap[me->kind] == INT64_MAX) {
+        /* A CPU lane whose stored figure says it is too slow to take any item takes one, once
+         * per map, to check it: the threads and the processes run the same code, and a figure
+         * stored for other parameters (or a run on a loaded machine) kept a worker process
+         * idle beside a thread for every map (1e12 ns per item, stored, against 15 us). */
+        me->probed = true;
+        d.items = 1;
+        d.est_ns = me->lat; /* (not the figure in doubt: the lane would look busy for hours) */
+    }
     *est_ns = d.explore ? me->lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0) : d.est_ns;
     if (d.items == 0) {
         if (!me->declining && (job->rt->debug & TDM_DEBUG_SCHED))
@@ -619,9 +654,10 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
         /* A stored model not yet borne out by this map's batches (tdm__est_add) takes at most
          * an eighth of a fair share: one stored for other parameters (pi_leibniz of a few
          * terms, 4.56 ns per item, against 1 ms items) handed a thread half a map in one
-         * batch. */
+         * batch. Never below the items a batch needs to tell the model stale, or a map of a
+         * few hundred items never could. */
         int64_t cap = remaining / (8 * (int64_t)n);
-        cap = cap > 1 ? cap : 1;
+        cap = cap > TDM__STALE_MIN_ITEMS ? cap : TDM__STALE_MIN_ITEMS;
         if (d.items > cap) {
             d.items = cap;
             d.est_ns = v[w].lat + (double)d.items * v[w].tpi;
@@ -720,6 +756,12 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         double stored = l->est.seed_tpi;
         bool stale = tdm__est_add(&l->est, (double)n, dur_ns);
         l->seed_stale |= stale;
+        if (stale) /* (its claimed work was reckoned at the stale figure) */
+            atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
+        for (int j = 0; stale && j < s->n; j++) /* they started from the same stored figure */
+            if (j != w && atomic_load_explicit(&s->lanes[j].joined, memory_order_acquire) &&
+                !strcmp(s->lanes[j].key, l->key))
+                atomic_store_explicit(&s->lanes[j].drop_seed, 1, memory_order_relaxed);
         if (stale && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "sched %s: %s (worker %d): the stored model's %.3g ns/item is stale (two "

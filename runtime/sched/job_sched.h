@@ -20,6 +20,7 @@ typedef struct tdm__jlane {
     atomic_int joined;    /* 0: a lazy job's lane for a device not open yet; no one reads its
                            * other fields until its driver joins (tdm__jsched_join, release) */
     atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
+    atomic_int drop_seed; /* another lane of its key found their stored figure stale */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -33,6 +34,7 @@ typedef struct tdm__jlane {
     bool declining;     /* for logging transitions only */
     double explored_ns; /* time its exploration batches took */
     bool seed_stale;    /* this map showed the stored model it started from stale */
+    bool probed;        /* it took one item to check a stored figure that kept it idle */
     uint64_t last_done; /* device lanes: when its previous batch completed */
 } tdm__jlane;
 

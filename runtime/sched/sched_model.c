@@ -81,7 +81,6 @@ static void push(tdm__est *e, double n, double dur)
 }
 
 #define TDM__STALE_FACTOR 8.0
-#define TDM__STALE_MIN_ITEMS 16
 
 /* Checks a measured batch against a stored model not yet borne out (see tdm__est_add); true
  * when the model is to be dropped. */
@@ -89,9 +88,10 @@ static bool seed_stale(tdm__est *e, double n, double dur)
 {
     double own = (dur > 2 * e->lat ? dur - e->lat : dur / 2) / n;
     double ratio = own / e->seed_tpi;
-    bool slower = ratio >= TDM__STALE_FACTOR && n >= TDM__STALE_MIN_ITEMS;
-    if (slower || ratio <= 1 / TDM__STALE_FACTOR)
-        return ++e->off >= 2;
+    if (ratio <= 1 / TDM__STALE_FACTOR)
+        return true; /* nothing makes a batch faster: one is enough */
+    if (ratio >= TDM__STALE_FACTOR && n >= TDM__STALE_MIN_ITEMS)
+        return ++e->off >= 2; /* a slowed batch happens: two in a row */
     if (ratio < TDM__STALE_FACTOR)
         e->seeded = false; /* borne out */
     else

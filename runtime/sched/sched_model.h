@@ -46,12 +46,15 @@ typedef struct tdm__est {
 void tdm__est_init(tdm__est *e, double lat0);
 /* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. While a stored model is not
  * yet borne out (e->seeded), each batch is checked against it: one within 8x of its time per
- * item bears it out; two in a row 8x or more off it (slower ones only with 16 items or more: a
- * batch of a few items is slowed by a late wake-up or cold caches) show it stale, and the
+ * item bears it out; one 8x or more faster, or two in a row 8x or more slower with 16 items or
+ * more each (a batch of a few items is slowed by a late wake-up or cold caches; nothing makes
+ * one faster), show it stale, and the
  * estimate starts again from the measured batches alone: a pi_leibniz figure stored for items
  * of a few terms (4.56 ns per item) otherwise held against 1 ms items for a whole map. Returns
  * true when it dropped the stored figures. */
 bool tdm__est_add(tdm__est *e, double n, double dur_ns);
+/* Items a batch slower than the stored model needs to count against it (tdm__est_add). */
+#define TDM__STALE_MIN_ITEMS 16
 /* Starts from a stored model (tpi, lat) counting as `weight` batches of spread sizes, so as
  * many new batches are needed to move it (unless they show it stale, see tdm__est_add). */
 void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
