@@ -545,6 +545,7 @@ static void drop_seed(tdm__job *job, int w)
     atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
     atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->explore, 1, memory_order_relaxed);
+    atomic_store_explicit(&l->free_at, since(job->sched), memory_order_relaxed);
 }
 
 int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
