@@ -292,6 +292,42 @@ static void on_stale(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
+/* An AUTO pi_leibniz map of n items of `terms` terms on rt; checks each item within tol of pi;
+ * r (may be NULL) gets the report. */
+static void pi_map_check(tdm_runtime *rt, int64_t n, int64_t terms, double tol, tdm_report *r)
+{
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    tdm_pi_params p = {terms};
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159265) < tol);
+    tdm_tensor_release(y);
+}
+
+/* The same on a runtime of one thread and one worker process over the model in dir. */
+static void pi_map_1t1p(const char *dir, stale_log *log, int64_t n, int64_t terms, tdm_report *r)
+{
+    tdm_runtime *rt = sched_open(dir, "cpu,procs", 1, 1, on_stale, log);
+    pi_map_check(rt, n, terms, 1e-3, r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
+/* Whether the stored model in dir holds `text`. */
+static bool model_holds(const char *dir, const char *text)
+{
+    char path[600];
+    model_file(dir, path, sizeof path);
+    size_t len;
+    unsigned char *all = read_bytes(path, &len);
+    all[len] = 0;
+    bool holds = strstr((char *)all, text) != NULL;
+    free(all);
+    return holds;
+}
+
 /* A stored figure far off what the map measures (stored for other parameters: pi_leibniz of a
  * few terms per item, 4.56 ns per item, the entry a user's model really held, against items
  * of 20000 terms): the threads' batches stay small while the stored figure is not borne out
@@ -304,28 +340,11 @@ static void test_stale_stored_model_measured_afresh_and_forgotten(void **state)
     char *d = model_dir();
     seed_model(d, "pi_leibniz.v1\tcpu\t7\t4.56392\t31.3627\t16024\n");
     stale_log log = {0};
-    tdm_runtime *rt = sched_open(d, "cpu,procs", 1, 1, on_stale, &log);
-    int64_t n = 1024;
-    tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
-    tdm_pi_params p = {20000};
-    tdm_map_opts o = opts(TDM_POLICY_AUTO);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159265) < 1e-3);
-    tdm_tensor_release(y);
-    assert_int_equal(tdm_runtime_close(rt), 0);
+    pi_map_1t1p(d, &log, 1024, 20000, NULL);
     assert_true(log.stale >= 1);
     assert_true(log.cpu_max > 0 && log.cpu_max <= 64);
-    char path[4096];
-    model_file(d, path, sizeof path);
-    size_t len;
-    unsigned char *text = read_bytes(path, &len);
-    text[len] = 0;
-    assert_null(strstr((char *)text, "\t4.56392\t"));
-    assert_non_null(strstr((char *)text, "pi_leibniz.v1\tcpu\t")); /* what it measured */
-    free(text);
+    assert_false(model_holds(d, "\t4.56392\t"));
+    assert_true(model_holds(d, "pi_leibniz.v1\tcpu\t")); /* what it measured */
     rm_dir(d);
 }
 
@@ -346,28 +365,11 @@ static void test_cpu_lane_held_back_by_a_stale_figure_checks_it(void **state)
     for (int rep = 0; rep < 5; rep++) {
         seed_model(d, "pi_leibniz.v1\tprocs\t3\t1e12\t39\t1000\n");
         stale_log log = {0};
-        tdm_runtime *rt = sched_open(d, "cpu,procs", 1, 1, on_stale, &log);
-        int64_t n = 3000;
-        tdm_tensor *y;
-        assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
-        tdm_pi_params p = {10000};
-        tdm_map_opts o = opts(TDM_POLICY_AUTO);
         tdm_report r = TDM_REPORT_INIT;
-        assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, &r), 0);
-        const double *yd = tdm_tensor_data(y);
-        for (int64_t i = 0; i < n; i++)
-            assert_true(fabs(yd[i] - 3.14159265) < 1e-3);
-        tdm_tensor_release(y);
-        assert_int_equal(tdm_runtime_close(rt), 0);
+        pi_map_1t1p(d, &log, 3000, 10000, &r);
         assert_true(log.stale >= 1);
         assert_true(items_of(&r, TDM_BACKEND_CPU_PROCS) > 1);
-        char path[600];
-        model_file(d, path, sizeof path);
-        size_t len;
-        unsigned char *text = read_bytes(path, &len);
-        text[len] = 0;
-        assert_null(strstr((char *)text, "e+12"));
-        free(text);
+        assert_false(model_holds(d, "e+12"));
     }
     assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
     rm_dir(d);
@@ -453,17 +455,8 @@ static bool pi_map_opens_devices(const char *lines)
     if (lines)
         seed_model(d, lines);
     tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
-    int64_t n = 64;
-    tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
-    tdm_pi_params p = {1000};
-    tdm_map_opts o = opts(TDM_POLICY_AUTO);
     tdm_report r = TDM_REPORT_INIT;
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, &r), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159) < 2e-3);
-    tdm_tensor_release(y);
+    pi_map_check(rt, 64, 1000, 2e-3, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
     return workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
