@@ -246,6 +246,14 @@ static bool lane_alive(tdm__job *job, int w)
     return ds && !atomic_load_explicit(&ds->lost, memory_order_relaxed);
 }
 
+/* A side's speed, items per ns: its calibrated lanes' mean (`sum` of their items per ns over
+ * `calibrated` of them) times its `lanes` (a lane still calibrating counts at its calibrated
+ * peers' mean). 0 when none is calibrated. */
+static double side_rate(double sum, int lanes, int calibrated)
+{
+    return calibrated > 0 ? sum * (double)lanes / (double)calibrated : 0;
+}
+
 /* Sides that compute on the same CPU cores. */
 enum { SIDE_THREADS, SIDE_PROCS, SIDE_DEVICE, SIDE_N };
 static const char *const side_name[SIDE_N] = {"CPU threads", "worker processes",
@@ -355,12 +363,11 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
     for (int g = 0; g < SIDE_N; g++) {
         int need = paired && g != SIDE_DEVICE ? quota[g] : lanes[g];
         ready[g] = calibrated[g] >= need;
-        if (calibrated[g] > 0)
-            rate[g] *= (double)lanes[g] / (double)calibrated[g];
+        rate[g] = side_rate(rate[g], lanes[g], calibrated[g]);
     }
-    bool keep[256] = {false};
     if (paired && (!ready[SIDE_THREADS] || !ready[SIDE_PROCS]) && here[SIDE_THREADS] &&
         here[SIDE_PROCS]) {
+        bool keep[256] = {false};
         bool in = pick_paired(s, v, present, n, SIDE_THREADS, quota[SIDE_THREADS], keep);
         in |= pick_paired(s, v, present, n, SIDE_PROCS, quota[SIDE_PROCS], keep);
         *turn = TURN_PAIRED;
@@ -507,8 +514,7 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
         }
     }
     for (int side = 0; side < 2; side++)
-        if (calibrated[side] > 0)
-            rate[side] *= (double)lanes[side] / (double)calibrated[side];
+        rate[side] = side_rate(rate[side], lanes[side], calibrated[side]);
     double r = s->split_cpu ? (rate[0] > rate[1] ? rate[0] : rate[1]) : rate[0] + rate[1];
     if (r <= 0)
         return;
@@ -533,7 +539,8 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
 static void drop_seed(tdm__job *job, int w)
 {
     tdm__jlane *l = &job->sched->lanes[w];
-    if (!atomic_exchange_explicit(&l->drop_seed, 0, memory_order_relaxed) || !l->est.seeded)
+    if (!atomic_load_explicit(&l->drop_seed, memory_order_relaxed) ||
+        !atomic_exchange_explicit(&l->drop_seed, 0, memory_order_relaxed) || !l->est.seeded)
         return;
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
@@ -682,7 +689,8 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             *est_ns = v[w].lat + (double)d.items * (v[w].tpi > 0 ? v[w].tpi : 0);
     }
     me->declining = false;
-    atomic_store_explicit(&me->started, 1, memory_order_relaxed); /* (see pick_paired) */
+    if (!atomic_load_explicit(&me->started, memory_order_relaxed)) /* (see pick_paired) */
+        atomic_store_explicit(&me->started, 1, memory_order_relaxed);
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
                  "sched %s: %s (worker %d) takes %lld of %lld items%s: est %.1f us at %.3g "
@@ -744,8 +752,7 @@ static double explore_budget_ns(const tdm__job *job, int w)
             calibrated++;
         }
     }
-    if (calibrated > 0)
-        rate *= (double)lanes / (double)calibrated;
+    rate = side_rate(rate, lanes, calibrated);
     return rate > 0 ? TDM__EXPLORE_BUDGET * (double)job->n_items / rate : INFINITY;
 }
 
@@ -765,9 +772,9 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
                 atomic_store_explicit(&s->lanes[j].drop_seed, 1, memory_order_relaxed);
         if (stale && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
-                     "sched %s: %s (worker %d): the stored model's %.3g ns/item is stale (two "
-                     "batches 8x or more off it, the last %lld items in %.1f us): measured "
-                     "afresh, %.3g ns/item",
+                     "sched %s: %s (worker %d): the stored model's %.3g ns/item is stale (8x "
+                     "or more off it, the last batch %lld items in %.1f us): measured afresh, "
+                     "%.3g ns/item",
                      job->what, l->key, w, stored, (long long)n, dur_ns * 1e-3, l->est.tpi);
         atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);

@@ -48,10 +48,9 @@ void tdm__est_init(tdm__est *e, double lat0);
  * yet borne out (e->seeded), each batch is checked against it: one within 8x of its time per
  * item bears it out; one 8x or more faster, or two in a row 8x or more slower with 16 items or
  * more each (a batch of a few items is slowed by a late wake-up or cold caches; nothing makes
- * one faster), show it stale, and the
- * estimate starts again from the measured batches alone: a pi_leibniz figure stored for items
- * of a few terms (4.56 ns per item) otherwise held against 1 ms items for a whole map. Returns
- * true when it dropped the stored figures. */
+ * one faster), show it stale, and the estimate starts again from the measured batches alone:
+ * a pi_leibniz figure stored for items of a few terms (4.56 ns per item) otherwise held against
+ * 1 ms items for a whole map. Returns true when it dropped the stored figures. */
 bool tdm__est_add(tdm__est *e, double n, double dur_ns);
 /* Items a batch slower than the stored model needs to count against it (tdm__est_add). */
 #define TDM__STALE_MIN_ITEMS 16
