@@ -17,6 +17,7 @@ enum { MAX_WORKERS = 4, MAX_CALLS = 16 };
  * server and every worker (forked from it) write into the test's own pages. */
 typedef struct {
     atomic_int calls;
+    atomic_int written; /* calls whose fields below are written */
     pid_t pid[MAX_CALLS];  /* the process of call i */
     int worker[MAX_CALLS]; /* the index it was given */
     unsigned long arg[MAX_CALLS];
@@ -33,6 +34,7 @@ static void start_hook(void *arg, int worker)
         g_log->pid[i] = getpid();
         g_log->worker[i] = worker;
         g_log->arg[i] = (unsigned long)(uintptr_t)arg;
+        atomic_fetch_add(&g_log->written, 1);
     }
     g_hooked_pid = getpid();
 }
@@ -95,10 +97,21 @@ static int run_items(tdm_runtime *rt, int64_t n, tdm_tensor *pids, tdm_tensor *w
     return tdm_parallel_for(rt, n, body, &p, sizeof p, &o, NULL);
 }
 
+/* Waits up to 10 s for n calls of the hook to be logged; returns how many were. The hook runs
+ * in each worker after its fork whether or not the worker is handed a batch, but open does not
+ * wait for it: a worker the scheduler left idle (on a loaded machine its driver can wake after
+ * the other worker ran all 64 one-item batches: seen once in CI under ASan) calls it later. */
+static int await_calls(int n)
+{
+    for (int ms = 0; ms < 10000 && atomic_load(&g_log->written) < n; ms++)
+        usleep(1000);
+    return atomic_load(&g_log->written);
+}
+
 /* The index the hook got for the process `pid`, or -1 if the hook never ran there. */
 static int hooked_worker(pid_t pid)
 {
-    int n = atomic_load(&g_log->calls);
+    int n = atomic_load(&g_log->written);
     for (int i = 0; i < n && i < MAX_CALLS; i++)
         if (g_log->pid[i] == pid)
             return g_log->worker[i];
@@ -117,6 +130,8 @@ static void test_worker_start_runs_in_each_worker(void **state)
     assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers), 0);
     assert_int_equal(run_items(rt, n, pids, workers, -1, NULL, 0), 0);
     /* once per worker, never in this process */
+    assert_int_equal(await_calls(2), 2);
+    usleep(20000); /* (a third call, were there one, would have time to show) */
     assert_int_equal(atomic_load(&g_log->calls), 2);
     assert_int_not_equal(g_log->pid[0], g_log->pid[1]);
     assert_int_not_equal(g_log->worker[0], g_log->worker[1]);
@@ -155,7 +170,8 @@ static void test_worker_start_runs_in_replacement(void **state)
     assert_int_equal(tdm_tensor_empty(rt, TDM_I64, 1, (int64_t[]){n}, TDM_MEM_SHARED, &workers), 0);
     assert_int_equal(run_items(rt, n, pids, workers, 3, tries, 1), 0);
     assert_int_equal(atomic_load(tries), 2);
-    assert_int_equal(atomic_load(&g_log->calls), 2); /* the first worker, its replacement */
+    assert_int_equal(await_calls(2), 2); /* the first worker, its replacement */
+    assert_int_equal(atomic_load(&g_log->calls), 2);
     assert_int_not_equal(g_log->pid[0], g_log->pid[1]);
     assert_int_equal(g_log->worker[0], 0);
     assert_int_equal(g_log->worker[1], 0);
