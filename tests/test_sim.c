@@ -280,6 +280,35 @@ static void test_estimator_is_robust(void **state)
     assert_true(tdm__median(v, 5) == 3 && tdm__median(v, 0) == 0);
 }
 
+/* One slowed group a little larger than the batches of one size around it: every pair of
+ * batches clearly apart in size hangs on it, and so did the fitted slope. Replayed from a
+ * logged cold pi map (PoCL's groups of n_queues batches: items, microseconds), where the
+ * 132-item group read as 4.38e5 ns per item against 1.2e5 and the map went to the CPU threads
+ * at half the speed. The estimate stays with the other groups. */
+static void test_estimator_one_slowed_larger_group(void **state)
+{
+    (void)state;
+    static const double log[][2] = {{1, 260.3},    {4, 1009.0},   {16, 2403.9},  {81, 13497.9},
+                                    {78, 8775.1},  {75, 9540.6},  {86, 11552.8}, {95, 11830.1},
+                                    {94, 11844.2}, {96, 11903.6}, {96, 11655.3}, {97, 12866.0},
+                                    {98, 16316.5}, {97, 12917.0}, {99, 8461.3}};
+    tdm__est e;
+    tdm__est_init(&e, 50e3);
+    for (size_t i = 0; i < sizeof log / sizeof log[0]; i++)
+        tdm__est_add(&e, log[i][0], log[i][1] * 1e3);
+    assert_true(e.tpi > 1.0e5 && e.tpi < 1.4e5);
+    tdm__est_add(&e, 132, 32444.0e3); /* the slowed one */
+    assert_true(e.tpi > 1.0e5 && e.tpi < 1.4e5);
+    /* a slope that is there (batches of 50 and 100 on t = 2e6 + 1e5 n, then one of 200
+     * slowed 1.5x) is kept */
+    tdm__est_init(&e, 50e3);
+    for (int i = 0; i < 10; i++)
+        tdm__est_add(&e, i % 2 ? 100 : 50, 2e6 + 1e5 * (i % 2 ? 100 : 50));
+    assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
+    tdm__est_add(&e, 200, 1.5 * (2e6 + 1e5 * 200));
+    assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
+}
+
 static void test_spec_errors(void **state)
 {
     tdm_sim_config c = TDM_SIM_CONFIG_INIT;
@@ -769,6 +798,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exploration_then_calibrated),
         cmocka_unit_test(test_decision_rules),
         cmocka_unit_test(test_estimator_is_robust),
+        cmocka_unit_test(test_estimator_one_slowed_larger_group),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cluster_one_node_is_single_node),
