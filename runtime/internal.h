@@ -193,6 +193,8 @@ struct tdm_runtime {
      * done (dev_bg_thread to join), 3 joined. */
     atomic_int dev_bg;
     pthread_t dev_bg_thread;
+    atomic_int dev_opening; /* 1 while the background open runs (a map's CPU threads leave it
+                             * a core: see tdm__jsched_want) */
     struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */
     char sched_model_dir[1024];       /* copy of cfg.sched_model_dir ("" = default) */

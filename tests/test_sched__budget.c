@@ -22,6 +22,9 @@
 typedef struct {
     int budget, waits, left_closed, explore_cut, bg_asked, bg_closed;
     int stall_ms; /* > 0: the background open's "opened" line sleeps this long in the log */
+    int yields;      /* thread 1 left a core to a device's set-up */
+    bool yielding;   /* ... and the set-up it left it to has not ended yet */
+    int yield_takes; /* batches thread 1 took meanwhile */
 } budget_log;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -41,6 +44,16 @@ static void on_log(void *user, unsigned flag, const char *line)
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->bg_closed += strstr(line, "the devices stay closed") != NULL;
     int stall = strstr(line, "devices opened in the background") ? l->stall_ms : 0;
+    if (strstr(line, "(worker 1) waits: it leaves a core to a device")) {
+        l->yields++;
+        l->yielding = true;
+    } else if (strstr(line, "devices opened in the background") ||
+               strstr(line, "devices not opened in the background") ||
+               strstr(line, "prepared its program")) {
+        l->yielding = false;
+    } else if (l->yielding && strstr(line, "cpu (worker 1) takes")) {
+        l->yield_takes++;
+    }
     pthread_mutex_unlock(&log_mu);
     if (stall > 0)
         usleep((useconds_t)stall * 1000);
@@ -619,6 +632,26 @@ static void test_devices_join_a_long_first_map(void **state)
     assert_true(items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0);
 }
 
+/* A device opening or building its program computes on the host's cores: while it does, the
+ * last of the two CPU threads leaves it a core and takes no batch (the other goes on), so the
+ * set-up ends sooner. The open runs whether or not it finds a device, so the thread leaves a
+ * core in every case; the map's result is whole either way. */
+static void test_thread_leaves_a_core_to_a_device_set_up(void **state)
+{
+    (void)state;
+    char *d = model_dir();
+    budget_log log = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    first_pi_map(d, &log, 4000, 100000, &r);
+    rm_dir(d);
+    assert_int_equal(log.bg_asked, 1);
+    assert_true(log.yields >= 1);
+    assert_int_equal(log.yield_takes, 0);
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
+                         items_of(&r, TDM_BACKEND_CUDA),
+                     4000);
+}
+
 /* The runtime closes while the devices a map asked for are still opening in the background
  * (held up in the log line it writes when they are open, here): the close waits for the open
  * to end before it stops the pool the open hands its drivers to (ASan would see the pool used
@@ -688,6 +721,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exploration_capped_by_cpu_time),
         cmocka_unit_test(test_exploration_stops_before_passing_its_cap),
         cmocka_unit_test(test_devices_join_a_long_first_map),
+        cmocka_unit_test(test_thread_leaves_a_core_to_a_device_set_up),
         cmocka_unit_test(test_close_waits_for_a_background_open),
         cmocka_unit_test(test_short_opts_not_read_past),
     };

@@ -309,6 +309,22 @@ static void test_estimator_one_slowed_larger_group(void **state)
     assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
 }
 
+/* The exploration budget bounds what exploring alone costs: the threads' share of the map,
+ * divided by the part of their speed the lane lacks, four times the share at most. */
+static void test_exploration_budget_weighs_the_lanes_speed(void **state)
+{
+    (void)state;
+    /* the threads: 1 item per 100 ns, 10^6 items: 1e8 ns for the map; 2% of it: 2e6 ns */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 0) - 2e6) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 1e4) - 2e6 / 0.99) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 200) - 4e6) < 1e-3); /* half */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100) - 8e6) < 1e-3); /* as fast */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 10) - 8e6) < 1e-3);  /* faster */
+    assert_true(isinf(tdm__explore_budget(0.02, 1e6, 0, 100)));
+    assert_true(isinf(tdm__explore_budget(0.02, 1e6, NAN, 100)));
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, NAN) - 2e6) < 1e-3);
+}
+
 static void test_spec_errors(void **state)
 {
     tdm_sim_config c = TDM_SIM_CONFIG_INIT;
@@ -799,6 +815,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_decision_rules),
         cmocka_unit_test(test_estimator_is_robust),
         cmocka_unit_test(test_estimator_one_slowed_larger_group),
+        cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cluster_one_node_is_single_node),

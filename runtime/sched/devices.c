@@ -95,6 +95,7 @@ static void *open_in_background(void *arg)
 {
     tdm_runtime *rt = arg;
     int n = tdm__devices_ensure(rt);
+    atomic_store(&rt->dev_opening, 0);
     if (n < 0) /* (its message is this thread's: said here, or nowhere) */
         tdm__log(rt, TDM_DEBUG_SCHED, "devices not opened in the background: %s",
                  tdm_errmsg(rt));
@@ -115,8 +116,10 @@ void tdm__devices_open_async(tdm_runtime *rt)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&rt->dev_bg, &expected, 1))
         return;
+    atomic_store(&rt->dev_opening, 1);
     int rc = pthread_create(&rt->dev_bg_thread, NULL, open_in_background, rt);
     if (rc != 0) {
+        atomic_store(&rt->dev_opening, 0);
         /* No thread: the devices stay closed for this map; a later one may try again. */
         tdm__log(rt, TDM_DEBUG_SCHED, "devices: no thread to open them in the background: %s",
                  strerror(rc));

@@ -360,6 +360,7 @@ void tdm__job_run_device(tdm__job *job, int w)
          * (the lane is not counted on until then): its build is not its time per item. */
         uint64_t t0 = tdm__now_ns();
         char why[512] = "";
+        tdm__jsched_preparing(job, w);
         pthread_mutex_lock(&ds->mu);
         int rc = ds->ops->prepare(ds->dev, job->dev_key, job->dev_source, job->launch.entry, why,
                                   sizeof why);

@@ -91,6 +91,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
     atomic_store_explicit(&l->started, 0, memory_order_relaxed);
     atomic_store_explicit(&l->drop_seed, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->prep_t0, 0, memory_order_relaxed);
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
 }
@@ -159,6 +160,16 @@ int tdm__jsched_create(tdm__job *job)
             cpu_lanes[lanes[w].kind == TDM_BACKEND_CPU_PROCS]++;
     s->cores = cpu_budget();
     s->split_cpu = cpu_lanes[0] > 0 && cpu_lanes[1] > 0 && cpu_lanes[0] + cpu_lanes[1] > s->cores;
+    /* A device opening or building its program computes on the host's cores too: while it
+     * does, the last CPU thread leaves it one (see device_setup_runs) when the CPU workers
+     * fill the cores and at least one thread stays. */
+    s->yield_lane = -1;
+    int cpu_workers = cpu_lanes[0] + (s->split_cpu ? 0 : cpu_lanes[1]);
+    for (int w = 0; (job->on & TDM__ON_DEVICES) && cpu_lanes[0] >= 2 && cpu_workers >= s->cores &&
+                    w < s->n;
+         w++)
+        if (lanes[w].eligible && lanes[w].kind == TDM_BACKEND_CPU_THREADS)
+            s->yield_lane = w;
     if (s->split_cpu && (rt->debug & TDM_DEBUG_SCHED))
         tdm__log(rt, TDM_DEBUG_SCHED,
                  "sched %s: %d threads + %d worker processes > %d cores (one CPU budget): "
@@ -416,10 +427,21 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
     return waited;
 }
 
-void tdm__jsched_prepared(tdm__job *job, int w)
+static void offer_again(tdm__job *job);
+
+void tdm__jsched_preparing(tdm__job *job, int w)
 {
     if (job->sched && w < job->sched->n)
-        atomic_store_explicit(&job->sched->lanes[w].preparing, 0, memory_order_relaxed);
+        atomic_store_explicit(&job->sched->lanes[w].prep_t0, tdm__now_ns(), memory_order_relaxed);
+}
+
+void tdm__jsched_prepared(tdm__job *job, int w)
+{
+    if (!job->sched || w >= job->sched->n)
+        return;
+    atomic_store_explicit(&job->sched->lanes[w].preparing, 0, memory_order_relaxed);
+    if (job->sched->yield_lane >= 0) /* (the thread that left the build a core comes back) */
+        offer_again(job);
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -533,6 +555,34 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
         tdm__devices_open_async(job->rt);
 }
 
+/* A device's set-up runs now: the runtime's devices open in the background, or a device lane
+ * of this job has been building its program for over a millisecond (a build already done
+ * takes microseconds: the CPU threads do not stand down for every map's start). Both are CPU
+ * work on the host's cores: PoCL's open took 50-60 ms and its pi build 66-108 ms beside two
+ * busy threads, against 28 and 60 ms with a core to themselves, and the first pi map of a
+ * fresh runtime ran at 0.95x of PoCL alone. The CPU work of the set-up is the same either
+ * way; given a core, the device joins sooner. */
+static bool device_setup_runs(const tdm__job *job, int n)
+{
+    if (atomic_load_explicit(&job->rt->dev_opening, memory_order_relaxed))
+        return true;
+    const tdm__jsched *s = job->sched;
+    uint64_t now = 0;
+    for (int j = 0; j < n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        if (tdm__worker_kind(job, j) != TDM__ON_DEVICES ||
+            !atomic_load_explicit(&l->joined, memory_order_acquire) ||
+            !atomic_load_explicit(&l->preparing, memory_order_relaxed))
+            continue;
+        uint64_t t0 = atomic_load_explicit(&l->prep_t0, memory_order_relaxed);
+        if (t0 && !now)
+            now = tdm__now_ns();
+        if (t0 && now > t0 + 1000000)
+            return true;
+    }
+    return false;
+}
+
 /* Another lane of lane w's kind found the stored figure they both started from stale
  * (tdm__jsched_done): lane w, on its own worker, drops it too and explores afresh. A lane held
  * back by a figure far too slow would otherwise never take the batches that show it. */
@@ -584,6 +634,19 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     if (w >= n)
         return 0;
     maybe_open_devices(job, w, v, n);
+    int yl = s->yield_lane;
+    if (yl >= 0 && yl < n && v[yl].eligible && device_setup_runs(job, n)) {
+        v[yl].eligible = false; /* (no lane counts on it meanwhile) */
+        if (w == yl) {
+            if (!s->lanes[w].declining && (job->rt->debug & TDM_DEBUG_SCHED))
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) waits: it leaves a core to a device opening "
+                         "or building its program",
+                         job->what, s->lanes[w].key, w);
+            s->lanes[w].declining = true;
+            return 0;
+        }
+    }
     /* Which side of shared cores runs is chosen from every lane of the job; then only the
      * lanes inside the job now are counted on (one busy in another job, or gone after
      * declining, might not come back in time). */
@@ -722,10 +785,16 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double 
     l->items_est += n;
 }
 
-/* Exploring a side of the shared cores runs it alone (the others wait): the time its
- * exploration batches take is capped at this share of what the calibrated CPU threads need
- * for the whole map (a batch that would pass it is not started), so a device much slower than
- * the CPU costs a few percent of a cold run.
+/* Exploring a side of the shared cores runs it alone (the others wait): what its exploration
+ * costs is capped at this share of what the calibrated CPU threads need for the whole map (a
+ * batch that would pass it is not started), so a device much slower than the CPU costs a few
+ * percent of a cold run. The cost is the items the threads would have done meanwhile beyond
+ * those the lane does: a lane that looks half as fast as the threads may explore twice as
+ * long (four times at most, from three quarters of their speed up: tdm__explore_budget). A
+ * cold first pi map cut PoCL's exploration at 16 items, whose batches alone read 2.1-2.7e5 ns
+ * per item against 1.3e5 with its queues full (perf sched: the kernel queued PoCL's two
+ * threads on one core, the other idle, for milliseconds): the threads, 2.55e5 per item
+ * together, won 4 maps in 11 and ran them at half PoCL's speed.
  * A lane stopped by the cap keeps the estimate it has (latency-heavy batches overstate its
  * time per item, which errs towards the CPU). */
 #define TDM__EXPLORE_BUDGET 0.02
@@ -753,7 +822,9 @@ static double explore_budget_ns(const tdm__job *job, int w)
         }
     }
     rate = side_rate(rate, lanes, calibrated);
-    return rate > 0 ? TDM__EXPLORE_BUDGET * (double)job->n_items / rate : INFINITY;
+    /* (the lane's estimate: its own worker's, which runs this) */
+    return tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items, rate,
+                               s->lanes[w].est.tpi);
 }
 
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)

@@ -21,6 +21,7 @@ typedef struct tdm__jlane {
                            * other fields until its driver joins (tdm__jsched_join, release) */
     atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
     atomic_int drop_seed; /* another lane of its key found their stored figure stale */
+    _Atomic uint64_t prep_t0; /* a device lane: when its program build began (0: not yet) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -49,6 +50,7 @@ typedef struct tdm__jsched {
     bool split_cpu;        /* threads + worker processes are more than the cores: they take turns */
     bool lazy;             /* some lanes wait for devices still closed (a lazy job) */
     atomic_int lazy_asked; /* 0: not yet decided whether to open them; 1: asked; 2: not worth */
+    int yield_lane; /* the CPU thread that leaves a core to a device's set-up (-1: none) */
 } tdm__jsched;
 
 /* Whether the options cap some backend kind's share of the items (a share_cap in (0, 1)). */
@@ -94,6 +96,8 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
  * Opens the stored model if needed. Thread-safe. */
 bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k);
 
+/* Device lane w begins building its program for the job (tdm__jsched_prepared ends it). */
+void tdm__jsched_preparing(tdm__job *job, int w);
 /* Device lane w has its program for the job built (or its build failed: the launch says so):
  * from now on it takes part in the job's scheduling. */
 void tdm__jsched_prepared(tdm__job *job, int w);

@@ -213,6 +213,15 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
     return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;
 }
 
+double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi)
+{
+    if (!(cpu_rate > 0) || !isfinite(cpu_rate))
+        return INFINITY;
+    double ratio = lane_tpi > 0 && isfinite(lane_tpi) ? 1.0 / lane_tpi / cpu_rate : 0;
+    ratio = ratio < 0.75 ? ratio : 0.75;
+    return share * items / cpu_rate / (1.0 - ratio);
+}
+
 bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t next,
                         double budget_ns)
 {

@@ -97,6 +97,14 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill);
 
+/* The most a lane exploring alone on the shared cores may spend on it: `share` of what the CPU
+ * threads (cpu_rate items per ns) need for the map's `items`, divided by the share of their
+ * speed it lacks (the lane computes items meanwhile: exploring costs only what the threads
+ * would have done beyond them). lane_tpi is its estimate so far (0: none); a lane at three
+ * quarters of the threads' speed or more gets four times the share, no more. INFINITY when
+ * cpu_rate is not known. */
+double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi);
+
 /* Whether a lane whose exploration batches have taken explored_ns (its last: n items in
  * dur_ns) stops exploring instead of running its next batch of `next` items, with budget_ns
  * the most its exploration may take: the next batch is reckoned at the last one's time per
