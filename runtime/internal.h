@@ -142,6 +142,9 @@ int tdm__pool_add_worker(tdm__pool *pool, int *index);
 void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job);
 /* Wakes workers because a job became runnable again (streaming slot freed). */
 void tdm__pool_kick(tdm__pool *pool);
+/* Like tdm__pool_kick, and offers every job again to the workers that declined it (what they
+ * declined for may have changed: the devices opened). Called with the pool mutex held. */
+void tdm__pool_reoffer(tdm__pool *pool);
 
 /* ---- worker processes (backends/cpu_procs/) ------------------------------------------------ */
 

@@ -225,6 +225,14 @@ void tdm__pool_submit(tdm__pool *pool, struct tdm__job *job)
     pthread_mutex_unlock(&pool->mu);
 }
 
+void tdm__pool_reoffer(tdm__pool *pool)
+{
+    for (tdm__job *j = pool->head; j; j = j->next)
+        if (j->declined_gen && atomic_load(&j->n_declined) > 0)
+            atomic_fetch_add(&j->done_gen, 1);
+    tdm__pool_kick(pool);
+}
+
 void tdm__pool_kick(tdm__pool *pool)
 {
     /* Called with the pool mutex held (see job.c): wake idle workers to re-check jobs. */

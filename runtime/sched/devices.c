@@ -101,10 +101,11 @@ static void *open_in_background(void *arg)
                  tdm_errmsg(rt));
     else
         tdm__log(rt, TDM_DEBUG_SCHED, "devices opened in the background: %d", n);
-    /* Their drivers look at the jobs again: a map already running takes them in. */
+    /* Their drivers look at the jobs again: a map already running takes them in; and a CPU
+     * thread that left the open a core comes back now, not at its peers' next completions. */
     pthread_mutex_t *mu = tdm__pool_mutex(rt->pool);
     pthread_mutex_lock(mu);
-    tdm__pool_kick(rt->pool);
+    tdm__pool_reoffer(rt->pool);
     pthread_mutex_unlock(mu);
     return NULL;
 }
