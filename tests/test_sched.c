@@ -246,6 +246,42 @@ static void test_share_cap_respected(void **state)
     rm_dir(d);
 }
 
+/* Share caps count the devices that may run the map, opened or not yet: on a fresh runtime,
+ * CPU threads 0.5 + OpenCL 0.5 opens the devices and splits the items (it was refused, "share
+ * caps allow only 50%", the devices not being open yet); without an OpenCL device the caps
+ * leave half the items nowhere to go and are refused. */
+static void test_share_caps_open_the_devices(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL);
+    xy t = make_xy(rt, 200000);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    o.share_cap[TDM_BACKEND_CPU_THREADS] = 0.5;
+    o.share_cap[TDM_BACKEND_OPENCL] = 0.5;
+    tdm_report r = TDM_REPORT_INIT;
+    int rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r);
+    int ocl = 0;
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        ocl += di.kind == TDM_BACKEND_OPENCL;
+    }
+    if (ocl == 0) {
+        assert_int_equal(rc, TDM_EINVAL);
+    } else {
+        assert_int_equal(rc, 0);
+        check_xy(&t);
+        assert_int_equal(r.items, t.n);
+        assert_true(items_of(&r, TDM_BACKEND_CPU_THREADS) <= t.n / 2);
+        assert_true(items_of(&r, TDM_BACKEND_OPENCL) <= t.n / 2);
+    }
+    free_xy(&t);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    if (ocl == 0)
+        skip();
+}
+
 static void test_named_and_round_robin_policies(void **state)
 {
     char *d = model_dir();
@@ -329,6 +365,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_maps_teach_the_model),
         cmocka_unit_test(test_model_dir_unwritable_or_off),
         cmocka_unit_test(test_share_cap_respected),
+        cmocka_unit_test(test_share_caps_open_the_devices),
         cmocka_unit_test(test_named_and_round_robin_policies),
         cmocka_unit_test(test_bad_share_caps),
     };

@@ -278,6 +278,15 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     if (!k || !k->def.dev || !k->def.source || !k->def.cpu || n_in < k->def.n_in_min ||
         n_in > k->def.n_in_max || n_out != k->def.n_out)
         return DEV_NO; /* (wrong counts are reported by the validation that follows) */
+    /* Share caps are checked against the kinds that may run the map, devices included: caps
+     * that name a device, or leave part of the items to other kinds than the CPU's, need the
+     * devices open (on a fresh runtime CPU 0.5 + OpenCL 0.5 was refused: "share caps allow
+     * only 50%", the devices not being open yet). */
+    if (o && p == TDM_POLICY_AUTO && tdm__share_capped(o))
+        return DEV_OPEN;
+    for (int kk = TDM_BACKEND_OPENCL; o && p == TDM_POLICY_AUTO && kk <= TDM_BACKEND_CUDA; kk++)
+        if (o->share_cap[kk] > 0 && rt->backends[kk].enabled)
+            return DEV_OPEN;
     uint64_t bytes = 0;
     for (int i = 0; i < n_in + n_out; i++) {
         const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];
@@ -306,7 +315,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
         want = DEV_OPEN;
     else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
-         * not kept on a device) and no share caps (they are checked against open devices). */
+         * not kept on a device) and no share caps (those opened the devices above). */
         bool lazy = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
                     rt->threads > 0 && !rt->devices;
         want = lazy ? DEV_LAZY : DEV_NO;
