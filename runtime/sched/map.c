@@ -279,14 +279,25 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
         n_in > k->def.n_in_max || n_out != k->def.n_out)
         return DEV_NO; /* (wrong counts are reported by the validation that follows) */
     /* Share caps are checked against the kinds that may run the map, devices included: caps
-     * that name a device, or leave part of the items to other kinds than the CPU's, need the
+     * that name a device, or that leave the CPU's kinds less than all the items, need the
      * devices open (on a fresh runtime CPU 0.5 + OpenCL 0.5 was refused: "share caps allow
-     * only 50%", the devices not being open yet). */
-    if (o && p == TDM_POLICY_AUTO && tdm__share_capped(o))
-        return DEV_OPEN;
-    for (int kk = TDM_BACKEND_OPENCL; o && p == TDM_POLICY_AUTO && kk <= TDM_BACKEND_CUDA; kk++)
-        if (o->share_cap[kk] > 0 && rt->backends[kk].enabled)
+     * only 50%", the devices not being open yet). A cap on the worker processes alone does
+     * not open them. */
+    if (o && p == TDM_POLICY_AUTO && tdm__share_capped(o)) {
+        for (int kk = TDM_BACKEND_OPENCL; kk <= TDM_BACKEND_CUDA; kk++)
+            if (o->share_cap[kk] > 0 && rt->backends[kk].enabled)
+                return DEV_OPEN;
+        double cpu = 0;
+        if (rt->threads > 0 && rt->backends[TDM_BACKEND_CPU_THREADS].enabled)
+            cpu += o->share_cap[TDM_BACKEND_CPU_THREADS] > 0
+                       ? o->share_cap[TDM_BACKEND_CPU_THREADS]
+                       : 1;
+        if (rt->procs && rt->backends[TDM_BACKEND_CPU_PROCS].enabled)
+            cpu += o->share_cap[TDM_BACKEND_CPU_PROCS] > 0 ? o->share_cap[TDM_BACKEND_CPU_PROCS]
+                                                           : 1;
+        if (cpu < 1.0 - 1e-9)
             return DEV_OPEN;
+    }
     uint64_t bytes = 0;
     for (int i = 0; i < n_in + n_out; i++) {
         const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];
