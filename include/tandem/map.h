@@ -95,7 +95,8 @@ typedef struct tdm_map_opts {
     double share_cap[TDM_BACKEND_KIND_COUNT]; /**< AUTO: the largest fraction (0..1) of the items each backend
                                  *  kind (indexed by tdm_backend_kind) may run; 0 = no cap.
                                  *  The kinds that may run the map must together be allowed
-                                 *  all of it (else TDM_EINVAL); a map with caps opens the
+                                 *  all of it (else TDM_EINVAL); caps that name a device kind,
+                                 *  or leave the CPU kinds less than all of it, open the
                                  *  devices first if they are not open yet, so they count. */
     int no_cpu_fallback;        /**< devices: a batch whose device runs out of memory (at
                                  *  allocation, launch or completion) or is lost fails with
