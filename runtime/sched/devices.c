@@ -95,12 +95,14 @@ static void *open_in_background(void *arg)
 {
     tdm_runtime *rt = arg;
     int n = tdm__devices_ensure(rt);
-    atomic_store(&rt->dev_opening, 0);
     if (n < 0) /* (its message is this thread's: said here, or nowhere) */
         tdm__log(rt, TDM_DEBUG_SCHED, "devices not opened in the background: %s",
                  tdm_errmsg(rt));
     else
         tdm__log(rt, TDM_DEBUG_SCHED, "devices opened in the background: %d", n);
+    /* (after the line: a thread that left the open a core takes no batch before the log says
+     * the open is over) */
+    atomic_store(&rt->dev_opening, 0);
     /* Their drivers look at the jobs again: a map already running takes them in; and a CPU
      * thread that left the open a core comes back now, not at its peers' next completions. */
     pthread_mutex_t *mu = tdm__pool_mutex(rt->pool);
