@@ -62,6 +62,13 @@ static inline bool tdm__share_capped(const tdm_map_opts *o)
     return false;
 }
 
+/* The share of the items backend kind k may run under the options' caps: its cap, or all of
+ * them (1) when it has none. */
+static inline double tdm__share_allowed(const tdm_map_opts *o, int k)
+{
+    return o->share_cap[k] > 0 ? o->share_cap[k] : 1;
+}
+
 /* A map whose CPU threads need at least this long (ns) is worth opening the devices for. */
 #define TDM__AUTO_DEVICE_CPU_NS 1e8
 

@@ -289,12 +289,9 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
                 return DEV_OPEN;
         double cpu = 0;
         if (rt->threads > 0 && rt->backends[TDM_BACKEND_CPU_THREADS].enabled)
-            cpu += o->share_cap[TDM_BACKEND_CPU_THREADS] > 0
-                       ? o->share_cap[TDM_BACKEND_CPU_THREADS]
-                       : 1;
+            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_THREADS);
         if (rt->procs && rt->backends[TDM_BACKEND_CPU_PROCS].enabled)
-            cpu += o->share_cap[TDM_BACKEND_CPU_PROCS] > 0 ? o->share_cap[TDM_BACKEND_CPU_PROCS]
-                                                           : 1;
+            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_PROCS);
         if (cpu < 1.0 - 1e-9)
             return DEV_OPEN;
     }

@@ -166,18 +166,17 @@ int tdm__map_place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
                       ((job->on & TDM__ON_DEVICES) ? tdm__devices_live_kind(rt, job->dev_kind) : 0);
     /* Share caps must leave every item to some kind that may run it. */
     double allowed = 0;
-    const double *cap = job->opts.share_cap;
     if (job->on & TDM__ON_THREADS)
-        allowed += cap[TDM_BACKEND_CPU_THREADS] > 0 ? cap[TDM_BACKEND_CPU_THREADS] : 1;
+        allowed += tdm__share_allowed(&job->opts, TDM_BACKEND_CPU_THREADS);
     if (job->on & TDM__ON_PROCS)
-        allowed += cap[TDM_BACKEND_CPU_PROCS] > 0 ? cap[TDM_BACKEND_CPU_PROCS] : 1;
+        allowed += tdm__share_allowed(&job->opts, TDM_BACKEND_CPU_PROCS);
     if (job->on & TDM__ON_DEVICES) {
         bool any[TDM_BACKEND_KIND_COUNT] = {false};
         for (int i = 0; rt->devices && i < rt->devices->n; i++)
             any[rt->devices->slots[i].info.kind] = !atomic_load(&rt->devices->slots[i].lost);
         for (int k = TDM_BACKEND_OPENCL; k <= TDM_BACKEND_CUDA; k++)
             if (any[k] && (job->dev_kind < 0 || job->dev_kind == k))
-                allowed += cap[k] > 0 ? cap[k] : 1;
+                allowed += tdm__share_allowed(&job->opts, k);
     }
     if (allowed < 1.0 - 1e-9)
         return tdm__err(rt, TDM_EINVAL,
