@@ -310,12 +310,13 @@ static void on_stale(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* An AUTO pi_leibniz map of n items of `terms` terms on rt; checks each item within tol of pi;
- * r (may be NULL) gets the report. */
-static void pi_map_check(tdm_runtime *rt, int64_t n, int64_t terms, double tol, tdm_report *r)
+/* An AUTO pi_leibniz map of n items of `terms` terms on rt into a tensor of `mem` storage;
+ * checks each item within tol of pi; r (may be NULL) gets the report. */
+static void pi_map_check(tdm_runtime *rt, int64_t n, int64_t terms, double tol, unsigned mem,
+                         tdm_report *r)
 {
     tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &y), 0);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, mem, &y), 0);
     tdm_pi_params p = {terms};
     tdm_map_opts o = opts(TDM_POLICY_AUTO);
     assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
@@ -329,7 +330,7 @@ static void pi_map_check(tdm_runtime *rt, int64_t n, int64_t terms, double tol, 
 static void pi_map_1t1p(const char *dir, stale_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = sched_open(dir, "cpu,procs", 1, 1, on_stale, log);
-    pi_map_check(rt, n, terms, 1e-3, r);
+    pi_map_check(rt, n, terms, 1e-3, TDM_MEM_SHARED, r);
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
@@ -474,7 +475,7 @@ static bool pi_map_opens_devices(const char *lines)
         seed_model(d, lines);
     tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
     tdm_report r = TDM_REPORT_INIT;
-    pi_map_check(rt, 64, 1000, 2e-3, &r);
+    pi_map_check(rt, 64, 1000, 2e-3, TDM_MEM_SHARED, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
     return workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
@@ -603,15 +604,7 @@ static void test_exploration_stops_before_passing_its_cap(void **state)
 static int first_pi_map(const char *dir, budget_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = open_rt(dir, log, NULL, 2, 0);
-    tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
-    tdm_pi_params p = {terms};
-    tdm_map_opts o = opts(TDM_POLICY_AUTO);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159265) < 2.0 / (double)terms);
-    tdm_tensor_release(y);
+    pi_map_check(rt, n, terms, 2.0 / (double)terms, TDM_MEM_HOST, r);
     int devices = tdm_runtime_device_count(rt);
     assert_int_equal(tdm_runtime_close(rt), 0);
     return devices;
