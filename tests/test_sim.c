@@ -280,6 +280,36 @@ static void test_estimator_is_robust(void **state)
     assert_true(tdm__median(v, 5) == 3 && tdm__median(v, 0) == 0);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The estimator's median (a selection, not a sort) against the sorted middle, for every size
+ * the estimator asks for (up to 66 slopes), with ties, runs and repeated values. */
+static void test_median_matches_the_sorted_middle(void **state)
+{
+    (void)state;
+    unsigned seed = 12345;
+    double v[66], s[66];
+    for (int it = 0; it < 20000; it++) {
+        int n = 1 + it % 66, mode = (it / 66) % 4;
+        for (int i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = seed >> 8;
+            v[i] = mode == 0   ? (double)r / 16777216.0 /* distinct */
+                   : mode == 1 ? (double)(r % 3)         /* many ties */
+                   : mode == 2 ? (double)i               /* sorted */
+                               : (double)(n - i);        /* reversed */
+            s[i] = v[i];
+        }
+        qsort(s, (size_t)n, sizeof *s, cmp_double);
+        double want = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+        assert_true(tdm__median(v, n) == want);
+    }
+}
+
 /* One slowed group a little larger than the batches of one size around it: every pair of
  * batches clearly apart in size hangs on it, and so did the fitted slope. Replayed from a
  * logged cold pi map (PoCL's groups of n_queues batches: items, microseconds), where the
@@ -815,6 +845,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_decision_rules),
         cmocka_unit_test(test_estimator_is_robust),
         cmocka_unit_test(test_estimator_one_slowed_larger_group),
+        cmocka_unit_test(test_median_matches_the_sorted_middle),
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),

@@ -5,19 +5,47 @@
 #include <math.h>
 #include <string.h>
 
-/* Median of v[0..n-1] (v is reordered). */
+/* The k-th smallest of v[lo..hi] (Hoare's selection; v is reordered so that v[lo..k-1] <= v[k]
+ * <= v[k+1..hi]). */
+static double select_kth(double *v, int lo, int hi, int k)
+{
+    while (lo < hi) {
+        double p = v[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < p)
+                i++;
+            while (v[j] > p)
+                j--;
+            if (i <= j) {
+                double x = v[i];
+                v[i++] = v[j];
+                v[j--] = x;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break; /* v[j+1..i-1] all equal p, k among them */
+    }
+    return v[k];
+}
+
+/* Median of v[0..n-1] (v is reordered). The estimator takes several per batch of every lane
+ * (up to 66 slopes): a selection, not a sort (an insertion sort of the 66 was 0.4% of an AUTO
+ * map's cycles on 100 us batches). */
 static double median_of(double *v, int n)
 {
-    for (int i = 1; i < n; i++) { /* insertion sort: at most 66 values */
-        double x = v[i];
-        int j = i - 1;
-        while (j >= 0 && v[j] > x) {
-            v[j + 1] = v[j];
-            j--;
-        }
-        v[j + 1] = x;
-    }
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    double hi = select_kth(v, 0, n - 1, n / 2);
+    if (n % 2)
+        return hi;
+    double lo = v[0]; /* the largest of v[0..n/2-1]: the lower middle value */
+    for (int i = 1; i < n / 2; i++)
+        if (v[i] > lo)
+            lo = v[i];
+    return 0.5 * (lo + hi);
 }
 
 static void fit(tdm__est *e)
