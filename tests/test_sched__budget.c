@@ -598,6 +598,25 @@ static void test_exploration_stops_before_passing_its_cap(void **state)
     assert_false(tdm__explore_stops(0, 0, 0, 4, 1.0));                /* nothing measured */
 }
 
+/* A host-CPU device 8x slower per item than the CPU threads together, or more, after a batch of
+ * 64 items or more, ends its exploration at once (tdm__explore_hopeless): exp_sinh on PoCL
+ * read 80 ns per item after its 64-item batch, the two threads 1.35 together (59x); the
+ * ladder's 256 and 1024 would have run with the threads waiting. Fewer items, a nearer
+ * figure, or rates not known yet: it goes on. */
+static void test_exploration_ends_for_a_hopeless_device(void **state)
+{
+    (void)state;
+    assert_true(tdm__explore_hopeless(64, 79.8, 1 / 1.35));
+    assert_true(tdm__explore_hopeless(1024, 8.0, 1.0));  /* exactly 8x */
+    assert_false(tdm__explore_hopeless(1024, 7.9, 1.0)); /* within 8x: measured on */
+    assert_false(tdm__explore_hopeless(63, 1e4, 1.0));   /* too few items to tell */
+    assert_false(tdm__explore_hopeless(64, 0, 1.0));     /* no estimate yet */
+    assert_false(tdm__explore_hopeless(64, 1e4, 0));     /* threads not calibrated */
+    assert_false(tdm__explore_hopeless(64, INFINITY, 1.0));
+    assert_false(tdm__explore_hopeless(64, 1e4, INFINITY));
+    assert_false(tdm__explore_hopeless(64, NAN, 1.0));
+}
+
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device
  * backend, nothing stored in dir); checks the result, fills r. Returns the devices the runtime
  * has (probed after the map). */
@@ -719,6 +738,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_exploration_capped_by_cpu_time),
         cmocka_unit_test(test_exploration_stops_before_passing_its_cap),
+        cmocka_unit_test(test_exploration_ends_for_a_hopeless_device),
         cmocka_unit_test(test_devices_join_a_long_first_map),
         cmocka_unit_test(test_thread_leaves_a_core_to_a_device_set_up),
         cmocka_unit_test(test_close_waits_for_a_background_open),

@@ -799,14 +799,11 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double 
  * time per item, which errs towards the CPU). */
 #define TDM__EXPLORE_BUDGET 0.02
 
-static double explore_budget_ns(const tdm__job *job, int w)
+/* The CPU threads' items per ns together (0 while none is calibrated): their calibrated
+ * lanes' mean times their lanes (while the threads and the processes are measured side by
+ * side, only some threads have run). */
+static double threads_rate(const tdm__jsched *s)
 {
-    const tdm__jsched *s = job->sched;
-    int me = side_of(s, &s->lanes[w]);
-    if (me != SIDE_DEVICE && me != SIDE_PROCS)
-        return INFINITY; /* threads explore first, side by side; a GPU explores alongside */
-    /* (the threads' calibrated lanes' mean times their lanes: while the threads and the
-     * processes are measured side by side, only some threads have run) */
     double rate = 0;
     int lanes = 0, calibrated = 0;
     for (int j = 0; j < s->n; j++) {
@@ -821,9 +818,17 @@ static double explore_budget_ns(const tdm__job *job, int w)
             calibrated++;
         }
     }
-    rate = side_rate(rate, lanes, calibrated);
+    return side_rate(rate, lanes, calibrated);
+}
+
+static double explore_budget_ns(const tdm__job *job, int w)
+{
+    const tdm__jsched *s = job->sched;
+    int me = side_of(s, &s->lanes[w]);
+    if (me != SIDE_DEVICE && me != SIDE_PROCS)
+        return INFINITY; /* threads explore first, side by side; a GPU explores alongside */
     /* (the lane's estimate: its own worker's, which runs this) */
-    return tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items, rate,
+    return tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items, threads_rate(s),
                                s->lanes[w].est.tpi);
 }
 
@@ -858,7 +863,18 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
          * exploring exp_sinh on PoCL overran it by its last batch, 1024 items and 0.4 ms of a
          * 22 ms map, with the two CPU threads waiting. */
         double budget = next > 0 ? explore_budget_ns(job, w) : INFINITY;
-        if (tdm__explore_stops(l->explored_ns, n, dur_ns, next, budget)) {
+        double thr = next > 0 && side_of(s, l) == SIDE_DEVICE ? threads_rate(s) : 0;
+        if (tdm__explore_hopeless(n, l->est.tpi, thr)) {
+            /* (a host-CPU device far slower than the threads: not worth the rest of its
+             * ladder, the threads waiting; only a device, whose kernels hold no interpreter
+             * lock and run no start-up hook that could slow its first batches) */
+            if (job->rt->debug & TDM_DEBUG_SCHED)
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d) ends its exploration at %.3g ns/item, %.0fx "
+                         "the CPU threads' %.3g ns/item together: too slow to run this kernel",
+                         job->what, l->key, w, l->est.tpi, l->est.tpi * thr, 1.0 / thr);
+            next = 0;
+        } else if (tdm__explore_stops(l->explored_ns, n, dur_ns, next, budget)) {
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d) ends its exploration at %.3g ns/item: its "

@@ -258,6 +258,12 @@ bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t ne
     return explored_ns + dur_ns * (double)next / (double)n >= budget_ns;
 }
 
+bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate)
+{
+    return n >= TDM__EXPLORE_MIN_ITEMS && lane_tpi > 0 && isfinite(lane_tpi) && cpu_rate > 0 &&
+           isfinite(cpu_rate) && lane_tpi * cpu_rate >= TDM__EXPLORE_HOPELESS;
+}
+
 void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, int64_t remaining,
                        tdm__decision *out)
 {

@@ -113,6 +113,16 @@ double tdm__explore_budget(double share, double items, double cpu_rate, double l
 bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t next,
                         double budget_ns);
 
+/* Whether a host-CPU device exploring alone on the shared cores (the CPU threads, cpu_rate
+ * items per ns together, waiting) stops at once: its last batch had at least 64 items, and its
+ * fitted time per item (lane_tpi) is TDM__EXPLORE_HOPELESS times the threads' or more. Such a
+ * side cannot win even if its batches so far overstate its time per item 4x (a device's
+ * early batches do: exp_sinh on PoCL read 728 ns per item after 16 items, 175 after 1024, the
+ * threads 1 ns), and the cores run one side or the other: what the rest of its ladder would
+ * measure changes nothing, and the threads wait while it runs (0.4 ms, 2% of a 20 ms map). */
+#define TDM__EXPLORE_HOPELESS 8.0
+bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate);
+
 /* Median of v[0..n-1] (reorders v); 0 when n is 0. */
 double tdm__median(double *v, int n);
 
