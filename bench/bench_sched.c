@@ -3,23 +3,23 @@
  *
  * Part 1: exp_sinh over --elems f64 (2e7, host tensors) and pi_leibniz over --pi-items (2000,
  * terms sized to ~0.5 s on the pool), each under policy CPU (the baseline), OPENCL, AUTO warm
- * and ROUND_ROBIN, interleaved (the order turning with the rep), medians of --reps (5), the
- * warm target the median of the per-rep ratios AUTO / the better one; plus --reps AUTO runs with a cold model
- * (each a runtime on a fresh empty sched_model_dir, closed after it: the first one saves the
- * model the warm runtime then loads), one after each warm rep. Each runtime first opens the
- * devices with an untimed 64-item OPENCL map (pi moves 16 KB: AUTO would not open them), so the
- * cold run times the model, not the driver; its target compares it with the better one alone
- * in the same conditions (a fresh runtime, devices opened untimed: a CPU-only and an
- * OpenCL-only run after each cold run), the median of the per-rep ratios. And, as a user's
- * very first run, the first map of
- * a fresh runtime under CPU, OPENCL and AUTO, devices opened and programs built inside it
- * (each rep's three in a row, the order turning; the target: the median of the per-rep
- * ratios).
+ * and ROUND_ROBIN, interleaved, medians of --reps (5), the warm target the median of the
+ * per-rep ratios AUTO / the better one; plus --reps AUTO runs with a cold model (each a
+ * runtime on a fresh empty sched_model_dir, closed after it: the first one saves the model
+ * the warm runtime then loads), one after each warm rep. Each runtime first opens the devices
+ * with an untimed 64-item OPENCL map (pi moves 16 KB: AUTO would not open them), so the cold
+ * run times the model, not the driver; its target compares it with the better one alone in
+ * the same conditions (a fresh runtime, devices opened untimed: a CPU-only and an OpenCL-only
+ * run beside each cold run), the median of the per-rep ratios. And, as a user's very first
+ * run, the first map of a fresh runtime under CPU, OPENCL and AUTO, devices opened and
+ * programs built inside it (the target: the median of the per-rep ratios). Every group of
+ * runs taken in turn (a warm rep's four, a cold run and its two baselines, the three first
+ * maps) runs in a Williams order (williams()).
  * Every result is checked against a serial loop. With PoCL on the host's cores (host_cpu = 1)
  * threads and device share them: AUTO should match the better one alone, not their sum.
  * Part 2: one CPU budget: the same two workloads on a runtime with one thread AND one worker
  * process per core (as `tandem demo` opens it), policies THREADS, PROCS and AUTO, warm and
- * cold (medians of --reps, the warm ones interleaved, the order turning, their target the
+ * cold (medians of --reps, the warm ones interleaved in a Williams order, their target the
  * median of the per-rep ratios; the cold AUTO run against threads-only and processes-only runs
  * in the same cold conditions, each rep's three in a row, the median of the per-rep ratios):
  * AUTO should match the better side alone (issue 16).
@@ -234,6 +234,21 @@ static void print_load(const char *when) /* other work on these cores slows ever
  *    it times the scheduler's exploration, not the driver;
  *  - a user's very first run (CPU, OPENCL or AUTO, no devices_first): devices opened and
  *    programs built inside it. */
+/* The variant run i-th in rep r of n variants taken in turn, from a Williams design: over n
+ * reps (2n when n is odd) each variant runs right after each other one equally often. What
+ * ran just before matters here: after a 0.3 s OpenCL map the pool's threads are asleep, and
+ * the next map pays their wake-ups (a plain rotation put AUTO right after OpenCL in 3 warm
+ * reps of 4, and the CPU-only cold run, never AUTO's, in 1 rep of 2). */
+static int williams(int n, int r, int i)
+{
+    int rows = n % 2 ? 2 * n : n;
+    r %= rows;
+    if (r >= n) /* odd n: the mirrored rows */
+        i = n - 1 - i;
+    int f = i == 0 ? 0 : i % 2 ? (i + 1) / 2 : n - i / 2; /* the first row: 0, 1, n-1, 2, ... */
+    return (f + r % n) % n;
+}
+
 static double fresh_run(const wl *w, int v, const char *dir, int devices_first, tdm_report *rep,
                         double *err, double *second)
 {
@@ -296,8 +311,8 @@ static void bench_workload(const wl *w, int reps)
         sh[v] = xcalloc((size_t)reps, sizeof(double));
     }
     for (int r = 0; r < reps; r++) {
-        for (int i = 0; i < NV; i++) { /* (which goes first turns with the rep) */
-            int v = (i + r) % NV;
+        for (int i = 0; i < NV; i++) { /* (the order: see williams()) */
+            int v = williams(NV, r, i);
             tdm_report *rep = v == V_AUTO ? &rauto[r] : &rtmp;
             rep->size = sizeof *rep;
             if (v != V_OCL || have_ocl)
@@ -306,19 +321,23 @@ static void bench_workload(const wl *w, int reps)
                 have_ocl = 0;
             sh[v][r] = dev_share(rep);
         }
-        if (r + 1 < reps)
-            tc[r + 1] = fresh_run(w, V_COLD, NULL, 1, &rcold[r + 1], &err[V_COLD], NULL);
-        /* the cold runs' baselines, right after them (rep 0's as the first rep begins) */
+        /* the cold runs and their baselines, each rep's three in a row (rep 0's AUTO ran
+         * first of all, for the warm runtime's model: its baselines as the first rep ends) */
         for (int k = r == 0 ? 0 : r + 1; k <= r + 1 && k < reps; k++)
-            for (int i = 0; i < 2; i++) { /* (which goes first turns) */
-                int b = (i + k) % 2;
+            for (int i = 0; i < 3; i++) {
+                int b = williams(3, k, i); /* 0: CPU only, 1: OpenCL only, 2: AUTO cold */
+                if (b == 2) {
+                    if (k > 0)
+                        tc[k] = fresh_run(w, V_COLD, NULL, 1, &rcold[k], &err[V_COLD], NULL);
+                    continue;
+                }
                 tcb[b][k] = b == 0 || have_ocl
                                 ? fresh_run(w, b == 0 ? V_CPU : V_OCL, NULL, 1, NULL,
                                             &err[b == 0 ? V_CPU : V_OCL], NULL)
                                 : -1;
             }
-        for (int i = 0; i < NF; i++) { /* which goes first turns with the rep */
-            int f = (i + r) % NF;
+        for (int i = 0; i < NF; i++) {
+            int f = williams(NF, r, i);
             tf[f][r] = (f != 1 || have_ocl)
                            ? fresh_run(w, fvar[f], NULL, 0, NULL, &err[fvar[f]],
                                        f == 2 ? &t2[r] : NULL)
@@ -440,7 +459,7 @@ static void bench_workload(const wl *w, int reps)
     printf("     %-22s %7.3f s   (%.3f .. %.3f)\n", "AUTO, its second map", m2, mn, mx);
     int fb = fm[1] > 0 && fm[1] < fm[0]; /* the better one's first map: OpenCL's? */
     double fbest = fm[fb];
-    /* rep r's three first maps ran one after the other (the order turning): as for the cold
+    /* rep r's three first maps ran one after the other (a Williams order): as for the cold
      * row, the target is the median of the per-rep ratios, the ratio of medians shown too */
     double *fq = xcalloc((size_t)reps, sizeof(double));
     int nfq = 0;
@@ -566,13 +585,13 @@ static void budget_workload(const wl *w, const double *ref, int reps, int cores)
     for (int v = 0; v < NB; v++)
         t[v] = xcalloc((size_t)reps, sizeof(double));
     for (int r = 0; r < reps; r++) {
-        for (int i = 0; i < B_COLD; i++) { /* (which goes first turns with the rep) */
-            int v = (i + r) % B_COLD;
+        for (int i = 0; i < B_COLD; i++) { /* (the order: see williams()) */
+            int v = williams(B_COLD, r, i);
             t[v][r] = budget_once(rt, w, x, y, bpol[v], ref);
         }
         double first = 0;
-        for (int i = 0; i < 3; i++) { /* (which goes first turns with the rep) */
-            int c = (i + r) % 3;
+        for (int i = 0; i < 3; i++) {
+            int c = williams(3, r, i);
             int v = c == 0 ? B_COLD : c == 1 ? B_THR_COLD : B_PROCS_COLD;
             t[v][r] = budget_cold(w, ref, cores, c == 0 ? &t[B_FIRST][r] : &first,
                                   c == 0 ? TDM_POLICY_AUTO : bpol[c - 1]);
