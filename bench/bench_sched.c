@@ -235,10 +235,10 @@ static void print_load(const char *when) /* other work on these cores slows ever
  *  - a user's very first run (CPU, OPENCL or AUTO, no devices_first): devices opened and
  *    programs built inside it. */
 /* The variant run i-th in rep r of n variants taken in turn, from a Williams design: over n
- * reps (2n when n is odd) each variant runs right after each other one equally often. What
- * ran just before matters here: after a 0.3 s OpenCL map the pool's threads are asleep, and
- * the next map pays their wake-ups (a plain rotation put AUTO right after OpenCL in 3 warm
- * reps of 4, and the CPU-only cold run, never AUTO's, in 1 rep of 2). */
+ * reps (2n when n is odd) each variant runs right after each other one equally often, so a
+ * carry-over from the run before (threads asleep, memory just freed, caches) cannot weigh on
+ * one side only: a plain rotation put AUTO right after OpenCL in 3 warm reps of 4, and the
+ * CPU-only cold run, never AUTO's, in 1 rep of 2. */
 static int williams(int n, int r, int i)
 {
     int rows = n % 2 ? 2 * n : n;
