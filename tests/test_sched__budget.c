@@ -599,22 +599,30 @@ static void test_exploration_stops_before_passing_its_cap(void **state)
 }
 
 /* A host-CPU device 8x slower per item than the CPU threads together, or more, after a batch of
- * 64 items or more, ends its exploration at once (tdm__explore_hopeless): exp_sinh on PoCL
- * read 80 ns per item after its 64-item batch, the two threads 1.35 together (59x); the
- * ladder's 256 and 1024 would have run with the threads waiting. Fewer items, a nearer
- * figure, or rates not known yet: it goes on. */
+ * 64 items or more, ends its exploration at once when its budget is shorter than one batch
+ * long enough to measure it (tdm__explore_hopeless): exp_sinh on PoCL in a 20 ms map read 80
+ * ns per item after its 64-item batch, the two threads 1.35 together (59x), with a 0.4 ms
+ * budget against 0.8 ms (16 fixed costs of 50 us); the ladder's 256 and 1024 would have run
+ * with the threads waiting. Fewer items, a nearer figure, rates not known yet, or a budget
+ * that can buy a clean batch (a long map: a cheap kernel's first batches are all launch
+ * latency, and may read many times slower than the device runs): it goes on. */
 static void test_exploration_ends_for_a_hopeless_device(void **state)
 {
     (void)state;
-    assert_true(tdm__explore_hopeless(64, 79.8, 1 / 1.35));
-    assert_true(tdm__explore_hopeless(1024, 8.0, 1.0));  /* exactly 8x */
-    assert_false(tdm__explore_hopeless(1024, 7.9, 1.0)); /* within 8x: measured on */
-    assert_false(tdm__explore_hopeless(63, 1e4, 1.0));   /* too few items to tell */
-    assert_false(tdm__explore_hopeless(64, 0, 1.0));     /* no estimate yet */
-    assert_false(tdm__explore_hopeless(64, 1e4, 0));     /* threads not calibrated */
-    assert_false(tdm__explore_hopeless(64, INFINITY, 1.0));
-    assert_false(tdm__explore_hopeless(64, 1e4, INFINITY));
-    assert_false(tdm__explore_hopeless(64, NAN, 1.0));
+    const double enough = tdm__explore_enough_ns(50e3, 4e6); /* a device: 800 us */
+    assert_true(enough == 800e3);
+    assert_true(tdm__explore_enough_ns(50e3, 100e3) == 100e3); /* at most a target */
+    assert_true(tdm__explore_hopeless(64, 79.8, 1 / 1.35, 400e3, enough));
+    assert_true(tdm__explore_hopeless(1024, 8.0, 1.0, 400e3, enough));  /* exactly 8x */
+    assert_false(tdm__explore_hopeless(1024, 7.9, 1.0, 400e3, enough)); /* within 8x */
+    assert_false(tdm__explore_hopeless(64, 79.8, 1 / 1.35, 800e3, enough)); /* budget enough */
+    assert_false(tdm__explore_hopeless(64, 79.8, 1 / 1.35, INFINITY, enough)); /* no cap */
+    assert_false(tdm__explore_hopeless(63, 1e4, 1.0, 400e3, enough)); /* too few items */
+    assert_false(tdm__explore_hopeless(64, 0, 1.0, 400e3, enough));   /* no estimate yet */
+    assert_false(tdm__explore_hopeless(64, 1e4, 0, 400e3, enough));   /* threads not calibrated */
+    assert_false(tdm__explore_hopeless(64, INFINITY, 1.0, 400e3, enough));
+    assert_false(tdm__explore_hopeless(64, 1e4, INFINITY, 400e3, enough));
+    assert_false(tdm__explore_hopeless(64, NAN, 1.0, 400e3, enough));
 }
 
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device

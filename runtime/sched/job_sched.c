@@ -864,10 +864,12 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
          * 22 ms map, with the two CPU threads waiting. */
         double budget = next > 0 ? explore_budget_ns(job, w) : INFINITY;
         double thr = next > 0 && side_of(s, l) == SIDE_DEVICE ? threads_rate(s) : 0;
-        if (tdm__explore_hopeless(n, l->est.tpi, thr)) {
-            /* (a host-CPU device far slower than the threads: not worth the rest of its
-             * ladder, the threads waiting; only a device, whose kernels hold no interpreter
-             * lock and run no start-up hook that could slow its first batches) */
+        if (tdm__explore_hopeless(n, l->est.tpi, thr, budget,
+                                  tdm__explore_enough_ns(l->lat, l->target_ns))) {
+            /* (a host-CPU device far slower than the threads, whose budget could not buy one
+             * clean batch: not worth the rest of its ladder, the threads waiting; only a
+             * device, whose kernels hold no interpreter lock and run no start-up hook that
+             * could slow its first batches) */
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d) ends its exploration at %.3g ns/item, %.0fx "

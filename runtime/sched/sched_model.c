@@ -222,14 +222,17 @@ double tdm__waterfill(const double *a, const double *rate, int n, double items)
 
 #define TDM__EXPLORE_MIN_ITEMS 64
 
+double tdm__explore_enough_ns(double lat, double target_ns)
+{
+    return 16.0 * lat < target_ns ? 16.0 * lat : target_ns;
+}
+
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill)
 {
     if (explore <= 0)
         return 0;
-    double enough = 16.0 * lat;
-    if (enough > target_ns)
-        enough = target_ns;
+    double enough = tdm__explore_enough_ns(lat, target_ns);
     /* A batch of a few items that lasts long enough is more likely slowed than long: a first
      * item on cold caches, a worker woken late (a single exp_sinh item took 21 us on a CPU
      * thread, against 2 ns once warm, and read as 20000 ns per item, which made a map's
@@ -258,10 +261,12 @@ bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t ne
     return explored_ns + dur_ns * (double)next / (double)n >= budget_ns;
 }
 
-bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate)
+bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double budget_ns,
+                           double enough_ns)
 {
     return n >= TDM__EXPLORE_MIN_ITEMS && lane_tpi > 0 && isfinite(lane_tpi) && cpu_rate > 0 &&
-           isfinite(cpu_rate) && lane_tpi * cpu_rate >= TDM__EXPLORE_HOPELESS;
+           isfinite(cpu_rate) && lane_tpi * cpu_rate >= TDM__EXPLORE_HOPELESS &&
+           budget_ns < enough_ns;
 }
 
 void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, int64_t remaining,

@@ -96,6 +96,8 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
  * lane is calibrated. */
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill);
+/* How long a batch must last for the ladder to end on it: 16 fixed costs, at most a target. */
+double tdm__explore_enough_ns(double lat, double target_ns);
 
 /* The most a lane exploring alone on the shared cores may spend on it: `share` of what the CPU
  * threads (cpu_rate items per ns) need for the map's `items`, divided by the share of their
@@ -114,14 +116,19 @@ bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t ne
                         double budget_ns);
 
 /* Whether a host-CPU device exploring alone on the shared cores (the CPU threads, cpu_rate
- * items per ns together, waiting) stops at once: its last batch had at least 64 items, and its
- * fitted time per item (lane_tpi) is TDM__EXPLORE_HOPELESS times the threads' or more. Such a
- * side cannot win even if its batches so far overstate its time per item 4x (a device's
- * early batches do: exp_sinh on PoCL read 728 ns per item after 16 items, 175 after 1024, the
- * threads 1 ns), and the cores run one side or the other: what the rest of its ladder would
- * measure changes nothing, and the threads wait while it runs (0.4 ms, 2% of a 20 ms map). */
+ * items per ns together, waiting) stops at once: its last batch had at least 64 items, its
+ * fitted time per item (lane_tpi) is TDM__EXPLORE_HOPELESS times the threads' or more, and its
+ * exploration budget (budget_ns, tdm__explore_budget) is less than one batch long enough to
+ * measure time per item (enough_ns: 16 fixed costs or a target, as tdm__explore_next asks).
+ * Such a budget ends the ladder on latency-heavy batches anyway (their estimate errs towards
+ * the CPU): the rest of it could change nothing, and the threads wait while it runs (exp_sinh
+ * on PoCL in a 20 ms map: 80 ns per item after 64 items, the threads 1.35 together, a 0.4 ms
+ * budget, the 256 and 1024 rungs 0.3 ms more). With a larger budget the ladder goes on: a
+ * cheap kernel's first batches are all launch latency, and one that a device runs faster than
+ * the threads could read as many times slower until a batch lasts long enough. */
 #define TDM__EXPLORE_HOPELESS 8.0
-bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate);
+bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double budget_ns,
+                           double enough_ns);
 
 /* Median of v[0..n-1] (reorders v); 0 when n is 0. */
 double tdm__median(double *v, int n);
