@@ -821,17 +821,6 @@ static double threads_rate(const tdm__jsched *s)
     return side_rate(rate, lanes, calibrated);
 }
 
-static double explore_budget_ns(const tdm__job *job, int w)
-{
-    const tdm__jsched *s = job->sched;
-    int me = side_of(s, &s->lanes[w]);
-    if (me != SIDE_DEVICE && me != SIDE_PROCS)
-        return INFINITY; /* threads explore first, side by side; a GPU explores alongside */
-    /* (the lane's estimate: its own worker's, which runs this) */
-    return tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items, threads_rate(s),
-                               s->lanes[w].est.tpi);
-}
-
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 {
     tdm__jsched *s = job->sched;
@@ -862,8 +851,16 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         /* Exploration ends before a batch that would overrun the budget, not after it:
          * exploring exp_sinh on PoCL overran it by its last batch, 1024 items and 0.4 ms of a
          * 22 ms map, with the two CPU threads waiting. */
-        double budget = next > 0 ? explore_budget_ns(job, w) : INFINITY;
-        double thr = next > 0 && side_of(s, l) == SIDE_DEVICE ? threads_rate(s) : 0;
+        /* (only a side other than the threads explores alone, with a budget: the threads
+         * explore first, side by side; a GPU explores alongside. The lane's estimate is its
+         * own worker's, which runs this.) */
+        int side = side_of(s, l);
+        double thr = next > 0 && (side == SIDE_DEVICE || side == SIDE_PROCS) ? threads_rate(s) : 0;
+        double budget = thr > 0 ? tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items,
+                                                      thr, l->est.tpi)
+                                : INFINITY;
+        if (side != SIDE_DEVICE)
+            thr = 0; /* (the hopeless rule: host-CPU devices only) */
         if (tdm__explore_hopeless(n, l->est.tpi, thr, budget,
                                   tdm__explore_enough_ns(l->lat, l->target_ns))) {
             /* (a host-CPU device far slower than the threads, whose budget could not buy one
