@@ -234,6 +234,21 @@ static void print_load(const char *when) /* other work on these cores slows ever
  *    it times the scheduler's exploration, not the driver;
  *  - a user's very first run (CPU, OPENCL or AUTO, no devices_first): devices opened and
  *    programs built inside it. */
+/* The median of num[r] / den[r] over the reps where both ran (> 0): the runs of a rep ran one
+ * after the other, and the median of their ratios is steadier on a shared machine than the
+ * ratio of the medians. */
+static double ratio_median(const double *num, const double *den, int reps)
+{
+    double *q = xcalloc((size_t)reps, sizeof(double));
+    int k = 0;
+    for (int r = 0; r < reps; r++)
+        if (num[r] > 0 && den[r] > 0)
+            q[k++] = num[r] / den[r];
+    double m = bench_median(q, k);
+    free(q);
+    return m;
+}
+
 /* The variant run i-th in rep r of n variants taken in turn, from a Williams design: over n
  * reps (2n when n is odd) each variant runs right after each other one equally often, so a
  * carry-over from the run before (threads asleep, memory just freed, caches) cannot weigh on
@@ -392,15 +407,8 @@ static void bench_workload(const wl *w, int reps)
             printf("   the OpenCL device is PoCL on the same cores as the threads (host_cpu = 1): "
                    "the sum is not reachable here; the better one alone is the aim\n");
     }
-    /* (a rep's variants ran one after the other: the target is the median of the per-rep
-     * ratios, steadier on a shared machine than the ratio of the medians, shown too) */
-    double *wqv = xcalloc((size_t)reps, sizeof(double));
-    int nwq = 0;
-    for (int r = 0; r < reps; r++)
-        if (t[V_AUTO][r] > 0 && t[ocl_best ? V_OCL : V_CPU][r] > 0)
-            wqv[nwq++] = t[ocl_best ? V_OCL : V_CPU][r] / t[V_AUTO][r];
-    double wq = bench_median(wqv, nwq);
-    free(wqv);
+    /* (the target: the median of the per-rep ratios; the ratio of the medians shown too) */
+    double wq = ratio_median(t[ocl_best ? V_OCL : V_CPU], t[V_AUTO], reps);
     printf("   AUTO warm / better one alone (%s): median of the per-rep ratios %.3f, of the "
            "medians %.3f; AUTO cold / better one alone = %.3f\n",
            ocl_best ? "OpenCL" : "CPU", wq, thr[V_AUTO] / best, thr[V_COLD] / best);
@@ -414,10 +422,10 @@ static void bench_workload(const wl *w, int reps)
      * conditions (a fresh runtime, devices opened untimed, one map): what the fresh runtime
      * costs either way (its pool's first wake-ups, its first batches) is not the empty
      * model's. The ratio above, against the warm runtime, is printed as well. */
-    /* (rep r's three fresh runs ran one after the other: the median of their per-rep ratios
-     * is steadier on a shared machine than the ratio of medians, shown too) */
+    /* (rep r's three fresh runs ran one after the other: the median of their per-rep ratios,
+     * the ratio of medians shown too) */
     double cb[2], *q = xcalloc((size_t)reps, sizeof(double));
-    int cb_ocl = 0, nq = 0;
+    int cb_ocl = 0;
     for (int b = 0; b < 2; b++) {
         memcpy(q, tcb[b], (size_t)reps * sizeof(double));
         cb[b] = b == 0 || have_ocl ? bench_median(q, reps) : -1;
@@ -425,11 +433,8 @@ static void bench_workload(const wl *w, int reps)
     cb_ocl = cb[1] > 0 && cb[1] < cb[0];
     memcpy(q, tc, (size_t)reps * sizeof(double)); /* (tc is indexed like rcold) */
     double cm = bench_median(q, reps);
-    for (int r = 0; r < reps; r++)
-        if (tc[r] > 0 && tcb[cb_ocl][r] > 0)
-            q[nq++] = tcb[cb_ocl][r] / tc[r];
-    double cq = bench_median(q, nq);
     free(q);
+    double cq = ratio_median(tcb[cb_ocl], tc, reps);
     printf("   on fresh runtimes, devices opened untimed (medians): CPU only %.3f s, OpenCL only "
            "%.3f s, AUTO cold %.3f s (%.3f); AUTO cold / better one alone (%s), median of the "
            "per-rep ratios = %.3f\n",
@@ -461,13 +466,7 @@ static void bench_workload(const wl *w, int reps)
     double fbest = fm[fb];
     /* rep r's three first maps ran one after the other (a Williams order): as for the cold
      * row, the target is the median of the per-rep ratios, the ratio of medians shown too */
-    double *fq = xcalloc((size_t)reps, sizeof(double));
-    int nfq = 0;
-    for (int r = 0; r < reps; r++)
-        if (tf[fb][r] > 0 && tf[2][r] > 0)
-            fq[nfq++] = tf[fb][r] / tf[2][r];
-    double fr = bench_median(fq, nfq);
-    free(fq);
+    double fr = ratio_median(tf[fb], tf[2], reps);
     printf("   AUTO first map / better one's first map (%s): ratio of the medians %.3f, median of "
            "the per-rep ratios %.3f; AUTO's second map / better one alone, warm = %.3f\n",
            fb ? "OpenCL" : "CPU", fbest / fm[2], fr, best_s / m2);
@@ -613,15 +612,9 @@ static void budget_workload(const wl *w, const double *ref, int reps, int cores)
     int bw = m[B_THR] < m[B_PROCS] ? B_THR : B_PROCS;
     double best = m[bw];
     int bc = m[B_THR_COLD] < m[B_PROCS_COLD] ? B_THR_COLD : B_PROCS_COLD;
-    /* (a rep's warm runs, and its three cold runs, ran one after the other: the median of
-     * their per-rep ratios is steadier on a shared machine than the ratio of medians, shown
-     * too) */
-    for (int r = 0; r < reps; r++)
-        sorted[r] = t[bw][r] / t[B_AUTO][r];
-    double wq = bench_median(sorted, reps);
-    for (int r = 0; r < reps; r++)
-        sorted[r] = t[bc][r] / t[B_COLD][r];
-    double cq = bench_median(sorted, reps);
+    /* (a rep's warm runs, and its three cold runs, ran one after the other: the medians of
+     * their per-rep ratios, the ratios of the medians shown too) */
+    double wq = ratio_median(t[bw], t[B_AUTO], reps), cq = ratio_median(t[bc], t[B_COLD], reps);
     free(sorted);
     printf("   AUTO warm / better one alone (%s): median of the per-rep ratios %.3f, of the "
            "medians %.3f; AUTO cold / better one alone, cold too (fresh runtimes): median of "
