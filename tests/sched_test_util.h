@@ -102,4 +102,16 @@ static inline int64_t batches_of(const tdm_report *r, tdm_backend_kind k)
     return n;
 }
 
+/* The devices of kind k that rt has now. */
+static inline int devices_of(tdm_runtime *rt, tdm_backend_kind k)
+{
+    int n = 0;
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        n += di.kind == k;
+    }
+    return n;
+}
+
 #endif

@@ -39,17 +39,6 @@ static tdm_runtime *open_logged(fault_log *log)
     return sched_open(NULL, NULL, 2, 0, on_log, log);
 }
 
-static int devices_of(tdm_runtime *rt, tdm_backend_kind kind)
-{
-    int n = tdm_runtime_device_count(rt), k = 0;
-    for (int i = 0; i < n; i++) {
-        tdm_device_info di;
-        if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == kind)
-            k++;
-    }
-    return k;
-}
-
 static tdm_map_opts opts_for(tdm_backend_kind kind)
 {
     tdm_map_opts o = TDM_MAP_OPTS_INIT;

@@ -259,12 +259,7 @@ static int capped_map(double cap_threads, double cap_ocl, int *ocl)
     o.share_cap[TDM_BACKEND_OPENCL] = cap_ocl;
     tdm_report r = TDM_REPORT_INIT;
     int rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r);
-    *ocl = 0;
-    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
-        tdm_device_info di;
-        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
-        *ocl += di.kind == TDM_BACKEND_OPENCL;
-    }
+    *ocl = devices_of(rt, TDM_BACKEND_OPENCL);
     if (rc == 0) {
         check_xy(&t);
         assert_int_equal(r.items, t.n);
@@ -309,14 +304,8 @@ static void test_named_and_round_robin_policies(void **state)
     xy t = make_xy(rt, 100000);
     tdm_report r = TDM_REPORT_INIT;
     tdm_map_opts o = opts(TDM_POLICY_OPENCL);
-    int have_ocl = 0, have_cuda = 0, n_dev = 0;
-    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
-        tdm_device_info di;
-        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
-        have_ocl |= di.kind == TDM_BACKEND_OPENCL;
-        have_cuda |= di.kind == TDM_BACKEND_CUDA;
-        n_dev += di.kind == TDM_BACKEND_OPENCL || di.kind == TDM_BACKEND_CUDA;
-    }
+    int n_ocl = devices_of(rt, TDM_BACKEND_OPENCL), n_cuda = devices_of(rt, TDM_BACKEND_CUDA);
+    int have_ocl = n_ocl > 0, have_cuda = n_cuda > 0, n_dev = n_ocl + n_cuda;
     int rc = tdm_map(rt, "exp_sinh", &t.x, 1, &t.y, 1, NULL, 0, &o, &r);
     if (have_ocl) {
         assert_int_equal(rc, 0);
