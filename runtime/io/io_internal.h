@@ -67,6 +67,16 @@ int tdm__io_pread(tdm_runtime *rt, const char *who, const char *path, int fd, vo
 /* pwrite of exactly n bytes at off: 0 or TDM_EIO. */
 int tdm__io_pwrite(tdm_runtime *rt, const char *who, const char *path, int fd, const void *buf,
                    size_t n, uint64_t off);
+/* Reserves the file's blocks for [off, off + n) without changing its size (fallocate
+ * FALLOC_FL_KEEP_SIZE; nothing below 4 MiB): a full disk shows up before anything is written.
+ * 0; TDM_EIO on ENOSPC / EDQUOT; a file system that cannot reserve is no error. */
+int tdm__io_reserve(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t off,
+                    uint64_t n);
+/* Writes n bytes from p at file offset off, the file's end (io_write.c): on several threads
+ * for 32 MiB or more when the runtime has several, the file's blocks reserved first. 0 or
+ * TDM_EIO (a full disk, a failed write: the file's content is then undefined). */
+int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int fd, const void *p,
+                        uint64_t n, uint64_t off);
 
 /* A file written under a temporary name next to its target and renamed into place. */
 typedef struct tdm__io_out {

@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+/* Writing one large block of bytes to a file (a contiguous tensor's data), on several threads.
+ *
+ * ext4 (like most local file systems) takes the inode's lock for every buffered write, so two
+ * threads calling pwrite on one file go no faster than one: 1 GiB from a memfd mapping, 0.213 s
+ * with one thread and 0.214 s with two (medians of 7, 2 cores). A write fault in a MAP_SHARED
+ * mapping of the file does not take that lock. So the caller's thread writes 8 MiB steps with
+ * pwrite while helper threads copy other steps into a shared mapping of the file, the steps
+ * handed out through one counter: 0.150 s for the same GiB (copying on both threads: 0.163 s;
+ * one thread copying into the mapping: 0.280 s, so a lone thread always takes pwrite).
+ *
+ * A store into a mapping cannot return an error: a full disk would be SIGBUS. So the file's
+ * blocks are reserved first (fallocate mode 0, which also sets the size); where the file system
+ * cannot reserve them (EOPNOTSUPP...), or mapping or starting a thread fails, the write goes the
+ * one-thread way. The helpers are threads made for the call, not the runtime's pool, for the
+ * reason the parallel read gives (io_npy.c): a save may run inside a pool task. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "io/io_internal.h"
+#include "core/core.h"
+
+#define WRITE_STEP (8u << 20)
+#define PAR_MIN_BYTES (32u << 20)
+#define MAX_WRITERS 8
+/* Below this, no reservation: its syscall costs more than delayed allocation saves. */
+#define PREALLOC_MIN_BYTES (4u << 20)
+
+typedef struct writer {
+    tdm_runtime *rt;
+    const char *who, *path;
+    int fd;
+    const char *src; /* bytes [0, n) go to file offset off */
+    char *map;       /* the file mapped from map_off; map + (off - map_off) receives src */
+    uint64_t n, off;
+    uint64_t n_steps;
+    atomic_uint_least64_t next;
+    atomic_bool stop;
+    int rc; /* the caller's pwrite failure (only the caller writes it) */
+} writer;
+
+static void step_bounds(const writer *w, uint64_t i, uint64_t *at, size_t *len)
+{
+    *at = i * WRITE_STEP;
+    *len = w->n - *at > WRITE_STEP ? WRITE_STEP : (size_t)(w->n - *at);
+}
+
+/* The helpers: copy steps into the mapping until none are left or the caller failed. */
+static void *copier_main(void *arg)
+{
+    writer *w = arg;
+    while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+        uint64_t i = atomic_fetch_add(&w->next, 1), at;
+        size_t len;
+        if (i >= w->n_steps)
+            break;
+        step_bounds(w, i, &at, &len);
+        memcpy(w->map + at, w->src + at, len);
+    }
+    return NULL;
+}
+
+/* The caller: pwrite steps; the first failure stops everyone. */
+static void caller_run(writer *w)
+{
+    for (;;) {
+        uint64_t i = atomic_fetch_add(&w->next, 1), at;
+        size_t len;
+        if (i >= w->n_steps)
+            return;
+        step_bounds(w, i, &at, &len);
+        w->rc = tdm__io_pwrite(w->rt, w->who, w->path, w->fd, w->src + at, len, w->off + at);
+        if (w->rc != 0) {
+            atomic_store(&w->stop, true);
+            return;
+        }
+    }
+}
+
+static int no_room(tdm_runtime *rt, const char *who, const char *path, uint64_t n)
+{
+    return tdm__err(rt, TDM_EIO, "%s: no room for the %llu bytes of '%s' (%s)", who,
+                    (unsigned long long)n, path, strerror(errno));
+}
+
+int tdm__io_reserve(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t off,
+                    uint64_t n)
+{
+#ifdef FALLOC_FL_KEEP_SIZE
+    if (n < PREALLOC_MIN_BYTES || n > (uint64_t)INT64_MAX - off)
+        return 0;
+    int r;
+    do
+        r = fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n);
+    while (r != 0 && errno == EINTR);
+    if (r != 0 && (errno == ENOSPC || errno == EDQUOT))
+        return no_room(rt, who, path, n);
+#else
+    (void)rt, (void)who, (void)path, (void)fd, (void)off, (void)n;
+#endif
+    return 0;
+}
+
+/* One thread: the reservation, then pwrite. */
+static int write_serial(tdm_runtime *rt, const char *who, const char *path, int fd, const char *p,
+                        uint64_t n, uint64_t off)
+{
+    int rc = tdm__io_reserve(rt, who, path, fd, off, n);
+    while (rc == 0 && n > 0) {
+        size_t step = n > (64u << 20) ? (64u << 20) : (size_t)n;
+        rc = tdm__io_pwrite(rt, who, path, fd, p, step, off);
+        p += step, n -= step, off += step;
+    }
+    return rc;
+}
+
+/* How many threads to write n bytes with: the runtime's thread count, at most MAX_WRITERS and
+ * one per step; 1 below PAR_MIN_BYTES. */
+static int writers_for(tdm_runtime *rt, uint64_t n)
+{
+    if (n < PAR_MIN_BYTES || n > SIZE_MAX / 2)
+        return 1;
+    int want = tdm_runtime_threads(rt);
+    if (want > MAX_WRITERS)
+        want = MAX_WRITERS;
+    uint64_t steps = (n + WRITE_STEP - 1) / WRITE_STEP;
+    if ((uint64_t)want > steps)
+        want = (int)steps;
+    return want < 1 ? 1 : want;
+}
+
+int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int fd, const void *p,
+                        uint64_t n, uint64_t off)
+{
+    int want = writers_for(rt, n);
+    if (want < 2 || off > (uint64_t)INT64_MAX - n)
+        return write_serial(rt, who, path, fd, p, n, off);
+    /* The reservation, which also sets the size to off + n: the mapping's pages then have
+     * blocks behind them. */
+    int r;
+    do
+        r = fallocate(fd, 0, (off_t)off, (off_t)n);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        if (errno == ENOSPC || errno == EDQUOT)
+            return no_room(rt, who, path, n);
+        return write_serial(rt, who, path, fd, p, n, off);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t map_off = off - off % (uint64_t)(page > 0 ? page : 4096);
+    size_t map_len = (size_t)(off + n - map_off);
+    char *map = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)map_off);
+    if (map == MAP_FAILED)
+        return write_serial(rt, who, path, fd, p, n, off);
+    writer w = {.rt = rt, .who = who, .path = path, .fd = fd, .src = p,
+                .map = map + (off - map_off), .n = n, .off = off};
+    w.n_steps = (n + WRITE_STEP - 1) / WRITE_STEP;
+    atomic_init(&w.next, 0);
+    atomic_init(&w.stop, false);
+    pthread_t th[MAX_WRITERS];
+    int started = 0;
+    /* the helpers take no signals: they are the process's to handle where it chose */
+    sigset_t all, old;
+    sigfillset(&all);
+    bool masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
+    for (int i = 1; i < want; i++) {
+        if (pthread_create(&th[started], NULL, copier_main, &w) != 0)
+            break; /* fewer helpers: the caller takes their steps */
+        started++;
+    }
+    if (masked)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    caller_run(&w);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    munmap(map, map_len);
+    return w.rc;
+}
