@@ -1,15 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /* Large .npy saves on several threads (runtime/io/io_write.c). CTest names io_write_<behaviour>.
  *
- * The executable is linked with --wrap for fallocate, mmap, pthread_create and pwrite: the
- * wrappers count the calls made while a save runs (so a test sees that the threaded path was
- * really taken) and can make the Nth of them fail with a chosen errno. A file size limit
- * (RLIMIT_FSIZE, in a forked child) gives a real failing write. */
+ * The executable is linked with --wrap for fallocate, mmap, pthread_create, pwrite and fstatfs:
+ * the wrappers count the calls made while a save runs (so a test sees that the threaded path
+ * was really taken) and can make the Nth of them fail with a chosen errno; fstatfs can report
+ * another file system type. A file size limit (RLIMIT_FSIZE, in a forked child) gives a real
+ * failing write.
+ *
+ * The threaded path is taken only on ext4, XFS and tmpfs. Where the test directory is on
+ * another file system, the tests that expect it say so and have fstatfs report ext4. */
+#include <sys/vfs.h>
 #include "io_test_util.h"
 
 /* ---- syscall wrappers ---------------------------------------------------------------------- */
 
 enum { W_FALLOCATE, W_MMAP, W_THREAD, W_PWRITE, W_N };
+
+#define FS_EXT4 0xEF53
+#define FS_XFS 0x58465342
+#define FS_TMPFS 0x01021994
+#define FS_BTRFS 0x9123683E
+#define FS_OVERLAY 0x794c7630
+#define FS_NFS 0x6969
 
 typedef struct {
     atomic_bool counting;        /* only calls made during a save count */
@@ -19,6 +31,7 @@ typedef struct {
     atomic_int err[W_N];         /* its errno */
     atomic_long fired[W_N];
     atomic_long shared_maps;     /* MAP_SHARED writable file mappings while counting */
+    atomic_long fs_type;         /* what fstatfs reports as f_type; 0: the truth */
 } wr_inject;
 
 static wr_inject g;
@@ -27,6 +40,7 @@ int __real_fallocate(int fd, int mode, off_t o, off_t l);
 void *__real_mmap(void *a, size_t l, int p, int f, int fd, off_t o);
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
 ssize_t __real_pwrite(int fd, const void *b, size_t n, off_t o);
+int __real_fstatfs(int fd, struct statfs *st);
 
 static bool fails(int w)
 {
@@ -75,6 +89,15 @@ ssize_t __wrap_pwrite(int fd, const void *b, size_t n, off_t o)
     return __real_pwrite(fd, b, n, o);
 }
 
+int __wrap_fstatfs(int fd, struct statfs *st)
+{
+    int r = __real_fstatfs(fd, st);
+    long type = atomic_load(&g.fs_type);
+    if (r == 0 && type != 0)
+        st->f_type = type;
+    return r;
+}
+
 static void reset(void)
 {
     atomic_store(&g.counting, false);
@@ -85,6 +108,22 @@ static void reset(void)
         atomic_store(&g.fired[w], 0);
     }
     atomic_store(&g.shared_maps, 0);
+}
+
+/* After mk_tmpdir(): where the test directory's file system does not take the threaded path,
+ * fstatfs reports ext4 from now on (said on stderr), so the path is still tested. */
+static void threaded_fs(void)
+{
+    struct statfs st;
+    assert_int_equal(statfs(g_dir, &st), 0);
+    unsigned long t = (unsigned long)st.f_type;
+    if (t == FS_EXT4 || t == FS_XFS || t == FS_TMPFS) {
+        atomic_store(&g.fs_type, 0);
+        return;
+    }
+    print_message("%s: file system 0x%lx does not take the threaded path: fstatfs says ext4\n",
+                  g_dir, t);
+    atomic_store(&g.fs_type, FS_EXT4);
 }
 
 /* tdm_save with the wrappers counting. */
@@ -149,12 +188,55 @@ static tdm_tensor *bytes_tensor(tdm_runtime *rt, int64_t n, unsigned seed)
 
 /* ---- tests ------------------------------------------------------------------------------------ */
 
+/* Other file systems (btrfs reserves space again at each write fault, so a copy into the
+ * mapping could end in SIGBUS; overlayfs, NFS: not known) and tensors mapped from a file (a
+ * truncation by another process would fault the copy, where pwrite reports EFAULT): written on
+ * the calling thread, right. */
+static void test_other_file_systems_and_mapped_sources_use_one_thread(void **state)
+{
+    (void)state;
+    mk_tmpdir();
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_tensor *t = bytes_tensor(rt, 40 * MIB + 9, 4);
+    const long others[3] = {FS_BTRFS, FS_OVERLAY, FS_NFS};
+    for (int k = 0; k < 3; k++) {
+        reset();
+        atomic_store(&g.fs_type, others[k]);
+        assert_int_equal(counted_save(t, P("a.npy")), 0);
+        assert_int_equal(atomic_load(&g.seen[W_THREAD]), 0);
+        assert_int_equal(atomic_load(&g.shared_maps), 0);
+        assert_file_holds(P("a.npy"), t);
+    }
+    threaded_fs();
+    reset();
+    assert_int_equal(counted_save(t, P("a.npy")), 0);
+    assert_int_equal(atomic_load(&g.seen[W_THREAD]), 1); /* the control: threads here */
+    tdm_load_opts lo = TDM_LOAD_OPTS_INIT;
+    lo.mmap = TDM_MMAP_READ;
+    tdm_tensor *m;
+    assert_int_equal(tdm_load(rt, P("a.npy"), &lo, &m), 0);
+    assert_true(tdm_tensor_mem(m) & TDM_MEM_MAPPED);
+    const char *to[2] = {P("b.npy"), P("a.npy")}; /* another path, and its own */
+    for (int k = 0; k < 2; k++) {
+        reset();
+        assert_int_equal(counted_save(m, to[k]), 0);
+        assert_int_equal(atomic_load(&g.seen[W_THREAD]), 0);
+        assert_file_holds(to[k], t);
+    }
+    tdm_tensor_release(m);
+    tdm_tensor_release(t);
+    tdm_test_close(rt);
+    atomic_store(&g.fs_type, 0);
+    rm_tmpdir();
+}
+
 /* Sizes around the 32 MiB threshold and the 8 MiB steps, on 1, 2, 3 and 9 threads: the bytes
  * are right, and the threaded path (a shared mapping, helpers) runs exactly when it should. */
 static void test_large_saves_are_written_on_threads(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs();
     const int threads[] = {1, 2, 3, 9};
     const int64_t sizes[] = {32 * MIB - 1, 32 * MIB, 32 * MIB + 4097, 72 * MIB + 123};
     for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {
@@ -189,6 +271,7 @@ static void test_large_fortran_and_strided_saves_round_trip(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs();
     tdm_runtime *rt = tdm_test_open(2);
     int64_t shape[2] = {4099, 8193}; /* 33.6 MB of u8 */
     size_t n = (size_t)(shape[0] * shape[1]);
@@ -256,6 +339,7 @@ static void test_save_reports_a_full_disk(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs();
     const int errs[2] = {ENOSPC, EDQUOT};
     for (int threads = 1; threads <= 2; threads++)
         for (int e = 0; e < 2; e++) {
@@ -286,6 +370,7 @@ static void test_save_survives_failed_mappings_and_thread_starts(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs();
     struct {
         int w, threads;
         long at;
@@ -324,6 +409,7 @@ static void test_save_reports_each_failing_write(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs();
     for (int threads = 2; threads <= 3; threads++) {
         tdm_runtime *rt = tdm_test_open(threads);
         tdm_tensor *old = bytes_tensor(rt, 100, 1), *t = bytes_tensor(rt, 56 * MIB + 3, 2);
@@ -413,6 +499,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_saves_are_written_on_threads),
         cmocka_unit_test(test_large_fortran_and_strided_saves_round_trip),
+        cmocka_unit_test(test_other_file_systems_and_mapped_sources_use_one_thread),
         cmocka_unit_test(test_save_without_reservation_writes_on_one_thread),
         cmocka_unit_test(test_save_reports_a_full_disk),
         cmocka_unit_test(test_save_survives_failed_mappings_and_thread_starts),

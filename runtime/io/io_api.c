@@ -45,7 +45,8 @@ static int npy_save(const tdm_tensor *t, const char *path, const tdm_save_opts *
     uint64_t bytes = (uint64_t)tdm_tensor_numel(t) * tdm_dtype_size(t->dtype);
     if (rc == 0 && (fortran || tdm_tensor_is_contiguous(t))) {
         /* the raw bytes, on several threads when large */
-        rc = tdm__io_write_block(rt, who, path, out.fd, tdm_tensor_data(t), bytes, hlen);
+        rc = tdm__io_write_block(rt, who, path, out.fd, tdm_tensor_data(t), bytes, hlen,
+                                 (tdm_tensor_mem(t) & TDM_MEM_MAPPED) != 0);
     } else if (rc == 0) {
         rc = tdm__io_reserve(rt, who, path, out.fd, hlen, bytes);
         tdm__io_fdsink sink = {rt, who, path, out.fd, hlen};

@@ -73,10 +73,12 @@ int tdm__io_pwrite(tdm_runtime *rt, const char *who, const char *path, int fd, c
 int tdm__io_reserve(tdm_runtime *rt, const char *who, const char *path, int fd, uint64_t off,
                     uint64_t n);
 /* Writes n bytes from p at file offset off, the file's end (io_write.c): on several threads
- * for 32 MiB or more when the runtime has several, the file's blocks reserved first. 0 or
- * TDM_EIO (a full disk, a failed write: the file's content is then undefined). */
+ * for 32 MiB or more when the runtime has several and the file is on ext4, XFS or tmpfs, the
+ * file's blocks reserved first; on the calling thread when src_may_fault (p is in a mapped
+ * file, which another process may truncate). 0 or TDM_EIO (a full disk, a failed write: the
+ * file's content is then undefined). */
 int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int fd, const void *p,
-                        uint64_t n, uint64_t off);
+                        uint64_t n, uint64_t off, bool src_may_fault);
 
 /* A file written under a temporary name next to its target and renamed into place. */
 typedef struct tdm__io_out {
