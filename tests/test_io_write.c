@@ -9,6 +9,7 @@
  *
  * The threaded path is taken only on ext4, XFS and tmpfs. Where the test directory is on
  * another file system, the tests that expect it say so and have fstatfs report ext4. */
+#include <sys/socket.h>
 #include <sys/vfs.h>
 #include "io_test_util.h"
 
@@ -189,9 +190,9 @@ static tdm_tensor *bytes_tensor(tdm_runtime *rt, int64_t n, unsigned seed)
 /* ---- tests ------------------------------------------------------------------------------------ */
 
 /* Other file systems (btrfs reserves space again at each write fault, so a copy into the
- * mapping could end in SIGBUS; overlayfs, NFS: not known) and tensors mapped from a file (a
- * truncation by another process would fault the copy, where pwrite reports EFAULT): written on
- * the calling thread, right. */
+ * mapping could end in SIGBUS; overlayfs, NFS: not known), tensors mapped from a file and
+ * imported tensors (a truncation by another process would fault the copy, where pwrite
+ * reports EFAULT): written on the calling thread, right. */
 static void test_other_file_systems_and_mapped_sources_use_one_thread(void **state)
 {
     (void)state;
@@ -224,6 +225,27 @@ static void test_other_file_systems_and_mapped_sources_use_one_thread(void **sta
         assert_file_holds(to[k], t);
     }
     tdm_tensor_release(m);
+    /* an import: another process's memory, which it may shrink */
+    tdm_tensor *sh, *imp;
+    assert_int_equal(
+        tdm_tensor_empty(rt, TDM_U8, 1, (int64_t[]){40 * MIB + 9}, TDM_MEM_SHARED, &sh), 0);
+    memcpy(tdm_tensor_data(sh), tdm_tensor_data(t), 40 * MIB + 9);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(tdm_tensor_export(sh, sv[0]), 0);
+    assert_int_equal(tdm_tensor_import(rt, sv[1], &imp), 0);
+    reset();
+    assert_int_equal(counted_save(imp, P("c.npy")), 0);
+    assert_int_equal(atomic_load(&g.seen[W_THREAD]), 0);
+    assert_file_holds(P("c.npy"), t);
+    reset();
+    assert_int_equal(counted_save(sh, P("d.npy")), 0); /* the exporter's own: threads */
+    assert_int_equal(atomic_load(&g.seen[W_THREAD]), 1);
+    assert_file_holds(P("d.npy"), t);
+    close(sv[0]);
+    close(sv[1]);
+    tdm_tensor_release(imp);
+    tdm_tensor_release(sh);
     tdm_tensor_release(t);
     tdm_test_close(rt);
     atomic_store(&g.fs_type, 0);

@@ -753,6 +753,25 @@ static void test_export_import_between_processes(void **state)
     tdm_test_close(rt);
 }
 
+/* Sends n bytes with the descriptor fd attached (SCM_RIGHTS), as tdm_tensor_export does. */
+static void send_with_fd(int sock, const void *p, size_t n, int fd)
+{
+    struct iovec iov = {(void *)p, n};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    assert_int_equal(sendmsg(sock, &msg, 0), (ssize_t)n);
+}
+
 static void test_import_rejects_bad_messages(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
@@ -765,6 +784,45 @@ static void test_import_rejects_bad_messages(void **state)
     assert_true(write(sv[1], junk, sizeof junk) > 0);
     assert_int_equal(tdm_tensor_import(rt, sv[0], &t), TDM_EINVAL);
     assert_null(t);
+    /* a well-formed header whose descriptor is smaller than the storage it names: the pages
+     * past its end would fault at the first touch */
+    struct {
+        char magic[8];
+        uint32_t dtype;
+        int32_t ndim;
+        int64_t shape[TDM_MAX_DIMS], strides[TDM_MAX_DIMS], offset;
+        uint64_t storage_bytes, map_offset, map_len;
+    } w;
+    memset(&w, 0, sizeof w);
+    memcpy(w.magic, "TDMTNSR1", 8);
+    w.dtype = TDM_F64;
+    w.ndim = 1;
+    w.shape[0] = 1 << 17; /* 1 MiB */
+    w.strides[0] = 1;
+    w.storage_bytes = w.map_len = 1u << 20;
+    int mfd = memfd_create("small", MFD_CLOEXEC), sw[2];
+    assert_true(mfd >= 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sw), 0); /* sv holds junk */
+    for (int size = 0; size < 2; size++) {
+        assert_int_equal(ftruncate(mfd, size ? (1 << 20) - 4096 : 4096), 0);
+        send_with_fd(sw[1], &w, sizeof w, mfd);
+        assert_int_equal(tdm_tensor_import(rt, sw[0], &t), TDM_EINVAL);
+        assert_null(t);
+        assert_non_null(strstr(tdm_errmsg(rt), "fewer than the tensor's storage"));
+    }
+    /* at its full size the same header imports */
+    assert_int_equal(ftruncate(mfd, 1 << 20), 0);
+    {
+        send_with_fd(sw[1], &w, sizeof w, mfd);
+        assert_int_equal(tdm_tensor_import(rt, sw[0], &t), 0);
+        assert_int_equal(tdm_tensor_numel(t), 1 << 17);
+        assert_true(((const double *)tdm_tensor_data(t))[(1 << 17) - 1] == 0.0);
+        tdm_tensor_release(t);
+        t = (tdm_tensor *)0x1;
+    }
+    close(mfd);
+    close(sw[0]);
+    close(sw[1]);
     /* a closed peer */
     close(sv[1]);
     assert_int_equal(tdm_tensor_import(rt, sv[0], &t), TDM_EINVAL);

@@ -136,10 +136,12 @@ TDM_EXTERN const char *tdm_codec_name(tdm_codec codec);
  *  `path` stays intact if the save fails. A .npy of a contiguous tensor of 32 MiB or more, on
  *  ext4, XFS or tmpfs, is written on up to tdm_runtime_threads() threads made for the call
  *  (never the pool's) through a shared mapping of the file, its blocks reserved first
- *  (fallocate), so a full disk fails the save before any write. Elsewhere, and for a tensor
- *  mapped from a file (TDM_MEM_MAPPED), it is written on the calling thread. Wrapped memory
- *  that is itself a file mapping (numpy.memmap) must not be truncated during the save: a
- *  helper thread's copy from it would end the process with SIGBUS, as any read of it would.
+ *  (fallocate), so a full disk fails the save before any data is written (the final rename
+ *  can still fail with TDM_EIO where the directory needs a new block). Elsewhere, and for a
+ *  tensor mapped from a file (TDM_MEM_MAPPED) or imported (tdm_tensor_import), it is written
+ *  on the calling thread. Wrapped memory that is itself a file mapping (numpy.memmap) must not
+ *  be truncated during the save: a helper thread's copy from it would end the process with
+ *  SIGBUS, as any read of it would.
  *  Returns 0; TDM_EINVAL (NULL, bad opts: unknown codec, level out of range, npy_version not
  *  0..3, chunk_bytes out of range); TDM_EIO (with the path and reason; a full disk is
  *  TDM_EIO too); TDM_ENOMEM. Thread-safe (distinct paths; the tensor must not be written

@@ -155,7 +155,7 @@ TDM_EXTERN int tdm_tensor_export(const tdm_tensor *t, int sock);
  *  this runtime's worker processes cannot see it: tdm_tensor_share() maps the same pages into
  *  the arena (no copy; the data pointer changes).
  *  Returns 0, TDM_EINVAL (NULL arguments, bad socket, a message that is not a tensor or whose
- *  header does not fit its memory), TDM_ESYS (recvmsg or mmap failed), TDM_ENOMEM. On error
+ *  header does not fit its memory, or a descriptor smaller than the storage it names), TDM_ESYS (recvmsg or mmap failed), TDM_ENOMEM. On error
  *  *out is NULL and the received descriptor is closed. */
 TDM_EXTERN int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -167,6 +168,19 @@ int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out)
     if (numel > 0 && (tdm__mul_ovf(last + 1, (int64_t)es, &end_bytes) ||
                       (uint64_t)end_bytes > w.storage_bytes)) {
         rc = tdm__err(rt, TDM_EINVAL, "tdm_tensor_import: the tensor does not fit its storage");
+        goto fail;
+    }
+    /* Pages past the descriptor's end would fault (SIGBUS) at the first touch: the file must
+     * hold the whole storage now. (The sender can still shrink it later, as it can any memory it
+     * shares: tdm_save does not copy an import on helper threads for that reason.) */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < 0 || w.map_offset > (uint64_t)st.st_size ||
+        w.storage_bytes > (uint64_t)st.st_size - w.map_offset) {
+        rc = tdm__err(rt, TDM_EINVAL,
+                      "tdm_tensor_import: the descriptor holds %lld bytes, fewer than the "
+                      "tensor's storage (%llu at offset %llu)",
+                      (long long)st.st_size, (unsigned long long)w.storage_bytes,
+                      (unsigned long long)w.map_offset);
         goto fail;
     }
     p = mmap(NULL, w.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)w.map_offset);

@@ -25,6 +25,16 @@ static int check_tensor(tdm_runtime *rt, const char *who, const tdm_tensor *t)
     return 0;
 }
 
+/* Whether reading t's memory may fault because another process can shrink the file behind it:
+ * a mapped file (tdm_load with a mmap mode), an import (tdm_tensor_import), or any storage with
+ * a descriptor of its own. pwrite turns such a fault into EFAULT; a copy on a helper thread
+ * would end the process (io_write.c). */
+static bool src_may_fault(const tdm_tensor *t)
+{
+    const tdm__storage *s = t->storage;
+    return (s->mem & TDM_MEM_MAPPED) || s->fd >= 0 || s->arena_file;
+}
+
 /* Writes a whole .npy. */
 static int npy_save(const tdm_tensor *t, const char *path, const tdm_save_opts *o)
 {
@@ -46,7 +56,7 @@ static int npy_save(const tdm_tensor *t, const char *path, const tdm_save_opts *
     if (rc == 0 && (fortran || tdm_tensor_is_contiguous(t))) {
         /* the raw bytes, on several threads when large */
         rc = tdm__io_write_block(rt, who, path, out.fd, tdm_tensor_data(t), bytes, hlen,
-                                 (tdm_tensor_mem(t) & TDM_MEM_MAPPED) != 0);
+                                 src_may_fault(t));
     } else if (rc == 0) {
         rc = tdm__io_reserve(rt, who, path, out.fd, hlen, bytes);
         tdm__io_fdsink sink = {rt, who, path, out.fd, hlen};
