@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "tdm_test.h"
+#include "core/core.h" /* tdm__send_with_fd: a hand-made export message */
 
 /* (No stored model: the user's one is shared by every test and program run on the machine, and
  * a pi_leibniz entry stored for items of a few terms, 4.56 ns per item, once made an AUTO map
@@ -753,25 +754,6 @@ static void test_export_import_between_processes(void **state)
     tdm_test_close(rt);
 }
 
-/* Sends n bytes with the descriptor fd attached (SCM_RIGHTS), as tdm_tensor_export does. */
-static void send_with_fd(int sock, const void *p, size_t n, int fd)
-{
-    struct iovec iov = {(void *)p, n};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    assert_int_equal(sendmsg(sock, &msg, 0), (ssize_t)n);
-}
-
 static void test_import_rejects_bad_messages(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
@@ -805,7 +787,7 @@ static void test_import_rejects_bad_messages(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sw), 0); /* sv holds junk */
     for (int size = 0; size < 2; size++) {
         assert_int_equal(ftruncate(mfd, size ? (1 << 20) - 4096 : 4096), 0);
-        send_with_fd(sw[1], &w, sizeof w, mfd);
+        assert_int_equal(tdm__send_with_fd(sw[1], &w, sizeof w, mfd), (ssize_t)sizeof w);
         assert_int_equal(tdm_tensor_import(rt, sw[0], &t), TDM_EINVAL);
         assert_null(t);
         assert_non_null(strstr(tdm_errmsg(rt), "fewer than the tensor's storage"));
@@ -813,7 +795,7 @@ static void test_import_rejects_bad_messages(void **state)
     /* at its full size the same header imports */
     assert_int_equal(ftruncate(mfd, 1 << 20), 0);
     {
-        send_with_fd(sw[1], &w, sizeof w, mfd);
+        assert_int_equal(tdm__send_with_fd(sw[1], &w, sizeof w, mfd), (ssize_t)sizeof w);
         assert_int_equal(tdm_tensor_import(rt, sw[0], &t), 0);
         assert_int_equal(tdm_tensor_numel(t), 1 << 17);
         assert_true(((const double *)tdm_tensor_data(t))[(1 << 17) - 1] == 0.0);

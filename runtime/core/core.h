@@ -83,6 +83,10 @@ uint64_t tdm__arena_retired_bytes(tdm__arena *a);
  * place). Thread-safe. */
 void tdm__arena_space(tdm__arena *a, uint64_t *size, uint64_t *largest_free);
 int tdm__arena_fd(const tdm__arena *a);
+
+/* sendmsg of len bytes at p with the descriptor fd attached (SCM_RIGHTS), MSG_NOSIGNAL, again on
+ * EINTR: what tdm_tensor_export sends (runtime/core/export.c). Returns what sendmsg returns. */
+ssize_t tdm__send_with_fd(int sock, const void *p, size_t len, int fd);
 /* Maps `len` bytes of file `fd` from file_off (page aligned) MAP_SHARED inside the arena's
  * address range, so worker processes can map it at the same address (they do, before their
  * next batch: tdm__arena_worker_sync). TDM_ENOSPC when the arena has no room or no free

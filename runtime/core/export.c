@@ -28,6 +28,28 @@ typedef struct {
     uint64_t map_len;       /* bytes to map */
 } tdm__wire;
 
+ssize_t tdm__send_with_fd(int sock, const void *p, size_t len, int fd)
+{
+    struct iovec iov = {(void *)p, len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
 int tdm_tensor_export(const tdm_tensor *t, int sock)
 {
     if (!t)
@@ -65,23 +87,7 @@ int tdm_tensor_export(const tdm_tensor *t, int sock)
     w.map_offset = off;
     w.map_len = s->map_bytes;
 
-    struct iovec iov = {&w, sizeof w};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    ssize_t n;
-    do
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = tdm__send_with_fd(sock, &w, sizeof w, fd);
     if (n != (ssize_t)sizeof w)
         return tdm__err(rt, TDM_ESYS, "tdm_tensor_export: sendmsg failed (%s)",
                         n < 0 ? strerror(errno) : "short write");

@@ -3,6 +3,7 @@
  * io_layout.c, the public entry points that dispatch on the file kind in io_api.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,33 @@ int tdm__io_pwrite(tdm_runtime *rt, const char *who, const char *path, int fd, c
         off += (uint64_t)r;
     }
     return 0;
+}
+
+/* ---- helper threads ------------------------------------------------------------------------ */
+
+int tdm__io_threads_for(tdm_runtime *rt, uint64_t n, uint64_t steps)
+{
+    if (n < TDM__IO_PAR_MIN_BYTES)
+        return 1;
+    int want = tdm_runtime_threads(rt);
+    if (want > TDM__IO_MAX_HELPERS)
+        want = TDM__IO_MAX_HELPERS;
+    if ((uint64_t)want > steps)
+        want = (int)steps;
+    return want < 1 ? 1 : want;
+}
+
+int tdm__io_start_helpers(pthread_t *th, int n, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    bool masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
+    int started = 0;
+    while (started < n && pthread_create(&th[started], NULL, fn, arg) == 0)
+        started++;
+    if (masked)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return started;
 }
 
 /* ---- atomic output ------------------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 #ifndef TANDEM_IO_INTERNAL_H
 #define TANDEM_IO_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +68,22 @@ int tdm__io_pread(tdm_runtime *rt, const char *who, const char *path, int fd, vo
 /* pwrite of exactly n bytes at off: 0 or TDM_EIO. */
 int tdm__io_pwrite(tdm_runtime *rt, const char *who, const char *path, int fd, const void *buf,
                    size_t n, uint64_t off);
+/* ---- helper threads of one large read or write (io_npy.c, io_write.c) ---------------------- */
+
+/* Threads made for the call, not the runtime's pool: a load or save may run inside a pool task
+ * (a parallel_for over files), where waiting on the pool could deadlock. A thread costs ~50 us,
+ * so only transfers of TDM__IO_PAR_MIN_BYTES or more are split. */
+#define TDM__IO_PAR_MIN_BYTES (32u << 20)
+#define TDM__IO_MAX_HELPERS 8
+/* How many threads (the caller included, >= 1) move n bytes in `steps` steps: 1 below
+ * TDM__IO_PAR_MIN_BYTES, else tdm_runtime_threads(rt), at most TDM__IO_MAX_HELPERS and one per
+ * step. */
+int tdm__io_threads_for(tdm_runtime *rt, uint64_t n, uint64_t steps);
+/* Starts up to n threads fn(arg) into th[], every signal blocked in them (they are the
+ * process's to handle where it chose); returns how many started (a failed start is not an
+ * error: the caller's loop takes their share). */
+int tdm__io_start_helpers(pthread_t *th, int n, void *(*fn)(void *), void *arg);
+
 /* Reserves the file's blocks for [off, off + n) without changing its size (fallocate
  * FALLOC_FL_KEEP_SIZE; nothing below 4 MiB): a full disk shows up before anything is written.
  * 0; TDM_EIO on ENOSPC / EDQUOT; a file system that cannot reserve is no error. */

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,15 +120,10 @@ int tdm__io_check_dst(tdm_runtime *rt, const char *who, const tdm_tensor *dst, t
  * each fresh page: a huge page at a time for tensors on THP) and a copy out of the page cache;
  * both run in the reading thread, at about 6 GB/s per core, whatever the size of the reads. So a
  * large read is split into steps that a few threads take in turn from a shared counter (the
- * file is still read front to back, two or three steps in flight, as readahead likes). Plain
- * threads made for the call, not the runtime's pool: a load may run inside a pool task (a
- * parallel_for over files), where waiting on the pool could deadlock. A thread costs ~50 us,
- * so only reads of PAR_MIN_BYTES or more are split, over at most tdm_runtime_threads(rt)
- * threads. */
+ * file is still read front to back, two or three steps in flight, as readahead likes), on
+ * threads made for the call (tdm__io_threads_for, tdm__io_start_helpers: io_internal.h). */
 
 #define READ_STEP (8u << 20)
-#define PAR_MIN_BYTES (32u << 20)
-#define MAX_READERS 8
 
 typedef struct reader {
     int fd;
@@ -211,29 +205,9 @@ static int read_data(tdm_runtime *rt, const char *who, const char *path, int fd,
             return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", who);
     }
     pthread_mutex_init(&r.lock, NULL);
-    int want = 1;
-    if (n >= PAR_MIN_BYTES) {
-        want = tdm_runtime_threads(rt);
-        if (want > MAX_READERS)
-            want = MAX_READERS;
-        if ((uint64_t)want > r.n_steps)
-            want = (int)r.n_steps;
-    }
-    pthread_t th[MAX_READERS];
-    int started = 0;
-    if (want > 1) {
-        /* the helpers take no signals: they are the process's to handle where it chose */
-        sigset_t all, old;
-        sigfillset(&all);
-        bool masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
-        for (int i = 1; i < want; i++) {
-            if (pthread_create(&th[started], NULL, reader_main, &r) != 0)
-                break; /* fewer threads: the others take the steps */
-            started++;
-        }
-        if (masked)
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
+    int want = tdm__io_threads_for(rt, n, r.n_steps);
+    pthread_t th[TDM__IO_MAX_HELPERS];
+    int started = tdm__io_start_helpers(th, want - 1, reader_main, &r);
     reader_run(&r);
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);

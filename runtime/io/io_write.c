@@ -25,12 +25,11 @@
  *  - the source is not a tensor mapped from a file (tdm_load with a mmap mode), which another
  *    process may truncate: pwrite then fails with EFAULT (TDM_EIO) where a copy would fault.
  * Elsewhere, or where reserving, mapping or starting a thread fails, the write goes the
- * one-thread way. The helpers are threads made for the call, not the runtime's pool, for the
- * reason the parallel read gives (io_npy.c): a save may run inside a pool task. */
+ * one-thread way. The helpers are threads made for the call, not the runtime's pool
+ * (tdm__io_start_helpers: a save may run inside a pool task). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
@@ -46,8 +45,6 @@
 #define FS_EXT4 0xEF53        /* ext2/3/4 share it: ext2 has no fallocate, so never gets here */
 #define FS_XFS 0x58465342
 #define FS_TMPFS 0x01021994
-#define PAR_MIN_BYTES (32u << 20)
-#define MAX_WRITERS 8
 /* Below this, no reservation: its syscall costs more than delayed allocation saves. */
 #define PREALLOC_MIN_BYTES (4u << 20)
 
@@ -147,21 +144,6 @@ static int write_serial(tdm_runtime *rt, const char *who, const char *path, int 
     return rc;
 }
 
-/* How many threads to write n bytes with: the runtime's thread count, at most MAX_WRITERS and
- * one per step; 1 below PAR_MIN_BYTES. */
-static int writers_for(tdm_runtime *rt, uint64_t n)
-{
-    if (n < PAR_MIN_BYTES || n > SIZE_MAX / 2)
-        return 1;
-    int want = tdm_runtime_threads(rt);
-    if (want > MAX_WRITERS)
-        want = MAX_WRITERS;
-    uint64_t steps = (n + WRITE_STEP - 1) / WRITE_STEP;
-    if ((uint64_t)want > steps)
-        want = (int)steps;
-    return want < 1 ? 1 : want;
-}
-
 /* Whether a write fault into reserved blocks of fd's file system cannot fail (see above). */
 static bool faults_cannot_fail(int fd)
 {
@@ -175,7 +157,7 @@ static bool faults_cannot_fail(int fd)
 int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int fd, const void *p,
                         uint64_t n, uint64_t off, bool src_may_fault)
 {
-    int want = writers_for(rt, n);
+    int want = n > SIZE_MAX / 2 ? 1 : tdm__io_threads_for(rt, n, (n + WRITE_STEP - 1) / WRITE_STEP);
     if (want < 2 || src_may_fault || off > (uint64_t)INT64_MAX - n || !faults_cannot_fail(fd))
         return write_serial(rt, who, path, fd, p, n, off);
     /* The reservation, which also sets the size to off + n: the mapping's pages then have
@@ -204,19 +186,8 @@ int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int 
     w.n_steps = (off + n + WRITE_STEP - 1) / WRITE_STEP - off / WRITE_STEP;
     atomic_init(&w.next, 0);
     atomic_init(&w.stop, false);
-    pthread_t th[MAX_WRITERS];
-    int started = 0;
-    /* the helpers take no signals: they are the process's to handle where it chose */
-    sigset_t all, old;
-    sigfillset(&all);
-    bool masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
-    for (int i = 1; i < want; i++) {
-        if (pthread_create(&th[started], NULL, copier_main, &w) != 0)
-            break; /* fewer helpers: the caller takes their steps */
-        started++;
-    }
-    if (masked)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_t th[TDM__IO_MAX_HELPERS];
+    int started = tdm__io_start_helpers(th, want - 1, copier_main, &w);
     caller_run(&w);
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
