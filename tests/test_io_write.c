@@ -339,6 +339,7 @@ static void test_save_without_reservation_writes_on_one_thread(void **state)
 {
     (void)state;
     mk_tmpdir();
+    threaded_fs(); /* else one thread whatever the fallocate */
     tdm_runtime *rt = tdm_test_open(2);
     tdm_tensor *t = bytes_tensor(rt, 40 * MIB + 5, 1);
     reset();

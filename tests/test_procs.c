@@ -754,6 +754,91 @@ static void test_export_import_between_processes(void **state)
     tdm_test_close(rt);
 }
 
+/* A tensor mapped from a .npy (its data 128 bytes into the file's first page), exported and
+ * imported: the import sees the tensor's data, not the file's header; from a runtime with worker
+ * processes (the file mapped inside the arena) and without (a mapping of its own), and a row
+ * view of it (an offset on top). */
+static void test_mapped_file_tensor_exports_its_data(void **state)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/tdm_export_%d.npy", (int)getpid());
+    for (int procs = 0; procs <= 1; procs++) {
+        tdm_runtime *rt = procs ? open_procs(1, 1) : tdm_test_open(1);
+        int64_t shape[2] = {100, 7};
+        tdm_tensor *x, *m, *rows, *imp;
+        assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 2, shape, 0, &x), 0);
+        double *xd = tdm_tensor_data(x);
+        for (int i = 0; i < 700; i++)
+            xd[i] = 1.5 * i - 3;
+        assert_int_equal(tdm_save(x, path, NULL), 0);
+        tdm_load_opts lo = TDM_LOAD_OPTS_INIT;
+        lo.mmap = TDM_MMAP_READ;
+        assert_int_equal(tdm_load(rt, path, &lo, &m), 0);
+        assert_true(tdm_tensor_mem(m) & TDM_MEM_MAPPED);
+        assert_int_equal(tdm_tensor_view_rows(m, 10, 30, &rows), 0);
+        const tdm_tensor *src[2] = {m, rows};
+        for (int k = 0; k < 2; k++) {
+            int sv[2];
+            assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+            assert_int_equal(tdm_tensor_export(src[k], sv[0]), 0);
+            assert_int_equal(tdm_tensor_import(rt, sv[1], &imp), 0);
+            assert_int_equal(tdm_tensor_numel(imp), tdm_tensor_numel(src[k]));
+            assert_memory_equal(tdm_tensor_data(imp), tdm_tensor_data(src[k]),
+                                (size_t)tdm_tensor_numel(imp) * sizeof(double));
+            assert_true(((const double *)tdm_tensor_data(imp))[0] == (k ? 1.5 * 70 - 3 : -3));
+            tdm_tensor_release(imp);
+            close(sv[0]);
+            close(sv[1]);
+        }
+        tdm_tensor_release(rows);
+        tdm_tensor_release(m);
+        tdm_tensor_release(x);
+        tdm_test_close(rt);
+    }
+    unlink(path);
+}
+
+/* The arena's memfd, as an importer receives it (tdm_tensor_export hands out the descriptor),
+ * cannot be shrunk: the exporter's pages cannot be cut from under it (its reads would fault). */
+static void test_exported_arena_cannot_be_shrunk(void **state)
+{
+    tdm_runtime *rt = open_procs(1, 1);
+    int64_t n = 1 << 16;
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_SHARED, &x), 0);
+    fill_linear(x);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(tdm_tensor_export(x, sv[0]), 0);
+    char hdr[512];
+    struct iovec iov = {hdr, sizeof hdr};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    assert_true(recvmsg(sv[1], &msg, 0) > 0);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    assert_non_null(c);
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(st.st_size > 0);
+    assert_int_equal(ftruncate(fd, 0), -1);
+    assert_int_equal(errno, EPERM);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(st.st_size > 0);
+    const double *xd = tdm_tensor_data(x);
+    assert_true(xd[n - 1] == 1e-3 * (double)((n - 1) % 1000) && xd[1] == 1e-3);
+    close(fd);
+    close(sv[0]);
+    close(sv[1]);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+}
+
 static void test_import_rejects_bad_messages(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
@@ -989,6 +1074,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_streaming_ring_in_processes),
         cmocka_unit_test(test_export_import_between_processes),
         cmocka_unit_test(test_import_rejects_bad_messages),
+        cmocka_unit_test(test_mapped_file_tensor_exports_its_data),
+        cmocka_unit_test(test_exported_arena_cannot_be_shrunk),
         cmocka_unit_test(test_imported_tensor_shares_into_arena),
         cmocka_unit_test(test_mapped_files_shared_with_processes),
         cmocka_unit_test(test_opts_timeout_retries_validation),

@@ -133,15 +133,17 @@ TDM_EXTERN const char *tdm_codec_name(tdm_codec codec);
  *  tensor file. A C-contiguous tensor is written as it is, a Fortran-contiguous one (column-
  *  major strides) with fortran_order True, any other layout gathered into C order (one
  *  temporary copy). The file appears atomically (temporary file + rename); a previous file at
- *  `path` stays intact if the save fails. A .npy of a contiguous tensor of 32 MiB or more, on
- *  ext4, XFS or tmpfs, is written on up to tdm_runtime_threads() threads made for the call
- *  (never the pool's) through a shared mapping of the file, its blocks reserved first
- *  (fallocate), so a full disk fails the save before any data is written (the final rename
- *  can still fail with TDM_EIO where the directory needs a new block). Elsewhere, and for a
- *  tensor mapped from a file (TDM_MEM_MAPPED) or imported (tdm_tensor_import), it is written
- *  on the calling thread. Wrapped memory that is itself a file mapping (numpy.memmap) must not
- *  be truncated during the save: a helper thread's copy from it would end the process with
- *  SIGBUS, as any read of it would.
+ *  `path` stays intact if the save fails. A .npy of a C- or Fortran-contiguous tensor of 32 MiB
+ *  or more, on ext4, XFS or tmpfs, is written on up to tdm_runtime_threads() threads (at most
+ *  8) made for the call (never the pool's), through a shared mapping of the file, its blocks
+ *  reserved first (fallocate), so a full disk fails the save before any data is written (the
+ *  final rename can still fail with TDM_EIO where the directory needs a new block). Elsewhere,
+ *  and for a tensor mapped from a file (TDM_MEM_MAPPED) or imported (tdm_tensor_import), it is
+ *  written on the calling thread. A copy into the mapping cannot fail for lack of space, but
+ *  a file system that shuts down during the save (an I/O error, errors=remount-ro) ends the
+ *  process with SIGBUS, where a write on the calling thread fails with TDM_EIO. Wrapped memory
+ *  that is itself a file mapping (numpy.memmap) must not be truncated during the save: a
+ *  helper thread's copy from it would end the process with SIGBUS, as any read of it would.
  *  Returns 0; TDM_EINVAL (NULL, bad opts: unknown codec, level out of range, npy_version not
  *  0..3, chunk_bytes out of range); TDM_EIO (with the path and reason; a full disk is
  *  TDM_EIO too); TDM_ENOMEM. Thread-safe (distinct paths; the tensor must not be written

@@ -150,13 +150,15 @@ TDM_EXTERN int tdm_tensor_export(const tdm_tensor *t, int sock);
 
 /** Receives a tensor sent by tdm_tensor_export() on `sock` (blocking until it arrives) and maps
  *  it into this process as a shared tensor of runtime `rt` (tdm_tensor_mem() reports
- *  TDM_MEM_SHARED; it can be exported on). The caller owns *out and releases it. The header is
+ *  TDM_MEM_SHARED; it can be exported on; a tensor mapped read-only, TDM_MMAP_READ, imports
+ *  read-only: writing to it faults). The caller owns *out and releases it. The header is
  *  validated against the mapping before use. Such a tensor is not in this runtime's arena, so
  *  this runtime's worker processes cannot see it: tdm_tensor_share() maps the same pages into
  *  the arena (no copy; the data pointer changes).
  *  Returns 0, TDM_EINVAL (NULL arguments, bad socket, a message that is not a tensor or whose
- *  header does not fit its memory, or a descriptor smaller than the storage it names), TDM_ESYS (recvmsg or mmap failed), TDM_ENOMEM. On error
- *  *out is NULL and the received descriptor is closed. */
+ *  header does not fit its memory, or a descriptor smaller than the storage it names),
+ *  TDM_ESYS (recvmsg, fstat or mmap failed), TDM_ENOMEM. On error *out is NULL and the
+ *  received descriptor is closed. */
 TDM_EXTERN int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out);
 
 /** Accessors. All are thread-safe and never fail for a valid tensor; for NULL they return

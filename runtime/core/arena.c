@@ -166,7 +166,7 @@ static int arena_map(tdm_runtime *rt, tdm__arena *a, const char *who)
         return rc;
     /* Not inherited by exec'd programs. A memfd is created with mode 0777 (and can be reopened
      * through /proc/<pid>/fd by whoever may look there): make it 0600, owner only. */
-    int fd = memfd_create("tandem-shm", MFD_CLOEXEC);
+    int fd = memfd_create("tandem-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return tdm__err(rt, TDM_ESYS, "%s: memfd_create failed (%s)", who, strerror(errno));
     if (fchmod(fd, 0600) != 0) {
@@ -182,6 +182,11 @@ static int arena_map(tdm_runtime *rt, tdm__arena *a, const char *who)
         close(fd);
         return rc;
     }
+    /* Its size never changes again: sealed against shrinking, so no program it is exported to
+     * (tdm_tensor_export hands out this descriptor) can cut pages from under this one, whose
+     * reads would then fault (SIGBUS). Punching holes stays allowed. Best effort: a kernel
+     * without seals still works. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
     void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (base == MAP_FAILED) {
         int e = errno;

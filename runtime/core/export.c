@@ -3,6 +3,7 @@
  * socket (SCM_RIGHTS) with a small header; the receiver maps the same pages. torch's
  * "file_descriptor" sharing strategy, without a per-tensor segment. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +83,18 @@ int tdm_tensor_export(const tdm_tensor *t, int sock)
     w.ndim = t->ndim;
     memcpy(w.shape, t->shape, sizeof w.shape);
     memcpy(w.strides, t->strides, sizeof w.strides);
-    w.offset = t->offset;
-    w.storage_bytes = s->bytes;
+    /* The importer's storage starts where its mapping does, at map_offset: a mapped file's
+     * data starts `lead` bytes into its first page (the .npy header), so the offset and the
+     * usable bytes count from the page. A .npy maps only data aligned to its elements, so lead
+     * is a whole number of them. */
+    size_t es = tdm_dtype_size(t->dtype);
+    uint64_t lead = (uint64_t)((const char *)s->base - (const char *)s->map_base);
+    if (lead % es != 0)
+        return tdm__err(rt, TDM_EINVAL,
+                        "tdm_tensor_export: the tensor's data is not aligned to its elements in "
+                        "its mapping");
+    w.offset = t->offset + (int64_t)(lead / es);
+    w.storage_bytes = s->bytes + lead;
     w.map_offset = off;
     w.map_len = s->map_bytes;
 
@@ -180,7 +191,12 @@ int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out)
      * hold the whole storage now. (The sender can still shrink it later, as it can any memory it
      * shares: tdm_save does not copy an import on helper threads for that reason.) */
     struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size < 0 || w.map_offset > (uint64_t)st.st_size ||
+    if (fstat(fd, &st) != 0) {
+        rc = tdm__err(rt, TDM_ESYS, "tdm_tensor_import: fstat of the descriptor failed (%s)",
+                      strerror(errno));
+        goto fail;
+    }
+    if (st.st_size < 0 || w.map_offset > (uint64_t)st.st_size ||
         w.storage_bytes > (uint64_t)st.st_size - w.map_offset) {
         rc = tdm__err(rt, TDM_EINVAL,
                       "tdm_tensor_import: the descriptor holds %lld bytes, fewer than the "
@@ -189,7 +205,11 @@ int tdm_tensor_import(tdm_runtime *rt, int sock, tdm_tensor **out)
                       (unsigned long long)w.map_offset);
         goto fail;
     }
-    p = mmap(NULL, w.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)w.map_offset);
+    /* A descriptor opened read-only (a tensor mapped with TDM_MMAP_READ) maps read-only, as
+     * the exporter's mapping is: writing to the import faults there too. */
+    int fl = fcntl(fd, F_GETFL);
+    int prot = fl >= 0 && (fl & O_ACCMODE) == O_RDONLY ? PROT_READ : PROT_READ | PROT_WRITE;
+    p = mmap(NULL, w.map_len, prot, MAP_SHARED, fd, (off_t)w.map_offset);
     if (p == MAP_FAILED) {
         rc = tdm__err(rt, TDM_ESYS, "tdm_tensor_import: mmap of %llu bytes failed (%s)",
                       (unsigned long long)w.map_len, strerror(errno));

@@ -21,7 +21,9 @@
  *  - the file's blocks are reserved first (fallocate mode 0, which also sets the size), and
  *    only on file systems whose write faults into reserved blocks allocate nothing more: ext4,
  *    XFS, tmpfs (statfs). btrfs reserves space again at each write fault (copy-on-write), and
- *    an outside test had SIGBUS there under a quota or near a full disk; others are unknown;
+ *    an outside test had SIGBUS there under a quota or near a full disk; others are unknown.
+ *    So a copy cannot fail for lack of space; a file system that shuts down meanwhile (an I/O
+ *    error, an aborted journal, errors=remount-ro) still faults it, where pwrite would fail;
  *  - the source is not a tensor mapped from a file (tdm_load with a mmap mode), which another
  *    process may truncate: pwrite then fails with EFAULT (TDM_EIO) where a copy would fault.
  * Elsewhere, or where reserving, mapping or starting a thread fails, the write goes the
@@ -144,7 +146,8 @@ static int write_serial(tdm_runtime *rt, const char *who, const char *path, int 
     return rc;
 }
 
-/* Whether a write fault into reserved blocks of fd's file system cannot fail (see above). */
+/* Whether a write fault into reserved blocks of fd's file system cannot fail for lack of space
+ * (see above). */
 static bool faults_cannot_fail(int fd)
 {
     struct statfs st;
