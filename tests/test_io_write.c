@@ -25,14 +25,14 @@ enum { W_FALLOCATE, W_MMAP, W_THREAD, W_PWRITE, W_N };
 #define FS_NFS 0x6969
 
 typedef struct {
-    atomic_bool counting;        /* only calls made during a save count */
-    atomic_long seen[W_N];       /* calls while counting */
-    atomic_long fail_at[W_N];    /* the index of the call that fails; -1: none */
-    atomic_long fail_from[W_N];  /* every call from this index on fails; -1: none */
-    atomic_int err[W_N];         /* its errno */
+    atomic_bool counting;       /* only calls made during a save count */
+    atomic_long seen[W_N];      /* calls while counting */
+    atomic_long fail_at[W_N];   /* the index of the call that fails; -1: none */
+    atomic_long fail_from[W_N]; /* every call from this index on fails; -1: none */
+    atomic_int err[W_N];        /* its errno */
     atomic_long fired[W_N];
-    atomic_long shared_maps;     /* MAP_SHARED writable file mappings while counting */
-    atomic_long fs_type;         /* what fstatfs reports as f_type; 0: the truth */
+    atomic_long shared_maps; /* MAP_SHARED writable file mappings while counting */
+    atomic_long fs_type;     /* what fstatfs reports as f_type; 0: the truth */
 } wr_inject;
 
 static wr_inject g;
@@ -187,7 +187,7 @@ static tdm_tensor *bytes_tensor(tdm_runtime *rt, int64_t n, unsigned seed)
     return make(rt, TDM_U8, 1, (int64_t[]){n}, seed);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests --------------------------------------------------------------------------------- */
 
 /* Other file systems (btrfs reserves space again at each write fault, so a copy into the
  * mapping could end in SIGBUS; overlayfs, NFS: not known), tensors mapped from a file and

@@ -24,8 +24,10 @@
  *    an outside test had SIGBUS there under a quota or near a full disk; others are unknown.
  *    So a copy cannot fail for lack of space; a file system that shuts down meanwhile (an I/O
  *    error, an aborted journal, errors=remount-ro) still faults it, where pwrite would fail;
- *  - the source is not a tensor mapped from a file (tdm_load with a mmap mode), which another
- *    process may truncate: pwrite then fails with EFAULT (TDM_EIO) where a copy would fault.
+ *  - the source is not memory another process may shrink: a tensor mapped from a file
+ *    (tdm_load with a mmap mode), an import, any storage with a descriptor of its own (the
+ *    caller says so: src_may_fault). pwrite then fails with EFAULT (TDM_EIO) where a copy
+ *    would fault.
  * Elsewhere, or where reserving, mapping or starting a thread fails, the write goes the
  * one-thread way. The helpers are threads made for the call, not the runtime's pool
  * (tdm__io_start_helpers: a save may run inside a pool task). */
@@ -44,7 +46,7 @@
 
 #define WRITE_STEP (8u << 20)
 /* statfs f_type of the file systems the threaded path is used on (linux/magic.h) */
-#define FS_EXT4 0xEF53        /* ext2/3/4 share it: ext2 has no fallocate, so never gets here */
+#define FS_EXT4 0xEF53 /* ext2/3/4 share it: ext2 has no fallocate, so never gets here */
 #define FS_XFS 0x58465342
 #define FS_TMPFS 0x01021994
 /* Below this, no reservation: its syscall costs more than delayed allocation saves. */
@@ -184,8 +186,14 @@ int tdm__io_write_block(tdm_runtime *rt, const char *who, const char *path, int 
     madvise(map, map_len, MADV_HUGEPAGE); /* advice only: a kernel without THP ignores it */
 #endif
     madvise(map, map_len, MADV_RANDOM);
-    writer w = {.rt = rt, .who = who, .path = path, .fd = fd, .src = p,
-                .map = map + (off - map_off), .n = n, .off = off};
+    writer w = {.rt = rt,
+                .who = who,
+                .path = path,
+                .fd = fd,
+                .src = p,
+                .map = map + (off - map_off),
+                .n = n,
+                .off = off};
     w.n_steps = (off + n + WRITE_STEP - 1) / WRITE_STEP - off / WRITE_STEP;
     atomic_init(&w.next, 0);
     atomic_init(&w.stop, false);
