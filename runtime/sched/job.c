@@ -182,10 +182,13 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
     }
     if (job->declined_gen) {
         /* Workers that declined may see things differently now: offer them the job again
-         * (every few completions, so a standing-down device is not woken per CPU batch). */
+         * (every few completions, so a standing-down device is not woken per CPU batch), but
+         * not while a host-CPU device explores alone: its exploration's end calls them back,
+         * and woken sooner they would only stand down again, on the cores its threads are
+         * starting on (tdm__jsched_device_explores). */
         unsigned g = atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel) + 1;
         if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
-            (g % 8 == 0 || tdm__job_exhausted(job))) {
+            ((g % 8 == 0 && !tdm__jsched_device_explores(job)) || tdm__job_exhausted(job))) {
             pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
             pthread_mutex_lock(mu);
             tdm__pool_kick(job->rt->pool);

@@ -428,6 +428,7 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
 }
 
 static void offer_again(tdm__job *job);
+static double threads_rate(const tdm__jsched *s);
 
 void tdm__jsched_preparing(tdm__job *job, int w)
 {
@@ -439,9 +440,35 @@ void tdm__jsched_prepared(tdm__job *job, int w)
 {
     if (!job->sched || w >= job->sched->n)
         return;
-    atomic_store_explicit(&job->sched->lanes[w].preparing, 0, memory_order_relaxed);
-    if (job->sched->yield_lane >= 0) /* (the thread that left the build a core comes back) */
+    tdm__jlane *l = &job->sched->lanes[w];
+    atomic_store_explicit(&l->preparing, 0, memory_order_relaxed);
+    /* The thread that left the build a core comes back, unless a host-CPU device is about to
+     * explore alone: the end of its exploration calls it back (tdm__jsched_device_explores). */
+    bool explores = l->host_cpu && l->eligible &&
+                    atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
+                    threads_rate(job->sched) > 0;
+    if (job->sched->yield_lane >= 0 && !explores)
         offer_again(job);
+}
+
+bool tdm__jsched_device_explores(tdm__job *job)
+{
+    tdm__jsched *s = job->sched;
+    if (!s)
+        return false;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        if (s->cap[k] != INT64_MAX)
+            return false; /* (with share caps, no side waits for another: shared_cores) */
+    for (int w = 0; w < s->n; w++) {
+        tdm__jlane *l = &s->lanes[w];
+        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->eligible && l->host_cpu &&
+            atomic_load_explicit(&l->in_job, memory_order_relaxed) &&
+            atomic_load_explicit(&l->started, memory_order_relaxed) &&
+            !atomic_load_explicit(&l->preparing, memory_order_relaxed) &&
+            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 && lane_alive(job, w))
+            return true;
+    }
+    return false;
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -825,9 +852,23 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 {
     tdm__jsched *s = job->sched;
     tdm__jlane *l = &s->lanes[w];
+    long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
     if (n > 0) {
+        /* A host-CPU device's exploration rungs run on as many of its cores as they have
+         * work-groups: the rungs before a larger one measured fewer cores, not its speed, and
+         * are forgotten (PoCL, pi on two cores: 1, 4 and 16 items at about 5e5 ns per item,
+         * one core's speed, then 64 items at 2.6e5; fitted together, 3.8e5, slower than the
+         * two threads together, 3.6e5, which then ran the map at 0.7 of PoCL's speed). */
+        int dropped = e > 0 && l->host_cpu ? tdm__est_drop_smaller(&l->est, (double)n / 2) : 0;
         double stored = l->est.seed_tpi;
         bool stale = tdm__est_add(&l->est, (double)n, dur_ns);
+        if (dropped > 0 && (job->rt->debug & TDM_DEBUG_SCHED))
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: %s (worker %d) explores with %lld items in %.1f us: %.4g ns/item "
+                     "(fixed cost %.4g ns), from this batch alone (its %d smaller ones ran on "
+                     "part of its cores)",
+                     job->what, l->key, w, (long long)n, dur_ns * 1e-3, l->est.tpi, l->est.lat,
+                     dropped);
         l->seed_stale |= stale;
         if (stale) /* (its claimed work was reckoned at the stale figure) */
             atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
@@ -844,7 +885,6 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
     }
-    long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
     if (e > 0 && n > 0) {
         long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
         l->explored_ns += dur_ns;

@@ -103,6 +103,12 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
  * Opens the stored model if needed. Thread-safe. */
 bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k);
 
+/* Whether a device on the host's cores is exploring alone now (its driver inside the job, its
+ * ladder not done, no share caps): the CPU workers that declined wait for the end of its
+ * exploration (which offers them the job again), so waking them sooner changes nothing, and
+ * their wake-ups land on the cores the device's own threads are starting on (see job.c). */
+bool tdm__jsched_device_explores(tdm__job *job);
+
 /* Device lane w begins building its program for the job (tdm__jsched_prepared ends it). */
 void tdm__jsched_preparing(tdm__job *job, int w);
 /* Device lane w has its program for the job built (or its build failed: the launch says so):

@@ -162,6 +162,30 @@ bool tdm__est_add(tdm__est *e, double n, double dur)
     return stale;
 }
 
+int tdm__est_drop_smaller(tdm__est *e, double n_min)
+{
+    if (e->seeded)
+        return 0;
+    double kn[TDM__EST_WIN], kt[TDM__EST_WIN];
+    int k = 0;
+    for (int i = 0; i < e->count; i++) { /* oldest first */
+        int at = ((e->next - e->count + i) % TDM__EST_WIN + TDM__EST_WIN) % TDM__EST_WIN;
+        if (e->n[at] >= n_min) {
+            kn[k] = e->n[at];
+            kt[k++] = e->t[at];
+        }
+    }
+    int dropped = e->count - k;
+    if (dropped == 0)
+        return 0;
+    tdm__est_init(e, e->lat0);
+    for (int i = 0; i < k; i++)
+        push(e, kn[i], kt[i]);
+    if (k > 0)
+        fit(e);
+    return dropped;
+}
+
 void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
 {
     double lat0 = e->lat0;

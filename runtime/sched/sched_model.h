@@ -52,6 +52,10 @@ void tdm__est_init(tdm__est *e, double lat0);
  * a pi_leibniz figure stored for items of a few terms (4.56 ns per item) otherwise held against
  * 1 ms items for a whole map. Returns true when it dropped the stored figures. */
 bool tdm__est_add(tdm__est *e, double n, double dur_ns);
+/* Forgets the batches of fewer than n_min items and refits from the rest; with none left, the
+ * estimate is empty again (its prior fixed cost kept). A stored model not yet borne out
+ * (e->seeded) is left as it is. Returns how many batches it forgot. */
+int tdm__est_drop_smaller(tdm__est *e, double n_min);
 /* Items a batch slower than the stored model needs to count against it (tdm__est_add). */
 #define TDM__STALE_MIN_ITEMS 16
 /* Starts from a stored model (tpi, lat) counting as `weight` batches of spread sizes, so as

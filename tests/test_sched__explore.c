@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/* How a device on the host's cores (PoCL) is measured in a map (runtime/sched/job_sched.c):
+ * what its exploration batches teach its estimate, and that the CPU threads standing down
+ * meanwhile are left asleep. CTest names sched_<behaviour>.
+ *
+ * The executable is linked with --wrap for tdm__pool_kick (the call that wakes the pool's idle
+ * threads), tdm__job_batch_done (a device batch accounted) and tdm__jsched_prepared (a device's
+ * program built): the wrappers see which wake-ups happen while a host-CPU device explores. The
+ * map tests need such a device (PoCL in CI) and are skipped without one. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TDM_SCHED_DIR_PREFIX "tdm-explore"
+#include "sched_test_util.h"
+#include "sched/job_sched.h"
+#include "sched/sched_model.h"
+
+/* ---- wrappers ------------------------------------------------------------------------------ */
+
+void __real_tdm__pool_kick(tdm__pool *pool);
+void __real_tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t begin,
+                                int64_t end, int rc, const char *detail);
+void __real_tdm__jsched_prepared(tdm__job *job, int w);
+
+/* What the thread running a wrapped call is doing: accounting a batch of a host-CPU device
+ * still exploring, or ending the build of one that will explore. */
+static _Thread_local tdm__job *tl_job;
+static _Thread_local bool tl_exploring_done, tl_prepared;
+
+static atomic_long g_explore_batches; /* batches of a host-CPU device accounted while exploring */
+static atomic_long g_kicks_exploring; /* wake-ups made meanwhile, the job not exhausted */
+static atomic_long g_prepared_exploring; /* builds ended with the device about to explore */
+static atomic_long g_kicks_prepared;     /* wake-ups made as such a build ended */
+
+static bool host_cpu_lane(tdm__job *job, int w)
+{
+    return job->sched && w < job->sched->n && tdm__worker_kind(job, w) == TDM__ON_DEVICES &&
+           atomic_load(&job->sched->lanes[w].joined) && job->sched->lanes[w].host_cpu;
+}
+
+void __wrap_tdm__pool_kick(tdm__pool *pool)
+{
+    if (tl_exploring_done && !tdm__job_exhausted(tl_job))
+        atomic_fetch_add(&g_kicks_exploring, 1);
+    if (tl_prepared)
+        atomic_fetch_add(&g_kicks_prepared, 1);
+    __real_tdm__pool_kick(pool);
+}
+
+/* (the scheduler has taken the batch in, tdm__jsched_done, before it is accounted here: a lane
+ * still exploring now has its next rung to run) */
+void __wrap_tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t begin,
+                                int64_t end, int rc, const char *detail)
+{
+    bool watch = host_cpu_lane(job, w) && tdm__jsched_exploring(job, w);
+    if (watch)
+        atomic_fetch_add(&g_explore_batches, 1);
+    tl_job = job;
+    tl_exploring_done = watch;
+    __real_tdm__job_batch_done(job, w, task, begin, end, rc, detail);
+    tl_exploring_done = false;
+}
+
+void __wrap_tdm__jsched_prepared(tdm__job *job, int w)
+{
+    bool watch = host_cpu_lane(job, w) && tdm__jsched_exploring(job, w);
+    if (watch)
+        atomic_fetch_add(&g_prepared_exploring, 1);
+    tl_prepared = watch;
+    __real_tdm__jsched_prepared(job, w);
+    tl_prepared = false;
+}
+
+/* ---- the scheduler's log ------------------------------------------------------------------- */
+
+typedef struct {
+    int rungs;       /* "explores with N items ... from this batch alone" lines */
+    int bad_rungs;   /* ... whose time per item is not that batch's own */
+    int bg_asked;    /* the devices were asked for in the background */
+    char first[512]; /* the first bad line */
+} explore_log;
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_log(void *user, unsigned flag, const char *line)
+{
+    explore_log *l = user;
+    if (flag != TDM_DEBUG_SCHED)
+        return;
+    pthread_mutex_lock(&log_mu);
+    if (getenv("TDM_TEST_SHOWLOG"))
+        fprintf(stderr, "%s\n", line);
+    l->bg_asked += strstr(line, "the devices open in the background") != NULL;
+    const char *p = strstr(line, " explores with ");
+    long long n = 0;
+    double us = 0, tpi = 0, lat = 0;
+    int dropped = 0;
+    if (p && sscanf(p,
+                    " explores with %lld items in %lf us: %lf ns/item (fixed cost %lf ns), "
+                    "from this batch alone (its %d smaller",
+                    &n, &us, &tpi, &lat, &dropped) == 5) {
+        l->rungs++;
+        /* One batch: its time less the fixed cost, per item (the duration is printed to 0.1
+         * us, the figures to 4 digits). */
+        double own = (us * 1e3 - lat) / (double)n;
+        if (!(n > 0 && dropped >= 1 && fabs(tpi - own) <= 1e-3 * own + 100.0 / (double)n)) {
+            if (!l->bad_rungs++)
+                snprintf(l->first, sizeof l->first, "%s", line);
+        }
+    }
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* A first AUTO pi map (4000 items of 100000 terms, about 0.7 s on two threads) on a fresh
+ * runtime of two threads over an empty model: the threads start, ask for the devices in the
+ * background, and a device joins the map. Checks the result. Returns the OpenCL devices on the
+ * host's cores the runtime has. */
+static int first_pi_map(explore_log *log, tdm_report *r)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
+    int64_t n = 4000;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_pi_params p = {100000};
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159265) < 1e-4);
+    tdm_tensor_release(y);
+    int host = 0;
+    for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        assert_int_equal(tdm_runtime_device(rt, i, &di), 0);
+        host += di.kind == TDM_BACKEND_OPENCL && di.host_cpu;
+    }
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    return host;
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+/* tdm__est_drop_smaller, on the batches PoCL ran pi_leibniz (500000 terms) in as it explored
+ * on two cores: 1, 4 and 16 items at about 5e5 ns per item (a work-group of 8 items per core:
+ * one core, then two with one group each), then 64 items in 16.8 ms (2.6e5, both cores full).
+ * Fitted together (Theil-Sen), 3.8e5 ns per item, slower than the two CPU threads together
+ * (3.6e5): the threads won the map at 0.7 of PoCL's speed. The smaller batches forgotten
+ * first, the 64 alone: (16.8 ms - 50 us) / 64. */
+static void test_estimate_forgets_smaller_batches(void **state)
+{
+    (void)state;
+    const double n[4] = {1, 4, 16, 64}, t[4] = {0.54e6, 2.07e6, 8.05e6, 16.8e6};
+    tdm__est all, last;
+    tdm__est_init(&all, 50e3);
+    tdm__est_init(&last, 50e3);
+    for (int i = 0; i < 4; i++)
+        tdm__est_add(&all, n[i], t[i]);
+    assert_true(all.tpi > 3.6e5 && all.tpi < 4.0e5);
+    for (int i = 0; i < 3; i++)
+        tdm__est_add(&last, n[i], t[i]);
+    assert_int_equal(tdm__est_drop_smaller(&last, 32), 3);
+    assert_int_equal(last.count, 0);
+    assert_true(last.tpi == 0 && last.lat0 == 50e3); /* empty, the prior fixed cost kept */
+    tdm__est_add(&last, 64, 16.8e6);
+    assert_true(fabs(last.tpi - (16.8e6 - 50e3) / 64) < 1.0);
+
+    /* Nothing smaller: nothing changes. Some smaller: the rest, in order, refitted. */
+    tdm__est e;
+    tdm__est_init(&e, 50e3);
+    const double m[5] = {1, 64, 256, 64, 256};
+    for (int i = 0; i < 5; i++)
+        tdm__est_add(&e, m[i], 50e3 + m[i] * 1e3 + (i == 0 ? 5e6 : 0)); /* the 1 item slowed */
+    tdm__est before = e;
+    assert_int_equal(tdm__est_drop_smaller(&e, 1), 0);
+    assert_memory_equal(&e, &before, sizeof e);
+    assert_int_equal(tdm__est_drop_smaller(&e, 2), 1);
+    assert_int_equal(e.count, 4);
+    assert_true(fabs(e.tpi - 1e3) < 1e-6 && fabs(e.lat - 50e3) < 1e-3);
+    assert_true(e.n[0] == 64 && e.n[1] == 256 && e.n[2] == 64 && e.n[3] == 256);
+    tdm__est_add(&e, 1024, 50e3 + 1024e3); /* and it goes on from there */
+    assert_int_equal(e.count, 5);
+
+    /* A stored model not yet borne out is left alone. */
+    tdm__est s;
+    tdm__est_init(&s, 50e3);
+    tdm__est_seed(&s, 2e5, 50e3, 4);
+    before = s;
+    assert_int_equal(tdm__est_drop_smaller(&s, 1e12), 0);
+    assert_memory_equal(&s, &before, sizeof s);
+}
+
+/* In a real first map, each exploration batch of the host-CPU device after its first learned
+ * one sets its estimate alone, the smaller ones forgotten (logged with the batch: its time per
+ * item must be that batch's own). */
+static void test_host_cpu_device_measured_by_its_largest_batch(void **state)
+{
+    (void)state;
+    explore_log log;
+    tdm_report r;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        log = (explore_log){0};
+        r = (tdm_report)TDM_REPORT_INIT;
+        if (first_pi_map(&log, &r) == 0)
+            skip(); /* no OpenCL device on the host's cores */
+        if (log.rungs > 0)
+            break; /* (the device joined too late to explore twice: the map is run again) */
+    }
+    assert_int_equal(log.bg_asked, 1);
+    if (log.bad_rungs)
+        fail_msg("an exploration batch's estimate is not its own: %s", log.first);
+    assert_true(log.rungs >= 1);
+    assert_true(items_of(&r, TDM_BACKEND_OPENCL) > 0);
+}
+
+/* While a host-CPU device explores alone, the CPU threads that stood down for it are not woken
+ * (the end of its exploration calls them back): neither as its program build ends, nor as its
+ * batches complete. Waking them changed nothing (they stood down again) but took a core as
+ * the device's threads started: perf sched showed PoCL's two threads queued on one core for 12
+ * ms of its 24 ms 64-item batch, the other core idle, after a thread woken this way had spun
+ * there as they woke. */
+static void test_threads_not_woken_while_a_device_explores(void **state)
+{
+    (void)state;
+    explore_log log;
+    tdm_report r;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        atomic_store(&g_explore_batches, 0);
+        atomic_store(&g_kicks_exploring, 0);
+        atomic_store(&g_prepared_exploring, 0);
+        atomic_store(&g_kicks_prepared, 0);
+        log = (explore_log){0};
+        r = (tdm_report)TDM_REPORT_INIT;
+        if (first_pi_map(&log, &r) == 0)
+            skip();
+        if (atomic_load(&g_explore_batches) >= 2)
+            break;
+    }
+    assert_true(atomic_load(&g_prepared_exploring) >= 1);
+    assert_true(atomic_load(&g_explore_batches) >= 2);
+    assert_int_equal(atomic_load(&g_kicks_prepared), 0);
+    assert_int_equal(atomic_load(&g_kicks_exploring), 0);
+    /* and they were called back: the whole map ran */
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
+                         items_of(&r, TDM_BACKEND_CUDA),
+                     4000);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_estimate_forgets_smaller_batches),
+        cmocka_unit_test(test_host_cpu_device_measured_by_its_largest_batch),
+        cmocka_unit_test(test_threads_not_woken_while_a_device_explores),
+    };
+    return TDM_TEST_MAIN("sched", tests);
+}
