@@ -84,6 +84,29 @@ static inline tdm_map_opts opts(tdm_policy p)
     return o;
 }
 
+/* Writes `lines` as the stored model in dir: a CPU-only exp_sinh map on a runtime over dir
+ * first makes the model file (its name is the machine's), whose content is then replaced. */
+static inline void seed_model(const char *dir, const char *lines)
+{
+    tdm_runtime *rt = sched_open(dir, "cpu", 2, 0, NULL, NULL);
+    int64_t n = 1 << 18;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, NULL), 0);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    char path[600];
+    model_file(dir, path, sizeof path);
+    assert_true(path[0] != '\0');
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(lines, f);
+    fclose(f);
+}
+
 /* The items the workers of kind k ran, all together. */
 static inline int64_t items_of(const tdm_report *r, tdm_backend_kind k)
 {

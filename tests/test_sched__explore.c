@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* How a device on the host's cores (PoCL) is measured in a map (runtime/sched/job_sched.c):
- * what its exploration batches teach its estimate, and that the CPU threads standing down
- * meanwhile are left asleep. CTest names sched_<behaviour>.
+ * what its exploration batches teach its estimate, that the CPU threads standing down
+ * meanwhile are left asleep, and when a stored figure is measured again. CTest names
+ * sched_<behaviour>.
  *
  * The executable is linked with --wrap for tdm__pool_kick (the call that wakes the pool's idle
  * threads), tdm__job_batch_done (a device batch accounted) and tdm__jsched_prepared (a device's
@@ -17,6 +18,7 @@
 
 #define TDM_SCHED_DIR_PREFIX "tdm-explore"
 #include "sched_test_util.h"
+#include "sched/costmodel.h"
 #include "sched/job_sched.h"
 #include "sched/sched_model.h"
 
@@ -252,12 +254,136 @@ static void test_threads_not_woken_while_a_device_explores(void **state)
                      4000);
 }
 
+/* tdm__cm_close_unsettled, on the stored figures of a bench_sched run whose first cold pi run
+ * explored PoCL while the cores ran slow: PoCL 4.84e5 ns per item from 13 batches, two threads
+ * of 5.12e5 each (2.56e5 together): PoCL then lost every warm map (0.834 of its speed alone),
+ * though it ran at 2.1e5. A close call is measured again until 32 batches settle it; a device
+ * 2x slower or more, or faster, or settled, is taken as stored. */
+static void test_close_call_from_few_batches_is_unsettled(void **state)
+{
+    (void)state;
+    assert_true(tdm__cm_close_unsettled(4.84e5, 13, 5.12e5, 2));
+    assert_true(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED - 1, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED, 5.12e5, 2)); /* settled */
+    assert_true(tdm__cm_close_unsettled(5.12e5, 1, 5.12e5, 2));                /* 2x: close */
+    assert_false(tdm__cm_close_unsettled(5.2e5, 1, 5.12e5, 2));                /* over 2x slower */
+    assert_true(tdm__cm_close_unsettled(2.56e5, 1, 5.12e5, 2));  /* a tie: the threads keep it */
+    assert_true(tdm__cm_close_unsettled(2.44e5, 1, 5.12e5, 2));  /* under 5% faster */
+    assert_false(tdm__cm_close_unsettled(2.4e5, 1, 5.12e5, 2));  /* faster: it runs anyway */
+    assert_false(tdm__cm_close_unsettled(4.84e5, 0, 5.12e5, 2)); /* nothing stored */
+    assert_false(tdm__cm_close_unsettled(0, 13, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 0, 2)); /* the CPU not known */
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 5.12e5, 0));
+    assert_false(tdm__cm_close_unsettled(NAN, 13, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, INFINITY, 2));
+    assert_false(tdm__cm_close_unsettled(-1, 13, 5.12e5, 2));
+}
+
+typedef struct {
+    int again;   /* "it is measured again" lines */
+    int dev_exp; /* exploration batches the device took ("opencl:... takes ... (exploring)") */
+} again_log;
+
+static void on_again(void *user, unsigned flag, const char *line)
+{
+    again_log *l = user;
+    if (flag != TDM_DEBUG_SCHED)
+        return;
+    pthread_mutex_lock(&log_mu);
+    if (getenv("TDM_TEST_SHOWLOG"))
+        fprintf(stderr, "%s\n", line);
+    l->again += strstr(line, "it is measured again") != NULL;
+    l->dev_exp +=
+        strstr(line, ": opencl:") && strstr(line, " takes ") && strstr(line, "(exploring)");
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* An AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads) on two threads, the
+ * devices open, over a stored model of the threads (1.5e5 ns per item each, about their speed:
+ * a stored figure within 8x of what they measure stays) and of the host-CPU device `key`
+ * (dev_tpi ns per item from `samples` batches); what its log says. */
+static void map_with_device_figure(const char *key, double dev_tpi, int samples, again_log *log)
+{
+    char *d = model_dir();
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t%d\n", key,
+             dev_tpi, samples);
+    seed_model(d, lines);
+    *log = (again_log){0};
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_again, log);
+    int64_t few = 64, n = 4000;
+    tdm_tensor *fx, *fy, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fx), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
+    tdm_map_opts o = opts(TDM_POLICY_OPENCL); /* (opens the devices) */
+    assert_int_equal(tdm_map(rt, "exp_sinh", &fx, 1, &fy, 1, NULL, 0, &o, NULL), 0);
+    tdm_tensor_release(fx);
+    tdm_tensor_release(fy);
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_pi_params p = {100000};
+    o = opts(TDM_POLICY_AUTO);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159265) < 1e-4);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
+/* Devices open and a stored figure that makes the host-CPU device lose to the threads: it is
+ * taken as stored (no exploration: the device runs only if the threads turn out slower than
+ * it), unless the figure is a close call from fewer than 32 batches, which the map measures
+ * again: the device explores (alone, the threads being calibrated) once its program is built,
+ * some 30-70 ms into the map. */
+static void test_close_call_measured_again_in_a_map(void **state)
+{
+    (void)state;
+    char key[200] = "";
+    {
+        char *d = model_dir();
+        tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+        tdm_map_opts o = opts(TDM_POLICY_OPENCL);
+        int64_t few = 64;
+        tdm_tensor *fx, *fy;
+        assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fx), 0);
+        assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
+        int rc = tdm_map(rt, "exp_sinh", &fx, 1, &fy, 1, NULL, 0, &o, NULL);
+        tdm_tensor_release(fx);
+        tdm_tensor_release(fy);
+        for (int i = 0; rc == 0 && i < tdm_runtime_device_count(rt); i++) {
+            tdm_device_info di;
+            if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == TDM_BACKEND_OPENCL && di.host_cpu)
+                snprintf(key, sizeof key, "opencl:%s", di.name);
+        }
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        rm_dir(d);
+        if (!key[0])
+            skip(); /* no OpenCL device on the host's cores */
+    }
+    again_log log;
+    /* (the threads stored at 7.5e4 ns per item together; the device at 1.3e5 loses by 1.7x, at
+     * 2e5 by 2.7x) */
+    map_with_device_figure(key, 1.3e5, 13, &log); /* close, unsettled */
+    assert_int_equal(log.again, 1);
+    assert_true(log.dev_exp >= 1);
+    map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, &log); /* settled */
+    assert_int_equal(log.again, 0);
+    assert_int_equal(log.dev_exp, 0);
+    map_with_device_figure(key, 2e5, 13, &log); /* far */
+    assert_int_equal(log.again, 0);
+    assert_int_equal(log.dev_exp, 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_forgets_smaller_batches),
         cmocka_unit_test(test_host_cpu_device_measured_by_its_largest_batch),
         cmocka_unit_test(test_threads_not_woken_while_a_device_explores),
+        cmocka_unit_test(test_close_call_from_few_batches_is_unsettled),
+        cmocka_unit_test(test_close_call_measured_again_in_a_map),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

@@ -320,14 +320,25 @@ static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, 
     return b;
 }
 
+bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes)
+{
+    if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
+        dev_samples < 1 || cpu_lanes < 1 || dev_samples >= TDM__CM_SETTLED)
+        return false;
+    double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
+    return dev <= 1.05 * host && dev >= 0.5 * host;
+}
+
 /* The stored devices for `kernel` against `cpu_lanes` CPU threads together: whether the model
  * has a "cpu" entry and a device entry for it at all (*any), and whether one device (from each
- * lane's entry with the most samples) is more than 5% faster. While none is, `why` (may be
- * NULL) names the last device compared and its time. */
+ * lane's entry with the most samples) is more than 5% faster, and whether a slower one is a
+ * close call not yet settled (*unsettled). While none is faster, `why` (may be NULL) names the
+ * last device compared (not a close call) and its time. */
 static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lanes, bool *any,
-                             char *why, size_t len)
+                             bool *unsettled, char *why, size_t len)
 {
     *any = false;
+    *unsettled = false;
     if (!cm || !kernel || cpu_lanes < 1)
         return false;
     pthread_mutex_lock(&cm->mu);
@@ -344,6 +355,8 @@ static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lan
         double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
         if (dev > 1.05 * host)
             faster = true;
+        else if (tdm__cm_close_unsettled(e->tpi, e->n, cpu->tpi, cpu_lanes))
+            *unsettled = true;
         else if (why)
             snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",
                      e->lane, e->tpi, cpu_lanes, cpu->tpi / cpu_lanes);
@@ -355,14 +368,15 @@ static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lan
 bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
                             size_t len)
 {
-    bool any;
-    return !device_beats_cpu(cm, kernel, cpu_lanes, &any, why, len) && any;
+    bool any, unsettled;
+    return !device_beats_cpu(cm, kernel, cpu_lanes, &any, &unsettled, why, len) && any &&
+           !unsettled;
 }
 
 bool tdm__cm_device_faster(tdm__costmodel *cm, const char *kernel, int cpu_lanes)
 {
-    bool any;
-    return device_beats_cpu(cm, kernel, cpu_lanes, &any, NULL, 0);
+    bool any, unsettled;
+    return device_beats_cpu(cm, kernel, cpu_lanes, &any, &unsettled, NULL, 0);
 }
 
 const char *tdm__cm_path(const tdm__costmodel *cm)

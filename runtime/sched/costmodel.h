@@ -45,11 +45,22 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int s
  * would seed every later map with it again. Thread-safe. */
 void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,
                         double ns_per_item);
+/* A device's stored figure is settled once it comes from this many batches or more. */
+#define TDM__CM_SETTLED 32
+/* Whether a device's stored time per item (dev_tpi, from dev_samples batches) is a close call
+ * not yet settled: it loses to `cpu_lanes` CPU threads of cpu_tpi ns per item each (it is not
+ * 5% faster than them together) by less than 2x, and comes from fewer than TDM__CM_SETTLED
+ * batches. One exploration gives a device a few batches, measured in a few milliseconds, and
+ * the host's cores can run at half speed for a second or more (a shared 2-vCPU VM: PoCL's
+ * 64-item pi batch took 16 to 32 ms with both its threads running throughout): such a figure
+ * is measured again (a map explores the device, and the devices open) rather than trusted
+ * for good. Any argument not positive: false. Pure. */
+bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes);
 /* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
- * least one device entry ("opencl:..." or "cuda:...") for it, and no device's time per item
- * (from each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads
- * together. On true, `why` (len bytes, may be NULL) says which device and by how much.
- * Thread-safe. */
+ * least one device entry ("opencl:..." or "cuda:...") for it, no device's time per item (from
+ * each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads
+ * together, and none is a close call not yet settled (tdm__cm_close_unsettled). On true, `why`
+ * (len bytes, may be NULL) says which device and by how much. Thread-safe. */
 bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
                             size_t len);
 /* Whether the model holds a "cpu" entry for `kernel` and a device entry that is more than 5%

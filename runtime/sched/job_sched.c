@@ -78,6 +78,23 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     int samples = 0;
     double stored_lat = 0;
     double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
+    if (stored > 0 && l->host_cpu && l->eligible) {
+        /* A close loss to the threads, from a few batches: measured again in this map (it
+         * would otherwise never run again, and never be measured again). */
+        int threads = 0;
+        for (int j = 0; j < s->n; j++)
+            threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
+        double cpu = tdm__cm_get(cm, s->kernel, "cpu", NULL, NULL);
+        if (tdm__cm_close_unsettled(stored, samples, cpu, threads)) {
+            if (job->rt->debug & TDM_DEBUG_SCHED)
+                tdm__log(job->rt, TDM_DEBUG_SCHED,
+                         "sched %s: %s (worker %d): its stored %.3g ns/item, from %d batches, "
+                         "loses to the %d CPU threads' %.3g together by less than 2x: it is "
+                         "measured again",
+                         job->what, l->key, w, stored, samples, threads, cpu / threads);
+            stored = 0;
+        }
+    }
     tdm__est_init(&l->est, l->lat);
     if (stored > 0) {
         tdm__est_seed(&l->est, stored, stored_lat, 4);
