@@ -22,8 +22,10 @@
  *  batches (1, 4, 16... items), and a free worker declines work that a faster one would
  *  finish sooner, so no slow device is left with the last batch. The learned times are kept
  *  per machine and kernel between runs (tdm_config.sched_model_dir), so a second run starts
- *  calibrated. TDM_DEBUG=sched logs each decision with its estimates; the run report gives
- *  each worker's estimated against measured time.
+ *  calibrated (except for a device stored as slower than the CPU threads by less than 2x
+ *  from fewer than 32 batches: such a close call is measured again). TDM_DEBUG=sched logs
+ *  each decision with its estimates; the run report gives each worker's estimated against
+ *  measured time.
  *  AUTO uses devices for a map whose kernel has a device version when they are open (an
  *  earlier map with a device policy opened them) or when the map moves at least 16 MiB (it
  *  opens them then, unless the stored model already says no device beats the CPU threads
@@ -31,7 +33,8 @@
  *  (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so do worker
  *  processes when threads and processes together are more workers than the process's cores
  *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
- *  (a side other than the threads for at most about 2% of the CPU's time for the map), then
+ *  (a side other than the threads for at most about 2% of the CPU's time for the map, the
+ *  others left asleep meanwhile; a host-CPU device is judged on its largest batch), then
  *  only the fastest goes on (the others stand down; when the threads or the processes win
  *  with fewer workers than cores, the other CPU side keeps the cores left). Threads and
  *  processes that fit the cores together both run. With a fixed batch_size, AUTO still
