@@ -84,6 +84,8 @@ typedef struct {
     int rungs;       /* "explores with N items ... from this batch alone" lines */
     int bad_rungs;   /* ... whose time per item is not that batch's own */
     int bg_asked;    /* the devices were asked for in the background */
+    int again;       /* "it is measured again" lines */
+    int dev_exp;     /* exploration batches an OpenCL device took ("takes ... (exploring)") */
     char first[512]; /* the first bad line */
 } explore_log;
 
@@ -98,6 +100,9 @@ static void on_log(void *user, unsigned flag, const char *line)
     if (getenv("TDM_TEST_SHOWLOG"))
         fprintf(stderr, "%s\n", line);
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
+    l->again += strstr(line, "it is measured again") != NULL;
+    l->dev_exp +=
+        strstr(line, ": opencl:") && strstr(line, " takes ") && strstr(line, "(exploring)");
     const char *p = strstr(line, " explores with ");
     long long n = 0;
     double us = 0, tpi = 0, lat = 0;
@@ -118,14 +123,10 @@ static void on_log(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* A first AUTO pi map (4000 items of 100000 terms, about 0.7 s on two threads) on a fresh
- * runtime of two threads over an empty model: the threads start, ask for the devices in the
- * background, and a device joins the map. Checks the result. Returns the OpenCL devices on the
- * host's cores the runtime has. */
-static int first_pi_map(explore_log *log, tdm_report *r)
+/* An AUTO pi map of 4000 items of 100000 terms on rt (about 0.3 s on two threads, or on PoCL);
+ * checks the result, fills r (may be NULL). */
+static void pi_map(tdm_runtime *rt, tdm_report *r)
 {
-    char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
     int64_t n = 4000;
     tdm_tensor *y;
     assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
@@ -136,6 +137,16 @@ static int first_pi_map(explore_log *log, tdm_report *r)
     for (int64_t i = 0; i < n; i++)
         assert_true(fabs(yd[i] - 3.14159265) < 1e-4);
     tdm_tensor_release(y);
+}
+
+/* A first pi map (pi_map) on a fresh runtime of two threads over an empty model: the threads
+ * start, ask for the devices in the background, and a device joins the map. Returns the
+ * OpenCL devices on the host's cores the runtime has. */
+static int first_pi_map(explore_log *log, tdm_report *r)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
+    pi_map(rt, r);
     int host = 0;
     for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
         tdm_device_info di;
@@ -279,30 +290,31 @@ static void test_close_call_from_few_batches_is_unsettled(void **state)
     assert_false(tdm__cm_close_unsettled(-1, 13, 5.12e5, 2));
 }
 
-typedef struct {
-    int again;   /* "it is measured again" lines */
-    int dev_exp; /* exploration batches the device took ("opencl:... takes ... (exploring)") */
-} again_log;
-
-static void on_again(void *user, unsigned flag, const char *line)
+/* Opens rt's devices (an untimed 64-item exp_sinh map under the OpenCL policy) and gives the
+ * model key of its OpenCL device on the host's cores in key ("" when it has none). */
+static void open_devices(tdm_runtime *rt, char *key, size_t len)
 {
-    again_log *l = user;
-    if (flag != TDM_DEBUG_SCHED)
-        return;
-    pthread_mutex_lock(&log_mu);
-    if (getenv("TDM_TEST_SHOWLOG"))
-        fprintf(stderr, "%s\n", line);
-    l->again += strstr(line, "it is measured again") != NULL;
-    l->dev_exp +=
-        strstr(line, ": opencl:") && strstr(line, " takes ") && strstr(line, "(exploring)");
-    pthread_mutex_unlock(&log_mu);
+    int64_t few = 64;
+    tdm_tensor *fx, *fy;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fx), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
+    tdm_map_opts o = opts(TDM_POLICY_OPENCL);
+    int rc = tdm_map(rt, "exp_sinh", &fx, 1, &fy, 1, NULL, 0, &o, NULL);
+    tdm_tensor_release(fx);
+    tdm_tensor_release(fy);
+    key[0] = '\0';
+    for (int i = 0; rc == 0 && i < tdm_runtime_device_count(rt); i++) {
+        tdm_device_info di;
+        if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == TDM_BACKEND_OPENCL && di.host_cpu)
+            snprintf(key, len, "opencl:%s", di.name);
+    }
 }
 
 /* An AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads) on two threads, the
  * devices open, over a stored model of the threads (1.5e5 ns per item each, about their speed:
  * a stored figure within 8x of what they measure stays) and of the host-CPU device `key`
  * (dev_tpi ns per item from `samples` batches); what its log says. */
-static void map_with_device_figure(const char *key, double dev_tpi, int samples, again_log *log)
+static void map_with_device_figure(const char *key, double dev_tpi, int samples, explore_log *log)
 {
     char *d = model_dir();
     char lines[512];
@@ -310,24 +322,11 @@ static void map_with_device_figure(const char *key, double dev_tpi, int samples,
              "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t%d\n", key,
              dev_tpi, samples);
     seed_model(d, lines);
-    *log = (again_log){0};
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_again, log);
-    int64_t few = 64, n = 4000;
-    tdm_tensor *fx, *fy, *y;
-    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fx), 0);
-    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
-    tdm_map_opts o = opts(TDM_POLICY_OPENCL); /* (opens the devices) */
-    assert_int_equal(tdm_map(rt, "exp_sinh", &fx, 1, &fy, 1, NULL, 0, &o, NULL), 0);
-    tdm_tensor_release(fx);
-    tdm_tensor_release(fy);
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
-    tdm_pi_params p = {100000};
-    o = opts(TDM_POLICY_AUTO);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159265) < 1e-4);
-    tdm_tensor_release(y);
+    *log = (explore_log){0};
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
+    char dev[200];
+    open_devices(rt, dev, sizeof dev);
+    pi_map(rt, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
 }
@@ -340,29 +339,15 @@ static void map_with_device_figure(const char *key, double dev_tpi, int samples,
 static void test_close_call_measured_again_in_a_map(void **state)
 {
     (void)state;
-    char key[200] = "";
-    {
-        char *d = model_dir();
-        tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-        tdm_map_opts o = opts(TDM_POLICY_OPENCL);
-        int64_t few = 64;
-        tdm_tensor *fx, *fy;
-        assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fx), 0);
-        assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
-        int rc = tdm_map(rt, "exp_sinh", &fx, 1, &fy, 1, NULL, 0, &o, NULL);
-        tdm_tensor_release(fx);
-        tdm_tensor_release(fy);
-        for (int i = 0; rc == 0 && i < tdm_runtime_device_count(rt); i++) {
-            tdm_device_info di;
-            if (tdm_runtime_device(rt, i, &di) == 0 && di.kind == TDM_BACKEND_OPENCL && di.host_cpu)
-                snprintf(key, sizeof key, "opencl:%s", di.name);
-        }
-        assert_int_equal(tdm_runtime_close(rt), 0);
-        rm_dir(d);
-        if (!key[0])
-            skip(); /* no OpenCL device on the host's cores */
-    }
-    again_log log;
+    char key[200];
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    open_devices(rt, key, sizeof key);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    if (!key[0])
+        skip(); /* no OpenCL device on the host's cores */
+    explore_log log;
     /* (the threads stored at 7.5e4 ns per item together; the device at 1.3e5 loses by 1.7x, at
      * 2e5 by 2.7x) */
     map_with_device_figure(key, 1.3e5, 13, &log); /* close, unsettled */
