@@ -109,7 +109,8 @@ if [ "${GPU_CHECK_SKIP_ASAN:-0}" != 1 ]; then
         fail "ASan build (build-gpu-asan/build.log)"
     # (the driver's, NVRTC's and cudart's allocations kept until exit: tests/lsan.supp, which
     # CTest gives every test)
-    export ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:intercept_tls_get_addr=0
+    # (use_sigaltstack=0: why, in scripts/test.sh)
+    export ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:intercept_tls_get_addr=0:use_sigaltstack=0
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     [ -d build-gpu-asan/tests ] && run_tests build-gpu-asan "ASan tests"
     unset ASAN_OPTIONS UBSAN_OPTIONS

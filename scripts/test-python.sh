@@ -35,7 +35,8 @@ fi
 cd python/tests
 set +e
 if [ $ASAN = 1 ]; then
-    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:intercept_tls_get_addr=0
+    # (use_sigaltstack=0: why, in scripts/test.sh)
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:intercept_tls_get_addr=0:use_sigaltstack=0
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
         "../../$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
