@@ -7,6 +7,7 @@
 #define TDM_SCHED_TEST_UTIL_H
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,33 @@ static inline tdm_map_opts opts(tdm_policy p)
     tdm_map_opts o = tdm_test_quiet_opts();
     o.policy = p;
     return o;
+}
+
+/* A pi_leibniz map under policy pol of n items of `terms` terms on rt into a tensor of `mem`
+ * storage; checks each item within tol of pi; r (may be NULL) gets the report. */
+static inline void pi_map_check(tdm_runtime *rt, tdm_policy pol, int64_t n, int64_t terms,
+                                double tol, unsigned mem, tdm_report *r)
+{
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, mem, &y), 0);
+    tdm_pi_params p = {terms};
+    tdm_map_opts o = opts(pol);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
+    const double *yd = tdm_tensor_data(y);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabs(yd[i] - 3.14159265) < tol);
+    tdm_tensor_release(y);
+}
+
+/* A map that should have opened the devices ran on none: that is only right on a machine
+ * with no device, which this checks (a fresh runtime lists none) before skipping the test. */
+static inline void no_device_here(void)
+{
+    tdm_runtime *rt = tdm_test_open(1);
+    int n = tdm_runtime_device_count(rt);
+    tdm_runtime_close(rt);
+    assert_int_equal(n, 0);
+    skip();
 }
 
 /* Writes `lines` as the stored model in dir: a CPU-only exp_sinh map on a runtime over dir

@@ -293,27 +293,12 @@ static void on_stale(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* An AUTO pi_leibniz map of n items of `terms` terms on rt into a tensor of `mem` storage;
- * checks each item within tol of pi; r (may be NULL) gets the report. */
-static void pi_map_check(tdm_runtime *rt, int64_t n, int64_t terms, double tol, unsigned mem,
-                         tdm_report *r)
-{
-    tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, mem, &y), 0);
-    tdm_pi_params p = {terms};
-    tdm_map_opts o = opts(TDM_POLICY_AUTO);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159265) < tol);
-    tdm_tensor_release(y);
-}
-
-/* The same on a runtime of one thread and one worker process over the model in dir. */
+/* An AUTO pi map (pi_map_check) on a runtime of one thread and one worker process over the
+ * model in dir. */
 static void pi_map_1t1p(const char *dir, stale_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = sched_open(dir, "cpu,procs", 1, 1, on_stale, log);
-    pi_map_check(rt, n, terms, 1e-3, TDM_MEM_SHARED, r);
+    pi_map_check(rt, TDM_POLICY_AUTO, n, terms, 1e-3, TDM_MEM_SHARED, r);
     assert_int_equal(tdm_runtime_close(rt), 0);
 }
 
@@ -426,14 +411,8 @@ static void test_devices_opened_for_a_close_call_not_settled(void **state)
                  &log, &r);
     assert_int_equal(log.left_closed, 0);
     assert_int_equal(r.items, 1 << 21);
-    if (!workers_of(&r, TDM_BACKEND_OPENCL) && !workers_of(&r, TDM_BACKEND_CUDA)) {
-        /* no device here: tell that nothing was there to open */
-        tdm_runtime *rt = tdm_test_open(1);
-        int n = tdm_runtime_device_count(rt);
-        tdm_runtime_close(rt);
-        assert_int_equal(n, 0);
-        skip();
-    }
+    if (!workers_of(&r, TDM_BACKEND_OPENCL) && !workers_of(&r, TDM_BACKEND_CUDA))
+        no_device_here();
 }
 
 /* A map of 32 MiB whose CPU time nothing says is long leaves the devices closed: with no
@@ -481,7 +460,7 @@ static bool pi_map_opens_devices(const char *lines)
         seed_model(d, lines);
     tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
     tdm_report r = TDM_REPORT_INIT;
-    pi_map_check(rt, 64, 1000, 2e-3, TDM_MEM_SHARED, &r);
+    pi_map_check(rt, TDM_POLICY_AUTO, 64, 1000, 2e-3, TDM_MEM_SHARED, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
     return workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
@@ -490,14 +469,8 @@ static bool pi_map_opens_devices(const char *lines)
 static void test_devices_opened_for_a_map_that_computes_long(void **state)
 {
     bool opened = pi_map_opens_devices("pi_leibniz.v1\tcpu\t0\t5000000\t200\t100\n");
-    if (!opened) {
-        /* no device here, or it was not opened: tell which */
-        tdm_runtime *rt = tdm_test_open(1);
-        int n = tdm_runtime_device_count(rt);
-        tdm_runtime_close(rt);
-        assert_int_equal(n, 0);
-        skip();
-    }
+    if (!opened)
+        no_device_here();
     assert_false(pi_map_opens_devices(NULL));
 }
 
@@ -637,7 +610,7 @@ static void test_exploration_ends_for_a_hopeless_device(void **state)
 static int first_pi_map(const char *dir, budget_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = open_rt(dir, log, NULL, 2, 0);
-    pi_map_check(rt, n, terms, 2.0 / (double)terms, TDM_MEM_HOST, r);
+    pi_map_check(rt, TDM_POLICY_AUTO, n, terms, 2.0 / (double)terms, TDM_MEM_HOST, r);
     int devices = tdm_runtime_device_count(rt);
     assert_int_equal(tdm_runtime_close(rt), 0);
     return devices;

@@ -123,30 +123,15 @@ static void on_log(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* An AUTO pi map of 4000 items of 100000 terms on rt (about 0.3 s on two threads, or on PoCL);
- * checks the result, fills r (may be NULL). */
-static void pi_map(tdm_runtime *rt, tdm_report *r)
-{
-    int64_t n = 4000;
-    tdm_tensor *y;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
-    tdm_pi_params p = {100000};
-    tdm_map_opts o = opts(TDM_POLICY_AUTO);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, r), 0);
-    const double *yd = tdm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++)
-        assert_true(fabs(yd[i] - 3.14159265) < 1e-4);
-    tdm_tensor_release(y);
-}
-
-/* A first pi map (pi_map) on a fresh runtime of two threads over an empty model: the threads
- * start, ask for the devices in the background, and a device joins the map. Returns the
- * OpenCL devices on the host's cores the runtime has. */
+/* A first AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads or on PoCL) on
+ * a fresh runtime of two threads over an empty model: the threads start, ask for the devices
+ * in the background, and a device joins the map. Returns the OpenCL devices on the host's
+ * cores the runtime has. */
 static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();
     tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
-    pi_map(rt, r);
+    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, r);
     int host = 0;
     for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
         tdm_device_info di;
@@ -328,14 +313,8 @@ static void map_with_device_figure(const char *key, double dev_tpi, int samples,
     open_devices(rt, dev, sizeof dev);
     /* (pi's program built first, by a map on the device alone, which teaches the model
      * nothing: with a cold PoCL cache a build can outlast a map of this length) */
-    int64_t few = 64;
-    tdm_tensor *fy;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &few, TDM_MEM_HOST, &fy), 0);
-    tdm_pi_params fp = {1000};
-    tdm_map_opts o = opts(TDM_POLICY_OPENCL);
-    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &fy, 1, &fp, sizeof fp, &o, NULL), 0);
-    tdm_tensor_release(fy);
-    pi_map(rt, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
 }
