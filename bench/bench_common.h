@@ -13,6 +13,7 @@
 #endif
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,22 @@ static inline double bench_median(double *v, int n)
         return 0.0;
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* A 95% confidence interval for the median of v[0..n-1], from its order statistics (no
+ * assumption on the distribution): the k-th smallest and the k-th largest, k the largest with
+ * P(Binomial(n, 1/2) < k) <= 2.5%, by the normal approximation (n / 2 - 1.96 sqrt(n) / 2);
+ * up to 10 values, the whole range. Sorts v. */
+static inline void bench_median_ci(double *v, int n, double *lo, double *hi)
+{
+    *lo = *hi = 0.0;
+    if (n <= 0)
+        return;
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    double kf = 0.5 * ((double)n - 1.96 * sqrt((double)n)); /* 1-based rank */
+    int k = kf >= 1.0 ? (int)kf : 1;
+    *lo = v[k - 1];
+    *hi = v[n - k];
 }
 
 /* Minimum and maximum of v[0..n-1], to show the spread next to the median. */
