@@ -127,13 +127,14 @@ static void on_log(void *user, unsigned flag, const char *line)
 
 /* A first AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads or on PoCL) on
  * a fresh runtime of two threads over an empty model: the threads start, ask for the devices
- * in the background, and a device joins the map. Returns the OpenCL devices on the host's
- * cores the runtime has. */
-static int first_pi_map(explore_log *log, tdm_report *r)
+ * in the background, and a device joins the map. With procs, two worker processes beside the
+ * threads and no device (shared tensors). Returns the OpenCL devices on the host's cores the
+ * runtime has. */
+static int first_pi_map(explore_log *log, tdm_report *r, int procs)
 {
     char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
-    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, r);
+    tdm_runtime *rt = sched_open(d, procs ? "cpu,procs" : NULL, 2, procs, on_log, log);
+    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, procs ? TDM_MEM_SHARED : TDM_MEM_HOST, r);
     int host = 0;
     for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
         tdm_device_info di;
@@ -142,6 +143,22 @@ static int first_pi_map(explore_log *log, tdm_report *r)
     }
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
+    return host;
+}
+
+/* first_pi_map() run again, up to 3 times, until *until (a count in *log) is above 0: a device
+ * that joined too late to explore twice, or a worker process slowed on its first item (it
+ * loses at once), leaves nothing to check. Stops early without a device to wait for. */
+static int first_pi_map_until(explore_log *log, tdm_report *r, int procs, const int *until)
+{
+    int host = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        *log = (explore_log){0};
+        *r = (tdm_report)TDM_REPORT_INIT;
+        host = first_pi_map(log, r, procs);
+        if (*until > 0 || (!procs && host == 0))
+            break;
+    }
     return host;
 }
 
@@ -202,16 +219,10 @@ static void test_estimate_forgets_smaller_batches(void **state)
 static void test_host_cpu_device_measured_by_its_largest_batch(void **state)
 {
     (void)state;
-    explore_log log;
-    tdm_report r;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        log = (explore_log){0};
-        r = (tdm_report)TDM_REPORT_INIT;
-        if (first_pi_map(&log, &r) == 0)
-            skip(); /* no OpenCL device on the host's cores */
-        if (log.rungs > 0)
-            break; /* (the device joined too late to explore twice: the map is run again) */
-    }
+    explore_log log = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    if (first_pi_map_until(&log, &r, 0, &log.rungs) == 0)
+        skip(); /* no OpenCL device on the host's cores */
     assert_int_equal(log.bg_asked, 1);
     if (log.bad_rungs)
         fail_msg("an exploration batch's estimate is not its own: %s", log.first);
@@ -228,19 +239,9 @@ static void test_host_cpu_device_measured_by_its_largest_batch(void **state)
 static void test_worker_process_measured_by_its_largest_batch(void **state)
 {
     (void)state;
-    explore_log log;
-    tdm_report r;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        log = (explore_log){0};
-        r = (tdm_report)TDM_REPORT_INIT;
-        char *d = model_dir();
-        tdm_runtime *rt = sched_open(d, "cpu,procs", 2, 2, on_log, &log);
-        pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_SHARED, &r);
-        assert_int_equal(tdm_runtime_close(rt), 0);
-        rm_dir(d);
-        if (log.proc_rungs > 0)
-            break; /* (a worker process slowed on its first item loses at once: run again) */
-    }
+    explore_log log = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    first_pi_map_until(&log, &r, 2, &log.proc_rungs);
     if (log.bad_rungs)
         fail_msg("an exploration batch's estimate is not its own: %s", log.first);
     assert_true(log.proc_rungs >= 1);
@@ -266,7 +267,7 @@ static void test_threads_not_woken_while_a_device_explores(void **state)
         atomic_store(&g_kicks_prepared, 0);
         log = (explore_log){0};
         r = (tdm_report)TDM_REPORT_INIT;
-        if (first_pi_map(&log, &r) == 0)
+        if (first_pi_map(&log, &r, 0) == 0)
             skip();
         if (atomic_load(&g_explore_batches) >= 2)
             break;
