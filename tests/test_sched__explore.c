@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* How a device on the host's cores (PoCL) is measured in a map (runtime/sched/job_sched.c):
- * what its exploration batches teach its estimate (and a worker process's), that the CPU threads
- * standing down meanwhile are left asleep, and when a stored figure is measured again. CTest names
+ * what its exploration batches teach its estimate, that the CPU threads standing down
+ * meanwhile are left asleep, and when a stored figure is measured again. CTest names
  * sched_<behaviour>.
  *
  * The executable is linked with --wrap for tdm__pool_kick (the call that wakes the pool's idle
@@ -82,7 +82,6 @@ void __wrap_tdm__jsched_prepared(tdm__job *job, int w)
 
 typedef struct {
     int rungs;       /* "explores with N items ... from this batch alone" lines */
-    int proc_rungs;  /* ... of a worker process's lane */
     int bad_rungs;   /* ... whose time per item is not that batch's own */
     int bg_asked;    /* the devices were asked for in the background */
     int again;       /* "it is measured again" lines */
@@ -113,7 +112,6 @@ static void on_log(void *user, unsigned flag, const char *line)
                     "from this batch alone (its %d smaller",
                     &n, &us, &tpi, &lat, &dropped) == 5) {
         l->rungs++;
-        l->proc_rungs += strstr(line, ": procs (worker ") != NULL;
         /* One batch: its time less the fixed cost, per item (the duration is printed to 0.1
          * us, the figures to 4 digits). */
         double own = (us * 1e3 - lat) / (double)n;
@@ -127,14 +125,13 @@ static void on_log(void *user, unsigned flag, const char *line)
 
 /* A first AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads or on PoCL) on
  * a fresh runtime of two threads over an empty model: the threads start, ask for the devices
- * in the background, and a device joins the map. With procs, two worker processes beside the
- * threads and no device (shared tensors). Returns the OpenCL devices on the host's cores the
- * runtime has. */
-static int first_pi_map(explore_log *log, tdm_report *r, int procs)
+ * in the background, and a device joins the map. Returns the OpenCL devices on the host's
+ * cores the runtime has. */
+static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, procs ? "cpu,procs" : NULL, 2, procs, on_log, log);
-    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, procs ? TDM_MEM_SHARED : TDM_MEM_HOST, r);
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
+    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, r);
     int host = 0;
     for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
         tdm_device_info di;
@@ -143,22 +140,6 @@ static int first_pi_map(explore_log *log, tdm_report *r, int procs)
     }
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
-    return host;
-}
-
-/* first_pi_map() run again, up to 3 times, until *until (a count in *log) is above 0: a device
- * that joined too late to explore twice, or a worker process slowed on its first item (it
- * loses at once), leaves nothing to check. Stops early without a device to wait for. */
-static int first_pi_map_until(explore_log *log, tdm_report *r, int procs, const int *until)
-{
-    int host = 0;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        *log = (explore_log){0};
-        *r = (tdm_report)TDM_REPORT_INIT;
-        host = first_pi_map(log, r, procs);
-        if (*until > 0 || (!procs && host == 0))
-            break;
-    }
     return host;
 }
 
@@ -219,34 +200,21 @@ static void test_estimate_forgets_smaller_batches(void **state)
 static void test_host_cpu_device_measured_by_its_largest_batch(void **state)
 {
     (void)state;
-    explore_log log = {0};
-    tdm_report r = TDM_REPORT_INIT;
-    if (first_pi_map_until(&log, &r, 0, &log.rungs) == 0)
-        skip(); /* no OpenCL device on the host's cores */
+    explore_log log;
+    tdm_report r;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        log = (explore_log){0};
+        r = (tdm_report)TDM_REPORT_INIT;
+        if (first_pi_map(&log, &r) == 0)
+            skip(); /* no OpenCL device on the host's cores */
+        if (log.rungs > 0)
+            break; /* (the device joined too late to explore twice: the map is run again) */
+    }
     assert_int_equal(log.bg_asked, 1);
     if (log.bad_rungs)
         fail_msg("an exploration batch's estimate is not its own: %s", log.first);
     assert_true(log.rungs >= 1);
     assert_true(items_of(&r, TDM_BACKEND_OPENCL) > 0);
-}
-
-/* The same for a worker process's lane, on a runtime of two threads and two processes on two
- * cores (one CPU budget: the sides measured side by side): its exploration rungs measure its
- * round trip more than its speed, and the processes, fitted a line through them, once read
- * 1.3 ns per exp_sinh item against the threads' 3.5 and took the map. pi_leibniz items of
- * 100000 terms (about 0.25 ms each) give the processes two rungs or more before they are
- * measured: from the second on, each sets the estimate alone. */
-static void test_worker_process_measured_by_its_largest_batch(void **state)
-{
-    (void)state;
-    explore_log log = {0};
-    tdm_report r = TDM_REPORT_INIT;
-    first_pi_map_until(&log, &r, 2, &log.proc_rungs);
-    if (log.bad_rungs)
-        fail_msg("an exploration batch's estimate is not its own: %s", log.first);
-    assert_true(log.proc_rungs >= 1);
-    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_CPU_PROCS),
-                     4000);
 }
 
 /* While a host-CPU device explores alone, the CPU threads that stood down for it are not woken
@@ -267,7 +235,7 @@ static void test_threads_not_woken_while_a_device_explores(void **state)
         atomic_store(&g_kicks_prepared, 0);
         log = (explore_log){0};
         r = (tdm_report)TDM_REPORT_INIT;
-        if (first_pi_map(&log, &r, 0) == 0)
+        if (first_pi_map(&log, &r) == 0)
             skip();
         if (atomic_load(&g_explore_batches) >= 2)
             break;
@@ -385,7 +353,6 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_forgets_smaller_batches),
         cmocka_unit_test(test_host_cpu_device_measured_by_its_largest_batch),
-        cmocka_unit_test(test_worker_process_measured_by_its_largest_batch),
         cmocka_unit_test(test_threads_not_woken_while_a_device_explores),
         cmocka_unit_test(test_close_call_from_few_batches_is_unsettled),
         cmocka_unit_test(test_close_call_measured_again_in_a_map),

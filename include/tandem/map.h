@@ -34,8 +34,7 @@
  *  processes when threads and processes together are more workers than the process's cores
  *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
  *  (a side other than the threads for at most about 2% of the CPU's time for the map, the
- *  others left asleep meanwhile; a host-CPU device or a worker process is judged on its
- *  largest exploration batch; threads and processes are measured side by side), then
+ *  others left asleep meanwhile; a host-CPU device is judged on its largest batch), then
  *  only the fastest goes on (the others stand down; when the threads or the processes win
  *  with fewer workers than cores, the other CPU side keeps the cores left). Threads and
  *  processes that fit the cores together both run. With a fixed batch_size, AUTO still

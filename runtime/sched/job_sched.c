@@ -876,25 +876,16 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
          * are forgotten (PoCL, pi on two cores: 1, 4 and 16 items at about 5e5 ns per item,
          * one core's speed, then 64 items at 2.6e5; fitted together, 3.8e5, slower than the
          * two threads together, 3.6e5, which then ran the map at 0.7 of PoCL's speed). */
-        /* A worker process's rungs last its round trip (60-90 us each for 1 to 4096 exp_sinh
-         * items, wake-ups in it): a line through them has a slope of noise, near zero (once
-         * 1.26 ns per item against the threads' 3.5), and the processes won maps they then ran
-         * at the threads' speed or below, the threads standing down (cold exp_sinh maps over
-         * two threads and two processes: 11% of the items on the processes, over 40 maps;
-         * 0.07% with this). Its largest rung alone,
-         * less its prior fixed cost, errs the other way: towards the threads, and a kernel
-         * slow enough to run faster in processes (one that holds an interpreter's lock) has
-         * rungs long enough to tell. */
-        bool drop = e > 0 && (l->host_cpu || l->kind == TDM_BACKEND_CPU_PROCS);
-        int dropped = drop ? tdm__est_drop_smaller(&l->est, (double)n / 2) : 0;
+        int dropped = e > 0 && l->host_cpu ? tdm__est_drop_smaller(&l->est, (double)n / 2) : 0;
         double stored = l->est.seed_tpi;
         bool stale = tdm__est_add(&l->est, (double)n, dur_ns);
         if (dropped > 0 && (job->rt->debug & TDM_DEBUG_SCHED))
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "sched %s: %s (worker %d) explores with %lld items in %.1f us: %.4g ns/item "
-                     "(fixed cost %.4g ns), from this batch alone (its %d smaller ones %s)",
+                     "(fixed cost %.4g ns), from this batch alone (its %d smaller ones ran on "
+                     "part of its cores)",
                      job->what, l->key, w, (long long)n, dur_ns * 1e-3, l->est.tpi, l->est.lat,
-                     dropped, l->host_cpu ? "ran on part of its cores" : "measured its round trip");
+                     dropped);
         l->seed_stale |= stale;
         if (stale) /* (its claimed work was reckoned at the stale figure) */
             atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
