@@ -234,11 +234,17 @@ static void print_load(const char *when) /* other work on these cores slows ever
  *    it times the scheduler's exploration, not the driver;
  *  - a user's very first run (CPU, OPENCL or AUTO, no devices_first): devices opened and
  *    programs built inside it. */
+/* A median of per-rep ratios, its 95% interval (the targets' medians are read against it: a
+ * 2-core VM's maps of 40 ms swing by 10-20% from one to the next) and the ratios' count. */
+typedef struct ratio_ci {
+    double lo, hi;
+    int n;
+} ratio_ci;
+
 /* The median of num[r] / den[r] over the reps where both ran (> 0): the runs of a rep ran one
  * after the other, and the median of their ratios is steadier on a shared machine than the
- * ratio of the medians. ci gets its 95% interval and the ratios' count (the targets' medians
- * are read against it: a 2-core VM's maps of 40 ms swing by 10-20% from one to the next). */
-static double ratio_median(const double *num, const double *den, int reps, double ci[3])
+ * ratio of the medians. ci gets its interval. */
+static double ratio_median(const double *num, const double *den, int reps, ratio_ci *ci)
 {
     double *q = xcalloc((size_t)reps, sizeof(double));
     int k = 0;
@@ -246,19 +252,19 @@ static double ratio_median(const double *num, const double *den, int reps, doubl
         if (num[r] > 0 && den[r] > 0)
             q[k++] = num[r] / den[r];
     double m = bench_median(q, k);
-    bench_median_ci(q, k, &ci[0], &ci[1]);
-    ci[2] = k;
+    bench_median_ci(q, k, &ci->lo, &ci->hi);
+    ci->n = k;
     free(q);
     return m;
 }
 
 /* A target on a median of per-rep ratios (ratio_median()), its interval after it. */
-static void ratio_target(const char *text, double q, const double ci[3])
+static void ratio_target(const char *text, double q, const ratio_ci *ci)
 {
     bench_target(text, q, q >= 0.97);
-    printf("   (95%% interval of that median, from the order statistics of its %.0f per-rep "
+    printf("   (95%% interval of that median, from the order statistics of its %d per-rep "
            "ratios: %.3f .. %.3f)\n",
-           ci[2], ci[0], ci[1]);
+           ci->n, ci->lo, ci->hi);
 }
 
 /* The variant run i-th in rep r of n variants taken in turn, from a Williams design: over n
@@ -420,7 +426,8 @@ static void bench_workload(const wl *w, int reps)
                    "the sum is not reachable here; the better one alone is the aim\n");
     }
     /* (the target: the median of the per-rep ratios; the ratio of the medians shown too) */
-    double wci[3], wq = ratio_median(t[ocl_best ? V_OCL : V_CPU], t[V_AUTO], reps, wci);
+    ratio_ci wci;
+    double wq = ratio_median(t[ocl_best ? V_OCL : V_CPU], t[V_AUTO], reps, &wci);
     printf("   AUTO warm / better one alone (%s): median of the per-rep ratios %.3f, of the "
            "medians %.3f; AUTO cold / better one alone = %.3f\n",
            ocl_best ? "OpenCL" : "CPU", wq, thr[V_AUTO] / best, thr[V_COLD] / best);
@@ -429,7 +436,7 @@ static void bench_workload(const wl *w, int reps)
            err[V_COLD], err[V_RR]);
     char line[128];
     snprintf(line, sizeof line, "%s: auto warm >= 0.97x the better one alone", w->name);
-    ratio_target(line, wq, wci);
+    ratio_target(line, wq, &wci);
     /* The cold row's target: the cold AUTO run against the better one alone in the same
      * conditions (a fresh runtime, devices opened untimed, one map): what the fresh runtime
      * costs either way (its pool's first wake-ups, its first batches) is not the empty
@@ -446,14 +453,15 @@ static void bench_workload(const wl *w, int reps)
     memcpy(q, tc, (size_t)reps * sizeof(double)); /* (tc is indexed like rcold) */
     double cm = bench_median(q, reps);
     free(q);
-    double cci[3], cq = ratio_median(tcb[cb_ocl], tc, reps, cci);
+    ratio_ci cci;
+    double cq = ratio_median(tcb[cb_ocl], tc, reps, &cci);
     printf("   on fresh runtimes, devices opened untimed (medians): CPU only %.3f s, OpenCL only "
            "%.3f s, AUTO cold %.3f s (%.3f); AUTO cold / better one alone (%s), median of the "
            "per-rep ratios = %.3f\n",
            cb[0], cb[1], cm, cb[cb_ocl] / cm, cb_ocl ? "OpenCL" : "CPU", cq);
     snprintf(line, sizeof line, "%s: auto cold >= 0.97x the better one alone (fresh runtimes)",
              w->name);
-    ratio_target(line, cq, cci);
+    ratio_target(line, cq, &cci);
 
     /* A user's very first run: nothing opened, nothing built, nothing known. */
     double fm[NF];
@@ -478,13 +486,14 @@ static void bench_workload(const wl *w, int reps)
     double fbest = fm[fb];
     /* rep r's three first maps ran one after the other (a Williams order): as for the cold
      * row, the target is the median of the per-rep ratios, the ratio of medians shown too */
-    double fci[3], fr = ratio_median(tf[fb], tf[2], reps, fci);
+    ratio_ci fci;
+    double fr = ratio_median(tf[fb], tf[2], reps, &fci);
     printf("   AUTO first map / better one's first map (%s): ratio of the medians %.3f, median of "
            "the per-rep ratios %.3f; AUTO's second map / better one alone, warm = %.3f\n",
            fb ? "OpenCL" : "CPU", fbest / fm[2], fr, best_s / m2);
     snprintf(line, sizeof line, "%s: auto first map of a runtime >= 0.97x the better one's",
              w->name);
-    ratio_target(line, fr, fci);
+    ratio_target(line, fr, &fci);
     for (int f = 0; f < NF; f++)
         free(tf[f]);
     free(t2);
@@ -626,8 +635,9 @@ static void budget_workload(const wl *w, const double *ref, int reps, int cores)
     int bc = m[B_THR_COLD] < m[B_PROCS_COLD] ? B_THR_COLD : B_PROCS_COLD;
     /* (a rep's warm runs, and its three cold runs, ran one after the other: the medians of
      * their per-rep ratios, the ratios of the medians shown too) */
-    double wci[3], wq = ratio_median(t[bw], t[B_AUTO], reps, wci);
-    double cci[3], cq = ratio_median(t[bc], t[B_COLD], reps, cci);
+    ratio_ci wci, cci;
+    double wq = ratio_median(t[bw], t[B_AUTO], reps, &wci);
+    double cq = ratio_median(t[bc], t[B_COLD], reps, &cci);
     free(sorted);
     printf("   AUTO warm / better one alone (%s): median of the per-rep ratios %.3f, of the "
            "medians %.3f; AUTO cold / better one alone, cold too (fresh runtimes): median of "
@@ -637,11 +647,11 @@ static void budget_workload(const wl *w, const double *ref, int reps, int cores)
     char line[160];
     snprintf(line, sizeof line, "%s: auto (threads + procs) warm >= 0.97x the better one alone",
              w->name);
-    ratio_target(line, wq, wci);
+    ratio_target(line, wq, &wci);
     snprintf(line, sizeof line,
              "%s: auto (threads + procs) cold >= 0.97x the better one alone (fresh runtimes)",
              w->name);
-    ratio_target(line, cq, cci);
+    ratio_target(line, cq, &cci);
     for (int v = 0; v < NB; v++)
         free(t[v]);
     tdm_tensor_release(x);
