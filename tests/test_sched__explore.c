@@ -250,6 +250,55 @@ static void test_threads_not_woken_while_a_device_explores(void **state)
                      4000);
 }
 
+/* The model's merge (tdm__cm_put): within 2x, an average by sample count; further off, a
+ * geometric mean weighted the same way (counts up to 64), the count half the larger one. A
+ * device stored at 4.5e5 ns per item from 5 exploration batches, then measured at 1.9e5 over 94
+ * batches of a map, ends near the map's figure and settled (the old rule kept 2.9e5 from 2
+ * batches: a close call measured again, or a loss, for good); a calibrated figure (1000
+ * batches) moves little for one odd run of 5. */
+static void test_model_merge_weighs_both_counts(void **state)
+{
+    (void)state;
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, "off", &cm), 0);
+    int n = 0;
+    double lat = 0;
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 2, 4.5e5, 5e4, 5);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 2, 1.9e5, 5e4, 94);
+    double tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", &lat, &n);
+    assert_true(fabs(tpi - exp((5 * log(4.5e5) + 64 * log(1.9e5)) / 69)) < 1);
+    assert_true(tpi > 1.9e5 && tpi < 2.1e5);
+    assert_int_equal(n, 47);
+    assert_true(n >= TDM__CM_SETTLED);
+    assert_true(fabs(lat - 5e4) < 1e-6);
+    /* a calibrated figure and one odd run */
+    tdm__cm_put(cm, "exp.v1", "cpu", 3, 2.0, 0, 1000);
+    tdm__cm_put(cm, "exp.v1", "cpu", 3, 10.0, 0, 5);
+    tpi = tdm__cm_get(cm, "exp.v1", "cpu", NULL, &n);
+    assert_true(fabs(tpi - exp((64 * log(2.0) + 5 * log(10.0)) / 69)) < 1e-9);
+    assert_true(tpi < 2.5);
+    assert_int_equal(n, 500);
+    /* equal counts: halfway (geometrically), as before */
+    tdm__cm_put(cm, "k.v1", "cpu", 0, 1.0, 0, 10);
+    tdm__cm_put(cm, "k.v1", "cpu", 0, 4.0, 0, 10);
+    tpi = tdm__cm_get(cm, "k.v1", "cpu", NULL, &n);
+    assert_true(fabs(tpi - 2.0) < 1e-9);
+    assert_int_equal(n, 5);
+    /* within 2x: averaged by count */
+    tdm__cm_put(cm, "k.v1", "cpu", 0, 3.0, 0, 5);
+    tpi = tdm__cm_get(cm, "k.v1", "cpu", NULL, &n);
+    assert_true(fabs(tpi - 2.5) < 1e-9);
+    assert_int_equal(n, 10);
+    /* a figure or a count that is not one: nothing stored */
+    tdm__cm_put(cm, "k.v1", "cpu", 0, NAN, 0, 5);
+    tdm__cm_put(cm, "k.v1", "cpu", 0, 0, 0, 5);
+    tdm__cm_put(cm, "k.v1", "cpu", 0, 3.0, 0, 0);
+    tpi = tdm__cm_get(cm, "k.v1", "cpu", NULL, &n);
+    assert_true(fabs(tpi - 2.5) < 1e-9);
+    assert_int_equal(n, 10);
+    assert_int_equal(tdm__cm_close(cm), 0);
+}
+
 /* tdm__cm_close_unsettled, on the stored figures of a bench_sched run whose first cold pi run
  * explored PoCL while the cores ran slow: PoCL 4.84e5 ns per item from 13 batches, two threads
  * of 5.12e5 each (2.56e5 together): PoCL then lost every warm map (0.834 of its speed alone),
@@ -354,6 +403,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_estimate_forgets_smaller_batches),
         cmocka_unit_test(test_host_cpu_device_measured_by_its_largest_batch),
         cmocka_unit_test(test_threads_not_woken_while_a_device_explores),
+        cmocka_unit_test(test_model_merge_weighs_both_counts),
         cmocka_unit_test(test_close_call_from_few_batches_is_unsettled),
         cmocka_unit_test(test_close_call_measured_again_in_a_map),
     };
