@@ -351,19 +351,56 @@ static void test_estimator_one_slowed_larger_group(void **state)
 }
 
 /* The exploration budget bounds what exploring alone costs: the threads' share of the map,
- * divided by the part of their speed the lane lacks, four times the share at most. */
+ * divided by the part of their speed the lane lacks, up to the cap on the part it is credited
+ * with (0.75: four times the share at most). */
 static void test_exploration_budget_weighs_the_lanes_speed(void **state)
 {
     (void)state;
     /* the threads: 1 item per 100 ns, 10^6 items: 1e8 ns for the map; 2% of it: 2e6 ns */
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 0) - 2e6) < 1e-3);
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 1e4) - 2e6 / 0.99) < 1e-3);
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 200) - 4e6) < 1e-3); /* half */
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100) - 8e6) < 1e-3); /* as fast */
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 10) - 8e6) < 1e-3);  /* faster */
-    assert_true(isinf(tdm__explore_budget(0.02, 1e6, 0, 100)));
-    assert_true(isinf(tdm__explore_budget(0.02, 1e6, NAN, 100)));
-    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, NAN) - 2e6) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 0, 0.75) - 2e6) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 1e4, 0.75) - 2e6 / 0.99) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 200, 0.75) - 4e6) < 1e-3); /* half */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100, 0.75) - 8e6) < 1e-3); /* as fast */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 10, 0.75) - 8e6) < 1e-3);  /* faster */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100, 0.9) - 2e7) < 1e-3);  /* cap 0.9 */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 125, 0.9) - 1e7) < 1e-3);  /* 0.8 */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100, 0) - 2e6) < 1e-3);    /* none */
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100, 1) - 2e6) < 1e-3);
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, 100, NAN) - 2e6) < 1e-3);
+    assert_true(isinf(tdm__explore_budget(0.02, 1e6, 0, 100, 0.75)));
+    assert_true(isinf(tdm__explore_budget(0.02, 1e6, NAN, 100, 0.75)));
+    assert_true(fabs(tdm__explore_budget(0.02, 1e6, 0.01, NAN, 0.75) - 2e6) < 1e-3);
+}
+
+/* A host-CPU device that reads close to the threads (at 3/4 of their speed or more) may spend
+ * 3% of their time, credited with up to 0.9 of their speed; processes, and a device farther
+ * off, 2% and 0.75. The figures of a cold pi map on PoCL (2,000 items, the two threads 2.3e5
+ * ns per item together: 460 ms): after its 64-item rung at 2.6e5 (its rungs so far 26 ms), the
+ * 256-item rung (67 ms at that figure) runs under the close rule and not under the far one;
+ * at 3.1e5 (74% of the threads' speed) it does not run either way. exp_sinh on PoCL (80 ns
+ * per item against 1.35 together, 20M items) keeps the far rule. */
+static void test_exploration_budget_of_a_close_device(void **state)
+{
+    (void)state;
+    const double thr = 1 / 2.3e5, items = 2000;
+    double share = 0;
+    double b = tdm__explore_budget_of(true, items, thr, 2.6e5, &share);
+    assert_true(share == 0.03);
+    assert_true(fabs(b - 0.03 * 460e6 / (1 - 2.3 / 2.6)) < 1);
+    assert_false(tdm__explore_stops(26e6, 64, 64 * 2.6e5, 256, b));
+    double far = tdm__explore_budget_of(false, items, thr, 2.6e5, &share); /* processes */
+    assert_true(share == 0.02 && fabs(far - 0.02 * 460e6 / 0.25) < 1);
+    assert_true(tdm__explore_stops(26e6, 64, 64 * 2.6e5, 256, far));
+    b = tdm__explore_budget_of(true, items, thr, 3.1e5, &share); /* 2.3 / 3.1 = 0.742 */
+    assert_true(share == 0.02 && fabs(b - 0.02 * 460e6 / (1 - 2.3 / 3.1)) < 1);
+    assert_true(tdm__explore_stops(26e6, 64, 64 * 3.1e5, 256, b));
+    b = tdm__explore_budget_of(true, items, thr, 1.5e5, &share); /* faster: credited 0.9 */
+    assert_true(share == 0.03 && fabs(b - 0.03 * 460e6 / 0.1) < 1);
+    b = tdm__explore_budget_of(true, 2e7, 1 / 1.35, 80, &share); /* exp_sinh: far */
+    assert_true(share == 0.02 && fabs(b - 0.02 * 2e7 * 1.35 / (1 - 1.35 / 80)) < 1e-6);
+    assert_true(isinf(tdm__explore_budget_of(true, items, 0, 2.6e5, NULL))); /* no threads */
+    b = tdm__explore_budget_of(true, items, thr, 0, &share); /* no estimate yet: the far rule */
+    assert_true(share == 0.02 && fabs(b - 0.02 * 460e6) < 1);
 }
 
 static void test_spec_errors(void **state)
@@ -858,6 +895,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_estimator_one_slowed_larger_group),
         cmocka_unit_test(test_median_matches_the_sorted_middle),
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
+        cmocka_unit_test(test_exploration_budget_of_a_close_device),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cluster_one_node_is_single_node),

@@ -33,8 +33,9 @@
  *  (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so do worker
  *  processes when threads and processes together are more workers than the process's cores
  *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
- *  (a side other than the threads for at most about 2% of the CPU's time for the map, the
- *  others left asleep meanwhile; a host-CPU device is judged on its largest batch), then
+ *  (a side other than the threads for at most about 2% of the CPU's time for the map, 3% for
+ *  a host-CPU device that reads close to the threads' speed, the others left asleep
+ *  meanwhile; a host-CPU device is judged on its largest batch), then
  *  only the fastest goes on (the others stand down; when the threads or the processes win
  *  with fewer workers than cores, the other CPU side keeps the cores left). Threads and
  *  processes that fit the cores together both run. With a fixed batch_size, AUTO still

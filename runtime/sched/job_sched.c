@@ -830,18 +830,19 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double 
 }
 
 /* Exploring a side of the shared cores runs it alone (the others wait): what its exploration
- * costs is capped at this share of what the calibrated CPU threads need for the whole map (a
+ * costs is capped at a share of what the calibrated CPU threads need for the whole map (a
  * batch that would pass it is not started), so a device much slower than the CPU costs a few
  * percent of a cold run. The cost is the items the threads would have done meanwhile beyond
  * those the lane does: a lane that looks half as fast as the threads may explore twice as
- * long (four times at most, from three quarters of their speed up: tdm__explore_budget). A
- * cold first pi map cut PoCL's exploration at 16 items, whose batches alone read 2.1-2.7e5 ns
+ * long (tdm__explore_budget), up to a cap on the share of their speed it is credited with; a
+ * host-CPU device that reads close to the threads gets further (tdm__explore_budget_of).
+ * A cold first pi map cut PoCL's exploration at 16 items, whose batches alone read 2.1-2.7e5 ns
  * per item against 1.3e5 with its queues full (perf sched: the kernel queued PoCL's two
  * threads on one core, the other idle, for milliseconds): the threads, 2.55e5 per item
  * together, won 4 maps in 11 and ran them at half PoCL's speed.
  * A lane stopped by the cap keeps the estimate it has (latency-heavy batches overstate its
- * time per item, which errs towards the CPU). */
-#define TDM__EXPLORE_BUDGET 0.02
+ * time per item, which errs towards the CPU). The shares and the close-call rule:
+ * tdm__explore_budget_of (sched_model.h). */
 
 /* The CPU threads' items per ns together (0 while none is calibrated): their calibrated
  * lanes' mean times their lanes (while the threads and the processes are measured side by
@@ -913,9 +914,9 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
          * own worker's, which runs this.) */
         int side = side_of(s, l);
         double thr = next > 0 && (side == SIDE_DEVICE || side == SIDE_PROCS) ? threads_rate(s) : 0;
-        double budget = thr > 0 ? tdm__explore_budget(TDM__EXPLORE_BUDGET, (double)job->n_items,
-                                                      thr, l->est.tpi)
-                                : INFINITY;
+        double share = 0;
+        double budget = tdm__explore_budget_of(side == SIDE_DEVICE, (double)job->n_items, thr,
+                                               l->est.tpi, &share);
         if (side != SIDE_DEVICE)
             thr = 0; /* (the hopeless rule: host-CPU devices only) */
         if (tdm__explore_hopeless(n, l->est.tpi, thr, budget,
@@ -932,12 +933,14 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
             next = 0;
         } else if (tdm__explore_stops(l->explored_ns, n, dur_ns, next, budget)) {
             if (job->rt->debug & TDM_DEBUG_SCHED)
-                tdm__log(job->rt, TDM_DEBUG_SCHED,
-                         "sched %s: %s (worker %d) ends its exploration at %.3g ns/item: its "
-                         "batches alone took %.1f us, and a next one of %lld items would take "
-                         "them past %.1f us, %.0f%% of what the CPU needs for the whole map",
-                         job->what, l->key, w, l->est.tpi, l->explored_ns * 1e-3, next,
-                         budget * 1e-3, 100 * TDM__EXPLORE_BUDGET);
+                tdm__log(
+                    job->rt, TDM_DEBUG_SCHED,
+                    "sched %s: %s (worker %d) ends its exploration at %.3g ns/item: its "
+                    "batches alone took %.1f us, and a next one of %lld items would take "
+                    "them past %.1f us, its budget (%.0f%% of what the CPU needs for the whole "
+                    "map, over the share of the CPU's speed it lacks)",
+                    job->what, l->key, w, l->est.tpi, l->explored_ns * 1e-3, next, budget * 1e-3,
+                    100 * share);
             next = 0;
         }
         atomic_store_explicit(&l->explore, next, memory_order_relaxed);

@@ -269,13 +269,26 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
     return base > INT64_MAX / 4 ? INT64_MAX / 4 : base * 4;
 }
 
-double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi)
+double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi, double cap)
 {
     if (!(cpu_rate > 0) || !isfinite(cpu_rate))
         return INFINITY;
     double ratio = lane_tpi > 0 && isfinite(lane_tpi) ? 1.0 / lane_tpi / cpu_rate : 0;
-    ratio = ratio < 0.75 ? ratio : 0.75;
+    cap = cap > 0 && cap < 1 ? cap : 0;
+    ratio = ratio < cap ? ratio : cap;
     return share * items / cpu_rate / (1.0 - ratio);
+}
+
+double tdm__explore_budget_of(bool device, double items, double cpu_rate, double lane_tpi,
+                              double *share)
+{
+    bool close = device && cpu_rate > 0 && isfinite(cpu_rate) && lane_tpi > 0 &&
+                 isfinite(lane_tpi) && lane_tpi * cpu_rate * TDM__EXPLORE_CAP <= 1.0;
+    double sh = close ? TDM__EXPLORE_SHARE_CLOSE : TDM__EXPLORE_SHARE;
+    if (share)
+        *share = sh;
+    return tdm__explore_budget(sh, items, cpu_rate, lane_tpi,
+                               close ? TDM__EXPLORE_CAP_CLOSE : TDM__EXPLORE_CAP);
 }
 
 bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t next,

@@ -106,10 +106,34 @@ double tdm__explore_enough_ns(double lat, double target_ns);
 /* The most a lane exploring alone on the shared cores may spend on it: `share` of what the CPU
  * threads (cpu_rate items per ns) need for the map's `items`, divided by the share of their
  * speed it lacks (the lane computes items meanwhile: exploring costs only what the threads
- * would have done beyond them). lane_tpi is its estimate so far (0: none); a lane at three
- * quarters of the threads' speed or more gets four times the share, no more. INFINITY when
- * cpu_rate is not known. */
-double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi);
+ * would have done beyond them). lane_tpi is its estimate so far (0: none); a lane at `cap` of
+ * the threads' speed or more (0.75: four times the share; 0.9: ten times) is credited with
+ * `cap`, no more (a cap outside (0, 1): none credited, the share alone). INFINITY when cpu_rate
+ * is not known. */
+double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi,
+                           double cap);
+
+/* The exploration budget of a lane exploring alone on the shared cores (tdm__explore_budget):
+ * worker processes and host-CPU devices spend TDM__EXPLORE_SHARE, credited with up to
+ * TDM__EXPLORE_CAP of the threads' speed. A close call gets further: a host-CPU device
+ * (`device`) whose estimate reads at TDM__EXPLORE_CAP of the threads' speed or more spends
+ * TDM__EXPLORE_SHARE_CLOSE, credited with up to TDM__EXPLORE_CAP_CLOSE. Its small rungs run on
+ * part of its cores or in few work-groups and read slower than it runs: PoCL, pi (2,000 items
+ * of about 0.2 ms on two cores), single launches: 64 items 2.3-3.2e5 ns per item, 256 items
+ * 1.9-2.3e5, its queues full in a map 1.9-2.2e5, the two threads 2.3e5 together; with the
+ * processes' rule the ladder stopped at 64 items in 7 cold maps of 10 (the 256 would have
+ * passed 37 ms) and the threads ran those maps, 10-15% slower than PoCL alone. With the close
+ * rule the 256-item rung runs when the device reads at about 85% of the threads' speed or more.
+ * A device that reads that close costs the map at most 3% if it is as slow as it reads; one
+ * farther off keeps the processes' rule (exp_sinh on PoCL, 60 times slower than the threads,
+ * and the hopeless rule below). Returns the budget in ns (INFINITY when cpu_rate is not known:
+ * 0 or not finite) and its share in *share (may be NULL). */
+#define TDM__EXPLORE_SHARE 0.02
+#define TDM__EXPLORE_CAP 0.75
+#define TDM__EXPLORE_SHARE_CLOSE 0.03
+#define TDM__EXPLORE_CAP_CLOSE 0.9
+double tdm__explore_budget_of(bool device, double items, double cpu_rate, double lane_tpi,
+                              double *share);
 
 /* Whether a lane whose exploration batches have taken explored_ns (its last: n items in
  * dur_ns) stops exploring instead of running its next batch of `next` items, with budget_ns
