@@ -399,7 +399,7 @@ static void test_devices_left_closed_when_model_says_slower(void **state)
 }
 
 /* ... unless the device's figure is a close call not yet settled: slower than the threads
- * together by less than 2x, from fewer than 32 batches (one exploration, measured while the
+ * together by less than 3x, from fewer than 32 batches (one exploration, measured while the
  * host's cores may have run at half speed). The devices open, and the map measures it again. */
 static void test_devices_opened_for_a_close_call_not_settled(void **state)
 {

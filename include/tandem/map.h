@@ -22,7 +22,7 @@
  *  batches (1, 4, 16... items), and a free worker declines work that a faster one would
  *  finish sooner, so no slow device is left with the last batch. The learned times are kept
  *  per machine and kernel between runs (tdm_config.sched_model_dir), so a second run starts
- *  calibrated (except for a device stored as slower than the CPU threads by less than 2x
+ *  calibrated (except for a device stored as slower than the CPU threads by less than 3x
  *  from fewer than 32 batches: such a close call is measured again). TDM_DEBUG=sched logs
  *  each decision with its estimates; the run report gives each worker's estimated against
  *  measured time.

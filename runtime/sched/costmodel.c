@@ -330,7 +330,7 @@ bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, in
         dev_samples < 1 || cpu_lanes < 1 || dev_samples >= TDM__CM_SETTLED)
         return false;
     double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
-    return dev <= 1.05 * host && dev >= 0.5 * host;
+    return dev <= 1.05 * host && dev > host / TDM__CM_CLOSE;
 }
 
 /* The stored devices for `kernel` against `cpu_lanes` CPU threads together: whether the model

@@ -51,14 +51,20 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
                         double ns_per_item);
 /* A device's stored figure is settled once it comes from this many batches or more. */
 #define TDM__CM_SETTLED 32
+/* A close call loses to the CPU threads by less than this factor. */
+#define TDM__CM_CLOSE 3.0
 /* Whether a device's stored time per item (dev_tpi, from dev_samples batches) is a close call
  * not yet settled: it loses to `cpu_lanes` CPU threads of cpu_tpi ns per item each (it is not
- * 5% faster than them together) by less than 2x, and comes from fewer than TDM__CM_SETTLED
- * batches. One exploration gives a device a few batches, measured in a few milliseconds, and
- * the host's cores can run at half speed for a second or more (a shared 2-vCPU VM: PoCL's
- * 64-item pi batch took 16 to 32 ms with both its threads running throughout): such a figure
- * is measured again (a map explores the device, and the devices open) rather than trusted
- * for good. Any argument not positive: false. Pure. */
+ * 5% faster than them together) by less than TDM__CM_CLOSE, and comes from fewer than
+ * TDM__CM_SETTLED batches. One exploration gives a device a few batches, measured in a few
+ * milliseconds, and the host's cores can run at half speed for a second or more (a shared
+ * 2-vCPU VM: PoCL's 64-item pi batch took 16 to 32 ms with both its threads running
+ * throughout): such a figure is measured again (a map explores the device, and the devices
+ * open) rather than trusted for good. 3x, not 2x: a host-CPU device's rung that ran on one of
+ * two cores reads 2x slow, and noise puts it either side of 2x (PoCL, pi, cold maps: stored
+ * at 4.68e5 and 4.84e5 ns per item from 4 batches, the two threads 2.27e5 and 2.35e5
+ * together: 2.06x, never measured again, and every later map ran on the threads, in 2 runs of
+ * 6; PoCL alone ran at 1.8-2.0e5). Any argument not positive: false. Pure. */
 bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes);
 /* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
  * least one device entry ("opencl:..." or "cuda:...") for it, no device's time per item (from

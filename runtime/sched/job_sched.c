@@ -89,9 +89,10 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d): its stored %.3g ns/item, from %d batches, "
-                         "loses to the %d CPU threads' %.3g together by less than 2x: it is "
+                         "loses to the %d CPU threads' %.3g together by less than %.0fx: it is "
                          "measured again",
-                         job->what, l->key, w, stored, samples, threads, cpu / threads);
+                         job->what, l->key, w, stored, samples, threads, cpu / threads,
+                         TDM__CM_CLOSE);
             stored = 0;
         }
     }
