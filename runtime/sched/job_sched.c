@@ -842,8 +842,9 @@ void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double 
  * threads on one core, the other idle, for milliseconds): the threads, 2.55e5 per item
  * together, won 4 maps in 11 and ran them at half PoCL's speed.
  * A lane stopped by the cap keeps the estimate it has (latency-heavy batches overstate its
- * time per item, which errs towards the CPU). The shares and the close-call rule:
- * tdm__explore_budget_of (sched_model.h). */
+ * time per item, which errs towards the CPU). The shares, and the further reach of a device
+ * that reads near the threads' speed: tdm__explore_budget_of (sched_model.h), used in
+ * tdm__jsched_done. (A stored figure measured again in a later map: tdm__cm_close_unsettled.) */
 
 /* The CPU threads' items per ns together (0 while none is calibrated): their calibrated
  * lanes' mean times their lanes (while the threads and the processes are measured side by

@@ -115,8 +115,9 @@ double tdm__explore_budget(double share, double items, double cpu_rate, double l
 
 /* The exploration budget of a lane exploring alone on the shared cores (tdm__explore_budget):
  * worker processes and host-CPU devices spend TDM__EXPLORE_SHARE, credited with up to
- * TDM__EXPLORE_CAP of the threads' speed. A close call gets further: a host-CPU device
- * (`device`) whose estimate reads at TDM__EXPLORE_CAP of the threads' speed or more spends
+ * TDM__EXPLORE_CAP of the threads' speed. A near device gets further: a host-CPU device
+ * (`device`) whose estimate reads at TDM__EXPLORE_CAP of the threads' speed or more (a near
+ * device; not to be confused with a stored close call, tdm__cm_close_unsettled) spends
  * TDM__EXPLORE_SHARE_CLOSE, credited with up to TDM__EXPLORE_CAP_CLOSE. Its small rungs run on
  * part of its cores or in few work-groups and read slower than it runs: PoCL, pi (2,000 items
  * of about 0.2 ms on two cores), single launches: 64 items 2.3-3.2e5 ns per item, 256 items
