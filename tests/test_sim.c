@@ -321,6 +321,56 @@ static void test_median_matches_the_sorted_middle(void **state)
     }
 }
 
+/* The estimator's weighted median (a selection) against a sort and a running sum, for every
+ * size the estimator asks for (up to 66 slopes), with ties, sorted and reversed runs, zero
+ * weights and infinities; small whole weights, so that the sums are exact and a tie with
+ * half the total is decided the same way. On the heap at their exact sizes (ASan). */
+static void test_weighted_median_matches_the_sorted_one(void **state)
+{
+    (void)state;
+    unsigned seed = 777;
+    for (int it = 0; it < 20000; it++) {
+        int n = 1 + it % 66, mode = (it / 66) % 5;
+        double *v = malloc(sizeof *v * (size_t)n), *w = malloc(sizeof *w * (size_t)n);
+        double(*s)[2] = malloc(sizeof *s * (size_t)n);
+        assert_true(v && w && s);
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = seed >> 8;
+            v[i] = mode == 0   ? (double)(r % 100000)
+                   : mode == 1 ? (double)(r % 3)
+                   : mode == 2 ? (double)i
+                   : mode == 3 ? (double)(n - i)
+                               : (r % 4 == 0   ? INFINITY
+                                  : r % 4 == 1 ? -INFINITY
+                                               : (double)(r % 5));
+            w[i] = (double)((r >> 8) % 7); /* 0..6 */
+            if (i == 0 && w[i] == 0)
+                w[i] = 1; /* (not all zero) */
+            s[i][0] = v[i];
+            s[i][1] = w[i];
+            total += w[i];
+        }
+        double got = tdm__weighted_median(v, w, n);
+        qsort(s, (size_t)n, sizeof *s, cmp_double); /* (by the value, the first of each pair) */
+        double cum = 0, want = s[n - 1][0];
+        for (int i = 0; i < n; i++) {
+            cum += s[i][1];
+            /* (ties: the weight of every copy of a value counts before it is judged) */
+            if (cum >= total / 2 && (i == n - 1 || s[i + 1][0] != s[i][0])) {
+                want = s[i][0];
+                break;
+            }
+        }
+        assert_true(got == want);
+        free(v);
+        free(w);
+        free(s);
+    }
+    assert_true(tdm__weighted_median(NULL, NULL, 0) == 0);
+}
+
 /* One slowed group a little larger than the batches of one size around it: every pair of
  * batches clearly apart in size hangs on it, and so did the fitted slope. Replayed from a
  * logged cold pi map (PoCL's groups of n_queues batches: items, microseconds), where the
@@ -348,6 +398,44 @@ static void test_estimator_one_slowed_larger_group(void **state)
     assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
     tdm__est_add(&e, 200, 1.5 * (2e6 + 1e5 * 200));
     assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
+}
+
+/* The cores slowing while a CPU thread's batches shrink (replayed from a pi map of one thread
+ * and one worker process under load, items of 20000 terms: 2.8e4 ns per item, then about
+ * twice that): a batch of 60 items, batches of 3 at 84-105 us, then of 2 at 100-102 us, then
+ * of 1 and 2 at about 60 us. The slopes between sizes so close hang on the drift: 28 pairs 1
+ * item apart outvoted the 11 pairs with the 60 (6.25e3 ns per item, a fixed cost of 90 us),
+ * and later, among batches of 1 and 2 items that took about as long, the line said 40 ns per
+ * item (the thread took half the 672 items left in one batch). Slopes weighted by how far
+ * apart their sizes are, and no line that puts most of a batch's time in its fixed cost from
+ * sizes less than 4x apart: the estimate stays within 2x of the batches' own time per item.
+ * A fixed cost that is there, among sizes 4x apart or more, is still fitted. */
+static void test_estimator_drift_among_close_sizes(void **state)
+{
+    (void)state;
+    tdm__est e;
+    tdm__est_init(&e, 200);
+    tdm__est_add(&e, 60, 1695e3);
+    for (int i = 0; i < 7; i++) {
+        tdm__est_add(&e, 3, i < 5 ? 84e3 + 4e3 * i : 105e3);
+        assert_true(e.tpi > 1.5e4);
+    }
+    for (int i = 0; i < 5; i++) {
+        tdm__est_add(&e, 2, 100e3 + 1e3 * (i % 3));
+        assert_true(e.tpi > 1.5e4);
+    }
+    assert_true(e.n[0] != 60 && e.n[TDM__EST_WIN - 1] != 60); /* (the 60 has left) */
+    for (int i = 0; i < 12; i++) {
+        double n = i % 6 == 5 ? 2 : 1;
+        tdm__est_add(&e, n, (n == 2 ? 61e3 : 60e3) + 500 * (i % 4));
+        assert_true(e.tpi > 1.5e4);
+    }
+    assert_true(e.lat + e.tpi > 5e4 && e.lat + e.tpi < 7e4); /* a 1-item batch: about 60 us */
+    /* a real fixed cost, sizes 4x apart: kept */
+    tdm__est_init(&e, 200);
+    for (int i = 0; i < 12; i++)
+        tdm__est_add(&e, i % 2 ? 4 : 1, 100e3 + 1e3 * (i % 2 ? 4 : 1));
+    assert_true(fabs(e.tpi - 1e3) < 1 && fabs(e.lat - 100e3) < 1);
 }
 
 /* The exploration budget bounds what exploring alone costs: the threads' share of the map,
@@ -893,7 +981,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_decision_rules),
         cmocka_unit_test(test_estimator_is_robust),
         cmocka_unit_test(test_estimator_one_slowed_larger_group),
+        cmocka_unit_test(test_estimator_drift_among_close_sizes),
         cmocka_unit_test(test_median_matches_the_sorted_middle),
+        cmocka_unit_test(test_weighted_median_matches_the_sorted_one),
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
         cmocka_unit_test(test_exploration_budget_of_a_close_device),
         cmocka_unit_test(test_spec_errors),

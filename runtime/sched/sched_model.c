@@ -48,21 +48,74 @@ static double median_of(double *v, int n)
     return 0.5 * (lo + hi);
 }
 
+static void swap2(double *v, double *w, int i, int j)
+{
+    double x = v[i], y = w[i];
+    v[i] = v[j];
+    w[i] = w[j];
+    v[j] = x;
+    w[j] = y;
+}
+
+/* (sched_model.h) A three-way selection, as select_kth. */
+double tdm__weighted_median(double *v, double *w, int n)
+{
+    double half = 0, below = 0; /* below: the weight of v[0..lo-1] (all < v[lo..hi]), < half */
+    for (int i = 0; i < n; i++)
+        half += w[i];
+    half *= 0.5;
+    if (n <= 0)
+        return 0.0;
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        double p = v[lo + (hi - lo) / 2];
+        int lt = lo, i = lo, gt = hi;
+        while (i <= gt) { /* v[lo..lt-1] < p, v[lt..i-1] == p, v[gt+1..hi] > p */
+            if (v[i] < p)
+                swap2(v, w, i++, lt++);
+            else if (v[i] > p)
+                swap2(v, w, i, gt--);
+            else
+                i++;
+        }
+        double wl = 0, we = 0;
+        for (int k = lo; k < lt; k++)
+            wl += w[k];
+        for (int k = lt; k <= gt; k++)
+            we += w[k];
+        if (below + wl >= half) /* (the largest value below p reaches half) */
+            hi = lt - 1;
+        else if (below + wl + we >= half)
+            return p;
+        else {
+            below += wl + we;
+            lo = gt + 1;
+        }
+    }
+    return v[lo];
+}
+
 static void fit(tdm__est *e)
 {
     /* (zeroed: gcc -O3 cannot tell that the medians below read only what was written) */
     double sl[TDM__EST_WIN * (TDM__EST_WIN - 1) / 2] = {0}, r[TDM__EST_WIN] = {0};
+    double wt[TDM__EST_WIN * (TDM__EST_WIN - 1) / 2] = {0};
     int m = 0, c = e->count;
     for (int i = 0; i < c; i++) {
         for (int j = i + 1; j < c; j++) {
             double lo = e->n[i] < e->n[j] ? e->n[i] : e->n[j];
             double hi = e->n[i] < e->n[j] ? e->n[j] : e->n[i];
-            if (hi >= 1.5 * lo) /* sizes clearly apart: the slope means something */
-                sl[m++] = (e->t[j] - e->t[i]) / (e->n[j] - e->n[i]);
+            if (hi >= 1.5 * lo) { /* sizes clearly apart: the slope means something */
+                sl[m] = (e->t[j] - e->t[i]) / (e->n[j] - e->n[i]);
+                wt[m++] = hi - lo;
+            }
         }
     }
     if (m >= 3) {
-        double b = median_of(sl, m);
+        /* The median of the slopes weighted by how far apart their sizes are (a slope's
+         * error is the batches' noise over that distance): among batches of 2 and 3 items
+         * and one of 60, the 28 pairs 1 item apart outvoted the 11 of 57 and 58. */
+        double b = tdm__weighted_median(sl, wt, m);
         if (b > 0 && isfinite(b)) {
             for (int i = 0; i < c; i++)
                 r[i] = e->t[i] - b * e->n[i];
@@ -73,9 +126,21 @@ static void fit(tdm__est *e)
              * 4.4e5 ns per item against 1.2e5, and the map went to the CPU threads, at half
              * the speed). The line then misses most batches; the time per item of each,
              * below, does not. */
-            for (int i = 0; i < c; i++)
+            /* Nor is one that puts most of a batch's time in its fixed cost from sizes less
+             * than 4x apart: a drift of the cores' speed that shrank the batches looks just
+             * like that (a CPU thread's pi batches of 3 items at 105 us, then of 2 at 100 us
+             * as the cores slowed: 6.25e3 ns per item and a fixed cost of 90 us against the
+             * 2.8e4 measured before; later, 40 ns per item, and the thread took half the
+             * map's 672 items left in one batch). The fixed cost learned so far stands, and
+             * each batch's time per item with it, below. */
+            double nmin = e->n[0], nmax = e->n[0];
+            for (int i = 0; i < c; i++) {
                 sl[i] = e->t[i];
-            if (a >= -0.25 * median_of(sl, c)) {
+                nmin = e->n[i] < nmin ? e->n[i] : nmin;
+                nmax = e->n[i] > nmax ? e->n[i] : nmax;
+            }
+            double mid = median_of(sl, c);
+            if (a >= -0.25 * mid && (a <= 0.5 * mid || nmax >= 4 * nmin)) {
                 e->tpi = b;
                 e->lat = a > 0 ? a : 0;
                 return;

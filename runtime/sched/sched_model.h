@@ -26,7 +26,10 @@
  * clearly different sizes, then the median intercept): a few slow batches in the window do
  * not move it (StarPU's mean-based history model flips on one outlier), and a device whose
  * launches cost milliseconds is not mistaken for one that is slow per item. With batches all
- * of about one size, tpi is the median of (t - lat) / n with the last fitted (or prior) lat. */
+ * of about one size, tpi is the median of (t - lat) / n with the last fitted (or prior) lat;
+ * so too when the line makes no sense: a fixed cost far below zero, or one over half the
+ * median batch's time from sizes less than 4x apart (the cores slowing as the batches shrank
+ * reads so). */
 #define TDM__EST_WIN 12
 typedef struct tdm__est {
     double n[TDM__EST_WIN], t[TDM__EST_WIN];
@@ -42,6 +45,10 @@ typedef struct tdm__est {
     int real, off;
 } tdm__est;
 
+/* The weighted median of v[0..n-1] with weights w[0..n-1] (>= 0): the smallest v[i] such that
+ * the weights of the values up to it come to half the total or more; 0 for n <= 0. v and w are
+ * reordered together. The estimator's slopes, weighted by how far apart their sizes are. */
+double tdm__weighted_median(double *v, double *w, int n);
 /* Starts an empty estimate with a prior fixed cost per batch. */
 void tdm__est_init(tdm__est *e, double lat0);
 /* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. While a stored model is not
