@@ -438,6 +438,36 @@ static void test_estimator_drift_among_close_sizes(void **state)
     assert_true(fabs(e.tpi - 1e3) < 1 && fabs(e.lat - 100e3) < 1);
 }
 
+/* Sides taking turns on shared cores (threads, processes, a host-CPU device): in their order a
+ * side must be 5% faster to displace the one before it; once one runs, another must be 5%
+ * faster than it to take over, whichever comes first in the order. */
+static void test_side_pick_keeps_the_side_that_runs(void **state)
+{
+    (void)state;
+    const bool all[3] = {true, true, true}, no_procs[3] = {true, false, true};
+    const bool none[3] = {false, false, false};
+    double r[3] = {1.0, 0.5, 1.04};                     /* the device 4% faster than the threads */
+    assert_int_equal(tdm__side_pick(r, all, 3, -1), 0); /* the threads keep a tie */
+    assert_int_equal(tdm__side_pick(r, all, 3, 2), 2);  /* the device runs: it stays */
+    r[2] = 1.06;
+    assert_int_equal(tdm__side_pick(r, all, 3, -1), 2);
+    assert_int_equal(tdm__side_pick(r, all, 3, 0), 2); /* 6% faster: it takes over */
+    /* the device runs; the threads read 4% faster than it: it stays; 6%: they take over */
+    r[0] = 1.04 * r[2];
+    assert_int_equal(tdm__side_pick(r, all, 3, 2), 2);
+    assert_int_equal(tdm__side_pick(r, all, 3, -1), 0);
+    r[0] = 1.06 * r[2];
+    assert_int_equal(tdm__side_pick(r, all, 3, 2), 0);
+    /* the processes run and are slower by 40%: the faster of the others, by the order */
+    double q[3] = {1.0, 0.6, 1.03};
+    assert_int_equal(tdm__side_pick(q, all, 3, 1), 0);
+    /* a side that runs but is not there any more, or out of range: as if none ran */
+    q[1] = 2.0;
+    assert_int_equal(tdm__side_pick(q, no_procs, 3, 1), 0);
+    assert_int_equal(tdm__side_pick(q, all, 3, 7), 1);
+    assert_int_equal(tdm__side_pick(q, none, 3, 0), -1);
+}
+
 /* The exploration budget bounds what exploring alone costs: the threads' share of the map,
  * divided by the part of their speed the lane lacks, up to the cap on the part it is credited
  * with (0.75: four times the share at most). */
@@ -986,6 +1016,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_weighted_median_matches_the_sorted_one),
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
         cmocka_unit_test(test_exploration_budget_of_a_close_device),
+        cmocka_unit_test(test_side_pick_keeps_the_side_that_runs),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cluster_one_node_is_single_node),

@@ -169,6 +169,7 @@ int tdm__jsched_create(tdm__job *job)
         s->lazy |= waits;
     }
     atomic_init(&s->lazy_asked, 0);
+    atomic_init(&s->running, -1);
     /* One CPU budget: threads and worker processes that together are more workers than cores
      * take turns like a host-CPU device (shared_cores()). */
     int cpu_lanes[2] = {0, 0};
@@ -350,15 +351,16 @@ static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const boo
  *  - Then a host-CPU device alone (the CPU sides wait).
  *  - Then the fastest side runs the rest of the map and the others stand down (a side must be
  *    5% faster than the one before it in that order to displace it, so the threads keep a
- *    tie). When the threads or the processes win and have fewer workers than the budget, the
+ *    tie; once a side runs, another must be 5% faster than it to take over: tdm__side_pick).
+ *    When the threads or the processes win and have fewer workers than the budget, the
  *    other CPU side keeps as many workers as cores are left.
  * A side's speed is its calibrated lanes' mean times its lanes. With a stored model every side
  * is calibrated from the start and the choice is immediate.
  * Marks the lanes that must wait ineligible in v; true if it did; *run gets the side that
  * runs (-1 when the two CPU sides run side by side), *turn what the turn is, *run_inside
  * whether a lane that runs is inside the job now. */
-static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole,
-                         int n, int *run_out, int *turn, bool *run_inside)
+static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole, int n,
+                         int *run_out, int *turn, bool *run_inside)
 {
     double rate[SIDE_N] = {0};
     bool any[SIDE_N] = {false}, here[SIDE_N] = {false}, inside[SIDE_N] = {false};
@@ -416,9 +418,11 @@ static bool shared_cores(const tdm__jsched *s, tdm__lane_view *v, const bool *pr
             run = g;
             deciding = false;
         }
-    for (int g = 0; deciding && g < SIDE_N; g++)
-        if (any[g] && (run < 0 || rate[g] > 1.05 * rate[run]))
-            run = g;
+    if (deciding) {
+        run = tdm__side_pick(rate, any, SIDE_N,
+                             atomic_load_explicit(&s->running, memory_order_relaxed));
+        atomic_store_explicit(&s->running, run, memory_order_relaxed);
+    }
     *run_out = run;
     *turn = deciding ? TURN_DECIDED : TURN_ALONE;
     *run_inside = inside[run];

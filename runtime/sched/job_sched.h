@@ -51,6 +51,7 @@ typedef struct tdm__jsched {
     bool lazy;             /* some lanes wait for devices still closed (a lazy job) */
     atomic_int lazy_asked; /* 0: not yet decided whether to open them; 1: asked; 2: not worth */
     int yield_lane; /* the CPU thread that leaves a core to a device's set-up (-1: none) */
+    atomic_int running; /* sides taking turns: the side last chosen to run (-1: none yet) */
 } tdm__jsched;
 
 /* Whether the options cap some backend kind's share of the items (a share_cap in (0, 1)). */

@@ -372,6 +372,15 @@ bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double b
            budget_ns < enough_ns;
 }
 
+int tdm__side_pick(const double *rate, const bool *any, int n, int running)
+{
+    int run = running >= 0 && running < n && any[running] ? running : -1;
+    for (int g = 0; g < n; g++)
+        if (any[g] && g != run && (run < 0 || rate[g] > TDM__SIDE_MARGIN * rate[run]))
+            run = g;
+    return run;
+}
+
 void tdm__sched_decide(const tdm__lane_view *lanes, int n, int w, double now, int64_t remaining,
                        tdm__decision *out)
 {
