@@ -438,6 +438,32 @@ static void test_estimator_drift_among_close_sizes(void **state)
     assert_true(fabs(e.tpi - 1e3) < 1 && fabs(e.lat - 100e3) < 1);
 }
 
+/* A host-CPU device's rung below the size that fills it may have run on one of its cores: its
+ * budget is reckoned at half its estimate. PoCL's pi rung of 16 items on one core of two
+ * (fill: 128), 5.1e5 ns per item in 8.2 ms, 10.5 ms explored, the threads 2.45e5 together:
+ * taken as its speed (0.48 of theirs), the far rule ended the ladder before the 64 rung;
+ * at half, it reads near, and the 64 rung runs. From the 128 rung on, the estimate alone. */
+static void test_exploration_reach_of_a_rung_below_fill(void **state)
+{
+    (void)state;
+    const double thr = 1 / 2.45e5, items = 2000;
+    double share = 0;
+    assert_true(tdm__explore_reach_tpi(true, 128, 16, 5.1e5) == 2.55e5);
+    assert_true(tdm__explore_reach_tpi(true, 128, 64, 5.1e5) == 2.55e5);
+    assert_true(tdm__explore_reach_tpi(true, 128, 128, 5.1e5) == 5.1e5); /* fills it */
+    assert_true(tdm__explore_reach_tpi(false, 128, 16, 5.1e5) == 5.1e5); /* processes */
+    assert_true(tdm__explore_reach_tpi(true, 64, 16, 5.1e5) == 5.1e5);   /* one unit */
+    double far = tdm__explore_budget_of(true, items, thr, 5.1e5, &share);
+    assert_true(share == 0.02);
+    assert_true(tdm__explore_stops(10.5e6, 16, 8.2e6, 64, far));
+    double b = tdm__explore_budget_of(true, items, thr,
+                                      tdm__explore_reach_tpi(true, 128, 16, 5.1e5), &share);
+    assert_true(share == 0.03 && fabs(b - 0.03 * items * 2.45e5 / 0.1) < 1);
+    assert_false(tdm__explore_stops(10.5e6, 16, 8.2e6, 64, b));
+    /* the 64 rung on one core too: the 256 rung (130 ms more, at the estimate) passes it */
+    assert_true(tdm__explore_stops(43.3e6, 64, 32.6e6, 256, b));
+}
+
 /* Sides taking turns on shared cores (threads, processes, a host-CPU device): in their order a
  * side must be 5% faster to displace the one before it; once one runs, another must be 5%
  * faster than it to take over, whichever comes first in the order. */
@@ -1017,6 +1043,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),
         cmocka_unit_test(test_exploration_budget_of_a_close_device),
         cmocka_unit_test(test_side_pick_keeps_the_side_that_runs),
+        cmocka_unit_test(test_exploration_reach_of_a_rung_below_fill),
         cmocka_unit_test(test_spec_errors),
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cluster_one_node_is_single_node),

@@ -921,8 +921,9 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         int side = side_of(s, l);
         double thr = next > 0 && (side == SIDE_DEVICE || side == SIDE_PROCS) ? threads_rate(s) : 0;
         double share = 0;
-        double budget = tdm__explore_budget_of(side == SIDE_DEVICE, (double)job->n_items, thr,
-                                               l->est.tpi, &share);
+        double budget = tdm__explore_budget_of(
+            side == SIDE_DEVICE, (double)job->n_items, thr,
+            tdm__explore_reach_tpi(l->host_cpu, l->fill, n, l->est.tpi), &share);
         if (side != SIDE_DEVICE)
             thr = 0; /* (the hopeless rule: host-CPU devices only) */
         if (tdm__explore_hopeless(n, l->est.tpi, thr, budget,

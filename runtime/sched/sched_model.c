@@ -344,6 +344,11 @@ double tdm__explore_budget(double share, double items, double cpu_rate, double l
     return share * items / cpu_rate / (1.0 - ratio);
 }
 
+double tdm__explore_reach_tpi(bool host_cpu, int64_t fill, int64_t n, double tpi)
+{
+    return host_cpu && fill >= 128 && n < fill ? tpi / 2 : tpi;
+}
+
 double tdm__explore_budget_of(bool device, double items, double cpu_rate, double lane_tpi,
                               double *share)
 {

@@ -132,6 +132,17 @@ double tdm__explore_enough_ns(double lat, double target_ns);
 double tdm__explore_budget(double share, double items, double cpu_rate, double lane_tpi,
                            double cap);
 
+/* The time per item a lane's exploration budget is reckoned from (tdm__explore_budget_of)
+ * after a rung of n items with the estimate tpi: tpi, except on a host-CPU device of two
+ * compute units or more before a rung that fills it (`fill`: 64 items per compute unit, 128
+ * or more), which may have run at half the speed of the cores it had: then tpi / 2 (the
+ * budget only: a next rung that would pass it is still reckoned at the estimate). PoCL's pi
+ * rung of 16 items (2 work-groups of 8) ran on one core in 12 of 30 cold maps, 5.1e5 ns per
+ * item against 2.5e5 on both (the two threads: 2.45e5 together); taken as PoCL's speed, it
+ * ended the ladder under the far rule, and the threads ran those maps at 0.75 of PoCL's
+ * speed. */
+double tdm__explore_reach_tpi(bool host_cpu, int64_t fill, int64_t n, double tpi);
+
 /* The exploration budget of a lane exploring alone on the shared cores (tdm__explore_budget):
  * worker processes and host-CPU devices spend TDM__EXPLORE_SHARE, credited with up to
  * TDM__EXPLORE_CAP of the threads' speed. A near device gets further: a host-CPU device
