@@ -351,7 +351,13 @@ static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const boo
  *  - Then a host-CPU device alone (the CPU sides wait).
  *  - Then the fastest side runs the rest of the map and the others stand down (a side must be
  *    5% faster than the one before it in that order to displace it, so the threads keep a
- *    tie; once a side runs, another must be 5% faster than it to take over: tdm__side_pick).
+ *    tie). Once a host-CPU device runs, a CPU side must be 5% faster than it to take over
+ *    (tdm__side_pick): handing the cores back and forth costs the device's queues and its
+ *    threads' wake-ups, and the side that waits keeps the figure it had. Between the threads
+ *    and the processes, measured side by side and quick to hand over, the order alone
+ *    decides: there a side that held its place kept the processes, chosen on a cold map's
+ *    unlucky first batches of the threads, for 43-66% of later warm pi maps (the threads 12%
+ *    faster) in 3 runs of 5.
  *    When the threads or the processes win and have fewer workers than the budget, the
  *    other CPU side keeps as many workers as cores are left.
  * A side's speed is its calibrated lanes' mean times its lanes. With a stored model every side
@@ -419,8 +425,9 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
             deciding = false;
         }
     if (deciding) {
-        run = tdm__side_pick(rate, any, SIDE_N,
-                             atomic_load_explicit(&s->running, memory_order_relaxed));
+        /* (only a device holds its place: see the comment above) */
+        int was = atomic_load_explicit(&s->running, memory_order_relaxed);
+        run = tdm__side_pick(rate, any, SIDE_N, was == SIDE_DEVICE ? was : -1);
         atomic_store_explicit(&s->running, run, memory_order_relaxed);
     }
     *run_out = run;
