@@ -464,34 +464,44 @@ static void test_exploration_reach_of_a_rung_below_fill(void **state)
     assert_true(tdm__explore_stops(43.3e6, 64, 32.6e6, 256, b));
 }
 
-/* Sides taking turns on shared cores (threads, processes, a host-CPU device): in their order a
- * side must be 5% faster to displace the one before it; once one runs, another must be 5%
- * faster than it to take over, whichever comes first in the order. */
+/* Sides taking turns on shared cores (threads, processes, a host-CPU device), with the
+ * runtime's margins: in their order, the processes displace the threads when 5% faster, a
+ * device the side chosen before it when 2% faster; a side that holds its place is displaced
+ * only by one 5% faster than it, whichever comes first in the order. */
 static void test_side_pick_keeps_the_side_that_runs(void **state)
 {
     (void)state;
     const bool all[3] = {true, true, true}, no_procs[3] = {true, false, true};
     const bool none[3] = {false, false, false};
-    double r[3] = {1.0, 0.5, 1.04};                     /* the device 4% faster than the threads */
-    assert_int_equal(tdm__side_pick(r, all, 3, -1), 0); /* the threads keep a tie */
-    assert_int_equal(tdm__side_pick(r, all, 3, 2), 2);  /* the device runs: it stays */
-    r[2] = 1.06;
-    assert_int_equal(tdm__side_pick(r, all, 3, -1), 2);
-    assert_int_equal(tdm__side_pick(r, all, 3, 0), 2); /* 6% faster: it takes over */
+    const double m[3] = {1.0, 1.05, 1.02};
+    double r[3] = {1.0, 0.5, 1.03}; /* the device 3% faster than the threads */
+    assert_int_equal(tdm__side_pick(r, all, m, 3, -1), 2);
+    r[2] = 1.01;
+    assert_int_equal(tdm__side_pick(r, all, m, 3, -1), 0); /* the threads keep a tie */
+    assert_int_equal(tdm__side_pick(r, all, m, 3, 2), 2);  /* the device runs: it stays */
     /* the device runs; the threads read 4% faster than it: it stays; 6%: they take over */
     r[0] = 1.04 * r[2];
-    assert_int_equal(tdm__side_pick(r, all, 3, 2), 2);
-    assert_int_equal(tdm__side_pick(r, all, 3, -1), 0);
+    assert_int_equal(tdm__side_pick(r, all, m, 3, 2), 2);
+    assert_int_equal(tdm__side_pick(r, all, m, 3, -1), 0);
     r[0] = 1.06 * r[2];
-    assert_int_equal(tdm__side_pick(r, all, 3, 2), 0);
-    /* the processes run and are slower by 40%: the faster of the others, by the order */
-    double q[3] = {1.0, 0.6, 1.03};
-    assert_int_equal(tdm__side_pick(q, all, 3, 1), 0);
+    assert_int_equal(tdm__side_pick(r, all, m, 3, 2), 0);
+    /* the processes need 5% over the threads; a device then 2% over the processes */
+    double q[3] = {1.0, 1.04, 0};
+    const bool cpu[3] = {true, true, false};
+    assert_int_equal(tdm__side_pick(q, cpu, m, 3, -1), 0);
+    q[1] = 1.06;
+    assert_int_equal(tdm__side_pick(q, cpu, m, 3, -1), 1);
+    q[2] = 1.06 * 1.03;
+    assert_int_equal(tdm__side_pick(q, all, m, 3, -1), 2);
+    /* whichever side is passed as running holds its place: the processes 40% slower than
+     * the threads lose it, then the device must beat the threads by 2% */
+    double p[3] = {1.0, 0.6, 1.01};
+    assert_int_equal(tdm__side_pick(p, all, m, 3, 1), 0);
     /* a side that runs but is not there any more, or out of range: as if none ran */
-    q[1] = 2.0;
-    assert_int_equal(tdm__side_pick(q, no_procs, 3, 1), 0);
-    assert_int_equal(tdm__side_pick(q, all, 3, 7), 1);
-    assert_int_equal(tdm__side_pick(q, none, 3, 0), -1);
+    p[1] = 2.0;
+    assert_int_equal(tdm__side_pick(p, no_procs, m, 3, 1), 0);
+    assert_int_equal(tdm__side_pick(p, all, m, 3, 7), 1);
+    assert_int_equal(tdm__side_pick(p, none, m, 3, 0), -1);
 }
 
 /* The exploration budget bounds what exploring alone costs: the threads' share of the map,

@@ -349,10 +349,14 @@ static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const boo
  *    still slow from idling) and read 30-100% slower than their true speed, so processes
  *    measured later won maps they lose.
  *  - Then a host-CPU device alone (the CPU sides wait).
- *  - Then the fastest side runs the rest of the map and the others stand down (a side must be
- *    5% faster than the one before it in that order to displace it, so the threads keep a
- *    tie). Once a host-CPU device runs, a CPU side must be 5% faster than it to take over
- *    (tdm__side_pick): handing the cores back and forth costs the device's queues and its
+ *  - Then the fastest side runs the rest of the map and the others stand down (in that order
+ *    the processes must be 5% faster than the threads to displace them, so the threads keep
+ *    a tie; a host-CPU device 2% faster than the side chosen before it: at 5% the threads
+ *    kept maps the device ran 4-7% faster, a loss past the 3% AUTO may cost, as in a
+ *    bench_sched run whose stored figures read 2.65e5 ns per item for the threads together
+ *    and 2.62e5 for PoCL, OpenCL alone 6.6% faster than the threads alone, and AUTO's warm pi
+ *    maps 0.922 of OpenCL's). Once a host-CPU device runs, a CPU side must be 5% faster than it to
+ * take over (tdm__side_pick): handing the cores back and forth costs the device's queues and its
  *    threads' wake-ups, and the side that waits keeps the figure it had. Between the threads
  *    and the processes, measured side by side and quick to hand over, the order alone
  *    decides: there a side that held its place kept the processes, chosen on a cold map's
@@ -427,7 +431,8 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
     if (deciding) {
         /* (only a device holds its place: see the comment above) */
         int was = atomic_load_explicit(&s->running, memory_order_relaxed);
-        run = tdm__side_pick(rate, any, SIDE_N, was == SIDE_DEVICE ? was : -1);
+        static const double margin[SIDE_N] = {1.0, 1.05, 1.02}; /* (the threads: first) */
+        run = tdm__side_pick(rate, any, margin, SIDE_N, was == SIDE_DEVICE ? was : -1);
         atomic_store_explicit(&s->running, run, memory_order_relaxed);
     }
     *run_out = run;

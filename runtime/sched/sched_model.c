@@ -377,11 +377,12 @@ bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double b
            budget_ns < enough_ns;
 }
 
-int tdm__side_pick(const double *rate, const bool *any, int n, int running)
+int tdm__side_pick(const double *rate, const bool *any, const double *margin, int n, int running)
 {
     int run = running >= 0 && running < n && any[running] ? running : -1;
     for (int g = 0; g < n; g++)
-        if (any[g] && g != run && (run < 0 || rate[g] > TDM__SIDE_MARGIN * rate[run]))
+        if (any[g] && g != run &&
+            (run < 0 || rate[g] > (run == running ? TDM__SIDE_HOLD : margin[g]) * rate[run]))
             run = g;
     return run;
 }

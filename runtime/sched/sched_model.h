@@ -71,15 +71,15 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
 
 /* Sides that take turns on shared cores (the CPU threads, the worker processes, a host-CPU
  * device): which of n sides runs, from each side's speed rate[g] (items per ns) where any[g].
- * In the order given, a side must be TDM__SIDE_MARGIN faster than the one before it to
- * displace it (the first keeps a tie); a side that holds its place (`running`, -1: none; the
- * runtime passes a host-CPU device that runs) is displaced only by one that much faster than
- * it: with the margin on the order alone, a cold pi map with PoCL about as fast as the
- * threads (2,000 items, 0.47 s) went from one side to the other 6 times after both had
- * explored, as the side that ran updated its figure and the other's stood still, and each
- * turn costs the cores' hand-over. Returns the side, or -1 when none is there. */
-#define TDM__SIDE_MARGIN 1.05
-int tdm__side_pick(const double *rate, const bool *any, int n, int running);
+ * In the order given, side g displaces the one chosen before it when margin[g] times faster
+ * (the first keeps a tie). A side that holds its place (`running`, -1: none; the runtime
+ * passes a host-CPU device that runs) is displaced only by one TDM__SIDE_HOLD times faster:
+ * with the margin on the order alone, a cold pi map with PoCL about as fast as the threads
+ * (2,000 items, 0.47 s) went from one side to the other 6 times after both had explored, as
+ * the side that ran updated its figure and the other's stood still, and each turn costs the
+ * cores' hand-over. Returns the side, or -1 when none is there. */
+#define TDM__SIDE_HOLD 1.05
+int tdm__side_pick(const double *rate, const bool *any, const double *margin, int n, int running);
 
 /* One lane as the decision sees it. */
 typedef struct tdm__lane_view {
