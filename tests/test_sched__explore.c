@@ -149,9 +149,10 @@ static int first_pi_map(explore_log *log, tdm_report *r)
  * on two cores: 1, 4 and 16 items at about 5e5 ns per item (a work-group of 8 items per core:
  * one core, then two with one group each), then 64 items in 16.8 ms (2.6e5, both cores full).
  * Fitted together by plain Theil-Sen, 3.8e5 ns per item, slower than the two CPU threads
- * together (3.6e5): the threads won the map at 0.7 of PoCL's speed (its slopes now weighted by
- * how far apart the sizes are: 2.45e5, a fixed cost of 1.1 ms that is not there). The smaller
- * batches forgotten first, the 64 alone: (16.8 ms - 50 us) / 64. */
+ * together (3.6e5): the threads won the map at 0.7 of PoCL's speed. With its slopes weighted by
+ * how far apart the sizes are, the line reads 2.45e5 and a fixed cost of 1.1 ms, which PoCL
+ * does not have: the rungs measured fewer cores, not a line. The smaller batches forgotten
+ * first, the 64 alone: (16.8 ms - 50 us) / 64. */
 static void test_estimate_forgets_smaller_batches(void **state)
 {
     (void)state;

@@ -369,6 +369,16 @@ static void test_weighted_median_matches_the_sorted_one(void **state)
         free(s);
     }
     assert_true(tdm__weighted_median(NULL, NULL, 0) == 0);
+    /* all weights zero: the smallest value; a negative or NaN weight stays inside the array
+     * (not a use: the estimator's weights are sizes apart, > 0) */
+    double z[3] = {3, 1, 2}, zw[3] = {0, 0, 0};
+    assert_true(tdm__weighted_median(z, zw, 3) == 1);
+    double a[2] = {2, 1}, aw[2] = {NAN, 1};
+    double got = tdm__weighted_median(a, aw, 2);
+    assert_true(got == 1 || got == 2);
+    double b[3] = {5, 4, 6}, bw[3] = {-3, 1, 1};
+    got = tdm__weighted_median(b, bw, 3);
+    assert_true(got == 4 || got == 5 || got == 6);
 }
 
 /* One slowed group a little larger than the batches of one size around it: every pair of
@@ -493,6 +503,12 @@ static void test_side_pick_keeps_the_side_that_runs(void **state)
     assert_int_equal(tdm__side_pick(q, cpu, m, 3, -1), 1);
     q[2] = 1.06 * 1.03;
     assert_int_equal(tdm__side_pick(q, all, m, 3, -1), 2);
+    /* the device holds its place: the threads 4% faster do not displace it, and the
+     * processes 6% faster than it are not 5% faster than the threads, which come first */
+    double h[3] = {1.04, 1.06, 1.0};
+    assert_int_equal(tdm__side_pick(h, all, m, 3, 2), 2);
+    h[1] = 1.04 * 1.06;
+    assert_int_equal(tdm__side_pick(h, all, m, 3, 2), 1);
     /* whichever side is passed as running holds its place: the processes 40% slower than
      * the threads lose it, then the device must beat the threads by 2% */
     double p[3] = {1.0, 0.6, 1.01};

@@ -352,16 +352,16 @@ static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const boo
  *  - Then the fastest side runs the rest of the map and the others stand down (in that order
  *    the processes must be 5% faster than the threads to displace them, so the threads keep
  *    a tie; a host-CPU device 2% faster than the side chosen before it: at 5% the threads
- *    kept maps the device ran 4-7% faster, a loss past the 3% AUTO may cost, as in a
+ *    kept maps the device ran up to 5% faster, past the 3% AUTO may cost, as in a
  *    bench_sched run whose stored figures read 2.65e5 ns per item for the threads together
- *    and 2.62e5 for PoCL, OpenCL alone 6.6% faster than the threads alone, and AUTO's warm pi
- *    maps 0.922 of OpenCL's). Once a host-CPU device runs, a CPU side must be 5% faster than it to
- * take over (tdm__side_pick): handing the cores back and forth costs the device's queues and its
- *    threads' wake-ups, and the side that waits keeps the figure it had. Between the threads
- *    and the processes, measured side by side and quick to hand over, the order alone
- *    decides: there a side that held its place kept the processes, chosen on a cold map's
- *    unlucky first batches of the threads, for 43-66% of later warm pi maps (the threads 12%
- *    faster) in 3 runs of 5.
+ *    and 2.62e5 for PoCL, OpenCL alone 6.6% faster than the threads alone, and AUTO's warm
+ *    pi maps 0.922 of OpenCL's). Once a host-CPU device runs, it is left out of that order,
+ *    and a CPU side must be 5% faster than it to take over (tdm__side_pick): handing the
+ *    cores back and forth costs the device's queues and its threads' wake-ups, and the side
+ *    that waits keeps the figure it had. Between the threads and the processes, measured
+ *    side by side and quick to hand over, the order alone decides: there a side that held
+ *    its place kept the processes, chosen on a cold map's unlucky first batches of the
+ *    threads, for 43-66% of later warm pi maps (the threads 12% faster) in 3 runs of 5.
  *    When the threads or the processes win and have fewer workers than the budget, the
  *    other CPU side keeps as many workers as cores are left.
  * A side's speed is its calibrated lanes' mean times its lanes. With a stored model every side
@@ -433,7 +433,10 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
         int was = atomic_load_explicit(&s->running, memory_order_relaxed);
         static const double margin[SIDE_N] = {1.0, 1.05, 1.02}; /* (the threads: first) */
         run = tdm__side_pick(rate, any, margin, SIDE_N, was == SIDE_DEVICE ? was : -1);
-        atomic_store_explicit(&s->running, run, memory_order_relaxed);
+        /* (workers deciding at once may store one after the other: a pick made just before
+         * the device was chosen can drop its hold for a moment, no more) */
+        if (run != was)
+            atomic_store_explicit(&s->running, run, memory_order_relaxed);
     }
     *run_out = run;
     *turn = deciding ? TURN_DECIDED : TURN_ALONE;

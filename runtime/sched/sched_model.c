@@ -60,7 +60,7 @@ static void swap2(double *v, double *w, int i, int j)
 /* (sched_model.h) A three-way selection, as select_kth. */
 double tdm__weighted_median(double *v, double *w, int n)
 {
-    double half = 0, below = 0; /* below: the weight of v[0..lo-1] (all < v[lo..hi]), < half */
+    double half = 0, below = 0; /* below: the weight of v[0..lo-1] (all < v[lo..hi]) */
     for (int i = 0; i < n; i++)
         half += w[i];
     half *= 0.5;
@@ -87,6 +87,8 @@ double tdm__weighted_median(double *v, double *w, int n)
             hi = lt - 1;
         else if (below + wl + we >= half)
             return p;
+        else if (gt >= hi)
+            return p; /* (nothing above p: only a NaN or negative weight gets here) */
         else {
             below += wl + we;
             lo = gt + 1;
@@ -379,11 +381,13 @@ bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double b
 
 int tdm__side_pick(const double *rate, const bool *any, const double *margin, int n, int running)
 {
-    int run = running >= 0 && running < n && any[running] ? running : -1;
+    int hold = running >= 0 && running < n && any[running] ? running : -1;
+    int run = -1; /* the others by their order first, then against the one that holds */
     for (int g = 0; g < n; g++)
-        if (any[g] && g != run &&
-            (run < 0 || rate[g] > (run == running ? TDM__SIDE_HOLD : margin[g]) * rate[run]))
+        if (any[g] && g != hold && (run < 0 || rate[g] > margin[g] * rate[run]))
             run = g;
+    if (hold >= 0 && (run < 0 || !(rate[run] > TDM__SIDE_HOLD * rate[hold])))
+        run = hold;
     return run;
 }
 

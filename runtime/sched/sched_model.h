@@ -23,7 +23,8 @@
 
 /* A robust running estimate of a lane's batch time t = lat + n * tpi, fitted over its last
  * TDM__EST_WIN batches by Theil-Sen (the median of the slopes between pairs of batches of
- * clearly different sizes, then the median intercept): a few slow batches in the window do
+ * clearly different sizes, weighted by how far apart the sizes are, then the median
+ * intercept): a few slow batches in the window do
  * not move it (StarPU's mean-based history model flips on one outlier), and a device whose
  * launches cost milliseconds is not mistaken for one that is slow per item. With batches all
  * of about one size, tpi is the median of (t - lat) / n with the last fitted (or prior) lat;
@@ -73,7 +74,8 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
  * device): which of n sides runs, from each side's speed rate[g] (items per ns) where any[g].
  * In the order given, side g displaces the one chosen before it when margin[g] times faster
  * (the first keeps a tie). A side that holds its place (`running`, -1: none; the runtime
- * passes a host-CPU device that runs) is displaced only by one TDM__SIDE_HOLD times faster:
+ * passes a host-CPU device that runs) is left out of that, and then displaced only by the
+ * others' choice if that is TDM__SIDE_HOLD times faster than it:
  * with the margin on the order alone, a cold pi map with PoCL about as fast as the threads
  * (2,000 items, 0.47 s) went from one side to the other 6 times after both had explored, as
  * the side that ran updated its figure and the other's stood still, and each turn costs the
