@@ -274,17 +274,15 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
         e->n = samples;
     } else if (e) {
         double r = tpi / e->tpi;
+        double wo = e->n < 64 ? e->n : 64, wn = samples < 64 ? samples : 64;
+        e->lat = (e->lat * wo + lat * wn) / (wo + wn);
         if (r >= 0.5 && r <= 2.0) {
-            double wo = e->n < 64 ? e->n : 64, wn = samples < 64 ? samples : 64;
             e->tpi = (e->tpi * wo + tpi * wn) / (wo + wn);
-            e->lat = (e->lat * wo + lat * wn) / (wo + wn);
             e->n = e->n > INT_MAX - samples ? INT_MAX : e->n + samples;
         } else {
             /* (a geometric mean weighted like the average above: an exploration's few
              * batches give way to a whole map's; the larger count halved) */
-            double wo = e->n < 64 ? e->n : 64, wn = samples < 64 ? samples : 64;
             e->tpi = exp((log(e->tpi) * wo + log(tpi) * wn) / (wo + wn));
-            e->lat = (e->lat * wo + lat * wn) / (wo + wn);
             int big = e->n > samples ? e->n : samples;
             e->n = big / 2 > 1 ? big / 2 : 1;
         }

@@ -431,7 +431,8 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
     if (deciding) {
         /* (only a device holds its place: see the comment above) */
         int was = atomic_load_explicit(&s->running, memory_order_relaxed);
-        static const double margin[SIDE_N] = {1.0, 1.05, 1.02}; /* (the threads: first) */
+        static const double margin[SIDE_N] = {1.0, TDM__SIDE_MARGIN_PROCS,
+                                              TDM__SIDE_MARGIN_DEVICE}; /* (threads: first) */
         run = tdm__side_pick(rate, any, margin, SIDE_N, was == SIDE_DEVICE ? was : -1);
         /* (workers deciding at once may store one after the other: a pick made just before
          * the device was chosen can drop its hold for a moment, no more) */

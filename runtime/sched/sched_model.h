@@ -75,12 +75,16 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
  * In the order given, side g displaces the one chosen before it when margin[g] times faster
  * (the first keeps a tie). A side that holds its place (`running`, -1: none; the runtime
  * passes a host-CPU device that runs) is left out of that, and then displaced only by the
- * others' choice if that is TDM__SIDE_HOLD times faster than it:
- * with the margin on the order alone, a cold pi map with PoCL about as fast as the threads
- * (2,000 items, 0.47 s) went from one side to the other 6 times after both had explored, as
- * the side that ran updated its figure and the other's stood still, and each turn costs the
- * cores' hand-over. Returns the side, or -1 when none is there. */
+ * others' choice if that is TDM__SIDE_HOLD times faster than it: with the margin on the order
+ * alone, a cold pi map with PoCL about as fast as the threads (2,000 items, 0.47 s) went from
+ * one side to the other 6 times after both had explored, as the side that ran updated its
+ * figure and the other's stood still, and each turn costs the cores' hand-over. Returns the
+ * side, or -1 when none is there. The runtime's margins: the worker processes displace the
+ * threads when TDM__SIDE_MARGIN_PROCS faster, a host-CPU device the side before it when
+ * TDM__SIDE_MARGIN_DEVICE faster (job_sched.c says why). */
 #define TDM__SIDE_HOLD 1.05
+#define TDM__SIDE_MARGIN_PROCS 1.05
+#define TDM__SIDE_MARGIN_DEVICE 1.02
 int tdm__side_pick(const double *rate, const bool *any, const double *margin, int n, int running);
 
 /* One lane as the decision sees it. */
