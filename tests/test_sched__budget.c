@@ -415,6 +415,38 @@ static void test_devices_opened_for_a_close_call_not_settled(void **state)
         no_device_here();
 }
 
+/* A settled close call (100 batches) leaves the devices closed too, and each such map counts
+ * as one run without the device (the model's seventh column), until TDM__CM_RECHECK of them
+ * have run: then the devices open and the map measures it again (a figure measured on a slow
+ * minute would otherwise keep every later map off the device for good). */
+static void test_settled_close_call_opened_again_after_maps_without_it(void **state)
+{
+    (void)state;
+    char *d = model_dir();
+    budget_log log = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t800\t50000\t100\t6\n");
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(log.left_closed >= 1);
+    assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
+    assert_true(model_holds(d, "\t800\t50000\t100\t7\n")); /* one more map without it */
+    log = (budget_log){0};
+    r = (tdm_report)TDM_REPORT_INIT;
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t800\t50000\t100\t8\n");
+    rt = open_rt(d, &log, NULL, 2, 0);
+    run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_int_equal(log.left_closed, 0);
+    assert_int_equal(r.items, 1 << 21);
+    rm_dir(d);
+    if (!workers_of(&r, TDM_BACKEND_OPENCL) && !workers_of(&r, TDM_BACKEND_CUDA))
+        no_device_here();
+}
+
 /* A map of 32 MiB whose CPU time nothing says is long leaves the devices closed: with no
  * stored model (under 1 GiB moved, the CPU may well need milliseconds: exp_sinh does), and
  * with one that says the CPU threads need 3 ns an item (6 ms for this map). */
@@ -729,6 +761,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_lane_held_back_by_a_stale_figure_checks_it),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_opened_for_a_close_call_not_settled),
+        cmocka_unit_test(test_settled_close_call_opened_again_after_maps_without_it),
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),

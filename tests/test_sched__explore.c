@@ -310,24 +310,108 @@ static void test_model_merge_weighs_both_counts(void **state)
 static void test_close_call_from_few_batches_is_unsettled(void **state)
 {
     (void)state;
-    assert_true(tdm__cm_close_unsettled(4.84e5, 13, 5.12e5, 2));
-    assert_true(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED - 1, 5.12e5, 2));
-    assert_false(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED, 5.12e5, 2)); /* settled */
-    assert_true(tdm__cm_close_unsettled(5.12e5, 1, 5.12e5, 2));                /* 2x: close */
+    assert_true(tdm__cm_close_unsettled(4.84e5, 13, 0, 5.12e5, 2));
+    assert_true(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED - 1, 0, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, TDM__CM_SETTLED, 0, 5.12e5, 2)); /* settled */
+    assert_true(tdm__cm_close_unsettled(5.12e5, 1, 0, 5.12e5, 2));                /* 2x: close */
     /* a 16-item rung that ran on one of PoCL's two cores: 2.06x, from 4 batches */
-    assert_true(tdm__cm_close_unsettled(4.84e5, 4, 4.70e5, 2));
-    assert_true(tdm__cm_close_unsettled(7.6e5, 1, 5.12e5, 2));   /* 2.97x: close */
-    assert_false(tdm__cm_close_unsettled(7.7e5, 1, 5.12e5, 2));  /* over TDM__CM_CLOSE (3x) */
-    assert_true(tdm__cm_close_unsettled(2.56e5, 1, 5.12e5, 2));  /* a tie: the threads keep it */
-    assert_true(tdm__cm_close_unsettled(2.44e5, 1, 5.12e5, 2));  /* under 5% faster */
-    assert_false(tdm__cm_close_unsettled(2.4e5, 1, 5.12e5, 2));  /* faster: it runs anyway */
-    assert_false(tdm__cm_close_unsettled(4.84e5, 0, 5.12e5, 2)); /* nothing stored */
-    assert_false(tdm__cm_close_unsettled(0, 13, 5.12e5, 2));
-    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 0, 2)); /* the CPU not known */
-    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 5.12e5, 0));
-    assert_false(tdm__cm_close_unsettled(NAN, 13, 5.12e5, 2));
-    assert_false(tdm__cm_close_unsettled(4.84e5, 13, INFINITY, 2));
-    assert_false(tdm__cm_close_unsettled(-1, 13, 5.12e5, 2));
+    assert_true(tdm__cm_close_unsettled(4.84e5, 4, 0, 4.70e5, 2));
+    assert_true(tdm__cm_close_unsettled(7.6e5, 1, 0, 5.12e5, 2));   /* 2.97x: close */
+    assert_false(tdm__cm_close_unsettled(7.7e5, 1, 0, 5.12e5, 2));  /* over TDM__CM_CLOSE (3x) */
+    assert_true(tdm__cm_close_unsettled(2.56e5, 1, 0, 5.12e5, 2));  /* a tie: the threads keep it */
+    assert_true(tdm__cm_close_unsettled(2.44e5, 1, 0, 5.12e5, 2));  /* under 5% faster */
+    assert_false(tdm__cm_close_unsettled(2.4e5, 1, 0, 5.12e5, 2));  /* faster: it runs anyway */
+    assert_false(tdm__cm_close_unsettled(4.84e5, 0, 0, 5.12e5, 2)); /* nothing stored */
+    assert_false(tdm__cm_close_unsettled(0, 13, 0, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 0, 0, 2)); /* the CPU not known */
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 0, 5.12e5, 0));
+    assert_false(tdm__cm_close_unsettled(NAN, 13, 0, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(4.84e5, 13, 0, INFINITY, 2));
+    assert_false(tdm__cm_close_unsettled(-1, 13, 0, 5.12e5, 2));
+}
+
+/* ... and a settled close call passed over by TDM__CM_RECHECK maps is measured again (PoCL
+ * stored at 2.75e5 ns per item from 94 batches kept every later pi map on the threads, at 0.80
+ * of OpenCL alone's speed); a far one, or a faster one, still is not. */
+static void test_settled_close_call_passed_over_is_measured_again(void **state)
+{
+    (void)state;
+    assert_false(tdm__cm_close_unsettled(2.75e5, 94, 0, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(2.75e5, 94, TDM__CM_RECHECK - 1, 5.12e5, 2));
+    assert_true(tdm__cm_close_unsettled(2.75e5, 94, TDM__CM_RECHECK, 5.12e5, 2));
+    assert_true(tdm__cm_close_unsettled(2.75e5, 94, 1000, 5.12e5, 2));
+    assert_false(tdm__cm_close_unsettled(7.7e5, 94, 1000, 5.12e5, 2)); /* far */
+    assert_false(tdm__cm_close_unsettled(2.4e5, 94, 1000, 5.12e5, 2)); /* faster */
+    assert_false(tdm__cm_close_unsettled(2.75e5, 0, 1000, 5.12e5, 2)); /* nothing stored */
+}
+
+/* The count of maps run without a lane (tdm__cm_passed): counted on the lane's entry with the
+ * most samples by tdm__cm_pass, on every device lane by tdm__cm_pass_devices (not the CPU's),
+ * back to 0 when the lane's figure is stored again; kept in the model file as its seventh
+ * column (a file of six columns, from before it, reads as 0; a seventh that is not a count
+ * drops the line). And tdm__cm_unsettle, for a figure measured again. */
+static void test_maps_without_a_lane_are_counted_and_kept(void **state)
+{
+    (void)state;
+    char *d = model_dir();
+    seed_model(d, "pi.v1\tcpu\t2\t1e5\t200\t100\n"
+                  "pi.v1\topencl:x\t2\t2.75e5\t50000\t94\n"
+                  "pi.v1\topencl:x\t1\t3e5\t50000\t5\t3\n"
+                  "pi.v1\tcuda:y\t4\t1e4\t10000\t40\t6\n"
+                  "pi.v1\tprocs\t2\t1e5\t5000\t40\t-1\n"
+                  "pi.v1\tprocs\t3\t1e5\t5000\t40\tx\n"
+                  "ex.v1\topencl:x\t2\t1e3\t50000\t40\t2\n");
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 0); /* the best entry's: 94 */
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cuda:y"), 6);
+    assert_true(tdm__cm_get(cm, "pi.v1", "procs", NULL, NULL) == 0); /* both lines dropped */
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "nothing"), 0);
+    tdm__cm_pass(cm, "pi.v1", "opencl:x");
+    tdm__cm_pass(cm, "pi.v1", "nothing"); /* (no entry: nothing) */
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 1);
+    tdm__cm_pass_devices(cm, "pi.v1");
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 2);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cuda:y"), 7);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cpu"), 0);
+    assert_int_equal(tdm__cm_passed(cm, "ex.v1", "opencl:x"), 2); /* another kernel */
+    assert_int_equal(tdm__cm_close(cm), 0);
+    /* kept across a save and a load */
+    assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 2);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cuda:y"), 7);
+    /* stored again (any size class): back to 0 */
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 5, 2e5, 50000, 10);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 0);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cuda:y"), 7);
+    assert_int_equal(tdm__cm_close(cm), 0);
+    /* unsettled for a new measurement: every count of the lane's under TDM__CM_SETTLED, so
+     * what a map measures again weighs against 31 batches and becomes the figure read, in
+     * whatever size class it lands (2.9e5 from 94 batches, measured at 1.82e5 over 42) */
+    assert_int_equal(tdm__cm_open(NULL, "off", &cm), 0);
+    int n = 0;
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 4, 2.9e5, 1e6, 94);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 1, 3.2e5, 1e6, 5);
+    tdm__cm_put(cm, "pi.v1", "cpu", 2, 5e5, 200, 1000);
+    tdm__cm_unsettle(cm, "pi.v1", "opencl:x");
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) == 2.9e5);
+    assert_int_equal(n, TDM__CM_SETTLED - 1);
+    assert_true(tdm__cm_get(cm, "pi.v1", "cpu", NULL, &n) == 5e5); /* another lane: as it was */
+    assert_int_equal(n, 1000);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 2, 1.82e5, 1e5, 42);
+    double tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
+    assert_true(fabs(tpi - 1.82e5) < 1); /* (a new entry) */
+    assert_int_equal(n, 42);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 4, 1.82e5, 1e5, 42);
+    tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
+    assert_true(fabs(tpi - (2.9e5 * 31 + 1.82e5 * 42) / 73) < 1); /* 2.28e5: merged into it */
+    assert_int_equal(n, 73);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 1, 3e5, 1e5, 2);
+    tdm__cm_unsettle(cm, "pi.v1", "opencl:x"); /* (counts under 32 stay) */
+    tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
+    assert_int_equal(n, TDM__CM_SETTLED - 1);
+    assert_int_equal(tdm__cm_close(cm), 0);
+    rm_dir(d);
 }
 
 /* Opens rt's devices (an untimed 64-item exp_sinh map under the OpenCL policy) and gives the
@@ -353,14 +437,16 @@ static void open_devices(tdm_runtime *rt, char *key, size_t len)
 /* An AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads) on two threads, the
  * devices open, over a stored model of the threads (1.5e5 ns per item each, about their speed:
  * a stored figure within 8x of what they measure stays) and of the host-CPU device `key`
- * (dev_tpi ns per item from `samples` batches); what its log says. */
-static void map_with_device_figure(const char *key, double dev_tpi, int samples, explore_log *log)
+ * (dev_tpi ns per item from `samples` batches, `passed` maps run without it since); what its
+ * log says. Returns the count of maps run without the device that the model holds after. */
+static int map_with_device_figure(const char *key, double dev_tpi, int samples, int passed,
+                                  explore_log *log)
 {
     char *d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
-             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t%d\n", key,
-             dev_tpi, samples);
+             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t%d\t%d\n",
+             key, dev_tpi, samples, passed);
     seed_model(d, lines);
     *log = (explore_log){0};
     tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
@@ -371,13 +457,20 @@ static void map_with_device_figure(const char *key, double dev_tpi, int samples,
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
     pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
+    int after = tdm__cm_passed(cm, "pi_leibniz.v1", key);
+    assert_int_equal(tdm__cm_close(cm), 0);
     rm_dir(d);
+    return after;
 }
 
 /* Devices open and a stored figure that makes the host-CPU device lose to the threads: it is
  * taken as stored (no exploration: the device runs only if the threads turn out slower than
- * it), unless the figure is a close call from fewer than 32 batches, which the map measures
- * again: the device explores (alone, the threads being calibrated) from the map's start. */
+ * it), and the map counts as one run without it, unless the figure is a close call from fewer
+ * than 32 batches or passed over by TDM__CM_RECHECK maps, which the map measures again: the
+ * device explores (alone, the threads being calibrated) from the map's start, and the count
+ * starts again. */
 static void test_close_call_measured_again_in_a_map(void **state)
 {
     (void)state;
@@ -392,16 +485,29 @@ static void test_close_call_measured_again_in_a_map(void **state)
     explore_log log;
     /* (the threads stored at 7.5e4 ns per item together; the device at 1.3e5 loses by 1.7x, at
      * 2e5 by 2.7x, at 2.5e5 by 3.3x) */
-    map_with_device_figure(key, 1.3e5, 13, &log); /* close, unsettled */
+    assert_int_equal(map_with_device_figure(key, 1.3e5, 13, 0, &log), 0); /* close, unsettled */
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
-    map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, &log); /* settled */
+    /* settled: taken as stored, one more map without it */
+    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, 0, &log), 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
-    map_with_device_figure(key, 2e5, 13, &log); /* close since TDM__CM_CLOSE is 3x */
+    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, TDM__CM_RECHECK - 2, &log),
+                     TDM__CM_RECHECK - 1);
+    assert_int_equal(log.again, 0);
+    assert_int_equal(log.dev_exp, 0);
+    /* settled, but passed over by TDM__CM_RECHECK maps: measured again (it ran: 0) */
+    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, TDM__CM_RECHECK, &log), 0);
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
-    map_with_device_figure(key, 2.5e5, 13, &log); /* far */
+    assert_int_equal(map_with_device_figure(key, 2e5, 13, 0, &log), 0); /* close: 3x */
+    assert_int_equal(log.again, 1);
+    assert_true(log.dev_exp >= 1);
+    /* far: never measured again, however many maps ran without it */
+    assert_int_equal(map_with_device_figure(key, 2.5e5, 13, 0, &log), 1);
+    assert_int_equal(log.again, 0);
+    assert_int_equal(log.dev_exp, 0);
+    assert_int_equal(map_with_device_figure(key, 2.5e5, 100, 100, &log), 101);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
 }
@@ -414,6 +520,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_threads_not_woken_while_a_device_explores),
         cmocka_unit_test(test_model_merge_weighs_both_counts),
         cmocka_unit_test(test_close_call_from_few_batches_is_unsettled),
+        cmocka_unit_test(test_settled_close_call_passed_over_is_measured_again),
+        cmocka_unit_test(test_maps_without_a_lane_are_counted_and_kept),
         cmocka_unit_test(test_close_call_measured_again_in_a_map),
     };
     return TDM_TEST_MAIN("sched", tests);

@@ -23,6 +23,7 @@ typedef struct {
     double tpi;
     double lat;
     int n;
+    int passed; /* maps that ran without this lane since it last ran (its best entry) */
 } cm_entry;
 
 struct tdm__costmodel {
@@ -120,6 +121,7 @@ static void load(tdm__costmodel *cm)
         char *k = strtok_r(line, "\t", &save), *l = strtok_r(NULL, "\t", &save);
         char *c = strtok_r(NULL, "\t", &save), *t = strtok_r(NULL, "\t", &save);
         char *la = strtok_r(NULL, "\t", &save), *n = strtok_r(NULL, "\t\n", &save);
+        char *ps = strtok_r(NULL, "\t\n", &save); /* (optional: files before it have 6) */
         if (!k || !l || !c || !t || !la || !n || !field_ok(k, sizeof cm->e->kernel) ||
             !field_ok(l, sizeof cm->e->lane))
             continue;
@@ -137,6 +139,13 @@ static void load(tdm__costmodel *cm)
         long cnt = strtol(n, &end, 10);
         if (*end || cnt < 1 || cnt > INT_MAX)
             continue;
+        long passed = 0;
+        if (ps) {
+            errno = 0;
+            passed = strtol(ps, &end, 10);
+            if (*end || errno || passed < 0 || passed > INT_MAX)
+                continue;
+        }
         if (find(cm, k, l, (int)cls))
             continue;
         cm_entry *e = add(cm);
@@ -148,6 +157,7 @@ static void load(tdm__costmodel *cm)
         e->tpi = tpi;
         e->lat = lat;
         e->n = (int)cnt;
+        e->passed = (int)passed;
     }
     fclose(f);
 }
@@ -204,10 +214,10 @@ int tdm__cm_save(tdm__costmodel *cm)
         goto out;
     }
     fprintf(f, "# tandem cost model v2: kernel, lane, size class (log4 items), ns per item, "
-               "ns per batch, samples\n");
+               "ns per batch, samples, maps run without the lane since it last ran\n");
     for (int i = 0; i < cm->n; i++)
-        fprintf(f, "%s\t%s\t%d\t%.6g\t%.6g\t%d\n", cm->e[i].kernel, cm->e[i].lane,
-                cm->e[i].cls, cm->e[i].tpi, cm->e[i].lat, cm->e[i].n);
+        fprintf(f, "%s\t%s\t%d\t%.6g\t%.6g\t%d\t%d\n", cm->e[i].kernel, cm->e[i].lane, cm->e[i].cls,
+                cm->e[i].tpi, cm->e[i].lat, cm->e[i].n, cm->e[i].passed);
     bool ok = fflush(f) == 0 && !ferror(f);
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, cm->path) != 0) {
@@ -287,8 +297,12 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
             e->n = big / 2 > 1 ? big / 2 : 1;
         }
     }
-    if (e)
+    if (e) {
         cm->dirty = true;
+        for (int i = 0; i < cm->n; i++) /* (it ran: none of its entries is passed over now) */
+            if (!strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane))
+                cm->e[i].passed = 0;
+    }
     pthread_mutex_unlock(&cm->mu);
 }
 
@@ -322,10 +336,63 @@ static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, 
     return b;
 }
 
-bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes)
+int tdm__cm_passed(tdm__costmodel *cm, const char *kernel, const char *lane)
+{
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *e = best_entry(cm, kernel, lane);
+    int p = e ? e->passed : 0;
+    pthread_mutex_unlock(&cm->mu);
+    return p;
+}
+
+/* (caller holds cm->mu) */
+static void pass(tdm__costmodel *cm, cm_entry *e)
+{
+    if (e && e->passed < INT_MAX) {
+        e->passed++;
+        cm->dirty = true;
+    }
+}
+
+void tdm__cm_pass(tdm__costmodel *cm, const char *kernel, const char *lane)
+{
+    pthread_mutex_lock(&cm->mu);
+    pass(cm, (cm_entry *)best_entry(cm, kernel, lane));
+    pthread_mutex_unlock(&cm->mu);
+}
+
+void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel)
+{
+    pthread_mutex_lock(&cm->mu);
+    for (int i = 0; i < cm->n; i++) {
+        cm_entry *e = &cm->e[i];
+        if (!strcmp(e->kernel, kernel) &&
+            (!strncmp(e->lane, "opencl:", 7) || !strncmp(e->lane, "cuda:", 5)) &&
+            best_entry(cm, kernel, e->lane) == e)
+            pass(cm, e);
+    }
+    pthread_mutex_unlock(&cm->mu);
+}
+
+void tdm__cm_unsettle(tdm__costmodel *cm, const char *kernel, const char *lane)
+{
+    pthread_mutex_lock(&cm->mu);
+    for (int i = 0; i < cm->n; i++) {
+        cm_entry *e = &cm->e[i];
+        if (e->n >= TDM__CM_SETTLED && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+            e->n = TDM__CM_SETTLED - 1;
+            cm->dirty = true;
+        }
+    }
+    pthread_mutex_unlock(&cm->mu);
+}
+
+bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
+                             int cpu_lanes)
 {
     if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
-        dev_samples < 1 || cpu_lanes < 1 || dev_samples >= TDM__CM_SETTLED)
+        dev_samples < 1 || cpu_lanes < 1 ||
+        (dev_samples >= TDM__CM_SETTLED && dev_passed < TDM__CM_RECHECK))
         return false;
     double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
     return dev <= 1.05 * host && dev > host / TDM__CM_CLOSE;
@@ -357,7 +424,7 @@ static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lan
         double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
         if (dev > 1.05 * host)
             faster = true;
-        else if (tdm__cm_close_unsettled(e->tpi, e->n, cpu->tpi, cpu_lanes))
+        else if (tdm__cm_close_unsettled(e->tpi, e->n, e->passed, cpu->tpi, cpu_lanes))
             *unsettled = true;
         else if (why)
             snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",

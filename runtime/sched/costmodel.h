@@ -35,7 +35,8 @@ int tdm__cm_save(tdm__costmodel *cm);
  * Thread-safe. */
 double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, double *lat_ns,
                    int *samples);
-/* Merges a run's estimate into the model: a value within 2x of the stored one is averaged in
+/* Merges a run's estimate into the model (and counts the lane as having run: tdm__cm_passed
+ * 0): a value within 2x of the stored one is averaged in
  * by sample count (each counted up to 64); a value further off is averaged in geometrically,
  * weighted the same way, and the count becomes half the larger of the two, so one odd run
  * moves a calibrated model little while a figure from an exploration's few batches gives way
@@ -51,21 +52,46 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
                         double ns_per_item);
 /* A device's stored figure is settled once it comes from this many batches or more. */
 #define TDM__CM_SETTLED 32
+/* ...and a settled close call is measured again once this many maps ran without the device. */
+#define TDM__CM_RECHECK 8
 /* A close call loses to the CPU threads by less than this factor. */
 #define TDM__CM_CLOSE 3.0
-/* Whether a device's stored time per item (dev_tpi, from dev_samples batches) is a close call
- * not yet settled: it loses to `cpu_lanes` CPU threads of cpu_tpi ns per item each (it is not
- * 5% faster than them together) by less than TDM__CM_CLOSE, and comes from fewer than
- * TDM__CM_SETTLED batches. One exploration gives a device a few batches, measured in a few
- * milliseconds, and the host's cores can run at half speed for a second or more (a shared
- * 2-vCPU VM: PoCL's 64-item pi batch took 16 to 32 ms with both its threads running
- * throughout): such a figure is measured again (a map explores the device, and the devices
- * open) rather than trusted for good. 3x, not 2x: a host-CPU device's rung that ran on one of
- * two cores reads 2x slow, and noise puts it either side of 2x (PoCL, pi, cold maps: stored
- * at 4.68e5 and 4.84e5 ns per item from 4 batches, the two threads 2.27e5 and 2.35e5
+/* Whether a device's stored time per item (dev_tpi, from dev_samples batches, passed over by
+ * dev_passed maps since it last ran: tdm__cm_passed) is a close call not settled: it loses to
+ * `cpu_lanes` CPU threads of cpu_tpi ns per item each (it is not 5% faster than them together)
+ * by less than TDM__CM_CLOSE, and comes from fewer than TDM__CM_SETTLED batches or has been
+ * passed over by TDM__CM_RECHECK maps or more. One exploration gives a device a few batches,
+ * measured in a few milliseconds, and the host's cores can run at half speed for a second or
+ * more (a shared 2-vCPU VM: PoCL's 64-item pi batch took 16 to 32 ms with both its threads
+ * running throughout): such a figure is measured again (a map explores the device, and the
+ * devices open) rather than trusted for good. 3x, not 2x: a host-CPU device's rung that ran on
+ * one of two cores reads 2x slow, and noise puts it either side of 2x (PoCL, pi, cold maps:
+ * stored at 4.68e5 and 4.84e5 ns per item from 4 batches, the two threads 2.27e5 and 2.35e5
  * together: 2.06x, never measured again, and every later map ran on the threads, in 2 runs of
- * 6; PoCL alone ran at 1.8-2.0e5). Any argument not positive: false. Pure. */
-bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes);
+ * 6; PoCL alone ran at 1.8-2.0e5). A settled figure can be wrong too, and a device that loses
+ * never runs to correct it: PoCL stored at 2.75e5 ns per item from 94 batches (a cold map's
+ * exploration and its slow cores) kept every later pi map on the threads, at 0.80 of OpenCL
+ * alone's speed. Every TDM__CM_RECHECK maps such a close call is explored again (at most 3% of
+ * one map: tdm__explore_budget_of). Any argument not positive: false. Pure. */
+bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
+                             int cpu_lanes);
+/* How many maps ran without `lane` since it last ran (its entry with the most samples; 0 when
+ * it has none). Thread-safe. */
+int tdm__cm_passed(tdm__costmodel *cm, const char *kernel, const char *lane);
+/* Counts a map of `kernel` that ran without `lane` (on its entry with the most samples; none:
+ * nothing). tdm__cm_put() for the lane sets the count back to 0. Thread-safe. */
+void tdm__cm_pass(tdm__costmodel *cm, const char *kernel, const char *lane);
+/* Makes every figure of `kernel` on `lane` unsettled: a count of TDM__CM_SETTLED or more
+ * becomes TDM__CM_SETTLED - 1. For a settled close call measured again: what the map measures
+ * is then merged in against that count (not up to 64), and the entry it goes to (in whatever
+ * size class) becomes the lane's entry with the most samples. A device stored at 2.9e5 ns per
+ * item from 94 batches and measured again at 1.82e5 over 42 batches of a map was merged to
+ * 2.47e5, still losing to the threads' 2.5e5 by the 2% a device needs, and the figure stored
+ * in another size class, with more samples, stayed the one read. Thread-safe. */
+void tdm__cm_unsettle(tdm__costmodel *cm, const char *kernel, const char *lane);
+/* Counts a map of `kernel` that ran without any device (the devices left closed), for each
+ * device lane ("opencl:..." or "cuda:...") the model holds for it. Thread-safe. */
+void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel);
 /* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
  * least one device entry ("opencl:..." or "cuda:...") for it, no device's time per item (from
  * each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads

@@ -78,21 +78,26 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     int samples = 0;
     double stored_lat = 0;
     double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
+    l->from_model = stored > 0;
     if (stored > 0 && l->host_cpu && l->eligible) {
-        /* A close loss to the threads, from a few batches: measured again in this map (it
-         * would otherwise never run again, and never be measured again). */
+        /* A close loss to the threads, from a few batches or passed over by several maps:
+         * measured again in this map (it would otherwise never run again, and never be
+         * measured again). */
         int threads = 0;
         for (int j = 0; j < s->n; j++)
             threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
         double cpu = tdm__cm_get(cm, s->kernel, "cpu", NULL, NULL);
-        if (tdm__cm_close_unsettled(stored, samples, cpu, threads)) {
+        int passed = tdm__cm_passed(cm, s->kernel, l->key);
+        if (tdm__cm_close_unsettled(stored, samples, passed, cpu, threads)) {
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d): its stored %.3g ns/item, from %d batches, "
-                         "loses to the %d CPU threads' %.3g together by less than %.0fx: it is "
-                         "measured again",
-                         job->what, l->key, w, stored, samples, threads, cpu / threads,
+                         "%d maps run without it since, loses to the %d CPU threads' %.3g "
+                         "together by less than %.0fx: it is measured again",
+                         job->what, l->key, w, stored, samples, passed, threads, cpu / threads,
                          TDM__CM_CLOSE);
+            if (samples >= TDM__CM_SETTLED)
+                tdm__cm_unsettle(cm, s->kernel, l->key); /* (what it measures now weighs in) */
             stored = 0;
         }
     }
@@ -216,6 +221,22 @@ void tdm__jsched_destroy(tdm__job *job)
     for (int w = 0; cm && w < s->n; w++)
         if (s->lanes[w].seed_stale && !s->lanes[w].est.seeded)
             tdm__cm_drop_stale(cm, s->kernel, s->lanes[w].key, s->lanes[w].est.tpi);
+    /* A host-CPU device the stored model kept out of this map: one more map without it
+     * (tdm__cm_close_unsettled measures a close call again after a few). */
+    for (int w = 0; cm && w < s->n; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        if (!l->host_cpu || !l->from_model || !l->eligible ||
+            !atomic_load_explicit(&l->joined, memory_order_acquire))
+            continue;
+        bool ran = false, first = true;
+        for (int v = 0; v < s->n; v++)
+            if (!strcmp(s->lanes[v].key, l->key)) {
+                ran |= job->ws[v].batches > 0;
+                first &= v >= w || !s->lanes[v].from_model || !s->lanes[v].eligible;
+            }
+        if (first && !ran)
+            tdm__cm_pass(cm, s->kernel, l->key);
+    }
     /* One value per kind of lane: the median of its lanes' estimates (for CPU threads, all
      * threads count as one model). */
     for (int w = 0; cm && w < s->n; w++) {
@@ -261,6 +282,7 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;
+    tdm__cm_pass_devices(cm, key); /* (a map without them) */
     tdm__log(rt, TDM_DEBUG_SCHED,
              "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
              key, why);

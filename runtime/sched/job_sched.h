@@ -26,6 +26,7 @@ typedef struct tdm__jlane {
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
     bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
+    bool from_model; /* it started from a stored figure (set up with one, measured again or not) */
     tdm_backend_kind kind;
     char key[96]; /* lane name in the stored model: "cpu", "procs", "opencl:<device>" */
     /* written by the lane's own worker only */
