@@ -349,7 +349,7 @@ static void test_settled_close_call_passed_over_is_measured_again(void **state)
  * most samples by tdm__cm_pass, on every device lane by tdm__cm_pass_devices (not the CPU's),
  * back to 0 when the lane's figure is stored again; kept in the model file as its seventh
  * column (a file of six columns, from before it, reads as 0; a seventh that is not a count
- * drops the line). And tdm__cm_unsettle, for a figure measured again. */
+ * drops the line). And tdm__cm_recheck and tdm__cm_put_again, for a figure measured again. */
 static void test_maps_without_a_lane_are_counted_and_kept(void **state)
 {
     (void)state;
@@ -385,32 +385,57 @@ static void test_maps_without_a_lane_are_counted_and_kept(void **state)
     assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 0);
     assert_int_equal(tdm__cm_passed(cm, "pi.v1", "cuda:y"), 7);
     assert_int_equal(tdm__cm_close(cm), 0);
-    /* unsettled for a new measurement: every count of the lane's under TDM__CM_SETTLED, so
-     * what a map measures again weighs against 31 batches and becomes the figure read, in
-     * whatever size class it lands (2.9e5 from 94 batches, measured at 1.82e5 over 42) */
-    assert_int_equal(tdm__cm_open(NULL, "off", &cm), 0);
+    /* a settled figure measured again (tdm__cm_recheck, then tdm__cm_put_again): its count
+     * of maps without it back to 0 at once; what the map measured is merged into its entry
+     * with the most samples, against 31 batches, whatever size class the map's batches were,
+     * and the lane's other size classes are forgotten (an older far figure among them would
+     * otherwise be read: 8e5 from 40 batches, 3.2x slower than the threads) */
+    char *d2 = model_dir();
+    assert_int_equal(tdm__cm_open(NULL, d2, &cm), 0);
     int n = 0;
-    tdm__cm_put(cm, "pi.v1", "opencl:x", 4, 2.9e5, 1e6, 94);
-    tdm__cm_put(cm, "pi.v1", "opencl:x", 1, 3.2e5, 1e6, 5);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 1, 8e5, 1e6, 40);
+    tdm__cm_put(cm, "pi.v1", "opencl:x", 5, 2.9e5, 1e6, 94);
     tdm__cm_put(cm, "pi.v1", "cpu", 2, 5e5, 200, 1000);
-    tdm__cm_unsettle(cm, "pi.v1", "opencl:x");
-    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) == 2.9e5);
-    assert_int_equal(n, TDM__CM_SETTLED - 1);
+    for (int m = 0; m < TDM__CM_RECHECK; m++)
+        tdm__cm_pass(cm, "pi.v1", "opencl:x");
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), TDM__CM_RECHECK);
+    assert_int_equal(tdm__cm_recheck(cm, "pi.v1", "opencl:x"), 5);
+    assert_int_equal(tdm__cm_passed(cm, "pi.v1", "opencl:x"), 0);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) == 2.9e5); /* (not yet cut) */
+    assert_int_equal(n, 94);
+    tdm__cm_put_again(cm, "pi.v1", "opencl:x", 2, 1.82e5, 1e5, 42);
+    double tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
+    assert_true(fabs(tpi - (2.9e5 * 31 + 1.82e5 * 42) / 73) < 1); /* 2.28e5 */
+    assert_int_equal(n, 73);
     assert_true(tdm__cm_get(cm, "pi.v1", "cpu", NULL, &n) == 5e5); /* another lane: as it was */
     assert_int_equal(n, 1000);
-    tdm__cm_put(cm, "pi.v1", "opencl:x", 2, 1.82e5, 1e5, 42);
-    double tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
-    assert_true(fabs(tpi - 1.82e5) < 1); /* (a new entry) */
-    assert_int_equal(n, 42);
-    tdm__cm_put(cm, "pi.v1", "opencl:x", 4, 1.82e5, 1e5, 42);
+    /* an exploration's few batches: the entry stays settled (31 + 5), moved a little */
+    tdm__cm_put_again(cm, "pi.v1", "opencl:x", 1, 3e5, 1e5, 5);
     tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
-    assert_true(fabs(tpi - (2.9e5 * 31 + 1.82e5 * 42) / 73) < 1); /* 2.28e5: merged into it */
-    assert_int_equal(n, 73);
-    tdm__cm_put(cm, "pi.v1", "opencl:x", 1, 3e5, 1e5, 2);
-    tdm__cm_unsettle(cm, "pi.v1", "opencl:x"); /* (counts under 32 stay) */
-    tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
-    assert_int_equal(n, TDM__CM_SETTLED - 1);
+    assert_int_equal(n, TDM__CM_SETTLED - 1 + 5);
+    assert_true(tpi > 2.28e5 && tpi < 2.5e5);
+    /* nothing stored for the lane: a plain put in the class given; nothing to put: nothing */
+    assert_int_equal(tdm__cm_recheck(cm, "pi.v1", "opencl:new"), -1);
+    tdm__cm_put_again(cm, "pi.v1", "opencl:new", 3, 1e5, 1e4, 7);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:new", NULL, &n) == 1e5);
+    assert_int_equal(n, 7);
+    tdm__cm_put_again(cm, "pi.v1", "opencl:new", 3, NAN, 1e4, 7);
+    tdm__cm_put_again(cm, "pi.v1", "opencl:new", 3, 2e5, 1e4, 0);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:new", NULL, &n) == 1e5);
     assert_int_equal(tdm__cm_close(cm), 0);
+    char path[600];
+    model_file(d2, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char text[4096];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    assert_null(strstr(text, "\t800000\t")); /* the far class-1 entry is gone */
+    assert_non_null(strstr(text, "pi.v1\topencl:x\t5\t"));
+    assert_null(strstr(text, "pi.v1\topencl:x\t1\t"));
+    assert_null(strstr(text, "pi.v1\topencl:x\t2\t"));
+    rm_dir(d2);
     rm_dir(d);
 }
 
@@ -434,13 +459,16 @@ static void open_devices(tdm_runtime *rt, char *key, size_t len)
     }
 }
 
-/* An AUTO pi map (4000 items of 100000 terms, about 0.3 s on two threads) on two threads, the
- * devices open, over a stored model of the threads (1.5e5 ns per item each, about their speed:
- * a stored figure within 8x of what they measure stays) and of the host-CPU device `key`
- * (dev_tpi ns per item from `samples` batches, `passed` maps run without it since); what its
- * log says. Returns the count of maps run without the device that the model holds after. */
-static int map_with_device_figure(const char *key, double dev_tpi, int samples, int passed,
-                                  explore_log *log)
+/* `maps` AUTO pi maps of `items` items of 100000 terms (4000: about 0.3 s on two threads) on
+ * two threads, the devices open, over a stored model of the threads (1.5e5 ns per item each,
+ * about their speed: a stored figure within 8x of what they measure stays) and of the host-CPU
+ * device `key` (dev_tpi ns per item from `samples` batches, `passed` maps run without it
+ * since); what their log says. Returns the count of maps run without the device that the
+ * model holds after, and in *samples_after (may be NULL) its figure's count of batches; *last
+ * (may be NULL) gets the last map's report. */
+static int maps_with_device_figure(const char *key, double dev_tpi, int samples, int passed,
+                                   int64_t items, int maps, explore_log *log, int *samples_after,
+                                   tdm_report *last)
 {
     char *d = model_dir();
     char lines[512];
@@ -455,14 +483,26 @@ static int map_with_device_figure(const char *key, double dev_tpi, int samples, 
     /* (pi's program built first, by a map on the device alone, which teaches the model
      * nothing: with a cold PoCL cache a build can outlast a map of this length) */
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
-    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, NULL);
+    for (int m = 0; m < maps; m++)
+        pi_map_check(rt, TDM_POLICY_AUTO, items, 100000, 1e-4, TDM_MEM_HOST,
+                     m == maps - 1 ? last : NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     tdm__costmodel *cm = NULL;
     assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
     int after = tdm__cm_passed(cm, "pi_leibniz.v1", key);
+    int n = 0;
+    tdm__cm_get(cm, "pi_leibniz.v1", key, NULL, &n);
+    if (samples_after)
+        *samples_after = n;
     assert_int_equal(tdm__cm_close(cm), 0);
     rm_dir(d);
     return after;
+}
+
+static int map_with_device_figure(const char *key, double dev_tpi, int samples, int passed,
+                                  explore_log *log)
+{
+    return maps_with_device_figure(key, dev_tpi, samples, passed, 4000, 1, log, NULL, NULL);
 }
 
 /* Devices open and a stored figure that makes the host-CPU device lose to the threads: it is
@@ -488,18 +528,34 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_int_equal(map_with_device_figure(key, 1.3e5, 13, 0, &log), 0); /* close, unsettled */
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
-    /* settled: taken as stored, one more map without it */
-    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, 0, &log), 1);
+    /* settled: taken as stored, one more map without it (2e5, losing by 2.7x: the device
+     * takes no batch unless the threads run 2.7x slower than stored) */
+    assert_int_equal(map_with_device_figure(key, 2e5, TDM__CM_SETTLED, 0, &log), 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
-    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, TDM__CM_RECHECK - 2, &log),
+    assert_int_equal(map_with_device_figure(key, 2e5, TDM__CM_SETTLED, TDM__CM_RECHECK - 2, &log),
                      TDM__CM_RECHECK - 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
-    /* settled, but passed over by TDM__CM_RECHECK maps: measured again (it ran: 0) */
-    assert_int_equal(map_with_device_figure(key, 1.3e5, TDM__CM_SETTLED, TDM__CM_RECHECK, &log), 0);
+    /* settled, but passed over by TDM__CM_RECHECK maps: measured again (it ran: 0), and what
+     * it measured merged against 31 batches (not 100) */
+    int after = 0;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(
+        maps_with_device_figure(key, 1.3e5, 100, TDM__CM_RECHECK, 4000, 1, &log, &after, &r), 0);
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
+    int b = 0; /* (the device's batches: merged within 2x, 31 + b; further off, half the larger) */
+    for (int w = 0; w < r.n_workers; w++)
+        b += r.workers[w].kind == TDM_BACKEND_OPENCL ? (int)r.workers[w].batches : 0;
+    assert_true(b > 0);
+    assert_true(after == TDM__CM_SETTLED - 1 + b || after == (b > 31 ? b : 31) / 2);
+    /* ... once, even when the maps are too short for the device to run (2 items): the count
+     * starts again at the first, and a map shorter than a batch that fills the device does not
+     * count as one without it */
+    assert_int_equal(
+        maps_with_device_figure(key, 1.3e5, 100, TDM__CM_RECHECK, 2, 3, &log, &after, NULL), 0);
+    assert_int_equal(log.again, 1);
     assert_int_equal(map_with_device_figure(key, 2e5, 13, 0, &log), 0); /* close: 3x */
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);

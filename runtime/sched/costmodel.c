@@ -374,17 +374,46 @@ void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel)
     pthread_mutex_unlock(&cm->mu);
 }
 
-void tdm__cm_unsettle(tdm__costmodel *cm, const char *kernel, const char *lane)
+int tdm__cm_recheck(tdm__costmodel *cm, const char *kernel, const char *lane)
 {
     pthread_mutex_lock(&cm->mu);
-    for (int i = 0; i < cm->n; i++) {
-        cm_entry *e = &cm->e[i];
-        if (e->n >= TDM__CM_SETTLED && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
-            e->n = TDM__CM_SETTLED - 1;
+    const cm_entry *b = best_entry(cm, kernel, lane);
+    int cls = b ? b->cls : -1;
+    for (int i = 0; i < cm->n; i++)
+        if (!strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane) && cm->e[i].passed) {
+            cm->e[i].passed = 0;
             cm->dirty = true;
+        }
+    pthread_mutex_unlock(&cm->mu);
+    return cls;
+}
+
+void tdm__cm_put_again(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                       double tpi, double lat, int samples)
+{
+    if (!(tpi > 0) || !isfinite(tpi) || samples < 1)
+        return;
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *b = best_entry(cm, kernel, lane);
+    if (b) {
+        cls = b->cls;
+        for (int i = 0; i < cm->n;) { /* (the lane's other size classes go) */
+            cm_entry *e = &cm->e[i];
+            if (e->cls != cls && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+                cm->e[i] = cm->e[--cm->n]; /* (order does not matter) */
+                cm->dirty = true;
+                continue;
+            }
+            if (e->cls == cls && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane) &&
+                e->n >= TDM__CM_SETTLED) {
+                e->n = TDM__CM_SETTLED - 1;
+                cm->dirty = true;
+            }
+            i++;
         }
     }
     pthread_mutex_unlock(&cm->mu);
+    tdm__cm_put(cm, kernel, lane, cls, tpi, lat, samples);
 }
 
 bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,

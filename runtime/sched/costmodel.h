@@ -81,14 +81,24 @@ int tdm__cm_passed(tdm__costmodel *cm, const char *kernel, const char *lane);
 /* Counts a map of `kernel` that ran without `lane` (on its entry with the most samples; none:
  * nothing). tdm__cm_put() for the lane sets the count back to 0. Thread-safe. */
 void tdm__cm_pass(tdm__costmodel *cm, const char *kernel, const char *lane);
-/* Makes every figure of `kernel` on `lane` unsettled: a count of TDM__CM_SETTLED or more
- * becomes TDM__CM_SETTLED - 1. For a settled close call measured again: what the map measures
- * is then merged in against that count (not up to 64), and the entry it goes to (in whatever
- * size class) becomes the lane's entry with the most samples. A device stored at 2.9e5 ns per
- * item from 94 batches and measured again at 1.82e5 over 42 batches of a map was merged to
- * 2.47e5, still losing to the threads' 2.5e5 by the 2% a device needs, and the figure stored
- * in another size class, with more samples, stayed the one read. Thread-safe. */
-void tdm__cm_unsettle(tdm__costmodel *cm, const char *kernel, const char *lane);
+/* A settled close call about to be measured again (tdm__cm_close_unsettled with dev_passed):
+ * its count of maps run without the lane goes back to 0, whether or not the map gets to run
+ * it (a map too short for the device would otherwise measure it again in every map after).
+ * Returns the size class of the lane's entry with the most samples, -1 when it has none.
+ * Thread-safe. */
+int tdm__cm_recheck(tdm__costmodel *cm, const char *kernel, const char *lane);
+/* Stores what a map measured again for a figure tdm__cm_recheck'ed: the lane's entries of
+ * other size classes are forgotten, its entry with the most samples has its count cut to
+ * TDM__CM_SETTLED - 1, and the figure is merged into that entry (tdm__cm_put; into size class
+ * `cls` when the lane has no entry left). So the new figure weighs against 31 batches, not up
+ * to 64, and stays the one read: merged against 64, a device stored at 2.9e5 ns per item from
+ * 94 batches and measured again at 1.82e5 over 42 batches of a map read 2.47e5, still losing to
+ * the threads' 2.5e5 by the 2% a device needs; stored apart in its own size class, it was not
+ * read at all (an entry with more samples was), and cutting every entry to 31 let an older far
+ * figure be the one read, so that the device was never measured again. A figure not
+ * positive, or no samples: nothing. Thread-safe. */
+void tdm__cm_put_again(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                       double tpi, double lat, int samples);
 /* Counts a map of `kernel` that ran without any device (the devices left closed), for each
  * device lane ("opencl:..." or "cuda:...") the model holds for it. Thread-safe. */
 void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel);

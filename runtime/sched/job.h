@@ -134,6 +134,7 @@ typedef struct tdm__job {
     const char *dev_source; /* the kernel's dialect source */
     bool resident;          /* batches run on device copies of whole tensors (residency) */
     int only_worker;        /* >= 0: only this worker may run the job (the resident device) */
+    bool devices_skipped;   /* AUTO left the devices closed: the stored model says they lose */
     bool lazy_devices;      /* devices still closed at creation may join (workers past the pool's
                              * kept for their drivers; see tdm__map_job_lazy_devices) */
     atomic_llong bytes_to_device, bytes_from_device;

@@ -79,6 +79,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     double stored_lat = 0;
     double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
     l->from_model = stored > 0;
+    l->recheck_cls = -1;
     if (stored > 0 && l->host_cpu && l->eligible) {
         /* A close loss to the threads, from a few batches or passed over by several maps:
          * measured again in this map (it would otherwise never run again, and never be
@@ -96,8 +97,8 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
                          "together by less than %.0fx: it is measured again",
                          job->what, l->key, w, stored, samples, passed, threads, cpu / threads,
                          TDM__CM_CLOSE);
-            if (samples >= TDM__CM_SETTLED)
-                tdm__cm_unsettle(cm, s->kernel, l->key); /* (what it measures now weighs in) */
+            if (samples >= TDM__CM_SETTLED) /* (what it measures now weighs in) */
+                l->recheck_cls = tdm__cm_recheck(cm, s->kernel, l->key);
             stored = 0;
         }
     }
@@ -221,11 +222,13 @@ void tdm__jsched_destroy(tdm__job *job)
     for (int w = 0; cm && w < s->n; w++)
         if (s->lanes[w].seed_stale && !s->lanes[w].est.seeded)
             tdm__cm_drop_stale(cm, s->kernel, s->lanes[w].key, s->lanes[w].est.tpi);
-    /* A host-CPU device the stored model kept out of this map: one more map without it
+    /* A host-CPU device that started from a stored figure and ran nothing in a map that
+     * ended well and was long enough to fill it: one more map without it
      * (tdm__cm_close_unsettled measures a close call again after a few). */
-    for (int w = 0; cm && w < s->n; w++) {
+    bool whole = atomic_load(&job->first_error) == 0 && atomic_load(&job->dl.stop) == 0;
+    for (int w = 0; cm && whole && w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (!l->host_cpu || !l->from_model || !l->eligible ||
+        if (!l->host_cpu || !l->from_model || !l->eligible || job->n_items < l->fill ||
             !atomic_load_explicit(&l->joined, memory_order_acquire))
             continue;
         bool ran = false, first = true;
@@ -263,8 +266,12 @@ void tdm__jsched_destroy(tdm__job *job)
             items += job->ws[v].items;
         }
         int cls = tdm__cm_size_class(batches ? items / batches : 1);
-        tdm__cm_put(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k),
-                    batches > 1000000 ? 1000000 : (int)batches);
+        int nb = batches > 1000000 ? 1000000 : (int)batches;
+        if (l->recheck_cls >= 0) /* (a settled figure measured again) */
+            tdm__cm_put_again(cm, s->kernel, l->key, l->recheck_cls, tdm__median(tpis, k),
+                              tdm__median(lats, k), nb);
+        else
+            tdm__cm_put(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k), nb);
     }
     free(s->lanes);
     free(s);
@@ -282,7 +289,6 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;
-    tdm__cm_pass_devices(cm, key); /* (a map without them) */
     tdm__log(rt, TDM_DEBUG_SCHED,
              "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
              key, why);

@@ -27,6 +27,7 @@ typedef struct tdm__jlane {
     bool eligible;
     bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
     bool from_model; /* it started from a stored figure (set up with one, measured again or not) */
+    int recheck_cls; /* a settled figure measured again: its entry's size class (else -1) */
     tdm_backend_kind kind;
     char key[96]; /* lane name in the stored model: "cpu", "procs", "opencl:<device>" */
     /* written by the lane's own worker only */

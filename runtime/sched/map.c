@@ -259,7 +259,7 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 #define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
 #define TDM__AUTO_DEVICE_BYTES_COLD ((uint64_t)1 << 30)
 
-enum { DEV_NO, DEV_OPEN, DEV_LAZY };
+enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_SKIPPED }; /* (skipped: closed, as the model says) */
 
 static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streaming,
                          const char *kernel, tdm_tensor *const *inputs, int n_in,
@@ -328,7 +328,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
                     rt->threads > 0 && !rt->devices;
         want = lazy ? DEV_LAZY : DEV_NO;
     }
-    return want != DEV_NO && tdm__jsched_skip_devices(rt, k) ? DEV_NO : want;
+    return want != DEV_NO && tdm__jsched_skip_devices(rt, k) ? DEV_SKIPPED : want;
 }
 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
@@ -358,6 +358,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
     job->lazy_devices = dev == DEV_LAZY; /* (asked for; tdm__map_place decides) */
+    job->devices_skipped = dev == DEV_SKIPPED;
     job->streaming = streaming;
     tdm_tensor_desc descs[16];
     memset(descs, 0, sizeof descs);

@@ -106,12 +106,29 @@ static void learn_cpu(tdm__job *job)
                 batches > 1000000 ? 1000000 : (int)batches);
 }
 
+/* A map that ended well with the devices left closed, as the stored model said: one more map
+ * run without each device it holds for the kernel (tdm__cm_close_unsettled measures a close
+ * call again after a few). */
+static void pass_devices(tdm__job *job)
+{
+    if (!job->devices_skipped || !job->kernel || atomic_load(&job->first_error) != 0 ||
+        atomic_load(&job->dl.stop) != 0)
+        return;
+    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
+    if (!cm)
+        return;
+    char key[80];
+    tdm__cm_kernel_key(key, sizeof key, job->kernel->def.name, job->kernel->def.kernel_version);
+    tdm__cm_pass_devices(cm, key);
+}
+
 void tdm__job_destroy(tdm__job *job)
 {
     if (!job)
         return;
     if (job->finished) {
         learn_cpu(job);
+        pass_devices(job);
         tdm__jsched_destroy(job);
     }
     free(job->sched ? job->sched->lanes : NULL);
