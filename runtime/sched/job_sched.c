@@ -118,6 +118,15 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     atomic_store_explicit(&l->prep_t0, 0, memory_order_relaxed);
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
+    /* A host-CPU device explores beside the threads first (tdm__beside_judge). */
+    bool threads = false; /* (the threads' lanes come first: set up already) */
+    for (int j = 0; j < w; j++)
+        threads |= s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
+    atomic_store_explicit(&l->beside,
+                          l->host_cpu && l->eligible && !(stored > 0) && threads && !s->split_cpu,
+                          memory_order_relaxed);
+    l->beside_min_ns = 0;
+    l->beside_max_ns = 0;
 }
 
 void tdm__jsched_join(tdm__job *job, int w)
@@ -185,6 +194,8 @@ int tdm__jsched_create(tdm__job *job)
             cpu_lanes[lanes[w].kind == TDM_BACKEND_CPU_PROCS]++;
     s->cores = cpu_budget();
     s->split_cpu = cpu_lanes[0] > 0 && cpu_lanes[1] > 0 && cpu_lanes[0] + cpu_lanes[1] > s->cores;
+    for (int w = 0; s->split_cpu && w < s->n; w++) /* (a device explores alone there) */
+        atomic_store_explicit(&lanes[w].beside, 0, memory_order_relaxed);
     /* A device opening or building its program computes on the host's cores too: while it
      * does, the last CPU thread leaves it one (see device_setup_runs) when the CPU workers
      * fill the cores and at least one thread stays. */
@@ -366,6 +377,20 @@ static bool pick_paired(const tdm__jsched *s, const tdm__lane_view *v, const boo
     return inside;
 }
 
+/* Whether the CPU threads of the job are all calibrated (and there is one). */
+static bool threads_calibrated(const tdm__jsched *s, const tdm__lane_view *v, int n)
+{
+    int lanes = 0;
+    for (int j = 0; j < n; j++) {
+        if (!v[j].eligible || s->lanes[j].kind != TDM_BACKEND_CPU_THREADS)
+            continue;
+        if (!(v[j].tpi > 0) || v[j].explore != 0)
+            return false;
+        lanes++;
+    }
+    return lanes > 0;
+}
+
 /* One CPU budget. A device computing on the host's cores, the CPU threads and (when the two
  * together are more workers than cores) the worker processes share those cores: their
  * throughputs do not add up, and measured side by side on the same cores each would see the
@@ -409,9 +434,13 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         if (s->cap[k] != INT64_MAX)
             return false; /* with share caps, every side has to take its part */
+    /* A host-CPU device exploring beside the threads is no side yet, once the threads are
+     * calibrated (until then it waits: it would slow their first batches). */
+    bool threads_ready = threads_calibrated(s, v, n);
     for (int j = 0; j < n; j++) {
         int g = v[j].eligible ? side_of(s, &s->lanes[j]) : -1; /* (an unjoined lane: not read) */
-        if (g < 0)
+        if (g < 0 || (g == SIDE_DEVICE && threads_ready &&
+                      atomic_load_explicit(&s->lanes[j].beside, memory_order_relaxed)))
             continue;
         bool r = v[j].tpi > 0 && v[j].explore == 0;
         any[g] = true;
@@ -510,9 +539,9 @@ void tdm__jsched_prepared(tdm__job *job, int w)
     atomic_store_explicit(&l->preparing, 0, memory_order_relaxed);
     /* The thread that left the build a core comes back, unless a host-CPU device is about to
      * explore alone: the end of its exploration calls it back (tdm__jsched_device_explores). */
-    bool explores = l->host_cpu && l->eligible &&
-                    atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
-                    threads_rate(job->sched) > 0;
+    bool explores =
+        l->host_cpu && l->eligible && atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
+        !atomic_load_explicit(&l->beside, memory_order_relaxed) && threads_rate(job->sched) > 0;
     if (job->sched->yield_lane >= 0 && !explores)
         offer_again(job);
 }
@@ -531,7 +560,8 @@ bool tdm__jsched_device_explores(tdm__job *job)
             atomic_load_explicit(&l->in_job, memory_order_relaxed) &&
             atomic_load_explicit(&l->started, memory_order_relaxed) &&
             !atomic_load_explicit(&l->preparing, memory_order_relaxed) &&
-            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 && lane_alive(job, w))
+            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
+            !atomic_load_explicit(&l->beside, memory_order_relaxed) && lane_alive(job, w))
             return true;
     }
     return false;
@@ -916,6 +946,73 @@ static double threads_rate(const tdm__jsched *s)
     return side_rate(rate, lanes, calibrated);
 }
 
+/* A host-CPU device's exploration rung run beside the CPU threads (n items in dur_ns) is
+ * judged (tdm__beside_judge): far too slow, it is calibrated on what it measured and waits
+ * while the threads run the map (they never stood down); perhaps near, it explores on alone,
+ * from its ladder's next rung (its readings beside the threads forgotten); too short to tell, its
+ * ladder goes on while its rungs but the longest have taken less than twice the budget of an
+ * exploration alone (a far one's: tdm__explore_budget_of) and the ladder has not ended; then
+ * it explores alone, as it did before this phase. (Judged on its estimate there instead, a first
+ * rung of one pi item that waited 4.4 ms for a core beside the busy threads ended PoCL's
+ * exploration at 4.4e6 ns per item, and the threads ran a cold map PoCL alone ran 10% faster.) */
+static void beside_done(tdm__job *job, int w, int64_t n, double dur_ns)
+{
+    tdm__jsched *s = job->sched;
+    tdm__jlane *l = &s->lanes[w];
+    double thr = threads_rate(s);
+    int verdict = tdm__beside_judge(n, dur_ns, l->beside_min_ns, l->fill, thr);
+    if (l->beside_min_ns == 0 || dur_ns < l->beside_min_ns)
+        l->beside_min_ns = dur_ns;
+    if (dur_ns > l->beside_max_ns)
+        l->beside_max_ns = dur_ns;
+    l->explored_ns += dur_ns;
+    long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
+    long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
+    if (verdict == TDM__BESIDE_UNSURE) {
+        /* (beside the threads it takes at most its share of the cores: twice the time it
+         * may take alone; its rungs' time so far, not reckoned ahead from the last one, and
+         * without its longest: one of its threads woken on a busy core may wait milliseconds
+         * for it, doing nothing, as a first pi item did for 4.4 ms and one of exp_sinh for
+         * 3.9 ms, in about 1 map in 8) */
+        double budget =
+            TDM__BESIDE_SHARE * tdm__explore_budget_of(true, (double)job->n_items, thr, 0, NULL);
+        if (next > 0 && l->explored_ns - l->beside_max_ns < budget) {
+            atomic_store_explicit(&l->explore, next, memory_order_relaxed);
+            return;
+        }
+        verdict = TDM__BESIDE_NEAR; /* (not told: it explores alone, as it did before) */
+    }
+    if (verdict == TDM__BESIDE_HOPELESS) {
+        if (job->rt->debug & TDM_DEBUG_SCHED)
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: %s (worker %d) ends its exploration beside the CPU threads at "
+                     "%.3g ns/item (%lld items in %.1f us, its shortest batch %.1f us): too "
+                     "slow to run this kernel, %.0fx the threads' %.3g ns/item together or "
+                     "more",
+                     job->what, l->key, w, l->est.tpi, (long long)n, dur_ns * 1e-3,
+                     l->beside_min_ns * 1e-3, TDM__EXPLORE_HOPELESS, thr > 0 ? 1.0 / thr : 0);
+        atomic_store_explicit(&l->explore, 0, memory_order_relaxed);
+        atomic_store_explicit(&l->beside, 0, memory_order_relaxed);
+        offer_again(job);
+        return;
+    }
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: %s (worker %d) may be near the CPU threads (%lld items in %.1f us "
+                 "beside them, its shortest batch %.1f us): it explores alone from %lld items",
+                 job->what, l->key, w, (long long)n, dur_ns * 1e-3, l->beside_min_ns * 1e-3,
+                 next > 0 ? next : (long long)n);
+    /* (from the ladder's next rung, its readings beside the threads forgotten: the rungs
+     * before it ran already, and a pi map's first rungs alone cost 1-2 ms more of the threads
+     * standing down) */
+    tdm__est_init(&l->est, l->lat);
+    l->explored_ns = 0;
+    atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
+    atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
+    atomic_store_explicit(&l->explore, next > 0 ? next : (long long)n, memory_order_relaxed);
+    atomic_store_explicit(&l->beside, 0, memory_order_release);
+}
+
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
 {
     tdm__jsched *s = job->sched;
@@ -953,7 +1050,9 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
         atomic_store_explicit(&l->tpi, l->est.tpi, memory_order_relaxed);
         atomic_store_explicit(&l->lat_fit, l->est.lat, memory_order_relaxed);
     }
-    if (e > 0 && n > 0) {
+    if (e > 0 && n > 0 && atomic_load_explicit(&l->beside, memory_order_relaxed)) {
+        beside_done(job, w, n, dur_ns);
+    } else if (e > 0 && n > 0) {
         long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
         l->explored_ns += dur_ns;
         /* Exploration ends before a batch that would overrun the budget, not after it:

@@ -22,6 +22,8 @@ typedef struct tdm__jlane {
     atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
     atomic_int drop_seed; /* another lane of its key found their stored figure stale */
     _Atomic uint64_t prep_t0; /* a device lane: when its program build began (0: not yet) */
+    atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: not
+                               * yet a side of the shared cores (tdm__beside_judge) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -36,6 +38,8 @@ typedef struct tdm__jlane {
     int64_t items_est;  /* items of those batches */
     bool declining;     /* for logging transitions only */
     double explored_ns; /* time its exploration batches took */
+    double beside_min_ns; /* its shortest exploration batch beside the threads (0: none yet) */
+    double beside_max_ns; /* ... and its longest */
     bool seed_stale;    /* this map showed the stored model it started from stale */
     bool probed;        /* it took one item to check a stored figure that kept it idle */
     uint64_t last_done; /* device lanes: when its previous batch completed */

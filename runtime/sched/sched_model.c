@@ -379,6 +379,19 @@ bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double b
            budget_ns < enough_ns;
 }
 
+int tdm__beside_judge(int64_t n, double dur_ns, double min_ns, int64_t fill, double cpu_rate)
+{
+    if (n <= 0 || !(dur_ns > 0) || !isfinite(dur_ns) || !(min_ns > 0) || !isfinite(min_ns) ||
+        dur_ns - min_ns < TDM__BESIDE_CONCLUSIVE * min_ns || dur_ns - min_ns < TDM__BESIDE_CLEAN_NS)
+        return TDM__BESIDE_UNSURE;
+    /* (a rung short of the batch that fills the device may have run on one compute unit) */
+    double units = n < fill && fill >= 128 ? (double)fill / 64 : 1;
+    double lower = (dur_ns - min_ns) / (double)n / (TDM__BESIDE_SHARE * units);
+    return cpu_rate > 0 && isfinite(cpu_rate) && lower * cpu_rate >= TDM__EXPLORE_HOPELESS
+               ? TDM__BESIDE_HOPELESS
+               : TDM__BESIDE_NEAR;
+}
+
 int tdm__side_pick(const double *rate, const bool *any, const double *margin, int n, int running)
 {
     int hold = running >= 0 && running < n && any[running] ? running : -1;

@@ -195,6 +195,32 @@ bool tdm__explore_stops(double explored_ns, int64_t n, double dur_ns, int64_t ne
 bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double budget_ns,
                            double enough_ns);
 
+/* A host-CPU device's first exploration rungs run beside the CPU threads, not alone: a device
+ * many times slower than the threads (exp_sinh on PoCL: 300-700 ns per item against the two
+ * threads' 2.5 together) is judged there and never makes them stand down, which cost a cold
+ * 40 ms map about 1 ms of the device alone on both cores and a few more core-ms of wake-ups
+ * (bench_sched's cold exp_sinh row: 0.945-0.954). Beside the threads a rung reads slow by up
+ * to the share of the cores it gets (TDM__BESIDE_SHARE: two busy threads and PoCL's two on two
+ * cores, half), and a rung short of the batch that fills the device (fill items, on fill / 64
+ * compute units when fill >= 128) may have run on one of them; and its time holds a fixed
+ * cost. So its time per item is bounded below by its time over the shortest rung before it
+ * (min_ns: no rung's fixed cost is longer), per item, over those factors; it is read only
+ * when that excess is at least TDM__BESIDE_CONCLUSIVE times the shortest rung and at least
+ * TDM__BESIDE_CLEAN_NS (a rung of a few items varies by its fixed cost's jitter, and a device's
+ * threads woken on busy cores can wait that long: per item, for a cheap kernel, jitter alone
+ * could read as hopeless; exp_sinh on PoCL beside the threads: single items in 17-95 us, once
+ * 3.3 ms). Returns TDM__BESIDE_UNSURE (too short to tell; any argument not positive),
+ * TDM__BESIDE_HOPELESS (the bound is TDM__EXPLORE_HOPELESS times the threads' time per item,
+ * cpu_rate items per ns together, or more: the device is judged on it and the threads go on)
+ * or TDM__BESIDE_NEAR (the device may be near: it explores alone, afresh). Pure. */
+#define TDM__BESIDE_SHARE 2.0
+#define TDM__BESIDE_CONCLUSIVE 2.0
+#ifndef TDM__BESIDE_CLEAN_NS
+#define TDM__BESIDE_CLEAN_NS 200e3
+#endif
+enum { TDM__BESIDE_UNSURE, TDM__BESIDE_HOPELESS, TDM__BESIDE_NEAR };
+int tdm__beside_judge(int64_t n, double dur_ns, double min_ns, int64_t fill, double cpu_rate);
+
 /* Median of v[0..n-1] (reorders v); 0 when n is 0. */
 double tdm__median(double *v, int n);
 
