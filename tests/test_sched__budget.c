@@ -463,6 +463,32 @@ static void test_settled_close_call_opened_again_after_maps_without_it(void **st
         no_device_here();
 }
 
+/* A far figure (6x the threads together) from a few batches (an exploration cut short on a
+ * slow minute) leaves the devices closed, until TDM__CM_RECHECK maps ran without it: then
+ * they open and the map measures it again. From 32 batches or more, never again. */
+static void test_far_figure_from_few_batches_opened_again(void **state)
+{
+    budget_log log = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    map_on_model("exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                 "exp_sinh.v1\topencl:any\t9\t3000\t50000\t5\t7\n",
+                 &log, &r);
+    assert_true(log.left_closed >= 1);
+    log = (budget_log){0};
+    r = (tdm_report)TDM_REPORT_INIT;
+    map_on_model("exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                 "exp_sinh.v1\topencl:any\t9\t3000\t50000\t5\t8\n",
+                 &log, &r);
+    assert_int_equal(log.left_closed, 0);
+    assert_int_equal(r.items, 1 << 21);
+    log = (budget_log){0};
+    r = (tdm_report)TDM_REPORT_INIT;
+    map_on_model("exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
+                 "exp_sinh.v1\topencl:any\t9\t3000\t50000\t32\t1000\n",
+                 &log, &r);
+    assert_true(log.left_closed >= 1);
+}
+
 /* A map of 32 MiB whose CPU time nothing says is long leaves the devices closed: with no
  * stored model (under 1 GiB moved, the CPU may well need milliseconds: exp_sinh does), and
  * with one that says the CPU threads need 3 ns an item (6 ms for this map). */
@@ -787,6 +813,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
         cmocka_unit_test(test_devices_opened_for_a_close_call_not_settled),
         cmocka_unit_test(test_settled_close_call_opened_again_after_maps_without_it),
+        cmocka_unit_test(test_far_figure_from_few_batches_opened_again),
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),

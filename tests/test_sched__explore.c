@@ -351,6 +351,20 @@ static void test_settled_close_call_passed_over_is_measured_again(void **state)
     assert_false(tdm__cm_close_unsettled(7.7e5, 94, 1000, 5.12e5, 2)); /* far */
     assert_false(tdm__cm_close_unsettled(2.4e5, 94, 1000, 5.12e5, 2)); /* faster */
     assert_false(tdm__cm_close_unsettled(2.75e5, 0, 1000, 5.12e5, 2)); /* nothing stored */
+    /* tdm__cm_measure_again: those, and a far loss from fewer than 32 batches once passed over
+     * by TDM__CM_RECHECK maps (PoCL cut short on pi under load: 1.81e6 from 2 batches, 7x the
+     * threads' 2.45e5 together) */
+    assert_true(tdm__cm_measure_again(2.75e5, 94, TDM__CM_RECHECK, 5.12e5, 2)); /* close */
+    assert_true(tdm__cm_measure_again(4.84e5, 13, 0, 5.12e5, 2));
+    assert_false(tdm__cm_measure_again(1.81e6, 2, 0, 4.9e5, 2));
+    assert_false(tdm__cm_measure_again(1.81e6, 2, TDM__CM_RECHECK - 1, 4.9e5, 2));
+    assert_true(tdm__cm_measure_again(1.81e6, 2, TDM__CM_RECHECK, 4.9e5, 2));
+    assert_true(tdm__cm_measure_again(1.81e6, TDM__CM_SETTLED - 1, 100, 4.9e5, 2));
+    assert_false(tdm__cm_measure_again(1.81e6, TDM__CM_SETTLED, 100, 4.9e5, 2)); /* settled */
+    assert_false(tdm__cm_measure_again(1e5, 2, 100, 4.9e5, 2)); /* faster: it runs anyway */
+    assert_false(tdm__cm_measure_again(NAN, 2, 100, 4.9e5, 2));
+    assert_false(tdm__cm_measure_again(1.81e6, 2, 100, 0, 2));
+    assert_false(tdm__cm_measure_again(1.81e6, 2, 100, 4.9e5, 0));
 }
 
 /* The count of maps run without a lane (tdm__cm_passed): counted on the lane's entry with the
@@ -607,10 +621,14 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_int_equal(map_with_device_figure(key, 2e5, 13, 0, &log), 0); /* close: 3x */
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
-    /* far: never measured again, however many maps ran without it */
+    /* far: taken as stored; from a few batches, measured again once TDM__CM_RECHECK maps ran
+     * without it; settled, never again */
     assert_int_equal(map_with_device_figure(key, 2.5e5, 13, 0, &log), 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
+    assert_int_equal(map_with_device_figure(key, 2.5e5, 13, TDM__CM_RECHECK, &log), 0);
+    assert_int_equal(log.again, 1);
+    assert_true(log.dev_exp >= 1);
     assert_int_equal(map_with_device_figure(key, 2.5e5, 100, 100, &log), 101);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);

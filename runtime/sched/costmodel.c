@@ -427,6 +427,18 @@ bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, do
     return dev <= 1.05 * host && dev > host / TDM__CM_CLOSE;
 }
 
+bool tdm__cm_measure_again(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
+                           int cpu_lanes)
+{
+    if (tdm__cm_close_unsettled(dev_tpi, dev_samples, dev_passed, cpu_tpi, cpu_lanes))
+        return true;
+    if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
+        dev_samples < 1 || cpu_lanes < 1)
+        return false;
+    double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
+    return dev <= 1.05 * host && dev_samples < TDM__CM_SETTLED && dev_passed >= TDM__CM_RECHECK;
+}
+
 /* The stored devices for `kernel` against `cpu_lanes` CPU threads together: whether the model
  * has a "cpu" entry and a device entry for it at all (*any), and whether one device (from each
  * lane's entry with the most samples) is more than 5% faster, and whether a slower one is a
@@ -453,7 +465,7 @@ static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lan
         double dev = 1.0 / e->tpi, host = (double)cpu_lanes / cpu->tpi;
         if (dev > 1.05 * host)
             faster = true;
-        else if (tdm__cm_close_unsettled(e->tpi, e->n, e->passed, cpu->tpi, cpu_lanes))
+        else if (tdm__cm_measure_again(e->tpi, e->n, e->passed, cpu->tpi, cpu_lanes))
             *unsettled = true;
         else if (why)
             snprintf(why, len, "%s runs %.3g ns/item, %d CPU threads %.3g ns/item together",

@@ -75,6 +75,16 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
  * one map: tdm__explore_budget_of). Any argument not positive: false. Pure. */
 bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
                              int cpu_lanes);
+/* Whether a device's stored figure that loses to the threads is measured again in this map:
+ * a close call not settled (tdm__cm_close_unsettled), or a far loss from fewer than
+ * TDM__CM_SETTLED batches passed over by TDM__CM_RECHECK maps. An exploration cut short on a
+ * slow minute stores a far figure from a few batches (PoCL, pi, under load: 1.81e6 ns per item
+ * after 1 and 4 items, 7x the threads' 2.45e5 together, while it runs at 2.0-2.2e5), and the
+ * devices were then left closed for that kernel in every later map; a device truly far off
+ * (exp_sinh on PoCL, hundreds of times slower) is measured again every TDM__CM_RECHECK maps
+ * until its figure is settled (each exploration adds its batches). Pure. */
+bool tdm__cm_measure_again(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
+                           int cpu_lanes);
 /* How many maps ran without `lane` since it last ran (its entry with the most samples; 0 when
  * it has none). Thread-safe. */
 int tdm__cm_passed(tdm__costmodel *cm, const char *kernel, const char *lane);
@@ -105,7 +115,7 @@ void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel);
 /* Whether the model says no device beats the CPU for `kernel`: it holds a "cpu" entry and at
  * least one device entry ("opencl:..." or "cuda:...") for it, no device's time per item (from
  * each lane's entry with the most samples) is 5% faster than `cpu_lanes` CPU threads
- * together, and none is a close call not yet settled (tdm__cm_close_unsettled). On true, `why`
+ * together, and none is to be measured again (tdm__cm_measure_again). On true, `why`
  * (len bytes, may be NULL) says which device and by how much. Thread-safe. */
 bool tdm__cm_devices_slower(tdm__costmodel *cm, const char *kernel, int cpu_lanes, char *why,
                             size_t len);

@@ -81,24 +81,27 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     l->from_model = stored > 0;
     l->recheck_cls = -1;
     if (stored > 0 && l->host_cpu && l->eligible) {
-        /* A close loss to the threads, from a few batches or passed over by several maps:
-         * measured again in this map (it would otherwise never run again, and never be
-         * measured again). */
+        /* A close loss to the threads, from a few batches or passed over by several maps,
+         * or a far one from a few batches passed over by several maps: measured again in
+         * this map (it would otherwise never run again, and never be measured again). */
         int threads = 0;
         for (int j = 0; j < s->n; j++)
             threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
         double cpu = tdm__cm_get(cm, s->kernel, "cpu", NULL, NULL);
         int passed = tdm__cm_passed(cm, s->kernel, l->key);
-        if (tdm__cm_close_unsettled(stored, samples, passed, cpu, threads)) {
+        if (tdm__cm_measure_again(stored, samples, passed, cpu, threads)) {
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d): its stored %.3g ns/item, from %d batches, "
                          "%d maps run without it since, loses to the %d CPU threads' %.3g "
-                         "together by less than %.0fx: it is measured again",
+                         "together (%.1fx): it is measured again",
                          job->what, l->key, w, stored, samples, passed, threads, cpu / threads,
-                         TDM__CM_CLOSE);
-            if (samples >= TDM__CM_SETTLED) /* (what it measures now weighs in) */
-                l->recheck_cls = tdm__cm_recheck(cm, s->kernel, l->key);
+                         stored * threads / cpu);
+            if (passed >= TDM__CM_RECHECK) { /* (the count starts again, run or not) */
+                int cls = tdm__cm_recheck(cm, s->kernel, l->key);
+                if (samples >= TDM__CM_SETTLED) /* (what it measures now weighs in) */
+                    l->recheck_cls = cls;
+            }
             stored = 0;
         }
     }
