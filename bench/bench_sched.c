@@ -670,7 +670,7 @@ static double decide_ns(int n, int64_t iters, int reps)
         int k = j % 4; /* 0, 1: threads; 2: a process; 3: a device */
         double tpi = k == 3 ? 0.4 + 0.1 * (j % 5) : 8.0 + k + j % 7;
         v[j] = (tdm__lane_view){
-            tpi, (double)((j * 7919) % 1000) * 1e3, lat[k], tgt[k], INT64_MAX, 0, true};
+            tpi, (double)((j * 7919) % 1000) * 1e3, lat[k], tgt[k], INT64_MAX, 0, true, false};
     }
     volatile int64_t sink = 0;
     for (int r = 0; r < reps; r++) {

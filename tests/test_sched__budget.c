@@ -605,12 +605,14 @@ static void test_slower_device_gets_no_batch(void **state)
  * slower than them is judged there, and the threads never stand down for it (they did, for
  * its exploration alone: about 1 ms of a cold 40 ms map with both cores given to a device
  * hundreds of times slower, and the wake-ups after). The exploration ends once, before the
- * ladder's end (without a judge, a rung of 128 items or more lasting 0.8 ms: 4096 items of
- * exp_sinh on PoCL, 5462 in all), and the device takes no more of the map. A cold map of 8M
- * items (about 20 ms on two threads: its budget beside them, twice 2% of that, holds the 1 to
+ * ladder's end (without a judge, a rung of 128 items or more lasting 0.8 ms: PoCL ran
+ * exp_sinh beside the threads at 100-600 ns per item in some runs, 36 in others, where its
+ * ladder ends at 65536 items, 87382 in all), and the device takes no more of the map. A cold map of
+ * 8M items (about 20 ms on two threads: its budget beside them, twice 2% of that, holds the 1 to
  * 256-item rungs that judge PoCL; a map too short for them has the device explore alone, as
- * before). A run counts only when the device got past its warm-up batch (its driver can come
- * in after the map's last batch); up to 6 runs. Under a sanitizer the threads run many times
+ * before). A run counts only when the device was judged beside the threads (its driver can
+ * come in after the map's last batch, and the machine's load can leave it untold, when it
+ * explores alone as before); up to 6 runs. Under a sanitizer the threads run many times
  * slower and PoCL (not instrumented) may read as near: only that the device did not take the
  * map is checked there. */
 static void test_far_device_explores_beside_the_threads(void **state)
@@ -631,7 +633,9 @@ static void test_far_device_explores_beside_the_threads(void **state)
         run_exp_sinh(rt, 1 << 23, TDM_MEM_HOST, &r);
         assert_int_equal(tdm_runtime_close(rt), 0);
         rm_dir(d);
-        if (log.explore_cut > 0 || batches_of(&r, TDM_BACKEND_OPENCL) >= 2)
+        /* (a run where the device was not told beside the threads, its rungs slowed by the
+         * machine's load, explored alone as before: run again) */
+        if (log.beside_cut > 0 || (TDM_TEST_SANITIZED && log.explore_cut > 0))
             break;
     }
     assert_true(log.explore_cut >= 1);
@@ -641,7 +645,7 @@ static void test_far_device_explores_beside_the_threads(void **state)
     assert_int_equal(log.explore_cut, 1);
     assert_int_equal(log.beside_cut, 1);
     assert_int_equal(log.thread_waits, 0);
-    assert_true(items_of(&r, TDM_BACKEND_OPENCL) < 5462);
+    assert_true(items_of(&r, TDM_BACKEND_OPENCL) < 87382);
 }
 
 /* The cap is met before a batch would pass it, not after: the next batch is reckoned at the

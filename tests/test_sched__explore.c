@@ -571,7 +571,8 @@ static int map_with_device_figure(const char *key, double dev_tpi, int samples, 
  * taken as stored (no exploration: the device runs only if the threads turn out slower than
  * it), and the map counts as one run without it, unless the figure is a close call from fewer
  * than 32 batches or passed over by TDM__CM_RECHECK maps, which the map measures again: the
- * device explores (alone, the threads being calibrated) from the map's start, and the count
+ * device explores (beside the threads, then alone, once they are calibrated) from the map's
+ * start, and the count
  * starts again. */
 static void test_close_call_measured_again_in_a_map(void **state)
 {

@@ -442,8 +442,7 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
     bool threads_ready = threads_calibrated(s, v, n);
     for (int j = 0; j < n; j++) {
         int g = v[j].eligible ? side_of(s, &s->lanes[j]) : -1; /* (an unjoined lane: not read) */
-        if (g < 0 || (g == SIDE_DEVICE && threads_ready &&
-                      atomic_load_explicit(&s->lanes[j].beside, memory_order_relaxed)))
+        if (g < 0 || (g == SIDE_DEVICE && threads_ready && v[j].beside))
             continue;
         bool r = v[j].tpi > 0 && v[j].explore == 0;
         any[g] = true;
@@ -513,7 +512,7 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
     bool waited = false;
     for (int j = 0; j < n; j++) {
         int g = v[j].eligible ? side_of(s, &s->lanes[j]) : -1;
-        if (g < 0 || g == run)
+        if (g < 0 || g == run || (g == SIDE_DEVICE && threads_ready && v[j].beside))
             continue;
         if (g != SIDE_DEVICE && spare > 0) {
             spare--;
@@ -746,6 +745,8 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             continue;
         }
         int64_t used = atomic_load_explicit(&s->used[l->kind], memory_order_relaxed);
+        /* (beside before explore: a device that leaves it stores its explore first) */
+        bool beside = atomic_load_explicit(&l->beside, memory_order_acquire);
         v[j] = (tdm__lane_view){
             .tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed),
             .free_at = atomic_load_explicit(&l->free_at, memory_order_relaxed),
@@ -753,6 +754,7 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
             .target_ns = l->target_ns,
             .cap_left = s->cap[l->kind] == INT64_MAX ? INT64_MAX : s->cap[l->kind] - used,
             .explore = atomic_load_explicit(&l->explore, memory_order_relaxed),
+            .beside = beside,
             .eligible = l->eligible && lane_alive(job, j) &&
                         !atomic_load_explicit(&l->preparing, memory_order_relaxed),
         };
@@ -989,13 +991,13 @@ static void beside_done(tdm__job *job, int w, int64_t n, double dur_ns)
         if (job->rt->debug & TDM_DEBUG_SCHED)
             tdm__log(job->rt, TDM_DEBUG_SCHED,
                      "sched %s: %s (worker %d) ends its exploration beside the CPU threads at "
-                     "%.3g ns/item (%lld items in %.1f us, its shortest batch %.1f us): too "
-                     "slow to run this kernel, %.0fx the threads' %.3g ns/item together or "
-                     "more",
+                     "%.3g ns/item (%lld items in %.1f us, its shortest batch %.1f us): too slow "
+                     "to run this kernel, %.0fx the threads' %.3g "
+                     "ns/item together or more",
                      job->what, l->key, w, l->est.tpi, (long long)n, dur_ns * 1e-3,
                      l->beside_min_ns * 1e-3, TDM__EXPLORE_HOPELESS, thr > 0 ? 1.0 / thr : 0);
         atomic_store_explicit(&l->explore, 0, memory_order_relaxed);
-        atomic_store_explicit(&l->beside, 0, memory_order_relaxed);
+        atomic_store_explicit(&l->beside, 0, memory_order_release);
         offer_again(job);
         return;
     }

@@ -22,8 +22,9 @@ typedef struct tdm__jlane {
     atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
     atomic_int drop_seed; /* another lane of its key found their stored figure stale */
     _Atomic uint64_t prep_t0; /* a device lane: when its program build began (0: not yet) */
-    atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: not
-                               * yet a side of the shared cores (tdm__beside_judge) */
+    atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: no
+                               * side of the shared cores once the threads are calibrated (until
+                               * then it waits for them); set to 0 with release after `explore` */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;

@@ -96,6 +96,7 @@ typedef struct tdm__lane_view {
     int64_t cap_left;  /* items it may still take (share cap); INT64_MAX if none */
     int64_t explore;   /* > 0: the lane is still exploring; its next batch has this many items */
     bool eligible;     /* may run this job (and is alive) */
+    bool beside;       /* a host-CPU device exploring beside the CPU threads (job_sched.c) */
 } tdm__lane_view;
 
 typedef struct tdm__decision {
@@ -211,8 +212,11 @@ bool tdm__explore_hopeless(int64_t n, double lane_tpi, double cpu_rate, double b
  * could read as hopeless; exp_sinh on PoCL beside the threads: single items in 17-95 us, once
  * 3.3 ms). Returns TDM__BESIDE_UNSURE (too short to tell; any argument not positive),
  * TDM__BESIDE_HOPELESS (the bound is TDM__EXPLORE_HOPELESS times the threads' time per item,
- * cpu_rate items per ns together, or more: the device is judged on it and the threads go on)
- * or TDM__BESIDE_NEAR (the device may be near: it explores alone, afresh). Pure. */
+ * cpu_rate items per ns together, or more: judged on it; a rung that waited milliseconds
+ * for a core past the floor reads so for a cheap kernel whatever the device's speed, and the
+ * figure stored then is measured again after a few maps: tdm__cm_measure_again) or
+ * TDM__BESIDE_NEAR (the device may be near, or cpu_rate is not known: it explores alone).
+ * UNSURE also when n, dur_ns or min_ns is not positive and finite. Pure. */
 #define TDM__BESIDE_SHARE 2.0
 #define TDM__BESIDE_CONCLUSIVE 2.0
 #ifndef TDM__BESIDE_CLEAN_NS
