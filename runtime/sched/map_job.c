@@ -74,6 +74,15 @@ bool tdm__map_job_lazy_devices(tdm__job *job)
     return true;
 }
 
+/* The runtime's stored model (NULL: none) and the job's kernel's key in it (len bytes). */
+static tdm__costmodel *job_model(tdm__job *job, char *key, size_t len)
+{
+    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
+    if (cm)
+        tdm__cm_kernel_key(key, len, job->kernel->def.name, job->kernel->def.kernel_version);
+    return cm;
+}
+
 /* A CPU-only map of a named kernel teaches the stored model the CPU threads' time per item
  * (the median over the threads of busy time / items), so a later map that mixes in a device
  * starts with the CPU calibrated. Maps of a few batches say too little and are skipped. (Not
@@ -94,32 +103,27 @@ static void learn_cpu(tdm__job *job)
             items += job->ws[w].items;
         }
     }
-    if (batches < 8 || k == 0)
-        return;
-    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
+    char key[80];
+    tdm__costmodel *cm = batches >= 8 && k > 0 ? job_model(job, key, sizeof key) : NULL;
     if (!cm)
         return;
-    char key[80];
-    tdm__cm_kernel_key(key, sizeof key, job->kernel->def.name, job->kernel->def.kernel_version);
     /* (busy time folds the small fixed cost of a thread's batch in) */
     tdm__cm_put(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
                 batches > 1000000 ? 1000000 : (int)batches);
 }
 
 /* A map that ended well with the devices left closed, as the stored model said: one more map
- * run without each device it holds for the kernel (tdm__cm_close_unsettled measures a close
- * call again after a few). */
+ * run without each device it holds for the kernel (tdm__cm_measure_again measures a device's
+ * figure again after a few). */
 static void pass_devices(tdm__job *job)
 {
     if (!job->devices_skipped || !job->kernel || atomic_load(&job->first_error) != 0 ||
         atomic_load(&job->dl.stop) != 0)
         return;
-    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
-    if (!cm)
-        return;
     char key[80];
-    tdm__cm_kernel_key(key, sizeof key, job->kernel->def.name, job->kernel->def.kernel_version);
-    tdm__cm_pass_devices(cm, key);
+    tdm__costmodel *cm = job_model(job, key, sizeof key);
+    if (cm)
+        tdm__cm_pass_devices(cm, key);
 }
 
 void tdm__job_destroy(tdm__job *job)
