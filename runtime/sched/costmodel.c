@@ -83,10 +83,22 @@ static bool field_ok(const char *s, size_t cap)
     return true;
 }
 
+/* Whether entry e is of `kernel` on `lane`. */
+static bool of_lane(const cm_entry *e, const char *kernel, const char *lane)
+{
+    return !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane);
+}
+
+/* Whether `lane` is a device's ("opencl:..." or "cuda:..."). */
+static bool device_lane(const char *lane)
+{
+    return !strncmp(lane, "opencl:", 7) || !strncmp(lane, "cuda:", 5);
+}
+
 static cm_entry *find(tdm__costmodel *cm, const char *kernel, const char *lane, int cls)
 {
     for (int i = 0; i < cm->n; i++)
-        if (cm->e[i].cls == cls && !strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane))
+        if (cm->e[i].cls == cls && of_lane(&cm->e[i], kernel, lane))
             return &cm->e[i];
     return NULL;
 }
@@ -243,20 +255,23 @@ int tdm__cm_close(tdm__costmodel *cm)
     return rc;
 }
 
+/* The entry with the most samples for (kernel, lane); caller holds cm->mu. */
+static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, const char *lane)
+{
+    const cm_entry *b = NULL;
+    for (int i = 0; i < cm->n; i++)
+        if ((!b || cm->e[i].n > b->n) && of_lane(&cm->e[i], kernel, lane))
+            b = &cm->e[i];
+    return b;
+}
+
 double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, double *lat_ns,
                    int *samples)
 {
-    double v = 0, lat = 0;
-    int best = 0;
     pthread_mutex_lock(&cm->mu);
-    for (int i = 0; i < cm->n; i++) {
-        const cm_entry *e = &cm->e[i];
-        if (e->n > best && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
-            best = e->n;
-            v = e->tpi;
-            lat = e->lat;
-        }
-    }
+    const cm_entry *e = best_entry(cm, kernel, lane);
+    double v = e ? e->tpi : 0, lat = e ? e->lat : 0;
+    int best = e ? e->n : 0;
     pthread_mutex_unlock(&cm->mu);
     if (samples)
         *samples = best;
@@ -300,7 +315,7 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
     if (e) {
         cm->dirty = true;
         for (int i = 0; i < cm->n; i++) /* (it ran: none of its entries is passed over now) */
-            if (!strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane))
+            if (of_lane(&cm->e[i], kernel, lane))
                 cm->e[i].passed = 0;
     }
     pthread_mutex_unlock(&cm->mu);
@@ -315,7 +330,7 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
     for (int i = 0; i < cm->n;) {
         const cm_entry *e = &cm->e[i];
         double r = e->tpi / ns_per_item;
-        if ((r >= 8 || r <= 0.125) && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+        if ((r >= 8 || r <= 0.125) && of_lane(e, kernel, lane)) {
             cm->e[i] = cm->e[--cm->n]; /* (order does not matter) */
             cm->dirty = true;
         } else {
@@ -323,17 +338,6 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
         }
     }
     pthread_mutex_unlock(&cm->mu);
-}
-
-/* The entry with the most samples for (kernel, lane); caller holds cm->mu. */
-static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, const char *lane)
-{
-    const cm_entry *b = NULL;
-    for (int i = 0; i < cm->n; i++)
-        if ((!b || cm->e[i].n > b->n) && !strcmp(cm->e[i].kernel, kernel) &&
-            !strcmp(cm->e[i].lane, lane))
-            b = &cm->e[i];
-    return b;
 }
 
 int tdm__cm_passed(tdm__costmodel *cm, const char *kernel, const char *lane)
@@ -366,8 +370,7 @@ void tdm__cm_pass_devices(tdm__costmodel *cm, const char *kernel)
     pthread_mutex_lock(&cm->mu);
     for (int i = 0; i < cm->n; i++) {
         cm_entry *e = &cm->e[i];
-        if (!strcmp(e->kernel, kernel) &&
-            (!strncmp(e->lane, "opencl:", 7) || !strncmp(e->lane, "cuda:", 5)) &&
+        if (!strcmp(e->kernel, kernel) && device_lane(e->lane) &&
             best_entry(cm, kernel, e->lane) == e)
             pass(cm, e);
     }
@@ -380,7 +383,7 @@ int tdm__cm_recheck(tdm__costmodel *cm, const char *kernel, const char *lane)
     const cm_entry *b = best_entry(cm, kernel, lane);
     int cls = b ? b->cls : -1;
     for (int i = 0; i < cm->n; i++)
-        if (!strcmp(cm->e[i].kernel, kernel) && !strcmp(cm->e[i].lane, lane) && cm->e[i].passed) {
+        if (of_lane(&cm->e[i], kernel, lane) && cm->e[i].passed) {
             cm->e[i].passed = 0;
             cm->dirty = true;
         }
@@ -399,13 +402,12 @@ void tdm__cm_put_again(tdm__costmodel *cm, const char *kernel, const char *lane,
         cls = b->cls;
         for (int i = 0; i < cm->n;) { /* (the lane's other size classes go) */
             cm_entry *e = &cm->e[i];
-            if (e->cls != cls && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane)) {
+            if (e->cls != cls && of_lane(e, kernel, lane)) {
                 cm->e[i] = cm->e[--cm->n]; /* (order does not matter) */
                 cm->dirty = true;
                 continue;
             }
-            if (e->cls == cls && !strcmp(e->kernel, kernel) && !strcmp(e->lane, lane) &&
-                e->n >= TDM__CM_SETTLED) {
+            if (e->cls == cls && of_lane(e, kernel, lane) && e->n >= TDM__CM_SETTLED) {
                 e->n = TDM__CM_SETTLED - 1;
                 cm->dirty = true;
             }
@@ -416,27 +418,38 @@ void tdm__cm_put_again(tdm__costmodel *cm, const char *kernel, const char *lane,
     tdm__cm_put(cm, kernel, lane, cls, tpi, lat, samples);
 }
 
+/* A stored device figure (dev_tpi from dev_samples batches) against `cpu_lanes` CPU threads of
+ * cpu_tpi ns per item each: false when one of them is not a figure; else the device's items
+ * per ns in *dev and the threads' together in *host. */
+static bool loss_rates(double dev_tpi, int dev_samples, double cpu_tpi, int cpu_lanes, double *dev,
+                       double *host)
+{
+    if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
+        dev_samples < 1 || cpu_lanes < 1)
+        return false;
+    *dev = 1.0 / dev_tpi;
+    *host = (double)cpu_lanes / cpu_tpi;
+    return true;
+}
+
 bool tdm__cm_close_unsettled(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
                              int cpu_lanes)
 {
-    if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
-        dev_samples < 1 || cpu_lanes < 1 ||
+    double dev, host;
+    if (!loss_rates(dev_tpi, dev_samples, cpu_tpi, cpu_lanes, &dev, &host) ||
         (dev_samples >= TDM__CM_SETTLED && dev_passed < TDM__CM_RECHECK))
         return false;
-    double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
     return dev <= 1.05 * host && dev > host / TDM__CM_CLOSE;
 }
 
 bool tdm__cm_measure_again(double dev_tpi, int dev_samples, int dev_passed, double cpu_tpi,
                            int cpu_lanes)
 {
+    double dev, host;
     if (tdm__cm_close_unsettled(dev_tpi, dev_samples, dev_passed, cpu_tpi, cpu_lanes))
         return true;
-    if (!(dev_tpi > 0) || !(cpu_tpi > 0) || !isfinite(dev_tpi) || !isfinite(cpu_tpi) ||
-        dev_samples < 1 || cpu_lanes < 1)
-        return false;
-    double dev = 1.0 / dev_tpi, host = (double)cpu_lanes / cpu_tpi; /* items per ns */
-    return dev <= 1.05 * host && dev_samples < TDM__CM_SETTLED && dev_passed >= TDM__CM_RECHECK;
+    return loss_rates(dev_tpi, dev_samples, cpu_tpi, cpu_lanes, &dev, &host) &&
+           dev <= 1.05 * host && dev_samples < TDM__CM_SETTLED && dev_passed >= TDM__CM_RECHECK;
 }
 
 /* The stored devices for `kernel` against `cpu_lanes` CPU threads together: whether the model
@@ -456,8 +469,7 @@ static bool device_beats_cpu(tdm__costmodel *cm, const char *kernel, int cpu_lan
     bool faster = false;
     for (int i = 0; cpu && !faster && i < cm->n; i++) {
         const cm_entry *e = &cm->e[i];
-        if (strcmp(e->kernel, kernel) ||
-            (strncmp(e->lane, "opencl:", 7) && strncmp(e->lane, "cuda:", 5)) ||
+        if (strcmp(e->kernel, kernel) || !device_lane(e->lane) ||
             best_entry(cm, kernel, e->lane) != e)
             continue;
         *any = true;

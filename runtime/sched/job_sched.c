@@ -80,13 +80,13 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
     l->from_model = stored > 0;
     l->recheck_cls = -1;
+    int threads = 0; /* (a host-CPU device's: the threads' lanes, set up before it) */
+    for (int j = 0; l->host_cpu && l->eligible && j < s->n; j++)
+        threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
     if (stored > 0 && l->host_cpu && l->eligible) {
         /* A close loss to the threads, from a few batches or passed over by several maps,
          * or a far one from a few batches passed over by several maps: measured again in
          * this map (it would otherwise never run again, and never be measured again). */
-        int threads = 0;
-        for (int j = 0; j < s->n; j++)
-            threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
         double cpu = tdm__cm_get(cm, s->kernel, "cpu", NULL, NULL);
         int passed = tdm__cm_passed(cm, s->kernel, l->key);
         if (tdm__cm_measure_again(stored, samples, passed, cpu, threads)) {
@@ -122,12 +122,9 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
     /* A host-CPU device explores beside the threads first (tdm__beside_judge). */
-    bool threads = false; /* (the threads' lanes come first: set up already) */
-    for (int j = 0; j < w; j++)
-        threads |= s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
-    atomic_store_explicit(&l->beside,
-                          l->host_cpu && l->eligible && !(stored > 0) && threads && !s->split_cpu,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &l->beside, l->host_cpu && l->eligible && !(stored > 0) && threads > 0 && !s->split_cpu,
+        memory_order_relaxed);
     l->beside_min_ns = 0;
     l->beside_max_ns = 0;
 }
