@@ -658,6 +658,96 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_int_equal(log.dev_exp, 0);
 }
 
+/* The stored figure of `lane` for pi_leibniz in dir's model (0: none); *n its count of batches,
+ * *entries the lane's entries (size classes). */
+static double stored_pi(const char *dir, const char *lane, int *n, int *entries)
+{
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, dir, &cm), 0);
+    double tpi = tdm__cm_get(cm, "pi_leibniz.v1", lane, NULL, n);
+    *entries = 0;
+    char path[600], line[512];
+    model_file(dir, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    char want[300];
+    snprintf(want, sizeof want, "pi_leibniz.v1\t%s\t", lane);
+    while (f && fgets(line, sizeof line, f))
+        *entries += strncmp(line, want, strlen(want)) == 0;
+    if (f)
+        fclose(f);
+    assert_int_equal(tdm__cm_close(cm), 0);
+    return tpi;
+}
+
+/* A map on the devices alone teaches the stored model the device's time per item (as a
+ * CPU-only map teaches it the threads'): pi on PoCL, 2000 items of 100000 terms (about 0.3 s,
+ * 4 batches), stored at its time per item within 10%, counted as batches of 4 ms; merged into
+ * the entry the scheduler reads (a far figure seeded in another size class moves to the
+ * measured one, no second entry). A map under 64 ms on the device teaches nothing (a 64-item
+ * map of 1000 terms), nor one whose batches ran on the host (the device out of memory at its
+ * first completion: TDM_DEVICE_ENOMEM_AT_FINISH), nor a round-robin map beside the threads. */
+static void test_device_alone_map_teaches_the_model(void **state)
+{
+    (void)state;
+    char key[200];
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    open_devices(rt, key, sizeof key);
+    if (!key[0]) {
+        tdm_runtime_close(rt);
+        rm_dir(d);
+        skip(); /* no OpenCL device on the host's cores */
+    }
+    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_ROUND_ROBIN, 2000, 100000, 1e-4, TDM_MEM_HOST, NULL);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    int n = 0, entries = 0;
+    assert_true(stored_pi(d, key, &n, &entries) == 0); /* too short; round-robin */
+    assert_int_equal(entries, 0);
+
+    /* out of device memory at the first completion: its batch reran on the host */
+    setenv("TDM_DEVICE_ENOMEM_AT_FINISH", "1", 1);
+    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    tdm_report r = TDM_REPORT_INIT;
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+    unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    assert_true(r.fallback_batches > 0);
+    assert_true(stored_pi(d, key, &n, &entries) == 0);
+
+    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    r = (tdm_report)TDM_REPORT_INIT;
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    double busy = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        busy += r.workers[w].kind == TDM_BACKEND_OPENCL ? r.workers[w].busy_s * 1e9 : 0;
+    double tpi = stored_pi(d, key, &n, &entries);
+    assert_int_equal(entries, 1);
+    assert_true(busy > 0 && fabs(tpi * 2000 - busy) < 0.1 * busy);
+    assert_true(n >= (int)(busy / 4e6) - 1 && n <= (int)(busy / 4e6) + 1);
+    rm_dir(d);
+
+    /* a far figure from 100 batches in another size class: moved, no second entry */
+    d = model_dir();
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t2\t%g\t50000\t100\t5\n",
+             key, tpi * 5);
+    seed_model(d, lines);
+    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, NULL);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
+    assert_int_equal(tdm__cm_passed(cm, "pi_leibniz.v1", key), 0); /* (it ran) */
+    assert_int_equal(tdm__cm_close(cm), 0);
+    double moved = stored_pi(d, key, &n, &entries);
+    assert_int_equal(entries, 1);
+    assert_true(moved < tpi * 4 && moved > tpi); /* (geometric, 64 against the map's) */
+    rm_dir(d);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +760,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_maps_without_a_lane_are_counted_and_kept),
         cmocka_unit_test(test_beside_judge_on_measured_rungs),
         cmocka_unit_test(test_close_call_measured_again_in_a_map),
+        cmocka_unit_test(test_device_alone_map_teaches_the_model),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

@@ -321,6 +321,17 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
     pthread_mutex_unlock(&cm->mu);
 }
 
+void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
+                      double lat, int samples)
+{
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *b = best_entry(cm, kernel, lane);
+    if (b)
+        cls = b->cls;
+    pthread_mutex_unlock(&cm->mu);
+    tdm__cm_put(cm, kernel, lane, cls, tpi, lat, samples);
+}
+
 void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,
                         double ns_per_item)
 {

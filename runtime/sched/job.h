@@ -16,6 +16,11 @@ typedef struct tdm__wstat {
     int64_t bs_min, bs_max;
     int64_t bytes;   /* bytes this worker moved to and from a device */
     double tpi;      /* its last estimate of ns per item (auto batching), 0 if none */
+    /* A device driver in a job without a scheduler (the devices alone): its time per item
+     * and fixed cost per batch over its batches (groups of its queues' completions, as the
+     * scheduler measures them) and their time in all, for the stored model
+     * (tdm__job_destroy); 0 when not learned. */
+    double learn_tpi, learn_lat, learn_ns;
 } tdm__wstat;
 
 /* A finished batch waiting to be streamed to the consumer. */

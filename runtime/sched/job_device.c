@@ -355,7 +355,15 @@ void tdm__job_run_device(tdm__job *job, int w)
         atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
         job->ws[w].bytes += moved;
     }
-    if (job->sched && ds->ops->prepare && !host_only && !atomic_load(&ds->lost)) {
+    /* A map on the devices alone (no scheduler; nor a batch size of its own, which a
+     * round-robin map beside the CPU has) teaches the stored model this device's time per
+     * item, as a CPU-only map teaches it the threads' (map_job.c): from its batches' times,
+     * grouped as the scheduler groups them, each group counted (its program built before: a
+     * build is not its time per item). */
+    bool learn = !job->sched && job->kernel && !job->streaming && !job->fixed_bs && !host_only;
+    double learned_ns = 0;
+    int64_t learned_items = 0, learned_groups = 0;
+    if ((job->sched || learn) && ds->ops->prepare && !host_only && !atomic_load(&ds->lost)) {
         /* Build the program before the first batch, while the CPU workers go on with the map
          * (the lane is not counted on until then): its build is not its time per item. */
         uint64_t t0 = tdm__now_ns();
@@ -402,18 +410,27 @@ void tdm__job_run_device(tdm__job *job, int w)
             uint64_t t_done = tdm__now_ns();
             if (--in_flight == 0)
                 ws->busy_ns += t_done - busy_since;
-            if (job->sched) {
+            if (job->sched || learn) {
                 /* Queued batches overlap (a CPU device may even run its queues at once), so
                  * one batch's time means little: the model learns from groups of n_queues
                  * consecutive completions, each costing the device the time from the later of
-                 * its first submission and the previous group's end. The first group of a job
-                 * is set-up (program build, buffers) and is not learned from. */
+                 * its first submission and the previous group's end. The scheduler does not
+                 * learn from a job's first group: set-up (program build, buffers) as it
+                 * joins the CPU workers. (Alone, its program built before, the first
+                 * group counts: a map of pi on PoCL is one batch.) */
                 if (grp_n == 0)
                     grp_from = s->t_submit > last_done ? s->t_submit : last_done;
                 grp_n += s->end - s->begin;
                 if (++grp_batches >= nq || in_flight == 0) {
-                    tdm__jsched_done(job, w, grp_batches_seen++ ? grp_n : 0,
-                                     (double)(t_done - grp_from), in_flight == 0);
+                    double dur = (double)(t_done - grp_from);
+                    if (job->sched) {
+                        tdm__jsched_done(job, w, grp_batches_seen++ ? grp_n : 0, dur,
+                                         in_flight == 0);
+                    } else {
+                        learned_items += grp_n;
+                        learned_groups++;
+                        learned_ns += dur;
+                    }
                     grp_n = 0;
                     grp_batches = 0;
                     last_done = t_done;
@@ -517,6 +534,17 @@ void tdm__job_run_device(tdm__job *job, int w)
     if (resident)
         for (int k = 0; k < job->d->n_out; k++)
             tdm__mirror_written(job->tout[k]->storage, !job->opts.keep_on_device);
+    if (learn && learned_items > 0 && learned_ns > 0) {
+        /* (its time over its items, less a launch per group: its groups here are its own
+         * batches, hundreds of items and more, and a fit to their sizes read 0.5-1.3x that,
+         * one slowed batch moving it) */
+        double lat = TDM__LAT_DEVICE;
+        if (lat * (double)learned_groups > learned_ns / 2)
+            lat = learned_ns / 2 / (double)learned_groups;
+        ws->learn_tpi = (learned_ns - lat * (double)learned_groups) / (double)learned_items;
+        ws->learn_lat = lat;
+        ws->learn_ns = learned_ns;
+    }
     tdm__jsched_presence(job, w, 0);
     pthread_mutex_lock(&ds->mu);
     for (int q = 0; q < nq; q++) {

@@ -16,10 +16,8 @@
 /* Per-batch fixed costs and preferred batch durations by kind of lane. */
 #define TDM__LAT_THREAD 200.0   /* ns: claiming and accounting a batch */
 #define TDM__LAT_PROC 5000.0    /* ns: the hand-off to a worker process and back */
-#define TDM__LAT_DEVICE 50000.0 /* ns: a launch and its synchronisation */
 #define TDM__TARGET_THREAD 100000.0
 #define TDM__TARGET_PROC 1000000.0
-#define TDM__TARGET_DEVICE 4000000.0
 
 /* The CPU budget: the cores this process may run on (its affinity mask). */
 static int cpu_budget(void)
@@ -34,6 +32,16 @@ static int cpu_budget(void)
 static double since(const tdm__jsched *s)
 {
     return (double)(tdm__now_ns() - s->t0);
+}
+
+void tdm__device_lane_key(char *key, size_t len, const tdm__devslot *ds)
+{
+    /* (a long device name is cut: the result is tested so GCC knows it is meant) */
+    int kl =
+        snprintf(key, len, "%s:%s", tdm_backend_kind_name(ds ? ds->info.kind : TDM_BACKEND_OPENCL),
+                 ds ? ds->info.name : "?");
+    if (len > 0 && (kl < 0 || (size_t)kl >= len))
+        key[len - 1] = '\0';
 }
 
 /* Sets lane w up from its kind, its device (if it has one yet) and the stored model: calibrated
@@ -60,11 +68,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
         l->kind = ds ? ds->info.kind : TDM_BACKEND_OPENCL;
         l->lat = TDM__LAT_DEVICE;
         l->target_ns = TDM__TARGET_DEVICE;
-        /* (a long device name is cut: the result is tested so GCC knows it is meant) */
-        int kl = snprintf(l->key, sizeof l->key, "%s:%s", tdm_backend_kind_name(l->kind),
-                          ds ? ds->info.name : "?");
-        if (kl < 0 || (size_t)kl >= sizeof l->key)
-            l->key[sizeof l->key - 1] = '\0';
+        tdm__device_lane_key(l->key, sizeof l->key, ds);
         if (!ds || atomic_load(&ds->lost) || (job->dev_kind >= 0 && (int)l->kind != job->dev_kind))
             l->eligible = false;
         l->host_cpu = ds && ds->info.host_cpu;

@@ -8,6 +8,10 @@
 #include "sched/job.h"
 #include "sched/sched_model.h"
 
+/* A device lane's fixed cost per batch and preferred batch duration (ns). */
+#define TDM__LAT_DEVICE 50000.0 /* a launch and its synchronisation */
+#define TDM__TARGET_DEVICE 4000000.0
+
 typedef struct tdm__jlane {
     _Alignas(TDM__CACHELINE) _Atomic double tpi; /* published estimate, ns per item */
     _Atomic double free_at;                      /* ns since the job started */
@@ -80,6 +84,9 @@ static inline double tdm__share_allowed(const tdm_map_opts *o, int k)
 /* A map whose CPU threads need at least this long (ns) is worth opening the devices for. */
 #define TDM__AUTO_DEVICE_CPU_NS 1e8
 
+/* The stored model's name of device ds's lane, "<backend kind>:<device name>" (cut to len). */
+struct tdm__devslot;
+void tdm__device_lane_key(char *key, size_t len, const struct tdm__devslot *ds);
 /* Gives the job a scheduler when it mixes kinds of worker or caps a kind's share; lanes start
  * from the stored model (calibrated) or explore. 0 or TDM_ENOMEM. */
 int tdm__jsched_create(tdm__job *job);

@@ -112,6 +112,44 @@ static void learn_cpu(tdm__job *job)
                 batches > 1000000 ? 1000000 : (int)batches);
 }
 
+/* A map on the devices alone teaches the stored model each device's time per item
+ * (tdm__job_run_device measures it over its batches), merged into the figure the scheduler reads
+ * (tdm__cm_put_read), as learn_cpu does for the threads: a later map that mixes the device with
+ * the CPU starts from what it ran at alone, not only from what the scheduler's maps measured
+ * of it (PoCL, pi: stored at 2.32e5 ns per item by a cold map, where it explored beside the
+ * threads and then alone, while it ran pi alone at 1.23x the threads' 2.47e5 together).
+ * Counted as batches of a device's target length (4 ms: what the scheduler's batches of it
+ * would be), at least its own batches: a pi map on PoCL is 4 batches, 0.3 s in all. A device
+ * that ran under 16 of those in all says too little: its first batch's wake-ups weigh in (56
+ * items of a 64-item pi map of 1000 terms on PoCL took 1.6 ms, 30x their time per item after,
+ * and past 4 ms on busy cores). A map with batches run on the host instead (a device lost, out
+ * of its memory) teaches nothing. */
+#define TDM__LEARN_DEVICE_NS (16 * TDM__TARGET_DEVICE)
+static void learn_devices(tdm__job *job)
+{
+    if (!job->kernel || job->sched || !job->ws || atomic_load(&job->first_error) != 0 ||
+        atomic_load(&job->dl.stop) != 0 || atomic_load(&job->fallback_batches) != 0)
+        return;
+    char key[80];
+    tdm__costmodel *cm = NULL;
+    for (int w = 0; w < job->n_workers; w++) {
+        const tdm__wstat *ws = &job->ws[w];
+        const tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
+        if (tdm__worker_kind(job, w) != TDM__ON_DEVICES || !ds || !(ws->learn_tpi > 0) ||
+            !(ws->learn_ns >= TDM__LEARN_DEVICE_NS) || ws->items <= 0 || ws->batches <= 0)
+            continue;
+        if (!cm && !(cm = job_model(job, key, sizeof key)))
+            return;
+        char lane[96];
+        tdm__device_lane_key(lane, sizeof lane, ds);
+        double n = ws->learn_ns / TDM__TARGET_DEVICE;
+        if (n < (double)ws->batches)
+            n = (double)ws->batches;
+        tdm__cm_put_read(cm, key, lane, tdm__cm_size_class(ws->items / ws->batches), ws->learn_tpi,
+                         ws->learn_lat, n > 1e6 ? 1000000 : (int)n);
+    }
+}
+
 /* A map that ended well with the devices left closed, as the stored model said: one more map
  * run without each device it holds for the kernel (tdm__cm_measure_again measures a device's
  * figure again after a few). */
@@ -132,6 +170,7 @@ void tdm__job_destroy(tdm__job *job)
         return;
     if (job->finished) {
         learn_cpu(job);
+        learn_devices(job);
         pass_devices(job);
         tdm__jsched_destroy(job);
     }
