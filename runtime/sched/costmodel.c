@@ -280,15 +280,15 @@ double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, dou
     return v;
 }
 
-void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
-                 double tpi, double lat, int samples)
+/* tdm__cm_put with cm->mu held. */
+static void put_locked(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                       double tpi, double lat, int samples)
 {
     if (!(lat >= 0) || !isfinite(lat))
         lat = 0;
     if (!(tpi > 0) || !isfinite(tpi) || samples < 1 || !field_ok(kernel, sizeof cm->e->kernel) ||
         !field_ok(lane, sizeof cm->e->lane))
         return;
-    pthread_mutex_lock(&cm->mu);
     cm_entry *e = find(cm, kernel, lane, cls);
     if (!e && (e = add(cm))) {
         snprintf(e->kernel, sizeof e->kernel, "%s", kernel);
@@ -318,18 +318,23 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
             if (of_lane(&cm->e[i], kernel, lane))
                 cm->e[i].passed = 0;
     }
+}
+
+void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
+                 double lat, int samples)
+{
+    pthread_mutex_lock(&cm->mu);
+    put_locked(cm, kernel, lane, cls, tpi, lat, samples);
     pthread_mutex_unlock(&cm->mu);
 }
 
 void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
                       double lat, int samples)
 {
-    pthread_mutex_lock(&cm->mu);
+    pthread_mutex_lock(&cm->mu); /* (one lock: the entry read is the one merged into) */
     const cm_entry *b = best_entry(cm, kernel, lane);
-    if (b)
-        cls = b->cls;
+    put_locked(cm, kernel, lane, b ? b->cls : cls, tpi, lat, samples);
     pthread_mutex_unlock(&cm->mu);
-    tdm__cm_put(cm, kernel, lane, cls, tpi, lat, samples);
 }
 
 void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,

@@ -168,6 +168,11 @@ typedef struct tdm__devslot {
     int completions;    /* batch completions seen (for enomem_at) */
     int enomem_at;      /* TDM_DEVICE_ENOMEM_AT_FINISH: the Nth batch completion reports
                          * TDM_ENOMEM, as a lazy device allocation failing there would (tests) */
+    /* Kernels it launched in an earlier map (hashes of their model keys, the last 16; under
+     * mu): a map of one of them teaches the stored model its time (job_device.c), a first
+     * one does not (its launches can hold compiles: PoCL's work-group functions). */
+    uint64_t launched[16];
+    int n_launched, next_launched;
 } tdm__devslot;
 
 /* A storage's copy in device memory (runtime/sched/residency.c); guarded by rt->dev_mu. */

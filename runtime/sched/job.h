@@ -164,6 +164,13 @@ typedef struct tdm__job {
 /* The pool's side: run batches of `job` as worker `w` until none can be claimed. Called with
  * no lock held. */
 void tdm__job_run(tdm__job *job, int w);
+/* Whether the job ended well, for what it teaches the stored model: no batch failed and it
+ * was neither stopped nor cancelled (its stop flag is in its descriptor: the shared arena's
+ * copy when the job may run in worker processes). */
+static inline bool tdm__job_whole(tdm__job *job)
+{
+    return atomic_load(&job->first_error) == 0 && job->d && atomic_load(&job->d->stop) == 0;
+}
 /* true once no new batch can start (all claimed, or stopped). */
 static inline bool tdm__job_exhausted(tdm__job *job)
 {

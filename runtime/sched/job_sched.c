@@ -240,7 +240,7 @@ void tdm__jsched_destroy(tdm__job *job)
     /* A host-CPU device that started from a stored figure and ran nothing in a map that
      * ended well and was long enough to fill it: one more map without it
      * (tdm__cm_measure_again measures its figure again after a few). */
-    bool whole = atomic_load(&job->first_error) == 0 && atomic_load(&job->dl.stop) == 0;
+    bool whole = tdm__job_whole(job);
     for (int w = 0; cm && whole && w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
         if (!l->host_cpu || !l->from_model || !l->eligible || job->n_items < l->fill ||

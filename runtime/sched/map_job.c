@@ -127,8 +127,8 @@ static void learn_cpu(tdm__job *job)
 #define TDM__LEARN_DEVICE_NS (16 * TDM__TARGET_DEVICE)
 static void learn_devices(tdm__job *job)
 {
-    if (!job->kernel || job->sched || !job->ws || atomic_load(&job->first_error) != 0 ||
-        atomic_load(&job->dl.stop) != 0 || atomic_load(&job->fallback_batches) != 0)
+    if (!job->kernel || job->sched || !job->ws || !tdm__job_whole(job) ||
+        atomic_load(&job->fallback_batches) != 0)
         return;
     char key[80];
     tdm__costmodel *cm = NULL;
@@ -155,8 +155,7 @@ static void learn_devices(tdm__job *job)
  * figure again after a few). */
 static void pass_devices(tdm__job *job)
 {
-    if (!job->devices_skipped || !job->kernel || atomic_load(&job->first_error) != 0 ||
-        atomic_load(&job->dl.stop) != 0)
+    if (!job->devices_skipped || !job->kernel || !tdm__job_whole(job))
         return;
     char key[80];
     tdm__costmodel *cm = job_model(job, key, sizeof key);
