@@ -794,6 +794,48 @@ static void test_device_alone_map_teaches_the_model(void **state)
     nftw(cache, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* What an AUTO map measured of a lane is merged into the lane's entry that is read (the one
+ * with the most batches), whatever the size class of the map's own batches: a host-CPU device
+ * stored faster than the threads (5e4 ns per item from 100 batches, class 0; the threads 1.5e5
+ * each) runs a pi map of 4000 items (its batches of 16-63 items, class 2), and the model then
+ * holds one entry for it, from more than 100 batches or, its figure far off, half the larger
+ * count (tdm__cm_put); the threads' one entry too. */
+static void test_auto_map_merges_into_the_entry_read(void **state)
+{
+    (void)state;
+    char key[200];
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    open_devices(rt, key, sizeof key);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    if (!key[0]) {
+        rm_dir(d);
+        skip(); /* no OpenCL device on the host's cores */
+    }
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t5e4\t50000\t100\t0\n",
+             key);
+    seed_model(d, lines);
+    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
+    tdm_report r = TDM_REPORT_INIT;
+    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    int64_t dev_batches = 0;
+    for (int w = 0; w < r.n_workers; w++)
+        dev_batches += r.workers[w].kind == TDM_BACKEND_OPENCL ? r.workers[w].batches : 0;
+    assert_true(dev_batches > 1);
+    int n = 0, entries = 0;
+    double tpi = stored(d, "pi_leibniz.v1", key, &n, &entries);
+    assert_int_equal(entries, 1);
+    assert_true(tpi > 0 && tpi != 5e4);
+    assert_true(n > 100 || n == (dev_batches > 100 ? (int)dev_batches : 100) / 2);
+    stored(d, "pi_leibniz.v1", "cpu", &n, &entries);
+    assert_int_equal(entries, 1);
+    rm_dir(d);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -807,6 +849,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_beside_judge_on_measured_rungs),
         cmocka_unit_test(test_close_call_measured_again_in_a_map),
         cmocka_unit_test(test_device_alone_map_teaches_the_model),
+        cmocka_unit_test(test_auto_map_merges_into_the_entry_read),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

@@ -285,8 +285,9 @@ void tdm__jsched_destroy(tdm__job *job)
         if (l->recheck_cls >= 0) /* (a settled figure measured again) */
             tdm__cm_put_again(cm, s->kernel, l->key, l->recheck_cls, tdm__median(tpis, k),
                               tdm__median(lats, k), nb);
-        else
-            tdm__cm_put(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k), nb);
+        else /* (into the entry read: see tdm__cm_put_read) */
+            tdm__cm_put_read(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k),
+                             nb);
     }
     free(s->lanes);
     free(s);

@@ -108,8 +108,8 @@ static void learn_cpu(tdm__job *job)
     if (!cm)
         return;
     /* (busy time folds the small fixed cost of a thread's batch in) */
-    tdm__cm_put(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
-                batches > 1000000 ? 1000000 : (int)batches);
+    tdm__cm_put_read(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
+                     batches > 1000000 ? 1000000 : (int)batches);
 }
 
 /* A map on the devices alone teaches the stored model each device's time per item
