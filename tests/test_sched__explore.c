@@ -836,6 +836,37 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
     rm_dir(d);
 }
 
+/* tdm__cm_put_read merges into the lane's entry read (the most batches) whatever the class
+ * given, unless the figure is 8x or more off it: then into that class, as tdm__cm_put (pi over
+ * 1000 terms against 350000: another parameter set keeps its own entry, and the entry from
+ * more batches is read). A lane with no entry: the class given. */
+static void test_model_put_read_merges_into_the_entry_read(void **state)
+{
+    (void)state;
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, "off", &cm), 0);
+    int n = 0;
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 2, 2e5, 5e4, 100); /* none: class 2 */
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 1, 3e5, 5e4, 50);  /* 1.5x: merged */
+    double tpi = tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n);
+    assert_int_equal(n, 150);
+    assert_true(fabs(tpi - (2e5 * 64 + 3e5 * 50) / 114) < 1e-6);
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 5, tpi * 8, 5e4, 30); /* 8x off: its own class */
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 5, tpi / 10, 5e4, 30);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) == tpi);
+    assert_int_equal(n, 150);
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 1, 0, 5e4, 30); /* not a figure: nothing */
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 1, NAN, 5e4, 30);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) == tpi);
+    assert_int_equal(n, 150);
+    /* (the far ones were kept: merged geometrically in class 5, 15 batches; one more far one,
+     * from 500, makes it the entry read, half the larger count) */
+    tdm__cm_put_read(cm, "pi.v1", "opencl:x", 5, tpi * 20, 5e4, 500);
+    assert_true(tdm__cm_get(cm, "pi.v1", "opencl:x", NULL, &n) > 8 * tpi);
+    assert_int_equal(n, 250);
+    assert_int_equal(tdm__cm_close(cm), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -850,6 +881,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_close_call_measured_again_in_a_map),
         cmocka_unit_test(test_device_alone_map_teaches_the_model),
         cmocka_unit_test(test_auto_map_merges_into_the_entry_read),
+        cmocka_unit_test(test_model_put_read_merges_into_the_entry_read),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

@@ -255,6 +255,14 @@ int tdm__cm_close(tdm__costmodel *cm)
     return rc;
 }
 
+/* Whether two figures of a lane are 8x apart or more: one of them stale, or measured with
+ * other parameters (the model is keyed by kernel, not by its parameters). */
+static bool far_apart(double a, double b)
+{
+    double r = a / b;
+    return r >= 8 || r <= 0.125;
+}
+
 /* The entry with the most samples for (kernel, lane); caller holds cm->mu. */
 static const cm_entry *best_entry(const tdm__costmodel *cm, const char *kernel, const char *lane)
 {
@@ -333,7 +341,8 @@ void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, 
 {
     pthread_mutex_lock(&cm->mu); /* (one lock: the entry read is the one merged into) */
     const cm_entry *b = best_entry(cm, kernel, lane);
-    put_locked(cm, kernel, lane, b ? b->cls : cls, tpi, lat, samples);
+    bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
+    put_locked(cm, kernel, lane, into ? b->cls : cls, tpi, lat, samples);
     pthread_mutex_unlock(&cm->mu);
 }
 
@@ -345,8 +354,7 @@ void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane
     pthread_mutex_lock(&cm->mu);
     for (int i = 0; i < cm->n;) {
         const cm_entry *e = &cm->e[i];
-        double r = e->tpi / ns_per_item;
-        if ((r >= 8 || r <= 0.125) && of_lane(e, kernel, lane)) {
+        if (far_apart(e->tpi, ns_per_item) && of_lane(e, kernel, lane)) {
             cm->e[i] = cm->e[--cm->n]; /* (order does not matter) */
             cm->dirty = true;
         } else {

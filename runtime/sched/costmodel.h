@@ -46,7 +46,9 @@ double tdm__cm_get(tdm__costmodel *cm, const char *kernel, const char *lane, dou
 void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
                  double ns_per_item, double lat_ns, int samples);
 /* Merges what a map measured into the lane's entry that is read (the one with the most
- * samples: tdm__cm_get), or into size class `cls` when the lane has none; otherwise as
+ * samples: tdm__cm_get), or into size class `cls` when the lane has none or the figure is 8x
+ * or more off it (another parameter set of the kernel: pi over 1000 terms against 350000
+ * keeps its own entry, as before, and the one from more batches is read); otherwise as
  * tdm__cm_put(). Stored in the class of its own batches, a figure was not read until that
  * class came from more batches than the lane's entry read: PoCL's pi figure from AUTO maps
  * (batches of 4-15 items, 141 batches) sat beside the one read (654 batches), and no AUTO
