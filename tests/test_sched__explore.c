@@ -545,6 +545,18 @@ static void open_devices(tdm_runtime *rt, char *key, size_t len)
     }
 }
 
+/* The model key of the OpenCL device on the host's cores (a fresh runtime's, its devices
+ * opened) in key; false when there is none. */
+static bool host_device_key(char *key, size_t len)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    open_devices(rt, key, len);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    return key[0] != '\0';
+}
+
 /* `maps` AUTO pi maps of `items` items of 100000 terms (4000: about 0.3 s on two threads) on
  * two threads, the devices open, over a stored model of the threads (1.5e5 ns per item each,
  * about their speed: a stored figure within 8x of what they measure stays) and of the host-CPU
@@ -602,12 +614,7 @@ static void test_close_call_measured_again_in_a_map(void **state)
 {
     (void)state;
     char key[200];
-    char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-    open_devices(rt, key, sizeof key);
-    assert_int_equal(tdm_runtime_close(rt), 0);
-    rm_dir(d);
-    if (!key[0])
+    if (!host_device_key(key, sizeof key))
         skip(); /* no OpenCL device on the host's cores */
     explore_log log;
     /* (the threads stored at 7.5e4 ns per item together; the device at 1.3e5 loses by 1.7x, at
@@ -804,20 +811,15 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
 {
     (void)state;
     char key[200];
-    char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-    open_devices(rt, key, sizeof key);
-    assert_int_equal(tdm_runtime_close(rt), 0);
-    if (!key[0]) {
-        rm_dir(d);
+    if (!host_device_key(key, sizeof key))
         skip(); /* no OpenCL device on the host's cores */
-    }
+    char *d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
              "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t5e4\t50000\t100\t0\n",
              key);
     seed_model(d, lines);
-    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
     tdm_report r = TDM_REPORT_INIT;
     pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
