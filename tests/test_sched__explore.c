@@ -726,7 +726,7 @@ static double device_tpi(tdm_runtime *rt, const char *key, const tdm_report *r, 
  * completion: TDM_DEVICE_ENOMEM_AT_FINISH), nor the first of two maps of 2000 pi items of
  * 300000 terms on a new runtime (0.4-1 s on two cores, 4 batches: 1750, 218, 28, 4 items);
  * the second stores the device at its time per item within 15%, counted as batches of 4 ms,
- * in one entry; a far figure from 100 batches seeded in another size class is merged into (the
+ * in one entry; a figure 3x off (from 100 batches) seeded in another size class is merged into (the
  * entry read: no second one), and the lane counts as run. */
 static void test_device_alone_map_teaches_the_model(void **state)
 {
@@ -780,12 +780,13 @@ static void test_device_alone_map_teaches_the_model(void **state)
     assert_true(n >= (int)(tpi * 2000 / 4e6) - 2 && n <= (int)(tpi * 2000 / 4e6) + 1);
     rm_dir(d);
 
-    /* a far figure from 100 batches in another size class: merged into, no second entry */
+    /* a figure 3x off, from 100 batches, in another size class: merged into, no second entry
+     * (under TSan, with 5x, a map ran 1.6x faster than the first and stored apart) */
     d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
              "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t2\t%g\t50000\t100\t5\n",
-             key, got * 5);
+             key, got * 3);
     seed_model(d, lines);
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its first) */
@@ -796,7 +797,9 @@ static void test_device_alone_map_teaches_the_model(void **state)
     assert_int_equal(tdm__cm_close(cm), 0);
     double moved = stored(d, "pi_leibniz.v1", key, &n, &entries);
     assert_int_equal(entries, 1);
-    assert_true(moved < got * 4 && moved > got); /* (geometric, 64 against the map's) */
+    /* (geometric, 64 against the map's: toward what the map ran at; 8x off, it would have
+     * kept a class of its own) */
+    assert_true(moved < got * 3 && moved > got / 2);
     rm_dir(d);
     nftw(cache, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
