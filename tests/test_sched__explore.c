@@ -209,7 +209,7 @@ static void test_estimate_forgets_smaller_batches(void **state)
     /* A stored model not yet borne out is left alone. */
     tdm__est s;
     tdm__est_init(&s, 50e3);
-    tdm__est_seed(&s, 2e5, 50e3, 4);
+    tdm__est_seed(&s, 2e5, 50e3, 4, 0);
     before = s;
     assert_int_equal(tdm__est_drop_smaller(&s, 1e12), 0);
     assert_memory_equal(&s, &before, sizeof s);

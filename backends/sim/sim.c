@@ -86,7 +86,7 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
             l->eff = eff_tpi(&cfg->backends[b]);
             tdm__est_init(&l->est, l->lat);
             if (cfg->calibrated)
-                tdm__est_seed(&l->est, l->eff, l->lat, TDM__EST_WIN);
+                tdm__est_seed(&l->est, l->eff, l->lat, TDM__EST_WIN, 0);
         }
     }
     s->n = L;

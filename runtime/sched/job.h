@@ -238,6 +238,10 @@ bool tdm__job_claim_exact(tdm__job *job, int64_t want, int64_t *begin, int64_t *
 /* Devices (runtime/sched/job_device.c): runs batches of `job` on the device driven by worker w,
  * pipelined over the device's queues, until none can be claimed. */
 void tdm__job_run_device(tdm__job *job, int w);
+/* How many of the device's queues its driver uses: the batches in flight at once, and in a
+ * scheduled job the batches of one group measured together (the lane's estimate learns from
+ * groups). */
+int tdm__device_queues(const struct tdm__devslot *ds);
 
 /* Worker processes (backends/cpu_procs/): runs one batch of `job` in worker process `k`
  * (retrying after a crash or a timeout as the job's options say); fills `detail` with what

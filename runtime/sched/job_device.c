@@ -332,6 +332,12 @@ bool tdm__job_device_ok(tdm__job *job, int w)
     return !(atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0);
 }
 
+int tdm__device_queues(const tdm__devslot *ds)
+{
+    int nq = ds->ops->n_queues(ds->dev);
+    return nq > TDM__MAX_QUEUES ? TDM__MAX_QUEUES : nq < 1 ? 1 : nq;
+}
+
 void tdm__job_run_device(tdm__job *job, int w)
 {
     tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
@@ -344,11 +350,7 @@ void tdm__job_run_device(tdm__job *job, int w)
     for (int k = 0; k < job->d->n_out && job->tout[k]; k++)
         tdm__storage_register_pinned(ds, job->tout[k]->storage);
     tdm__wstat *ws = &job->ws[w];
-    int nq = ds->ops->n_queues(ds->dev);
-    if (nq > TDM__MAX_QUEUES)
-        nq = TDM__MAX_QUEUES;
-    if (nq < 1)
-        nq = 1;
+    int nq = tdm__device_queues(ds);
     tdm__qslot qs[TDM__MAX_QUEUES];
     memset(qs, 0, sizeof qs);
     int64_t want = job->fixed_bs ? job->fixed_bs : auto_rows(job);

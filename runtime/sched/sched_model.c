@@ -97,6 +97,21 @@ double tdm__weighted_median(double *v, double *w, int n)
     return v[lo];
 }
 
+/* Whether the line's fixed cost `lat` stands out of the batches' scatter (sizes nmin..nmax):
+ * at least 4 times what that scatter alone could make of it, the median distance of the
+ * batches to the line times their median size over the sizes' spread (an intercept's error
+ * grows with how far it is reached out from the sizes). */
+static bool fixed_cost_shows(const tdm__est *e, double tpi, double lat, double nmin, double nmax)
+{
+    double d[TDM__EST_WIN] = {0}, n[TDM__EST_WIN] = {0};
+    for (int i = 0; i < e->count; i++) {
+        d[i] = fabs(e->t[i] - lat - tpi * e->n[i]);
+        n[i] = e->n[i];
+    }
+    double scatter = median_of(d, e->count) * median_of(n, e->count) / (nmax - nmin);
+    return fabs(lat) >= 4 * scatter;
+}
+
 static void fit(tdm__est *e)
 {
     /* (zeroed: gcc -O3 cannot tell that the medians below read only what was written) */
@@ -128,13 +143,20 @@ static void fit(tdm__est *e)
              * 4.4e5 ns per item against 1.2e5, and the map went to the CPU threads, at half
              * the speed). The line then misses most batches; the time per item of each,
              * below, does not. */
-            /* Nor is one that puts most of a batch's time in its fixed cost from sizes less
-             * than 4x apart: a drift of the cores' speed that shrank the batches looks just
-             * like that (a CPU thread's pi batches of 3 items at 105 us, then of 2 at 100 us
-             * as the cores slowed: 6.25e3 ns per item and a fixed cost of 90 us against the
-             * 2.8e4 measured before; later, 40 ns per item, and the thread took half the
-             * map's 672 items left in one batch). The fixed cost learned so far stands, and
-             * each batch's time per item with it, below. */
+            /* From sizes less than 4x apart, the batches' noise can decide how a line splits
+             * their time between fixed cost and items. Such a line is taken only when its
+             * fixed cost is at most half the median batch's time and stands out of the
+             * batches' scatter (fixed_cost_shows: a hand-off slower than thought, seen by one
+             * batch of twice the size among others alike, does); else the fixed cost learned
+             * so far (from an exploration's rungs, or stored) stands, and each batch's time
+             * per item with it, below. A drift of the cores' speed that shrank the batches
+             * read as a large fixed cost (a CPU thread's pi batches of 3 items at 105 us, then
+             * of 2 at 100 us as the cores slowed: 6.25e3 ns per item and a fixed cost of 90 us
+             * against the 2.8e4 measured before; later, 40 ns per item, and the thread took
+             * half the map's 672 items left in one batch), and so did PoCL's groups of 54-122
+             * pi items, each of 4 ms batches: fixed costs of 1.9-7.4 ms (a launch costs 0.05)
+             * and 1.1-1.6e5 ns per item against the 2.2e5 they ran at, read, and stored, as a
+             * device 1.5x faster than it was (fixed costs 1.3-3.2 times that scatter). */
             double nmin = e->n[0], nmax = e->n[0];
             for (int i = 0; i < c; i++) {
                 sl[i] = e->t[i];
@@ -142,7 +164,8 @@ static void fit(tdm__est *e)
                 nmax = e->n[i] > nmax ? e->n[i] : nmax;
             }
             double mid = median_of(sl, c);
-            if (a >= -0.25 * mid && (a <= 0.5 * mid || nmax >= 4 * nmin)) {
+            if (a >= -0.25 * mid &&
+                (nmax >= 4 * nmin || (a <= 0.5 * mid && fixed_cost_shows(e, b, a, nmin, nmax)))) {
                 e->tpi = b;
                 e->lat = a > 0 ? a : 0;
                 return;
@@ -253,7 +276,7 @@ int tdm__est_drop_smaller(tdm__est *e, double n_min)
     return dropped;
 }
 
-void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
+void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight, double n_hint)
 {
     double lat0 = e->lat0;
     tdm__est_init(e, lat0);
@@ -265,14 +288,11 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight)
         weight = TDM__EST_WIN;
     if (weight < 2)
         weight = 2;
-    /* Batches of spread sizes around the one that lasts 1 ms, on the stored line. */
-    double base = 1e6 / tpi / 4;
-    if (base < 1)
-        base = 1;
-    for (int i = 0; i < weight; i++) {
-        double n = base * (double)(1 << (i % 4));
+    /* Batches of the lane's own size on the stored line (sched_model.h says why). */
+    double n = n_hint > 0 && isfinite(n_hint) ? n_hint : 1e6 / tpi;
+    n = n < 1 ? 1 : n > 1e15 ? 1e15 : n; /* (a tpi near zero: finite times still) */
+    for (int i = 0; i < weight; i++)
         tdm__est_add(e, n, lat + n * tpi);
-    }
     e->tpi = tpi; /* exactly what was stored */
     e->lat = lat;
     e->seeded = true;

@@ -26,11 +26,11 @@
  * clearly different sizes, weighted by how far apart the sizes are, then the median
  * intercept): a few slow batches in the window do
  * not move it (StarPU's mean-based history model flips on one outlier), and a device whose
- * launches cost milliseconds is not mistaken for one that is slow per item. With batches all
- * of about one size, tpi is the median of (t - lat) / n with the last fitted (or prior) lat;
- * so too when the line makes no sense: a fixed cost far below zero, or one over half the
- * median batch's time from sizes less than 4x apart (the cores slowing as the batches shrank
- * reads so). */
+ * launches cost milliseconds is not mistaken for one that is slow per item. With batch sizes all
+ * within 4x of each other, tpi is the median of (t - lat) / n with the last fitted (or prior) lat
+ * (there the batches' noise can decide how a line splits their time between fixed cost and
+ * items), unless the line's fixed cost is at most half a batch and stands out of their scatter;
+ * so too when the line makes no sense: a fixed cost far below zero. */
 #define TDM__EST_WIN 12
 typedef struct tdm__est {
     double n[TDM__EST_WIN], t[TDM__EST_WIN];
@@ -66,9 +66,15 @@ bool tdm__est_add(tdm__est *e, double n, double dur_ns);
 int tdm__est_drop_smaller(tdm__est *e, double n_min);
 /* Items a batch slower than the stored model needs to count against it (tdm__est_add). */
 #define TDM__STALE_MIN_ITEMS 16
-/* Starts from a stored model (tpi, lat) counting as `weight` batches of spread sizes, so as
- * many new batches are needed to move it (unless they show it stale, see tdm__est_add). */
-void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight);
+/* Starts from a stored model (tpi, lat) counting as `weight` batches of n_hint items each (the
+ * size of the batches the lane is about to add; <= 0: a batch that lasts 1 ms), so that as many
+ * new batches of about that size are needed to move it (unless they show it stale, see
+ * tdm__est_add). Batches of the lane's own size: against seeds of other sizes, every slope from
+ * a new batch to a seed outweighed the seeds' own (weighted by how far apart the sizes are), and
+ * PoCL's first group of 54 pi items (seeds at 1-9 items) replaced a stored figure settled over
+ * 81 batches. A new batch of a size 1.5x or more off draws a line through itself and the seeds,
+ * as between any two sizes. */
+void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight, double n_hint);
 
 /* Sides that take turns on shared cores (the CPU threads, the worker processes, a host-CPU
  * device): which of n sides runs, from each side's speed rate[g] (items per ns) where any[g].
