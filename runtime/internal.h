@@ -198,6 +198,10 @@ struct tdm_runtime {
     pthread_t dev_bg_thread;
     atomic_int dev_opening; /* 1 while the background open runs (a map's CPU threads leave it
                              * a core: see tdm__jsched_want) */
+    /* What the CPU threads needed (ns, estimated) for the maps that left the devices closed as
+     * too short to pay for their set-up: the devices open once that and a map's own come to
+     * TDM__AUTO_DEVICE_CPU_NS (runtime/sched/job_sched.c). */
+    _Atomic long long closed_cpu_ns;
     struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */
     char sched_model_dir[1024];       /* copy of cfg.sched_model_dir ("" = default) */

@@ -524,7 +524,7 @@ static void test_devices_opened_when_model_says_faster(void **state)
 }
 
 /* An AUTO pi map over 64 items moves 512 bytes, far below what opens the devices; but when the
- * stored model says the CPU threads need long for it (5 ms an item here), the devices open
+ * stored model says the CPU threads need long for it (50 ms an item here, 1.6 s), the devices open
  * all the same: a map that computes long is worth a driver's start-up. Without the model, the
  * same map leaves them closed. (Skipped without a device.) */
 static bool pi_map_opens_devices(const char *lines)
@@ -542,7 +542,7 @@ static bool pi_map_opens_devices(const char *lines)
 
 static void test_devices_opened_for_a_map_that_computes_long(void **state)
 {
-    bool opened = pi_map_opens_devices("pi_leibniz.v1\tcpu\t0\t5000000\t200\t100\n");
+    bool opened = pi_map_opens_devices("pi_leibniz.v1\tcpu\t0\t50000000\t200\t100\n");
     if (!opened)
         no_device_here();
     assert_false(pi_map_opens_devices(NULL));
@@ -694,6 +694,10 @@ static void test_exploration_ends_for_a_hopeless_device(void **state)
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device
  * backend, nothing stored in dir); checks the result, fills r. Returns the devices the runtime
  * has (probed after the map). */
+/* Items of 100000 terms whose map the CPU threads need 1 s or more for (about 1.7 s here), so
+ * that a runtime's first map of them opens the devices (TDM__AUTO_DEVICE_CPU_NS). */
+#define LONG_ITEMS 24000
+
 static int first_pi_map(const char *dir, budget_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = open_rt(dir, log, NULL, 2, 0);
@@ -704,7 +708,7 @@ static int first_pi_map(const char *dir, budget_log *log, int64_t n, int64_t ter
 }
 
 /* A runtime's first map of a long kernel, nothing stored: it starts on the CPU threads, whose
- * first batches show they need far more than 100 ms for it (0.7 s here); the devices then open
+ * first batches show they need 1 s or more for it (1.7 s here); the devices then open
  * in the background and the device joins this same map (PoCL in CI; without a device the open
  * finds none and the test is skipped). */
 static void test_devices_join_a_long_first_map(void **state)
@@ -718,7 +722,7 @@ static void test_devices_join_a_long_first_map(void **state)
         char *d = model_dir();
         log = (budget_log){0};
         r = (tdm_report)TDM_REPORT_INIT;
-        devices = first_pi_map(d, &log, 4000, 100000, &r);
+        devices = first_pi_map(d, &log, LONG_ITEMS, 100000, &r);
         rm_dir(d);
         if (devices == 0 || items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0)
             break;
@@ -726,10 +730,42 @@ static void test_devices_join_a_long_first_map(void **state)
     assert_int_equal(log.bg_asked, 1);
     assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
                          items_of(&r, TDM_BACKEND_CUDA),
-                     4000);
+                     LONG_ITEMS);
     if (devices == 0)
         skip();
     assert_true(items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0);
+}
+
+/* Maps too short to pay for the devices' set-up leave them closed, and count toward it: on a
+ * fresh runtime, AUTO pi maps of about 0.25 s each on two threads (nothing stored) leave the
+ * devices closed, the first by its own first batches, the next ones by the CPU's figure the
+ * first stored; once they come to 1 s of the CPU's work together, a map opens them, and a
+ * device takes part in it (PoCL in CI). Before, a map of 0.1 s or more opened them, and a
+ * first pi map of 0.5 s took 1.09-1.12x the time of the same map on the threads alone. */
+static void test_short_maps_add_up_to_open_the_devices(void **state)
+{
+    (void)state;
+    char *d = model_dir();
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    int opened_at = -1, closed_before = 0;
+    for (int m = 0; m < 10 && opened_at < 0; m++) {
+        tdm_report r = TDM_REPORT_INIT;
+        int closed = log.bg_closed;
+        pi_map_check(rt, TDM_POLICY_AUTO, 3500, 100000, 2e-5, TDM_MEM_HOST, &r);
+        if (log.bg_asked > 0 || workers_of(&r, TDM_BACKEND_OPENCL) ||
+            workers_of(&r, TDM_BACKEND_CUDA))
+            opened_at = m;
+        else
+            closed_before += log.bg_closed > closed; /* (it said so) */
+    }
+    int devices = tdm_runtime_device_count(rt);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    if (devices == 0)
+        skip();                  /* (nothing to open: the maps cannot show when they would have) */
+    assert_true(opened_at >= 1); /* (one map, 0.25 s here: closed even 3x slower) */
+    assert_int_equal(closed_before, opened_at); /* (each said so, then one opened them) */
 }
 
 /* A device opening or building its program computes on the host's cores: while it does, the
@@ -743,14 +779,14 @@ static void test_thread_leaves_a_core_to_a_device_set_up(void **state)
     char *d = model_dir();
     budget_log log = {0};
     tdm_report r = TDM_REPORT_INIT;
-    first_pi_map(d, &log, 4000, 100000, &r);
+    first_pi_map(d, &log, LONG_ITEMS, 100000, &r);
     rm_dir(d);
     assert_int_equal(log.bg_asked, 1);
     assert_true(log.yields >= 1);
     assert_int_equal(log.yield_takes, 0);
     assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
                          items_of(&r, TDM_BACKEND_CUDA),
-                     4000);
+                     LONG_ITEMS);
 }
 
 /* The runtime closes while the devices a map asked for are still opening in the background
@@ -761,15 +797,15 @@ static void test_thread_leaves_a_core_to_a_device_set_up(void **state)
 static void test_close_waits_for_a_background_open(void **state)
 {
     char *d = model_dir();
-    budget_log log = {.stall_ms = 600};
+    budget_log log = {.stall_ms = 3000};
     tdm_report r = TDM_REPORT_INIT;
-    /* (about 0.4 s of CPU: asks for the devices, and ends before the stalled open does) */
-    first_pi_map(d, &log, 2400, 100000, &r);
+    /* (about 1.7 s of CPU: asks for the devices, and ends before the stalled open does) */
+    first_pi_map(d, &log, LONG_ITEMS, 100000, &r);
     assert_int_equal(log.bg_asked, 1);
-    assert_int_equal(r.items, 2400);
+    assert_int_equal(r.items, LONG_ITEMS);
     budget_log again = {0};
-    first_pi_map(d, &again, 2400, 100000, &r);
-    assert_int_equal(r.items, 2400);
+    first_pi_map(d, &again, LONG_ITEMS, 100000, &r);
+    assert_int_equal(r.items, LONG_ITEMS);
     rm_dir(d);
 }
 
@@ -828,6 +864,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_join_a_long_first_map),
         cmocka_unit_test(test_thread_leaves_a_core_to_a_device_set_up),
         cmocka_unit_test(test_close_waits_for_a_background_open),
+        cmocka_unit_test(test_short_maps_add_up_to_open_the_devices),
         cmocka_unit_test(test_short_opts_not_read_past),
     };
     return TDM_TEST_MAIN("sched", tests);

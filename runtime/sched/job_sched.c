@@ -631,11 +631,48 @@ static bool sizes_alike(const tdm__est *e)
 
 #define TDM__LAZY_MIN_BATCHES 8
 
+/* What the CPU workers of the job need for the items left, in ns, from their calibrated lanes
+ * (a lane still calibrating counts at the mean rate of its calibrated peers: leaving it out
+ * read a 22 ms exp_sinh map on two threads as 24 to 91 ms, one thread calibrated after its 8
+ * batches, the other not yet); INFINITY while none is calibrated. The threads and the worker
+ * processes add up, unless they take turns on the cores (s->split_cpu): then the faster. */
+static double cpu_ns_left(tdm__job *job)
+{
+    tdm__jsched *s = job->sched;
+    double rate[2] = {0, 0};
+    int lanes[2] = {0, 0}, calibrated[2] = {0, 0};
+    for (int j = 0; j < s->n; j++) {
+        const tdm__jlane *l = &s->lanes[j];
+        if (l->kind != TDM_BACKEND_CPU_THREADS && l->kind != TDM_BACKEND_CPU_PROCS)
+            continue;
+        if (!l->eligible || !lane_alive(job, j))
+            continue;
+        int side = l->kind == TDM_BACKEND_CPU_PROCS;
+        lanes[side]++;
+        double tpi = atomic_load_explicit(&l->tpi, memory_order_relaxed);
+        if (tpi > 0 && atomic_load_explicit(&l->explore, memory_order_relaxed) == 0) {
+            rate[side] += 1.0 / tpi;
+            calibrated[side]++;
+        }
+    }
+    for (int side = 0; side < 2; side++)
+        rate[side] = side_rate(rate[side], lanes[side], calibrated[side]);
+    double r = s->split_cpu ? (rate[0] > rate[1] ? rate[0] : rate[1]) : rate[0] + rate[1];
+    int64_t left = job->n_items - atomic_load_explicit(&job->cursor, memory_order_relaxed);
+    return r > 0 ? (double)(left > 0 ? left : 0) / r : INFINITY;
+}
+
 /* A lazy job (devices closed when it was made) asks for them once its CPU lanes are
- * calibrated, when they would need TDM__AUTO_DEVICE_CPU_NS or more for the items left: the
- * devices then open in the background and their drivers join (tdm__jsched_join). A map shorter
- * than that never opens them: their start-up would cost more than it could save. */
-static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, int n)
+ * calibrated, when the items left would need TDM__AUTO_DEVICE_CPU_NS or more of the CPU, counting
+ * what the runtime's earlier maps needed while they left the devices closed: the devices then
+ * open in the background and their drivers join (tdm__jsched_join). Their set-up is CPU work
+ * on the host's cores, paid back only over a long enough run: PoCL's open took 38 ms of a core
+ * and its pi build 32-110 ms more, and a first pi map of 0.5 s on two threads that opened it
+ * (the bar was then 100 ms, one map's own) took 1.09-1.12x the time of the same map on the
+ * threads alone, and 1.06x when the device, once open, was kept out of it. A map that leaves
+ * them closed adds what it needs to the runtime's count, so that short maps, one after the
+ * other, still open them once they come to the bar (a GPU can run them far faster). */
+static void maybe_open_devices(tdm__job *job, int w)
 {
     tdm__jsched *s = job->sched;
     if (!s->lazy || atomic_load_explicit(&s->lazy_asked, memory_order_relaxed) != 0)
@@ -647,40 +684,27 @@ static void maybe_open_devices(tdm__job *job, int w, const tdm__lane_view *v, in
     if ((mine != TDM_BACKEND_CPU_THREADS && mine != TDM_BACKEND_CPU_PROCS) ||
         s->lanes[w].est.count < TDM__LAZY_MIN_BATCHES)
         return;
-    /* Items per ns of the threads, of the worker processes: a lane still calibrating counts
-     * at the mean rate of its calibrated peers. Leaving it out read a 22 ms exp_sinh map on
-     * two threads as 24 to 91 ms (one thread calibrated after its 8 batches, the other not
-     * yet), close enough to the 100 ms bar that a noisy batch opened PoCL for it. */
-    double rate[2] = {0, 0};
-    int lanes[2] = {0, 0}, calibrated[2] = {0, 0};
-    for (int j = 0; j < n; j++) {
-        if (!v[j].eligible)
-            continue;
-        tdm_backend_kind k = s->lanes[j].kind;
-        if (k != TDM_BACKEND_CPU_THREADS && k != TDM_BACKEND_CPU_PROCS)
-            continue;
-        int side = k == TDM_BACKEND_CPU_PROCS;
-        lanes[side]++;
-        if (v[j].tpi > 0 && v[j].explore == 0) {
-            rate[side] += 1.0 / v[j].tpi;
-            calibrated[side]++;
-        }
-    }
-    for (int side = 0; side < 2; side++)
-        rate[side] = side_rate(rate[side], lanes[side], calibrated[side]);
-    double r = s->split_cpu ? (rate[0] > rate[1] ? rate[0] : rate[1]) : rate[0] + rate[1];
-    if (r <= 0)
+    double cpu_ns = cpu_ns_left(job);
+    if (!isfinite(cpu_ns))
         return;
     int64_t left = job->n_items - atomic_load_explicit(&job->cursor, memory_order_relaxed);
-    double cpu_ns = (double)left / r;
+    double before = (double)atomic_load_explicit(&job->rt->closed_cpu_ns, memory_order_relaxed);
     int expected = 0;
-    int decision = cpu_ns >= TDM__AUTO_DEVICE_CPU_NS ? 1 : 2;
+    int decision = cpu_ns + before >= TDM__AUTO_DEVICE_CPU_NS ? 1 : 2;
     if (!atomic_compare_exchange_strong(&s->lazy_asked, &expected, decision))
         return;
+    if (decision == 2) { /* (the whole map's, at the rate of the items left) */
+        double whole = cpu_ns * (double)job->n_items / (double)(left > 0 ? left : 1);
+        atomic_fetch_add_explicit(
+            &job->rt->closed_cpu_ns,
+            (long long)(whole < TDM__AUTO_DEVICE_CPU_NS ? whole : TDM__AUTO_DEVICE_CPU_NS),
+            memory_order_relaxed);
+    }
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
-                 "sched %s: the CPU needs about %.1f ms for the %lld items left: %s", job->what,
-                 cpu_ns * 1e-6, (long long)left,
+                 "sched %s: the CPU needs about %.1f ms for the %lld items left, the maps before "
+                 "that left the devices closed %.1f ms: %s",
+                 job->what, cpu_ns * 1e-6, (long long)left, before * 1e-6,
                  decision == 1 ? "the devices open in the background" : "the devices stay closed");
     if (decision == 1)
         tdm__devices_open_async(job->rt);
@@ -767,7 +791,7 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     }
     if (w >= n)
         return 0;
-    maybe_open_devices(job, w, v, n);
+    maybe_open_devices(job, w);
     int yl = s->yield_lane;
     if (yl >= 0 && yl < n && v[yl].eligible && device_setup_runs(job, n)) {
         v[yl].eligible = false; /* (no lane counts on it meanwhile) */

@@ -81,8 +81,9 @@ static inline double tdm__share_allowed(const tdm_map_opts *o, int k)
     return o->share_cap[k] > 0 ? o->share_cap[k] : 1;
 }
 
-/* A map whose CPU threads need at least this long (ns) is worth opening the devices for. */
-#define TDM__AUTO_DEVICE_CPU_NS 1e8
+/* CPU work (ns) worth opening the devices for: a map's, with what the maps before it on the
+ * runtime needed while they left the devices closed (job_sched.c says why). */
+#define TDM__AUTO_DEVICE_CPU_NS 1e9
 
 /* The stored model's name of device ds's lane, "<backend kind>:<device name>" (cut to len). */
 struct tdm__devslot;

@@ -241,13 +241,16 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 
 /* Whether a map should open the devices first: a device policy always; AUTO and round-robin
  * when the kernel has a device version and opening is likely to pay (opening a driver and
- * building a program cost tens of milliseconds: ~25 + 55 ms for PoCL here):
+ * building a program cost tens of milliseconds: ~25-40 + 30-110 ms for PoCL here):
  *  - the stored model says a device beats the CPU threads for this kernel, and the map moves
  *    at least TDM__AUTO_DEVICE_BYTES;
- *  - or it says the CPU threads need at least TDM__AUTO_DEVICE_CPU_NS for this map (a map
- *    that moves little but computes long, pi over a few thousand items say);
+ *  - or it says the CPU threads need at least TDM__AUTO_DEVICE_CPU_NS for this map, counting
+ *    what the runtime's maps before it needed while they left the devices closed (a map that
+ *    moves little but computes long, pi over a few thousand items say; shorter maps add up
+ *    to it, and a map that opens nothing adds its own);
  *  - or it knows nothing of the kernel's CPU speed and the map moves at least
- *    TDM__AUTO_DEVICE_BYTES_COLD: even at memory speed (~10 GB/s) the CPU then needs 100 ms.
+ *    TDM__AUTO_DEVICE_BYTES_COLD: even at memory speed (~10 GB/s) the CPU then needs 100 ms,
+ *    and most kernels that move so much compute far longer.
  * And never when the model says every device is slower. A map that opens nothing runs on the
  * CPU, which teaches the model its CPU speed for the next one.
  *
@@ -313,13 +316,25 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     const tdm_tensor *o0 = outputs[0];
     int64_t items = o0 && tdm_tensor_ndim(o0) > 0 ? tdm_tensor_shape(o0)[0] : 0;
     int want;
-    if (tpi > 0)
+    if (tpi > 0) {
+        double cpu_ns = tpi * (double)items / rt->threads;
+        double before = (double)atomic_load_explicit(&rt->closed_cpu_ns, memory_order_relaxed);
         want =
-            tpi * (double)items / rt->threads >= TDM__AUTO_DEVICE_CPU_NS ||
+            cpu_ns + before >= TDM__AUTO_DEVICE_CPU_NS ||
                     (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads))
                 ? DEV_OPEN
                 : DEV_NO;
-    else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD)
+        if (want == DEV_NO && !rt->devices) { /* (counted toward opening them: see the bar) */
+            atomic_fetch_add_explicit(&rt->closed_cpu_ns, (long long)cpu_ns, /* (< the bar) */
+                                      memory_order_relaxed);
+            if (rt->debug & TDM_DEBUG_SCHED)
+                tdm__log(rt, TDM_DEBUG_SCHED,
+                         "sched %s: the CPU needs about %.1f ms for the map (stored model), the "
+                         "maps before that left the devices closed %.1f ms: the devices stay "
+                         "closed",
+                         k->def.name, cpu_ns * 1e-6, before * 1e-6);
+        }
+    } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD)
         want = DEV_OPEN;
     else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
