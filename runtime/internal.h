@@ -200,8 +200,9 @@ struct tdm_runtime {
                              * a core: see tdm__jsched_want) */
     /* What the CPU threads needed (ns, estimated) for the maps that left the devices closed as
      * too short to pay for their set-up: the devices open once that and a map's own come to
-     * TDM__AUTO_DEVICE_CPU_NS (runtime/sched/job_sched.c). */
+     * the bar (tdm__device_open_bar, runtime/sched/job_sched.h). */
     _Atomic long long closed_cpu_ns;
+    bool gpu_nodes;                   /* a GPU's device node is there (tdm__gpu_nodes, at open) */
     struct tdm__trace *trace;         /* NULL unless tracing */
     struct tdm__costmodel *costmodel; /* opened on first use (rt->mu), saved at close */
     char sched_model_dir[1024];       /* copy of cfg.sched_model_dir ("" = default) */

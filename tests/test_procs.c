@@ -276,7 +276,7 @@ static void test_auto_uses_threads_and_processes(void **state)
     int kinds = 0;
     for (int w = 0; w < r.n_workers; w++)
         kinds |= r.workers[w].items > 0 ? (1 << r.workers[w].kind) : 0;
-    /* (a device may join too: the map computes long enough to open the devices for it) */
+    /* (a device may take part too, where an earlier map opened the devices) */
     int cpu = (1 << TDM_BACKEND_CPU_THREADS) | (1 << TDM_BACKEND_CPU_PROCS);
     assert_int_equal(kinds & cpu, cpu);
     const double *yd = tdm_tensor_data(y);

@@ -142,11 +142,11 @@ static void on_log(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* A first AUTO pi map (FIRST_ITEMS items of 100000 terms, about 1.7 s on two threads here: the
+/* A first AUTO pi map (FIRST_ITEMS items of 100000 terms, about 2.3 s on two threads here: the
  * devices open for 1 s of the CPU's work or more) on a fresh runtime of two threads over an
  * empty model: the threads start, ask for the devices in the background, and a device joins
  * the map. Returns the OpenCL devices on the host's cores the runtime has. */
-#define FIRST_ITEMS 24000
+#define FIRST_ITEMS 32000
 static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();

@@ -27,11 +27,16 @@
  *  each decision with its estimates; the run report gives each worker's estimated against
  *  measured time.
  *  AUTO uses devices for a map whose kernel has a device version when they are open (an
- *  earlier map with a device policy opened them) or when the map moves at least 16 MiB (it
- *  opens them then, unless the stored model already says no device beats the CPU threads
- *  for that kernel). One CPU budget: a device that computes on the host's cores
- *  (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so do worker
- *  processes when threads and processes together are more workers than the process's cores
+ *  earlier map opened them) or when opening them is likely to pay: the map moves at least
+ *  16 MiB and the stored model says a device beats the CPU threads for the kernel, or the
+ *  CPU threads need at least 1 s for it (100 ms when the machine has a GPU's device node:
+ *  /dev/nvidiactl, /dev/kfd or a /dev/dri render node), counting what the runtime's earlier
+ *  AUTO maps needed while they left the devices closed. A map that knows nothing of its
+ *  kernel's CPU speed starts on the CPU threads and opens the devices in the background when
+ *  its first batches show that much work; they join it. Never when the stored model already
+ *  says no device beats the CPU threads for that kernel. One CPU budget: a device that computes on
+ * the host's cores (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so
+ * do worker processes when threads and processes together are more workers than the process's cores
  *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
  *  (a side other than the threads for at most about 2% of the CPU's time for the map, 3% for
  *  a host-CPU device that reads close to the threads' speed, the others left asleep

@@ -360,6 +360,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
     pthread_mutex_init(&rt->dev_mu, NULL);
     atomic_init(&rt->probed, 0);
     atomic_init(&rt->closed_cpu_ns, 0);
+    rt->gpu_nodes = tdm__gpu_nodes("/dev");
     bool with_procs = cfg.procs > 0 && enabled[TDM_BACKEND_CPU_PROCS];
     if ((rc = tdm__arena_open(rt, rt->shm_limit, !with_procs, &rt->arena)) < 0)
         goto fail;

@@ -222,6 +222,12 @@ int tdm__devices_ensure(tdm_runtime *rt);
  * CPU takes the new drivers in (its lazy device lanes, runtime/sched/job_sched.c). A no-op
  * once the devices are open or being opened. Thread-safe. */
 void tdm__devices_open_async(tdm_runtime *rt);
+/* Whether the machine may have a device off the host's cores: a GPU's device node under `dev`
+ * ("/dev": nvidiactl or nvidia0 for NVIDIA's driver, kfd for AMD's compute driver, a render
+ * node dri/renderD* for any other). Without one, the devices the runtime can open (PoCL, say)
+ * compute on the host's cores, and AUTO asks more of a map before it opens them
+ * (tdm__device_open_bar): their set-up costs the CPU what it could gain. */
+bool tdm__gpu_nodes(const char *dev);
 /* Waits for a background open to end (the runtime's close, before it stops the pool). */
 void tdm__devices_join_async(tdm_runtime *rt);
 /* Closes them (the pool must be stopped first). */

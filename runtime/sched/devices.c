@@ -2,10 +2,12 @@
 /* Opening the devices of the device backends (OpenCL, CUDA), lazily, each with a driver thread
  * in the pool. Opening a device costs what loading its driver costs (tens of milliseconds for
  * PoCL), so it happens at the first map that asks for devices, not when the runtime opens. */
+#include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sched/device.h"
 #include "sched/job.h"
@@ -110,6 +112,25 @@ static void *open_in_background(void *arg)
     tdm__pool_reoffer(rt->pool);
     pthread_mutex_unlock(mu);
     return NULL;
+}
+
+bool tdm__gpu_nodes(const char *dev)
+{
+    static const char *const nodes[] = {"nvidiactl", "nvidia0", "kfd"};
+    char path[1024];
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dev, nodes[i]);
+        if (access(path, F_OK) == 0)
+            return true;
+    }
+    snprintf(path, sizeof path, "%s/dri", dev);
+    DIR *d = opendir(path);
+    bool render = false;
+    for (struct dirent *e; d && !render && (e = readdir(d));)
+        render = strncmp(e->d_name, "renderD", 7) == 0;
+    if (d)
+        closedir(d);
+    return render;
 }
 
 void tdm__devices_open_async(tdm_runtime *rt)

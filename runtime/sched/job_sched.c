@@ -663,11 +663,12 @@ static double cpu_ns_left(tdm__job *job)
 }
 
 /* A lazy job (devices closed when it was made) asks for them once its CPU lanes are
- * calibrated, when the items left would need TDM__AUTO_DEVICE_CPU_NS or more of the CPU, counting
- * what the runtime's earlier maps needed while they left the devices closed: the devices then
- * open in the background and their drivers join (tdm__jsched_join). Their set-up is CPU work
- * on the host's cores, paid back only over a long enough run: PoCL's open took 38 ms of a core
- * and its pi build 32-110 ms more, and a first pi map of 0.5 s on two threads that opened it
+ * calibrated, when the items left would need the bar or more of the CPU (tdm__device_open_bar),
+ * counting what the runtime's earlier maps needed while they left the devices closed: the
+ * devices then open in the background and their drivers join (tdm__jsched_join). Their set-up
+ * is CPU work on the host's cores, paid back only over a long enough run: without a GPU's
+ * device node, where the devices (PoCL) share the cores, the bar is 1 s. PoCL's open took 38 ms of
+ * a core and its pi build 32-110 ms more, and a first pi map of 0.5 s on two threads that opened it
  * (the bar was then 100 ms, one map's own) took 1.09-1.12x the time of the same map on the
  * threads alone, and 1.06x when the device, once open, was kept out of it. A map that leaves
  * them closed adds what it needs to the runtime's count, so that short maps, one after the
@@ -690,15 +691,14 @@ static void maybe_open_devices(tdm__job *job, int w)
     int64_t left = job->n_items - atomic_load_explicit(&job->cursor, memory_order_relaxed);
     double before = (double)atomic_load_explicit(&job->rt->closed_cpu_ns, memory_order_relaxed);
     int expected = 0;
-    int decision = cpu_ns + before >= TDM__AUTO_DEVICE_CPU_NS ? 1 : 2;
+    double bar = tdm__device_open_bar(job->rt);
+    int decision = cpu_ns + before >= bar ? 1 : 2;
     if (!atomic_compare_exchange_strong(&s->lazy_asked, &expected, decision))
         return;
     if (decision == 2) { /* (the whole map's, at the rate of the items left) */
         double whole = cpu_ns * (double)job->n_items / (double)(left > 0 ? left : 1);
-        atomic_fetch_add_explicit(
-            &job->rt->closed_cpu_ns,
-            (long long)(whole < TDM__AUTO_DEVICE_CPU_NS ? whole : TDM__AUTO_DEVICE_CPU_NS),
-            memory_order_relaxed);
+        atomic_fetch_add_explicit(&job->rt->closed_cpu_ns, (long long)(whole < bar ? whole : bar),
+                                  memory_order_relaxed);
     }
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,

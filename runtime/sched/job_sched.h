@@ -82,8 +82,15 @@ static inline double tdm__share_allowed(const tdm_map_opts *o, int k)
 }
 
 /* CPU work (ns) worth opening the devices for: a map's, with what the maps before it on the
- * runtime needed while they left the devices closed (job_sched.c says why). */
-#define TDM__AUTO_DEVICE_CPU_NS 1e9
+ * runtime needed while they left the devices closed. 100 ms where a GPU may be there (its
+ * device node is: tdm__gpu_nodes); 1 s where every device the runtime can open computes on the
+ * host's cores, whose set-up costs the CPU what such a device could gain (job_sched.c). */
+#define TDM__AUTO_DEVICE_CPU_NS 1e8
+#define TDM__AUTO_HOST_DEVICE_CPU_NS 1e9
+static inline double tdm__device_open_bar(const tdm_runtime *rt)
+{
+    return rt->gpu_nodes ? TDM__AUTO_DEVICE_CPU_NS : TDM__AUTO_HOST_DEVICE_CPU_NS;
+}
 
 /* The stored model's name of device ds's lane, "<backend kind>:<device name>" (cut to len). */
 struct tdm__devslot;

@@ -244,7 +244,8 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
  * building a program cost tens of milliseconds: ~25-40 + 30-110 ms for PoCL here):
  *  - the stored model says a device beats the CPU threads for this kernel, and the map moves
  *    at least TDM__AUTO_DEVICE_BYTES;
- *  - or it says the CPU threads need at least TDM__AUTO_DEVICE_CPU_NS for this map, counting
+ *  - or it says the CPU threads need at least the bar for this map (tdm__device_open_bar: 1 s
+ *    without a GPU's device node, 100 ms with one), counting
  *    what the runtime's maps before it needed while they left the devices closed (a map that
  *    moves little but computes long, pi over a few thousand items say; shorter maps add up
  *    to it, and a map that opens nothing adds its own);
@@ -256,7 +257,7 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
  *
  * An AUTO map that knows nothing of the kernel's CPU speed and opens nothing (DEV_LAZY) starts
  * on the CPU with lanes kept for the devices: when its first batches show that the CPU needs
- * TDM__AUTO_DEVICE_CPU_NS or more for the rest, the devices open in the background and join
+ * the bar or more for the rest, the devices open in the background and join
  * the map as they come (runtime/sched/job_sched.c). So a runtime's very first map of a long
  * kernel does not run on the CPU alone, and a short one pays nothing for devices. */
 #define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
@@ -320,11 +321,12 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
         double cpu_ns = tpi * (double)items / rt->threads;
         double before = (double)atomic_load_explicit(&rt->closed_cpu_ns, memory_order_relaxed);
         want =
-            cpu_ns + before >= TDM__AUTO_DEVICE_CPU_NS ||
+            cpu_ns + before >= tdm__device_open_bar(rt) ||
                     (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads))
                 ? DEV_OPEN
                 : DEV_NO;
-        if (want == DEV_NO && !rt->devices) { /* (counted toward opening them: see the bar) */
+        /* (counted toward opening them, unless the model says they lose on this kernel) */
+        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k)) {
             atomic_fetch_add_explicit(&rt->closed_cpu_ns, (long long)cpu_ns, /* (< the bar) */
                                       memory_order_relaxed);
             if (rt->debug & TDM_DEBUG_SCHED)
