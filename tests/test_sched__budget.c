@@ -697,13 +697,13 @@ static void test_exploration_ends_for_a_hopeless_device(void **state)
     assert_false(tdm__explore_hopeless(64, NAN, 1.0, 400e3, enough));
 }
 
+/* Items of 100000 terms whose map the CPU threads need 1 s or more for (about 2.3 s here), so
+ * that a runtime's first map of them opens the devices (tdm__device_open_bar). */
+#define LONG_ITEMS 32000
+
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device
  * backend, nothing stored in dir); checks the result, fills r. Returns the devices the runtime
  * has (probed after the map). */
-/* Items of 100000 terms whose map the CPU threads need 1 s or more for (about 2.3 s here), so
- * that a runtime's first map of them opens the devices (TDM__AUTO_DEVICE_CPU_NS). */
-#define LONG_ITEMS 32000
-
 static int first_pi_map(const char *dir, budget_log *log, int64_t n, int64_t terms, tdm_report *r)
 {
     tdm_runtime *rt = open_rt(dir, log, NULL, 2, 0);

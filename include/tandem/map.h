@@ -34,12 +34,13 @@
  *  AUTO maps needed while they left the devices closed. A map that knows nothing of its
  *  kernel's CPU speed starts on the CPU threads and opens the devices in the background when
  *  its first batches show that much work; they join it. Never when the stored model already
- *  says no device beats the CPU threads for that kernel. One CPU budget: a device that computes on
- * the host's cores (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU threads, and so
- * do worker processes when threads and processes together are more workers than the process's cores
- *  (its affinity mask): such sides take turns — each uncalibrated side is measured alone
- *  (a side other than the threads for at most about 2% of the CPU's time for the map, 3% for
- *  a host-CPU device that reads close to the threads' speed, the others left asleep
+ *  says no device beats the CPU threads for that kernel. One CPU budget: a device that
+ *  computes on the host's cores (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU
+ *  threads, and so do worker processes when threads and processes together are more workers
+ *  than the process's cores (its affinity mask): such sides take turns — each uncalibrated
+ *  side is measured alone (a side other than the threads for at most about 2% of the CPU's
+ *  time for the map, 3% for a host-CPU device that reads close to the threads' speed, the
+ *  others left asleep
  *  meanwhile; a host-CPU device is judged on its largest batch), then
  *  only the fastest goes on (the others stand down; when the threads or the processes win
  *  with fewer workers than cores, the other CPU side keeps the cores left). Threads and

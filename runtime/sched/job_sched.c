@@ -112,10 +112,9 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     tdm__est_init(&l->est, l->lat);
     if (stored > 0) {
         /* (seeded at the size of what the lane will measure: a batch of its target, a group
-         * of them for a device) */
-        double items = floor(l->target_ns / stored);
-        double group = items < 1 ? 1 : items;
-        tdm__est_seed(&l->est, stored, stored_lat, 4, ds ? group * tdm__device_queues(ds) : group);
+         * of as many as its queues for a device) */
+        double batch = fmax(1, floor(l->target_ns / stored));
+        tdm__est_seed(&l->est, stored, stored_lat, 4, ds ? batch * tdm__device_queues(ds) : batch);
         l->lat = l->est.lat;
     }
     /* (stores, not atomic_init: a lane that joins late is set up while the job runs; no one
