@@ -777,6 +777,42 @@ static void test_short_maps_add_up_to_open_the_devices(void **state)
     assert_int_equal(closed_before, opened_at); /* (each said so, then one opened them) */
 }
 
+/* A map refused for its options runs nothing and adds nothing to the runtime's count toward
+ * the bar: with the CPU's pi figure stored (a first short map), an AUTO map with a negative
+ * batch size is refused, says nothing of the devices and leaves the count as it was; the same
+ * map, valid, leaves them closed and counts. Before, wants_devices counted a map before its
+ * options were checked. */
+static void test_refused_map_adds_nothing_to_the_bar(void **state)
+{
+    (void)state;
+    if (tdm__gpu_nodes("/dev"))
+        skip(); /* (the bar is then 100 ms: the maps below might open the devices) */
+    char *d = model_dir();
+    budget_log log = {0};
+    tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+    pi_map_check(rt, TDM_POLICY_AUTO, 200, 100000, 2e-5, TDM_MEM_HOST, NULL);
+    assert_int_equal(log.bg_asked, 0);
+    int closed = log.bg_closed;
+    long long count = atomic_load(&rt->closed_cpu_ns);
+    int64_t n = 200;
+    tdm_tensor *y;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_pi_params p = {100000};
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    o.batch_size = -5;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), TDM_EINVAL);
+    assert_int_equal(log.bg_closed, closed);
+    assert_true(atomic_load(&rt->closed_cpu_ns) == count);
+    o.batch_size = 0;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
+    assert_int_equal(log.bg_closed, closed + 1); /* (the stored model told, before the map) */
+    assert_true(atomic_load(&rt->closed_cpu_ns) > count);
+    assert_int_equal(log.bg_asked, 0);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+}
+
 /* A GPU is told by its device node (tdm__gpu_nodes), read from a directory laid out as /dev:
  * none in an empty one, nor a card without a render node; NVIDIA's control node, AMD's compute
  * node, or a render node each say a GPU may be there. */
@@ -916,6 +952,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_thread_leaves_a_core_to_a_device_set_up),
         cmocka_unit_test(test_close_waits_for_a_background_open),
         cmocka_unit_test(test_short_maps_add_up_to_open_the_devices),
+        cmocka_unit_test(test_refused_map_adds_nothing_to_the_bar),
         cmocka_unit_test(test_gpu_told_by_its_device_node),
         cmocka_unit_test(test_short_opts_not_read_past),
     };

@@ -696,17 +696,33 @@ static void maybe_open_devices(tdm__job *job, int w)
         return;
     if (decision == 2) { /* (the whole map's, at the rate of the items left) */
         double whole = cpu_ns * (double)job->n_items / (double)(left > 0 ? left : 1);
-        atomic_fetch_add_explicit(&job->rt->closed_cpu_ns, (long long)(whole < bar ? whole : bar),
-                                  memory_order_relaxed);
+        tdm__devices_bar_count(job->rt, job->what, whole, left > 0 ? left : 0);
+        return;
     }
     if (job->rt->debug & TDM_DEBUG_SCHED)
         tdm__log(job->rt, TDM_DEBUG_SCHED,
                  "sched %s: the CPU needs about %.1f ms for the %lld items left, the maps before "
-                 "that left the devices closed %.1f ms: %s",
-                 job->what, cpu_ns * 1e-6, (long long)left, before * 1e-6,
-                 decision == 1 ? "the devices open in the background" : "the devices stay closed");
-    if (decision == 1)
-        tdm__devices_open_async(job->rt);
+                 "that left the devices closed %.1f ms: the devices open in the background",
+                 job->what, cpu_ns * 1e-6, (long long)left, before * 1e-6);
+    tdm__devices_open_async(job->rt);
+}
+
+void tdm__devices_bar_count(tdm_runtime *rt, const char *what, double ns, int64_t left)
+{
+    double bar = tdm__device_open_bar(rt);
+    double add = ns > 0 ? (ns < bar ? ns : bar) : 0; /* (NaN: nothing) */
+    long long before =
+        atomic_fetch_add_explicit(&rt->closed_cpu_ns, (long long)add, memory_order_relaxed);
+    if (rt->debug & TDM_DEBUG_SCHED) {
+        char items[80] = "map (stored model)";
+        if (left >= 0)
+            snprintf(items, sizeof items, "map (from its first batches, %lld items left)",
+                     (long long)left);
+        tdm__log(rt, TDM_DEBUG_SCHED,
+                 "sched %s: the CPU needs about %.1f ms for the %s, the maps before that left the "
+                 "devices closed %.1f ms: the devices stay closed",
+                 what, add * 1e-6, items, (double)before * 1e-6);
+    }
 }
 
 /* A device's set-up runs now: the runtime's devices open in the background, or a device lane

@@ -92,6 +92,13 @@ static inline double tdm__device_open_bar(const tdm_runtime *rt)
     return rt->gpu_nodes ? TDM__AUTO_DEVICE_CPU_NS : TDM__AUTO_HOST_DEVICE_CPU_NS;
 }
 
+/* Adds ns (at most the bar; NaN or less than 0: nothing), the CPU's work of a map that leaves
+ * the devices closed, to the runtime's count toward the bar (rt->closed_cpu_ns), and says so
+ * under TDM_DEBUG=sched ("the devices stay closed"). left: the items left when the map's first
+ * batches told (job_sched.c), -1 when the stored model told before the map (map.c). Called for
+ * a map found valid, once. Thread-safe. */
+void tdm__devices_bar_count(tdm_runtime *rt, const char *what, double ns, int64_t left);
+
 /* The stored model's name of device ds's lane, "<backend kind>:<device name>" (cut to len). */
 struct tdm__devslot;
 void tdm__device_lane_key(char *key, size_t len, const struct tdm__devslot *ds);

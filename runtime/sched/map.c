@@ -265,10 +265,14 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 
 enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_SKIPPED }; /* (skipped: closed, as the model says) */
 
+/* *closed_ns gets what the map adds to the runtime's count toward the bar when it leaves the
+ * devices closed (0: nothing), added once the map is found valid (count_closed): a map refused
+ * for its options or tensors runs nothing. */
 static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streaming,
                          const char *kernel, tdm_tensor *const *inputs, int n_in,
-                         tdm_tensor *const *outputs, int n_out)
+                         tdm_tensor *const *outputs, int n_out, double *closed_ns)
 {
+    *closed_ns = 0;
     /* (options are read only when they are the whole struct: the checks that follow report a
      * short one) */
     const tdm_map_opts *o = opts && opts->size >= sizeof *opts ? opts : NULL;
@@ -326,16 +330,8 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
                 ? DEV_OPEN
                 : DEV_NO;
         /* (counted toward opening them, unless the model says they lose on this kernel) */
-        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k)) {
-            atomic_fetch_add_explicit(&rt->closed_cpu_ns, (long long)cpu_ns, /* (< the bar) */
-                                      memory_order_relaxed);
-            if (rt->debug & TDM_DEBUG_SCHED)
-                tdm__log(rt, TDM_DEBUG_SCHED,
-                         "sched %s: the CPU needs about %.1f ms for the map (stored model), the "
-                         "maps before that left the devices closed %.1f ms: the devices stay "
-                         "closed",
-                         k->def.name, cpu_ns * 1e-6, before * 1e-6);
-        }
+        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k))
+            *closed_ns = cpu_ns; /* (< the bar) */
     } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD)
         want = DEV_OPEN;
     else {
@@ -365,7 +361,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (!outputs && n_out > 0 && !streaming)
         return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
     /* Devices open on first use, before the job counts its workers. */
-    int dev = wants_devices(rt, opts, streaming, kernel, inputs, n_in, outputs, n_out);
+    double closed_ns;
+    int dev = wants_devices(rt, opts, streaming, kernel, inputs, n_in, outputs, n_out, &closed_ns);
     if (dev == DEV_OPEN) {
         int rc = tdm__devices_ensure(rt);
         if (rc < 0)
@@ -393,6 +390,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     }
     if (rc == 0 && !streaming && job->only_worker < 0 && job->opts.policy != TDM_POLICY_ROUND_ROBIN)
         rc = tdm__jsched_create(job);
+    if (rc == 0 && closed_ns > 0)
+        tdm__devices_bar_count(rt, job->what, closed_ns, -1);
     return launch(job, fn, params, params_size, rc, hook, out);
 }
 
