@@ -4,6 +4,7 @@
  * completion), lost devices, user kernels in the dialect, compile errors with the build log.
  * Skipped (77) when no device is found. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -271,6 +272,80 @@ static void test_compile_error_reports_build_log(void **state)
     const float *yd = tdm_tensor_data(y);
     for (int i = 0; i < n; i++)
         assert_true(yd[i] == 0.0f);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    tdm_test_close(rt);
+}
+
+/* y = 2x + 1 on the CPU, with some work per item (about a microsecond): the map lasts long
+ * enough for the device's driver to join it. */
+static int slow_affine_cpu(const tdm_kernel_args *a)
+{
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < a->end - a->begin; i++) {
+        volatile float v = x[i];
+        for (int k = 0; k < 300; k++)
+            v = v * 1.0f;
+        y[i] = 2.0f * v + 1.0f;
+    }
+    return 0;
+}
+
+/* Under AUTO, a kernel whose device program does not build runs on the CPU: the device leaves
+ * the map to the CPU workers (without share caps), or runs its batches on the host (with caps
+ * that leave the CPU less than all the items); an explicit device policy still fails with
+ * TDM_EKERNEL. Before, AUTO maps failed with TDM_EKERNEL once the devices were open (an
+ * outside test: every map after the count opened them), most of the output unwritten. */
+static void test_auto_runs_on_the_cpu_what_a_device_cannot_build(void **state)
+{
+    tdm_runtime *rt = open_rt();
+    int64_t n = 20000;
+    tdm_tensor *x = filled(rt, TDM_F32, 1, &n, 21), *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F32, 1, &n, 0, &y), 0);
+    tdm_map_opts og = gpu_opts(0); /* (opens the devices) */
+    tdm_scale_shift_params sp = {1, 0};
+    assert_int_equal(tdm_map(rt, "scale_shift", &x, 1, &y, 1, &sp, sizeof sp, &og, NULL), 0);
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "broken_on_devices";
+    def.n_in_min = def.n_in_max = 1;
+    def.n_out = 1;
+    def.cpu = slow_affine_cpu;
+    def.source = "TDM_KERNEL tdm_user_affine(TDM_GLOBAL float *x) { this is not C; }\n";
+    def.dev = user_dev;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    const float *xd = tdm_tensor_data(x), *yd = tdm_tensor_data(y);
+    for (int round = 0; round < 4; round++) { /* (the last one with share caps) */
+        bool capped = round == 3;
+        memset(tdm_tensor_data(y), 0, (size_t)n * sizeof(float));
+        tdm_map_opts o = TDM_MAP_OPTS_INIT;
+        o.progress = TDM_PROGRESS_OFF;
+        if (capped) {
+            o.share_cap[TDM_BACKEND_CPU_THREADS] = 0.5;
+            o.share_cap[TDM_BACKEND_OPENCL] = 0.5;
+            o.share_cap[TDM_BACKEND_CUDA] = 0.5;
+        }
+        tdm_report r = TDM_REPORT_INIT;
+        int rc = tdm_map(rt, "broken_on_devices", &x, 1, &y, 1, NULL, 0, &o, &r);
+        if (rc != 0)
+            fail_msg("round %d: %s: %s", round, tdm_status_name(rc), tdm_errmsg(rt));
+        for (int64_t i = 0; i < n; i++)
+            assert_true(yd[i] == 2.0f * xd[i] + 1.0f);
+        int64_t on_cpu = 0, on_dev = 0;
+        for (int w = 0; w < r.n_workers; w++)
+            if (r.workers[w].kind == TDM_BACKEND_OPENCL || r.workers[w].kind == TDM_BACKEND_CUDA)
+                on_dev += r.workers[w].items;
+            else
+                on_cpu += r.workers[w].items;
+        if (capped) { /* (the device's share ran on the host, its driver's batches) */
+            assert_true(r.fallback_batches > 0);
+            assert_true(on_dev > 0 && on_cpu <= n / 2 + 1);
+        } else {
+            assert_int_equal(on_cpu, n);
+        }
+    }
+    assert_int_equal(tdm_map(rt, "broken_on_devices", &x, 1, &y, 1, NULL, 0, &og, NULL),
+                     TDM_EKERNEL);
     tdm_tensor_release(x);
     tdm_tensor_release(y);
     tdm_test_close(rt);
@@ -648,6 +723,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_out_of_device_memory_falls_back_to_cpu),
         cmocka_unit_test(test_user_kernel_in_the_dialect),
         cmocka_unit_test(test_compile_error_reports_build_log),
+        cmocka_unit_test(test_auto_runs_on_the_cpu_what_a_device_cannot_build),
         cmocka_unit_test(test_chained_maps_stay_on_device),
         cmocka_unit_test(test_lost_device_batches_rerun_on_cpu),
         cmocka_unit_test(test_enomem_at_completion_reruns_on_cpu),

@@ -255,24 +255,64 @@ static void note_no_fallback(const tdm__job *job, bool resident, char *detail, s
                                              : "resident data: the host copies are not current");
 }
 
+/* Batch [begin, end) runs on the host, here, instead of on the device, when it may (saying why
+ * under TDM_DEBUG=sched); else it fails with rc, its detail saying why it did not. */
+static int host_instead(tdm__job *job, tdm_task *task, int64_t begin, int64_t end, bool resident,
+                        int rc, const char *reason, char *detail, size_t len)
+{
+    if (!host_fallback_ok(job, resident)) {
+        note_no_fallback(job, resident, detail, len);
+        return rc;
+    }
+    tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: batch %lld (items %lld..%lld) runs on the CPU: %s",
+             job->what, (long long)task->batch, (long long)begin, (long long)end, reason);
+    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
+    task->reported = 0;
+    detail[0] = '\0';
+    return tdm__run_batch(job->d, begin, end, task);
+}
+
 /* The device had no memory for this batch (its buffers, its launch, or only found at its
  * completion): the batch runs on the host, here, when it may; else it fails with rc. */
 static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_t begin,
                           int64_t end, bool resident, int rc, const char *stage, char *detail,
                           size_t len)
 {
-    if (!host_fallback_ok(job, resident)) {
-        note_no_fallback(job, resident, detail, len);
-        return rc;
+    char reason[768];
+    snprintf(reason, sizeof reason, "no memory on %s at %s: %.600s", ds->info.name, stage, detail);
+    return host_instead(job, task, begin, end, resident, rc, reason, detail, len);
+}
+
+/* Whether, under AUTO, the device's failure rc to run the kernel is the device's, not the map's:
+ * its program did not build (TDM_EKERNEL: at prepare for OpenCL, at the first launch for CUDA,
+ * whose NVRTC builds there) and the CPU can run the kernel instead. An explicit device policy,
+ * or a kernel without a CPU implementation, fails with the build's error. */
+static bool cannot_run(const tdm__job *job, bool resident, int rc)
+{
+    return rc == TDM_EKERNEL && job->sched && job->opts.policy == TDM_POLICY_AUTO &&
+           host_fallback_ok(job, resident);
+}
+
+/* Device lane w cannot run the job's kernel (cannot_run; why: the build's error). Without share
+ * caps it leaves the job for good, the CPU workers taking every item: true. With them (a cap
+ * may leave the CPU less than all the items) its driver runs its batches on the host itself:
+ * *host_only and host_why are set, false. */
+static bool leave_or_stay(tdm__job *job, const tdm__devslot *ds, int w, const char *why,
+                          bool *host_only, char *host_why, size_t len)
+{
+    bool capped = false;
+    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
+        capped |= job->sched->cap[k] != INT64_MAX;
+    tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s cannot run it (%.300s): %s", job->what,
+             ds->info.name, why,
+             capped ? "its batches run on the CPU" : "it leaves the map to the CPU");
+    if (!capped) {
+        tdm__jsched_gone(job, w);
+        return true;
     }
-    tdm__log(job->rt, TDM_DEBUG_SCHED,
-             "%s: batch %lld (items %lld..%lld) runs on the CPU: no memory on %s at %s: %s",
-             job->what, (long long)task->batch, (long long)begin, (long long)end, ds->info.name,
-             stage, detail);
-    atomic_fetch_add_explicit(&job->fallback_batches, 1, memory_order_relaxed);
-    task->reported = 0;
-    detail[0] = '\0';
-    return tdm__run_batch(job->d, begin, end, task);
+    *host_only = true;
+    snprintf(host_why, len, "its program did not build: %.200s", why);
+    return false;
 }
 
 /* The device is gone (found at the batch's submission or completion, or earlier): it is marked
@@ -361,6 +401,7 @@ void tdm__job_run_device(tdm__job *job, int w)
      * there. Without them (no device memory) this driver runs its batches on the host. */
     tdm__dbuf *whole[16] = {NULL};
     bool host_only = false;
+    int host_rc = TDM_ENOMEM; /* why host_only: its whole inputs (ENOMEM), its build (EKERNEL) */
     char host_why[256] = "";
     for (int k = 0; k < job->d->n_in && !resident; k++) {
         if (!((job->d->whole >> k) & 1u))
@@ -395,6 +436,7 @@ void tdm__job_run_device(tdm__job *job, int w)
                  !resident && before;
     double learned_ns = 0;
     int64_t learned_items = 0, learned_groups = 0;
+    bool gone = false;
     if ((job->sched || learn) && ds->ops->prepare && !host_only && !atomic_load(&ds->lost)) {
         /* Build the program before the first batch, while the CPU workers go on with the map
          * (the lane is not counted on until then): its build is not its time per item. */
@@ -409,8 +451,13 @@ void tdm__job_run_device(tdm__job *job, int w)
             tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s prepared its program in %.1f ms%s%.300s",
                      job->what, ds->info.name, (double)(tdm__now_ns() - t0) * 1e-6,
                      rc ? ": " : "", rc ? why : "");
+        if (rc != 0 && cannot_run(job, resident, rc)) {
+            gone = leave_or_stay(job, ds, w, why, &host_only, host_why, sizeof host_why);
+            host_rc = TDM_EKERNEL;
+        }
     }
-    tdm__jsched_prepared(job, w);
+    if (!gone)
+        tdm__jsched_prepared(job, w);
     int in_flight = 0;
     uint64_t busy_since = 0, last_done = 0, grp_from = 0;
     int64_t grp_n = 0;
@@ -483,7 +530,7 @@ void tdm__job_run_device(tdm__job *job, int w)
             }
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
         }
-        bool stopped = atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
+        bool stopped = gone || atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
         bool got = false;
         double est = 0;
         if (!stopped && job->sched && in_flight > 0 && tdm__jsched_exploring(job, w))
@@ -527,7 +574,7 @@ void tdm__job_run_device(tdm__job *job, int w)
         detail[0] = '\0';
         s->t_submit = tdm__now_ns();
         pthread_mutex_lock(&ds->mu);
-        int rc = TDM_ENOMEM;
+        int rc = host_rc;
         if (host_only)
             snprintf(detail, sizeof detail, "%s", host_why);
         else
@@ -559,6 +606,20 @@ void tdm__job_run_device(tdm__job *job, int w)
             rc = enomem_on_host(job, ds, &s->task, s->begin, s->end, resident, rc,
                                 host_only ? "its whole inputs" : "submission", detail,
                                 sizeof detail);
+            ws->busy_ns += tdm__now_ns() - t0;
+        } else if (cannot_run(job, resident, rc)) {
+            /* Its program did not build (found here at the first launch: CUDA), or did not
+             * before (host_only): this batch on the host; the lane leaves or stays (above). */
+            if (!host_only) {
+                gone = leave_or_stay(job, ds, w, detail, &host_only, host_why, sizeof host_why);
+                host_rc = TDM_EKERNEL;
+            }
+            char reason[600];
+            snprintf(reason, sizeof reason, "%s cannot run it: %.500s", ds->info.name,
+                     host_only ? host_why : detail);
+            uint64_t t0 = tdm__now_ns();
+            rc = host_instead(job, &s->task, s->begin, s->end, resident, rc, reason, detail,
+                              sizeof detail);
             ws->busy_ns += tdm__now_ns() - t0;
         }
         tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);

@@ -125,6 +125,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     atomic_store_explicit(&l->free_at, since(s), memory_order_relaxed);
     atomic_store_explicit(&l->started, 0, memory_order_relaxed);
     atomic_store_explicit(&l->drop_seed, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->gone, 0, memory_order_relaxed);
     atomic_store_explicit(&l->prep_t0, 0, memory_order_relaxed);
     /* Uncalibrated: one item first (then 4x more each batch, see tdm__explore_next). */
     atomic_store_explicit(&l->explore, stored > 0 ? 0 : 1, memory_order_relaxed);
@@ -319,6 +320,8 @@ static bool lane_alive(tdm__job *job, int w)
 {
     if (tdm__worker_kind(job, w) != TDM__ON_DEVICES)
         return true;
+    if (atomic_load_explicit(&job->sched->lanes[w].gone, memory_order_acquire))
+        return false;
     const tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
     return ds && !atomic_load_explicit(&ds->lost, memory_order_relaxed);
 }
@@ -551,6 +554,17 @@ void tdm__jsched_prepared(tdm__job *job, int w)
         !atomic_load_explicit(&l->beside, memory_order_relaxed) && threads_rate(job->sched) > 0;
     if (job->sched->yield_lane >= 0 && !explores)
         offer_again(job);
+}
+
+void tdm__jsched_gone(tdm__job *job, int w)
+{
+    if (!job->sched || w >= job->sched->n)
+        return;
+    tdm__jlane *l = &job->sched->lanes[w];
+    atomic_store_explicit(&l->gone, 1, memory_order_release);
+    atomic_store_explicit(&l->preparing, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->in_job, 0, memory_order_relaxed);
+    offer_again(job);
 }
 
 bool tdm__jsched_device_explores(tdm__job *job)

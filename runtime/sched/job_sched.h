@@ -25,6 +25,8 @@ typedef struct tdm__jlane {
                            * other fields until its driver joins (tdm__jsched_join, release) */
     atomic_int started;   /* it was given a batch in this job (tdm__jsched_want) */
     atomic_int drop_seed; /* another lane of its key found their stored figure stale */
+    atomic_int gone;      /* a device lane out of the job for good: its program did not build
+                           * (tdm__jsched_gone); counted on by no one, like a lost device's */
     _Atomic uint64_t prep_t0; /* a device lane: when its program build began (0: not yet) */
     atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: no
                                * side of the shared cores once the threads are calibrated (until
@@ -144,6 +146,9 @@ void tdm__jsched_preparing(tdm__job *job, int w);
 /* Device lane w has its program for the job built (or its build failed: the launch says so):
  * from now on it takes part in the job's scheduling. */
 void tdm__jsched_prepared(tdm__job *job, int w);
+/* Device lane w leaves the job for good (its program did not build, under AUTO): no side waits
+ * for it and no estimate counts it; the workers that stood down for it are called back. */
+void tdm__jsched_gone(tdm__job *job, int w);
 
 /* Lane w's worker enters (1) or leaves (0) the job. */
 void tdm__jsched_presence(tdm__job *job, int w, int in);
