@@ -439,8 +439,8 @@ static void test_settled_close_call_opened_again_after_maps_without_it(void **st
     seed_model(d, "exp_sinh.v1\tcpu\t6\t1000\t200\t100\n"
                   "exp_sinh.v1\topencl:any\t9\t800\t50000\t100\t6\n");
     tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
-    /* a map refused (its options checked after the devices were left closed for it) counts
-     * for nothing; the map after it does */
+    /* a map refused (its options checked before the devices are thought of) says nothing and
+     * counts for nothing; the map after it does */
     int64_t n = 1 << 21;
     tdm_tensor *x, *y;
     assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
@@ -452,7 +452,7 @@ static void test_settled_close_call_opened_again_after_maps_without_it(void **st
     tdm_tensor_release(y);
     run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
-    assert_int_equal(log.left_closed, 2);
+    assert_int_equal(log.left_closed, 1);
     assert_false(workers_of(&r, TDM_BACKEND_OPENCL));
     assert_true(model_holds(d, "\t800\t50000\t100\t7\n")); /* one more map without it */
     log = (budget_log){0};
@@ -777,11 +777,13 @@ static void test_short_maps_add_up_to_open_the_devices(void **state)
     assert_int_equal(closed_before, opened_at); /* (each said so, then one opened them) */
 }
 
-/* A map refused for its options runs nothing and adds nothing to the runtime's count toward
- * the bar: with the CPU's pi figure stored (a first short map), an AUTO map with a negative
- * batch size is refused, says nothing of the devices and leaves the count as it was; the same
- * map, valid, leaves them closed and counts. Before, wants_devices counted a map before its
- * options were checked. */
+/* A map refused for its options or arguments runs nothing, adds nothing to the runtime's count
+ * toward the bar and opens no device: with the CPU's pi figure stored (a first short map), an
+ * AUTO map with a negative batch size is refused, says nothing of the devices and leaves the
+ * count as it was; so are maps long enough to open the devices at once (several seconds of
+ * the CPU's work), refused for their batch size or their params_size; the short map, valid,
+ * leaves them closed and counts. Before, a map was counted, and the devices opened for it,
+ * before its options and arguments were checked (an outside test: a refused map loaded PoCL). */
 static void test_refused_map_adds_nothing_to_the_bar(void **state)
 {
     (void)state;
@@ -803,7 +805,19 @@ static void test_refused_map_adds_nothing_to_the_bar(void **state)
     assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), TDM_EINVAL);
     assert_int_equal(log.bg_closed, closed);
     assert_true(atomic_load(&rt->closed_cpu_ns) == count);
+    int64_t big = 400000; /* (about 40x the short map's 200 items' 0.1 s) */
+    tdm_tensor *yb;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &big, TDM_MEM_HOST, &yb), 0);
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &yb, 1, &p, sizeof p, &o, NULL),
+                     TDM_EINVAL);
     o.batch_size = 0;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &yb, 1, &p, sizeof p - 1, &o, NULL),
+                     TDM_EINVAL);
+    assert_null(atomic_load(&rt->devices));
+    assert_int_equal(log.bg_closed, closed);
+    assert_int_equal(log.bg_asked, 0);
+    assert_true(atomic_load(&rt->closed_cpu_ns) == count);
+    tdm_tensor_release(yb);
     assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
     assert_int_equal(log.bg_closed, closed + 1); /* (the stored model told, before the map) */
     assert_true(atomic_load(&rt->closed_cpu_ns) > count);

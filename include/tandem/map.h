@@ -28,13 +28,16 @@
  *  measured time.
  *  AUTO uses devices for a map whose kernel has a device version when they are open (an
  *  earlier map opened them) or when opening them is likely to pay: the map moves at least
- *  16 MiB and the stored model says a device beats the CPU threads for the kernel, or the
+ *  16 MiB and the stored model says a device is more than 5% faster than the CPU threads
+ *  together for the kernel (opening costs tens of milliseconds of a core), or the
  *  CPU threads need at least 1 s for it (100 ms when the machine has a GPU's device node:
  *  /dev/nvidiactl, /dev/kfd or a /dev/dri render node), counting what the runtime's earlier
  *  AUTO maps needed while they left the devices closed. A map that knows nothing of its
  *  kernel's CPU speed starts on the CPU threads and opens the devices in the background when
  *  its first batches show that much work; they join it. Never when the stored model already
- *  says no device beats the CPU threads for that kernel. One CPU budget: a device that
+ *  says no device is more than 5% faster than the CPU threads for that kernel (unless it is a
+ *  close call to measure again: one unsettled, or passed over by 8 maps). One CPU budget: a
+ *  device that
  *  computes on the host's cores (tdm_device_info.host_cpu, e.g. PoCL) shares them with the CPU
  *  threads, and so do worker processes when threads and processes together are more workers
  *  than the process's cores (its affinity mask): such sides take turns — each uncalibrated

@@ -310,7 +310,8 @@ bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;
     tdm__log(rt, TDM_DEBUG_SCHED,
-             "sched %s: devices left closed: the stored model says none beats the CPU (%s)",
+             "sched %s: devices left closed: the stored model says none is more than 5%% faster "
+             "than the CPU (%s)",
              key, why);
     return true;
 }

@@ -33,21 +33,21 @@ static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
         snprintf(buf + n, len - n, "]");
 }
 
-/* Validates a map's arguments and fills the job's view of its tensors. Nothing is written to
- * any tensor here. `outputs` NULL (streaming only) asks for ring buffers. */
-static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tensor *const *inputs,
+/* Validates a map's arguments, before the map has a job (and before the devices open: a map
+ * refused here opens nothing): *k_out gets the kernel, *rows_out the map's rows, descs what
+ * the outputs must be (a kernel with an infer function). Nothing is written to any tensor.
+ * `outputs` NULL (streaming only) asks for ring buffers. */
+static int check_map(tdm_runtime *rt, const char *fn, const char *kernel, tdm_tensor *const *inputs,
                      int n_in, tdm_tensor *const *outputs, int n_out, const void *params,
-                     size_t params_size, int64_t n_rows, tdm_tensor_desc *descs)
+                     size_t params_size, int64_t n_rows, tdm_tensor_desc *descs,
+                     const tdm__kernel **k_out, int64_t *rows_out)
 {
-    tdm_runtime *rt = job->rt;
     if (!kernel)
         return tdm__err(rt, TDM_EINVAL, "%s: kernel name is NULL", fn);
     const tdm__kernel *k = tdm__kernel_find(rt, kernel);
     if (!k)
         return tdm__err(rt, TDM_ENOTFOUND, "%s: no kernel named '%s' is registered", fn, kernel);
     const tdm_kernel_def *d = &k->def;
-    job->kernel = k;
-    snprintf(job->what, sizeof job->what, "%s", d->name);
     if (n_in < d->n_in_min || n_in > d->n_in_max)
         return tdm__err(rt, TDM_EINVAL, "%s(%s): %d input(s) given, the kernel takes %d..%d", fn,
                         d->name, n_in, d->n_in_min, d->n_in_max);
@@ -144,7 +144,22 @@ static int setup_map(tdm__job *job, const char *fn, const char *kernel, tdm_tens
                         "function",
                         fn, d->name);
     }
+    *k_out = k;
+    *rows_out = rows;
+    return 0;
+}
 
+/* Fills the job's view of a map's tensors (checked by check_map: kernel k, `rows` rows) and
+ * places it on its workers. */
+static int setup_map(tdm__job *job, const char *fn, const tdm__kernel *k, int64_t rows,
+                     tdm_tensor *const *inputs, int n_in, tdm_tensor *const *outputs, int n_out,
+                     const void *params, size_t params_size)
+{
+    tdm_runtime *rt = job->rt;
+    const tdm_kernel_def *d = &k->def;
+    job->kernel = k;
+    snprintf(job->what, sizeof job->what, "%s", d->name);
+    int rc;
     bool in_arena =
         tdm__map_all_in_arena(inputs, n_in) && (!outputs || tdm__map_all_in_arena(outputs, n_out));
     const char *no_dev = NULL;
@@ -321,27 +336,48 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     const tdm_tensor *o0 = outputs[0];
     int64_t items = o0 && tdm_tensor_ndim(o0) > 0 ? tdm_tensor_shape(o0)[0] : 0;
     int want;
+    char why[160] = "";
+    bool say = (rt->debug & TDM_DEBUG_SCHED) != 0;
     if (tpi > 0) {
         double cpu_ns = tpi * (double)items / rt->threads;
         double before = (double)atomic_load_explicit(&rt->closed_cpu_ns, memory_order_relaxed);
+        bool bar = cpu_ns + before >= tdm__device_open_bar(rt);
         want =
-            cpu_ns + before >= tdm__device_open_bar(rt) ||
-                    (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads))
+            bar || (bytes >= TDM__AUTO_DEVICE_BYTES && tdm__cm_device_faster(cm, key, rt->threads))
                 ? DEV_OPEN
                 : DEV_NO;
+        /* (why, only under TDM_DEBUG=sched: a small map's whole call costs about 1 us) */
+        if (say && bar)
+            snprintf(why, sizeof why,
+                     "the CPU needs about %.1f ms for the map (stored model), the maps before that "
+                     "left the devices closed %.1f ms",
+                     cpu_ns * 1e-6, before * 1e-6);
+        else if (say)
+            snprintf(why, sizeof why,
+                     "the stored model says a device is more than 5%% faster than the CPU, and the "
+                     "map moves %.1f MiB",
+                     (double)bytes / (1 << 20));
         /* (counted toward opening them, unless the model says they lose on this kernel) */
         if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k))
             *closed_ns = cpu_ns; /* (< the bar) */
-    } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD)
+    } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD) {
         want = DEV_OPEN;
-    else {
+        if (say)
+            snprintf(why, sizeof why,
+                     "nothing stored of the CPU's speed, and the map moves %.1f MiB",
+                     (double)bytes / (1 << 20));
+    } else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
          * not kept on a device) and no share caps (those opened the devices above). */
         bool lazy = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
                     rt->threads > 0 && !rt->devices;
         want = lazy ? DEV_LAZY : DEV_NO;
     }
-    return want != DEV_NO && tdm__jsched_skip_devices(rt, k) ? DEV_SKIPPED : want;
+    if (want != DEV_NO && tdm__jsched_skip_devices(rt, k))
+        return DEV_SKIPPED;
+    if (want == DEV_OPEN && !rt->devices && say)
+        tdm__log(rt, TDM_DEBUG_SCHED, "sched %s: %s: the devices open", k->def.name, why);
+    return want;
 }
 
 static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const char *kernel,
@@ -360,11 +396,22 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
                         n_out);
     if (!outputs && n_out > 0 && !streaming)
         return tdm__err(rt, TDM_EINVAL, "%s: outputs is NULL", fn);
+    tdm_map_opts checked;
+    tdm_tensor_desc descs[16];
+    memset(descs, 0, sizeof descs);
+    const tdm__kernel *k = NULL;
+    int64_t rows = 0;
+    int rc = tdm__map_check_opts(rt, fn, opts, &checked, streaming);
+    if (rc == 0)
+        rc = check_map(rt, fn, kernel, inputs, n_in, outputs, n_out, params, params_size, n_rows,
+                       descs, &k, &rows);
+    if (rc < 0)
+        return rc;
     /* Devices open on first use, before the job counts its workers. */
     double closed_ns;
     int dev = wants_devices(rt, opts, streaming, kernel, inputs, n_in, outputs, n_out, &closed_ns);
     if (dev == DEV_OPEN) {
-        int rc = tdm__devices_ensure(rt);
+        rc = tdm__devices_ensure(rt);
         if (rc < 0)
             return rc;
     }
@@ -374,12 +421,8 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     job->lazy_devices = dev == DEV_LAZY; /* (asked for; tdm__map_place decides) */
     job->devices_skipped = dev == DEV_SKIPPED;
     job->streaming = streaming;
-    tdm_tensor_desc descs[16];
-    memset(descs, 0, sizeof descs);
-    int rc = tdm__map_check_opts(rt, fn, opts, &job->opts, streaming);
-    if (rc == 0)
-        rc = setup_map(job, fn, kernel, inputs, n_in, outputs, n_out, params, params_size,
-                       n_rows, descs);
+    job->opts = checked;
+    rc = setup_map(job, fn, k, rows, inputs, n_in, outputs, n_out, params, params_size);
     if (rc == 0 && streaming)
         rc = tdm__map_setup_streaming(job, fn);
     if (rc == 0 && streaming && !outputs && n_out > 0)
