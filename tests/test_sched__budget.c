@@ -781,7 +781,8 @@ static void test_short_maps_add_up_to_open_the_devices(void **state)
  * toward the bar and opens no device: with the CPU's pi figure stored (a first short map), an
  * AUTO map with a negative batch size is refused, says nothing of the devices and leaves the
  * count as it was; so are maps long enough to open the devices at once (several seconds of
- * the CPU's work), refused for their batch size or their params_size; the short map, valid,
+ * the CPU's work), refused for their batch size, their params_size or share caps that leave
+ * items to no kind; the short map, valid,
  * leaves them closed and counts. Before, a map was counted, and the devices opened for it,
  * before its options and arguments were checked (an outside test: a refused map loaded PoCL). */
 static void test_refused_map_adds_nothing_to_the_bar(void **state)
@@ -812,6 +813,12 @@ static void test_refused_map_adds_nothing_to_the_bar(void **state)
                      TDM_EINVAL);
     o.batch_size = 0;
     assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &yb, 1, &p, sizeof p - 1, &o, NULL),
+                     TDM_EINVAL);
+    tdm_map_opts oc = o; /* (caps that leave 40% to no kind, whatever devices there are) */
+    oc.share_cap[TDM_BACKEND_CPU_THREADS] = 0.2;
+    oc.share_cap[TDM_BACKEND_OPENCL] = 0.2;
+    oc.share_cap[TDM_BACKEND_CUDA] = 0.2;
+    assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &yb, 1, &p, sizeof p, &oc, NULL),
                      TDM_EINVAL);
     assert_null(atomic_load(&rt->devices));
     assert_int_equal(log.bg_closed, closed);

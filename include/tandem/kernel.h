@@ -124,11 +124,15 @@ typedef struct tdm_kernel_def {
                                 *  after the dialect header and the built-in kernels (kernels/), so it
                                 *  can use the TDM_* macros and tdm_k_* functions; copied at
                                 *  registration. Built on a device's first map of the kernel. If
-                                *  it does not build, a device policy's map fails with
-                                *  TDM_EKERNEL and the build log in tdm_errmsg(); under AUTO, a
-                                *  kernel with `cpu` runs on the CPU instead (TDM_DEBUG=sched:
-                                *  "cannot run it"). The OpenCL driver may print its compiler's
-                                *  diagnostics on stderr (PoCL does), not tandem */
+                                *  it does not build, a map under a device policy or ROUND_ROBIN
+                                *  fails with TDM_EKERNEL and the build log in tdm_errmsg().
+                                *  Under AUTO, a kernel with `cpu` runs on the CPU instead
+                                *  (TDM_DEBUG=sched: "cannot run it"): the device leaves the
+                                *  map, or with share caps runs its batches on the host, which
+                                *  no_cpu_fallback forbids (TDM_EKERNEL then). Not for a map
+                                *  whose data is kept on the device (keep_on_device, or inputs
+                                *  left there): TDM_EKERNEL. The OpenCL driver may print its
+                                *  compiler's diagnostics on stderr (PoCL does), not tandem */
     tdm_kernel_dev_fn dev;     /**< how to launch `source`'s entry; NULL = no device version */
     uint32_t whole_inputs;     /**< bit k set: input k is not split by rows but given whole to
                                 *  every batch (weights, a lookup table): its row count is free,

@@ -152,6 +152,7 @@ typedef struct tdm__job {
 
     /* scheduling */
     struct tdm__jsched *sched; /* per-batch decisions (runtime/sched/job_sched.c), or NULL */
+    bool capped;               /* its scheduler caps a kind's share (tdm__jsched_cap_left) */
     /* A worker that declines leaves the job (so the pool can give it another job: a worker
      * waiting inside one job for a lane busy in another could wait forever) and is not given
      * it again until one of its batches completes: declined_gen[w] == done_gen. */
@@ -188,6 +189,11 @@ static inline unsigned tdm__worker_kind(const tdm__job *job, int w)
 /* Whether device driver w may take the job's batches: its device is of the kind the policy
  * names, and not lost (unless the job is bound to it). runtime/sched/job_device.c. */
 bool tdm__job_device_ok(tdm__job *job, int w);
+/* Whether worker w's kind may still take items of a job with share caps (job_sched.c): one
+ * whose cap is used up is not offered the job, or it came back, declined and was offered it
+ * again without end while the kind that could take the rest was kept in other jobs (an outside
+ * test: 8 threads running maps with CPU 0.5 + OpenCL 0.5 at once hung). */
+bool tdm__jsched_cap_left(const tdm__job *job, int w);
 static inline bool tdm__job_runnable(tdm__job *job, int w)
 {
     /* A driver started after the job was made has no counters in it. */
@@ -195,6 +201,7 @@ static inline bool tdm__job_runnable(tdm__job *job, int w)
     return w < job->n_workers && (job->only_worker < 0 || w == job->only_worker) &&
            (job->on & kind) && !tdm__job_exhausted(job) && (!job->streaming || job->n_free > 0) &&
            (kind != TDM__ON_DEVICES || tdm__job_device_ok(job, w)) &&
+           (!job->capped || tdm__jsched_cap_left(job, w)) &&
            (!job->declined_gen ||
             job->declined_gen[w] != atomic_load_explicit(&job->done_gen, memory_order_acquire));
 }

@@ -283,36 +283,38 @@ static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64
     return host_instead(job, task, begin, end, resident, rc, reason, detail, len);
 }
 
-/* Whether, under AUTO, the device's failure rc to run the kernel is the device's, not the map's:
- * its program did not build (TDM_EKERNEL: at prepare for OpenCL, at the first launch for CUDA,
- * whose NVRTC builds there) and the CPU can run the kernel instead. An explicit device policy,
- * or a kernel without a CPU implementation, fails with the build's error. */
-static bool cannot_run(const tdm__job *job, bool resident, int rc)
+/* What a device lane does when it cannot run the job's kernel (rc; why: the build's error).
+ * Under AUTO, a program that does not build (TDM_EKERNEL: at prepare for OpenCL, at the first
+ * launch for CUDA, whose NVRTC builds there) is the device's failure, not the map's, when the
+ * CPU can run the kernel: without share caps the lane leaves the job for good (RUN_LEAVE), the
+ * CPU workers taking every item; with them (a cap may leave the CPU less than all the items)
+ * its driver runs its batches on the host (RUN_HOST: *host_only and host_why are set), which
+ * opts.no_cpu_fallback forbids. Else, and under any other policy, the map fails with the
+ * build's error (RUN_FAIL): a device policy, ROUND_ROBIN, a kernel without a CPU version, a
+ * job bound to its device (resident data: it has no scheduler). */
+enum { RUN_FAIL, RUN_LEAVE, RUN_HOST };
+static int cannot_run(tdm__job *job, const tdm__devslot *ds, int w, bool resident, int rc,
+                      const char *why, bool *host_only, char *host_why, size_t len)
 {
-    return rc == TDM_EKERNEL && job->sched && job->opts.policy == TDM_POLICY_AUTO &&
-           host_fallback_ok(job, resident);
-}
-
-/* Device lane w cannot run the job's kernel (cannot_run; why: the build's error). Without share
- * caps it leaves the job for good, the CPU workers taking every item: true. With them (a cap
- * may leave the CPU less than all the items) its driver runs its batches on the host itself:
- * *host_only and host_why are set, false. */
-static bool leave_or_stay(tdm__job *job, const tdm__devslot *ds, int w, const char *why,
-                          bool *host_only, char *host_why, size_t len)
-{
+    if (rc != TDM_EKERNEL || !job->sched || job->opts.policy != TDM_POLICY_AUTO || !job->d->kcpu)
+        return RUN_FAIL;
     bool capped = false;
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
         capped |= job->sched->cap[k] != INT64_MAX;
-    tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s cannot run it (%.300s): %s", job->what,
-             ds->info.name, why,
-             capped ? "its batches run on the CPU" : "it leaves the map to the CPU");
+    if (capped && !host_fallback_ok(job, resident))
+        return RUN_FAIL;
+    if (!(capped && job->sched->lanes[w].on_host)) /* (said once a map: it comes back) */
+        tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s cannot run it (%.300s): %s", job->what,
+                 ds->info.name, why,
+                 capped ? "its batches run on the CPU" : "it leaves the map to the CPU");
     if (!capped) {
         tdm__jsched_gone(job, w);
-        return true;
+        return RUN_LEAVE;
     }
     *host_only = true;
     snprintf(host_why, len, "its program did not build: %.200s", why);
-    return false;
+    tdm__jsched_on_host(job, w);
+    return RUN_HOST;
 }
 
 /* The device is gone (found at the batch's submission or completion, or earlier): it is marked
@@ -367,6 +369,11 @@ bool tdm__job_device_ok(tdm__job *job, int w)
     tdm__devslot *ds = tdm__device_of_worker(job->rt, w);
     if (!ds || (job->dev_kind >= 0 && (int)ds->info.kind != job->dev_kind))
         return false;
+    /* A lane that left the job for good (its program did not build) is not offered it again:
+     * it was, and came back to leave again, thousands of times a map (an outside test). */
+    if (job->sched && w < job->sched->n &&
+        atomic_load_explicit(&job->sched->lanes[w].gone, memory_order_acquire))
+        return false;
     /* A lost device takes no new work while another device lives; a job bound to it (resident
      * data) still has to end, so its driver stays and settles each batch on the host. */
     return !(atomic_load(&ds->lost) && job->only_worker != w && tdm__devices_live(job->rt) > 0);
@@ -415,6 +422,7 @@ void tdm__job_run_device(tdm__job *job, int w)
             snprintf(host_why, sizeof host_why, "input %d (given whole) not on the device: %.200s",
                      k, why);
             host_only = true;
+            tdm__jsched_on_host(job, w);
             break;
         }
         atomic_fetch_add_explicit(&job->bytes_to_device, (long long)moved, memory_order_relaxed);
@@ -437,6 +445,7 @@ void tdm__job_run_device(tdm__job *job, int w)
     double learned_ns = 0;
     int64_t learned_items = 0, learned_groups = 0;
     bool gone = false;
+    int then = RUN_FAIL; /* what the lane does once it found it cannot run the kernel */
     if ((job->sched || learn) && ds->ops->prepare && !host_only && !atomic_load(&ds->lost)) {
         /* Build the program before the first batch, while the CPU workers go on with the map
          * (the lane is not counted on until then): its build is not its time per item. */
@@ -451,10 +460,11 @@ void tdm__job_run_device(tdm__job *job, int w)
             tdm__log(job->rt, TDM_DEBUG_SCHED, "%s: %s prepared its program in %.1f ms%s%.300s",
                      job->what, ds->info.name, (double)(tdm__now_ns() - t0) * 1e-6,
                      rc ? ": " : "", rc ? why : "");
-        if (rc != 0 && cannot_run(job, resident, rc)) {
-            gone = leave_or_stay(job, ds, w, why, &host_only, host_why, sizeof host_why);
+        if (rc != 0)
+            then = cannot_run(job, ds, w, resident, rc, why, &host_only, host_why, sizeof host_why);
+        gone = then == RUN_LEAVE;
+        if (then == RUN_HOST)
             host_rc = TDM_EKERNEL;
-        }
     }
     if (!gone)
         tdm__jsched_prepared(job, w);
@@ -532,6 +542,7 @@ void tdm__job_run_device(tdm__job *job, int w)
         }
         bool stopped = gone || atomic_load_explicit(&job->d->stop, memory_order_relaxed) != 0;
         bool got = false;
+        int slot = -1;
         double est = 0;
         if (!stopped && job->sched && in_flight > 0 && tdm__jsched_exploring(job, w))
             continue; /* exploring: one batch at a time, each measured before the next */
@@ -548,6 +559,18 @@ void tdm__job_run_device(tdm__job *job, int w)
                 tdm__job_decline(job, w);
                 break;
             }
+        } else if (!stopped && job->streaming) {
+            /* A streamed job's batch holds one of its max_in_flight result slots until it is
+             * consumed, as a CPU worker's does (job.c): taken with the batch, given back by
+             * tdm__job_batch_done or the consumer. Without one, a streamed map on a device
+             * pushed more slots back than it had (an outside test: ASan, a heap overflow
+             * in tdm__job_batch_done after tdm_map_async under policy OPENCL). */
+            pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+            pthread_mutex_lock(mu);
+            got = job->n_free > 0 && tdm__job_claim(job, want, &s->begin, &s->end);
+            if (got)
+                slot = job->free_slots[--job->n_free];
+            pthread_mutex_unlock(mu);
         } else if (!stopped) {
             got = tdm__job_claim(job, want, &s->begin, &s->end);
         }
@@ -556,7 +579,7 @@ void tdm__job_run_device(tdm__job *job, int w)
                 break;
             continue; /* drain the queues still busy */
         }
-        s->task = (tdm_task){job->d, w, -1, 0, 0};
+        s->task = (tdm_task){job->d, w, slot, 0, 0};
         s->task.batch = atomic_fetch_add_explicit(&job->next_batch, 1, memory_order_relaxed);
         if (atomic_load(&ds->lost)) {
             /* Lost during this job: the rest of what this driver claims runs on the host
@@ -607,21 +630,25 @@ void tdm__job_run_device(tdm__job *job, int w)
                                 host_only ? "its whole inputs" : "submission", detail,
                                 sizeof detail);
             ws->busy_ns += tdm__now_ns() - t0;
-        } else if (cannot_run(job, resident, rc)) {
+        } else if (rc == TDM_EKERNEL &&
+                   (host_only || (then = cannot_run(job, ds, w, resident, rc, detail, &host_only,
+                                                    host_why, sizeof host_why)) != RUN_FAIL)) {
             /* Its program did not build (found here at the first launch: CUDA), or did not
              * before (host_only): this batch on the host; the lane leaves or stays (above). */
-            if (!host_only) {
-                gone = leave_or_stay(job, ds, w, detail, &host_only, host_why, sizeof host_why);
+            gone |= then == RUN_LEAVE;
+            if (host_only)
                 host_rc = TDM_EKERNEL;
-            }
             char reason[600];
-            snprintf(reason, sizeof reason, "%s cannot run it: %.500s", ds->info.name,
+            snprintf(reason, sizeof reason, "%s: %.500s", ds->info.name,
                      host_only ? host_why : detail);
             uint64_t t0 = tdm__now_ns();
             rc = host_instead(job, &s->task, s->begin, s->end, resident, rc, reason, detail,
                               sizeof detail);
             ws->busy_ns += tdm__now_ns() - t0;
         }
+        if (host_only && job->sched && rc == 0) /* (its batches: the scheduler sizes them) */
+            tdm__jsched_done(job, w, s->end - s->begin, (double)(tdm__now_ns() - s->t_submit),
+                             true);
         tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, detail);
     }
     if (resident)

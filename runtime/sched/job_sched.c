@@ -175,6 +175,7 @@ int tdm__jsched_create(tdm__job *job)
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         double c = job->opts.share_cap[k];
         s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
+        job->capped |= s->cap[k] != INT64_MAX;
         atomic_init(&s->used[k], 0);
     }
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(rt) : NULL;
@@ -263,12 +264,12 @@ void tdm__jsched_destroy(tdm__job *job)
      * threads count as one model). */
     for (int w = 0; cm && w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (l->est.count == 0 || job->ws[w].batches == 0)
+        if (l->est.count == 0 || job->ws[w].batches == 0 || l->on_host)
             continue;
         bool first = true;
         for (int v = 0; v < w; v++)
             if (!strcmp(s->lanes[v].key, l->key) && s->lanes[v].est.count > 0 &&
-                job->ws[v].batches > 0)
+                job->ws[v].batches > 0 && !s->lanes[v].on_host)
                 first = false;
         if (!first)
             continue;
@@ -277,7 +278,7 @@ void tdm__jsched_destroy(tdm__job *job)
         int64_t batches = 0, items = 0;
         for (int v = w; v < s->n && k < 256; v++) {
             if (strcmp(s->lanes[v].key, l->key) || s->lanes[v].est.count == 0 ||
-                job->ws[v].batches == 0)
+                job->ws[v].batches == 0 || s->lanes[v].on_host)
                 continue;
             tpis[k] = s->lanes[v].est.tpi;
             lats[k++] = s->lanes[v].est.lat;
@@ -557,6 +558,12 @@ void tdm__jsched_prepared(tdm__job *job, int w)
         offer_again(job);
 }
 
+void tdm__jsched_on_host(tdm__job *job, int w)
+{
+    if (job->sched && w < job->sched->n)
+        job->sched->lanes[w].on_host = true;
+}
+
 void tdm__jsched_gone(tdm__job *job, int w)
 {
     if (!job->sched || w >= job->sched->n)
@@ -612,6 +619,16 @@ static void offer_again(tdm__job *job)
     pthread_mutex_lock(mu);
     tdm__pool_kick(job->rt->pool);
     pthread_mutex_unlock(mu);
+}
+
+bool tdm__jsched_cap_left(const tdm__job *job, int w)
+{
+    const tdm__jsched *s = job->sched;
+    if (!s || w >= s->n)
+        return true;
+    int k = s->lanes[w].kind;
+    return s->cap[k] == INT64_MAX ||
+           atomic_load_explicit(&s->used[k], memory_order_relaxed) < s->cap[k];
 }
 
 /* Takes up to n items from kind k's cap (s->cap[k] finite): how many it got (0: the cap is

@@ -49,6 +49,8 @@ typedef struct tdm__jlane {
     double beside_max_ns; /* ... and its longest */
     bool seed_stale;    /* this map showed the stored model it started from stale */
     bool probed;        /* it took one item to check a stored figure that kept it idle */
+    bool on_host;       /* a device lane whose driver runs its batches on the host: what it
+                         * learns is the CPU's, never stored as the device's */
     uint64_t last_done; /* device lanes: when its previous batch completed */
 } tdm__jlane;
 
@@ -146,6 +148,10 @@ void tdm__jsched_preparing(tdm__job *job, int w);
 /* Device lane w has its program for the job built (or its build failed: the launch says so):
  * from now on it takes part in the job's scheduling. */
 void tdm__jsched_prepared(tdm__job *job, int w);
+/* Device lane w's driver runs its batches on the host (its program did not build, its whole
+ * inputs are not on the device): they teach its estimate (tdm__jsched_done), not the stored
+ * model. Called by the lane's own driver. */
+void tdm__jsched_on_host(tdm__job *job, int w);
 /* Device lane w leaves the job for good (its program did not build, under AUTO): no side waits
  * for it and no estimate counts it; the workers that stood down for it are called back. */
 void tdm__jsched_gone(tdm__job *job, int w);

@@ -307,6 +307,18 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
      * only 50%", the devices not being open yet). A cap on the worker processes alone does
      * not open them. */
     if (o && p == TDM_POLICY_AUTO && tdm__share_capped(o)) {
+        /* (caps that leave some items to no kind even with every device backend there are
+         * refused by tdm__map_place whatever opens: nothing is opened for them) */
+        double most = 0;
+        if (rt->threads > 0 && rt->backends[TDM_BACKEND_CPU_THREADS].enabled)
+            most += tdm__share_allowed(o, TDM_BACKEND_CPU_THREADS);
+        if (rt->procs && rt->backends[TDM_BACKEND_CPU_PROCS].enabled)
+            most += tdm__share_allowed(o, TDM_BACKEND_CPU_PROCS);
+        for (int kk = TDM_BACKEND_OPENCL; kk <= TDM_BACKEND_CUDA; kk++)
+            if (rt->backends[kk].enabled)
+                most += tdm__share_allowed(o, (tdm_backend_kind)kk);
+        if (most < 1.0 - 1e-9)
+            return DEV_NO;
         for (int kk = TDM_BACKEND_OPENCL; kk <= TDM_BACKEND_CUDA; kk++)
             if (o->share_cap[kk] > 0 && rt->backends[kk].enabled)
                 return DEV_OPEN;
