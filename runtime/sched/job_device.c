@@ -279,7 +279,8 @@ static int enomem_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64
                           size_t len)
 {
     char reason[768];
-    snprintf(reason, sizeof reason, "no memory on %s at %s: %.600s", ds->info.name, stage, detail);
+    snprintf(reason, sizeof reason, "no memory on %.150s at %.40s: %.500s", ds->info.name, stage,
+             detail);
     return host_instead(job, task, begin, end, resident, rc, reason, detail, len);
 }
 
@@ -638,8 +639,8 @@ void tdm__job_run_device(tdm__job *job, int w)
             gone |= then == RUN_LEAVE;
             if (host_only)
                 host_rc = TDM_EKERNEL;
-            char reason[600];
-            snprintf(reason, sizeof reason, "%s: %.500s", ds->info.name,
+            char reason[700];
+            snprintf(reason, sizeof reason, "%.150s: %.500s", ds->info.name,
                      host_only ? host_why : detail);
             uint64_t t0 = tdm__now_ns();
             rc = host_instead(job, &s->task, s->begin, s->end, resident, rc, reason, detail,
