@@ -299,9 +299,7 @@ static int cannot_run(tdm__job *job, const tdm__devslot *ds, int w, bool residen
 {
     if (rc != TDM_EKERNEL || !job->sched || job->opts.policy != TDM_POLICY_AUTO || !job->d->kcpu)
         return RUN_FAIL;
-    bool capped = false;
-    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
-        capped |= job->sched->cap[k] != INT64_MAX;
+    bool capped = job->capped;
     if (capped && !host_fallback_ok(job, resident))
         return RUN_FAIL;
     if (!(capped && job->sched->lanes[w].on_host)) /* (said once a map: it comes back) */

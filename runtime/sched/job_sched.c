@@ -232,6 +232,13 @@ int tdm__jsched_create(tdm__job *job)
     return 0;
 }
 
+/* Whether lane v's estimate goes into the stored model at the job's end: it ran batches of the
+ * job, measured, on its own kind of worker (not a device's driver running them on the host). */
+static bool teaches_model(const tdm__job *job, const tdm__jsched *s, int v)
+{
+    return s->lanes[v].est.count > 0 && job->ws[v].batches > 0 && !s->lanes[v].on_host;
+}
+
 void tdm__jsched_destroy(tdm__job *job)
 {
     tdm__jsched *s = job->sched;
@@ -264,12 +271,11 @@ void tdm__jsched_destroy(tdm__job *job)
      * threads count as one model). */
     for (int w = 0; cm && w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (l->est.count == 0 || job->ws[w].batches == 0 || l->on_host)
+        if (!teaches_model(job, s, w))
             continue;
         bool first = true;
         for (int v = 0; v < w; v++)
-            if (!strcmp(s->lanes[v].key, l->key) && s->lanes[v].est.count > 0 &&
-                job->ws[v].batches > 0 && !s->lanes[v].on_host)
+            if (!strcmp(s->lanes[v].key, l->key) && teaches_model(job, s, v))
                 first = false;
         if (!first)
             continue;
@@ -277,8 +283,7 @@ void tdm__jsched_destroy(tdm__job *job)
         int k = 0;
         int64_t batches = 0, items = 0;
         for (int v = w; v < s->n && k < 256; v++) {
-            if (strcmp(s->lanes[v].key, l->key) || s->lanes[v].est.count == 0 ||
-                job->ws[v].batches == 0 || s->lanes[v].on_host)
+            if (strcmp(s->lanes[v].key, l->key) || !teaches_model(job, s, v))
                 continue;
             tpis[k] = s->lanes[v].est.tpi;
             lats[k++] = s->lanes[v].est.lat;

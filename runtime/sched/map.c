@@ -280,40 +280,35 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 
 enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_SKIPPED }; /* (skipped: closed, as the model says) */
 
-/* *closed_ns gets what the map adds to the runtime's count toward the bar when it leaves the
- * devices closed (0: nothing), added once the map is found valid (count_closed): a map refused
- * for its options or tensors runs nothing. */
-static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streaming,
-                         const char *kernel, tdm_tensor *const *inputs, int n_in,
+/* Called once the map is found valid (check_map; o: its checked options, k: its kernel).
+ * *closed_ns gets what the map adds to the runtime's count toward the bar when it leaves the
+ * devices closed (0: nothing), added by the caller (tdm__devices_bar_count). */
+static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
+                         const tdm__kernel *k, tdm_tensor *const *inputs, int n_in,
                          tdm_tensor *const *outputs, int n_out, double *closed_ns)
 {
     *closed_ns = 0;
-    /* (options are read only when they are the whole struct: the checks that follow report a
-     * short one) */
-    const tdm_map_opts *o = opts && opts->size >= sizeof *opts ? opts : NULL;
-    tdm_policy p = o ? o->policy : TDM_POLICY_AUTO;
+    tdm_policy p = o->policy;
     if (p == TDM_POLICY_GPU || p == TDM_POLICY_OPENCL || p == TDM_POLICY_CUDA)
         return DEV_OPEN;
-    if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !kernel || !outputs ||
+    if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !outputs ||
         (!rt->backends[TDM_BACKEND_OPENCL].enabled && !rt->backends[TDM_BACKEND_CUDA].enabled))
         return DEV_NO;
-    const tdm__kernel *k = tdm__kernel_find(rt, kernel);
-    if (!k || !k->def.dev || !k->def.source || !k->def.cpu || n_in < k->def.n_in_min ||
-        n_in > k->def.n_in_max || n_out != k->def.n_out)
-        return DEV_NO; /* (wrong counts are reported by the validation that follows) */
+    if (!k->def.dev || !k->def.source || !k->def.cpu)
+        return DEV_NO;
     /* Share caps are checked against the kinds that may run the map, devices included: caps
      * that name a device, or that leave the CPU's kinds less than all the items, need the
      * devices open (on a fresh runtime CPU 0.5 + OpenCL 0.5 was refused: "share caps allow
      * only 50%", the devices not being open yet). A cap on the worker processes alone does
-     * not open them. */
-    if (o && p == TDM_POLICY_AUTO && tdm__share_capped(o)) {
-        /* (caps that leave some items to no kind even with every device backend there are
-         * refused by tdm__map_place whatever opens: nothing is opened for them) */
-        double most = 0;
+     * not open them. Caps that leave some items to no kind even with every device backend
+     * there are refused by tdm__map_place whatever opens: nothing is opened for them. */
+    if (p == TDM_POLICY_AUTO && tdm__share_capped(o)) {
+        double cpu = 0, most;
         if (rt->threads > 0 && rt->backends[TDM_BACKEND_CPU_THREADS].enabled)
-            most += tdm__share_allowed(o, TDM_BACKEND_CPU_THREADS);
+            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_THREADS);
         if (rt->procs && rt->backends[TDM_BACKEND_CPU_PROCS].enabled)
-            most += tdm__share_allowed(o, TDM_BACKEND_CPU_PROCS);
+            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_PROCS);
+        most = cpu;
         for (int kk = TDM_BACKEND_OPENCL; kk <= TDM_BACKEND_CUDA; kk++)
             if (rt->backends[kk].enabled)
                 most += tdm__share_allowed(o, (tdm_backend_kind)kk);
@@ -322,11 +317,6 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
         for (int kk = TDM_BACKEND_OPENCL; kk <= TDM_BACKEND_CUDA; kk++)
             if (o->share_cap[kk] > 0 && rt->backends[kk].enabled)
                 return DEV_OPEN;
-        double cpu = 0;
-        if (rt->threads > 0 && rt->backends[TDM_BACKEND_CPU_THREADS].enabled)
-            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_THREADS);
-        if (rt->procs && rt->backends[TDM_BACKEND_CPU_PROCS].enabled)
-            cpu += tdm__share_allowed(o, TDM_BACKEND_CPU_PROCS);
         if (cpu < 1.0 - 1e-9)
             return DEV_OPEN;
     }
@@ -381,8 +371,8 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *opts, bool streami
     } else {
         /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
          * not kept on a device) and no share caps (those opened the devices above). */
-        bool lazy = !streaming && !(o && (tdm__share_capped(o) || o->keep_on_device)) &&
-                    rt->threads > 0 && !rt->devices;
+        bool lazy = !streaming && !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 &&
+                    !rt->devices;
         want = lazy ? DEV_LAZY : DEV_NO;
     }
     if (want != DEV_NO && tdm__jsched_skip_devices(rt, k))
@@ -421,7 +411,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
         return rc;
     /* Devices open on first use, before the job counts its workers. */
     double closed_ns;
-    int dev = wants_devices(rt, opts, streaming, kernel, inputs, n_in, outputs, n_out, &closed_ns);
+    int dev = wants_devices(rt, &checked, streaming, k, inputs, n_in, outputs, n_out, &closed_ns);
     if (dev == DEV_OPEN) {
         rc = tdm__devices_ensure(rt);
         if (rc < 0)
