@@ -14,6 +14,8 @@
 
 typedef struct {
     int lines, takes, exploring, cpu_exploring, declines;
+    int stale;                /* lines that find a stored figure stale (8x off what a batch took) */
+    int cpu_exploring_seeded; /* CPU exploring takes logged before any such line */
 } sched_log;
 
 /* Called from every worker at once (the log callback's contract): counted under a lock. */
@@ -30,7 +32,10 @@ static void on_log(void *user, unsigned flag, const char *line)
     l->lines++;
     l->takes += strstr(line, " takes ") != NULL;
     l->exploring += strstr(line, "(exploring)") != NULL;
-    l->cpu_exploring += strstr(line, "(exploring)") && strstr(line, ": cpu (worker");
+    bool cpu_exploring = strstr(line, "(exploring)") && strstr(line, ": cpu (worker");
+    l->cpu_exploring += cpu_exploring;
+    l->stale += strstr(line, " stale ") != NULL;
+    l->cpu_exploring_seeded += cpu_exploring && l->stale == 0;
     l->declines += strstr(line, "declines") != NULL || strstr(line, "waits:") != NULL;
     pthread_mutex_unlock(&log_mu);
 }
@@ -166,7 +171,11 @@ static void test_model_saved_second_run_calibrated(void **state)
     free_xy(&t);
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_true(l2.takes > 0);
-    assert_int_equal(l2.cpu_exploring, 0);
+    /* No CPU thread explores while the stored figure stands. One batch 8x off it drops it and
+     * the threads explore afresh (sched_stale_stored_model_measured_afresh_and_forgotten):
+     * CI under ASan once logged 7 such takes here, most likely this: the first run's threads
+     * shared two cores with PoCL's compiler, the second run's (its program cached) did not. */
+    assert_int_equal(l2.cpu_exploring_seeded, 0);
     rm_dir(d);
 }
 
