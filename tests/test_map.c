@@ -314,7 +314,8 @@ static void test_params_copied_by_value(void **state)
 typedef struct {
     atomic_int *in_flight; /* batches started and not yet consumed */
     atomic_int *max_seen;
-    int slow_first_us; /* batch starting at 0 sleeps this long */
+    atomic_int *others_done; /* batches not starting at 0 that have returned */
+    bool slow_first;         /* the batch starting at 0 returns only after another one (or 10 s) */
 } stream_params;
 
 static int stream_body(const void *p, int64_t begin, int64_t end, tdm_task *t)
@@ -324,18 +325,21 @@ static int stream_body(const void *p, int64_t begin, int64_t end, tdm_task *t)
     int prev = atomic_load(sp->max_seen);
     while (now > prev && !atomic_compare_exchange_weak(sp->max_seen, &prev, now)) {
     }
-    if (begin == 0 && sp->slow_first_us) {
-        struct timespec ts = {0, sp->slow_first_us * 1000L};
-        nanosleep(&ts, NULL);
+    if (begin == 0 && sp->slow_first) {
+        struct timespec ts = {0, 1000000L};
+        for (int ms = 0; ms < 10000 && atomic_load(sp->others_done) == 0; ms++)
+            nanosleep(&ts, NULL);
+    } else if (begin != 0) {
+        atomic_fetch_add(sp->others_done, 1);
     }
     return 0;
 }
 
-static void run_stream(tdm_order order, int slow_first_us)
+static void run_stream(tdm_order order, bool slow_first)
 {
     tdm_runtime *rt = tdm_test_open(2);
-    atomic_int in_flight = 0, max_seen = 0;
-    stream_params sp = {&in_flight, &max_seen, slow_first_us};
+    atomic_int in_flight = 0, max_seen = 0, others_done = 0;
+    stream_params sp = {&in_flight, &max_seen, &others_done, slow_first};
     tdm_map_opts o = quiet_opts(5);
     o.order = order;
     o.max_in_flight = 3;
@@ -367,7 +371,7 @@ static void run_stream(tdm_order order, int slow_first_us)
     assert_int_equal(got, 40);
     /* Bounded: never more than max_in_flight batches started and not consumed. */
     assert_true(atomic_load(&max_seen) <= 3);
-    if (order == TDM_ORDER_COMPLETION && slow_first_us)
+    if (order == TDM_ORDER_COMPLETION && slow_first)
         assert_true(out_of_order);
     assert_int_equal(tdm_job_next(job, &r), TDM_EDONE);
     assert_int_equal(tdm_job_wait(job, NULL), 0);
@@ -378,12 +382,12 @@ static void run_stream(tdm_order order, int slow_first_us)
 
 static void test_stream_submission_order_bounded(void **state)
 {
-    run_stream(TDM_ORDER_SUBMISSION, 20000);
+    run_stream(TDM_ORDER_SUBMISSION, true);
 }
 
 static void test_stream_completion_order_bounded(void **state)
 {
-    run_stream(TDM_ORDER_COMPLETION, 20000);
+    run_stream(TDM_ORDER_COMPLETION, true);
 }
 
 static void test_stream_map_ring_outputs(void **state)
@@ -491,14 +495,15 @@ static void test_cancel_stops_new_batches(void **state)
     tdm_test_close(rt);
 }
 
-/* tdm_job_wait_for: 0 while the job runs (each batch sleeps 1 ms: 40 batches on 2 threads
- * take about 20 ms), 1 once it has finished and from then on, also after tdm_job_wait();
- * errors for a NULL job and a bad timeout. */
+/* tdm_job_wait_for: 0 while the job runs (each batch sleeps 5 ms: 40 batches on 2 threads
+ * take about 100 ms, so a test thread held off its core for a while still sees it run), 1 once it
+ * has finished and from then on, also after tdm_job_wait(); errors for a NULL job and a bad
+ * timeout. */
 static void test_job_wait_for_times_out_then_finishes(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
     int64_t n = 40;
-    visit_params vp = {new_hits(n), -1, 1000};
+    visit_params vp = {new_hits(n), -1, 5000};
     tdm_map_opts o = quiet_opts(1);
     tdm_job *job;
     assert_int_equal(tdm_parallel_for_async(rt, n, visit, &vp, sizeof vp, &o, &job), 0);

@@ -26,7 +26,8 @@ typedef struct {
     int budget, waits, left_closed, explore_cut, bg_asked, bg_closed;
     int beside_cut;   /* a host-CPU device ended its exploration beside the threads */
     int thread_waits; /* a CPU thread stood down for a host-CPU device measured alone */
-    int stall_ms; /* > 0: the background open's "opened" line sleeps this long in the log */
+    bool stall;       /* the background open's "opened" line waits in the log for `release` */
+    atomic_bool release; /* (or 60 s) */
     int yields;      /* thread 1 left a core to a device's set-up */
     bool open_over;  /* the background open said it is over */
     bool yielding;   /* thread 1 left the open a core, and the open is not over yet */
@@ -53,7 +54,7 @@ static void on_log(void *user, unsigned flag, const char *line)
                        strstr(line, "host-CPU device, which are being measured alone") != NULL;
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->bg_closed += strstr(line, "the devices stay closed") != NULL;
-    int stall = strstr(line, "devices opened in the background") ? l->stall_ms : 0;
+    bool stall = l->stall && strstr(line, "devices opened in the background");
     /* (Only the open is followed: thread 1's line can reach the log after the line that ends
      * what it left the core to, if it waited for this mutex meanwhile; a line that comes after
      * the open's end is not counted as leaving the open a core. The build that follows has no
@@ -69,8 +70,9 @@ static void on_log(void *user, unsigned flag, const char *line)
         l->yield_takes++;
     }
     pthread_mutex_unlock(&log_mu);
-    if (stall > 0) {
-        usleep((useconds_t)stall * 1000);
+    if (stall) {
+        for (int ms = 0; ms < 60000 && !atomic_load(&l->release); ms++)
+            usleep(1000);
         atomic_store(&l->stalled_out, true);
     }
 }
@@ -893,24 +895,35 @@ static void test_thread_leaves_a_core_to_a_device_set_up(void **state)
 }
 
 /* The runtime closes while the devices a map asked for are still opening in the background
- * (held up in the log line it writes when they are open, here): the close waits for the open
- * to end before it stops the pool the open hands its drivers to (ASan would see the pool used
- * after it was freed; nothing may hang). Then a second runtime does the same map with its
- * devices opening normally. */
+ * (held up in the log line it writes when they are open, here, until 0.3 s after the close
+ * began): the close waits for the open to end before it stops the pool the open hands its
+ * drivers to (ASan would see the pool used after it was freed; nothing may hang). Then a second
+ * runtime does the same map with its devices opening normally. */
+static void *release_later(void *arg)
+{
+    usleep(300000);
+    atomic_store(&((budget_log *)arg)->release, true);
+    return NULL;
+}
+
 static void test_close_waits_for_a_background_open(void **state)
 {
     char *d = model_dir();
-    budget_log log = {.stall_ms = 8000};
+    budget_log log = {.stall = true};
     tdm_report r = TDM_REPORT_INIT;
-    /* (about 2.3 s of CPU on two threads: asks for the devices, and ends before the stalled
-     * open does, though one thread leaves the open a core all along: 4.6 s on the other) */
+    /* (about 2.3 s of CPU on two threads: asks for the devices, and ends while the open is
+     * held up, though one thread leaves the open a core all along) */
     tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
     pi_map_check(rt, TDM_POLICY_AUTO, LONG_ITEMS, 100000, 2e-5, TDM_MEM_HOST, &r);
     assert_int_equal(log.bg_asked, 1);
     assert_int_equal(r.items, LONG_ITEMS);
-    assert_false(atomic_load(&log.stalled_out)); /* (else the close had nothing to wait for) */
+    assert_false(atomic_load(&log.stalled_out));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_later, &log), 0);
     assert_int_equal(tdm_runtime_close(rt), 0);
-    assert_true(atomic_load(&log.stalled_out)); /* (it waited) */
+    bool waited = atomic_load(&log.stalled_out);
+    pthread_join(t, NULL);
+    assert_true(waited); /* (the close returned after the open's held-up line, not before) */
     budget_log again = {0};
     first_pi_map(d, &again, LONG_ITEMS, 100000, &r);
     assert_int_equal(r.items, LONG_ITEMS);

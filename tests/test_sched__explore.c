@@ -807,25 +807,37 @@ static void test_device_alone_map_teaches_the_model(void **state)
 
 /* What an AUTO map measured of a lane is merged into the lane's entry that is read (the one
  * with the most batches), whatever the size class of the map's own batches: a host-CPU device
- * stored faster than the threads (5e4 ns per item from 100 batches, class 0; the threads 1.5e5
- * each) runs a pi map of 4000 items (its batches of 16-63 items, class 2), and the model then
- * holds one entry for it, from more than 100 batches or, its figure far off, half the larger
- * count (tdm__cm_put); the threads' one entry too. */
+ * stored faster than the threads (a third of its measured time per item, from 100 batches,
+ * class 0; each thread at the device's measured figure, about half its own) runs a pi map of 4000
+ * items (its batches of 16-63 items, class 2), and the model then holds one entry for it, from more
+ * than 100 batches or, its figure far off, half the larger count (tdm__cm_put); the threads' one
+ * entry too. */
 static void test_auto_map_merges_into_the_entry_read(void **state)
 {
     (void)state;
     char key[200];
     if (!host_device_key(key, sizeof key))
         skip(); /* no OpenCL device on the host's cores */
+    /* The device's figure is measured first (a model of its own, dropped), and stored 3x
+     * faster: a constant (5e4 where PoCL runs at 2.2-2.6e5) would be 8x off, a class of its
+     * own, were PoCL 1.6x slower than usual beside another test */
     char *d = model_dir();
-    char lines[512];
-    snprintf(lines, sizeof lines,
-             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t5e4\t50000\t100\t0\n",
-             key);
-    seed_model(d, lines);
     tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
     tdm_report r = TDM_REPORT_INIT;
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+    double alone = device_tpi(rt, key, &r, 2000);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    d = model_dir();
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "pi_leibniz.v1\tcpu\t0\t%g\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t100\t0\n",
+             alone, key, alone / 3);
+    seed_model(d, lines);
+    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
+    r = (tdm_report)TDM_REPORT_INIT;
     pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
     int64_t dev_batches = 0;
@@ -835,7 +847,7 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
     int n = 0, entries = 0;
     double tpi = stored(d, "pi_leibniz.v1", key, &n, &entries);
     assert_int_equal(entries, 1);
-    assert_true(tpi > 0 && tpi != 5e4);
+    assert_true(tpi > 0 && tpi != alone / 3);
     assert_true(n > 100 || n == (dev_batches > 100 ? (int)dev_batches : 100) / 2);
     stored(d, "pi_leibniz.v1", "cpu", &n, &entries);
     assert_int_equal(entries, 1);
