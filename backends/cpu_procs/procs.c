@@ -40,6 +40,8 @@
 
 /* How often a driver that waits looks at its worker and the fork server itself. */
 #define SLICE_NS 50000000ull
+/* How long a driver spins on a batch its worker has not picked up (await_batch). */
+#define START_NS 3000ull
 /* How long a (re)start may take before the fork server is deemed unresponsive. */
 #define SPAWN_NS (10ull * 1000000000ull)
 
@@ -385,14 +387,21 @@ static int await_batch(tdm__job *job, tdm__procs *p, int k, uint64_t timeout_ns,
     tdm__pslot *s = &p->slots[k];
     unsigned deaths = p->deaths[k];
     uint64_t start = tdm__now_ns(), last_check = start, ended_at = 0;
-    /* Spin only as long as the last batch took (short batches answer within the spin; long
-     * ones would only take the core from the worker processes), then sleep. The spin does not
-     * yield: a driver thread that yielded to a CPU thread on its core stayed runnable behind
-     * it, not woken by the answer, for the rest of the kernel's time slice (4 ms, perf sched,
-     * the other core idle) while a 1-item exploration batch had long been done; cold AUTO maps
-     * over threads + processes saw a first batch over 1 ms in 11 of 40 maps, 3 of 40 without
-     * the yield. What the spin holds the core from is at most the last batch's length. */
-    uint64_t spin = p->last_ns[k] < TDM__SPIN_NS ? p->last_ns[k] : TDM__SPIN_NS;
+    /* The driver spins as long as the last batch took (short batches answer within the spin),
+     * then sleeps on the futex word; it does not spin when the last batch took longer than
+     * TDM__SPIN_NS (the spin, at the start of a long batch, caught nothing and held a core the
+     * worker processes may need), nor on a batch its worker has not picked up within START_NS:
+     * that worker may be waiting for this very core, and a sleeping driver gives it at once.
+     * Without that check, with a process per core and their drivers beside them, the round
+     * trip of an empty batch was bimodal from run to run (bench_procs: 1 us or 17-30 us, the
+     * spin keeping the worker off its driver's core, and growing with the answer's lateness);
+     * with it, 6-7 us in every run. The spin does not yield: a driver thread that yielded to a
+     * CPU thread on its core stayed runnable behind it, not woken by the answer, for the rest
+     * of the kernel's time slice (4 ms, perf sched, the other core idle) while a 1-item
+     * exploration batch had long been done; cold AUTO maps over threads + processes saw a
+     * first batch over 1 ms in 11 of 40 maps, 3 of 40 without the yield. */
+    uint64_t last = p->last_ns[k];
+    uint64_t spin = last > TDM__SPIN_NS ? 0 : last;
     uint64_t spin_end = start + spin;
     (void)job;
     for (;;) {
@@ -410,7 +419,8 @@ static int await_batch(tdm__job *job, tdm__procs *p, int k, uint64_t timeout_ns,
             *timed_out = true;
             pidfd_kill(p->pidfd[k]);
         }
-        if (now < spin_end) {
+        if (now < spin_end &&
+            (now - start < START_NS || atomic_load_explicit(&s->started, memory_order_relaxed))) {
             tdm__cpu_relax();
             continue;
         }
@@ -472,6 +482,7 @@ int tdm__procs_run_batch(tdm__job *job, int k, int64_t begin, int64_t end, tdm_t
         s->worker = task->worker;
         s->slot = task->slot;
         s->reported = 0;
+        atomic_store_explicit(&s->started, 0, memory_order_relaxed);
         unsigned idle = (w & ~P_STATE_MASK) | P_IDLE;
         if (!atomic_compare_exchange_strong_explicit(&s->word, &idle,
                                                      (idle & ~P_STATE_MASK) | P_SUBMITTED,

@@ -46,6 +46,10 @@ static inline unsigned p_deaths(unsigned w)
 
 typedef struct {
     _Alignas(TDM__CACHELINE) atomic_uint word; /* the futex word */
+    /* 1 once the worker has picked up the submitted batch (the driver stores 0 before it
+     * submits): a driver waiting on a batch not yet picked up sleeps rather than spins, since
+     * the worker may need the driver's core */
+    atomic_uint started;
     atomic_int pid;  /* the live worker (server writes it before SPAWNING -> IDLE), 0 if none */
     int status;      /* wait status of the last death (written before the count moves) */
     int dead_pid;    /* who died (0: the fork for a replacement failed) */

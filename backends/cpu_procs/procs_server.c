@@ -79,6 +79,7 @@ static _Noreturn void worker_main(tdm__pslot *s, tdm__arena *arena)
         unsigned w = atomic_load_explicit(&s->word, memory_order_acquire);
         unsigned st = p_state(w);
         if (st == P_SUBMITTED) {
+            atomic_store_explicit(&s->started, 1, memory_order_relaxed);
             tdm_task task = {s->d, s->worker, s->slot, s->batch, 0};
             /* Files the parent mapped into the arena since our last batch: map them too. */
             s->detail[0] = '\0';
