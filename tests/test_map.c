@@ -390,6 +390,46 @@ static void test_stream_completion_order_bounded(void **state)
     run_stream(TDM_ORDER_COMPLETION, true);
 }
 
+static int nothing(const void *p, int64_t begin, int64_t end, tdm_task *t)
+{
+    (void)p, (void)begin, (void)end, (void)t;
+    return 0;
+}
+
+/* Auto batching in a streaming job: a worker leaves the job whenever every result slot is
+ * taken and comes back as the consumer frees one; back, it goes on at the batch size it had
+ * reached, not at one item. Here a slow consumer (1 ms a result, the first 30) keeps both
+ * slots taken: in the first half of the items, each worker's first batch is its only one of a
+ * single item (when each comeback started at one item again: 332,503 of 1,165,412 batches). */
+static void test_stream_worker_back_in_a_job_keeps_its_batch_size(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_map_opts o = quiet_opts(0);
+    o.max_in_flight = 2;
+    tdm_job *job;
+    const int64_t n = 100000000;
+    assert_int_equal(tdm_parallel_for_async(rt, n, nothing, NULL, 0, &o, &job), 0);
+    tdm_batch_result r;
+    int results = 0, ones = 0;
+    int64_t seen = 0;
+    while (tdm_job_next(job, &r) == 0) {
+        assert_int_equal(r.status, 0);
+        ones += r.end - r.begin == 1 && r.end <= n / 2; /* (the job's tail splits down to 1) */
+        seen += r.end - r.begin;
+        if (++results <= 30) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_int_equal(seen, n);
+    assert_true(results > 30);
+    if (ones > tdm_runtime_threads(rt))
+        fail_msg("%d batches of one item in %d", ones, results);
+    assert_int_equal(tdm_job_wait(job, NULL), 0);
+    tdm_job_free(job);
+    tdm_test_close(rt);
+}
+
 static void test_stream_map_ring_outputs(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
@@ -973,6 +1013,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_params_copied_by_value),
         cmocka_unit_test(test_stream_submission_order_bounded),
         cmocka_unit_test(test_stream_completion_order_bounded),
+        cmocka_unit_test(test_stream_worker_back_in_a_job_keeps_its_batch_size),
         cmocka_unit_test(test_stream_map_ring_outputs),
         cmocka_unit_test(test_stream_error_reported_in_result),
         cmocka_unit_test(test_stream_wait_without_consuming),

@@ -228,6 +228,14 @@ bool tdm__job_claim_exact(tdm__job *job, int64_t want, int64_t *begin, int64_t *
     }
 }
 
+/* The batch of about target_ns at t_item ns per item: at least 1, at most INT64_MAX / 64 (so
+ * 8x that cannot overflow). */
+static int64_t batch_for(double target_ns, double t_item)
+{
+    double n = target_ns / t_item;
+    return n < 1.0 ? 1 : n > (double)(INT64_MAX / 64) ? INT64_MAX / 64 : (int64_t)n;
+}
+
 void tdm__job_run(tdm__job *job, int w)
 {
     if (tdm__worker_kind(job, w) == TDM__ON_DEVICES) {
@@ -237,11 +245,16 @@ void tdm__job_run(tdm__job *job, int w)
     tdm__jsched_presence(job, w, 1);
     tdm__wstat *ws = &job->ws[w];
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
-    int64_t want = job->fixed_bs ? job->fixed_bs : 1;
-    double t_item = -1.0;
     bool in_proc = w >= job->n_threads;
     /* A batch sent to a worker process costs a few microseconds of hand-off: aim longer. */
     double target_ns = in_proc ? TDM__TARGET_BATCH_NS * 10.0 : TDM__TARGET_BATCH_NS;
+    /* Auto batching starts at one item, or, for a worker back in a job it left (a streaming
+     * job's worker leaves whenever every result slot is taken, and comes back as the consumer
+     * frees one), at the size its time per item there asked for: starting again at one item
+     * each time made exp_sinh over 8M items, streamed, 870 to 3,400 batches, most of them a few
+     * items, 1.4-3.2x the time of the same map through tdm_map. */
+    double t_item = ws->tpi > 0 ? ws->tpi : -1.0;
+    int64_t want = job->fixed_bs ? job->fixed_bs : t_item > 0 ? batch_for(target_ns, t_item) : 1;
     char detail[256];
 
     while (!atomic_load_explicit(&job->d->stop, memory_order_relaxed)) {
@@ -293,13 +306,8 @@ void tdm__job_run(tdm__job *job, int w)
             if (per < 0.25)
                 per = 0.25;
             t_item = t_item < 0 ? per : 0.5 * t_item + 0.5 * per;
-            double desired = target_ns / t_item;
-            double grown = (double)want * 8.0;
-            if (desired > grown)
-                desired = grown;
-            if (desired < 1.0)
-                desired = 1.0;
-            want = desired > (double)(INT64_MAX / 4) ? INT64_MAX / 4 : (int64_t)desired;
+            int64_t desired = batch_for(target_ns, t_item);
+            want = desired < want * 8 ? desired : want * 8;
         }
     }
     if (t_item > 0)
