@@ -16,7 +16,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 run_all() {
 status=0
-for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_autobatch bench_procs bench_devices; do
+for b in bench_dispatch bench_exp_sinh bench_pi bench_progress bench_idle bench_autobatch bench_stream bench_procs bench_devices; do
     exe=$dir/bench/$b
     if [ ! -x "$exe" ]; then
         echo "$b: not built ($exe missing)" >&2
