@@ -171,6 +171,8 @@ typedef struct tdm__arena tdm__arena; /* runtime/core/arena.c (core/core.h) */
 
 /* ---- the runtime ------------------------------------------------------------------------- */
 
+#define TDM__RINGS_MAX 16 /* ring slots the runtime keeps (sched/ring_cache.c) */
+
 struct tdm_runtime {
     tdm_config cfg; /* copy; cfg.backends points at backends_buf */
     char backends_buf[128];
@@ -178,6 +180,11 @@ struct tdm_runtime {
     int threads;
 
     pthread_mutex_t mu; /* guards the kernel registry and the error copy */
+    /* ring slots of finished streaming maps, kept for the next (sched/ring_cache.c) */
+    pthread_mutex_t ring_mu;
+    struct tdm_tensor *rings[TDM__RINGS_MAX];
+    int n_rings;
+    size_t ring_bytes;
     tdm__kernel **kernels;
     int n_kernels, cap_kernels;
 
@@ -221,5 +228,18 @@ struct tdm_runtime {
 unsigned tdm__fork_gen(void);
 /* TDM_EFORKED (message "fn: ...") when called in a child forked after rt was opened, else 0. */
 int tdm__check_fork(tdm_runtime *rt, const char *fn);
+
+/* The ring slots of finished streaming maps, kept by the runtime for the next map of the same
+ * shapes (ring_cache.c): at most TDM__RINGS_MAX tensors and TDM__RINGS_BYTES, private host
+ * memory only; thread-safe. take: a kept slot of exactly that dtype and shape, now the
+ * caller's reference (NULL: none). give: keeps the caller's reference to a slot nothing else
+ * holds, or releases it. drop: releases them all (tdm_runtime_close, before it counts the live
+ * tensors). */
+#define TDM__RINGS_BYTES ((size_t)64 << 20)
+void tdm__rings_init(tdm_runtime *rt);
+tdm_tensor *tdm__ring_take(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *shape);
+void tdm__ring_give(tdm_runtime *rt, tdm_tensor *t);
+void tdm__rings_drop(tdm_runtime *rt);
+void tdm__rings_destroy(tdm_runtime *rt);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tdm_test.h"
+#include "internal.h" /* (rt->n_rings: the ring slots the runtime keeps) */
 
 /* Each item increments its own counter: every item must be visited exactly once. */
 typedef struct {
@@ -458,6 +459,77 @@ static void test_stream_map_ring_outputs(void **state)
     }
     assert_int_equal(expect, n);
     tdm_job_free(job);
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+}
+
+/* Streams scale_shift over x into ring slots (batches of 100, 4 slots), checks every value,
+ * and records each batch's slot memory in seen[] (up to 64). A view of the last batch is
+ * retained in *kept when kept is not NULL. */
+static int ring_map(tdm_runtime *rt, tdm_tensor *x, const void **seen, tdm_tensor **kept)
+{
+    tdm_scale_shift_params p = {2.0, 1.0};
+    tdm_map_opts o = quiet_opts(100);
+    o.max_in_flight = 4;
+    tdm_job *job;
+    assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &p, sizeof p, &o, &job), 0);
+    tdm_batch_result r;
+    int n_seen = 0;
+    const double *xd = tdm_tensor_data(x);
+    while (tdm_job_next(job, &r) == 0) {
+        const double *y = tdm_tensor_data(r.out[0]);
+        for (int64_t i = r.begin; i < r.end; i++)
+            assert_true(y[i - r.begin] == 2.0 * xd[i] + 1.0);
+        bool known = false;
+        for (int k = 0; k < n_seen; k++)
+            known |= seen[k] == y;
+        if (!known && n_seen < 64)
+            seen[n_seen++] = y;
+        if (kept && r.end == tdm_tensor_dim(x, 0)) /* (earlier slots are written again) */
+            *kept = tdm_tensor_retain(r.out[0]);
+    }
+    tdm_job_free(job);
+    return n_seen;
+}
+
+/* The ring slots of a finished streaming map are kept by the runtime and the next streaming map
+ * of the same shapes writes into them (no fresh memory, no page faults: bench_stream) -- but
+ * never into a slot whose view the consumer still holds: that view keeps its values. The
+ * runtime closes with slots kept (they are no caller's tensors). */
+static void test_stream_ring_slots_kept_for_the_next_map(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    const int64_t n = 10000;
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    double *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (double)i;
+    const void *first[64], *second[64], *third[64];
+    int n1 = ring_map(rt, x, first, NULL);
+    assert_true(n1 >= 1 && n1 <= 4);
+    assert_int_equal(rt->n_rings, 4); /* (all its slots kept: 4 of 800 bytes) */
+    int n2 = ring_map(rt, x, second, NULL);
+    for (int k = 0; k < n2; k++) { /* every slot of the second map was one of the first's */
+        bool reused = false;
+        for (int j = 0; j < n1; j++)
+            reused |= second[k] == first[j];
+        assert_true(reused);
+    }
+    /* a retained view: its slot is not handed to the next map */
+    tdm_tensor *kept = NULL;
+    ring_map(rt, x, first, &kept);
+    assert_non_null(kept);
+    const double *kv = tdm_tensor_data(kept);
+    int64_t k0 = n - tdm_tensor_dim(kept, 0);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = -1.0; /* (the next map writes -1 everywhere) */
+    int n3 = ring_map(rt, x, third, NULL);
+    for (int k = 0; k < n3; k++)
+        assert_true(third[k] != kv);
+    for (int64_t i = 0; i < tdm_tensor_dim(kept, 0); i++)
+        assert_true(kv[i] == 2.0 * (double)(k0 + i) + 1.0);
+    tdm_tensor_release(kept);
     tdm_tensor_release(x);
     tdm_test_close(rt);
 }
@@ -1015,6 +1087,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_completion_order_bounded),
         cmocka_unit_test(test_stream_worker_back_in_a_job_keeps_its_batch_size),
         cmocka_unit_test(test_stream_map_ring_outputs),
+        cmocka_unit_test(test_stream_ring_slots_kept_for_the_next_map),
         cmocka_unit_test(test_stream_error_reported_in_result),
         cmocka_unit_test(test_stream_wait_without_consuming),
         cmocka_unit_test(test_cancel_stops_new_batches),

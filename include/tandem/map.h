@@ -195,7 +195,12 @@ TDM_EXTERN int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn f
  *  `outputs` may be NULL (with n_out = the kernel's output count): the job then allocates
  *  max_in_flight ring slots of one batch each (the kernel must have an infer function) and
  *  each result of tdm_job_next() carries views of its batch's outputs, so memory stays flat
- *  however many rows there are. The caller owns *job and frees it with tdm_job_free().
+ *  however many rows there are. When the job is freed, the runtime keeps those slots (up to 16
+ *  tensors and 64 MiB; private host memory only, so not when worker processes may run the
+ *  map) for the next streaming map with slots of the same dtype and shape, which writes into
+ *  them instead of new memory: a map streamed once an epoch faults its pages in once. A slot
+ *  whose view the caller retained (tdm_tensor_retain()) is not reused; tdm_runtime_close()
+ *  frees the rest. The caller owns *job and frees it with tdm_job_free().
  *  The tensors must stay alive until the job is freed. Thread-safe. */
 TDM_EXTERN int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs,
                              int n_in, tdm_tensor *const *outputs, int n_out, const void *params,

@@ -304,6 +304,7 @@ static void free_runtime(tdm_runtime *rt)
     tdm__kernel_registry_free(rt);
     free_backends(rt);
     tdm__arena_close(rt->arena);
+    tdm__rings_destroy(rt);
     pthread_mutex_destroy(&rt->probe_mu);
     pthread_mutex_destroy(&rt->dev_mu);
     pthread_mutex_destroy(&rt->mu);
@@ -358,6 +359,7 @@ int tdm_runtime_open(tdm_runtime **out, const tdm_config *user_cfg)
 
     pthread_mutex_init(&rt->probe_mu, NULL);
     pthread_mutex_init(&rt->dev_mu, NULL);
+    tdm__rings_init(rt);
     atomic_init(&rt->probed, 0);
     atomic_init(&rt->closed_cpu_ns, 0);
     rt->gpu_nodes = tdm__gpu_nodes("/dev");
@@ -409,6 +411,7 @@ int tdm_runtime_close(tdm_runtime *rt)
                         "tdm_runtime_close: %ld job(s) still in flight (wait for "
                         "or free them first)",
                         jobs);
+    tdm__rings_drop(rt); /* (the slots it kept are no caller's tensors) */
     long tensors = atomic_load(&rt->live_tensors);
     if (tensors > 0)
         return tdm__err(rt, TDM_EBUSY,

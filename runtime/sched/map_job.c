@@ -183,7 +183,7 @@ void tdm__job_destroy(tdm__job *job)
     }
     if (job->ring) {
         for (int i = 0; i < job->max_in_flight * job->dl.n_out; i++)
-            tdm_tensor_release(job->ring[i]);
+            tdm__ring_give(job->rt, job->ring[i]); /* (kept for the next, or released) */
         free(job->ring);
     }
     bool counted = job->t_start != 0;
@@ -332,8 +332,10 @@ int tdm__map_setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *de
             d.shape[0] = rows;
             /* Ring slots worker processes write into must be shared. */
             unsigned mem = (job->on & TDM__ON_PROCS) ? TDM_MEM_SHARED : TDM_MEM_HOST;
-            int rc =
-                tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, mem, &job->ring[s * dl->n_out + o]);
+            tdm_tensor **t = &job->ring[s * dl->n_out + o];
+            if (mem == TDM_MEM_HOST) /* (the last streamed map's, if it had these shapes) */
+                *t = tdm__ring_take(rt, d.dtype, d.ndim, d.shape);
+            int rc = *t ? 0 : tdm_tensor_empty(rt, d.dtype, d.ndim, d.shape, mem, t);
             if (rc < 0)
                 return rc;
         }
