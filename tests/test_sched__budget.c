@@ -531,6 +531,46 @@ static void test_devices_opened_when_model_says_faster(void **state)
         skip(); /* no device on this machine: nothing was there to open */
 }
 
+/* A map streamed under AUTO (tdm_map_async) runs on the CPU workers only: the devices are not
+ * opened for it, even where the stored model says a device is faster and the same tdm_map
+ * then opens them, and it does not count toward the bar for opening them. (Skipped without a
+ * device.) */
+static void test_streamed_map_leaves_the_devices_closed(void **state)
+{
+    char *d = model_dir();
+    seed_model(d, "exp_sinh.v1\tcpu\t6\t40\t200\t100\n"
+                  "exp_sinh.v1\topencl:any\t9\t1\t50000\t100\n");
+    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+    int64_t n = 1 << 21;
+    tdm_tensor *x, *y;
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    assert_int_equal(tdm_tensor_zeros(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+    tdm_map_opts o = opts(TDM_POLICY_AUTO);
+    tdm_job *job;
+    assert_int_equal(tdm_map_async(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &job), 0);
+    tdm_batch_result b;
+    int64_t seen = 0;
+    while (tdm_job_next(job, &b) == 0)
+        seen += b.end - b.begin;
+    tdm_report r = TDM_REPORT_INIT;
+    assert_int_equal(tdm_job_wait(job, &r), 0);
+    tdm_job_free(job);
+    assert_int_equal(seen, n);
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS), n);
+    assert_null(atomic_load(&rt->devices));
+    assert_int_equal(atomic_load(&rt->closed_cpu_ns), 0);
+    /* the same map, not streamed: the devices open */
+    r = (tdm_report)TDM_REPORT_INIT;
+    assert_int_equal(tdm_map(rt, "exp_sinh", &x, 1, &y, 1, NULL, 0, &o, &r), 0);
+    bool dev = workers_of(&r, TDM_BACKEND_OPENCL) || workers_of(&r, TDM_BACKEND_CUDA);
+    tdm_tensor_release(x);
+    tdm_tensor_release(y);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    if (!dev)
+        skip(); /* no device on this machine: nothing was there to open */
+}
+
 /* An AUTO pi map over 64 items moves 512 bytes, far below what opens the devices; but when the
  * stored model says the CPU threads need long for it (50 ms an item here, 1.6 s), the devices open
  * all the same: a map that computes long is worth a driver's start-up. Without the model, the
@@ -978,6 +1018,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),
+        cmocka_unit_test(test_streamed_map_leaves_the_devices_closed),
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_far_device_explores_beside_the_threads),
         cmocka_unit_test(test_exploration_stops_before_passing_its_cap),

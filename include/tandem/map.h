@@ -200,7 +200,9 @@ TDM_EXTERN int tdm_parallel_for(tdm_runtime *rt, int64_t n_items, tdm_range_fn f
  *  map) for the next streaming map with slots of the same dtype and shape, which writes into
  *  them instead of new memory: a map streamed once an epoch faults its pages in once. A slot
  *  whose view the caller retained (tdm_tensor_retain()) is not reused; tdm_runtime_close()
- *  frees the rest. The caller owns *job and frees it with tdm_job_free().
+ *  frees the rest. Under policy AUTO (and ROUND_ROBIN) a streamed map runs on the CPU
+ *  workers only, and does not open the devices; policies GPU, OPENCL and CUDA stream it
+ *  through a device. The caller owns *job and frees it with tdm_job_free().
  *  The tensors must stay alive until the job is freed. Thread-safe. */
 TDM_EXTERN int tdm_map_async(tdm_runtime *rt, const char *kernel, tdm_tensor *const *inputs,
                              int n_in, tdm_tensor *const *outputs, int n_out, const void *params,

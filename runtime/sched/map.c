@@ -291,7 +291,9 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     tdm_policy p = o->policy;
     if (p == TDM_POLICY_GPU || p == TDM_POLICY_OPENCL || p == TDM_POLICY_CUDA)
         return DEV_OPEN;
-    if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !outputs ||
+    /* (a streamed map runs on the CPU workers under AUTO and ROUND_ROBIN, see map_place.c:
+     * nothing to open the devices for, nor to count toward opening them) */
+    if ((p != TDM_POLICY_AUTO && p != TDM_POLICY_ROUND_ROBIN) || !outputs || streaming ||
         (!rt->backends[TDM_BACKEND_OPENCL].enabled && !rt->backends[TDM_BACKEND_CUDA].enabled))
         return DEV_NO;
     if (!k->def.dev || !k->def.source || !k->def.cpu)
