@@ -604,6 +604,34 @@ static int map_with_device_figure(const char *key, double dev_tpi, int samples, 
     return maps_with_device_figure(key, dev_tpi, samples, passed, 4000, 1, log, NULL, NULL);
 }
 
+/* As map_with_device_figure, for a figure the map is to take as stored (the device runs no
+ * batch): the device does run when the threads turn out slower than it, as they do when the
+ * machine's load takes their cores (a settled close call at 2e5 ns per item loses to threads
+ * stored at 1.5e5 each unless they run 2.7x slower; this test failed once with the load
+ * average at 7.7, and passed alone). A run whose threads ran over 2x slower than stored is the
+ * load's, not the scheduler's, and runs again, up to 4 times in all. */
+static int map_taken_as_stored(const char *key, double dev_tpi, int samples, int passed,
+                               explore_log *log)
+{
+    int got = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        tdm_report r = TDM_REPORT_INIT;
+        got = maps_with_device_figure(key, dev_tpi, samples, passed, 4000, 1, log, NULL, &r);
+        double busy = 0;
+        int64_t items = 0;
+        for (int w = 0; w < r.n_workers; w++)
+            if (r.workers[w].kind == TDM_BACKEND_CPU_THREADS) {
+                busy += r.workers[w].busy_s * 1e9;
+                items += r.workers[w].items;
+            }
+        if (getenv("TDM_TEST_SHOWLOG"))
+            fprintf(stderr, "threads: %.3g ns per item\n", items ? busy / (double)items : 0);
+        if (items > 0 && busy / (double)items < 2 * 1.5e5)
+            break;
+    }
+    return got;
+}
+
 /* Devices open and a stored figure that makes the host-CPU device lose to the threads: it is
  * taken as stored (no exploration: the device runs only if the threads turn out slower than
  * it), and the map counts as one run without it, unless the figure is a close call from fewer
@@ -625,10 +653,10 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_true(log.dev_exp >= 1);
     /* settled: taken as stored, one more map without it (2e5, losing by 2.7x: the device
      * takes no batch unless the threads run 2.7x slower than stored) */
-    assert_int_equal(map_with_device_figure(key, 2e5, TDM__CM_SETTLED, 0, &log), 1);
+    assert_int_equal(map_taken_as_stored(key, 2e5, TDM__CM_SETTLED, 0, &log), 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
-    assert_int_equal(map_with_device_figure(key, 2e5, TDM__CM_SETTLED, TDM__CM_RECHECK - 2, &log),
+    assert_int_equal(map_taken_as_stored(key, 2e5, TDM__CM_SETTLED, TDM__CM_RECHECK - 2, &log),
                      TDM__CM_RECHECK - 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
@@ -656,13 +684,13 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_true(log.dev_exp >= 1);
     /* far: taken as stored; from a few batches, measured again once TDM__CM_RECHECK maps ran
      * without it; settled, never again */
-    assert_int_equal(map_with_device_figure(key, 2.5e5, 13, 0, &log), 1);
+    assert_int_equal(map_taken_as_stored(key, 2.5e5, 13, 0, &log), 1);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
     assert_int_equal(map_with_device_figure(key, 2.5e5, 13, TDM__CM_RECHECK, &log), 0);
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);
-    assert_int_equal(map_with_device_figure(key, 2.5e5, 100, 100, &log), 101);
+    assert_int_equal(map_taken_as_stored(key, 2.5e5, 100, 100, &log), 101);
     assert_int_equal(log.again, 0);
     assert_int_equal(log.dev_exp, 0);
 }
