@@ -534,6 +534,43 @@ static void test_stream_ring_slots_kept_for_the_next_map(void **state)
     tdm_test_close(rt);
 }
 
+/* A streamed map into ring slots with a batch_size past its rows, or max_in_flight past its
+ * items, runs as tdm_map would: slots of the rows there are (batch_size 2^33 over 10 rows asked
+ * for 64 GiB slots: TDM_ENOMEM), and no more slots than items (65536 over one row: 65536). */
+static void test_stream_ring_sized_by_the_rows(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    int64_t n = 10;
+    tdm_tensor *x;
+    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    double *xd = tdm_tensor_data(x);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = (double)i;
+    tdm_scale_shift_params p = {2.0, 1.0};
+    for (int c = 0; c < 2; c++) {
+        tdm_map_opts o = quiet_opts(c == 0 ? (int64_t)1 << 33 : 0);
+        o.max_in_flight = 65536;
+        tdm_job *job;
+        assert_int_equal(tdm_map_async(rt, "scale_shift", &x, 1, NULL, 1, &p, sizeof p, &o, &job),
+                         0);
+        tdm_batch_result r;
+        int64_t seen = 0;
+        while (tdm_job_next(job, &r) == 0) {
+            assert_true(r.slot >= 0 && r.slot < n);
+            assert_true(tdm_tensor_dim(r.out[0], 0) == r.end - r.begin);
+            const double *y = tdm_tensor_data(r.out[0]);
+            for (int64_t i = r.begin; i < r.end; i++)
+                assert_true(y[i - r.begin] == 2.0 * (double)i + 1.0);
+            seen += r.end - r.begin;
+        }
+        assert_int_equal(tdm_job_wait(job, NULL), 0);
+        tdm_job_free(job);
+        assert_int_equal(seen, n);
+    }
+    tdm_tensor_release(x);
+    tdm_test_close(rt);
+}
+
 static void test_stream_error_reported_in_result(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
@@ -1088,6 +1125,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_worker_back_in_a_job_keeps_its_batch_size),
         cmocka_unit_test(test_stream_map_ring_outputs),
         cmocka_unit_test(test_stream_ring_slots_kept_for_the_next_map),
+        cmocka_unit_test(test_stream_ring_sized_by_the_rows),
         cmocka_unit_test(test_stream_error_reported_in_result),
         cmocka_unit_test(test_stream_wait_without_consuming),
         cmocka_unit_test(test_cancel_stops_new_batches),

@@ -91,7 +91,7 @@ typedef struct tdm_map_opts {
     const char *desc;           /**< label of the bar; NULL = kernel name */
     tdm_order order;            /**< streaming jobs only */
     int max_in_flight;          /**< streaming: batches started but not yet consumed by
-                                 *  tdm_job_next(); 0 = 2 * workers */
+                                 *  tdm_job_next(); 0 = 2 * workers; at most the job's items */
     double timeout_s;           /**< worker processes: a batch running longer than this has its
                                  *  process killed and fails with TDM_ETIMEDOUT (or is retried);
                                  *  0 = no deadline (a worker stopped by SIGSTOP then waits

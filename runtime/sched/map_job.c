@@ -312,6 +312,8 @@ int tdm__map_setup_ring(tdm__job *job, const char *fn, const tdm_tensor_desc *de
         row_bytes += dl->out_row_bytes[o];
     }
     int64_t rows = job->opts.batch_size;
+    if (rows > job->n_items) /* (a batch_size past the rows: one batch of them all) */
+        rows = job->n_items > 0 ? job->n_items : 1;
     if (!rows) {
         /* Slots of at most 4 MiB, and at most a fair share of the run. */
         rows = row_bytes > 0 ? (int64_t)(4 << 20) / row_bytes : job->n_items;
@@ -347,6 +349,10 @@ int tdm__map_setup_streaming(tdm__job *job, const char *fn)
 {
     job->streaming = true;
     job->max_in_flight = job->opts.max_in_flight ? job->opts.max_in_flight : 2 * job->n_workers;
+    /* (no more batches can be in flight than there are items: no slot, or ring buffer, for more;
+     * 65536 asked over one row allocated 65536 ring slots) */
+    if (job->max_in_flight > job->n_items)
+        job->max_in_flight = job->n_items > 0 ? (int)job->n_items : 1;
     job->free_slots = malloc((size_t)job->max_in_flight * sizeof *job->free_slots);
     job->done = malloc((size_t)job->max_in_flight * sizeof *job->done);
     if (!job->free_slots || !job->done)
