@@ -431,15 +431,22 @@ static void test_stream_worker_back_in_a_job_keeps_its_batch_size(void **state)
     tdm_test_close(rt);
 }
 
-static void test_stream_map_ring_outputs(void **state)
+/* A host f64 tensor of n rows holding 0, 1, 2, ... */
+static tdm_tensor *iota(tdm_runtime *rt, int64_t n)
 {
-    tdm_runtime *rt = tdm_test_open(2);
-    const int64_t n = 10007;
     tdm_tensor *x;
     assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
     double *xd = tdm_tensor_data(x);
     for (int64_t i = 0; i < n; i++)
         xd[i] = (double)i;
+    return x;
+}
+
+static void test_stream_map_ring_outputs(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    const int64_t n = 10007;
+    tdm_tensor *x = iota(rt, n);
     tdm_scale_shift_params p = {2.0, 1.0};
     tdm_map_opts o = quiet_opts(100);
     o.max_in_flight = 4;
@@ -500,11 +507,8 @@ static void test_stream_ring_slots_kept_for_the_next_map(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
     const int64_t n = 10000;
-    tdm_tensor *x;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
+    tdm_tensor *x = iota(rt, n);
     double *xd = tdm_tensor_data(x);
-    for (int64_t i = 0; i < n; i++)
-        xd[i] = (double)i;
     const void *first[64], *second[64], *third[64];
     int n1 = ring_map(rt, x, first, NULL);
     assert_true(n1 >= 1 && n1 <= 4);
@@ -541,11 +545,7 @@ static void test_stream_ring_sized_by_the_rows(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
     int64_t n = 10;
-    tdm_tensor *x;
-    assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &x), 0);
-    double *xd = tdm_tensor_data(x);
-    for (int64_t i = 0; i < n; i++)
-        xd[i] = (double)i;
+    tdm_tensor *x = iota(rt, n);
     tdm_scale_shift_params p = {2.0, 1.0};
     for (int c = 0; c < 2; c++) {
         tdm_map_opts o = quiet_opts(c == 0 ? (int64_t)1 << 33 : 0);
