@@ -542,6 +542,45 @@ static void test_bad_arguments(void **state)
     tdm_test_close(rt);
 }
 
+/* Kernels whose inputs are all given whole (colsum, linear_grad_w) take their rows from the
+ * outputs: a map with more (or fewer) rows than the kernel makes from its inputs is refused
+ * with TDM_ESHAPE before any batch runs (colsum of x[64, 1000] into y[1005] read past x, under
+ * ASan, before), as tdm_map, tdm_map_async and tdm_map_async_rows; the right rows still run. */
+static void test_whole_input_kernels_refuse_other_rows(void **state)
+{
+    tdm_runtime *rt = tdm_test_open(2);
+    tdm_map_opts o = opts(TDM_POLICY_THREADS);
+    tdm_tensor *x = randn(rt, 2, 64, 1000, 1), *dy = randn(rt, 2, 64, 8, 2);
+    tdm_tensor *y_more = empty(rt, TDM_F32, 1, 1005, 0), *y_less = empty(rt, TDM_F32, 1, 999, 0),
+               *y = empty(rt, TDM_F32, 1, 1000, 0);
+    assert_int_equal(tdm_map(rt, "colsum", &x, 1, &y_more, 1, NULL, 0, &o, NULL), TDM_ESHAPE);
+    assert_non_null(strstr(tdm_errmsg(rt), "1005 rows"));
+    assert_int_equal(tdm_map(rt, "colsum", &x, 1, &y_less, 1, NULL, 0, &o, NULL), TDM_ESHAPE);
+    tdm_job *job = NULL;
+    assert_int_equal(tdm_map_async(rt, "colsum", &x, 1, &y_more, 1, NULL, 0, &o, &job), TDM_ESHAPE);
+    assert_null(job);
+    assert_int_equal(tdm_map_async_rows(rt, "colsum", 1005, &x, 1, NULL, 1, NULL, 0, &o, &job),
+                     TDM_ESHAPE);
+    assert_null(job);
+    assert_int_equal(tdm_map(rt, "colsum", &x, 1, &y, 1, NULL, 0, &o, NULL), 0);
+    const float *xp = tdm_tensor_data(x), *yp = tdm_tensor_data(y);
+    for (int n = 0; n < 1000; n += 37) {
+        double a = 0;
+        for (int m = 0; m < 64; m++)
+            a += xp[m * 1000 + n];
+        assert_true(fabs(yp[n] - a) <= 1e-4 * (1 + fabs(a)));
+    }
+    tdm_tensor *win[2] = {x, dy};
+    tdm_tensor *dW_more = empty(rt, TDM_F32, 2, 1001, 8), *dW = empty(rt, TDM_F32, 2, 1000, 8);
+    assert_int_equal(tdm_map(rt, "linear_grad_w", win, 2, &dW_more, 1, NULL, 0, &o, NULL),
+                     TDM_ESHAPE);
+    assert_int_equal(tdm_map(rt, "linear_grad_w", win, 2, &dW, 1, NULL, 0, &o, NULL), 0);
+    tdm_tensor *all[] = {x, dy, y_more, y_less, y, dW_more, dW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        tdm_tensor_release(all[i]);
+    tdm_test_close(rt);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +589,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gradient_matches_finite_differences),
         cmocka_unit_test(test_whole_inputs),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_whole_input_kernels_refuse_other_rows),
         cmocka_unit_test(test_matmul_shapes_on_cpu),
         cmocka_unit_test(test_matmul_shapes_on_opencl),
         cmocka_unit_test(test_malformed_2d_launch_is_refused),

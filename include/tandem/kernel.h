@@ -44,7 +44,9 @@ typedef struct tdm_tensor_desc {
 
 /** Validates a call before any batch runs and describes the outputs. Receives the whole input
  *  tensors and the parameter block; fills out[0..n_out-1]. Dim 0 of each output is the map's
- *  row count, set by the runtime afterwards (a kernel without inputs cannot know it). Returns 0, or
+ *  row count, set by the runtime afterwards (a kernel without inputs cannot know it); for a
+ *  kernel whose inputs are all given whole (whole_inputs), a dim 0 set here (> 0) must be the
+ *  map's rows, else the map fails with TDM_ESHAPE before any batch runs. Returns 0, or
  * TDM_EDTYPE / TDM_ESHAPE / TDM_EINVAL with a message written into msg (msg_len bytes,
  * NUL-terminated). */
 typedef int (*tdm_kernel_infer_fn)(const tdm_tensor *const *in, int n_in, const void *params,

@@ -115,15 +115,27 @@ static int check_map(tdm_runtime *rt, const char *fn, const char *kernel, tdm_te
             return tdm__err(rt, TDM_EINVAL, "%s(%s): input %d is NULL", fn, d->name, i);
     if (d->infer) {
         char msg[256] = "";
+        memset(descs, 0, (size_t)n_out * sizeof *descs);
         rc = d->infer((const tdm_tensor *const *)inputs, n_in, params, params_size, descs, n_out,
                       msg, sizeof msg);
         if (rc < 0)
             return tdm__err(rt, rc, "%s(%s): %s", fn, d->name, msg[0] ? msg : tdm_strerror(rc));
         /* Dim 0 of every output is the map's row count (already checked above); an infer
-         * function of a kernel without inputs cannot know it. */
-        for (int o = 0; o < n_out; o++)
-            if (descs[o].ndim >= 1)
-                descs[o].shape[0] = rows;
+         * function of a kernel without inputs cannot know it. One whose inputs are all given
+         * whole can: the rows it gives must be the map's, or every batch past them reads past
+         * its inputs (colsum of x[64, 1000] into y[1005] did, under ASan). */
+        bool all_whole =
+            n_in > 0 && n_in < 32 && (d->whole_inputs & ((1u << n_in) - 1)) == ((1u << n_in) - 1);
+        for (int o = 0; o < n_out; o++) {
+            if (descs[o].ndim < 1)
+                continue;
+            if (all_whole && descs[o].shape[0] > 0 && descs[o].shape[0] != rows)
+                return tdm__err(rt, TDM_ESHAPE,
+                                "%s(%s): the map has %lld rows, the kernel makes %lld from its "
+                                "inputs (output %d)",
+                                fn, d->name, (long long)rows, (long long)descs[o].shape[0], o);
+            descs[o].shape[0] = rows;
+        }
         for (int o = 0; outputs && o < n_out; o++) {
             const tdm_tensor *t = outputs[o];
             if (tdm_tensor_dtype(t) != descs[o].dtype)
