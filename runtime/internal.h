@@ -171,7 +171,9 @@ typedef struct tdm__arena tdm__arena; /* runtime/core/arena.c (core/core.h) */
 
 /* ---- the runtime ------------------------------------------------------------------------- */
 
-#define TDM__RINGS_MAX 16 /* ring slots the runtime keeps (sched/ring_cache.c) */
+/* ring slots the runtime keeps, in all (sched/ring_cache.c) */
+#define TDM__RINGS_MAX 16
+#define TDM__RINGS_BYTES ((size_t)64 << 20)
 
 struct tdm_runtime {
     tdm_config cfg; /* copy; cfg.backends points at backends_buf */
@@ -180,13 +182,13 @@ struct tdm_runtime {
     int threads;
 
     pthread_mutex_t mu; /* guards the kernel registry and the error copy */
+    tdm__kernel **kernels;
+    int n_kernels, cap_kernels;
     /* ring slots of finished streaming maps, kept for the next (sched/ring_cache.c) */
     pthread_mutex_t ring_mu;
     struct tdm_tensor *rings[TDM__RINGS_MAX];
     int n_rings;
     size_t ring_bytes;
-    tdm__kernel **kernels;
-    int n_kernels, cap_kernels;
 
     tdm__backend_state backends[TDM_BACKEND_KIND_COUNT]; /* indexed by tdm_backend_kind */
     pthread_mutex_t probe_mu; /* serialises the lazy probe of discovery-only backends */
@@ -235,7 +237,6 @@ int tdm__check_fork(tdm_runtime *rt, const char *fn);
  * caller's reference (NULL: none). give: keeps the caller's reference to a slot nothing else
  * holds, or releases it. drop: releases them all (tdm_runtime_close, before it counts the live
  * tensors). */
-#define TDM__RINGS_BYTES ((size_t)64 << 20)
 void tdm__rings_init(tdm_runtime *rt);
 tdm_tensor *tdm__ring_take(tdm_runtime *rt, tdm_dtype dtype, int ndim, const int64_t *shape);
 void tdm__ring_give(tdm_runtime *rt, tdm_tensor *t);
