@@ -105,6 +105,7 @@ typedef struct {
     int bg_asked;    /* the devices were asked for in the background */
     int again;       /* "it is measured again" lines */
     int dev_exp;     /* exploration batches an OpenCL device took ("takes ... (exploring)") */
+    int stale;       /* "stale" findings: a stored figure 8x or more off a batch */
     char first[512]; /* the first bad line */
 } explore_log;
 
@@ -120,6 +121,7 @@ static void on_log(void *user, unsigned flag, const char *line)
         fprintf(stderr, "%s\n", line);
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->again += strstr(line, "it is measured again") != NULL;
+    l->stale += strstr(line, " stale ") != NULL;
     l->dev_exp +=
         strstr(line, ": opencl:") && strstr(line, " takes ") && strstr(line, "(exploring)");
     const char *p = strstr(line, " explores with ");
@@ -848,30 +850,48 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
         skip(); /* no OpenCL device on the host's cores */
     /* The device's figure is measured first (a model of its own, dropped), and stored 3x
      * faster: a constant (5e4 where PoCL runs at 2.2-2.6e5) would be 8x off, a class of its
-     * own, were PoCL 1.6x slower than usual beside another test */
-    char *d = model_dir();
-    tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
-    tdm_report r = TDM_REPORT_INIT;
-    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
-    double alone = device_tpi(rt, key, &r, 2000);
-    assert_int_equal(tdm_runtime_close(rt), 0);
-    rm_dir(d);
-    d = model_dir();
-    char lines[512];
-    snprintf(lines, sizeof lines,
-             "pi_leibniz.v1\tcpu\t0\t%g\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t100\t0\n",
-             alone, key, alone / 3);
-    seed_model(d, lines);
-    rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-    pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its build) */
-    r = (tdm_report)TDM_REPORT_INIT;
-    pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
-    assert_int_equal(tdm_runtime_close(rt), 0);
+     * own, were PoCL 1.6x slower than usual beside another test. Another test's PoCL on the
+     * same cores can still make the AUTO map's device batches 8x slower than stored (stale:
+     * dropped, explored afresh beside the threads) or the device look slower than the threads
+     * (one batch): then it all runs again, up to 4 times (CI once: one device batch). */
+    char *d = NULL;
+    double alone = 0;
     int64_t dev_batches = 0;
-    for (int w = 0; w < r.n_workers; w++)
-        dev_batches += r.workers[w].kind == TDM_BACKEND_OPENCL ? r.workers[w].batches : 0;
+    explore_log lg = {0};
+    tdm_report r = TDM_REPORT_INIT;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (d)
+            rm_dir(d);
+        d = model_dir();
+        tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
+        pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (build) */
+        r = (tdm_report)TDM_REPORT_INIT;
+        pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+        alone = device_tpi(rt, key, &r, 2000);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        rm_dir(d);
+        d = model_dir();
+        char lines[512];
+        snprintf(lines, sizeof lines,
+                 "pi_leibniz.v1\tcpu\t0\t%g\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t100\t0\n",
+                 alone, key, alone / 3);
+        seed_model(d, lines);
+        lg = (explore_log){0};
+        rt = sched_open(d, NULL, 2, 0, on_log, &lg);
+        pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (build) */
+        r = (tdm_report)TDM_REPORT_INIT;
+        pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        dev_batches = 0;
+        for (int w = 0; w < r.n_workers; w++)
+            dev_batches += r.workers[w].kind == TDM_BACKEND_OPENCL ? r.workers[w].batches : 0;
+        if (dev_batches > 1 && !lg.stale)
+            break;
+        print_message("attempt %d: %lld device batches, %d stale findings; again\n", attempt,
+                      (long long)dev_batches, lg.stale);
+    }
     assert_true(dev_batches > 1);
+    assert_int_equal(lg.stale, 0);
     int n = 0, entries = 0;
     double tpi = stored(d, "pi_leibniz.v1", key, &n, &entries);
     assert_int_equal(entries, 1);
