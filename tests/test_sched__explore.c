@@ -106,6 +106,8 @@ typedef struct {
     int again;       /* "it is measured again" lines */
     int dev_exp;     /* exploration batches an OpenCL device took ("takes ... (exploring)") */
     int stale;       /* "stale" findings: a stored figure 8x or more off a batch */
+    int picks;       /* "the ... run on the shared CPU cores now" lines */
+    char first_pick[512];
     char first[512]; /* the first bad line */
 } explore_log;
 
@@ -122,6 +124,8 @@ static void on_log(void *user, unsigned flag, const char *line)
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->again += strstr(line, "it is measured again") != NULL;
     l->stale += strstr(line, " stale ") != NULL;
+    if (strstr(line, "run on the shared CPU cores now") && l->picks++ == 0)
+        snprintf(l->first_pick, sizeof l->first_pick, "%s", line);
     l->dev_exp +=
         strstr(line, ": opencl:") && strstr(line, " takes ") && strstr(line, "(exploring)");
     const char *p = strstr(line, " explores with ");
@@ -892,6 +896,11 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
     }
     assert_true(dev_batches > 1);
     assert_int_equal(lg.stale, 0);
+    /* (the sides were calibrated from the start: the device, stored 1.5x the threads' speed,
+     * was picked first, and the log says so with each side's speed) */
+    if (!strstr(lg.first_pick, ": the host-CPU device run on the shared CPU cores now (each "
+                               "side's speed: threads "))
+        fail_msg("first pick: \"%s\"", lg.first_pick);
     int n = 0, entries = 0;
     double tpi = stored(d, "pi_leibniz.v1", key, &n, &entries);
     assert_int_equal(entries, 1);

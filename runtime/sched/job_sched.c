@@ -439,9 +439,10 @@ static bool threads_calibrated(const tdm__jsched *s, const tdm__lane_view *v, in
  * is calibrated from the start and the choice is immediate.
  * Marks the lanes that must wait ineligible in v; true if it did; *run gets the side that
  * runs (-1 when the two CPU sides run side by side), *turn what the turn is, *run_inside
- * whether a lane that runs is inside the job now. */
+ * whether a lane that runs is inside the job now, and when the pick changed, picked_on[side]
+ * the speed (items/ns) each side was picked on (0 for a side without lanes). */
 static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present, bool sole, int n,
-                         int *run_out, int *turn, bool *run_inside)
+                         int *run_out, int *turn, bool *run_inside, double *picked_on)
 {
     double rate[SIDE_N] = {0};
     bool any[SIDE_N] = {false}, here[SIDE_N] = {false}, inside[SIDE_N] = {false};
@@ -510,8 +511,10 @@ static bool shared_cores(tdm__jsched *s, tdm__lane_view *v, const bool *present,
         run = tdm__side_pick(rate, any, margin, SIDE_N, was == SIDE_DEVICE ? was : -1);
         /* (workers deciding at once may store one after the other: a pick made just before
          * the device was chosen can drop its hold for a moment, no more) */
-        if (run != was)
-            atomic_store_explicit(&s->running, run, memory_order_relaxed);
+        if (run != was && atomic_compare_exchange_strong_explicit(
+                              &s->running, &was, run, memory_order_relaxed, memory_order_relaxed))
+            for (int g = 0; g < SIDE_N; g++) /* (for the log: what it was picked on, once) */
+                picked_on[g] = any[g] ? rate[g] : 0;
     }
     *run_out = run;
     *turn = deciding ? TURN_DECIDED : TURN_ALONE;
@@ -866,7 +869,14 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns)
     bool sole = atomic_load_explicit(&job->rt->jobs_in_flight, memory_order_relaxed) <= 1;
     int run = -1, turn = TURN_NONE;
     bool run_inside = false;
-    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &turn, &run_inside);
+    double picked_on[SIDE_N] = {-1, -1, -1};
+    bool lost_cores = shared_cores(s, v, present, sole, n, &run, &turn, &run_inside, picked_on);
+    if (picked_on[0] >= 0 && run >= 0 && (job->rt->debug & TDM_DEBUG_SCHED))
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: the %s run on the shared CPU cores now (each side's speed: threads "
+                 "%.4g, worker processes %.4g, host-CPU device %.4g items/ms; 0: none)",
+                 job->what, side_name[run], picked_on[SIDE_THREADS] * 1e6,
+                 picked_on[SIDE_PROCS] * 1e6, picked_on[SIDE_DEVICE] * 1e6);
     if (lost_cores && !v[w].eligible && !run_inside)
         offer_again(job); /* the side that runs stood down earlier: call it back */
     for (int j = 0; j < n; j++)
