@@ -34,9 +34,11 @@ typedef struct tdm_progress {
     int final;                 /**< 1 for the last call of the run */
 } tdm_progress;
 
-/** Progress callback: called from the runtime's progress thread about every
- *  tdm_map_opts.progress_interval_s seconds and once at the end (final = 1). Calls for one run
- *  never overlap. Must not call back into the runtime with a blocking map. */
+/** Progress callback: called about every tdm_map_opts.progress_interval_s seconds and once at
+ *  the end (final = 1); for a blocking run (tdm_map, tdm_parallel_for and
+ *  tdm_parallel_for_tensors) on the caller's own thread while it waits, for an asynchronous
+ *  one on a progress thread of the runtime. Calls for one run never overlap. Must not call back
+ *  into the runtime with a blocking map. */
 typedef void (*tdm_progress_fn)(const tdm_progress *p, void *user);
 
 TDM_BEGIN_DECLS

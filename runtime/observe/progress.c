@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Progress: a thread per job (only when a display is asked for) that reads the workers'
- * counters about ten times a second and draws a tqdm-style bar on stderr or calls the user's
- * callback. Workers only add to their own counter once per batch: no message per item. */
+/* Progress: a thread per job (only when a display is asked for; for a blocking map, the thread
+ * that waits for it) that reads the workers' counters about ten times a second and draws a
+ * tqdm-style bar on stderr or calls the user's callback. Workers only add to their own counter
+ * once per batch: no message per item. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,6 +271,14 @@ static void draw(tdm__prog *pg, bool final)
                          tdm__progress_width(), &pg->lines_drawn);
 }
 
+static void prog_free(tdm__prog *pg)
+{
+    free(pg->per_worker);
+    free(pg->lane_done);
+    free(pg->lane_ids);
+    free(pg);
+}
+
 static void *progress_main(void *arg)
 {
     tdm__prog *pg = arg;
@@ -292,11 +301,34 @@ static void *progress_main(void *arg)
     }
     pthread_mutex_unlock(mu);
     draw(pg, true);
-    free(pg->per_worker);
-    free(pg->lane_done);
-    free(pg->lane_ids);
-    free(pg);
+    prog_free(pg);
     return NULL;
+}
+
+/* A blocking map's caller draws its display while it waits: a thread of its own cost every
+ * map a start, and at the end a wake-up and a join in turn after the last batch (bench_progress:
+ * 0.15-0.3 ms a map, 1-2% of a 15 ms map of 10M items). */
+bool tdm__progress_wait_locked(tdm__job *job,
+                               bool (*wait)(tdm__job *job, const struct timespec *until))
+{
+    tdm__prog *pg = job->progress_pg;
+    if (!pg)
+        return false;
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    double interval = job->opts.progress_interval_s > 0 ? job->opts.progress_interval_s : 0.1;
+    uint64_t step = (uint64_t)(interval * 1e9);
+    uint64_t next = tdm__now_ns(); /* (the first frame now, unless it has finished) */
+    for (;;) {
+        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+        if (wait(job, &ts))
+            return true;
+        if (tdm__now_ns() >= next) {
+            pthread_mutex_unlock(mu);
+            draw(pg, false);
+            next += step;
+            pthread_mutex_lock(mu);
+        }
+    }
 }
 
 int tdm__progress_start(tdm__job *job)
@@ -324,12 +356,13 @@ int tdm__progress_start(tdm__job *job)
     pg->per_worker = pw;
     pg->lane_done = ld;
     pg->lane_ids = ids;
+    if (job->progress_inline) {
+        job->progress_pg = pg; /* (drawn by tdm__progress_wait_locked, freed by _stop) */
+        return 0;
+    }
     int rc = pthread_create(&job->progress_thread, NULL, progress_main, pg);
     if (rc != 0) {
-        free(pw);
-        free(ld);
-        free(ids);
-        free(pg);
+        prog_free(pg);
         return tdm__err(job->rt, TDM_ESYS, "%s: cannot start the progress thread: %s", job->what,
                         strerror(rc));
     }
@@ -339,6 +372,13 @@ int tdm__progress_start(tdm__job *job)
 
 void tdm__progress_stop(tdm__job *job)
 {
+    if (job->progress_pg) {
+        tdm__prog *pg = job->progress_pg;
+        job->progress_pg = NULL;
+        draw(pg, true);
+        prog_free(pg);
+        return;
+    }
     if (!job->progress_running)
         return;
     pthread_join(job->progress_thread, NULL);

@@ -496,7 +496,8 @@ int tdm__job_wait(tdm__job *job, tdm_report *report)
     if (!job->streaming) /* a short job is often done within microseconds: skip the sleep */
         tdm__spin_until_set(&job->done_flag, TDM__SPIN_NS);
     pthread_mutex_lock(mu);
-    wait_finished_locked(job, NULL);
+    if (!tdm__progress_wait_locked(job, wait_finished_locked)) /* (a blocking map's display) */
+        wait_finished_locked(job, NULL);
     pthread_mutex_unlock(mu);
     tdm__progress_stop(job);
     release_views(job);

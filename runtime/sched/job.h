@@ -124,9 +124,12 @@ typedef struct tdm__job {
     tdm_tensor *views[16]; /* views handed out by the last tdm_job_next */
     bool waited;
 
-    /* progress */
+    /* progress: a thread of its own, or (progress_inline: a blocking map, whose caller waits
+     * from the start) drawn by the thread that waits, in tdm__job_wait */
     pthread_t progress_thread;
     bool progress_running;
+    bool progress_inline;
+    void *progress_pg; /* the display's state while drawn inline (observe/progress.c) */
 
     /* figures */
     int n_workers; /* pool workers when the job was made: threads, process and device drivers */

@@ -256,6 +256,9 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
     }
     if (rc == 0)
         rc = tdm__map_finalize(job, fn, params, params_size);
+    /* (a map neither streamed nor hooked is a blocking one: its caller waits from the start and
+     * draws its progress, no thread needed) */
+    job->progress_inline = !job->streaming && !hook;
     if (rc == 0)
         rc = tdm__map_start(job);
     if (rc < 0) {
