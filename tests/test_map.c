@@ -890,6 +890,8 @@ typedef struct {
     int64_t last_done, total;
     int n_workers;
     int monotonic;
+    pthread_t caller; /* the thread that ran the map */
+    int on_caller;    /* calls made on it */
 } prog_seen;
 
 static void on_progress(const tdm_progress *p, void *user)
@@ -897,6 +899,7 @@ static void on_progress(const tdm_progress *p, void *user)
     prog_seen *s = user;
     if (p->done < s->last_done)
         s->monotonic = 0;
+    s->on_caller += pthread_equal(pthread_self(), s->caller) != 0;
     s->calls++;
     s->finals += p->final;
     s->last_done = p->done;
@@ -922,12 +925,13 @@ static int slow_items(const void *p, int64_t begin, int64_t end, tdm_task *t)
 static void test_progress_callback(void **state)
 {
     tdm_runtime *rt = tdm_test_open(2);
-    prog_seen s = {0, 0, 0, 0, 0, 1};
+    prog_seen s = {.monotonic = 1};
     tdm_map_opts o = quiet_opts(0);
     o.progress = TDM_PROGRESS_CALLBACK;
     o.progress_fn = on_progress;
     o.progress_user = &s;
     o.progress_interval_s = 0.01;
+    s.caller = pthread_self();
     assert_int_equal(tdm_parallel_for(rt, 1000, slow_items, NULL, 0, &o, NULL), 0);
     assert_true(s.calls >= 3);
     assert_int_equal(s.finals, 1);
@@ -935,13 +939,27 @@ static void test_progress_callback(void **state)
     assert_int_equal(s.total, 1000);
     assert_int_equal(s.n_workers, 2);
     assert_true(s.monotonic);
+    /* (a blocking map: every call on the caller's own thread, as it waits; progress.h) */
+    assert_int_equal(s.on_caller, s.calls);
+    /* An asynchronous run's calls come from a thread of the runtime, the caller free meanwhile:
+     * the same counts once waited for. */
+    s = (prog_seen){.monotonic = 1, .caller = pthread_self()};
+    tdm_job *job = NULL;
+    assert_int_equal(tdm_parallel_for_async(rt, 1000, slow_items, NULL, 0, &o, &job), 0);
+    assert_int_equal(tdm_job_wait(job, NULL), 0);
+    tdm_job_free(job);
+    assert_true(s.calls >= 3);
+    assert_int_equal(s.finals, 1);
+    assert_int_equal(s.last_done, 1000);
+    assert_true(s.monotonic);
+    assert_int_equal(s.on_caller, 0);
     tdm_test_close(rt);
 }
 
 static void test_progress_single_thread(void **state)
 {
     tdm_runtime *rt = tdm_test_open(1);
-    prog_seen s = {0, 0, 0, 0, 0, 1};
+    prog_seen s = {.monotonic = 1};
     tdm_map_opts o = quiet_opts(0);
     o.progress = TDM_PROGRESS_CALLBACK;
     o.progress_fn = on_progress;
