@@ -271,6 +271,13 @@ static void draw(tdm__prog *pg, bool final)
                          tdm__progress_width(), &pg->lines_drawn);
 }
 
+/* The job's time between frames, ns. */
+static uint64_t interval_ns(const tdm__job *job)
+{
+    double interval = job->opts.progress_interval_s > 0 ? job->opts.progress_interval_s : 0.1;
+    return (uint64_t)(interval * 1e9);
+}
+
 static void prog_free(tdm__prog *pg)
 {
     free(pg->per_worker);
@@ -279,26 +286,45 @@ static void prog_free(tdm__prog *pg)
     free(pg);
 }
 
+/* Draws a frame at `next` (CLOCK_MONOTONIC ns) and every interval after it until wait (the
+ * pool mutex held, as on entry and return) says the job has finished; draws without the
+ * mutex. */
+static void draw_until(tdm__prog *pg, uint64_t next,
+                       bool (*wait)(tdm__job *job, const struct timespec *until))
+{
+    tdm__job *job = pg->job;
+    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
+    for (;;) {
+        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+        if (wait(job, &ts))
+            return;
+        if (tdm__now_ns() >= next) {
+            pthread_mutex_unlock(mu);
+            draw(pg, false);
+            next += interval_ns(job);
+            pthread_mutex_lock(mu);
+        }
+    }
+}
+
+/* The progress thread's wait: until the job has finished (it does not finish it: its waiter
+ * does) or `until`. */
+static bool finished_or_timed_out(tdm__job *job, const struct timespec *until)
+{
+    if (!job->finished)
+        pthread_cond_timedwait(&job->cv, tdm__pool_mutex(job->rt->pool), until);
+    return job->finished;
+}
+
 static void *progress_main(void *arg)
 {
     tdm__prog *pg = arg;
     tdm__job *job = pg->job;
     pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
-    double interval = job->opts.progress_interval_s > 0 ? job->opts.progress_interval_s : 0.1;
-    uint64_t step = (uint64_t)(interval * 1e9);
-    uint64_t next = tdm__now_ns() + step;
+    uint64_t next = tdm__now_ns() + interval_ns(job);
     draw(pg, false);
     pthread_mutex_lock(mu);
-    while (!job->finished) {
-        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
-        pthread_cond_timedwait(&job->cv, mu, &ts);
-        if (!job->finished && tdm__now_ns() >= next) {
-            pthread_mutex_unlock(mu);
-            draw(pg, false);
-            next += step;
-            pthread_mutex_lock(mu);
-        }
-    }
+    draw_until(pg, next, finished_or_timed_out);
     pthread_mutex_unlock(mu);
     draw(pg, true);
     prog_free(pg);
@@ -311,24 +337,10 @@ static void *progress_main(void *arg)
 bool tdm__progress_wait_locked(tdm__job *job,
                                bool (*wait)(tdm__job *job, const struct timespec *until))
 {
-    tdm__prog *pg = job->progress_pg;
-    if (!pg)
+    if (!job->progress_pg)
         return false;
-    pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
-    double interval = job->opts.progress_interval_s > 0 ? job->opts.progress_interval_s : 0.1;
-    uint64_t step = (uint64_t)(interval * 1e9);
-    uint64_t next = tdm__now_ns(); /* (the first frame now, unless it has finished) */
-    for (;;) {
-        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
-        if (wait(job, &ts))
-            return true;
-        if (tdm__now_ns() >= next) {
-            pthread_mutex_unlock(mu);
-            draw(pg, false);
-            next += step;
-            pthread_mutex_lock(mu);
-        }
-    }
+    draw_until(job->progress_pg, tdm__now_ns() /* (the first frame now, unless finished) */, wait);
+    return true;
 }
 
 int tdm__progress_start(tdm__job *job)
