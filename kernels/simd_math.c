@@ -17,10 +17,9 @@
  * 57-77 Melem/s, SSE2 188-192, AVX2 345-357, AVX-512 476; results at most 5 ulp from the
  * scalar ones over [-6, 6] on each of the three. */
 #include "simd_math.h"
+#include "simd_isa.h"
 
 #include <math.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if TDM_HAVE_LIBMVEC
@@ -79,23 +78,12 @@ TDM__ES_LOOP(es32_avx2, __attribute__((target("avx2"))), float, v8f, 8, _ZGVdN8v
 TDM__ES_LOOP(es32_avx512, __attribute__((target("avx512f"))), float, v16f, 16, _ZGVeN16v_expf,
              _ZGVeN16v_sinhf)
 
-/* 0: not picked yet; 1 SSE2, 2 AVX2, 3 AVX-512 (TDM_SIMD=sse2|avx2 caps it, for tests). */
-static atomic_int isa;
-
+/* 1 SSE2 (also under TDM_SIMD=scalar: libmvec's narrowest is SSE2, which every x86-64 CPU
+ * has), 2 AVX2, 3 AVX-512 (simd_isa.h). */
 static int pick(void)
 {
-    int k = atomic_load_explicit(&isa, memory_order_relaxed);
-    if (k)
-        return k;
-    __builtin_cpu_init();
-    k = __builtin_cpu_supports("avx512f") ? 3 : __builtin_cpu_supports("avx2") ? 2 : 1;
-    const char *cap = getenv("TDM_SIMD"); /* (tests run each instruction set this way) */
-    if (cap && !strcmp(cap, "sse2"))
-        k = 1;
-    else if (cap && !strcmp(cap, "avx2") && k > 2)
-        k = 2;
-    atomic_store_explicit(&isa, k, memory_order_relaxed);
-    return k;
+    int k = tdm__simd_level();
+    return k < TDM__SIMD_SSE2 ? TDM__SIMD_SSE2 : k;
 }
 
 void tdm__simd_exp_sinh_f64(const double *x, double *y, int64_t n)
@@ -128,8 +116,7 @@ void tdm__simd_exp_sinh_f32(const float *x, float *y, int64_t n)
 
 const char *tdm__simd_math_isa(void)
 {
-    static const char *const names[4] = {"scalar", "sse2", "avx2", "avx512f"};
-    return names[pick()];
+    return tdm__simd_level_name(pick());
 }
 
 #else /* no libmvec: the scalar libm */
