@@ -190,14 +190,36 @@ TDM_DEVICE_FN void tdm_k_normalize_u8_row(TDM_GLOBAL const tdm_u8 *src, TDM_GLOB
 }
 
 /* ---- pi_leibniz: 4 * sum_{k < terms} (-1)^k / (2k + 1) ---------------------------------------
- * Terms are taken in pairs, 1/(2k+1) - 1/(2k+3): the two divisions are independent and only
- * one add per pair waits on the running sum, so the loop runs at division throughput rather
- * than add latency; every term is still computed as the series defines it. terms <= 0 gives 0. */
+ * Terms are taken in pairs, 1/(2k+1) - 1/(2k+3), the pairs dealt in turn to four running sums
+ * (pair p to sum p mod 4) while four whole pairs are left, the sums then added as
+ * (s0 + s1) + (s2 + s3), and the pairs left over (and a last odd term) added to that. Every term
+ * is computed as the series defines it; the order of the additions is this one on every
+ * backend: on the CPU the four sums are the four lanes of a vector register (kernels/pi_cpu.c,
+ * bit-identical to this code), so a core runs four divisions at a time; a device runs this
+ * code as it stands, its four sums independent chains. terms <= 0 gives 0. */
 #if TDM_HAVE_FP64
 TDM_DEVICE_FN double tdm_k_pi_leibniz(tdm_i64 terms)
 {
-    double s = 0.0;
     tdm_i64 k = 0;
+#if TDM_DIALECT_OPENCL
+    /* (OpenCL C's double4: the four sums in one vector, as on the CPU; a driver on the host's
+     * cores, PoCL, then runs four divisions at a time too) */
+    double4 v = (double4)(0.0, 0.0, 0.0, 0.0), d = (double4)(1.0, 5.0, 9.0, 13.0);
+    for (; k + 7 < terms; k += 8) {
+        v += 1.0 / d - 1.0 / (d + 2.0);
+        d += 16.0;
+    }
+    double s = (v.s0 + v.s1) + (v.s2 + v.s3);
+#else
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (; k + 7 < terms; k += 8) {
+        s0 += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
+        s1 += 1.0 / (double)(2 * k + 5) - 1.0 / (double)(2 * k + 7);
+        s2 += 1.0 / (double)(2 * k + 9) - 1.0 / (double)(2 * k + 11);
+        s3 += 1.0 / (double)(2 * k + 13) - 1.0 / (double)(2 * k + 15);
+    }
+    double s = (s0 + s1) + (s2 + s3);
+#endif
     for (; k + 1 < terms; k += 2)
         s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
     if (k < terms)

@@ -3,6 +3,9 @@
  * has: an element's result does not depend on the batch it falls in, stays within 8 ulp of the
  * scalar libm's exp(x) * sinh(x) (each vector function is within 4 ulp; measured: 5 over
  * [-6, 6]), and special values (infinities, NaN, overflow) come out as the scalar ones do.
+ * And pi_leibniz's four running sums in vector lanes (kernels/pi_cpu.c): every item
+ * bit-identical to the scalar kernel's, for term counts around every multiple of the 8 terms a
+ * vector step takes, and whatever the batch.
  * Each instruction set runs in a child process, which picks it from TDM_SIMD at its first call
  * (the parent never calls the loops, so each child picks afresh). */
 #include <math.h>
@@ -10,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "child_test_util.h"
+#include "builtin_kernels.h"
+#include "pi_cpu.h"
 #include "simd_math.h"
 
 #define N 1021 /* a prime: every batch size below leaves a tail */
@@ -115,6 +120,54 @@ static void test_simd_exp_sinh_batches_ulps_and_special_values(void **state)
     }
 }
 
+/* pi_leibniz in a child with TDM_SIMD=isa: 0 when every item of every batch is the scalar
+ * kernel's value to the bit, else the number of the check that failed. */
+static int child_pi(void *arg)
+{
+    const char *isa = arg;
+    setenv("TDM_SIMD", isa, 1);
+    if (strcmp(tdm__pi_cpu_isa(), isa) != 0 && strcmp(isa, "avx2") != 0)
+        return 1; /* (avx2 where the CPU has it; capped below otherwise) */
+    enum { NP = 203 };
+    static int64_t terms[NP];
+    static double want[NP], got[NP];
+    /* 0 to 40 terms (every tail of a vector step), negative counts, a few thousand */
+    for (int i = 0; i < NP; i++) {
+        terms[i] = i <= 40 ? i : i % 17 == 3 ? -5 : (int64_t)((i * 7919) % 3001);
+        want[i] = tdm_k_pi_leibniz(terms[i]);
+    }
+    static const int sizes[] = {1, 2, 3, 4, 5, 7, 8, 64, NP};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        memset(got, 0, sizeof got);
+        for (int i = 0; i < NP; i += sizes[s])
+            tdm__pi_leibniz_cpu(terms + i, 0, got + i, NP - i < sizes[s] ? NP - i : sizes[s]);
+        if (memcmp(got, want, sizeof want) != 0)
+            return 2;
+    }
+    /* one count for every item (the map's parameter), odd and even, and none */
+    static const int64_t counts[] = {0, 1, 2, 3, 1000, 1001, 99999};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        double w = tdm_k_pi_leibniz(counts[c]);
+        tdm__pi_leibniz_cpu(NULL, counts[c], got, 9);
+        for (int i = 0; i < 9; i++)
+            if (memcmp(&got[i], &w, sizeof w) != 0)
+                return 3;
+    }
+    if (fabs(want[100] - 3.14159265) > 1e-2 || want[0] != 0.0 || want[1] != 4.0)
+        return 4; /* (the reference itself is pi) */
+    return 0;
+}
+
+static void test_simd_pi_lanes_bit_identical_to_the_scalar_kernel(void **state)
+{
+    (void)state;
+    static const char *const pi_isas[] = {"scalar", "sse2", "avx2"};
+    for (size_t k = 0; k < sizeof pi_isas / sizeof pi_isas[0]; k++) {
+        print_message("TDM_SIMD=%s\n", pi_isas[k]);
+        run_in_children(1, child_pi, (void *)pi_isas[k]);
+    }
+}
+
 /* The instruction set in use is named, and TDM_SIMD caps it. */
 static int child_isa_capped(void *arg)
 {
@@ -134,6 +187,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simd_exp_sinh_batches_ulps_and_special_values),
+        cmocka_unit_test(test_simd_pi_lanes_bit_identical_to_the_scalar_kernel),
         cmocka_unit_test(test_simd_isa_named_and_capped),
     };
     return TDM_TEST_MAIN("kernels", tests);

@@ -343,13 +343,13 @@ static void test_stale_stored_model_measured_afresh_and_forgotten(void **state)
 {
     (void)state;
     char *d = model_dir();
-    seed_model(d, "pi_leibniz.v1\tcpu\t7\t4.56392\t31.3627\t16024\n");
+    seed_model(d, "pi_leibniz.v2\tcpu\t7\t4.56392\t31.3627\t16024\n");
     stale_log log = {0};
     pi_map_1t1p(d, &log, 1024, 20000, NULL);
     assert_true(log.stale >= 1);
     assert_true(log.cpu_max > 0 && log.cpu_max <= 64);
     assert_false(model_holds(d, "\t4.56392\t"));
-    assert_true(model_holds(d, "pi_leibniz.v1\tcpu\t")); /* what it measured */
+    assert_true(model_holds(d, "pi_leibniz.v2\tcpu\t")); /* what it measured */
     rm_dir(d);
 }
 
@@ -369,7 +369,7 @@ static void test_cpu_lane_held_back_by_a_stale_figure_checks_it(void **state)
         skip();
     char *d = model_dir();
     for (int rep = 0; rep < 5; rep++) {
-        seed_model(d, "pi_leibniz.v1\tprocs\t3\t1e12\t39\t1000\n");
+        seed_model(d, "pi_leibniz.v2\tprocs\t3\t1e12\t39\t1000\n");
         stale_log log = {0};
         tdm_report r = TDM_REPORT_INIT;
         pi_map_1t1p(d, &log, 12000, 10000, &r);
@@ -596,7 +596,7 @@ static bool pi_map_opens_devices(const char *lines)
 
 static void test_devices_opened_for_a_map_that_computes_long(void **state)
 {
-    bool opened = pi_map_opens_devices("pi_leibniz.v1\tcpu\t0\t50000000\t200\t100\n");
+    bool opened = pi_map_opens_devices("pi_leibniz.v2\tcpu\t0\t50000000\t200\t100\n");
     if (!opened)
         no_device_here();
     assert_false(pi_map_opens_devices(NULL));
@@ -745,9 +745,10 @@ static void test_exploration_ends_for_a_hopeless_device(void **state)
     assert_false(tdm__explore_hopeless(64, NAN, 1.0, 400e3, enough));
 }
 
-/* Items of 100000 terms whose map the CPU threads need 1 s or more for (about 2.3 s here), so
- * that a runtime's first map of them opens the devices (tdm__device_open_bar). */
+/* LONG_ITEMS items of LONG_TERMS terms, a map the CPU threads need 1 s or more for (about 2.3 s
+ * here), so that a runtime's first map of them opens the devices (tdm__device_open_bar). */
 #define LONG_ITEMS 32000
+#define LONG_TERMS 400000
 
 /* An AUTO pi map of n items of `terms` terms on a fresh runtime (2 threads, every device
  * backend, nothing stored in dir); checks the result, fills r. Returns the devices the runtime
@@ -776,7 +777,7 @@ static void test_devices_join_a_long_first_map(void **state)
         char *d = model_dir();
         log = (budget_log){0};
         r = (tdm_report)TDM_REPORT_INIT;
-        devices = first_pi_map(d, &log, LONG_ITEMS, 100000, &r);
+        devices = first_pi_map(d, &log, LONG_ITEMS, LONG_TERMS, &r);
         rm_dir(d);
         if (devices == 0 || items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0)
             break;
@@ -930,7 +931,7 @@ static void test_thread_leaves_a_core_to_a_device_set_up(void **state)
     char *d = model_dir();
     budget_log log = {0};
     tdm_report r = TDM_REPORT_INIT;
-    first_pi_map(d, &log, LONG_ITEMS, 100000, &r);
+    first_pi_map(d, &log, LONG_ITEMS, LONG_TERMS, &r);
     rm_dir(d);
     assert_int_equal(log.bg_asked, 1);
     assert_true(log.yields >= 1);
@@ -960,7 +961,7 @@ static void test_close_waits_for_a_background_open(void **state)
     /* (about 2.3 s of CPU on two threads: asks for the devices, and ends while the open is
      * held up, though one thread leaves the open a core all along) */
     tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
-    pi_map_check(rt, TDM_POLICY_AUTO, LONG_ITEMS, 100000, 2e-5, TDM_MEM_HOST, &r);
+    pi_map_check(rt, TDM_POLICY_AUTO, LONG_ITEMS, LONG_TERMS, 2e-5, TDM_MEM_HOST, &r);
     assert_int_equal(log.bg_asked, 1);
     assert_int_equal(r.items, LONG_ITEMS);
     assert_false(atomic_load(&log.stalled_out));
@@ -971,7 +972,7 @@ static void test_close_waits_for_a_background_open(void **state)
     pthread_join(t, NULL);
     assert_true(waited); /* (the close returned after the open's held-up line, not before) */
     budget_log again = {0};
-    first_pi_map(d, &again, LONG_ITEMS, 100000, &r);
+    first_pi_map(d, &again, LONG_ITEMS, LONG_TERMS, &r);
     assert_int_equal(r.items, LONG_ITEMS);
     rm_dir(d);
 }

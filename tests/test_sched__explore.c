@@ -171,16 +171,17 @@ static void on_log(void *user, unsigned flag, const char *line)
     pthread_mutex_unlock(&log_mu);
 }
 
-/* A first AUTO pi map (FIRST_ITEMS items of 100000 terms, about 2.3 s on two threads here: the
+/* A first AUTO pi map (FIRST_ITEMS items of FIRST_TERMS terms, about 2.3 s on two threads here: the
  * devices open for 1 s of the CPU's work or more) on a fresh runtime of two threads over an
  * empty model: the threads start, ask for the devices in the background, and a device joins
  * the map. Returns the OpenCL devices on the host's cores the runtime has. */
 #define FIRST_ITEMS 32000
+#define FIRST_TERMS 400000
 static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();
     tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
-    pi_map_check(rt, TDM_POLICY_AUTO, FIRST_ITEMS, 100000, 1e-4, TDM_MEM_HOST, r);
+    pi_map_check(rt, TDM_POLICY_AUTO, FIRST_ITEMS, FIRST_TERMS, 1e-4, TDM_MEM_HOST, r);
     int host = 0;
     for (int i = 0; i < tdm_runtime_device_count(rt); i++) {
         tdm_device_info di;
@@ -601,7 +602,7 @@ static int maps_with_device_figure(const char *key, double dev_tpi, int samples,
     char *d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
-             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t%d\t%d\n",
+             "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v2\t%s\t0\t%g\t50000\t%d\t%d\n",
              key, dev_tpi, samples, passed);
     seed_model(d, lines);
     *log = (explore_log){0};
@@ -617,9 +618,9 @@ static int maps_with_device_figure(const char *key, double dev_tpi, int samples,
     assert_int_equal(tdm_runtime_close(rt), 0);
     tdm__costmodel *cm = NULL;
     assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
-    int after = tdm__cm_passed(cm, "pi_leibniz.v1", key);
+    int after = tdm__cm_passed(cm, "pi_leibniz.v2", key);
     int n = 0;
-    tdm__cm_get(cm, "pi_leibniz.v1", key, NULL, &n);
+    tdm__cm_get(cm, "pi_leibniz.v2", key, NULL, &n);
     if (samples_after)
         *samples_after = n;
     assert_int_equal(tdm__cm_close(cm), 0);
@@ -724,7 +725,7 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_int_equal(log.dev_exp, 0);
 }
 
-/* The stored figure of `lane` for `kernel` (e.g. "pi_leibniz.v1") in dir's model (0: none);
+/* The stored figure of `lane` for `kernel` (e.g. "pi_leibniz.v2") in dir's model (0: none);
  * *n its count of batches, *entries the lane's entries (size classes). */
 static double stored(const char *dir, const char *kernel, const char *lane, int *n, int *entries)
 {
@@ -806,7 +807,7 @@ static void test_device_alone_map_teaches_the_model(void **state)
     pi_map_check(rt, TDM_POLICY_ROUND_ROBIN, 2000, 100000, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     int n = 0, entries = 0;
-    assert_true(stored(d, "pi_leibniz.v1", key, &n, &entries) == 0);
+    assert_true(stored(d, "pi_leibniz.v2", key, &n, &entries) == 0);
     assert_int_equal(entries, 0);
     assert_true(stored(d, "exp_sinh.v1", key, &n, &entries) == 0);
     assert_int_equal(entries, 0);
@@ -819,19 +820,19 @@ static void test_device_alone_map_teaches_the_model(void **state)
     unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_true(r.fallback_batches > 0);
-    assert_true(stored(d, "pi_leibniz.v1", key, &n, &entries) == 0);
+    assert_true(stored(d, "pi_leibniz.v2", key, &n, &entries) == 0);
 
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, NULL);
     tdm__costmodel *cm = tdm__runtime_costmodel(rt); /* (the runtime's: saved as it closes) */
     assert_non_null(cm);
-    assert_true(tdm__cm_get(cm, "pi_leibniz.v1", key, NULL, NULL) == 0); /* (its first) */
+    assert_true(tdm__cm_get(cm, "pi_leibniz.v2", key, NULL, NULL) == 0); /* (its first) */
     cm = NULL;
     r = (tdm_report)TDM_REPORT_INIT;
     pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, &r);
     double tpi = device_tpi(rt, key, &r, 2000);
     assert_int_equal(tdm_runtime_close(rt), 0);
-    double got = stored(d, "pi_leibniz.v1", key, &n, &entries);
+    double got = stored(d, "pi_leibniz.v2", key, &n, &entries);
     assert_int_equal(entries, 1);
     if (fabs(got - tpi) >= 0.15 * tpi)
         fail_msg("stored %.4g ns/item; the map ran at %.4g", got, tpi);
@@ -843,7 +844,7 @@ static void test_device_alone_map_teaches_the_model(void **state)
     d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
-             "pi_leibniz.v1\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v1\t%s\t2\t%g\t50000\t100\t5\n",
+             "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v2\t%s\t2\t%g\t50000\t100\t5\n",
              key, got * 3);
     seed_model(d, lines);
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
@@ -851,9 +852,9 @@ static void test_device_alone_map_teaches_the_model(void **state)
     pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
-    assert_int_equal(tdm__cm_passed(cm, "pi_leibniz.v1", key), 0); /* (it ran) */
+    assert_int_equal(tdm__cm_passed(cm, "pi_leibniz.v2", key), 0); /* (it ran) */
     assert_int_equal(tdm__cm_close(cm), 0);
-    double moved = stored(d, "pi_leibniz.v1", key, &n, &entries);
+    double moved = stored(d, "pi_leibniz.v2", key, &n, &entries);
     assert_int_equal(entries, 1);
     /* (geometric, 64 against the map's: toward what the map ran at; 8x off, it would have
      * kept a class of its own) */
@@ -900,7 +901,7 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
         d = model_dir();
         char lines[512];
         snprintf(lines, sizeof lines,
-                 "pi_leibniz.v1\tcpu\t0\t%g\t200\t100\npi_leibniz.v1\t%s\t0\t%g\t50000\t100\t0\n",
+                 "pi_leibniz.v2\tcpu\t0\t%g\t200\t100\npi_leibniz.v2\t%s\t0\t%g\t50000\t100\t0\n",
                  alone, key, alone / 3);
         seed_model(d, lines);
         lg = (explore_log){0};
@@ -925,11 +926,11 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
     if (lg.bad_pick[0])
         fail_msg("a pick against the rule: \"%s\"", lg.bad_pick);
     int n = 0, entries = 0;
-    double tpi = stored(d, "pi_leibniz.v1", key, &n, &entries);
+    double tpi = stored(d, "pi_leibniz.v2", key, &n, &entries);
     assert_int_equal(entries, 1);
     assert_true(tpi > 0 && tpi != alone / 3);
     assert_true(n > 100 || n == (dev_batches > 100 ? (int)dev_batches : 100) / 2);
-    stored(d, "pi_leibniz.v1", "cpu", &n, &entries);
+    stored(d, "pi_leibniz.v2", "cpu", &n, &entries);
     assert_int_equal(entries, 1);
     rm_dir(d);
 }
