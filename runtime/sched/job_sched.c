@@ -721,8 +721,15 @@ static void maybe_open_devices(tdm__job *job, int w)
      * carry their fixed cost in the time per item (under TSan on a busy core, ten times the
      * true one), which would open the devices for a map of milliseconds. */
     tdm_backend_kind mine = s->lanes[w].kind;
-    if ((mine != TDM_BACKEND_CPU_THREADS && mine != TDM_BACKEND_CPU_PROCS) ||
-        s->lanes[w].est.count < TDM__LAZY_MIN_BATCHES)
+    if (mine != TDM_BACKEND_CPU_THREADS && mine != TDM_BACKEND_CPU_PROCS)
+        return;
+    if (job->lazy_open_now) { /* (decided by the map's set-up, from the stored model) */
+        int none = 0;
+        if (atomic_compare_exchange_strong(&s->lazy_asked, &none, 1))
+            tdm__devices_open_async(job->rt);
+        return;
+    }
+    if (s->lanes[w].est.count < TDM__LAZY_MIN_BATCHES)
         return;
     double cpu_ns = cpu_ns_left(job);
     if (!isfinite(cpu_ns))

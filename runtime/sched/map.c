@@ -293,7 +293,9 @@ static int launch(tdm__job *job, const char *fn, const void *params, size_t para
 #define TDM__AUTO_DEVICE_BYTES ((uint64_t)16 << 20)
 #define TDM__AUTO_DEVICE_BYTES_COLD ((uint64_t)1 << 30)
 
-enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_SKIPPED }; /* (skipped: closed, as the model says) */
+/* (skipped: closed, as the model says; lazy now: the map starts on the CPU, its first decision
+ * opens the devices in the background) */
+enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_LAZY_NOW, DEV_SKIPPED };
 
 /* Called once the map is found valid (check_map; o: its checked options, k: its kernel).
  * *closed_ns gets what the map adds to the runtime's count toward the bar when it leaves the
@@ -394,8 +396,19 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     }
     if (want != DEV_NO && tdm__jsched_skip_devices(rt, k))
         return DEV_SKIPPED;
+    /* Opened for a stored model's reason, they open in the background as the map starts on
+     * the CPU, which knows how to run it (opened before it, PoCL's open kept a 0.5 s pi map
+     * from starting for 70 ms): a lazy job, which the devices join as they come. */
+    bool lazy_now = want == DEV_OPEN && !streaming &&
+                    !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 && !rt->devices;
+    if (lazy_now)
+        want = DEV_LAZY_NOW;
     if (want == DEV_OPEN && !rt->devices && say)
         tdm__log(rt, TDM_DEBUG_SCHED, "sched %s: %s: the devices open", k->def.name, why);
+    if (want == DEV_LAZY_NOW && say)
+        tdm__log(rt, TDM_DEBUG_SCHED,
+                 "sched %s: %s: the devices open in the background as the map starts on the CPU",
+                 k->def.name, why);
     return want;
 }
 
@@ -437,7 +450,9 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     tdm__job *job = tdm__map_job_alloc(rt, fn);
     if (!job)
         return tdm__err(rt, TDM_ENOMEM, "%s: out of memory", fn);
-    job->lazy_devices = dev == DEV_LAZY; /* (asked for; tdm__map_place decides) */
+    /* (asked for; tdm__map_place decides) */
+    job->lazy_devices = dev == DEV_LAZY || dev == DEV_LAZY_NOW;
+    job->lazy_open_now = dev == DEV_LAZY_NOW;
     job->devices_skipped = dev == DEV_SKIPPED;
     job->streaming = streaming;
     job->opts = checked;
