@@ -198,6 +198,17 @@ TDM_DEVICE_FN void tdm_k_normalize_u8_row(TDM_GLOBAL const tdm_u8 *src, TDM_GLOB
  * bit-identical to this code), so a core runs four divisions at a time; a device runs this
  * code as it stands, its four sums independent chains. terms <= 0 gives 0. */
 #if TDM_HAVE_FP64
+/* The pairs left after the four sums' steps (from term k on, s their total), and a last odd
+ * term: the tail of tdm_k_pi_leibniz, which the CPU's vector code (pi_cpu.c) runs too. */
+TDM_DEVICE_FN double tdm_k__pi_tail(tdm_i64 k, double s, tdm_i64 terms)
+{
+    for (; k + 1 < terms; k += 2)
+        s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
+    if (k < terms)
+        s += 1.0 / (double)(2 * k + 1);
+    return 4.0 * s;
+}
+
 TDM_DEVICE_FN double tdm_k_pi_leibniz(tdm_i64 terms)
 {
     tdm_i64 k = 0;
@@ -220,11 +231,7 @@ TDM_DEVICE_FN double tdm_k_pi_leibniz(tdm_i64 terms)
     }
     double s = (s0 + s1) + (s2 + s3);
 #endif
-    for (; k + 1 < terms; k += 2)
-        s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms)
-        s += 1.0 / (double)(2 * k + 1);
-    return 4.0 * s;
+    return tdm_k__pi_tail(k, s, terms);
 }
 #endif
 

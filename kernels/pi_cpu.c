@@ -27,16 +27,6 @@ typedef double tdm__v4d __attribute__((vector_size(32)));
 
 #if TDM__PI_VECTORS
 
-/* The scalar code's tail: from term k on, with the four sums added. */
-static double finish(int64_t k, double s, int64_t terms)
-{
-    for (; k + 1 < terms; k += 2)
-        s += 1.0 / (double)(2 * k + 1) - 1.0 / (double)(2 * k + 3);
-    if (k < terms)
-        s += 1.0 / (double)(2 * k + 1);
-    return 4.0 * s;
-}
-
 /* Two lanes twice: a = {s0, s1}, b = {s2, s3}. */
 static double pi_v2(int64_t terms)
 {
@@ -50,7 +40,7 @@ static double pi_v2(int64_t terms)
         da += step;
         db += step;
     }
-    return finish(k, (a[0] + a[1]) + (b[0] + b[1]), terms);
+    return tdm_k__pi_tail(k, (a[0] + a[1]) + (b[0] + b[1]), terms);
 }
 
 #if defined(__x86_64__)
@@ -65,7 +55,7 @@ __attribute__((target("avx2"))) static double pi_avx2(int64_t terms)
         s += one / d - one / (d + two);
         d += step;
     }
-    return finish(k, (s[0] + s[1]) + (s[2] + s[3]), terms);
+    return tdm_k__pi_tail(k, (s[0] + s[1]) + (s[2] + s[3]), terms);
 }
 #endif
 

@@ -126,8 +126,19 @@ static int child_pi(void *arg)
 {
     const char *isa = arg;
     setenv("TDM_SIMD", isa, 1);
-    if (strcmp(tdm__pi_cpu_isa(), isa) != 0 && strcmp(isa, "avx2") != 0)
-        return 1; /* (avx2 where the CPU has it; capped below otherwise) */
+    /* the lanes asked for: AVX2 where the CPU has it (capped to SSE2 otherwise); off x86-64,
+     * the compiler's 128-bit vectors for sse2 and avx2 */
+    const char *lanes = isa;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (!strcmp(isa, "avx2") && !__builtin_cpu_supports("avx2"))
+        lanes = "sse2";
+#else
+    if (strcmp(isa, "scalar") != 0)
+        lanes = "vector128";
+#endif
+    if (strcmp(tdm__pi_cpu_isa(), lanes) != 0)
+        return 1;
     enum { NP = 203 };
     static int64_t terms[NP];
     static double want[NP], got[NP];

@@ -8,6 +8,7 @@
 
 #if TDM_HAVE_OPENCL
 #include <math.h>
+#include <string.h>
 
 #include <CL/cl.h>
 
@@ -439,8 +440,10 @@ static void test_pi_leibniz(void **state)
     build();
     if (!has_fp64())
         skip();
-    enum { N = 6 };
-    int64_t terms[N] = {0, 1, 2, 3, 1000, 100001};
+    enum { N = 22 };
+    /* (every tail of the kernel's step of 8 terms, and counts far past it) */
+    int64_t terms[N] = {0, 1,  2,  3,  1000, 100001, 4,  5,  6,  7,  8,
+                        9, 10, 11, 12, 13,   14,     15, 16, 17, -3, 1000003};
     double y[N], zero[N] = {0};
     cl_mem bt = buf_in(terms, sizeof terms), by = buf_out(zero, sizeof zero);
     cl_kernel k = kernel("tdm_pi_leibniz");
@@ -456,6 +459,13 @@ static void test_pi_leibniz(void **state)
     for (int i = 0; i < N; i++)
         check_near("pi_leibniz", i, y[i], pi_reference(terms[i]), 1e-12, 1e-11);
     assert_true(fabs(y[5] - M_PI) < 4.0 / (2.0 * 100001 + 1));
+    /* the same operations in the same order as the C build (OpenCL's fp64 division is
+     * correctly rounded, and nothing here multiplies): bit for bit */
+    for (int i = 0; i < N; i++) {
+        double c = tdm_k_pi_leibniz(terms[i]);
+        if (memcmp(&c, &y[i], sizeof c) != 0)
+            fail_msg("pi_leibniz, %lld terms: OpenCL %.17g, C %.17g", (long long)terms[i], y[i], c);
+    }
 
     /* one count for every item, NULL terms_in */
     arg(k, 0, sizeof(cl_mem), NULL);
