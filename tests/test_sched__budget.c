@@ -805,6 +805,39 @@ static void test_devices_join_a_long_first_map(void **state)
     assert_true(items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0);
 }
 
+/* A long map the stored model opens the devices for (the CPU's figure says the threads need
+ * the bar or more: 16000 items at 1.5e5 ns each on two threads, 1.2 s, about what they take
+ * here) starts on the CPU threads, the devices open in the background, and a device joins that
+ * same map (PoCL in CI), as in a first map with nothing stored. Before, such a map waited for
+ * the open (70 ms for PoCL). */
+static void test_devices_join_a_map_the_model_opened_them_for(void **state)
+{
+    (void)state;
+    budget_log log;
+    tdm_report r;
+    enum { ITEMS = 16000 };
+    /* (a cold PoCL cache can make the build outlast the map: then it runs again) */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        char *d = model_dir();
+        seed_model(d, "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\n");
+        log = (budget_log){0};
+        r = (tdm_report)TDM_REPORT_INIT;
+        tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
+        pi_map_check(rt, TDM_POLICY_AUTO, ITEMS, LONG_TERMS, 2e-5, TDM_MEM_HOST, &r);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        rm_dir(d);
+        if (log.bg_opened == 0 ||
+            items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0)
+            break;
+    }
+    assert_int_equal(log.bg_asked, 1);
+    assert_int_equal(items_of(&r, TDM_BACKEND_CPU_THREADS) + items_of(&r, TDM_BACKEND_OPENCL) +
+                         items_of(&r, TDM_BACKEND_CUDA),
+                     ITEMS);
+    devices_opened_in_the_background(&log);
+    assert_true(items_of(&r, TDM_BACKEND_OPENCL) + items_of(&r, TDM_BACKEND_CUDA) > 0);
+}
+
 /* Maps too short to pay for the devices' set-up leave them closed, and count toward it: on a
  * fresh runtime, AUTO pi maps of about 0.15 s each on two threads (nothing stored) leave the
  * devices closed, the first by its own first batches, the next ones by the CPU's figure the
@@ -824,7 +857,7 @@ static void test_short_maps_add_up_to_open_the_devices(void **state)
     for (int m = 0; m < 40 && opened_at < 0; m++) {
         tdm_report r = TDM_REPORT_INIT;
         int closed = log.bg_closed;
-        pi_map_check(rt, TDM_POLICY_AUTO, 2000, 100000, 2e-5, TDM_MEM_HOST, &r);
+        pi_map_check(rt, TDM_POLICY_AUTO, 2000, LONG_TERMS, 2e-5, TDM_MEM_HOST, &r);
         if (log.bg_asked > 0 || workers_of(&r, TDM_BACKEND_OPENCL) ||
             workers_of(&r, TDM_BACKEND_CUDA))
             opened_at = m;
@@ -856,14 +889,14 @@ static void test_refused_map_adds_nothing_to_the_bar(void **state)
     char *d = model_dir();
     budget_log log = {0};
     tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);
-    pi_map_check(rt, TDM_POLICY_AUTO, 200, 100000, 2e-5, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_AUTO, 200, LONG_TERMS, 2e-5, TDM_MEM_HOST, NULL);
     assert_int_equal(log.bg_asked, 0);
     int closed = log.bg_closed;
     long long count = atomic_load(&rt->closed_cpu_ns);
     int64_t n = 200;
     tdm_tensor *y;
     assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
-    tdm_pi_params p = {100000};
+    tdm_pi_params p = {LONG_TERMS};
     tdm_map_opts o = opts(TDM_POLICY_AUTO);
     o.batch_size = -5;
     assert_int_equal(tdm_map(rt, "pi_leibniz", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), TDM_EINVAL);
@@ -1039,6 +1072,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_left_closed_for_a_short_map),
         cmocka_unit_test(test_devices_opened_when_model_says_faster),
         cmocka_unit_test(test_devices_opened_for_a_map_that_computes_long),
+        cmocka_unit_test(test_devices_join_a_map_the_model_opened_them_for),
         cmocka_unit_test(test_streamed_map_leaves_the_devices_closed),
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_far_device_explores_beside_the_threads),

@@ -177,6 +177,9 @@ static void on_log(void *user, unsigned flag, const char *line)
  * the map. Returns the OpenCL devices on the host's cores the runtime has. */
 #define FIRST_ITEMS 32000
 #define FIRST_TERMS 400000
+/* The other pi maps' terms per item: 1.5e5 ns per item on one thread here (pi_leibniz v2,
+ * whose four running sums run in AVX2 lanes; v1 took 100000 terms for that). */
+#define PI_TERMS 400000
 static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();
@@ -588,7 +591,7 @@ static bool host_device_key(char *key, size_t len)
     return key[0] != '\0';
 }
 
-/* `maps` AUTO pi maps of `items` items of 100000 terms (4000: about 0.3 s on two threads) on
+/* `maps` AUTO pi maps of `items` items of PI_TERMS terms (4000: about 0.3 s on two threads) on
  * two threads, the devices open, over a stored model of the threads (1.5e5 ns per item each,
  * about their speed: a stored figure within 8x of what they measure stays) and of the host-CPU
  * device `key` (dev_tpi ns per item from `samples` batches, `passed` maps run without it
@@ -613,7 +616,7 @@ static int maps_with_device_figure(const char *key, double dev_tpi, int samples,
      * nothing: with a cold PoCL cache a build can outlast a map of this length) */
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
     for (int m = 0; m < maps; m++)
-        pi_map_check(rt, TDM_POLICY_AUTO, items, 100000, 1e-4, TDM_MEM_HOST,
+        pi_map_check(rt, TDM_POLICY_AUTO, items, PI_TERMS, 1e-4, TDM_MEM_HOST,
                      m == maps - 1 ? last : NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     tdm__costmodel *cm = NULL;
@@ -804,7 +807,7 @@ static void test_device_alone_map_teaches_the_model(void **state)
         skip(); /* no OpenCL device on the host's cores */
     }
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL);
-    pi_map_check(rt, TDM_POLICY_ROUND_ROBIN, 2000, 100000, 1e-4, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_ROUND_ROBIN, 2000, PI_TERMS, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     int n = 0, entries = 0;
     assert_true(stored(d, "pi_leibniz.v2", key, &n, &entries) == 0);
@@ -816,7 +819,7 @@ static void test_device_alone_map_teaches_the_model(void **state)
     setenv("TDM_DEVICE_ENOMEM_AT_FINISH", "1", 1);
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     tdm_report r = TDM_REPORT_INIT;
-    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, PI_TERMS, 1e-4, TDM_MEM_HOST, &r);
     unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_true(r.fallback_batches > 0);
@@ -894,7 +897,7 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
         tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
         pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (build) */
         r = (tdm_report)TDM_REPORT_INIT;
-        pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 100000, 1e-4, TDM_MEM_HOST, &r);
+        pi_map_check(rt, TDM_POLICY_OPENCL, 2000, PI_TERMS, 1e-4, TDM_MEM_HOST, &r);
         alone = device_tpi(rt, key, &r, 2000);
         assert_int_equal(tdm_runtime_close(rt), 0);
         rm_dir(d);
@@ -908,7 +911,7 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
         rt = sched_open(d, NULL, 2, 0, on_log, &lg);
         pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (build) */
         r = (tdm_report)TDM_REPORT_INIT;
-        pi_map_check(rt, TDM_POLICY_AUTO, 4000, 100000, 1e-4, TDM_MEM_HOST, &r);
+        pi_map_check(rt, TDM_POLICY_AUTO, 4000, PI_TERMS, 1e-4, TDM_MEM_HOST, &r);
         assert_int_equal(tdm_runtime_close(rt), 0);
         dev_batches = 0;
         for (int w = 0; w < r.n_workers; w++)

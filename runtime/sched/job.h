@@ -145,7 +145,8 @@ typedef struct tdm__job {
     bool devices_skipped;   /* AUTO left the devices closed: the stored model says they lose */
     bool lazy_devices;      /* devices still closed at creation may join (workers past the pool's
                              * kept for their drivers; see tdm__map_job_lazy_devices) */
-    bool lazy_open_now;     /* ...and its first CPU decision opens them (the stored model asks) */
+    bool lazy_open_now;     /* ...and its first CPU decision opens them (the stored model, or a
+                             * map of 1 GiB, asks: wants_devices in map.c) */
     atomic_llong bytes_to_device, bytes_from_device;
     tdm__wstat *ws; /* = d->ws */
     uint64_t t_start, t_end;

@@ -723,10 +723,15 @@ static void maybe_open_devices(tdm__job *job, int w)
     tdm_backend_kind mine = s->lanes[w].kind;
     if (mine != TDM_BACKEND_CPU_THREADS && mine != TDM_BACKEND_CPU_PROCS)
         return;
-    if (job->lazy_open_now) { /* (decided by the map's set-up, from the stored model) */
+    if (job->lazy_open_now) { /* (decided by the map's set-up: "the map asks for the devices") */
         int none = 0;
-        if (atomic_compare_exchange_strong(&s->lazy_asked, &none, 1))
-            tdm__devices_open_async(job->rt);
+        if (!atomic_compare_exchange_strong(&s->lazy_asked, &none, 1))
+            return;
+        if (job->rt->debug & TDM_DEBUG_SCHED)
+            tdm__log(job->rt, TDM_DEBUG_SCHED,
+                     "sched %s: the devices open in the background as the map starts on the CPU",
+                     job->what);
+        tdm__devices_open_async(job->rt);
         return;
     }
     if (s->lanes[w].est.count < TDM__LAZY_MIN_BATCHES)

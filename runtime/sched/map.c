@@ -396,18 +396,19 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     }
     if (want != DEV_NO && tdm__jsched_skip_devices(rt, k))
         return DEV_SKIPPED;
-    /* Opened for a stored model's reason, they open in the background as the map starts on
-     * the CPU, which knows how to run it (opened before it, PoCL's open kept a 0.5 s pi map
-     * from starting for 70 ms): a lazy job, which the devices join as they come. */
+    /* Opened for the stored model's reason (or a map of 1 GiB with nothing stored), they open
+     * in the background as the map starts on the CPU (opened before it, PoCL's open kept a
+     * 0.5 s pi map from starting for 70 ms): a lazy job, which the devices join as they come.
+     * Share caps and keep_on_device still open them first (the cases above and the lazy
+     * condition below). */
     bool lazy_now = want == DEV_OPEN && !streaming &&
                     !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 && !rt->devices;
     if (lazy_now)
         want = DEV_LAZY_NOW;
     if (want == DEV_OPEN && !rt->devices && say)
         tdm__log(rt, TDM_DEBUG_SCHED, "sched %s: %s: the devices open", k->def.name, why);
-    if (want == DEV_LAZY_NOW && say)
-        tdm__log(rt, TDM_DEBUG_SCHED,
-                 "sched %s: %s: the devices open in the background as the map starts on the CPU",
+    if (want == DEV_LAZY_NOW && say) /* (its first CPU decision asks: tdm__jsched) */
+        tdm__log(rt, TDM_DEBUG_SCHED, "sched %s: %s: the map asks for the devices as it starts",
                  k->def.name, why);
     return want;
 }

@@ -104,6 +104,7 @@ int tdm__map_place(tdm__job *job, const char *fn, bool has_cpu, bool proc_safe,
     bool dev_ok = !why_no_dev && !job->streaming;
     job->lazy_devices = job->lazy_devices && dev_ok && job->opts.policy == TDM_POLICY_AUTO &&
                         !rt->devices && tdm__map_job_lazy_devices(job);
+    job->lazy_open_now = job->lazy_open_now && job->lazy_devices;
     dev_ok = dev_ok && (tdm__devices_live(rt) > 0 || job->lazy_devices);
     switch (job->opts.policy) {
     case TDM_POLICY_AUTO:
