@@ -147,18 +147,18 @@ int main(int argc, char **argv)
     double m_kernel = bench_median(t_kernel, reps);
     double m_map = bench_median(t_map, reps);
     double m_for = bench_median(t_for, reps);
-    printf("\n   %-30s %9s %9s %13s\n", "variant", "wall", "speedup", "per core");
-    printf("   %-30s %7.3f s %8.2fx %13s   (min %.3f, max %.3f)\n", "serial C loop", m_serial, 1.0,
+    printf("\n   %-34s %9s %9s %13s\n", "variant", "wall", "speedup", "per core");
+    printf("   %-34s %7.3f s %8.2fx %13s   (min %.3f, max %.3f)\n", "serial C loop", m_serial, 1.0,
            "-", mn, mx);
     char kl[48];
     snprintf(kl, sizeof kl, "serial, the kernel's code (%s)", tdm__pi_cpu_isa());
-    printf("   %-30s %7.3f s %9s %13s   (4x the terms; tdm_map's baseline)\n", kl, m_kernel, "-",
+    printf("   %-34s %7.3f s %9s %13s   (4x the terms; tdm_map's baseline)\n", kl, m_kernel, "-",
            "-");
-    printf("   %-30s %7.3f s %8.2fx %13.3f   (vs the kernel's code serially; batches %" PRId64
+    printf("   %-34s %7.3f s %8.2fx %13.3f   (vs the kernel's code serially; batches %" PRId64
            "..%" PRId64 " items)\n",
            "tdm_map(pi_leibniz)", m_map, m_kernel / m_map, m_kernel / m_map / cores,
            rep.batch_size_min, rep.batch_size);
-    printf("   %-30s %7.3f s %8.2fx %13.3f\n", "tdm_parallel_for(C function)", m_for,
+    printf("   %-34s %7.3f s %8.2fx %13.3f\n", "tdm_parallel_for(C function)", m_for,
            m_serial / m_for, m_serial / m_for / cores);
     printf("\n   seed anchors: joblib 8 jobs ~5x on 8 cores (0.62/core); 2 workers here: "
            "batched 2.01x (1.00/core), tqdm_batch 1.67x (0.84/core)\n");
