@@ -76,30 +76,35 @@ static int pi_level(void)
 #endif
 }
 
+/* The scalar code, for the table below. */
+static double pi_scalar(int64_t terms)
+{
+    return tdm_k_pi_leibniz(terms);
+}
+
+/* One item's code at each level of pi_level(). */
+static double (*const pi_one[3])(int64_t) = {
+    pi_scalar,
+#if TDM__PI_VECTORS
+    pi_v2,
+#if defined(__x86_64__)
+    pi_avx2,
+#else
+    pi_v2, /* (never picked: pi_level() is at most 1 here) */
+#endif
+#else
+    pi_scalar, pi_scalar, /* (never picked: pi_level() is 0 here) */
+#endif
+};
+
 void tdm__pi_leibniz_cpu(const int64_t *terms_in, int64_t terms, double *y, int64_t n)
 {
-    int level = pi_level();
-    (void)level; /* (without vector types: the scalar code only) */
-    for (int64_t i = 0; i < n; i++) {
-        int64_t t = terms_in ? terms_in[i] : terms;
-#if TDM__PI_VECTORS
-#if defined(__x86_64__)
-        if (level == 2) {
-            y[i] = pi_avx2(t);
-            continue;
-        }
-#endif
-        if (level == 1) {
-            y[i] = pi_v2(t);
-            continue;
-        }
-#endif
-        y[i] = tdm_k_pi_leibniz(t);
-    }
+    double (*one)(int64_t) = pi_one[pi_level()];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = one(terms_in ? terms_in[i] : terms);
 }
 
 const char *tdm__pi_cpu_isa(void)
 {
-    int k = pi_level();
-    return k == 2 ? "avx2" : tdm__simd_level_name(k);
+    return tdm__simd_level_name(pi_level()); /* (pi's levels are simd_isa.h's first three) */
 }

@@ -339,6 +339,11 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
         if (cpu < 1.0 - 1e-9)
             return DEV_OPEN;
     }
+    /* A lazy job (the map starts on the CPU; devices join it as they open) needs the devices
+     * still closed, a job the devices may run (not streamed, not kept on a device) and no share
+     * caps (those open the devices first, above). */
+    bool lazy_ok = !streaming && !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 &&
+                   !rt->devices;
     uint64_t bytes = 0;
     for (int i = 0; i < n_in + n_out; i++) {
         const tdm_tensor *t = i < n_in ? (inputs ? inputs[i] : NULL) : outputs[i - n_in];
@@ -388,22 +393,15 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
                      "nothing stored of the CPU's speed, and the map moves %.1f MiB",
                      (double)bytes / (1 << 20));
     } else {
-        /* Lazy lanes need the devices still closed, a job the devices may run (not streamed,
-         * not kept on a device) and no share caps (those opened the devices above). */
-        bool lazy = !streaming && !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 &&
-                    !rt->devices;
-        want = lazy ? DEV_LAZY : DEV_NO;
+        want = lazy_ok ? DEV_LAZY : DEV_NO;
     }
     if (want != DEV_NO && tdm__jsched_skip_devices(rt, k))
         return DEV_SKIPPED;
     /* Opened for the stored model's reason (or a map of 1 GiB with nothing stored), they open
      * in the background as the map starts on the CPU (opened before it, PoCL's open kept a
      * 0.5 s pi map from starting for 70 ms): a lazy job, which the devices join as they come.
-     * Share caps and keep_on_device still open them first (the cases above and the lazy
-     * condition below). */
-    bool lazy_now = want == DEV_OPEN && !streaming &&
-                    !(tdm__share_capped(o) || o->keep_on_device) && rt->threads > 0 && !rt->devices;
-    if (lazy_now)
+     * Share caps and keep_on_device still open them first (lazy_ok). */
+    if (want == DEV_OPEN && lazy_ok)
         want = DEV_LAZY_NOW;
     if (want == DEV_OPEN && !rt->devices && say)
         tdm__log(rt, TDM_DEBUG_SCHED, "sched %s: %s: the devices open", k->def.name, why);
