@@ -484,6 +484,17 @@ static int cpu_pi(const tdm_kernel_args *a)
     return 0;
 }
 
+/* pi_leibniz's work per item: its terms (params.terms; a map with the terms input usually
+ * passes 0 there: no work class). */
+static double work_pi(const void *params, size_t params_size)
+{
+    tdm_pi_params p;
+    if (!params || params_size != sizeof p)
+        return 0;
+    memcpy(&p, params, sizeof p);
+    return (double)p.terms;
+}
+
 /* ---- registration ------------------------------------------------------------------------- */
 
 typedef struct builtin {
@@ -493,18 +504,20 @@ typedef struct builtin {
     size_t params_size;
     tdm_kernel_infer_fn infer;
     tdm_kernel_cpu_fn cpu;
+    tdm_kernel_work_fn work; /* NULL: its items cost alike in every call */
 } builtin;
 
 static const builtin builtins[] = {
-    {"exp_sinh", 1, 1, 1, 0, infer_exp_sinh, cpu_exp_sinh},
-    {"axpy", 1, 2, 2, sizeof(tdm_axpy_params), infer_axpy, cpu_axpy},
-    {"scale_shift", 1, 1, 1, sizeof(tdm_scale_shift_params), infer_scale_shift, cpu_scale_shift},
-    {"sum", 1, 1, 1, 0, infer_sum, cpu_sum},
-    {"mean", 1, 1, 1, 0, infer_mean, cpu_mean},
-    {"sumsq", 1, 1, 1, 0, infer_sumsq, cpu_sumsq},
-    {"normalize_u8", 1, 1, 2, sizeof(tdm_normalize_params), infer_normalize, cpu_normalize},
+    {"exp_sinh", 1, 1, 1, 0, infer_exp_sinh, cpu_exp_sinh, NULL},
+    {"axpy", 1, 2, 2, sizeof(tdm_axpy_params), infer_axpy, cpu_axpy, NULL},
+    {"scale_shift", 1, 1, 1, sizeof(tdm_scale_shift_params), infer_scale_shift, cpu_scale_shift,
+     NULL},
+    {"sum", 1, 1, 1, 0, infer_sum, cpu_sum, NULL},
+    {"mean", 1, 1, 1, 0, infer_mean, cpu_mean, NULL},
+    {"sumsq", 1, 1, 1, 0, infer_sumsq, cpu_sumsq, NULL},
+    {"normalize_u8", 1, 1, 2, sizeof(tdm_normalize_params), infer_normalize, cpu_normalize, NULL},
     /* 2: the four running sums (builtin_kernels.h); 1 summed the pairs in one */
-    {"pi_leibniz", 2, 0, 1, sizeof(tdm_pi_params), infer_pi, cpu_pi},
+    {"pi_leibniz", 2, 0, 1, sizeof(tdm_pi_params), infer_pi, cpu_pi, work_pi},
 };
 
 int tdm__register_builtin_kernels(tdm_runtime *rt)
@@ -520,6 +533,7 @@ int tdm__register_builtin_kernels(tdm_runtime *rt)
         def.params_size = b->params_size;
         def.infer = b->infer;
         def.cpu = b->cpu;
+        def.work = b->work;
         def.source = tdm__builtin_kernel_source;
         def.dev = tdm__builtin_dev_fn(b->name);
         int rc = tdm_kernel_register(rt, &def);

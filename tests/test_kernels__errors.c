@@ -2,6 +2,10 @@
 /* kernels: every error path of the built-ins (each leaving the output untouched), unknown
  * kernels, user kernels and their registration, kernel names and lookups. */
 #include "kernels_common.h"
+#include "seam.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 static void test_exp_sinh_bad_dtype(void **state)
 {
@@ -427,6 +431,17 @@ static void test_register_errors(void **state)
     d.size = sizeof d;
     d.version = 99;
     expect_register(rt, &d, TDM_EINVAL);
+    /* a def from before its `work` field (a program built against that header): accepted, and
+     * whatever lies past its size is not read (work: NULL); a byte short of that is not */
+    d = good;
+    d.name = "before_work";
+    d.size = (uint32_t)offsetof(tdm_kernel_def, work) - 1;
+    expect_register(rt, &d, TDM_EINVAL);
+    d.size = (uint32_t)offsetof(tdm_kernel_def, work);
+    d.work = (tdm_kernel_work_fn)(uintptr_t)1; /* (garbage past the caller's struct) */
+    expect_register(rt, &d, 0);
+    assert_true(tdm_kernel_exists(rt, "before_work"));
+    assert_null(tdm__kernel_def(rt, "before_work")->work);
     d = good;
     d.name = "bad_counts";
     d.n_in_min = 2;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sched_test_util.h"
@@ -214,6 +215,100 @@ static void test_cpu_maps_teach_the_model(void **state)
     rm_dir(d);
 }
 
+/* The stored ns per item of `key`'s entry on lane "cpu" in the model text (0: none). */
+static double cpu_figure(const char *text, const char *key)
+{
+    char head[128];
+    snprintf(head, sizeof head, "%s\tcpu\t", key);
+    const char *p = strstr(text, head);
+    if (!p || (p != text && p[-1] != '\n'))
+        return 0;
+    int cls;
+    double tpi;
+    return sscanf(p + strlen(head), "%d\t%lf", &cls, &tpi) == 2 ? tpi : 0;
+}
+
+typedef struct {
+    double work;
+} work_params;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A kernel whose items cost about `work` x 100 ns (spinning on the clock), and says so. */
+static int spin_cpu(const tdm_kernel_args *a)
+{
+    work_params p;
+    memcpy(&p, a->params, sizeof p);
+    double *y = a->out[0];
+    for (int64_t i = 0; i < a->end - a->begin; i++) {
+        double t0 = now_s(), spin = (isfinite(p.work) && p.work > 0 ? p.work : 1) * 1e-7;
+        while (now_s() - t0 < spin)
+            ;
+        y[i] = p.work;
+    }
+    return 0;
+}
+
+static double spin_work(const void *params, size_t params_size)
+{
+    work_params p;
+    memcpy(&p, params, params_size < sizeof p ? params_size : sizeof p);
+    return p.work;
+}
+
+/* pi_leibniz keeps its figures per power of 2 of its terms (its kernel's work function: the
+ * model's key ends ".w<k>"): a map of 1000 terms per item and one of 64000 store two entries,
+ * 64x apart in time per item, and neither map reads the other's. Before, both were kept as one
+ * kernel's, and a map of 64x the terms started from the other's time per item. A kernel
+ * registered with a work function is keyed the same way, and one whose work function answers
+ * no figure (NaN) has the kernel's one entry. */
+static void test_model_keeps_figures_per_work_class(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, "cpu");
+    pi_map_check(rt, TDM_POLICY_AUTO, 8192, 1000, 2e-3, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_AUTO, 512, 64000, 2e-4, TDM_MEM_HOST, NULL);
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "spin";
+    def.n_in_min = def.n_in_max = 0;
+    def.n_out = 1;
+    def.params_size = sizeof(work_params);
+    def.cpu = spin_cpu;
+    def.work = spin_work;
+    assert_int_equal(tdm_kernel_register(rt, &def), 0);
+    const double works[] = {3, NAN};
+    for (int i = 0; i < 2; i++) {
+        int64_t n = 4096;
+        tdm_tensor *y = NULL;
+        assert_int_equal(tdm_tensor_empty(rt, TDM_F64, 1, &n, TDM_MEM_HOST, &y), 0);
+        work_params p = {works[i]};
+        tdm_map_opts o = opts(TDM_POLICY_AUTO);
+        assert_int_equal(tdm_map(rt, "spin", NULL, 0, &y, 1, &p, sizeof p, &o, NULL), 0);
+        tdm_tensor_release(y);
+    }
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    char path[600];
+    model_file(d, path, sizeof path);
+    char *text = slurp(path);
+    double light = cpu_figure(text, "pi_leibniz.v2.w10"),
+           heavy = cpu_figure(text, "pi_leibniz.v2.w16");
+    if (!(light > 0 && heavy > 0))
+        fail_msg("no entry per terms in the model:\n%s", text);
+    assert_true(cpu_figure(text, "pi_leibniz.v2") == 0); /* (no entry without a class) */
+    /* 64x the terms: 64x the time per item, give or take a busy machine's noise */
+    if (!(heavy > 16 * light))
+        fail_msg("1000 terms: %g ns per item, 64000: %g", light, heavy);
+    assert_true(cpu_figure(text, "spin.v1.w2") > 0); /* 3: nearest 2^2 */
+    assert_true(cpu_figure(text, "spin.v1") > 0);    /* NaN: no class */
+    free(text);
+    rm_dir(d);
+}
+
 /* A directory that cannot be written only means the model is not kept; "off" keeps nothing. */
 static void test_model_dir_unwritable_or_off(void **state)
 {
@@ -377,6 +472,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_model_saved_second_run_calibrated),
         cmocka_unit_test(test_cpu_maps_teach_the_model),
         cmocka_unit_test(test_model_dir_unwritable_or_off),
+        cmocka_unit_test(test_model_keeps_figures_per_work_class),
         cmocka_unit_test(test_share_cap_respected),
         cmocka_unit_test(test_share_caps_open_the_devices),
         cmocka_unit_test(test_named_and_round_robin_policies),

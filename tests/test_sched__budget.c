@@ -337,23 +337,24 @@ static bool model_holds(const char *dir, const char *text)
     return holds;
 }
 
-/* A stored figure far off what the map measures (stored for other parameters: pi_leibniz of a
- * few terms per item, 4.56 ns per item, the entry a user's model really held, against items
- * of 20000 terms): the threads' batches stay small while the stored figure is not borne out
- * (at most an eighth of a fair share: 1024 items, 2 lanes, 64), two batches show it stale, the
- * map measures afresh, and the entry is forgotten at close. Trusted, the stored figure gave a
- * thread half its share (256 items) in its first batch, and kept seeding later maps. */
+/* A stored figure far off what the map measures (4.56 ns per item, the entry a user's model
+ * really held for pi_leibniz of a few terms per item before its figures were kept per power of
+ * 2 of its terms, stored here under the key of these items' 20000 terms): the threads' batches stay
+ * small while the stored figure is not borne out (at most an eighth of a fair share: 1024 items, 2
+ * lanes, 64), two batches show it stale, the map measures afresh, and the entry is forgotten at
+ * close. Trusted, the stored figure gave a thread half its share (256 items) in its first batch,
+ * and kept seeding later maps. */
 static void test_stale_stored_model_measured_afresh_and_forgotten(void **state)
 {
     (void)state;
     char *d = model_dir();
-    seed_model(d, "pi_leibniz.v2\tcpu\t7\t4.56392\t31.3627\t16024\n");
+    seed_model(d, "pi_leibniz.v2.w14\tcpu\t7\t4.56392\t31.3627\t16024\n");
     stale_log log = {0};
     pi_map_1t1p(d, &log, 1024, 20000, NULL);
     assert_true(log.stale >= 1);
     assert_true(log.cpu_max > 0 && log.cpu_max <= 64);
     assert_false(model_holds(d, "\t4.56392\t"));
-    assert_true(model_holds(d, "pi_leibniz.v2\tcpu\t")); /* what it measured */
+    assert_true(model_holds(d, "pi_leibniz.v2.w14\tcpu\t")); /* what it measured */
     rm_dir(d);
 }
 
@@ -373,7 +374,7 @@ static void test_cpu_lane_held_back_by_a_stale_figure_checks_it(void **state)
         skip();
     char *d = model_dir();
     for (int rep = 0; rep < 5; rep++) {
-        seed_model(d, "pi_leibniz.v2\tprocs\t3\t1e12\t39\t1000\n");
+        seed_model(d, "pi_leibniz.v2.w13\tprocs\t3\t1e12\t39\t1000\n");
         stale_log log = {0};
         tdm_report r = TDM_REPORT_INIT;
         pi_map_1t1p(d, &log, 12000, 10000, &r);
@@ -612,7 +613,7 @@ static void test_devices_opened_for_a_map_that_computes_long(void **state)
     assert_int_equal(log.bg_asked, 0);
     assert_int_equal(log.bg_opened, 0);
     log = (budget_log){0};
-    pi_map_on_model("pi_leibniz.v2\tcpu\t0\t50000000\t200\t100\n", &log);
+    pi_map_on_model("pi_leibniz.v2.w10\tcpu\t0\t50000000\t200\t100\n", &log);
     devices_opened_in_the_background(&log);
 }
 
@@ -819,7 +820,7 @@ static void test_devices_join_a_map_the_model_opened_them_for(void **state)
     /* (a cold PoCL cache can make the build outlast the map: then it runs again) */
     for (int attempt = 0; attempt < 3; attempt++) {
         char *d = model_dir();
-        seed_model(d, "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\n");
+        seed_model(d, "pi_leibniz.v2.w19\tcpu\t0\t1.5e5\t200\t100\n");
         log = (budget_log){0};
         r = (tdm_report)TDM_REPORT_INIT;
         tdm_runtime *rt = open_rt(d, &log, NULL, 2, 0);

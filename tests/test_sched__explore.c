@@ -23,6 +23,7 @@
 #include "sched/costmodel.h"
 #include "sched/job_sched.h"
 #include "sched/sched_model.h"
+#include "seam.h"
 
 /* ---- wrappers ------------------------------------------------------------------------------ */
 
@@ -180,6 +181,9 @@ static void on_log(void *user, unsigned flag, const char *line)
 /* The other pi maps' terms per item: 1.5e5 ns per item on one thread here (pi_leibniz v2,
  * whose four running sums run in AVX2 lanes; v1 took 100000 terms for that). */
 #define PI_TERMS 400000
+/* Their key in the stored model: pi_leibniz keeps its figures per power of 2 of its terms
+ * (tdm__cm_map_key: 400000 terms are nearest 2^19). */
+#define PI_KEY "pi_leibniz.v2.w19"
 static int first_pi_map(explore_log *log, tdm_report *r)
 {
     char *d = model_dir();
@@ -605,8 +609,8 @@ static int maps_with_device_figure(const char *key, double dev_tpi, int samples,
     char *d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
-             "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v2\t%s\t0\t%g\t50000\t%d\t%d\n",
-             key, dev_tpi, samples, passed);
+             PI_KEY "\tcpu\t0\t1.5e5\t200\t100\n" PI_KEY "\t%s\t0\t%g\t50000\t%d\t%d\n", key,
+             dev_tpi, samples, passed);
     seed_model(d, lines);
     *log = (explore_log){0};
     tdm_runtime *rt = sched_open(d, NULL, 2, 0, on_log, log);
@@ -621,9 +625,9 @@ static int maps_with_device_figure(const char *key, double dev_tpi, int samples,
     assert_int_equal(tdm_runtime_close(rt), 0);
     tdm__costmodel *cm = NULL;
     assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
-    int after = tdm__cm_passed(cm, "pi_leibniz.v2", key);
+    int after = tdm__cm_passed(cm, PI_KEY, key);
     int n = 0;
-    tdm__cm_get(cm, "pi_leibniz.v2", key, NULL, &n);
+    tdm__cm_get(cm, PI_KEY, key, NULL, &n);
     if (samples_after)
         *samples_after = n;
     assert_int_equal(tdm__cm_close(cm), 0);
@@ -728,7 +732,7 @@ static void test_close_call_measured_again_in_a_map(void **state)
     assert_int_equal(log.dev_exp, 0);
 }
 
-/* The stored figure of `lane` for `kernel` (e.g. "pi_leibniz.v2") in dir's model (0: none);
+/* The stored figure of `lane` for `kernel` (e.g. PI_KEY) in dir's model (0: none);
  * *n its count of batches, *entries the lane's entries (size classes). */
 static double stored(const char *dir, const char *kernel, const char *lane, int *n, int *entries)
 {
@@ -779,6 +783,11 @@ static double device_tpi(tdm_runtime *rt, const char *key, const tdm_report *r, 
     return busy / (double)items;
 }
 
+/* The terms of the device-alone maps below, and their key in the stored model (300000 terms
+ * are nearest 2^18). */
+#define TEACH_TERMS 300000
+#define TEACH_KEY "pi_leibniz.v2.w18"
+
 /* A map on the devices alone teaches the stored model the device's time per item (as a
  * CPU-only map teaches it the threads'), from the second map of its kernel on a runtime's
  * device. PoCL's cache of compiled kernels starts empty here (POCL_CACHE_DIR, a fresh
@@ -786,8 +795,8 @@ static double device_tpi(tdm_runtime *rt, const char *key, const tdm_report *r, 
  * exp_sinh and pi (64 items, one past 64 ms) teach nothing, nor does a round-robin map beside
  * the threads, nor one whose batches ran on the host (the device out of memory at its first
  * completion: TDM_DEVICE_ENOMEM_AT_FINISH), nor the first of two maps of 2000 pi items of
- * 300000 terms on a new runtime (0.4-1 s on two cores, 4 batches: 1750, 218, 28, 4 items);
- * the second stores the device at its time per item within 15%, counted as batches of 4 ms,
+ * TEACH_TERMS (300000) terms on a new runtime (0.4-1 s on two cores, 4 batches: 1750, 218, 28, 4
+ * items); the second stores the device at its time per item within 15%, counted as batches of 4 ms,
  * in one entry; a figure 3x off (from 100 batches) seeded in another size class is merged into (the
  * entry read: no second one), and the lane counts as run. */
 static void test_device_alone_map_teaches_the_model(void **state)
@@ -810,7 +819,7 @@ static void test_device_alone_map_teaches_the_model(void **state)
     pi_map_check(rt, TDM_POLICY_ROUND_ROBIN, 2000, PI_TERMS, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     int n = 0, entries = 0;
-    assert_true(stored(d, "pi_leibniz.v2", key, &n, &entries) == 0);
+    assert_true(stored(d, PI_KEY, key, &n, &entries) == 0);
     assert_int_equal(entries, 0);
     assert_true(stored(d, "exp_sinh.v1", key, &n, &entries) == 0);
     assert_int_equal(entries, 0);
@@ -823,19 +832,19 @@ static void test_device_alone_map_teaches_the_model(void **state)
     unsetenv("TDM_DEVICE_ENOMEM_AT_FINISH");
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_true(r.fallback_batches > 0);
-    assert_true(stored(d, "pi_leibniz.v2", key, &n, &entries) == 0);
+    assert_true(stored(d, PI_KEY, key, &n, &entries) == 0);
 
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
-    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, TEACH_TERMS, 1e-4, TDM_MEM_HOST, NULL);
     tdm__costmodel *cm = tdm__runtime_costmodel(rt); /* (the runtime's: saved as it closes) */
     assert_non_null(cm);
-    assert_true(tdm__cm_get(cm, "pi_leibniz.v2", key, NULL, NULL) == 0); /* (its first) */
+    assert_true(tdm__cm_get(cm, TEACH_KEY, key, NULL, NULL) == 0); /* (its first) */
     cm = NULL;
     r = (tdm_report)TDM_REPORT_INIT;
-    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, &r);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, TEACH_TERMS, 1e-4, TDM_MEM_HOST, &r);
     double tpi = device_tpi(rt, key, &r, 2000);
     assert_int_equal(tdm_runtime_close(rt), 0);
-    double got = stored(d, "pi_leibniz.v2", key, &n, &entries);
+    double got = stored(d, TEACH_KEY, key, &n, &entries);
     assert_int_equal(entries, 1);
     if (fabs(got - tpi) >= 0.15 * tpi)
         fail_msg("stored %.4g ns/item; the map ran at %.4g", got, tpi);
@@ -847,17 +856,17 @@ static void test_device_alone_map_teaches_the_model(void **state)
     d = model_dir();
     char lines[512];
     snprintf(lines, sizeof lines,
-             "pi_leibniz.v2\tcpu\t0\t1.5e5\t200\t100\npi_leibniz.v2\t%s\t2\t%g\t50000\t100\t5\n",
-             key, got * 3);
+             TEACH_KEY "\tcpu\t0\t1.5e5\t200\t100\n" TEACH_KEY "\t%s\t2\t%g\t50000\t100\t5\n", key,
+             got * 3);
     seed_model(d, lines);
     rt = sched_open(d, NULL, 2, 0, NULL, NULL);
     pi_map_check(rt, TDM_POLICY_OPENCL, 64, 1000, 2e-3, TDM_MEM_HOST, NULL); /* (its first) */
-    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, 300000, 1e-4, TDM_MEM_HOST, NULL);
+    pi_map_check(rt, TDM_POLICY_OPENCL, 2000, TEACH_TERMS, 1e-4, TDM_MEM_HOST, NULL);
     assert_int_equal(tdm_runtime_close(rt), 0);
     assert_int_equal(tdm__cm_open(NULL, d, &cm), 0);
-    assert_int_equal(tdm__cm_passed(cm, "pi_leibniz.v2", key), 0); /* (it ran) */
+    assert_int_equal(tdm__cm_passed(cm, TEACH_KEY, key), 0); /* (it ran) */
     assert_int_equal(tdm__cm_close(cm), 0);
-    double moved = stored(d, "pi_leibniz.v2", key, &n, &entries);
+    double moved = stored(d, TEACH_KEY, key, &n, &entries);
     assert_int_equal(entries, 1);
     /* (geometric, 64 against the map's: toward what the map ran at; 8x off, it would have
      * kept a class of its own) */
@@ -904,8 +913,8 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
         d = model_dir();
         char lines[512];
         snprintf(lines, sizeof lines,
-                 "pi_leibniz.v2\tcpu\t0\t%g\t200\t100\npi_leibniz.v2\t%s\t0\t%g\t50000\t100\t0\n",
-                 alone, key, alone / 3);
+                 PI_KEY "\tcpu\t0\t%g\t200\t100\n" PI_KEY "\t%s\t0\t%g\t50000\t100\t0\n", alone,
+                 key, alone / 3);
         seed_model(d, lines);
         lg = (explore_log){0};
         rt = sched_open(d, NULL, 2, 0, on_log, &lg);
@@ -929,11 +938,11 @@ static void test_auto_map_merges_into_the_entry_read(void **state)
     if (lg.bad_pick[0])
         fail_msg("a pick against the rule: \"%s\"", lg.bad_pick);
     int n = 0, entries = 0;
-    double tpi = stored(d, "pi_leibniz.v2", key, &n, &entries);
+    double tpi = stored(d, PI_KEY, key, &n, &entries);
     assert_int_equal(entries, 1);
     assert_true(tpi > 0 && tpi != alone / 3);
     assert_true(n > 100 || n == (dev_batches > 100 ? (int)dev_batches : 100) / 2);
-    stored(d, "pi_leibniz.v2", "cpu", &n, &entries);
+    stored(d, PI_KEY, "cpu", &n, &entries);
     assert_int_equal(entries, 1);
     rm_dir(d);
 }
@@ -969,6 +978,99 @@ static void test_model_put_read_merges_into_the_entry_read(void **state)
     assert_int_equal(tdm__cm_close(cm), 0);
 }
 
+/* A device's figure measured again by a later map that started from it (tdm__cm_put_confirm):
+ * within 1.5x of the entry read, from fewer than TDM__CM_SETTLED batches, two maps agree and
+ * the entry counts as settled, so a close call is not measured again in the next map (it is
+ * after TDM__CM_RECHECK maps without it); further off, merged as tdm__cm_put_read, still
+ * unsettled. The CPU's lanes are never settled this way (their count is only a weight). */
+static void test_model_two_maps_agreeing_settle_a_close_call(void **state)
+{
+    (void)state;
+    tdm__costmodel *cm = NULL;
+    assert_int_equal(tdm__cm_open(NULL, "off", &cm), 0);
+    int n = 0;
+    /* PoCL 2x slower than two threads of 5e5 ns per item each, from 4 batches: a close call */
+    tdm__cm_put_read(cm, "pi.v2", "opencl:x", 1, 5e5, 5e4, 4);
+    double tpi = tdm__cm_get(cm, "pi.v2", "opencl:x", NULL, &n);
+    assert_true(tdm__cm_close_unsettled(tpi, n, 0, 5e5, 2));
+    tdm__cm_put_confirm(cm, "pi.v2", "opencl:x", 2, 8e5, 5e4, 2); /* 1.6x: no */
+    tpi = tdm__cm_get(cm, "pi.v2", "opencl:x", NULL, &n);
+    assert_true(n < TDM__CM_SETTLED);
+    assert_true(tdm__cm_close_unsettled(tpi, n, 0, 5e5, 2));
+    tdm__cm_put_confirm(cm, "pi.v2", "opencl:x", 2, tpi * 1.4, 5e4, 2); /* 1.4x: agreed */
+    double settled = tdm__cm_get(cm, "pi.v2", "opencl:x", NULL, &n);
+    assert_int_equal(n, TDM__CM_SETTLED);
+    assert_false(tdm__cm_close_unsettled(settled, n, 0, 5e5, 2));
+    assert_true(tdm__cm_close_unsettled(settled, n, TDM__CM_RECHECK, 5e5, 2)); /* later */
+    tdm__cm_put_confirm(cm, "pi.v2", "opencl:x", 2, settled, 5e4, 3); /* (settled: merged) */
+    tdm__cm_get(cm, "pi.v2", "opencl:x", NULL, &n);
+    assert_int_equal(n, TDM__CM_SETTLED + 3);
+    tdm__cm_put_read(cm, "pi.v2", "cpu", 1, 5e5, 0, 4); /* the CPU's: a weight only */
+    tdm__cm_put_confirm(cm, "pi.v2", "cpu", 1, 5e5, 0, 2);
+    tdm__cm_get(cm, "pi.v2", "cpu", NULL, &n);
+    assert_int_equal(n, 6);
+    tdm__cm_put_confirm(cm, "pi.v2", "cuda:y", 1, 1e5, 0, 5); /* (none stored: put_read's) */
+    tdm__cm_get(cm, "pi.v2", "cuda:y", NULL, &n);
+    assert_int_equal(n, 5);
+    assert_int_equal(tdm__cm_close(cm), 0);
+}
+
+/* The kernel's work function's result for the key tests: *(const double *)params. */
+static double work_of_params(const void *params, size_t params_size)
+{
+    return params && params_size == sizeof(double) ? *(const double *)params : 0;
+}
+
+/* A map's key in the model (tdm__cm_map_key): the kernel's, and for a kernel with a work
+ * function, ".w<k>" with 2^k the power of 2 nearest its result, k clamped to -64..64; none for
+ * a result that is not finite and > 0, nor for a kernel without one. A buffer too short cuts
+ * the key (and is still terminated). */
+static void test_model_key_per_work_class(void **state)
+{
+    (void)state;
+    tdm_kernel_def def = TDM_KERNEL_DEF_INIT;
+    def.name = "k";
+    def.kernel_version = 3;
+    char key[TDM__CM_KEY_LEN];
+    double w = 400000;
+    tdm__cm_map_key(key, sizeof key, &def, &w, sizeof w); /* no work function */
+    assert_string_equal(key, "k.v3");
+    def.work = work_of_params;
+    const struct {
+        double w;
+        const char *key;
+    } cases[] = {{400000, "k.v3.w19"}, {1000, "k.v3.w10"},  {1, "k.v3.w0"},        {3, "k.v3.w2"},
+                 {0.25, "k.v3.w-2"},   {1e300, "k.v3.w64"}, {1e-300, "k.v3.w-64"}, {0, "k.v3"},
+                 {-5, "k.v3"},         {NAN, "k.v3"},       {INFINITY, "k.v3"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tdm__cm_map_key(key, sizeof key, &def, &cases[i].w, sizeof cases[i].w);
+        assert_string_equal(key, cases[i].key);
+    }
+    tdm__cm_map_key(key, sizeof key, &def, NULL, 0); /* (the function's own 0) */
+    assert_string_equal(key, "k.v3");
+    char small[7];
+    w = 400000;
+    tdm__cm_map_key(small, sizeof small, &def, &w, sizeof w);
+    assert_string_equal(small, "k.v3.w");
+    /* pi_leibniz's: its terms */
+    tdm_runtime *rt = NULL;
+    tdm_config cfg = TDM_CONFIG_INIT;
+    cfg.use_env = 0;
+    cfg.threads = 1;
+    cfg.backends = "cpu";
+    cfg.sched_model_dir = "off";
+    assert_int_equal(tdm_runtime_open(&rt, &cfg), 0);
+    const tdm_kernel_def *pi = tdm__kernel_def(rt, "pi_leibniz");
+    assert_non_null(pi);
+    tdm_pi_params p = {PI_TERMS};
+    tdm__cm_map_key(key, sizeof key, pi, &p, sizeof p);
+    assert_string_equal(key, PI_KEY);
+    p.terms = 0; /* (the terms input gives each item its own) */
+    tdm__cm_map_key(key, sizeof key, pi, &p, sizeof p);
+    assert_string_equal(key, "pi_leibniz.v2");
+    assert_int_equal(tdm_runtime_close(rt), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1086,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_device_alone_map_teaches_the_model),
         cmocka_unit_test(test_auto_map_merges_into_the_entry_read),
         cmocka_unit_test(test_model_put_read_merges_into_the_entry_read),
+        cmocka_unit_test(test_model_key_per_work_class),
+        cmocka_unit_test(test_model_two_maps_agreeing_settle_a_close_call),
     };
     return TDM_TEST_MAIN("sched", tests);
 }

@@ -106,6 +106,15 @@ typedef int (*tdm_kernel_dev_fn)(const tdm_tensor *const *in, int n_in, const vo
                                  size_t params_size, tdm_dev_launch *launch, char *msg,
                                  size_t msg_len);
 
+/** How much work one item of a call does, from its parameter block (pi_leibniz: its terms),
+ *  in any unit of the kernel's choosing; > 0. The scheduler keeps what it learns of a kernel's
+ *  time per item (tdm_config.sched_model_dir) apart for each power of 2 of this figure, so a
+ *  map whose items do 16x the work does not start from the figures of lighter ones. Called once
+ *  per map, on the calling thread, with the block given to tdm_map (params may be NULL with
+ *  params_size 0). A result that is not a finite number > 0 counts as none (the kernel's one
+ *  set of figures). */
+typedef double (*tdm_kernel_work_fn)(const void *params, size_t params_size);
+
 #define TDM_KERNEL_DEF_VERSION 1u
 
 /** A kernel definition (StarPU's codelet). Registered with tdm_kernel_register(), which copies
@@ -147,12 +156,17 @@ typedef struct tdm_kernel_def {
                                 *  blob id...): result caches key on it, so a changed body is a
                                 *  miss without a kernel_version bump. 0 = none. (`source`, when
                                 *  given, is keyed on by itself.) */
+    tdm_kernel_work_fn work;   /**< how much work an item does, from the params: what the
+                                *  scheduler's stored times per item are kept by (see
+                                *  tdm_kernel_work_fn). NULL: the items of every call cost
+                                *  alike. Added after the first release of this struct: a
+                                *  `size` that ends before it is accepted, as NULL */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
     {                                                                                              \
         sizeof(tdm_kernel_def), TDM_KERNEL_DEF_VERSION, NULL, 1u, 0, 0, 0, 0, NULL, NULL, NULL,    \
-            NULL, 0u, 0u                                                                           \
+            NULL, 0u, 0u, NULL                                                                     \
     }
 
 /* Parameter blocks of the built-in kernels (passed by value to tdm_map). */
@@ -235,7 +249,9 @@ typedef struct tdm_adam_params {
 
 TDM_BEGIN_DECLS
 
-/** Registers a kernel with the runtime (copying the definition). Returns 0, TDM_EINVAL (NULL,
+/** Registers a kernel with the runtime (copying the definition). `def->size` may be
+ *  sizeof(tdm_kernel_def) or the size of the struct before its `work` field (a program built
+ *  against that header). Returns 0, TDM_EINVAL (NULL,
  *  bad size/version, bad name, n_in_min > n_in_max, no implementation at all), TDM_EEXIST (the
  *  name is taken), TDM_ENOMEM. Thread-safe. */
 TDM_EXTERN int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def);

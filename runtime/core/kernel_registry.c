@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The per-runtime registry of named kernels. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +65,9 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
         return tdm__err(NULL, TDM_EINVAL, "tdm_kernel_register: runtime is NULL");
     if (!def)
         return tdm__err(rt, TDM_EINVAL, "tdm_kernel_register: def is NULL");
-    if (def->size < sizeof(tdm_kernel_def) || def->version != TDM_KERNEL_DEF_VERSION)
+    /* (a def from before its `work` field: accepted, work NULL) */
+    const size_t first_size = offsetof(tdm_kernel_def, work);
+    if (def->size < first_size || def->version != TDM_KERNEL_DEF_VERSION)
         return tdm__err(rt, TDM_EINVAL,
                         "tdm_kernel_register: def size %u / version %u not supported (start "
                         "from TDM_KERNEL_DEF_INIT)",
@@ -94,7 +97,8 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
     tdm__kernel *k = calloc(1, sizeof *k);
     if (!k)
         return tdm__err(rt, TDM_ENOMEM, "tdm_kernel_register: out of memory");
-    k->def = *def;
+    memcpy(&k->def, def, def->size < sizeof *def ? def->size : sizeof *def);
+    k->def.size = (uint32_t)sizeof k->def;
     strcpy(k->name_buf, def->name);
     k->def.name = k->name_buf;
     if (def->source) {

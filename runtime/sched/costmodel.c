@@ -17,7 +17,7 @@
 #define TDM__CM_MAX 4096
 
 typedef struct {
-    char kernel[80];
+    char kernel[TDM__CM_KEY_LEN];
     char lane[96];
     int cls;
     double tpi;
@@ -35,6 +35,20 @@ struct tdm__costmodel {
     char dir[PATH_MAX];
     char path[PATH_MAX];
 };
+
+void tdm__cm_map_key(char *key, size_t len, const tdm_kernel_def *def, const void *params,
+                     size_t params_size)
+{
+    tdm__cm_kernel_key(key, len, def->name, def->kernel_version);
+    double w = def->work ? def->work(params, params_size) : 0;
+    if (!(w > 0) || !isfinite(w))
+        return;
+    double k = round(log2(w));
+    k = k < -64 ? -64 : k > 64 ? 64 : k;
+    size_t used = strlen(key);
+    if (used < len)
+        snprintf(key + used, len - used, ".w%d", (int)k);
+}
 
 int tdm__cm_size_class(long long n)
 {
@@ -343,6 +357,22 @@ void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, 
     const cm_entry *b = best_entry(cm, kernel, lane);
     bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
     put_locked(cm, kernel, lane, into ? b->cls : cls, tpi, lat, samples);
+    pthread_mutex_unlock(&cm->mu);
+}
+
+void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                         double tpi, double lat, int samples)
+{
+    pthread_mutex_lock(&cm->mu);
+    const cm_entry *b = best_entry(cm, kernel, lane);
+    bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
+    bool agree = into && device_lane(lane) && b->n < TDM__CM_SETTLED && tpi <= 1.5 * b->tpi &&
+                 b->tpi <= 1.5 * tpi;
+    int into_cls = into ? b->cls : cls;
+    put_locked(cm, kernel, lane, into_cls, tpi, lat, samples);
+    cm_entry *e = agree ? find(cm, kernel, lane, into_cls) : NULL;
+    if (e && e->n < TDM__CM_SETTLED)
+        e->n = TDM__CM_SETTLED;
     pthread_mutex_unlock(&cm->mu);
 }
 

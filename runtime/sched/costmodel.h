@@ -9,14 +9,27 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "tandem/kernel.h"
+
 typedef struct tdm_runtime tdm_runtime;
 typedef struct tdm__costmodel tdm__costmodel;
+
+/* Room for a key in the model (a name of 63 characters, its version and its work class). */
+#define TDM__CM_KEY_LEN 96
 
 /* A kernel's key in the model: "<name>.v<version>" (a new version starts afresh). */
 static inline void tdm__cm_kernel_key(char *key, size_t len, const char *name, unsigned version)
 {
     snprintf(key, len, "%s.v%u", name, version);
 }
+
+/* A map's key in the model: its kernel's (tdm__cm_kernel_key), and for a kernel that says how
+ * much work an item does (def->work: pi_leibniz, its terms) ".w<k>", 2^k the power of 2
+ * nearest that work (k in -64..64; none for a result that is not finite and > 0). A pi map of
+ * 10^6 terms per item and one of 10^4 keep their own figures: before, both were kept as one
+ * kernel's, and one read the other's time per item, 100x off. */
+void tdm__cm_map_key(char *key, size_t len, const tdm_kernel_def *def, const void *params,
+                     size_t params_size);
 
 /* Opens the model of this machine under `dir` (NULL: $XDG_CACHE_HOME/tandem, else
  * ~/.cache/tandem; "" or "off": in memory only, nothing read or written). A missing or
@@ -55,6 +68,17 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int s
  * map moved what the next one started from. Thread-safe. */
 void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
                       double ns_per_item, double lat_ns, int samples);
+/* As tdm__cm_put_read, for a lane whose stored figure the map started from and measured again
+ * (tdm__jsched_destroy): when the lane is a device's and the map's figure is within 1.5x of the
+ * entry read, which comes from fewer than TDM__CM_SETTLED batches, two maps agree on it and
+ * the merged entry counts as settled (its count raised to TDM__CM_SETTLED). A close call is
+ * measured again while its figure is not settled (tdm__cm_close_unsettled), and each measure
+ * adds a few batches: PoCL 2.8x slower than the threads on pi was measured again in every map
+ * until the eighth (a 4-item rung beside the threads, then 16 items alone while they stood
+ * down: 3-8% of a 0.5 s map each time). Settled, it is measured again after TDM__CM_RECHECK
+ * maps without it. Thread-safe. */
+void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                         double ns_per_item, double lat_ns, int samples);
 /* Forgets every entry of `kernel` on `lane` whose time per item is 8x or more off `ns_per_item`,
  * what a map has just measured after finding the stored figure stale (tdm__est_add): kept, it
  * would seed every later map with it again. Thread-safe. */

@@ -5,6 +5,7 @@
 #define TANDEM_JOB_H
 
 #include "internal.h"
+#include "sched/costmodel.h"
 
 /* Per-worker figures of a job. Written only by that worker, except `progress`, which the
  * progress thread reads while the job runs; padded so workers never share a cache line. */
@@ -75,6 +76,7 @@ typedef struct tdm__job {
 
     /* the work */
     const tdm__kernel *kernel;      /* MAP */
+    char model_key[TDM__CM_KEY_LEN]; /* MAP: its key in the stored model (tdm__cm_map_key) */
     tdm_tensor *tin[16], *tout[16]; /* retained for the job's life */
     tdm__jdesc dl;                  /* built here during set-up */
     tdm__jdesc *d;                  /* the one workers read: &dl, or its copy in the arena */

@@ -345,7 +345,7 @@ static int rerun_on_host(tdm__job *job, tdm__devslot *ds, tdm_task *task, int64_
 /* The job's kernel, hashed (FNV-1a of its model key). */
 static uint64_t kernel_hash(const tdm__job *job)
 {
-    char key[80];
+    char key[TDM__CM_KEY_LEN];
     tdm__cm_kernel_key(key, sizeof key, job->kernel->def.name, job->kernel->def.kernel_version);
     uint64_t h = 1469598103934665603ull;
     for (const char *p = key; *p; p++)

@@ -170,8 +170,7 @@ int tdm__jsched_create(tdm__job *job)
     s->n = job->n_workers;
     s->lanes = lanes;
     if (job->kernel)
-        tdm__cm_kernel_key(s->kernel, sizeof s->kernel, job->kernel->def.name,
-                           job->kernel->def.kernel_version);
+        snprintf(s->kernel, sizeof s->kernel, "%s", job->model_key);
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         double c = job->opts.share_cap[k];
         s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
@@ -295,6 +294,9 @@ void tdm__jsched_destroy(tdm__job *job)
         if (l->recheck_cls >= 0) /* (a settled figure measured again) */
             tdm__cm_put_again(cm, s->kernel, l->key, l->recheck_cls, tdm__median(tpis, k),
                               tdm__median(lats, k), nb);
+        else if (l->from_model) /* (measured again: two maps may agree on it) */
+            tdm__cm_put_confirm(cm, s->kernel, l->key, cls, tdm__median(tpis, k),
+                                tdm__median(lats, k), nb);
         else /* (into the entry read: see tdm__cm_put_read) */
             tdm__cm_put_read(cm, s->kernel, l->key, cls, tdm__median(tpis, k), tdm__median(lats, k),
                              nb);
@@ -304,14 +306,15 @@ void tdm__jsched_destroy(tdm__job *job)
     job->sched = NULL;
 }
 
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k)
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k, const void *params,
+                              size_t params_size)
 {
     if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
         return false;
     if (rt->devices) /* (atomic; no lock: a background open holds dev_mu while it works) */
         return false; /* opened already (the scheduler then keeps a slower one waiting) */
-    char key[80], why[256];
-    tdm__cm_kernel_key(key, sizeof key, k->def.name, k->def.kernel_version);
+    char key[TDM__CM_KEY_LEN], why[256];
+    tdm__cm_map_key(key, sizeof key, &k->def, params, params_size);
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;

@@ -5,6 +5,7 @@
 #ifndef TANDEM_JOB_SCHED_H
 #define TANDEM_JOB_SCHED_H
 
+#include "sched/costmodel.h"
 #include "sched/job.h"
 #include "sched/sched_model.h"
 
@@ -60,7 +61,7 @@ typedef struct tdm__jsched {
     uint64_t t0;
     int64_t cap[TDM_BACKEND_KIND_COUNT]; /* items a kind may take; INT64_MAX: no cap */
     atomic_llong used[TDM_BACKEND_KIND_COUNT];
-    char kernel[80];       /* key in the stored model */
+    char kernel[TDM__CM_KEY_LEN]; /* the map's key in the stored model (tdm__cm_map_key) */
     int cores;             /* the CPU budget: cores this process may run on */
     bool split_cpu;        /* threads + worker processes are more than the cores: they take turns */
     bool lazy;             /* some lanes wait for devices still closed (a lazy job) */
@@ -135,7 +136,8 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
 /* Whether an AUTO map of kernel k should leave the devices closed: the stored model already
  * says none of them beats the runtime's CPU threads for it (logged under TDM_DEBUG=sched).
  * Opens the stored model if needed. Thread-safe. */
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k);
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k, const void *params,
+                              size_t params_size);
 
 /* Whether a device on the host's cores is exploring alone now (its driver inside the job, its
  * ladder not done, no share caps): the CPU workers that declined wait for the end of its

@@ -79,7 +79,7 @@ static tdm__costmodel *job_model(tdm__job *job, char *key, size_t len)
 {
     tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
     if (cm)
-        tdm__cm_kernel_key(key, len, job->kernel->def.name, job->kernel->def.kernel_version);
+        snprintf(key, len, "%s", job->model_key);
     return cm;
 }
 
@@ -103,7 +103,7 @@ static void learn_cpu(tdm__job *job)
             items += job->ws[w].items;
         }
     }
-    char key[80];
+    char key[TDM__CM_KEY_LEN];
     tdm__costmodel *cm = batches >= 8 && k > 0 ? job_model(job, key, sizeof key) : NULL;
     if (!cm)
         return;
@@ -130,7 +130,7 @@ static void learn_devices(tdm__job *job)
     if (!job->kernel || job->sched || !job->ws || !tdm__job_whole(job) ||
         atomic_load(&job->fallback_batches) != 0)
         return;
-    char key[80];
+    char key[TDM__CM_KEY_LEN];
     tdm__costmodel *cm = NULL;
     for (int w = 0; w < job->n_workers; w++) {
         const tdm__wstat *ws = &job->ws[w];
@@ -157,7 +157,7 @@ static void pass_devices(tdm__job *job)
 {
     if (!job->devices_skipped || !job->kernel || !tdm__job_whole(job))
         return;
-    char key[80];
+    char key[TDM__CM_KEY_LEN];
     tdm__costmodel *cm = job_model(job, key, sizeof key);
     if (cm)
         tdm__cm_pass_devices(cm, key);
