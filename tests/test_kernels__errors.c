@@ -437,6 +437,10 @@ static void test_register_errors(void **state)
     d.name = "before_work";
     d.size = (uint32_t)offsetof(tdm_kernel_def, work) - 1;
     expect_register(rt, &d, TDM_EINVAL);
+    d.size = (uint32_t)offsetof(tdm_kernel_def, work) + 1; /* (inside `work`) */
+    expect_register(rt, &d, TDM_EINVAL);
+    d.size = (uint32_t)sizeof d - 1;
+    expect_register(rt, &d, TDM_EINVAL);
     d.size = (uint32_t)offsetof(tdm_kernel_def, work);
     d.work = (tdm_kernel_work_fn)(uintptr_t)1; /* (garbage past the caller's struct) */
     expect_register(rt, &d, 0);

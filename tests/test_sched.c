@@ -257,7 +257,9 @@ static int spin_cpu(const tdm_kernel_args *a)
 static double spin_work(const void *params, size_t params_size)
 {
     work_params p;
-    memcpy(&p, params, params_size < sizeof p ? params_size : sizeof p);
+    if (!params || params_size != sizeof p)
+        return 0;
+    memcpy(&p, params, sizeof p);
     return p.work;
 }
 

@@ -605,6 +605,28 @@ static void pi_map_on_model(const char *lines, budget_log *log)
     rm_dir(d);
 }
 
+/* The stored model is read under the map's key, with its work class (pi_leibniz: its terms):
+ * figures stored for pi over 1000 terms (the CPU 1.6 s for the 64 items, a device 20x slower
+ * from 100 batches) leave the devices closed for a map of 1000 terms; stored for 400000
+ * terms, they say nothing about it (nothing stored: the map starts on the CPU, and the
+ * devices are not opened for 64 short items). */
+static void test_devices_left_closed_by_the_figures_of_these_terms(void **state)
+{
+    (void)state;
+    budget_log log = {0};
+    pi_map_on_model("pi_leibniz.v2.w10\tcpu\t0\t50000000\t200\t100\n"
+                    "pi_leibniz.v2.w10\topencl:any\t0\t1e9\t50000\t100\n",
+                    &log);
+    assert_true(log.left_closed >= 1);
+    assert_int_equal(log.bg_asked, 0);
+    log = (budget_log){0};
+    pi_map_on_model("pi_leibniz.v2.w19\tcpu\t0\t50000000\t200\t100\n"
+                    "pi_leibniz.v2.w19\topencl:any\t0\t1e9\t50000\t100\n",
+                    &log);
+    assert_int_equal(log.left_closed, 0);
+    assert_int_equal(log.bg_asked, 0);
+}
+
 static void test_devices_opened_for_a_map_that_computes_long(void **state)
 {
     (void)state;
@@ -1067,6 +1089,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stale_stored_model_measured_afresh_and_forgotten),
         cmocka_unit_test(test_cpu_lane_held_back_by_a_stale_figure_checks_it),
         cmocka_unit_test(test_devices_left_closed_when_model_says_slower),
+        cmocka_unit_test(test_devices_left_closed_by_the_figures_of_these_terms),
         cmocka_unit_test(test_devices_opened_for_a_close_call_not_settled),
         cmocka_unit_test(test_settled_close_call_opened_again_after_maps_without_it),
         cmocka_unit_test(test_far_figure_from_few_batches_opened_again),

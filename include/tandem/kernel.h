@@ -110,9 +110,11 @@ typedef int (*tdm_kernel_dev_fn)(const tdm_tensor *const *in, int n_in, const vo
  *  in any unit of the kernel's choosing; > 0. The scheduler keeps what it learns of a kernel's
  *  time per item (tdm_config.sched_model_dir) apart for each power of 2 of this figure, so a
  *  map whose items do 16x the work does not start from the figures of lighter ones. Called once
- *  per map, on the calling thread, with the block given to tdm_map (params may be NULL with
- *  params_size 0). A result that is not a finite number > 0 counts as none (the kernel's one
- *  set of figures). */
+ *  per map as it is set up, with the block given to the map (params NULL when params_size is
+ *  0), on the thread that starts the map: maps started from several threads (or a pipeline's
+ *  and a cache group's own threads) call it concurrently, so it must be thread-safe, and it
+ *  should be pure (the same block, the same answer). A result that is not a finite number > 0
+ *  counts as none (the kernel's one set of figures, as with no work function). */
 typedef double (*tdm_kernel_work_fn)(const void *params, size_t params_size);
 
 #define TDM_KERNEL_DEF_VERSION 1u
@@ -160,7 +162,8 @@ typedef struct tdm_kernel_def {
                                 *  scheduler's stored times per item are kept by (see
                                 *  tdm_kernel_work_fn). NULL: the items of every call cost
                                 *  alike. Added after the first release of this struct: a
-                                *  `size` that ends before it is accepted, as NULL */
+                                *  `size` of exactly offsetof(tdm_kernel_def, work) (a program
+                                *  built against the header before it) is accepted, as NULL */
 } tdm_kernel_def;
 
 #define TDM_KERNEL_DEF_INIT                                                                        \
@@ -199,7 +202,8 @@ typedef struct tdm_normalize_params {
 /** "pi_leibniz": item i writes 4 * sum_{k<terms} (-1)^k / (2k+1) into y[i] (f64 [N]); no
  *  inputs. An optional input i64 [N] gives each item its own number of terms instead. */
 typedef struct tdm_pi_params {
-    int64_t terms; /**< terms of each item's series */
+    int64_t terms; /**< terms of each item's series; with the terms input, pass 0 (the
+                    *  stored model keys a map's figures by this: tdm_kernel_def.work) */
 } tdm_pi_params;
 
 /* ---- training kernels (all f32; "given whole" inputs are not split by rows) ---------------- */
@@ -249,9 +253,9 @@ typedef struct tdm_adam_params {
 
 TDM_BEGIN_DECLS
 
-/** Registers a kernel with the runtime (copying the definition). `def->size` may be
- *  sizeof(tdm_kernel_def) or the size of the struct before its `work` field (a program built
- *  against that header). Returns 0, TDM_EINVAL (NULL,
+/** Registers a kernel with the runtime (copying the definition). `def->size` is
+ *  sizeof(tdm_kernel_def), or offsetof(tdm_kernel_def, work) for a program built against the
+ *  header before that field. Returns 0, TDM_EINVAL (NULL,
  *  bad size/version, bad name, n_in_min > n_in_max, no implementation at all), TDM_EEXIST (the
  *  name is taken), TDM_ENOMEM. Thread-safe. */
 TDM_EXTERN int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def);

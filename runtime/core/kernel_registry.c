@@ -65,9 +65,10 @@ int tdm_kernel_register(tdm_runtime *rt, const tdm_kernel_def *def)
         return tdm__err(NULL, TDM_EINVAL, "tdm_kernel_register: runtime is NULL");
     if (!def)
         return tdm__err(rt, TDM_EINVAL, "tdm_kernel_register: def is NULL");
-    /* (a def from before its `work` field: accepted, work NULL) */
-    const size_t first_size = offsetof(tdm_kernel_def, work);
-    if (def->size < first_size || def->version != TDM_KERNEL_DEF_VERSION)
+    /* (a def from before its `work` field, exactly that size: accepted, work NULL; a size
+     * inside `work` would copy part of a pointer) */
+    if ((def->size != offsetof(tdm_kernel_def, work) && def->size < sizeof(tdm_kernel_def)) ||
+        def->version != TDM_KERNEL_DEF_VERSION)
         return tdm__err(rt, TDM_EINVAL,
                         "tdm_kernel_register: def size %u / version %u not supported (start "
                         "from TDM_KERNEL_DEF_INIT)",

@@ -366,8 +366,8 @@ void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lan
     pthread_mutex_lock(&cm->mu);
     const cm_entry *b = best_entry(cm, kernel, lane);
     bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
-    bool agree = into && device_lane(lane) && b->n < TDM__CM_SETTLED && tpi <= 1.5 * b->tpi &&
-                 b->tpi <= 1.5 * tpi;
+    bool agree = into && samples >= 1 && isfinite(tpi) && device_lane(lane) &&
+                 b->n < TDM__CM_SETTLED && tpi <= 1.5 * b->tpi && b->tpi <= 1.5 * tpi;
     int into_cls = into ? b->cls : cls;
     put_locked(cm, kernel, lane, into_cls, tpi, lat, samples);
     cm_entry *e = agree ? find(cm, kernel, lane, into_cls) : NULL;

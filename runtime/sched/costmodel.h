@@ -68,15 +68,17 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int s
  * map moved what the next one started from. Thread-safe. */
 void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int size_class,
                       double ns_per_item, double lat_ns, int samples);
-/* As tdm__cm_put_read, for a lane whose stored figure the map started from and measured again
- * (tdm__jsched_destroy): when the lane is a device's and the map's figure is within 1.5x of the
- * entry read, which comes from fewer than TDM__CM_SETTLED batches, two maps agree on it and
- * the merged entry counts as settled (its count raised to TDM__CM_SETTLED). A close call is
- * measured again while its figure is not settled (tdm__cm_close_unsettled), and each measure
- * adds a few batches: PoCL 2.8x slower than the threads on pi was measured again in every map
- * until the eighth (a 4-item rung beside the threads, then 16 items alone while they stood
- * down: 3-8% of a 0.5 s map each time). Settled, it is measured again after TDM__CM_RECHECK
- * maps without it. Thread-safe. */
+/* As tdm__cm_put_read, for a device lane whose stored figure was a close call from fewer than
+ * TDM__CM_SETTLED batches (tdm__cm_close_unsettled) that the map measured again from scratch
+ * (tdm__jsched_destroy: not a lane seeded with the figure, whose first batches' estimate is
+ * still mostly the stored figure, nor a far figure): when the lane is a device's and the map's
+ * figure is within 1.5x of the entry read, which comes from fewer than TDM__CM_SETTLED
+ * batches, two maps agree on it and the merged entry counts as settled (its count raised to
+ * TDM__CM_SETTLED). A close call is measured again while its figure is not settled, and each
+ * measure adds a few batches: PoCL 2.8x slower than the threads on pi was measured again in
+ * every map until the eighth (a 4-item rung beside the threads, then 16 items alone while
+ * they stood down: 3-8% of a 0.5 s map each time). Settled, it is measured again after
+ * TDM__CM_RECHECK maps without it. Thread-safe. */
 void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
                          double ns_per_item, double lat_ns, int samples);
 /* Forgets every entry of `kernel` on `lane` whose time per item is 8x or more off `ns_per_item`,

@@ -84,6 +84,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
     double stored = cm ? tdm__cm_get(cm, s->kernel, l->key, &stored_lat, &samples) : 0;
     l->from_model = stored > 0;
     l->recheck_cls = -1;
+    l->confirm = false;
     int threads = 0; /* (a host-CPU device's: the threads' lanes, set up before it) */
     for (int j = 0; l->host_cpu && l->eligible && j < s->n; j++)
         threads += s->lanes[j].eligible && s->lanes[j].kind == TDM_BACKEND_CPU_THREADS;
@@ -94,6 +95,8 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
         double cpu = tdm__cm_get(cm, s->kernel, "cpu", NULL, NULL);
         int passed = tdm__cm_passed(cm, s->kernel, l->key);
         if (tdm__cm_measure_again(stored, samples, passed, cpu, threads)) {
+            l->confirm = samples < TDM__CM_SETTLED &&
+                         tdm__cm_close_unsettled(stored, samples, passed, cpu, threads);
             if (job->rt->debug & TDM_DEBUG_SCHED)
                 tdm__log(job->rt, TDM_DEBUG_SCHED,
                          "sched %s: %s (worker %d): its stored %.3g ns/item, from %d batches, "
@@ -294,7 +297,7 @@ void tdm__jsched_destroy(tdm__job *job)
         if (l->recheck_cls >= 0) /* (a settled figure measured again) */
             tdm__cm_put_again(cm, s->kernel, l->key, l->recheck_cls, tdm__median(tpis, k),
                               tdm__median(lats, k), nb);
-        else if (l->from_model) /* (measured again: two maps may agree on it) */
+        else if (l->confirm) /* (a close call measured again: two maps may agree on it) */
             tdm__cm_put_confirm(cm, s->kernel, l->key, cls, tdm__median(tpis, k),
                                 tdm__median(lats, k), nb);
         else /* (into the entry read: see tdm__cm_put_read) */
@@ -306,15 +309,13 @@ void tdm__jsched_destroy(tdm__job *job)
     job->sched = NULL;
 }
 
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k, const void *params,
-                              size_t params_size)
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k, const char *key)
 {
     if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
         return false;
     if (rt->devices) /* (atomic; no lock: a background open holds dev_mu while it works) */
         return false; /* opened already (the scheduler then keeps a slower one waiting) */
-    char key[TDM__CM_KEY_LEN], why[256];
-    tdm__cm_map_key(key, sizeof key, &k->def, params, params_size);
+    char why[256];
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
     if (!tdm__cm_devices_slower(cm, key, rt->threads, why, sizeof why))
         return false;

@@ -37,6 +37,8 @@ typedef struct tdm__jlane {
     bool eligible;
     bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
     bool from_model; /* it started from a stored figure (set up with one, measured again or not) */
+    bool confirm;    /* a close call from fewer than TDM__CM_SETTLED batches, measured again in
+                      * this map: agreeing, it settles (tdm__cm_put_confirm) */
     int recheck_cls; /* a settled figure measured again: its entry's size class (else -1) */
     tdm_backend_kind kind;
     char key[96]; /* lane name in the stored model: "cpu", "procs", "opencl:<device>" */
@@ -136,8 +138,7 @@ bool tdm__jsched_exploring(tdm__job *job, int w);
 /* Whether an AUTO map of kernel k should leave the devices closed: the stored model already
  * says none of them beats the runtime's CPU threads for it (logged under TDM_DEBUG=sched).
  * Opens the stored model if needed. Thread-safe. */
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k, const void *params,
-                              size_t params_size);
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k, const char *key);
 
 /* Whether a device on the host's cores is exploring alone now (its driver inside the job, its
  * ladder not done, no share caps): the CPU workers that declined wait for the end of its

@@ -302,8 +302,7 @@ enum { DEV_NO, DEV_OPEN, DEV_LAZY, DEV_LAZY_NOW, DEV_SKIPPED };
  * devices closed (0: nothing), added by the caller (tdm__devices_bar_count). */
 static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
                          const tdm__kernel *k, tdm_tensor *const *inputs, int n_in,
-                         tdm_tensor *const *outputs, int n_out, const void *params,
-                         size_t params_size, double *closed_ns)
+                         tdm_tensor *const *outputs, int n_out, const char *key, double *closed_ns)
 {
     *closed_ns = 0;
     tdm_policy p = o->policy;
@@ -354,8 +353,6 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     if (p == TDM_POLICY_ROUND_ROBIN)
         return bytes >= TDM__AUTO_DEVICE_BYTES ? DEV_OPEN : DEV_NO;
     tdm__costmodel *cm = tdm__runtime_costmodel(rt);
-    char key[TDM__CM_KEY_LEN];
-    tdm__cm_map_key(key, sizeof key, &k->def, params, params_size);
     double lat = 0;
     int samples = 0;
     double tpi = cm && rt->threads > 0 ? tdm__cm_get(cm, key, "cpu", &lat, &samples) : 0;
@@ -385,7 +382,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
                      "map moves %.1f MiB",
                      (double)bytes / (1 << 20));
         /* (counted toward opening them, unless the model says they lose on this kernel) */
-        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k, params, params_size))
+        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k, key))
             *closed_ns = cpu_ns; /* (< the bar) */
     } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD) {
         want = DEV_OPEN;
@@ -396,7 +393,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     } else {
         want = lazy_ok ? DEV_LAZY : DEV_NO;
     }
-    if (want != DEV_NO && tdm__jsched_skip_devices(rt, k, params, params_size))
+    if (want != DEV_NO && tdm__jsched_skip_devices(rt, k, key))
         return DEV_SKIPPED;
     /* Opened for the stored model's reason (or a map of 1 GiB with nothing stored), they open
      * in the background as the map starts on the CPU (opened before it, PoCL's open kept a
@@ -440,9 +437,12 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     if (rc < 0)
         return rc;
     /* Devices open on first use, before the job counts its workers. */
+    /* (the map's key in the stored model: its kernel's work function runs once, here) */
+    char model_key[TDM__CM_KEY_LEN];
+    tdm__cm_map_key(model_key, sizeof model_key, &k->def, params, params_size);
     double closed_ns;
-    int dev = wants_devices(rt, &checked, streaming, k, inputs, n_in, outputs, n_out, params,
-                            params_size, &closed_ns);
+    int dev = wants_devices(rt, &checked, streaming, k, inputs, n_in, outputs, n_out, model_key,
+                            &closed_ns);
     if (dev == DEV_OPEN) {
         rc = tdm__devices_ensure(rt);
         if (rc < 0)
@@ -457,7 +457,7 @@ static int prepare_map(tdm_runtime *rt, const char *fn, bool streaming, const ch
     job->devices_skipped = dev == DEV_SKIPPED;
     job->streaming = streaming;
     job->opts = checked;
-    tdm__cm_map_key(job->model_key, sizeof job->model_key, &k->def, params, params_size);
+    snprintf(job->model_key, sizeof job->model_key, "%s", model_key);
     rc = setup_map(job, fn, k, rows, inputs, n_in, outputs, n_out, params, params_size);
     if (rc == 0 && streaming)
         rc = tdm__map_setup_streaming(job, fn);
