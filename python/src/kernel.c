@@ -44,6 +44,8 @@ static PyObject *py_register_kernel(PyObject *mod, PyObject *args, PyObject *kw)
     tdm_kernel_infer_fn infer = (tdm_kernel_infer_fn)dlsym(h, sym);
     snprintf(sym, sizeof sym, "%s_dev", name);
     tdm_kernel_dev_fn dev = (tdm_kernel_dev_fn)dlsym(h, sym);
+    snprintf(sym, sizeof sym, "%s_work", name); /* (optional: tandem.kernel(work=...)) */
+    tdm_kernel_work_fn work = (tdm_kernel_work_fn)dlsym(h, sym);
     snprintf(sym, sizeof sym, "%s_bind", name);
     void (*bind)(const tdm_py_kernel_api *) = (void (*)(const tdm_py_kernel_api *))dlsym(h, sym);
     if (!cpu || !infer || !bind)
@@ -66,6 +68,7 @@ static PyObject *py_register_kernel(PyObject *mod, PyObject *args, PyObject *kw)
     def.source = source && dev ? source : NULL;
     def.dev = source ? dev : NULL;
     def.whole_inputs = whole;
+    def.work = work;
     int rc = tdm_kernel_register(rt->rt, &def);
     PyObject *r = rc < 0 ? tdm_py_raise(rc, rt->rt) : Py_NewRef(Py_None);
     tdm_py_rt_leave(rt);

@@ -142,13 +142,14 @@ class Kernel:
     outputs: List[Tuple[str, str]]
     params: List[Tuple[str, str]]
     params_size: int
+    work: Optional[str]
     so_path: str
     c_source: str
     device_source: Optional[str]
 
 def kernel(name: str, source: str, inputs: Any = ..., outputs: Any = ..., params: Any = ..., *,
            cc: Optional[str] = None, cflags: Optional[Sequence[str]] = None,
-           device: bool = True) -> Kernel: ...
+           device: bool = True, work: Optional[str] = None) -> Kernel: ...
 
 class Cache:
     last_hit: int

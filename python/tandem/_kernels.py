@@ -223,7 +223,7 @@ class Kernel:
 
     def __init__(self, name: str, source: str, inputs: Any, outputs: Any, params: Any,
                  cc: Optional[str] = None, cflags: Optional[Sequence[str]] = None,
-                 device: bool = True):
+                 device: bool = True, work: Optional[str] = None):
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ValueError(f"kernel name {name!r}: 1..40 characters of [A-Za-z0-9_], "
                              f"not starting with a digit")
@@ -236,6 +236,10 @@ class Kernel:
             raise ValueError("a kernel needs at least one output")
         if len(self.inputs) + len(self.outputs) + len(self.params) + 2 > 16:
             raise ValueError("a kernel takes at most 14 arguments (inputs, outputs, params)")
+        if work is not None and work not in [nm for nm, _ in self.params]:
+            raise ValueError(f"work={work!r}: not one of the kernel's params "
+                             f"{[nm for nm, _ in self.params]}")
+        self.work = work
         self._fmt = "=" + "".join(_DTYPES[d][1] for _, d in self.params)
         self.params_size = struct.calcsize(self._fmt) if self.params else 0
         self._runtimes: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -309,6 +313,13 @@ class Kernel:
         call = self._item_args("in{k}", "out{k}", "p.{name}")
         lines.append(f"    for (int64_t i = 0; i < nitems; i++)\n        {n}({call});")
         lines.append("    return 0;\n}")
+        if self.work is not None:
+            # tdm_kernel_def.work: the work of an item is the value of that param
+            lines.append(
+                f"__attribute__((visibility(\"default\"))) double {n}_work(const void *params, "
+                "size_t ps)\n{")
+            lines.append(f"    {n}_params_t p;\n    if (!params || ps != sizeof p)\n        return 0;")
+            lines.append(f"    memcpy(&p, params, sizeof p);\n    return (double)p.{self.work};\n}}")
         # infer: dtypes as declared; every input has input 0's shape; outputs too.
         lines.append(
             f"__attribute__((visibility(\"default\"))) int {n}_infer(const tdm_tensor *const *in, int n_in, "
@@ -439,7 +450,7 @@ class Kernel:
 
 def kernel(name: str, source: str, inputs: Any = (), outputs: Any = (), params: Any = (), *,
            cc: Optional[str] = None, cflags: Optional[Sequence[str]] = None,
-           device: bool = True) -> Kernel:
+           device: bool = True, work: Optional[str] = None) -> Kernel:
     """Defines an elementwise user kernel from a body in tandem's kernel dialect.
 
     `source` defines ``TDM_DEVICE_FN void <name>(tdm_idx i, <inputs>, <outputs>, <params>)``
@@ -454,8 +465,15 @@ def kernel(name: str, source: str, inputs: Any = (), outputs: Any = (), params: 
     the OpenCL and CUDA backends (compiled by their drivers at first use). Worker processes
     (procs) run it only when the kernel is defined before the Runtime opens (they are forked
     at open). The kernel is registered with a runtime the first time a map uses it.
+
+    `work` names a param whose value is how much work one item does (say the iterations of a
+    loop in the body): the scheduler then keeps what it learns of the kernel's time per item
+    apart for each power of 2 of that value (tdm_kernel_def.work), so a map of 100x the
+    iterations does not start from the figures of a light one. Without it, every map of the
+    kernel shares one set of figures.
     """
-    k = Kernel(name, source, inputs, outputs, params, cc=cc, cflags=cflags, device=device)
+    k = Kernel(name, source, inputs, outputs, params, cc=cc, cflags=cflags, device=device,
+               work=work)
     with _USER_LOCK:
         old = _USER.get(name)
         if old is not None and old.c_source != k.c_source:

@@ -120,3 +120,51 @@ TDM_DEVICE_FN void saxpb_f32(tdm_idx i, TDM_GLOBAL const float *x, TDM_GLOBAL fl
         y, rep = rt.map(k, x, params={"a": 2.0, "b": 1.0}, policy="opencl", report=True)
         np.testing.assert_allclose(y, 2 * x + 1)
         assert [w["backend"] for w in rep["workers"] if w["items"]] == ["opencl"]
+
+
+LOOP = """
+TDM_DEVICE_FN void loop_n(tdm_idx i, TDM_GLOBAL double *y, tdm_i64 n)
+{
+    double s = 0.0;
+    for (tdm_i64 k = 0; k < n; k++)
+        s += 1.0 / (double)(2 * k + 1);
+    y[i] = s;
+}
+"""
+
+
+def _model_keys(d):
+    keys = set()
+    for f in os.listdir(d):
+        if f.startswith("costmodel-"):
+            with open(os.path.join(d, f)) as fh:
+                for line in fh:
+                    parts = line.split("\t")
+                    if len(parts) > 2 and parts[1] == "cpu":
+                        keys.add(parts[0])
+    return keys
+
+
+def test_kernel_work_keeps_the_model_apart_per_work(tmp_path):
+    """work= names the param that is an item's work: the stored model keeps the kernel's
+    figures per power of 2 of it (".w<k>"), so maps of 1000 and 64000 iterations each have
+    their own; a kernel without it has one entry for all."""
+    with pytest.raises(ValueError, match="not one of the kernel's params"):
+        tandem.kernel("loop_bad", LOOP.replace("loop_n", "loop_bad"), outputs=[("y", "f64")],
+                      params=[("n", "i64")], work="m")
+    k = tandem.kernel("loop_n", LOOP, outputs=[("y", "f64")], params=[("n", "i64")], work="n")
+    assert k.work == "n" and "loop_n_work" in k.c_source
+    plain = tandem.kernel("loop_p", LOOP.replace("loop_n", "loop_p"), outputs=[("y", "f64")],
+                          params=[("n", "i64")])
+    assert plain.work is None and "loop_p_work" not in plain.c_source
+    with tandem.Runtime(threads=2, backends="cpu", sched_model_dir=str(tmp_path),
+                        use_env=False) as rt:
+        for n, rows in ((1000, 8192), (64000, 256)):
+            y = rt.map(k, rows=rows, params={"n": n})
+            assert y[0] == pytest.approx(sum(1.0 / (2 * j + 1) for j in range(n)))
+            del y  # (the runtime closes, and saves its model, once no tensor is alive)
+            rt.map(plain, rows=rows, params={"n": n})
+    keys = _model_keys(tmp_path)
+    assert {"loop_n.v1.w10", "loop_n.v1.w16"} <= keys, keys
+    assert "loop_n.v1" not in keys
+    assert "loop_p.v1" in keys and not any(x.startswith("loop_p.v1.w") for x in keys)
