@@ -34,6 +34,7 @@ typedef struct {
     bool yielding;   /* thread 1 left the open a core, and the open is not over yet */
     int yield_takes; /* batches thread 1 took meanwhile */
     atomic_bool stalled_out; /* the stalled "opened" line is done sleeping */
+    int reoffers;            /* "offered it again N times to the workers that stood down" */
 } budget_log;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -55,6 +56,9 @@ static void on_log(void *user, unsigned flag, const char *line)
                        strstr(line, "host-CPU device, which are being measured alone") != NULL;
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->bg_closed += strstr(line, "the devices stay closed") != NULL;
+    const char *again = strstr(line, "offered it again ");
+    if (again)
+        l->reoffers += atoi(again + strlen("offered it again "));
     const char *opened = strstr(line, "devices opened in the background: ");
     if (opened)
         l->bg_opened += atoi(opened + strlen("devices opened in the background: "));
@@ -692,6 +696,47 @@ static void test_slower_device_gets_no_batch(void **state)
     rm_dir(d);
 }
 
+/* A host-CPU device standing down for a whole map (open, stored 20x slower than the threads
+ * from 100 batches) is offered the map again by its completions at most every 5 ms
+ * (TDM__REOFFER_NS): a pi map of 2000 items of 400000 terms on two threads, one item a batch,
+ * offered it again every 8 completions before, about 230 times in 0.5 s, each offer taking
+ * a core from the threads (the threads then ran such a map at 0.91-0.95 of the speed they
+ * ran it at under policy CPU on the same runtime). */
+static void test_standing_down_device_offered_the_map_at_most_every_5_ms(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
+    char key[200];
+    bool dev = host_cpu_device(rt, key, sizeof key);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    if (!dev) {
+        rm_dir(d);
+        skip();
+    }
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "pi_leibniz.v2.w19\tcpu\t0\t1.5e5\t200\t100\n"
+             "pi_leibniz.v2.w19\t%s\t0\t1.5e6\t50000\t100\n",
+             key);
+    seed_model(d, lines);
+    budget_log log = {0};
+    rt = open_rt(d, &log, NULL, 2, 0);
+    assert_true(host_cpu_device(rt, key, sizeof key));
+    tdm_report r = TDM_REPORT_INIT;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pi_map_check(rt, TDM_POLICY_AUTO, 2000, 400000, 2e-5, TDM_MEM_HOST, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(tdm_runtime_close(rt), 0);
+    rm_dir(d);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    assert_int_equal(items_of(&r, TDM_BACKEND_OPENCL), 0);
+    assert_true(r.batches > 500); /* (every 8 of them offered it before) */
+    if (log.reoffers > ms / 5.0 + 1)
+        fail_msg("offered again %d times in a map of %.1f ms", log.reoffers, ms);
+    assert_true(log.reoffers >= 1);
+}
+
 /* A cold host-CPU device explores beside the threads first (tdm__beside_judge): one far
  * slower than them is judged there, and the threads never stand down for it (they did, for
  * its exploration alone: about 1 ms of a cold 40 ms map with both cores given to a device
@@ -1099,6 +1144,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_devices_join_a_map_the_model_opened_them_for),
         cmocka_unit_test(test_streamed_map_leaves_the_devices_closed),
         cmocka_unit_test(test_slower_device_gets_no_batch),
+        cmocka_unit_test(test_standing_down_device_offered_the_map_at_most_every_5_ms),
         cmocka_unit_test(test_far_device_explores_beside_the_threads),
         cmocka_unit_test(test_exploration_stops_before_passing_its_cap),
         cmocka_unit_test(test_exploration_ends_for_a_hopeless_device),

@@ -95,12 +95,17 @@ static void *worker_main(void *p)
     tdm__pool *pool = arg->pool;
     int w = arg->index;
     pthread_mutex_lock(&pool->mu);
+    bool left_with_work = false;
     while (!pool->shutdown) {
         tdm__job *job = pick_locked(pool, w);
         if (!job) {
             unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed);
             pthread_mutex_unlock(&pool->mu);
-            tdm__spin_while_equal(&pool->gen, g, TDM__SPIN_NS);
+            /* (a worker that left a job with work left, declining it, waits without spinning:
+             * it is offered the job again by a wake-up, and its spin took 50 us of a core
+             * the job's workers were using, each time: job.c, reoffer_due) */
+            if (!left_with_work)
+                tdm__spin_while_equal(&pool->gen, g, TDM__SPIN_NS);
             pthread_mutex_lock(&pool->mu);
             /* Re-checked under the mutex, where submit bumps it: no wake-up can be lost. */
             if (atomic_load_explicit(&pool->gen, memory_order_relaxed) == g && !pool->shutdown)
@@ -111,6 +116,7 @@ static void *worker_main(void *p)
         pthread_mutex_unlock(&pool->mu);
         tdm__job_run(job, w);
         pthread_mutex_lock(&pool->mu);
+        left_with_work = !tdm__job_exhausted(job);
         job->active--;
         if (job->active == 0 && job->declined_gen && !tdm__job_exhausted(job) &&
             atomic_load(&job->n_declined) > 0) {

@@ -143,6 +143,25 @@ static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, in
     }
 }
 
+/* Whether a completion may offer the job again to the workers that declined it: not within
+ * TDM__REOFFER_NS of the last time (and then this caller does). Each offer wakes a standing-down
+ * driver, which takes a core from the workers running the map to decline again. Offered every
+ * 8 completions (and spinning 50 us after each decline: see the pool's worker loop), a
+ * host-CPU device standing down through an AUTO pi map of 0.5 s on 2 cores (2000 items of
+ * 1.2M terms, one a batch) left the threads 0.96-0.98 of the speed they ran the same map at
+ * under policy CPU on the same runtime (medians of 8 pairs, three runs); offered at most every
+ * 5 ms, and waiting without the spin, 0.99-1.00 in runs taking turns with them. (The
+ * calibration changes that may change a side still offer it at once: offer_again in
+ * job_sched.c.) */
+static bool reoffer_due(tdm__job *job)
+{
+    uint64_t now = tdm__now_ns();
+    uint64_t last = atomic_load_explicit(&job->reoffered_ns, memory_order_relaxed);
+    return now - last >= TDM__REOFFER_NS &&
+           atomic_compare_exchange_strong_explicit(&job->reoffered_ns, &last, now,
+                                                   memory_order_relaxed, memory_order_relaxed);
+}
+
 void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t begin, int64_t end,
                          int rc, const char *detail)
 {
@@ -182,13 +201,19 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
     }
     if (job->declined_gen) {
         /* Workers that declined may see things differently now: offer them the job again
-         * (every few completions, so a standing-down device is not woken per CPU batch), but
-         * not while a host-CPU device explores alone: its exploration's end calls them back,
-         * and woken sooner they would only stand down again, on the cores its threads are
-         * starting on (tdm__jsched_device_explores). */
-        unsigned g = atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel) + 1;
+         * (at most every TDM__REOFFER_NS, so a standing-down device is not woken per CPU
+         * batch: reoffer_due), but not while a host-CPU device explores alone: its
+         * exploration's end calls them back, and woken sooner they would only stand down
+         * again, on the cores its threads are starting on (tdm__jsched_device_explores). */
+        atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel);
+        bool again = false;
         if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
-            ((g % 8 == 0 && !tdm__jsched_device_explores(job)) || tdm__job_exhausted(job))) {
+            !tdm__jsched_device_explores(job) && reoffer_due(job)) {
+            again = true;
+            atomic_fetch_add_explicit(&job->reoffers, 1, memory_order_relaxed);
+        }
+        if (again || (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
+                      tdm__job_exhausted(job))) {
             pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
             pthread_mutex_lock(mu);
             tdm__pool_kick(job->rt->pool);

@@ -70,6 +70,9 @@ int tdm__run_batch(const tdm__jdesc *d, int64_t begin, int64_t end, tdm_task *ta
 /* Which kinds of worker may run a job's batches. */
 enum { TDM__ON_THREADS = 1, TDM__ON_PROCS = 2, TDM__ON_DEVICES = 4 };
 
+/* A job's completions offer it again to the workers that declined it at most this often. */
+#define TDM__REOFFER_NS 5000000u
+
 typedef struct tdm__job {
     tdm_runtime *rt;
     char what[64];
@@ -165,6 +168,8 @@ typedef struct tdm__job {
      * it again until one of its batches completes: declined_gen[w] == done_gen. */
     _Alignas(TDM__CACHELINE) atomic_uint done_gen;
     atomic_int n_declined;
+    _Atomic uint64_t reoffered_ns; /* when a completion last offered it to them (job.c) */
+    atomic_int reoffers;           /* how many times completions did (TDM_DEBUG=sched) */
     unsigned *declined_gen; /* [n_workers], UINT_MAX: not declined */
     int dev_kind;              /* >= 0: only devices of this backend kind (named policy) */
 } tdm__job;

@@ -246,6 +246,12 @@ void tdm__jsched_destroy(tdm__job *job)
     tdm__jsched *s = job->sched;
     if (!s)
         return;
+    if (atomic_load_explicit(&job->reoffers, memory_order_relaxed) > 0)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: its completions offered it again %d times to the workers that "
+                 "stood down (at most every %.0f ms)",
+                 job->what, atomic_load_explicit(&job->reoffers, memory_order_relaxed),
+                 TDM__REOFFER_NS * 1e-6);
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL;
     /* Stored figures this map found stale go first (the map's own are stored below). */
     for (int w = 0; cm && w < s->n; w++)

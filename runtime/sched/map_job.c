@@ -42,6 +42,8 @@ tdm__job *tdm__map_job_alloc(tdm_runtime *rt, const char *fn)
     job->dev_kind = -1;
     atomic_init(&job->done_gen, 0);
     atomic_init(&job->n_declined, 0);
+    atomic_init(&job->reoffered_ns, 0);
+    atomic_init(&job->reoffers, 0);
     atomic_init(&job->bytes_to_device, 0);
     atomic_init(&job->bytes_from_device, 0);
     job->max_bs = INT64_MAX;
