@@ -696,12 +696,13 @@ static void test_slower_device_gets_no_batch(void **state)
     rm_dir(d);
 }
 
-/* A host-CPU device standing down for a whole map (open, stored 20x slower than the threads
- * from 100 batches) is offered the map again by its completions at most every 5 ms
- * (TDM__REOFFER_NS): a pi map of 2000 items of 400000 terms on two threads, one item a batch,
- * offered it again every 8 completions before, about 230 times in 0.5 s, each offer taking
- * a core from the threads (the threads then ran such a map at 0.91-0.95 of the speed they
- * ran it at under policy CPU on the same runtime). */
+/* A host-CPU device standing down for a whole map (open, stored 10x slower per item than one
+ * thread, from 100 batches) is offered the map again by the map's completions at most every
+ * 5 ms (TDM__REOFFER_NS; the scheduler's own offers and the job's end are not counted here):
+ * a pi map of 2000 items of 400000 terms on two threads, about one item a batch, 0.1-0.3 s.
+ * Without the limit, every completion offered it (1828 times in a 235 ms map); every 8 of
+ * them, before, each offer taking a core from the threads (a 0.5 s pi map ran at 0.96-0.98
+ * of the speed of policy CPU on the same runtime). */
 static void test_standing_down_device_offered_the_map_at_most_every_5_ms(void **state)
 {
     char *d = model_dir();
@@ -731,7 +732,7 @@ static void test_standing_down_device_offered_the_map_at_most_every_5_ms(void **
     rm_dir(d);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
     assert_int_equal(items_of(&r, TDM_BACKEND_OPENCL), 0);
-    assert_true(r.batches > 500); /* (every 8 of them offered it before) */
+    assert_true(r.batches > 200); /* (completions enough to offer it far more often) */
     if (log.reoffers > ms / 5.0 + 1)
         fail_msg("offered again %d times in a map of %.1f ms", log.reoffers, ms);
     assert_true(log.reoffers >= 1);

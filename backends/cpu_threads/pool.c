@@ -95,28 +95,32 @@ static void *worker_main(void *p)
     tdm__pool *pool = arg->pool;
     int w = arg->index;
     pthread_mutex_lock(&pool->mu);
-    bool left_with_work = false;
+    bool declined = false; /* it left a scheduled job with work left, and has not slept since */
     while (!pool->shutdown) {
         tdm__job *job = pick_locked(pool, w);
         if (!job) {
             unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed);
             pthread_mutex_unlock(&pool->mu);
-            /* (a worker that left a job with work left, declining it, waits without spinning:
-             * it is offered the job again by a wake-up, and its spin took 50 us of a core
-             * the job's workers were using, each time: job.c, reoffer_due) */
-            if (!left_with_work)
+            /* (a worker that has just declined a scheduled job, leaving it work, sleeps without
+             * spinning: it is offered the job again by a wake-up (job.c, reoffer_due), and its
+             * spin ran on a core the job's workers were using, after each decline; the next
+             * time it finds nothing to do, it spins again) */
+            if (!declined)
                 tdm__spin_while_equal(&pool->gen, g, TDM__SPIN_NS);
             pthread_mutex_lock(&pool->mu);
             /* Re-checked under the mutex, where submit bumps it: no wake-up can be lost. */
             if (atomic_load_explicit(&pool->gen, memory_order_relaxed) == g && !pool->shutdown)
                 pthread_cond_wait(&pool->cv, &pool->mu);
+            declined = false;
             continue;
         }
         job->active++;
         pthread_mutex_unlock(&pool->mu);
         tdm__job_run(job, w);
         pthread_mutex_lock(&pool->mu);
-        left_with_work = !tdm__job_exhausted(job);
+        /* (only a scheduled job is declined; a streaming job's worker leaves it for a free
+         * result slot, which a consumer gives back at once: it spins as before) */
+        declined = job->declined_gen && !tdm__job_exhausted(job);
         job->active--;
         if (job->active == 0 && job->declined_gen && !tdm__job_exhausted(job) &&
             atomic_load(&job->n_declined) > 0) {

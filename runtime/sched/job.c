@@ -144,7 +144,8 @@ static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, in
 }
 
 /* Whether a completion may offer the job again to the workers that declined it: not within
- * TDM__REOFFER_NS of the last time (and then this caller does). Each offer wakes a standing-down
+ * TDM__REOFFER_NS of the last time, nor while a host-CPU device explores alone (and then this
+ * caller does). Each offer wakes a standing-down
  * driver, which takes a core from the workers running the map to decline again. Offered every
  * 8 completions (and spinning 50 us after each decline: see the pool's worker loop), a
  * host-CPU device standing down through an AUTO pi map of 0.5 s on 2 cores (2000 items of
@@ -155,10 +156,13 @@ static void record_error(tdm__job *job, int rc, int64_t batch, int64_t begin, in
  * job_sched.c.) */
 static bool reoffer_due(tdm__job *job)
 {
-    uint64_t now = tdm__now_ns();
+    /* (the last one read before the clock: read after, another completion's newer time could
+     * make now - last wrap round) */
     uint64_t last = atomic_load_explicit(&job->reoffered_ns, memory_order_relaxed);
-    return now - last >= TDM__REOFFER_NS &&
-           atomic_compare_exchange_strong_explicit(&job->reoffered_ns, &last, now,
+    uint64_t now = tdm__now_ns();
+    if (now <= last || now - last < TDM__REOFFER_NS || tdm__jsched_device_explores(job))
+        return false;
+    return atomic_compare_exchange_strong_explicit(&job->reoffered_ns, &last, now,
                                                    memory_order_relaxed, memory_order_relaxed);
 }
 
@@ -207,8 +211,7 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
          * again, on the cores its threads are starting on (tdm__jsched_device_explores). */
         atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel);
         bool again = false;
-        if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
-            !tdm__jsched_device_explores(job) && reoffer_due(job)) {
+        if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 && reoffer_due(job)) {
             again = true;
             atomic_fetch_add_explicit(&job->reoffers, 1, memory_order_relaxed);
         }

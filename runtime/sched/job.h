@@ -165,7 +165,9 @@ typedef struct tdm__job {
     bool capped;               /* its scheduler caps a kind's share (tdm__jsched_cap_left) */
     /* A worker that declines leaves the job (so the pool can give it another job: a worker
      * waiting inside one job for a lane busy in another could wait forever) and is not given
-     * it again until one of its batches completes: declined_gen[w] == done_gen. */
+     * it again until one of its batches completes: declined_gen[w] == done_gen. A worker
+     * asleep is woken for it by a completion at most every TDM__REOFFER_NS (job.c), or at
+     * once by the scheduler (offer_again in job_sched.c) and when the job is exhausted. */
     _Alignas(TDM__CACHELINE) atomic_uint done_gen;
     atomic_int n_declined;
     _Atomic uint64_t reoffered_ns; /* when a completion last offered it to them (job.c) */
@@ -218,7 +220,7 @@ static inline bool tdm__job_runnable(tdm__job *job, int w)
             job->declined_gen[w] != atomic_load_explicit(&job->done_gen, memory_order_acquire));
 }
 /* Worker w declines the job for now (the scheduler's decision): it leaves, and is offered the
- * job again once a batch of it completes. */
+ * job again once a batch of it completes (woken for it at most every TDM__REOFFER_NS). */
 void tdm__job_decline(tdm__job *job, int w);
 
 /* Waits for the job to finish (dropping unconsumed streamed results), stops its progress

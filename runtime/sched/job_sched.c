@@ -627,7 +627,7 @@ bool tdm__jsched_exploring(tdm__job *job, int w)
 
 /* Which side of the shared cores runs may change now (a lane is calibrated), or the side that
  * runs is not inside the job: the workers that stood down are offered the job again at once
- * (a completion offers it only every few batches). */
+ * (a completion offers it at most every TDM__REOFFER_NS: job.c). */
 static void offer_again(tdm__job *job)
 {
     if (atomic_load_explicit(&job->n_declined, memory_order_relaxed) == 0)
