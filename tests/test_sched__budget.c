@@ -668,11 +668,11 @@ static bool host_cpu_device(tdm_runtime *rt, char *key, size_t len)
     return false;
 }
 
-/* Devices already open and a stored model that says the host-CPU device is slower: AUTO hands
- * it no batch at all (issue 16: "none once its model says slower"). */
-static void test_slower_device_gets_no_batch(void **state)
+/* A runtime on model dir d, which is seeded first with `lines` (a format whose %s is the
+ * stored-model key of the host-CPU device), its devices open, the log in `log` (may be NULL).
+ * Skips the test (d removed) where there is no OpenCL device on the host's cores. */
+static tdm_runtime *open_on_a_host_device_model(char *d, const char *lines, budget_log *log)
 {
-    char *d = model_dir();
     tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
     char key[200];
     bool dev = host_cpu_device(rt, key, sizeof key);
@@ -681,12 +681,21 @@ static void test_slower_device_gets_no_batch(void **state)
         rm_dir(d);
         skip();
     }
-    char lines[512];
-    snprintf(lines, sizeof lines,
-             "exp_sinh.v1\tcpu\t6\t1\t200\t100\nexp_sinh.v1\t%s\t9\t5000\t50000\t100\n", key);
-    seed_model(d, lines);
-    rt = open_rt(d, NULL, NULL, 2, 0);
+    char text[512];
+    snprintf(text, sizeof text, lines, key);
+    seed_model(d, text);
+    rt = open_rt(d, log, NULL, 2, 0);
     assert_true(host_cpu_device(rt, key, sizeof key));
+    return rt;
+}
+
+/* Devices already open and a stored model that says the host-CPU device is slower: AUTO hands
+ * it no batch at all (issue 16: "none once its model says slower"). */
+static void test_slower_device_gets_no_batch(void **state)
+{
+    char *d = model_dir();
+    tdm_runtime *rt = open_on_a_host_device_model(
+        d, "exp_sinh.v1\tcpu\t6\t1\t200\t100\nexp_sinh.v1\t%s\t9\t5000\t50000\t100\n", NULL);
     tdm_report r = TDM_REPORT_INIT;
     run_exp_sinh(rt, 1 << 21, TDM_MEM_HOST, &r);
     assert_int_equal(tdm_runtime_close(rt), 0);
@@ -706,23 +715,11 @@ static void test_slower_device_gets_no_batch(void **state)
 static void test_standing_down_device_offered_the_map_at_most_every_5_ms(void **state)
 {
     char *d = model_dir();
-    tdm_runtime *rt = open_rt(d, NULL, NULL, 2, 0);
-    char key[200];
-    bool dev = host_cpu_device(rt, key, sizeof key);
-    assert_int_equal(tdm_runtime_close(rt), 0);
-    if (!dev) {
-        rm_dir(d);
-        skip();
-    }
-    char lines[512];
-    snprintf(lines, sizeof lines,
-             "pi_leibniz.v2.w19\tcpu\t0\t1.5e5\t200\t100\n"
-             "pi_leibniz.v2.w19\t%s\t0\t1.5e6\t50000\t100\n",
-             key);
-    seed_model(d, lines);
     budget_log log = {0};
-    rt = open_rt(d, &log, NULL, 2, 0);
-    assert_true(host_cpu_device(rt, key, sizeof key));
+    tdm_runtime *rt = open_on_a_host_device_model(d,
+                                                  "pi_leibniz.v2.w19\tcpu\t0\t1.5e5\t200\t100\n"
+                                                  "pi_leibniz.v2.w19\t%s\t0\t1.5e6\t50000\t100\n",
+                                                  &log);
     tdm_report r = TDM_REPORT_INIT;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
