@@ -35,6 +35,7 @@ typedef struct {
     int yield_takes; /* batches thread 1 took meanwhile */
     atomic_bool stalled_out; /* the stalled "opened" line is done sleeping */
     int reoffers;            /* "offered it again N times to the workers that stood down" */
+    int threads_again; /* a host-CPU device won a close call: "the threads are measured again" */
 } budget_log;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -56,6 +57,7 @@ static void on_log(void *user, unsigned flag, const char *line)
                        strstr(line, "host-CPU device, which are being measured alone") != NULL;
     l->bg_asked += strstr(line, "the devices open in the background") != NULL;
     l->bg_closed += strstr(line, "the devices stay closed") != NULL;
+    l->threads_again += strstr(line, "the threads are measured again") != NULL;
     const char *again = strstr(line, "offered it again ");
     if (again)
         l->reoffers += atoi(again + strlen("offered it again "));
@@ -735,6 +737,31 @@ static void test_standing_down_device_offered_the_map_at_most_every_5_ms(void **
     assert_true(log.reoffers >= 1);
 }
 
+/* A host-CPU device stored faster than the CPU threads together by less than 3x (a close
+ * call: 1e5 ns per item against two threads of 3e5 each) has the threads measured again at
+ * the map's start: they run its first batches, unseeded, and the side that runs is chosen on
+ * what they measure (taken as stored, threads standing down for the device never ran again to
+ * correct a figure a cold run had stored 1.84x slow). A device stored 10x faster is taken as
+ * stored, and so are the threads. */
+static void test_threads_measured_again_against_a_close_device(void **state)
+{
+    static const char *const models[2] = {
+        "pi_leibniz.v2.w19\tcpu\t0\t3e5\t200\t100\npi_leibniz.v2.w19\t%s\t0\t1e5\t50000\t100\n",
+        "pi_leibniz.v2.w19\tcpu\t0\t3e5\t200\t100\npi_leibniz.v2.w19\t%s\t0\t1.5e4\t50000\t100\n"};
+    for (int m = 0; m < 2; m++) {
+        char *d = model_dir();
+        budget_log log = {0};
+        tdm_runtime *rt = open_on_a_host_device_model(d, models[m], &log);
+        tdm_report r = TDM_REPORT_INIT;
+        pi_map_check(rt, TDM_POLICY_AUTO, 1000, 400000, 2e-5, TDM_MEM_HOST, &r);
+        assert_int_equal(tdm_runtime_close(rt), 0);
+        rm_dir(d);
+        assert_int_equal(log.threads_again, m == 0 ? 1 : 0);
+        if (m == 0) /* (they calibrate first, whichever side runs the rest) */
+            assert_true(items_of(&r, TDM_BACKEND_CPU_THREADS) > 0);
+    }
+}
+
 /* A cold host-CPU device explores beside the threads first (tdm__beside_judge): one far
  * slower than them is judged there, and the threads never stand down for it (they did, for
  * its exploration alone: about 1 ms of a cold 40 ms map with both cores given to a device
@@ -1143,6 +1170,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_streamed_map_leaves_the_devices_closed),
         cmocka_unit_test(test_slower_device_gets_no_batch),
         cmocka_unit_test(test_standing_down_device_offered_the_map_at_most_every_5_ms),
+        cmocka_unit_test(test_threads_measured_again_against_a_close_device),
         cmocka_unit_test(test_far_device_explores_beside_the_threads),
         cmocka_unit_test(test_exploration_stops_before_passing_its_cap),
         cmocka_unit_test(test_exploration_ends_for_a_hopeless_device),

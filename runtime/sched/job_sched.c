@@ -154,6 +154,48 @@ void tdm__jsched_join(tdm__job *job, int w)
                  job->what, l->key, w, since(s) * 1e-6, l->eligible ? "" : " (not eligible)");
 }
 
+/* A host-CPU device whose stored figure beats the CPU threads' stored one, together, by less
+ * than TDM__CM_CLOSE: the threads start unseeded and are measured again (they calibrate first,
+ * as in a cold map; the device keeps its figure), so the side that runs is chosen on what they
+ * do now. Taken as stored, threads that stand down for the device never run in the map and
+ * never correct their figure: one cold run stored them 1.84x slow (9.96e5 ns per item against
+ * the 5.4e5 they ran at), and every warm pi map after it ran on PoCL, at 0.875 of the threads'
+ * speed (bench_sched). A device measured again itself (tdm__cm_measure_again) is left to its
+ * exploration; the threads keep their figure then. */
+static void threads_measured_again(tdm__job *job, tdm__jsched *s)
+{
+    int threads = 0;
+    double thr_tpi = 0;
+    for (int w = 0; w < s->n; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        if (l->eligible && l->kind == TDM_BACKEND_CPU_THREADS) {
+            threads++;
+            thr_tpi = l->from_model && l->est.tpi > 0 ? l->est.tpi : 0;
+        }
+    }
+    if (threads == 0 || !(thr_tpi > 0))
+        return;
+    double host = (double)threads / thr_tpi; /* (items per ns, the threads together) */
+    const tdm__jlane *close = NULL;
+    for (int w = 0; w < s->n && !close; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        double dev = l->est.tpi > 0 ? 1.0 / l->est.tpi : 0;
+        if (l->eligible && l->host_cpu && l->from_model && dev > host && dev < host * TDM__CM_CLOSE)
+            close = l;
+    }
+    if (!close)
+        return;
+    if (job->rt->debug & TDM_DEBUG_SCHED)
+        tdm__log(job->rt, TDM_DEBUG_SCHED,
+                 "sched %s: %s's stored %.3g ns/item beats the %d CPU threads' stored %.3g "
+                 "together by %.2fx, a close call: the threads are measured again",
+                 job->what, close->key, close->est.tpi, threads, thr_tpi / threads,
+                 thr_tpi / threads / close->est.tpi);
+    for (int w = 0; w < s->n; w++)
+        if (s->lanes[w].eligible && s->lanes[w].kind == TDM_BACKEND_CPU_THREADS)
+            lane_init(job, s, NULL, w, NULL); /* (no model: unseeded, exploring) */
+}
+
 int tdm__jsched_create(tdm__job *job)
 {
     tdm_runtime *rt = job->rt;
@@ -194,6 +236,7 @@ int tdm__jsched_create(tdm__job *job)
         atomic_init(&l->joined, waits ? 0 : 1);
         s->lazy |= waits;
     }
+    threads_measured_again(job, s);
     atomic_init(&s->lazy_asked, 0);
     atomic_init(&s->running, -1);
     /* One CPU budget: threads and worker processes that together are more workers than cores
