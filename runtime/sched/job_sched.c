@@ -160,10 +160,15 @@ void tdm__jsched_join(tdm__job *job, int w)
  * do now. Taken as stored, threads that stand down for the device never run in the map and
  * never correct their figure: one cold run stored them 1.84x slow (9.96e5 ns per item against
  * the 5.4e5 they ran at), and every warm pi map after it ran on PoCL, at 0.875 of the threads'
- * speed (bench_sched). A device measured again itself (tdm__cm_measure_again) is left to its
- * exploration; the threads keep their figure then. */
+ * speed (bench_sched). It applies in every such map (nothing settles it: the threads' first
+ * batches cost a pi map well under 1%), not to a device measured again itself
+ * (tdm__cm_measure_again: the threads keep their figure then), not in a lazy job (its devices
+ * join while the seeded threads run, whose batches correct their figure), and not with share
+ * caps (no side stands down there: shared_cores). */
 static void threads_measured_again(tdm__job *job, tdm__jsched *s)
 {
+    if (job->capped)
+        return;
     int threads = 0;
     double thr_tpi = 0;
     for (int w = 0; w < s->n; w++) {

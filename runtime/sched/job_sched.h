@@ -36,7 +36,8 @@ typedef struct tdm__jlane {
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
     bool host_cpu; /* a device computing on the host's cores (shares them with the threads) */
-    bool from_model; /* it started from a stored figure (set up with one, measured again or not) */
+    bool from_model; /* it started from a stored figure (set up with one, measured again or not;
+                      * not CPU threads measured again: threads_measured_again) */
     bool confirm;    /* a close call from fewer than TDM__CM_SETTLED batches, measured again in
                       * this map: agreeing, it settles (tdm__cm_put_confirm) */
     int recheck_cls; /* a settled figure measured again: its entry's size class (else -1) */
