@@ -350,23 +350,15 @@ void tdm__cm_put(tdm__costmodel *cm, const char *kernel, const char *lane, int c
     pthread_mutex_unlock(&cm->mu);
 }
 
-void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
-                      double lat, int samples)
-{
-    pthread_mutex_lock(&cm->mu); /* (one lock: the entry read is the one merged into) */
-    const cm_entry *b = best_entry(cm, kernel, lane);
-    bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
-    put_locked(cm, kernel, lane, into ? b->cls : cls, tpi, lat, samples);
-    pthread_mutex_unlock(&cm->mu);
-}
-
-void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
-                         double tpi, double lat, int samples)
+/* tdm__cm_put_read, and with `settle` tdm__cm_put_confirm: one lock, so the entry read is the
+ * one merged into (and settled). */
+static void put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
+                     double lat, int samples, bool settle)
 {
     pthread_mutex_lock(&cm->mu);
     const cm_entry *b = best_entry(cm, kernel, lane);
     bool into = b && tpi > 0 && !far_apart(b->tpi, tpi);
-    bool agree = into && samples >= 1 && isfinite(tpi) && device_lane(lane) &&
+    bool agree = settle && into && samples >= 1 && isfinite(tpi) && device_lane(lane) &&
                  b->n < TDM__CM_SETTLED && tpi <= 1.5 * b->tpi && b->tpi <= 1.5 * tpi;
     int into_cls = into ? b->cls : cls;
     put_locked(cm, kernel, lane, into_cls, tpi, lat, samples);
@@ -374,6 +366,18 @@ void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lan
     if (e && e->n < TDM__CM_SETTLED)
         e->n = TDM__CM_SETTLED;
     pthread_mutex_unlock(&cm->mu);
+}
+
+void tdm__cm_put_read(tdm__costmodel *cm, const char *kernel, const char *lane, int cls, double tpi,
+                      double lat, int samples)
+{
+    put_read(cm, kernel, lane, cls, tpi, lat, samples, false);
+}
+
+void tdm__cm_put_confirm(tdm__costmodel *cm, const char *kernel, const char *lane, int cls,
+                         double tpi, double lat, int samples)
+{
+    put_read(cm, kernel, lane, cls, tpi, lat, samples, true);
 }
 
 void tdm__cm_drop_stale(tdm__costmodel *cm, const char *kernel, const char *lane,

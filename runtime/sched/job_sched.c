@@ -219,8 +219,7 @@ int tdm__jsched_create(tdm__job *job)
     memset(lanes, 0, sizeof *lanes * (size_t)job->n_workers);
     s->n = job->n_workers;
     s->lanes = lanes;
-    if (job->kernel)
-        snprintf(s->kernel, sizeof s->kernel, "%s", job->model_key);
+    s->kernel = job->model_key; /* (set by prepare_map for a map; "" for other jobs) */
     for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++) {
         double c = job->opts.share_cap[k];
         s->cap[k] = c > 0 && c < 1 ? (int64_t)ceil(c * (double)job->n_items) : INT64_MAX;
@@ -363,9 +362,9 @@ void tdm__jsched_destroy(tdm__job *job)
     job->sched = NULL;
 }
 
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const tdm__kernel *k, const char *key)
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const char *key)
 {
-    if (!k || !rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
+    if (!rt->backends[TDM_BACKEND_CPU_THREADS].enabled || rt->threads < 1)
         return false;
     if (rt->devices) /* (atomic; no lock: a background open holds dev_mu while it works) */
         return false; /* opened already (the scheduler then keeps a slower one waiting) */

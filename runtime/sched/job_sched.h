@@ -64,7 +64,7 @@ typedef struct tdm__jsched {
     uint64_t t0;
     int64_t cap[TDM_BACKEND_KIND_COUNT]; /* items a kind may take; INT64_MAX: no cap */
     atomic_llong used[TDM_BACKEND_KIND_COUNT];
-    char kernel[TDM__CM_KEY_LEN]; /* the map's key in the stored model (tdm__cm_map_key) */
+    const char *kernel;    /* the map's key in the stored model: job->model_key ("": none) */
     int cores;             /* the CPU budget: cores this process may run on */
     bool split_cpu;        /* threads + worker processes are more than the cores: they take turns */
     bool lazy;             /* some lanes wait for devices still closed (a lazy job) */
@@ -136,10 +136,10 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
  * exploration batch is measured before the next is sized). */
 bool tdm__jsched_exploring(tdm__job *job, int w);
 
-/* Whether an AUTO map of kernel k should leave the devices closed: the stored model already
- * says none of them beats the runtime's CPU threads for it (logged under TDM_DEBUG=sched).
- * Opens the stored model if needed. Thread-safe. */
-bool tdm__jsched_skip_devices(tdm_runtime *rt, const struct tdm__kernel *k, const char *key);
+/* Whether an AUTO map whose key in the stored model is `key` (tdm__cm_map_key) should leave the
+ * devices closed: the stored model already says none of them beats the runtime's CPU threads
+ * for it (logged under TDM_DEBUG=sched). Opens the stored model if needed. Thread-safe. */
+bool tdm__jsched_skip_devices(tdm_runtime *rt, const char *key);
 
 /* Whether a device on the host's cores is exploring alone now (its driver inside the job, its
  * ladder not done, no share caps): the CPU workers that declined wait for the end of its

@@ -382,7 +382,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
                      "map moves %.1f MiB",
                      (double)bytes / (1 << 20));
         /* (counted toward opening them, unless the model says they lose on this kernel) */
-        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, k, key))
+        if (want == DEV_NO && !rt->devices && !tdm__jsched_skip_devices(rt, key))
             *closed_ns = cpu_ns; /* (< the bar) */
     } else if (bytes >= TDM__AUTO_DEVICE_BYTES_COLD) {
         want = DEV_OPEN;
@@ -393,7 +393,7 @@ static int wants_devices(tdm_runtime *rt, const tdm_map_opts *o, bool streaming,
     } else {
         want = lazy_ok ? DEV_LAZY : DEV_NO;
     }
-    if (want != DEV_NO && tdm__jsched_skip_devices(rt, k, key))
+    if (want != DEV_NO && tdm__jsched_skip_devices(rt, key))
         return DEV_SKIPPED;
     /* Opened for the stored model's reason (or a map of 1 GiB with nothing stored), they open
      * in the background as the map starts on the CPU (opened before it, PoCL's open kept a

@@ -76,15 +76,6 @@ bool tdm__map_job_lazy_devices(tdm__job *job)
     return true;
 }
 
-/* The runtime's stored model (NULL: none) and the job's kernel's key in it (len bytes). */
-static tdm__costmodel *job_model(tdm__job *job, char *key, size_t len)
-{
-    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
-    if (cm)
-        snprintf(key, len, "%s", job->model_key);
-    return cm;
-}
-
 /* A CPU-only map of a named kernel teaches the stored model the CPU threads' time per item
  * (the median over the threads of busy time / items), so a later map that mixes in a device
  * starts with the CPU calibrated. Maps of a few batches say too little and are skipped. (Not
@@ -105,13 +96,12 @@ static void learn_cpu(tdm__job *job)
             items += job->ws[w].items;
         }
     }
-    char key[TDM__CM_KEY_LEN];
-    tdm__costmodel *cm = batches >= 8 && k > 0 ? job_model(job, key, sizeof key) : NULL;
+    tdm__costmodel *cm = batches >= 8 && k > 0 ? tdm__runtime_costmodel(job->rt) : NULL;
     if (!cm)
         return;
     /* (busy time folds the small fixed cost of a thread's batch in) */
-    tdm__cm_put_read(cm, key, "cpu", tdm__cm_size_class(items / batches), tdm__median(tpis, k), 0,
-                     batches > 1000000 ? 1000000 : (int)batches);
+    tdm__cm_put_read(cm, job->model_key, "cpu", tdm__cm_size_class(items / batches),
+                     tdm__median(tpis, k), 0, batches > 1000000 ? 1000000 : (int)batches);
 }
 
 /* A map on the devices alone teaches the stored model each device's time per item
@@ -132,7 +122,6 @@ static void learn_devices(tdm__job *job)
     if (!job->kernel || job->sched || !job->ws || !tdm__job_whole(job) ||
         atomic_load(&job->fallback_batches) != 0)
         return;
-    char key[TDM__CM_KEY_LEN];
     tdm__costmodel *cm = NULL;
     for (int w = 0; w < job->n_workers; w++) {
         const tdm__wstat *ws = &job->ws[w];
@@ -140,15 +129,15 @@ static void learn_devices(tdm__job *job)
         if (tdm__worker_kind(job, w) != TDM__ON_DEVICES || !ds || !(ws->learn_tpi > 0) ||
             !(ws->learn_ns >= TDM__LEARN_DEVICE_NS) || ws->items <= 0 || ws->batches <= 0)
             continue;
-        if (!cm && !(cm = job_model(job, key, sizeof key)))
+        if (!cm && !(cm = tdm__runtime_costmodel(job->rt)))
             return;
         char lane[96];
         tdm__device_lane_key(lane, sizeof lane, ds);
         double n = ws->learn_ns / TDM__TARGET_DEVICE;
         if (n < (double)ws->batches)
             n = (double)ws->batches;
-        tdm__cm_put_read(cm, key, lane, tdm__cm_size_class(ws->items / ws->batches), ws->learn_tpi,
-                         ws->learn_lat, n > 1e6 ? 1000000 : (int)n);
+        tdm__cm_put_read(cm, job->model_key, lane, tdm__cm_size_class(ws->items / ws->batches),
+                         ws->learn_tpi, ws->learn_lat, n > 1e6 ? 1000000 : (int)n);
     }
 }
 
@@ -159,10 +148,9 @@ static void pass_devices(tdm__job *job)
 {
     if (!job->devices_skipped || !job->kernel || !tdm__job_whole(job))
         return;
-    char key[TDM__CM_KEY_LEN];
-    tdm__costmodel *cm = job_model(job, key, sizeof key);
+    tdm__costmodel *cm = tdm__runtime_costmodel(job->rt);
     if (cm)
-        tdm__cm_pass_devices(cm, key);
+        tdm__cm_pass_devices(cm, job->model_key);
 }
 
 void tdm__job_destroy(tdm__job *job)
