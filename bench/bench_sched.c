@@ -23,7 +23,8 @@
  * median of the per-rep ratios; the cold AUTO run against threads-only and processes-only runs
  * in the same cold conditions, each rep's three in a row, the median of the per-rep ratios):
  * AUTO should match the better side alone (issue 16).
- * Part 3: ns per tdm__sched_decide (internal: links tandem_static), 16 / 64 / 256 lanes.
+ * Part 3: ns per tdm__sched_decide (internal: links tandem_static), 16 / 64 / 256 lanes, and
+ * ns per tdm__est_add (the estimator, on a replay of a CPU thread's batches).
  * Nothing about time is asserted: exit 1 only when a tandem call fails or a result is wrong.
  * Options: --elems, --pi-items, --pi-terms (0 = sized), --reps, --decisions (1e7 at 16 lanes),
  * --short-reps (31): the exp_sinh rows take max(--reps, --short-reps) reps. Its maps take 20 to
@@ -692,6 +693,37 @@ static double decide_ns(int n, int64_t iters, int reps)
     return m;
 }
 
+/* ns per tdm__est_add on a CPU thread's batches in a warm AUTO exp_sinh map: about 19,000
+ * items each, every 8th doubled (the scheduler's probe of the fixed cost), at 200 ns + 5.2 ns
+ * per item, scattered as this machine's batches are (a spread of +-5% around the line, and
+ * every 16th batch 40% slow). */
+static double est_add_ns(int64_t iters, int reps)
+{
+    double *t = xcalloc((size_t)reps, sizeof(double));
+    volatile double sink = 0;
+    for (int r = 0; r < reps; r++) {
+        tdm__est e;
+        tdm__est_init(&e, 200.0);
+        uint64_t x = 88172645463325252ull;
+        double t0 = bench_now();
+        for (int64_t i = 0; i < iters; i++) {
+            double n = i % 8 == 7 ? 38000.0 : 19000.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            double u = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
+            double f = i % 16 == 15 ? 1.4 : 0.95 + 0.1 * u;
+            tdm__est_add(&e, n, (200.0 + 5.2 * n) * f);
+        }
+        t[r] = (bench_now() - t0) * 1e9 / (double)iters;
+        sink += e.tpi;
+    }
+    (void)sink;
+    double m = bench_median(t, reps);
+    free(t);
+    return m;
+}
+
 int main(int argc, char **argv)
 {
     int64_t n = bench_opt(argc, argv, "--elems", 20000000);
@@ -759,6 +791,10 @@ int main(int argc, char **argv)
                it);
     }
     bench_target("scheduler cost per decision with 16 backends < 1 us, ns", ns16, ns16 < 1000.0);
+    double est_ns = est_add_ns(decisions / 10 < 1 ? 1 : decisions / 10, reps);
+    printf("   the estimator: %.1f ns per batch measured (tdm__est_add, a CPU thread's batches "
+           "of an exp_sinh map), %.2f%% of a 100 us batch\n",
+           est_ns, est_ns / 1e3);
     print_load("at the end");
     if (g_bad)
         fprintf(stderr, "bench_sched: some results differ from the serial loops\n");

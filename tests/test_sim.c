@@ -410,6 +410,49 @@ static void test_estimator_one_slowed_larger_group(void **state)
     assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
 }
 
+/* A full window is not fitted again for a batch on its line (within 10%), up to 3 in a row: a
+ * slow drift is taken in at every 4th batch; a batch off the line is fitted at once, and so is
+ * every batch while the window fills or a stored figure is not yet borne out. */
+static void test_estimator_refits_a_full_window_every_4th_batch_on_its_line(void **state)
+{
+    (void)state;
+    tdm__est e;
+    tdm__est_init(&e, 1000);
+    for (int i = 0; i < TDM__EST_WIN - 1; i++) {
+        double n = i % 2 ? 400 : 100;
+        tdm__est_add(&e, n, 1000 + 10 * n);
+        assert_int_equal(e.unfit, 0); /* (filling: each fitted) */
+    }
+    tdm__est_add(&e, 400, 1000 + 10 * 400.0); /* (the one that fills it: on the line) */
+    assert_int_equal(e.unfit, 1);
+    tdm__est_add(&e, 100, 1000 + 10 * 100.0);
+    tdm__est_add(&e, 400, 1000 + 10 * 400.0);
+    tdm__est_add(&e, 100, 1000 + 10 * 100.0); /* (the 4th: fitted) */
+    assert_int_equal(e.unfit, 0);
+    assert_true(fabs(e.tpi - 10) < 1e-9 && fabs(e.lat - 1000) < 1e-6);
+    /* 5% slower per item: on the line, fitted at every 4th */
+    for (int i = 0; i < TDM__EST_WIN; i++) {
+        double n = i % 2 ? 400 : 100;
+        tdm__est_add(&e, n, 1000 + 10.5 * n);
+        assert_int_equal(e.unfit, (i + 1) % 4);
+        if (i < 3)
+            assert_true(fabs(e.tpi - 10) < 1e-9);
+    }
+    assert_true(fabs(e.tpi - 10.5) < 1e-9 && fabs(e.lat - 1000) < 1e-6); /* (the window: all new) */
+    /* off the line (2x): fitted at once, though the medians keep the estimate */
+    tdm__est_add(&e, 400, 1000 + 10.5 * 400);
+    assert_int_equal(e.unfit, 1);
+    tdm__est_add(&e, 400, 2 * (1000 + 10.5 * 400));
+    assert_int_equal(e.unfit, 0);
+    assert_true(fabs(e.tpi - 10.5) < 1e-9);
+    /* a stored figure not yet borne out: every batch fitted */
+    tdm__est_seed(&e, 10.0, 1000.0, TDM__EST_WIN, 400);
+    for (int i = 0; i < 3; i++) {
+        tdm__est_add(&e, 400, 1000 + 100 * 400.0); /* (10x slower: not borne out) */
+        assert_int_equal(e.unfit, 0);
+    }
+}
+
 /* A stored figure counts as its 4 batches against the lane's own batches: seeded at the size
  * of what the lane measures (PoCL's groups of 3 batches of 18 pi items), a group read 35%
  * slower moves nothing, 3 in a row neither, and the measured batches take over once they are
@@ -1127,6 +1170,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_estimator_is_robust),
         cmocka_unit_test(test_estimator_one_slowed_larger_group),
         cmocka_unit_test(test_estimator_drift_among_close_sizes),
+        cmocka_unit_test(test_estimator_refits_a_full_window_every_4th_batch_on_its_line),
         cmocka_unit_test(test_estimator_seed_counts_against_the_lanes_own_batches),
         cmocka_unit_test(test_estimator_noise_among_close_sizes_is_no_fixed_cost),
         cmocka_unit_test(test_median_matches_the_sorted_middle),

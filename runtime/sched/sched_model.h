@@ -44,6 +44,7 @@ typedef struct tdm__est {
     bool seeded;
     double seed_tpi;
     int real, off;
+    int unfit; /* batches added since the last fit (tdm__est_add) */
 } tdm__est;
 
 /* The weighted median of v[0..n-1] with weights w[0..n-1] (>= 0): the smallest v[i] such that
