@@ -410,7 +410,7 @@ static void test_estimator_one_slowed_larger_group(void **state)
     assert_true(fabs(e.tpi - 1e5) < 1 && fabs(e.lat - 2e6) < 1e3);
 }
 
-/* A full window is not fitted again for a batch on its line (within 10%), up to 3 in a row: a
+/* A full window is not fitted again for a batch on its line (within 20%), up to 3 in a row: a
  * slow drift is taken in at every 4th batch; a batch off the line is fitted at once, and so is
  * every batch while the window fills or a stored figure is not yet borne out. */
 static void test_estimator_refits_a_full_window_every_4th_batch_on_its_line(void **state)
