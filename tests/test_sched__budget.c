@@ -286,19 +286,31 @@ static void test_cpu_budget_sides_measured_side_by_side(void **state)
 
 /* Exploration does not end on a batch of a few items just for lasting long: a first exp_sinh
  * item on a cold CPU thread took 21 us (2 ns once warm) and, read as 20000 ns per item, lost
- * the map to the worker processes. One item ends the ladder only when it lasts a target batch
- * (a kernel that slow needs no ladder); 64 or more items when they last 16 latencies. */
+ * the map to the worker processes; another took 121 us, a whole target. A few items end the
+ * ladder only when they and the rung before them each last a target batch (a kernel that slow
+ * needs no more ladder); 64 or more items when they last 16 latencies. */
 static void test_exploration_ladder_not_ended_by_a_slow_first_item(void **state)
 {
     (void)state;
-    /* (explore, items, took ns, target ns, latency ns, fill) */
-    assert_int_equal(tdm__explore_next(1, 1, 21e3, 100e3, 200, 1), 4);      /* slowed, not long */
-    assert_int_equal(tdm__explore_next(16, 16, 21e3, 100e3, 200, 1), 64);   /* still a few */
-    assert_int_equal(tdm__explore_next(64, 64, 3.2e3, 100e3, 200, 1), 0);   /* enough of both */
-    assert_int_equal(tdm__explore_next(64, 64, 3.1e3, 100e3, 200, 1), 256); /* too short */
-    assert_int_equal(tdm__explore_next(1, 1, 150e3, 100e3, 200, 1), 0);     /* one long item */
-    assert_int_equal(tdm__explore_next(1024, 100, 1e3, 100e3, 200, 1), 0);  /* cut by the end */
-    assert_int_equal(tdm__explore_next(4096, 4096, 60e3, 4e6, 50e3, 8192), 16384); /* fill */
+    int r = 0; /* (explore, items, took ns, target ns, latency ns, fill, long rungs in a row) */
+    assert_int_equal(tdm__explore_next(1, 1, 21e3, 100e3, 200, 1, &r), 4); /* slowed, not long */
+    assert_int_equal(r, 0);
+    assert_int_equal(tdm__explore_next(16, 16, 21e3, 100e3, 200, 1, &r), 64);   /* still a few */
+    assert_int_equal(tdm__explore_next(64, 64, 3.2e3, 100e3, 200, 1, &r), 0);   /* enough of both */
+    assert_int_equal(tdm__explore_next(64, 64, 3.1e3, 100e3, 200, 1, &r), 256); /* too short */
+    /* one long item: once may be a cold start (the ladder goes on), twice in a row is not */
+    assert_int_equal(tdm__explore_next(1, 1, 121e3, 100e3, 200, 1, &r), 4);
+    assert_int_equal(r, 1);
+    assert_int_equal(tdm__explore_next(4, 4, 2e3, 100e3, 200, 1, &r), 16); /* it was */
+    assert_int_equal(r, 0);
+    r = 0;
+    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, &r), 4);
+    assert_int_equal(tdm__explore_next(4, 4, 2e6, 100e3, 200, 1, &r), 0); /* slow items */
+    assert_int_equal(r, 2);
+    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, NULL), 4); /* (no count) */
+    r = 0;
+    assert_int_equal(tdm__explore_next(1024, 100, 1e3, 100e3, 200, 1, &r), 0); /* cut by the end */
+    assert_int_equal(tdm__explore_next(4096, 4096, 60e3, 4e6, 50e3, 8192, &r), 16384); /* fill */
 }
 
 /* The largest batch a CPU thread was given, and whether a stored figure was found stale. */

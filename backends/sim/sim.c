@@ -22,6 +22,7 @@ typedef struct {
     int64_t n;      /* items of the batch in flight */
     double dur;     /* its true duration */
     int64_t batches;
+    int long_rungs; /* (tdm__explore_next) */
 } sim_lane;
 
 typedef struct {
@@ -219,8 +220,9 @@ static double run(sim_run *s, tdm_sim_policy policy, tdm_sim_result *res)
         makespan = now > makespan ? now : makespan;
         l->busy = false;
         tdm__est_add(&l->est, (double)l->n, l->dur);
-        s->views[next].explore = tdm__explore_next(s->views[next].explore, l->n, l->dur,
-                                                   s->views[next].target_ns, l->lat, 1);
+        s->views[next].explore =
+            tdm__explore_next(s->views[next].explore, l->n, l->dur, s->views[next].target_ns,
+                              l->lat, 1, &l->long_rungs);
         s->views[next].free_at = now;
     }
     return makespan;

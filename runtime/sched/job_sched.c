@@ -138,6 +138,7 @@ static void lane_init(tdm__job *job, tdm__jsched *s, tdm__costmodel *cm, int w,
         memory_order_relaxed);
     l->beside_min_ns = 0;
     l->beside_max_ns = 0;
+    l->long_rungs = 0;
 }
 
 void tdm__jsched_join(tdm__job *job, int w)
@@ -881,6 +882,7 @@ static void drop_seed(tdm__job *job, int w)
     atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
     atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->explore, 1, memory_order_relaxed);
+    l->long_rungs = 0;
     atomic_store_explicit(&l->free_at, since(job->sched), memory_order_relaxed);
 }
 
@@ -1133,7 +1135,7 @@ static void beside_done(tdm__job *job, int w, int64_t n, double dur_ns)
         l->beside_max_ns = dur_ns;
     l->explored_ns += dur_ns;
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
-    long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
+    long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill, &l->long_rungs);
     if (verdict == TDM__BESIDE_UNSURE) {
         /* (beside the threads it takes at most its share of the cores: twice the time it
          * may take alone; its rungs' time so far, not reckoned ahead from the last one, and
@@ -1173,6 +1175,7 @@ static void beside_done(tdm__job *job, int w, int64_t n, double dur_ns)
      * standing down) */
     tdm__est_init(&l->est, l->lat);
     l->explored_ns = 0;
+    l->long_rungs = 0;
     atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
     atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->explore, next > 0 ? next : (long long)n, memory_order_relaxed);
@@ -1219,7 +1222,8 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
     if (e > 0 && n > 0 && atomic_load_explicit(&l->beside, memory_order_relaxed)) {
         beside_done(job, w, n, dur_ns);
     } else if (e > 0 && n > 0) {
-        long long next = tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill);
+        long long next =
+            tdm__explore_next(e, n, dur_ns, l->target_ns, l->lat, l->fill, &l->long_rungs);
         l->explored_ns += dur_ns;
         /* Exploration ends before a batch that would overrun the budget, not after it:
          * exploring exp_sinh on PoCL overran it by its last batch, 1024 items and 0.4 ms of a

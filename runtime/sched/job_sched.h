@@ -49,6 +49,7 @@ typedef struct tdm__jlane {
     int64_t items_est;  /* items of those batches */
     bool declining;     /* for logging transitions only */
     double explored_ns; /* time its exploration batches took */
+    int long_rungs;     /* its rungs of a few items in a row that lasted a target */
     double beside_min_ns; /* its shortest exploration batch beside the threads (0: none yet) */
     double beside_max_ns; /* ... and its longest */
     bool seed_stale;    /* this map showed the stored model it started from stale */

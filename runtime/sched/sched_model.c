@@ -360,7 +360,7 @@ double tdm__explore_enough_ns(double lat, double target_ns)
 }
 
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
-                          int64_t fill)
+                          int64_t fill, int *long_rungs)
 {
     if (explore <= 0)
         return 0;
@@ -368,8 +368,15 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
     /* A batch of a few items that lasts long enough is more likely slowed than long: a first
      * item on cold caches, a worker woken late (a single exp_sinh item took 21 us on a CPU
      * thread, against 2 ns once warm, and read as 20000 ns per item, which made a map's
-     * threads lose to its worker processes). It ends the ladder only if it lasted a target. */
-    bool many = n >= TDM__EXPLORE_MIN_ITEMS || dur_ns >= target_ns;
+     * threads lose to its worker processes). It ends the ladder only if it lasted a target,
+     * and so did the rung before it: a first exp_sinh item on a cold CPU thread beside the
+     * worker processes took 121 us, a target, read as 1.2e5 ns per item, and the processes,
+     * 6% slower, ran the map. */
+    bool long_few = n < TDM__EXPLORE_MIN_ITEMS && dur_ns >= target_ns;
+    int before = long_rungs ? *long_rungs : 0;
+    if (long_rungs)
+        *long_rungs = long_few ? before + 1 : 0;
+    bool many = n >= TDM__EXPLORE_MIN_ITEMS || (long_few && before > 0);
     if ((dur_ns >= enough && n >= fill && many) || n < explore)
         return 0;
     int64_t base = n > explore ? n : explore;

@@ -124,15 +124,17 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
 
 /* Exploration: an uncalibrated lane takes 1 item, then 4x more each batch, until a batch lasts
  * at least its target or 16 latencies (so the sample is not just latency) and has at least
- * `fill` items (a device with many compute units runs a small batch on a few of them) and,
- * unless it lasted a whole target, at least 64 items (a few items that last long were more
- * likely slowed, by cold caches or a late wake-up, than long): a
- * lane 10000x slower than the rest costs the run about one target's time, never a straggling
- * slice. A batch cut below the ladder's size (the run's end was near) ends the exploration
- * too. Returns the next `explore` value after a batch of n items that took dur_ns: 0 when the
- * lane is calibrated. */
+ * `fill` items (a device with many compute units runs a small batch on a few of them) and
+ * at least 64 items, unless it and the rung before it each lasted a whole target (a few items
+ * that last long were more likely slowed, by cold caches or a late wake-up, than long; a
+ * kernel whose items are that slow shows it twice): a lane 10000x slower than the rest costs
+ * the run about two targets' time, never a straggling slice. A batch cut below the ladder's
+ * size (the run's end was near) ends the exploration too. *long_rungs (the lane's, 0 at its
+ * start) counts its rungs of fewer than 64 items in a row that lasted a target; it is updated.
+ * Returns the next `explore` value after a batch of n items that took dur_ns: 0 when the lane
+ * is calibrated. */
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
-                          int64_t fill);
+                          int64_t fill, int *long_rungs);
 /* How long a batch must last for the ladder to end on it: 16 fixed costs, at most a target. */
 double tdm__explore_enough_ns(double lat, double target_ns);
 
