@@ -298,16 +298,18 @@ static void test_exploration_ladder_not_ended_by_a_slow_first_item(void **state)
     assert_int_equal(tdm__explore_next(16, 16, 21e3, 100e3, 200, 1, &r), 64);   /* still a few */
     assert_int_equal(tdm__explore_next(64, 64, 3.2e3, 100e3, 200, 1, &r), 0);   /* enough of both */
     assert_int_equal(tdm__explore_next(64, 64, 3.1e3, 100e3, 200, 1, &r), 256); /* too short */
-    /* one long item: once may be a cold start (the ladder goes on), twice in a row is not */
-    assert_int_equal(tdm__explore_next(1, 1, 121e3, 100e3, 200, 1, &r), 4);
+    /* one long item: once may be a cold start (the same rung runs again), twice in a row is
+     * not */
+    assert_int_equal(tdm__explore_next(1, 1, 121e3, 100e3, 200, 1, &r), 1);
     assert_int_equal(r, 1);
-    assert_int_equal(tdm__explore_next(4, 4, 2e3, 100e3, 200, 1, &r), 16); /* it was */
+    assert_int_equal(tdm__explore_next(1, 1, 2e3, 100e3, 200, 1, &r), 4); /* it was */
     assert_int_equal(r, 0);
-    r = 0;
-    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, &r), 4);
-    assert_int_equal(tdm__explore_next(4, 4, 2e6, 100e3, 200, 1, &r), 0); /* slow items */
+    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, &r), 1);
+    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, &r), 0); /* slow items */
     assert_int_equal(r, 2);
-    assert_int_equal(tdm__explore_next(1, 1, 500e3, 100e3, 200, 1, NULL), 4); /* (no count) */
+    assert_int_equal(tdm__explore_next(16, 16, 2e6, 100e3, 200, 1, NULL), 0); /* (no count) */
+    r = 0; /* (a device that fills with 128 items: its few items' rungs go on as they did) */
+    assert_int_equal(tdm__explore_next(16, 16, 5e6, 4e6, 5e4, 128, &r), 64);
     r = 0;
     assert_int_equal(tdm__explore_next(1024, 100, 1e3, 100e3, 200, 1, &r), 0); /* cut by the end */
     assert_int_equal(tdm__explore_next(4096, 4096, 60e3, 4e6, 50e3, 8192, &r), 16384); /* fill */

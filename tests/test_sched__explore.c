@@ -595,13 +595,6 @@ static bool host_device_key(char *key, size_t len)
     return key[0] != '\0';
 }
 
-/* `maps` AUTO pi maps of `items` items of PI_TERMS terms (4000: about 0.3 s on two threads) on
- * two threads, the devices open, over a stored model of the threads (THREAD_TPI ns per item
- * each, about their speed: a stored figure within 8x of what they measure stays) and of the
- * host-CPU device `key` (dev_tpi ns per item from `samples` batches, `passed` maps run without
- * it since), both times threads_slower(); what their log says. Returns the count of maps run
- * without the device that the model holds after, and in *samples_after (may be NULL) its figure's
- * count of batches; *last (may be NULL) gets the last map's report. */
 /* Each thread's ns per item on pi of PI_TERMS terms that the tests below store for the CPU
  * (THREAD_TPI), times threads_slower(): how much slower than that the threads run in this
  * build (1 unless over 1.3x: an unoptimized build with sanitizers runs them 2-3x slower, and a
@@ -634,6 +627,13 @@ static double threads_slower(void)
     return slower;
 }
 
+/* `maps` AUTO pi maps of `items` items of PI_TERMS terms (4000: about 0.3 s on two threads) on
+ * two threads, the devices open, over a stored model of the threads (THREAD_TPI ns per item
+ * each, about their speed: a stored figure within 8x of what they measure stays) and of the
+ * host-CPU device `key` (dev_tpi ns per item from `samples` batches, `passed` maps run without
+ * it since), both times threads_slower(); what their log says. Returns the count of maps run
+ * without the device that the model holds after, and in *samples_after (may be NULL) its figure's
+ * count of batches; *last (may be NULL) gets the last map's report. */
 static int maps_with_device_figure(const char *key, double dev_tpi, int samples, int passed,
                                    int64_t items, int maps, explore_log *log, int *samples_after,
                                    tdm_report *last)
@@ -719,7 +719,7 @@ static void test_close_call_measured_again_in_a_map(void **state)
         skip(); /* no OpenCL device on the host's cores */
     explore_log log;
     /* (the threads stored at 7.5e4 ns per item together; the device at 1.3e5 loses by 1.7x, at
-     * 2e5 by 2.7x, at 2.5e5 by 3.3x) */
+     * 2e5 by 2.7x, at 2.5e5 by 3.3x; all times threads_slower()) */
     assert_int_equal(map_with_device_figure(key, 1.3e5, 13, 0, &log), 0); /* close, unsettled */
     assert_int_equal(log.again, 1);
     assert_true(log.dev_exp >= 1);

@@ -445,12 +445,28 @@ static void test_estimator_refits_a_full_window_every_4th_batch_on_its_line(void
     tdm__est_add(&e, 400, 2 * (1000 + 10.5 * 400));
     assert_int_equal(e.unfit, 0);
     assert_true(fabs(e.tpi - 10.5) < 1e-9);
-    /* a stored figure not yet borne out: every batch fitted */
-    tdm__est_seed(&e, 10.0, 1000.0, TDM__EST_WIN, 400);
-    for (int i = 0; i < 3; i++) {
-        tdm__est_add(&e, 400, 1000 + 100 * 400.0); /* (10x slower: not borne out) */
+    /* a stored figure not yet borne out (batches of 8 items 10x slower than it: too few items
+     * to show it stale) fills the window: every batch fitted, though on the line */
+    tdm__est_seed(&e, 10.0, 1000.0, 4, 8);
+    assert_int_equal(e.unfit, 0);
+    for (int i = 0; i < TDM__EST_WIN; i++) {
+        tdm__est_add(&e, 8, 1000 + 8 * 100.0);
+        assert_true(e.seeded);
         assert_int_equal(e.unfit, 0);
     }
+    tdm__est_seed(&e, 10.0, 1000.0, TDM__EST_WIN, 400); /* (a full window of seeds) */
+    assert_int_equal(e.unfit, 0);
+    /* flushed: the batches left unfitted are fitted in */
+    tdm__est_init(&e, 1000); /* (batches of one size: tpi is the median of their own) */
+    for (int i = 0; i < TDM__EST_WIN + 2; i++)
+        tdm__est_add(&e, 100, 1000 + (i < 6 ? 10 : 10.5) * 100);
+    assert_int_equal(e.unfit, 3); /* (the batch that filled the window and 2 more, on the line) */
+    assert_true(fabs(e.tpi - 10) < 1e-9); /* (fitted with 6 of 11 at 10) */
+    tdm__est_flush(&e);
+    assert_int_equal(e.unfit, 0);
+    assert_true(fabs(e.tpi - 10.5) < 1e-9); /* (4 of 12 at 10) */
+    tdm__est_flush(&e);                     /* (nothing left: no change) */
+    assert_true(e.unfit == 0);
 }
 
 /* A stored figure counts as its 4 batches against the lane's own batches: seeded at the size

@@ -301,6 +301,8 @@ void tdm__jsched_destroy(tdm__job *job)
                  job->what, atomic_load_explicit(&job->reoffers, memory_order_relaxed),
                  TDM__REOFFER_NS * 1e-6);
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL;
+    for (int w = 0; w < s->n; w++) /* (the lanes' last batches fitted in: the workers are gone) */
+        tdm__est_flush(&s->lanes[w].est);
     /* Stored figures this map found stale go first (the map's own are stored below). */
     for (int w = 0; cm && w < s->n; w++)
         if (s->lanes[w].seed_stale && !s->lanes[w].est.seeded)
@@ -1174,8 +1176,8 @@ static void beside_done(tdm__job *job, int w, int64_t n, double dur_ns)
      * before it ran already, and a pi map's first rungs alone cost 1-2 ms more of the threads
      * standing down) */
     tdm__est_init(&l->est, l->lat);
-    l->explored_ns = 0;
-    l->long_rungs = 0;
+    l->explored_ns = 0; /* (l->long_rungs kept: a kernel whose few items lasted a target twice
+                         * beside the threads needs no more few-item rungs alone) */
     atomic_store_explicit(&l->tpi, 0.0, memory_order_relaxed);
     atomic_store_explicit(&l->lat_fit, l->lat, memory_order_relaxed);
     atomic_store_explicit(&l->explore, next > 0 ? next : (long long)n, memory_order_relaxed);

@@ -272,6 +272,14 @@ bool tdm__est_add(tdm__est *e, double n, double dur)
     return stale;
 }
 
+void tdm__est_flush(tdm__est *e)
+{
+    if (e->unfit > 0 && e->count > 0) {
+        e->unfit = 0;
+        fit(e);
+    }
+}
+
 int tdm__est_drop_smaller(tdm__est *e, double n_min)
 {
     if (e->seeded)
@@ -313,6 +321,7 @@ void tdm__est_seed(tdm__est *e, double tpi, double lat, int weight, double n_hin
     n = n < 1 ? 1 : n > 1e15 ? 1e15 : n; /* (a tpi near zero: finite times still) */
     for (int i = 0; i < weight; i++)
         tdm__est_add(e, n, lat + n * tpi);
+    e->unfit = 0; /* (exactly what was stored, below: nothing left to fit) */
     e->tpi = tpi; /* exactly what was stored */
     e->lat = lat;
     e->seeded = true;
@@ -373,10 +382,12 @@ int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double targ
      * worker processes took 121 us, a target, read as 1.2e5 ns per item, and the processes,
      * 6% slower, ran the map. */
     bool long_few = n < TDM__EXPLORE_MIN_ITEMS && dur_ns >= target_ns;
-    int before = long_rungs ? *long_rungs : 0;
+    int before = long_rungs ? *long_rungs : 1; /* (no count kept: one is enough) */
     if (long_rungs)
         *long_rungs = long_few ? before + 1 : 0;
     bool many = n >= TDM__EXPLORE_MIN_ITEMS || (long_few && before > 0);
+    if (long_few && before == 0 && n >= explore && n >= fill)
+        return n; /* (the same rung again: a slow kernel's costs one more target, not four) */
     if ((dur_ns >= enough && n >= fill && many) || n < explore)
         return 0;
     int64_t base = n > explore ? n : explore;

@@ -53,7 +53,13 @@ typedef struct tdm__est {
 double tdm__weighted_median(double *v, double *w, int n);
 /* Starts an empty estimate with a prior fixed cost per batch. */
 void tdm__est_init(tdm__est *e, double lat0);
-/* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits. While a stored model is not
+/* Fits the batches tdm__est_add left unfitted, if any (e->unfit > 0): at a map's end, before
+ * its figures are stored. */
+void tdm__est_flush(tdm__est *e);
+/* Adds a batch of n items (> 0) that took dur_ns (> 0) and refits, except that a full window
+ * with no stored model to bear out skips the fit for a batch within 20% of the line's time for
+ * it, up to 3 in a row (TDM__EST_REFIT, TDM__EST_ON_LINE in sched_model.c): e->tpi and e->lat
+ * may then be up to 3 batches old (tdm__est_flush fits them in). While a stored model is not
  * yet borne out (e->seeded), each batch is checked against it: one within 8x of its time per
  * item bears it out; one 8x or more faster, or two in a row 8x or more slower with 16 items or
  * more each (a batch of a few items is slowed by a late wake-up or cold caches; nothing makes
@@ -127,12 +133,13 @@ void tdm__sched_decide(const tdm__lane_view *lanes, int n_lanes, int w, double n
  * `fill` items (a device with many compute units runs a small batch on a few of them) and
  * at least 64 items, unless it and the rung before it each lasted a whole target (a few items
  * that last long were more likely slowed, by cold caches or a late wake-up, than long; a
- * kernel whose items are that slow shows it twice): a lane 10000x slower than the rest costs
- * the run about two targets' time, never a straggling slice. A batch cut below the ladder's
- * size (the run's end was near) ends the exploration too. *long_rungs (the lane's, 0 at its
- * start) counts its rungs of fewer than 64 items in a row that lasted a target; it is updated.
- * Returns the next `explore` value after a batch of n items that took dur_ns: 0 when the lane
- * is calibrated. */
+ * kernel whose items are that slow shows it twice: after the first such rung the same rung
+ * runs again): a lane 10000x slower than the rest costs the run about two targets' time, never
+ * a straggling slice. A batch cut below the ladder's size (the run's end was near) ends the
+ * exploration too. *long_rungs (the lane's, 0 at its start) counts its rungs of fewer than 64
+ * items in a row that lasted a target; it is updated. long_rungs NULL: no count is kept, and
+ * one such rung ends the ladder. Returns the next `explore` value after a batch of n items
+ * that took dur_ns: 0 when the lane is calibrated. */
 int64_t tdm__explore_next(int64_t explore, int64_t n, double dur_ns, double target_ns, double lat,
                           int64_t fill, int *long_rungs);
 /* How long a batch must last for the ladder to end on it: 16 fixed costs, at most a target. */
