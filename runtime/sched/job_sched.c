@@ -664,6 +664,24 @@ bool tdm__jsched_device_explores(tdm__job *job)
     return false;
 }
 
+/* Whether a host-CPU device of the job runs its exploration rungs beside the CPU workers now:
+ * those workers' batches then share their cores with it (and with PoCL's compiles of a
+ * work-group function for each new launch shape: a pi rung of 16 items took 24 ms), and read
+ * slower than the workers are. Not with share caps (every side runs throughout there). */
+static bool device_beside_now(const tdm__job *job, const tdm__jsched *s)
+{
+    if (job->capped)
+        return false;
+    for (int w = 0; w < s->n; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        if (l->host_cpu && atomic_load_explicit(&l->joined, memory_order_acquire) &&
+            atomic_load_explicit(&l->beside, memory_order_relaxed) &&
+            atomic_load_explicit(&l->started, memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
 void tdm__jsched_presence(tdm__job *job, int w, int in)
 {
     if (job->sched && w < job->sched->n)
@@ -1189,6 +1207,16 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
     tdm__jsched *s = job->sched;
     tdm__jlane *l = &s->lanes[w];
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
+    /* A calibrated CPU worker's batch run while a host-CPU device explores beside it teaches
+     * its estimate nothing: it measured the device's load. Learned from, the threads' batches
+     * beside PoCL's first pi rungs (4 and 16 items in 8 and 24 ms, compiling) read the two
+     * threads at 1.85 items per ms together, against the 4.2 they ran at alone, and PoCL, at
+     * 2.35 alone, ran the rest of the map: 0.596 s against the threads' 0.493. (Their figure
+     * is what the device is judged against meanwhile: tdm__beside_judge.) */
+    if (n > 0 && e == 0 && !l->host_cpu &&
+        (l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS) &&
+        l->est.tpi > 0 && device_beside_now(job, s))
+        n = 0;
     if (n > 0) {
         /* A host-CPU device's exploration rungs run on as many of its cores as they have
          * work-groups: the rungs before a larger one measured fewer cores, not its speed, and
