@@ -606,6 +606,20 @@ static bool host_device_key(char *key, size_t len)
  * device stored slower than the threads would then really be faster than them). Measured once,
  * by a CPU-only map of 400 items. */
 #define THREAD_TPI 1.5e5
+
+/* The CPU threads' busy ns per item in report r (0 when they ran none); *items their items. */
+static double threads_ns_per_item(const tdm_report *r, int64_t *items)
+{
+    double busy = 0;
+    *items = 0;
+    for (int w = 0; w < r->n_workers; w++)
+        if (r->workers[w].kind == TDM_BACKEND_CPU_THREADS) {
+            busy += r->workers[w].busy_s * 1e9;
+            *items += r->workers[w].items;
+        }
+    return *items > 0 ? busy / (double)*items : 0;
+}
+
 static double threads_slower(void)
 {
     static double slower;
@@ -615,17 +629,11 @@ static double threads_slower(void)
     tdm_runtime *rt = sched_open(d, "cpu", 2, 0, NULL, NULL);
     tdm_report r = TDM_REPORT_INIT;
     pi_map_check(rt, TDM_POLICY_CPU, 400, PI_TERMS, 1e-4, TDM_MEM_HOST, &r);
-    double busy = 0;
     int64_t items = 0;
-    for (int w = 0; w < r.n_workers; w++)
-        if (r.workers[w].kind == TDM_BACKEND_CPU_THREADS) {
-            busy += r.workers[w].busy_s * 1e9;
-            items += r.workers[w].items;
-        }
+    double x = threads_ns_per_item(&r, &items) / THREAD_TPI;
     assert_int_equal(tdm_runtime_close(rt), 0);
     rm_dir(d);
     assert_true(items == 400);
-    double x = busy / (double)items / THREAD_TPI;
     slower = x > 1.3 ? x : 1;
     if (getenv("TDM_TEST_SHOWLOG"))
         fprintf(stderr, "threads: %.3g ns per item, %.2fx the stored figure\n", x * THREAD_TPI, x);
@@ -694,16 +702,11 @@ static int map_taken_as_stored(const char *key, double dev_tpi, int samples, int
     for (int attempt = 0; attempt < 4; attempt++) {
         tdm_report r = TDM_REPORT_INIT;
         got = maps_with_device_figure(key, dev_tpi, samples, passed, 4000, 1, log, NULL, &r);
-        double busy = 0;
         int64_t items = 0;
-        for (int w = 0; w < r.n_workers; w++)
-            if (r.workers[w].kind == TDM_BACKEND_CPU_THREADS) {
-                busy += r.workers[w].busy_s * 1e9;
-                items += r.workers[w].items;
-            }
+        double tpi = threads_ns_per_item(&r, &items);
         if (getenv("TDM_TEST_SHOWLOG"))
-            fprintf(stderr, "threads: %.3g ns per item\n", items ? busy / (double)items : 0);
-        if (items > 0 && busy / (double)items < 2 * THREAD_TPI * threads_slower())
+            fprintf(stderr, "threads: %.3g ns per item\n", tpi);
+        if (items > 0 && tpi < 2 * THREAD_TPI * threads_slower())
             break;
     }
     return got;
@@ -1061,10 +1064,6 @@ static double work_of_params(const void *params, size_t params_size)
     return params && params_size == sizeof(double) ? *(const double *)params : 0;
 }
 
-/* A map's key in the model (tdm__cm_map_key): the kernel's, and for a kernel with a work
- * function, ".w<k>" with 2^k the power of 2 nearest its result, k clamped to -64..64; none for
- * a result that is not finite and > 0, nor for a kernel without one. A buffer too short cuts
- * the key (and is still terminated). */
 /* The CPU threads' batches while a host-CPU device explores beside them measure the device's
  * load, not the threads: they do not change the threads' figure, against which each of the
  * device's rungs is judged (and the sides compared after). Learned from, they read the threads
@@ -1104,6 +1103,10 @@ static void test_threads_figure_kept_while_a_device_explores_beside_them(void **
     assert_true(g_judged_rate[0] > 0);
 }
 
+/* A map's key in the model (tdm__cm_map_key): the kernel's, and for a kernel with a work
+ * function, ".w<k>" with 2^k the power of 2 nearest its result, k clamped to -64..64; none for
+ * a result that is not finite and > 0, nor for a kernel without one. A buffer too short cuts
+ * the key (and is still terminated). */
 static void test_model_key_per_work_class(void **state)
 {
     (void)state;

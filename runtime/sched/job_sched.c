@@ -640,6 +640,7 @@ void tdm__jsched_gone(tdm__job *job, int w)
     atomic_store_explicit(&l->gone, 1, memory_order_release);
     atomic_store_explicit(&l->preparing, 0, memory_order_relaxed);
     atomic_store_explicit(&l->in_job, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->beside, 0, memory_order_release);
     offer_again(job);
 }
 
@@ -668,16 +669,18 @@ bool tdm__jsched_device_explores(tdm__job *job)
  * those workers' batches then share their cores with it (and with PoCL's compiles of a
  * work-group function for each new launch shape: a pi rung of 16 items took 24 ms), and read
  * slower than the workers are. Not with share caps (every side runs throughout there). */
-static bool device_beside_now(const tdm__job *job, const tdm__jsched *s)
+static bool device_beside_now(tdm__job *job, const tdm__jsched *s)
 {
     if (job->capped)
         return false;
     for (int w = 0; w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (l->host_cpu && atomic_load_explicit(&l->joined, memory_order_acquire) &&
+        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->host_cpu &&
             atomic_load_explicit(&l->beside, memory_order_relaxed) &&
-            atomic_load_explicit(&l->started, memory_order_relaxed))
-            return true;
+            atomic_load_explicit(&l->started, memory_order_relaxed) &&
+            atomic_load_explicit(&l->in_job, memory_order_relaxed) &&
+            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 && lane_alive(job, w))
+            return true; /* (one lost or gone explores no more: the workers learn again) */
     }
     return false;
 }
@@ -1215,8 +1218,8 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
      * is what the device is judged against meanwhile: tdm__beside_judge.) */
     if (n > 0 && e == 0 && !l->host_cpu &&
         (l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS) &&
-        l->est.tpi > 0 && device_beside_now(job, s))
-        n = 0;
+        l->est.tpi > 0 && !l->est.seeded && device_beside_now(job, s))
+        n = 0; /* (not while a stored figure is to be borne out: its checks go on) */
     if (n > 0) {
         /* A host-CPU device's exploration rungs run on as many of its cores as they have
          * work-groups: the rungs before a larger one measured fewer cores, not its speed, and
