@@ -122,8 +122,7 @@ static void *worker_main(void *p)
          * result slot, which a consumer gives back at once: it spins as before) */
         declined = job->declined_gen && !tdm__job_exhausted(job);
         job->active--;
-        if (job->active == 0 && job->declined_gen && !tdm__job_exhausted(job) &&
-            atomic_load(&job->n_declined) > 0) {
+        if (job->active == 0 && declined && atomic_load(&job->n_declined) > 0) {
             /* Everyone left a job with work left (each declined, counting on another): offer
              * it to all of them again; the next to ask finds nobody else inside and takes it. */
             atomic_fetch_add(&job->done_gen, 1);

@@ -210,12 +210,11 @@ void tdm__job_batch_done(tdm__job *job, int w, const tdm_task *task, int64_t beg
          * exploration's end calls them back, and woken sooner they would only stand down
          * again, on the cores its threads are starting on (tdm__jsched_device_explores). */
         atomic_fetch_add_explicit(&job->done_gen, 1, memory_order_acq_rel);
-        bool again =
-            atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 && reoffer_due(job);
+        bool declined = atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0;
+        bool again = declined && reoffer_due(job);
         if (again)
             atomic_fetch_add_explicit(&job->reoffers, 1, memory_order_relaxed);
-        if (again || (atomic_load_explicit(&job->n_declined, memory_order_relaxed) > 0 &&
-                      tdm__job_exhausted(job))) {
+        if (again || (declined && tdm__job_exhausted(job))) {
             pthread_mutex_t *mu = tdm__pool_mutex(job->rt->pool);
             pthread_mutex_lock(mu);
             tdm__pool_kick(job->rt->pool);

@@ -301,7 +301,7 @@ void tdm__jsched_destroy(tdm__job *job)
                  job->what, atomic_load_explicit(&job->reoffers, memory_order_relaxed),
                  TDM__REOFFER_NS * 1e-6);
     tdm__costmodel *cm = s->kernel[0] ? tdm__runtime_costmodel(job->rt) : NULL;
-    for (int w = 0; w < s->n; w++) /* (the lanes' last batches fitted in: the workers are gone) */
+    for (int w = 0; cm && w < s->n; w++) /* (their last batches fitted in: the workers are gone) */
         tdm__est_flush(&s->lanes[w].est);
     /* Stored figures this map found stale go first (the map's own are stored below). */
     for (int w = 0; cm && w < s->n; w++)
@@ -644,45 +644,39 @@ void tdm__jsched_gone(tdm__job *job, int w)
     offer_again(job);
 }
 
-bool tdm__jsched_device_explores(tdm__job *job)
-{
-    tdm__jsched *s = job->sched;
-    if (!s)
-        return false;
-    for (int k = 0; k < TDM_BACKEND_KIND_COUNT; k++)
-        if (s->cap[k] != INT64_MAX)
-            return false; /* (with share caps, no side waits for another: shared_cores) */
-    for (int w = 0; w < s->n; w++) {
-        tdm__jlane *l = &s->lanes[w];
-        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->eligible && l->host_cpu &&
-            atomic_load_explicit(&l->in_job, memory_order_relaxed) &&
-            atomic_load_explicit(&l->started, memory_order_relaxed) &&
-            !atomic_load_explicit(&l->preparing, memory_order_relaxed) &&
-            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
-            !atomic_load_explicit(&l->beside, memory_order_relaxed) && lane_alive(job, w))
-            return true;
-    }
-    return false;
-}
-
-/* Whether a host-CPU device of the job runs its exploration rungs beside the CPU workers now:
- * those workers' batches then share their cores with it (and with PoCL's compiles of a
- * work-group function for each new launch shape: a pi rung of 16 items took 24 ms), and read
- * slower than the workers are. Not with share caps (every side runs throughout there). */
-static bool device_beside_now(tdm__job *job, const tdm__jsched *s)
+/* Whether a host-CPU device of the job explores in it now, its driver inside the job and its
+ * ladder not done: beside the CPU workers (`beside`) or alone. Never with share caps (no side
+ * waits for another there, and every side runs throughout: shared_cores). */
+static bool host_device_exploring(tdm__job *job, const tdm__jsched *s, bool beside)
 {
     if (job->capped)
         return false;
     for (int w = 0; w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->host_cpu &&
-            atomic_load_explicit(&l->beside, memory_order_relaxed) &&
-            atomic_load_explicit(&l->started, memory_order_relaxed) &&
+        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->eligible && l->host_cpu &&
             atomic_load_explicit(&l->in_job, memory_order_relaxed) &&
-            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 && lane_alive(job, w))
-            return true; /* (one lost or gone explores no more: the workers learn again) */
+            atomic_load_explicit(&l->started, memory_order_relaxed) &&
+            !atomic_load_explicit(&l->preparing, memory_order_relaxed) &&
+            atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
+            (atomic_load_explicit(&l->beside, memory_order_relaxed) != 0) == beside &&
+            lane_alive(job, w))
+            return true; /* (one lost or gone explores no more) */
     }
     return false;
+}
+
+bool tdm__jsched_device_explores(tdm__job *job)
+{
+    return job->sched && host_device_exploring(job, job->sched, false);
+}
+
+/* Whether a host-CPU device of the job runs its exploration rungs beside the CPU workers now:
+ * those workers' batches then share their cores with it (and with PoCL's compiles of a
+ * work-group function for each new launch shape: a pi rung of 16 items took 24 ms), and read
+ * slower than the workers are. */
+static bool device_beside_now(tdm__job *job, const tdm__jsched *s)
+{
+    return host_device_exploring(job, s, true);
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -1216,7 +1210,7 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
      * threads at 1.85 items per ms together, against the 4.2 they ran at alone, and PoCL, at
      * 2.35 alone, ran the rest of the map: 0.596 s against the threads' 0.493. (Their figure
      * is what the device is judged against meanwhile: tdm__beside_judge.) */
-    if (n > 0 && e == 0 && !l->host_cpu &&
+    if (n > 0 && e == 0 &&
         (l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS) &&
         l->est.tpi > 0 && !l->est.seeded && device_beside_now(job, s))
         n = 0; /* (not while a stored figure is to be borne out: its checks go on) */
