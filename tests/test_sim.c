@@ -570,6 +570,34 @@ static void test_estimator_drift_among_close_sizes(void **state)
     assert_true(fabs(e.tpi - 1e3) < 1 && fabs(e.lat - 100e3) < 1);
 }
 
+/* A line whose fixed cost is below zero, from sizes less than 4x apart, is no fit: its slope
+ * is more than any batch's time per item. Replayed from a logged cold pi map (a CPU thread's
+ * window: items, microseconds): 11 batches of one item and one of two drew 5.84e5 ns per item
+ * and a fixed cost of -76 us, taken as 0, 1.15x what its one-item batches took; the threads,
+ * compared with PoCL at that figure, handed it the cores, and PoCL, 4% slower, ran the map.
+ * The estimate is the batches' own time per item. A fixed cost above zero that stands out of
+ * the scatter is still fitted (test_estimator_noise_among_close_sizes_is_no_fixed_cost). */
+static void test_estimator_no_fixed_cost_below_zero(void **state)
+{
+    (void)state;
+    static const double log[][2] = {{1, 477.2}, {1, 509.2},  {1, 509.4}, {1, 708.5},
+                                    {1, 507.6}, {1, 480.8},  {1, 515.2}, {1, 481.8},
+                                    {1, 512.4}, {2, 1091.4}, {1, 478.5}, {1, 506.7}};
+    tdm__est e;
+    tdm__est_init(&e, 200);
+    for (size_t i = 0; i < sizeof log / sizeof log[0]; i++)
+        tdm__est_add(&e, log[i][0], log[i][1] * 1e3);
+    tdm__est_flush(&e);
+    assert_true(e.lat >= 0 && e.lat < 10e3);
+    assert_true(e.tpi > 4.9e5 && e.tpi < 5.2e5); /* (its one-item batches' median: 5.08e5) */
+    /* the same on an exact line through zero, the two-item batch 10% slow: no slope of it */
+    tdm__est_init(&e, 200);
+    for (int i = 0; i < 12; i++)
+        tdm__est_add(&e, i == 9 ? 2 : 1, i == 9 ? 1.1e6 : 5e5);
+    tdm__est_flush(&e);
+    assert_true(e.tpi > 4.9e5 && e.tpi < 5.1e5);
+}
+
 /* A host-CPU device's rung below the size that fills it may have run on one of its cores: its
  * budget is reckoned at half its estimate. PoCL's pi rung of 16 items on one core of two
  * (fill: 128), 5.1e5 ns per item in 8.2 ms, 10.5 ms explored, the threads 2.45e5 together:
@@ -1189,6 +1217,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_estimator_refits_a_full_window_every_4th_batch_on_its_line),
         cmocka_unit_test(test_estimator_seed_counts_against_the_lanes_own_batches),
         cmocka_unit_test(test_estimator_noise_among_close_sizes_is_no_fixed_cost),
+        cmocka_unit_test(test_estimator_no_fixed_cost_below_zero),
         cmocka_unit_test(test_median_matches_the_sorted_middle),
         cmocka_unit_test(test_weighted_median_matches_the_sorted_one),
         cmocka_unit_test(test_exploration_budget_weighs_the_lanes_speed),

@@ -97,7 +97,7 @@ double tdm__weighted_median(double *v, double *w, int n)
     return v[lo];
 }
 
-/* Whether the line's fixed cost `lat` stands out of the batches' scatter (sizes nmin..nmax):
+/* Whether the line's fixed cost `lat` (> 0) stands out of the batches' scatter (sizes nmin..nmax):
  * at least 4 times what that scatter alone could make of it, the median distance of the
  * batches to the line times their median size over the sizes' spread (an intercept's error
  * grows with how far it is reached out from the sizes). */
@@ -109,7 +109,7 @@ static bool fixed_cost_shows(const tdm__est *e, double tpi, double lat, double n
         n[i] = e->n[i];
     }
     double scatter = median_of(d, e->count) * median_of(n, e->count) / (nmax - nmin);
-    return fabs(lat) >= 4 * scatter;
+    return lat >= 4 * scatter;
 }
 
 static void fit(tdm__est *e)
@@ -156,7 +156,12 @@ static void fit(tdm__est *e)
              * half the map's 672 items left in one batch), and so did PoCL's groups of 54-122
              * pi items, each of 4 ms batches: fixed costs of 1.9-7.4 ms (a launch costs 0.05)
              * and 1.1-1.6e5 ns per item against the 2.2e5 they ran at, read, and stored, as a
-             * device 1.5x faster than it was (fixed costs 1.3-3.2 times that scatter). */
+             * device 1.5x faster than it was (fixed costs 1.3-3.2 times that scatter). A
+             * fixed cost below zero never shows: a CPU thread's window of 11 pi batches of
+             * one item (477-515 us, one of 709) and one of two (1.09 ms) drew a line of
+             * 5.84e5 ns per item and a fixed cost of -76 us (taken as 0): 1.15x what its
+             * one-item batches took. Compared at that figure, the threads handed the cores
+             * to a PoCL 4% slower than they were. */
             double nmin = e->n[0], nmax = e->n[0];
             for (int i = 0; i < c; i++) {
                 sl[i] = e->t[i];
@@ -165,7 +170,8 @@ static void fit(tdm__est *e)
             }
             double mid = median_of(sl, c);
             if (a >= -0.25 * mid &&
-                (nmax >= 4 * nmin || (a <= 0.5 * mid && fixed_cost_shows(e, b, a, nmin, nmax)))) {
+                (nmax >= 4 * nmin ||
+                 (a > 0 && a <= 0.5 * mid && fixed_cost_shows(e, b, a, nmin, nmax)))) {
                 e->tpi = b;
                 e->lat = a > 0 ? a : 0;
                 return;
