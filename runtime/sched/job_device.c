@@ -496,8 +496,10 @@ void tdm__job_run_device(tdm__job *job, int w)
             }
             s->busy = false;
             uint64_t t_done = tdm__now_ns();
-            if (--in_flight == 0)
+            if (--in_flight == 0) {
                 ws->busy_ns += t_done - busy_since;
+                tdm__jsched_device_busy(job, w, false);
+            }
             if (job->sched || learn) {
                 /* Queued batches overlap (a CPU device may even run its queues at once), so
                  * one batch's time means little: the model learns from groups of n_queues
@@ -591,8 +593,10 @@ void tdm__job_run_device(tdm__job *job, int w)
             tdm__job_batch_done(job, w, &s->task, s->begin, s->end, rc, why);
             continue;
         }
-        if (in_flight++ == 0)
+        if (in_flight++ == 0) {
             busy_since = tdm__now_ns();
+            tdm__jsched_device_busy(job, w, true);
+        }
         detail[0] = '\0';
         s->t_submit = tdm__now_ns();
         pthread_mutex_lock(&ds->mu);
@@ -613,8 +617,10 @@ void tdm__job_run_device(tdm__job *job, int w)
             s->busy = true;
             continue;
         }
-        if (--in_flight == 0)
+        if (--in_flight == 0) {
             ws->busy_ns += tdm__now_ns() - busy_since;
+            tdm__jsched_device_busy(job, w, false);
+        }
         if (device_fault(rc)) {
             /* Lost at submission (a dead context is usually found here first, by the next copy
              * or launch): this batch, and those still in flight, run elsewhere. */

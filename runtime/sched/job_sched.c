@@ -644,12 +644,10 @@ void tdm__jsched_gone(tdm__job *job, int w)
     offer_again(job);
 }
 
-/* Whether a host-CPU device of the job explores in it now, its driver inside the job and its
- * ladder not done: beside the CPU workers (`beside`) or alone. Never with share caps (no side
- * waits for another there, and every side runs throughout: shared_cores). */
-static bool host_device_exploring(tdm__job *job, const tdm__jsched *s, bool beside)
+bool tdm__jsched_device_explores(tdm__job *job)
 {
-    if (job->capped)
+    const tdm__jsched *s = job->sched;
+    if (!s || job->capped) /* (no side waits for another there: shared_cores) */
         return false;
     for (int w = 0; w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
@@ -658,25 +656,40 @@ static bool host_device_exploring(tdm__job *job, const tdm__jsched *s, bool besi
             atomic_load_explicit(&l->started, memory_order_relaxed) &&
             !atomic_load_explicit(&l->preparing, memory_order_relaxed) &&
             atomic_load_explicit(&l->explore, memory_order_relaxed) > 0 &&
-            (atomic_load_explicit(&l->beside, memory_order_relaxed) != 0) == beside &&
-            lane_alive(job, w))
+            !atomic_load_explicit(&l->beside, memory_order_relaxed) && lane_alive(job, w))
             return true; /* (one lost or gone explores no more) */
     }
     return false;
 }
 
-bool tdm__jsched_device_explores(tdm__job *job)
+void tdm__jsched_device_busy(tdm__job *job, int w, bool busy)
 {
-    return job->sched && host_device_exploring(job, job->sched, false);
+    tdm__jsched *s = job->sched;
+    if (!s || w >= s->n || !s->lanes[w].host_cpu)
+        return;
+    tdm__jlane *l = &s->lanes[w];
+    if (!busy)
+        atomic_store_explicit(&l->dev_idle_at, tdm__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&l->dev_busy, busy, memory_order_release);
 }
 
-/* Whether a host-CPU device of the job runs its exploration rungs beside the CPU workers now:
- * those workers' batches then share their cores with it (and with PoCL's compiles of a
- * work-group function for each new launch shape: a pi rung of 16 items took 24 ms), and read
- * slower than the workers are. */
-static bool device_beside_now(tdm__job *job, const tdm__jsched *s)
+/* Whether a host-CPU device of the job had a batch in flight at some time since `from`
+ * (tdm__now_ns): a CPU worker's batch run from then on shared its cores with the device's
+ * batches (and with PoCL's compiles of a work-group function for each new launch shape: a pi
+ * rung of 16 items took 24 ms). Never with share caps: every side runs throughout there
+ * (shared_cores), and none would learn. */
+static bool host_device_busy_since(const tdm__job *job, const tdm__jsched *s, uint64_t from)
 {
-    return host_device_exploring(job, s, true);
+    if (job->capped)
+        return false;
+    for (int w = 0; w < s->n; w++) {
+        const tdm__jlane *l = &s->lanes[w];
+        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->host_cpu &&
+            (atomic_load_explicit(&l->dev_busy, memory_order_acquire) ||
+             atomic_load_explicit(&l->dev_idle_at, memory_order_relaxed) > from))
+            return true;
+    }
+    return false;
 }
 
 void tdm__jsched_presence(tdm__job *job, int w, int in)
@@ -1204,15 +1217,24 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
     tdm__jsched *s = job->sched;
     tdm__jlane *l = &s->lanes[w];
     long long e = atomic_load_explicit(&l->explore, memory_order_relaxed);
-    /* A calibrated CPU worker's batch run while a host-CPU device explores beside it teaches
-     * its estimate nothing: it measured the device's load. Learned from, the threads' batches
-     * beside PoCL's first pi rungs (4 and 16 items in 8 and 24 ms, compiling) read the two
-     * threads at 1.85 items per ms together, against the 4.2 they ran at alone, and PoCL, at
-     * 2.35 alone, ran the rest of the map: 0.596 s against the threads' 0.493. (Their figure
-     * is what the device is judged against meanwhile: tdm__beside_judge.) */
+    /* A calibrated CPU worker's batch that ran while a host-CPU device had a batch in flight
+     * teaches its estimate nothing: it measured the device's load on their shared cores.
+     *  - Beside PoCL's first pi rungs (4 and 16 items in 8 and 24 ms, compiling), learned from,
+     *    the threads' batches read the two threads at 1.85 items per ms together, against the
+     *    4.2 they ran at alone, and PoCL, at 2.35 alone, ran the rest of the map: 0.596 s
+     *    against the threads' 0.493. (Their figure is what the device is judged against
+     *    meanwhile: tdm__beside_judge.)
+     *  - The same after the device's beside rungs: a thread's batch of one pi item took 8.9 ms
+     *    beside PoCL's last rung beside them and its first alone, and read 3.4e6 ns per item
+     *    (5e5 before). The threads stood down while PoCL explored alone, and were then compared
+     *    with it on that figure: 2.27 items per ms together against PoCL's 3.15, and PoCL ran
+     *    the map (the threads alone: 4).
+     *  - And at each hand-over of the cores: the first batches of the side that takes them run
+     *    beside the last ones of the side that leaves them. */
     if (n > 0 && e == 0 &&
         (l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS) &&
-        l->est.tpi > 0 && !l->est.seeded && device_beside_now(job, s))
+        l->est.tpi > 0 && !l->est.seeded &&
+        host_device_busy_since(job, s, tdm__now_ns() - (uint64_t)dur_ns))
         n = 0; /* (not while a stored figure is to be borne out: its checks go on) */
     if (n > 0) {
         /* A host-CPU device's exploration rungs run on as many of its cores as they have

@@ -32,6 +32,9 @@ typedef struct tdm__jlane {
     atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: no
                                * side of the shared cores once the threads are calibrated (until
                                * then it waits for them); set to 0 with release after `explore` */
+    atomic_int dev_busy;      /* a host-CPU device lane: a batch of it in flight now (its driver's
+                               * tdm__jsched_device_busy; set to 0 with release after dev_idle_at) */
+    _Atomic uint64_t dev_idle_at; /* ... and when its last batch in flight completed (0: none) */
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
@@ -130,7 +133,9 @@ int64_t tdm__jsched_want(tdm__job *job, int w, double *est_ns);
  * share cap reserved `asked` items of its cap in tdm__jsched_want(). */
 void tdm__jsched_claimed(tdm__job *job, int w, int64_t asked, int64_t n, double est_ns);
 /* Lane w finished a batch of n items that took dur_ns (for a device, since the later of its
- * submission and the previous completion); `idle` says the lane has nothing else in flight. */
+ * submission and the previous completion), just before this call; `idle` says the lane has
+ * nothing else in flight. A calibrated CPU worker's batch during which a host-CPU device of the
+ * job had a batch in flight (tdm__jsched_device_busy) leaves its estimate as it was. */
 void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle);
 
 /* Whether lane w is still exploring (a device then keeps one batch in flight, so each
@@ -160,6 +165,12 @@ void tdm__jsched_on_host(tdm__job *job, int w);
 /* Device lane w leaves the job for good (its program did not build, under AUTO): no side waits
  * for it and no estimate counts it; the workers that stood down for it are called back. */
 void tdm__jsched_gone(tdm__job *job, int w);
+
+/* Device lane w's driver has a batch in flight (busy), or its last one in flight completed (not
+ * busy): a host-CPU device's batches share the cores with the CPU workers', whose batches run
+ * meanwhile then teach their estimates nothing (tdm__jsched_done). Called by the lane's own
+ * driver; a no-op for a device on cores of its own. */
+void tdm__jsched_device_busy(tdm__job *job, int w, bool busy);
 
 /* Lane w's worker enters (1) or leaves (0) the job. */
 void tdm__jsched_presence(tdm__job *job, int w, int in);
