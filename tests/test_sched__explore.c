@@ -1184,7 +1184,7 @@ static void test_cpu_batches_beside_a_device_batch_not_learned(void **state)
     char key[200];
     if (!host_device_key(key, sizeof key))
         skip(); /* no OpenCL device on the host's cores */
-    int overlapped = 0, learned_clear = 0;
+    int overlapped = 0, clear = 0, learned_clear = 0;
     for (int attempt = 0; attempt < 4 && overlapped == 0; attempt++) {
         char *d = model_dir();
         tdm_runtime *rt = sched_open(d, NULL, 2, 0, NULL, NULL);
@@ -1194,11 +1194,15 @@ static void test_cpu_batches_beside_a_device_batch_not_learned(void **state)
         atomic_store(&g_spans, 0);
         atomic_store(&g_cpus, 0);
         atomic_store(&g_watch, true);
-        pi_map_check(rt, TDM_POLICY_AUTO, 4000, PI_TERMS, 1e-4, TDM_MEM_HOST, NULL);
+        tdm_report r = TDM_REPORT_INIT;
+        pi_map_check(rt, TDM_POLICY_AUTO, 4000, PI_TERMS, 1e-4, TDM_MEM_HOST, &r);
         atomic_store(&g_watch, false);
         assert_int_equal(tdm_runtime_close(rt), 0);
         rm_dir(d);
         int spans = atomic_load(&g_spans), cpus = atomic_load(&g_cpus);
+        if (items_of(&r, TDM_BACKEND_OPENCL) > 0 && spans == 0)
+            fail_msg("the device ran %lld items, and its driver marked no batch in flight",
+                     (long long)items_of(&r, TDM_BACKEND_OPENCL));
         cpus = cpus < SPANS ? cpus : SPANS;
         for (int i = 0; i < cpus; i++) {
             const cpu_batch *b = &g_cpu[i];
@@ -1216,11 +1220,14 @@ static void test_cpu_batches_beside_a_device_batch_not_learned(void **state)
                          "of it beside a device batch",
                          (b->to - b->from) * 1e-3, most * 1e-3);
             overlapped += over;
+            clear += !near;
             learned_clear += !near && b->learned;
         }
     }
-    if (overlapped == 0)
-        skip(); /* (no device batch ran beside a calibrated CPU worker's) */
+    /* (skipped when no calibrated CPU batch ran beside a device batch, or none clear of them:
+     * a device far faster than the threads would run the map, the threads beside its rungs) */
+    if (overlapped == 0 || clear == 0)
+        skip();
     assert_true(learned_clear > 0);
 }
 
