@@ -667,26 +667,27 @@ void tdm__jsched_device_busy(tdm__job *job, int w, bool busy)
     tdm__jsched *s = job->sched;
     if (!s || w >= s->n || !s->lanes[w].host_cpu)
         return;
-    tdm__jlane *l = &s->lanes[w];
-    if (!busy)
-        atomic_store_explicit(&l->dev_idle_at, tdm__now_ns(), memory_order_relaxed);
-    atomic_store_explicit(&l->dev_busy, busy, memory_order_release);
+    atomic_store_explicit(&s->lanes[w].dev_idle_at, busy ? UINT64_MAX : tdm__now_ns(),
+                          memory_order_relaxed);
 }
 
-/* Whether a host-CPU device of the job had a batch in flight at some time since `from`
- * (tdm__now_ns): a CPU worker's batch run from then on shared its cores with the device's
- * batches (and with PoCL's compiles of a work-group function for each new launch shape: a pi
- * rung of 16 items took 24 ms). Never with share caps: every side runs throughout there
- * (shared_cores), and none would learn. */
-static bool host_device_busy_since(const tdm__job *job, const tdm__jsched *s, uint64_t from)
+/* Whether a host-CPU device of the job had a batch in flight at some time in the last dur_ns:
+ * a CPU worker's batch that took them, just ended, shared its cores with the device's batches
+ * (and with PoCL's compiles of a work-group function for each new launch shape: a pi rung of
+ * 16 items took 24 ms). Never with share caps: every side runs throughout there
+ * (shared_cores), and none would learn. The clock is read only for a job with such a device. */
+static bool host_device_busy_within(const tdm__job *job, const tdm__jsched *s, double dur_ns)
 {
     if (job->capped)
         return false;
+    uint64_t from = 0;
     for (int w = 0; w < s->n; w++) {
         const tdm__jlane *l = &s->lanes[w];
-        if (atomic_load_explicit(&l->joined, memory_order_acquire) && l->host_cpu &&
-            (atomic_load_explicit(&l->dev_busy, memory_order_acquire) ||
-             atomic_load_explicit(&l->dev_idle_at, memory_order_relaxed) > from))
+        if (!atomic_load_explicit(&l->joined, memory_order_acquire) || !l->host_cpu)
+            continue;
+        if (!from)
+            from = tdm__now_ns() - (uint64_t)dur_ns;
+        if (atomic_load_explicit(&l->dev_idle_at, memory_order_relaxed) > from)
             return true;
     }
     return false;
@@ -1233,8 +1234,7 @@ void tdm__jsched_done(tdm__job *job, int w, int64_t n, double dur_ns, bool idle)
      *    beside the last ones of the side that leaves them. */
     if (n > 0 && e == 0 &&
         (l->kind == TDM_BACKEND_CPU_THREADS || l->kind == TDM_BACKEND_CPU_PROCS) &&
-        l->est.tpi > 0 && !l->est.seeded &&
-        host_device_busy_since(job, s, tdm__now_ns() - (uint64_t)dur_ns))
+        l->est.tpi > 0 && !l->est.seeded && host_device_busy_within(job, s, dur_ns))
         n = 0; /* (not while a stored figure is to be borne out: its checks go on) */
     if (n > 0) {
         /* A host-CPU device's exploration rungs run on as many of its cores as they have

@@ -32,9 +32,9 @@ typedef struct tdm__jlane {
     atomic_int beside;        /* a host-CPU device exploring beside the CPU threads, not alone: no
                                * side of the shared cores once the threads are calibrated (until
                                * then it waits for them); set to 0 with release after `explore` */
-    atomic_int dev_busy;      /* a host-CPU device lane: a batch of it in flight now (its driver's
-                               * tdm__jsched_device_busy; set to 0 with release after dev_idle_at) */
-    _Atomic uint64_t dev_idle_at; /* ... and when its last batch in flight completed (0: none) */
+    /* A host-CPU device lane: when its last batch in flight completed (tdm__now_ns; 0: none),
+     * UINT64_MAX while one is in flight (its driver's tdm__jsched_device_busy). */
+    _Atomic uint64_t dev_idle_at;
     double lat, target_ns;
     int64_t fill; /* items a batch needs to fill the lane (a device's compute units) */
     bool eligible;
